@@ -1,0 +1,312 @@
+/* advtrain: train small neural networks that generalize and resist adversarial attacks.
+ *
+ * The whole public API. Conventions:
+ *  - every function that can fail returns an at_status; on failure at_error_message() says what
+ *    went wrong (naming the file, tensor or argument). The library never prints and never exits.
+ *  - float32 everywhere; images are NCHW, pixels in [0,1].
+ *  - a network is a sequence of layers. Its parameters live in one contiguous buffer, their
+ *    gradients in another; each parameter tensor is a named view (PyTorch state_dict names).
+ */
+#ifndef ADVTRAIN_H
+#define ADVTRAIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AT_VERSION "0.1.0"
+
+/* ---------------------------------------------------------------- status */
+
+typedef enum at_status {
+    AT_OK = 0,
+    AT_ERR_ARG,         /* invalid argument or configuration */
+    AT_ERR_NOMEM,       /* allocation failed */
+    AT_ERR_SHAPE,       /* impossible or mismatched shapes */
+    AT_ERR_IO,          /* file missing, unreadable or unwritable */
+    AT_ERR_FORMAT,      /* file exists but is truncated, corrupted or malformed */
+    AT_ERR_NAN,         /* a loss or value became NaN or infinite */
+    AT_ERR_UNSUPPORTED  /* valid request this build cannot do */
+} at_status;
+
+const char *at_status_name(at_status s);
+/* Detail of the most recent failure in the calling thread ("" if none). */
+const char *at_error_message(void);
+/* Sets the detail message and returns `s` (for use inside the library and by extensions). */
+at_status at_fail(at_status s, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* Number of threads used by compute kernels (>= 1). Deterministic for a fixed count. */
+void at_set_threads(int n);
+int at_get_threads(void);
+
+/* ---------------------------------------------------------------- random numbers */
+
+/* xoshiro256** seeded through splitmix64: the library never touches rand(). */
+typedef struct at_rng {
+    uint64_t s[4];
+} at_rng;
+
+void at_rng_seed(at_rng *r, uint64_t seed);
+uint64_t at_rng_next(at_rng *r);
+float at_rng_uniform(at_rng *r);             /* [0, 1) */
+float at_rng_normal(at_rng *r);              /* standard normal */
+uint32_t at_rng_below(at_rng *r, uint32_t n); /* uniform integer in [0, n) */
+void at_rng_shuffle(at_rng *r, int32_t *a, int n);
+
+/* ---------------------------------------------------------------- layers and networks */
+
+typedef enum at_layer_kind {
+    AT_LAYER_LINEAR,
+    AT_LAYER_CONV2D,
+    AT_LAYER_MAXPOOL2D,
+    AT_LAYER_AVGPOOL2D,
+    AT_LAYER_RELU,
+    AT_LAYER_LEAKYRELU,
+    AT_LAYER_TANH,
+    AT_LAYER_SIGMOID,
+    AT_LAYER_FLATTEN,
+    AT_LAYER_DROPOUT,
+    AT_LAYER_KIND_COUNT
+} at_layer_kind;
+
+/* What a user asks for. Input sizes are inferred when the network is built. */
+typedef struct at_layer_desc {
+    at_layer_kind kind;
+    char name[32]; /* module name for parameter names ("fc1", "0"); "" for parameterless layers */
+    int out;       /* Linear: out_features; Conv2d: out_channels */
+    int kernel;    /* Conv2d / pooling kernel size (square) */
+    int stride;    /* Conv2d / pooling stride (0 = default: 1 for conv, kernel for pooling) */
+    int pad;       /* Conv2d / pooling zero padding */
+    float alpha;   /* Dropout: drop probability; LeakyReLU: negative slope */
+} at_layer_desc;
+
+/* A parameter tensor of a network: a named view into the parameter buffer. */
+typedef struct at_param_info {
+    char name[48];     /* PyTorch state_dict name, e.g. "fc1.weight" */
+    int ndim;
+    int shape[4];      /* Linear weight (out, in); conv weight (out, in, kh, kw); bias (out) */
+    size_t offset;     /* into at_net_params() / at_net_grads() */
+    size_t size;       /* number of floats */
+    int layer;         /* index of the owning layer */
+    bool is_bias;
+} at_param_info;
+
+typedef struct at_net at_net;
+
+/* Builds a network for inputs of shape (c, h, w) (flat vectors: c = features, h = w = 1).
+ * Parameters are allocated and zero; call at_net_init to initialize them. */
+at_status at_net_create(at_net **out, const at_layer_desc *layers, int nlayers, int in_c, int in_h,
+                        int in_w);
+/* Builds a built-in model ("seed-mlp", "seed-cnn", "mlp", "smallcnn") or a custom architecture
+ * written in the spec syntax (docs/architectures.md), for inputs of shape (c, h, w). */
+at_status at_net_from_spec(at_net **out, const char *spec, int in_c, int in_h, int in_w);
+/* Parses a custom spec into layer descriptions (*nlayers in: capacity, out: count). */
+at_status at_spec_parse(const char *spec, at_layer_desc *layers, int *nlayers);
+/* True if `name` is one of the built-in model names. */
+bool at_is_builtin_model(const char *name);
+void at_net_free(at_net *net);
+
+/* PyTorch default initialization: weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as
+ * nn.Linear / nn.Conv2d's reset_parameters (kaiming_uniform_ with a = sqrt(5)). */
+void at_net_init(at_net *net, uint64_t seed);
+typedef enum at_init_kind { AT_INIT_PYTORCH, AT_INIT_KAIMING_NORMAL, AT_INIT_XAVIER_UNIFORM } at_init_kind;
+void at_net_init_with(at_net *net, at_init_kind kind, uint64_t seed);
+
+/* Allocation phase: sizes every activation and workspace buffer for batches up to max_batch.
+ * Forward/backward allocate nothing afterwards. Called implicitly by forward if too small. */
+at_status at_net_reserve(at_net *net, int max_batch);
+
+/* Train mode enables dropout; eval mode (the default) makes it the identity. */
+void at_net_set_training(at_net *net, bool training);
+bool at_net_is_training(const at_net *net);
+/* Seeds the network's own generator (dropout masks). */
+void at_net_seed(at_net *net, uint64_t seed);
+
+/* Forward pass over n samples laid out as n x (c*h*w) floats. *logits (if not NULL) receives a
+ * pointer, valid until the next call, to n x at_net_out_size() outputs. */
+at_status at_net_forward(at_net *net, const float *x, int n, const float **logits);
+
+enum {
+    AT_GRAD_PARAMS = 1, /* accumulate (+=) parameter gradients into at_net_grads() */
+    AT_GRAD_INPUT = 2   /* write the input gradient into dx */
+};
+/* Backward pass for the last forward: dlogits is n x out_size. With AT_GRAD_INPUT, dx (n x in_size)
+ * receives dLoss/dx. Without AT_GRAD_PARAMS no parameter gradient is computed (attacks). */
+at_status at_net_backward(at_net *net, const float *dlogits, int flags, float *dx);
+
+int at_net_in_size(const at_net *net);  /* c*h*w */
+int at_net_out_size(const at_net *net);
+void at_net_in_shape(const at_net *net, int *c, int *h, int *w);
+int at_net_num_layers(const at_net *net);
+const at_layer_desc *at_net_layer(const at_net *net, int i);
+/* Output shape of layer i for one sample. */
+void at_net_layer_out_shape(const at_net *net, int i, int *c, int *h, int *w);
+/* A short human-readable description of the architecture, like PyTorch's print(model). */
+at_status at_net_describe(const at_net *net, char *buf, size_t cap);
+/* The spec the network was built from (built-in name or custom spec). */
+const char *at_net_spec(const at_net *net);
+
+size_t at_net_num_params(const at_net *net);
+float *at_net_params(at_net *net);
+float *at_net_grads(at_net *net);
+void at_net_zero_grad(at_net *net);
+int at_net_num_tensors(const at_net *net);
+const at_param_info *at_net_tensor(const at_net *net, int i);
+const at_param_info *at_net_find_tensor(const at_net *net, const char *name);
+
+/* ---------------------------------------------------------------- losses */
+
+/* Softmax cross-entropy (fused, log-sum-exp stable), mean over the batch, PyTorch semantics.
+ * label_smoothing in [0,1): target = (1-e)*onehot + e/K. dlogits (may be NULL) receives
+ * dLoss/dlogits. correct (may be NULL) receives the number of argmax hits. */
+at_status at_cross_entropy(const float *logits, const int32_t *labels, int n, int k,
+                           float label_smoothing, float *loss, float *dlogits, int *correct);
+/* Mean squared error over all n*k elements (PyTorch MSELoss 'mean'). */
+at_status at_mse(const float *pred, const float *target, int n, int k, float *loss, float *dpred);
+/* Index of the largest of k values (first on ties). */
+int at_argmax(const float *v, int k);
+
+/* ---------------------------------------------------------------- optimizers */
+
+typedef enum at_optim_kind { AT_OPTIM_SGD, AT_OPTIM_ADAM } at_optim_kind;
+
+typedef struct at_optim_config {
+    at_optim_kind kind;
+    float lr;
+    float momentum;     /* SGD */
+    float dampening;    /* SGD (PyTorch default 0) */
+    bool nesterov;      /* SGD */
+    float beta1, beta2; /* Adam (0.9, 0.999) */
+    float eps;          /* Adam (1e-8) */
+    float weight_decay; /* coupled: g += wd*w (PyTorch SGD/Adam semantics) */
+} at_optim_config;
+
+at_optim_config at_optim_defaults(at_optim_kind kind);
+
+typedef struct at_optim at_optim;
+at_status at_optim_create(at_optim **out, at_net *net, const at_optim_config *cfg);
+void at_optim_free(at_optim *opt);
+/* One update of every parameter from the gradient buffer. */
+at_status at_optim_step(at_optim *opt);
+void at_optim_set_lr(at_optim *opt, float lr);
+float at_optim_lr(const at_optim *opt);
+const at_optim_config *at_optim_get_config(const at_optim *opt);
+/* The optimizer state as one buffer (momentum / moments), for checkpoints. */
+float *at_optim_state(at_optim *opt, size_t *count);
+int64_t at_optim_steps(const at_optim *opt);
+
+/* ---------------------------------------------------------------- data */
+
+/* A dataset held in memory. Images stay as bytes and are scaled to [0,1] per batch; regression
+ * data (synthetic) keeps float features and float targets. */
+typedef struct at_dataset {
+    int n;            /* samples */
+    int c, h, w;      /* per-sample shape (vectors: c = features, h = w = 1) */
+    int num_classes;  /* classification: number of classes; regression: 0 */
+    int target_dim;   /* regression: target size; classification: 0 */
+    uint8_t *images;  /* n*c*h*w bytes, or NULL */
+    float *features;  /* n*c*h*w floats, or NULL */
+    int32_t *labels;  /* n labels (classification), or NULL */
+    float *targets;   /* n*target_dim (regression), or NULL */
+} at_dataset;
+
+/* A train/test pair with a human-readable name. */
+typedef struct at_data {
+    char name[64];
+    at_dataset train;
+    at_dataset test;
+} at_data;
+
+/* Loads a dataset from a source string:
+ *   "fashion-mnist"   Debian's dataset-fashion-mnist (/usr/share/datasets/fashion-mnist)
+ *   "mnist:DIR" "idx:DIR" "fashion-mnist:DIR"   IDX files (gzipped or not) in DIR
+ *   "cifar10:DIR"     CIFAR-10 binary batches
+ *   "synthetic"       the seed-mlp regression task (synthetic[:SEED] to vary the teacher)
+ * A missing dataset fails with AT_ERR_IO and a message that says how to get it. */
+at_status at_data_load(at_data *data, const char *source);
+void at_data_free(at_data *data);
+
+/* IDX files: images (idx3, uint8) and labels (idx1, uint8), gzipped or not. */
+at_status at_idx_load(at_dataset *ds, const char *images_path, const char *labels_path);
+/* CIFAR-10 binary: the five data_batch_*.bin (train) or test_batch.bin (test) in dir. */
+at_status at_cifar10_load(at_dataset *ds, const char *dir, bool train);
+/* The seed-mlp regression task: y = teacher(x) + noise, with a fixed random teacher. */
+at_status at_synthetic_load(at_data *data, uint64_t seed);
+
+/* Moves a seeded random fraction of `train` into `val` (frac in (0,1)). */
+at_status at_dataset_split(at_dataset *train, at_dataset *val, float frac, uint64_t seed);
+/* Keeps only the first n samples (n <= ds->n). */
+at_status at_dataset_truncate(at_dataset *ds, int n);
+void at_dataset_free(at_dataset *ds);
+int at_dataset_sample_size(const at_dataset *ds); /* c*h*w */
+
+/* Gathers samples idx[0..n) into x (n x c*h*w floats in [0,1]) and labels y (classification) or
+ * targets t (regression, n x target_dim). y or t may be NULL when not wanted. */
+void at_dataset_batch(const at_dataset *ds, const int32_t *idx, int n, float *x, int32_t *y,
+                      float *t);
+
+/* ---------------------------------------------------------------- safetensors */
+
+typedef struct at_st_tensor {
+    char *name;
+    int ndim;
+    int64_t shape[8];
+    size_t count;  /* number of elements */
+    float *data;   /* F32 data (owned by the file object) */
+} at_st_tensor;
+
+typedef struct at_st_meta {
+    char *key;
+    char *value;
+} at_st_meta;
+
+typedef struct at_st_file {
+    int ntensors;
+    at_st_tensor *tensors;
+    int nmeta;
+    at_st_meta *meta;
+} at_st_file;
+
+/* Reads and validates a safetensors file (F32 tensors only; header size, offsets, sizes and
+ * names are checked). Errors name the file and what is wrong. */
+at_status at_st_read(const char *path, at_st_file **out);
+void at_st_free(at_st_file *f);
+const at_st_tensor *at_st_find(const at_st_file *f, const char *name);
+const char *at_st_meta_get(const at_st_file *f, const char *key);
+
+/* A tensor to write: data points to count floats. */
+typedef struct at_st_entry {
+    const char *name;
+    int ndim;
+    int64_t shape[8];
+    const float *data;
+} at_st_entry;
+
+/* Writes atomically (temp file in the same directory, fsync, rename). */
+at_status at_st_write(const char *path, const at_st_entry *tensors, int ntensors,
+                      const at_st_meta *meta, int nmeta);
+
+/* ---------------------------------------------------------------- model files */
+
+/* Saves the network's parameters under their PyTorch names, with the architecture
+ * ("advtrain.arch", "advtrain.input") and any extra metadata. */
+at_status at_model_save(const at_net *net, const char *path, const at_st_meta *extra, int nextra);
+/* Builds the network a model file describes and loads its weights. meta (may be NULL) receives
+ * the file object (caller frees with at_st_free) for reading further metadata. */
+at_status at_model_load(at_net **out, const char *path, at_st_file **meta);
+/* Loads weights (e.g. written by PyTorch) into an existing network; every parameter must be
+ * present with the right shape. */
+at_status at_net_load_weights(at_net *net, const at_st_file *f, const char *path);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ADVTRAIN_H */
