@@ -235,9 +235,9 @@ static void test_split(void) {
 
 /* ---------------------------------------------------------------- synthetic */
 
-/* Least squares y ~ W x + b on ds (normal equations, doubles); returns the residual RMS and
- * stores the fit in wb (10 rows of 11: weights then bias). */
-static double fit_linear(const at_dataset *ds, double wb[10][11]) {
+/* Least squares y ~ W x + b on ds (normal equations, doubles); stores the fit in wb (10 rows
+ * of 11: weights then bias). */
+static void fit_linear(const at_dataset *ds, double wb[10][11]) {
     enum { P = 11 };
     double a[P][P] = {{0}}, rhs[10][P] = {{0}};
     for (int i = 0; i < ds->n; i++) {
@@ -269,7 +269,6 @@ static double fit_linear(const at_dataset *ds, double wb[10][11]) {
     }
     for (int o = 0; o < 10; o++)
         for (int p = 0; p < P; p++) wb[o][p] = rhs[o][p] / a[p][p];
-    return 0;
 }
 
 static double residual_rms(const at_dataset *ds, double wb[10][11]) {
