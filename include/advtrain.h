@@ -306,6 +306,57 @@ at_status at_model_load(at_net **out, const char *path, at_st_file **meta);
  * present with the right shape. */
 at_status at_net_load_weights(at_net *net, const at_st_file *f, const char *path);
 
+
+/* ---------------------------------------------------------------- training and evaluation */
+
+/* Accuracy (classification) or mean squared error (regression) of a network on a dataset, in
+ * eval mode. */
+typedef struct at_eval_result {
+    int samples;
+    float loss;     /* mean cross-entropy, or MSE */
+    float accuracy; /* fraction correct (classification), else 0 */
+    float mse;      /* regression, else 0 */
+} at_eval_result;
+
+at_status at_evaluate(at_net *net, const at_dataset *ds, int batch, at_eval_result *out);
+/* The figure of merit reported for a dataset: accuracy for classification, MSE for regression. */
+float at_eval_metric(const at_dataset *ds, const at_eval_result *r);
+
+typedef struct at_train_config {
+    int epochs;
+    int batch;
+    uint64_t seed;        /* shuffling and dropout */
+    at_optim_config optim;
+} at_train_config;
+
+at_train_config at_train_defaults(void);
+
+/* What the training loop reports after each epoch. Metrics are accuracy (classification) or MSE
+ * (regression); NAN where a split is absent. */
+typedef struct at_epoch_stats {
+    int epoch, epochs; /* 1-based */
+    float lr;
+    float train_loss;
+    float train_metric; /* running, over the epoch's batches in train mode */
+    float val_metric;
+    float test_metric;
+    double seconds;     /* training time of the epoch (evaluation excluded) */
+} at_epoch_stats;
+
+typedef struct at_train_callbacks {
+    void *user;
+    /* After every batch (may be NULL): for progress bars. */
+    void (*on_batch)(void *user, int epoch, int batch, int nbatches, float running_loss);
+    /* After every epoch (may be NULL). Returning false stops training. */
+    bool (*on_epoch)(void *user, const at_epoch_stats *stats);
+} at_train_callbacks;
+
+/* Trains net on `train` with minibatch SGD/Adam; evaluates on val and test (either may be NULL)
+ * after each epoch. Fails with AT_ERR_NAN if the loss diverges, saying when. */
+at_status at_train(at_net *net, const at_dataset *train, const at_dataset *val,
+                   const at_dataset *test, const at_train_config *cfg,
+                   const at_train_callbacks *cb);
+
 #ifdef __cplusplus
 }
 #endif

@@ -13,6 +13,9 @@ float *at_alloc_floats(size_t count, const char *what);
 /* Duplicates a string (NULL on failure, with the error set). */
 char *at_strdup(const char *s);
 
+/* Records the spec string a network was built from (built-in name or custom spec). */
+at_status at_net_set_spec(at_net *net, const char *spec);
+
 #define AT_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define AT_MAX(a, b) ((a) > (b) ? (a) : (b))
 #endif

@@ -65,13 +65,15 @@ char *at_strdup(const char *s) {
 
 /* Threads: OpenMP splits each batch across threads; every BLAS call inside runs single-threaded,
  * so the two never fight over cores. */
-static int thread_count = 1;
+static int thread_count = 0; /* 0: not chosen yet */
 
 void at_set_threads(int n) {
     if (n < 1) n = 1;
     thread_count = n;
     openblas_set_num_threads(1);
-    omp_set_num_threads(n);
 }
 
-int at_get_threads(void) { return thread_count; }
+int at_get_threads(void) {
+    if (thread_count == 0) at_set_threads(omp_get_num_procs());
+    return thread_count;
+}

@@ -1,0 +1,125 @@
+/* A small table-driven option parser: "--name value", "--name=value" and flags, with range checks
+ * and generated --help. Every error names the flag and what was wrong with it. */
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+const cli_option *cli_find(const cli_command *cmd, const char *name) {
+    for (int i = 0; i < cmd->noptions; i++)
+        if (strcmp(cmd->options[i].name, name) == 0) return &cmd->options[i];
+    return NULL;
+}
+
+static bool in_range(const cli_option *o, double v) { return o->min > o->max || (v >= o->min && v <= o->max); }
+
+static bool bad_value(const cli_command *cmd, const cli_option *o, const char *value,
+                      const char *why) {
+    fprintf(stderr, "advtrain %s: --%s %s: %s", cmd->name, o->name, value, why);
+    if (o->min <= o->max) fprintf(stderr, " (accepted: %g to %g)", o->min, o->max);
+    fprintf(stderr, "\n");
+    return false;
+}
+
+static bool set_value(const cli_command *cmd, cli_option *o, const char *value) {
+    char *end;
+    errno = 0;
+    switch (o->type) {
+    case OPT_INT: {
+        long v = strtol(value, &end, 10);
+        if (end == value || *end || errno) return bad_value(cmd, o, value, "not a whole number");
+        if (!in_range(o, (double)v)) return bad_value(cmd, o, value, "out of range");
+        *(int *)o->target = (int)v;
+        break;
+    }
+    case OPT_U64: {
+        if (value[0] == '-') return bad_value(cmd, o, value, "must not be negative");
+        unsigned long long v = strtoull(value, &end, 10);
+        if (end == value || *end || errno) return bad_value(cmd, o, value, "not a whole number");
+        *(uint64_t *)o->target = (uint64_t)v;
+        break;
+    }
+    case OPT_FLOAT: {
+        double v = strtod(value, &end);
+        if (end == value || *end || errno || !isfinite(v))
+            return bad_value(cmd, o, value, "not a finite number");
+        if (!in_range(o, v)) return bad_value(cmd, o, value, "out of range");
+        *(float *)o->target = (float)v;
+        break;
+    }
+    case OPT_STRING:
+        if (!*value) return bad_value(cmd, o, "''", "must not be empty");
+        *(const char **)o->target = value;
+        break;
+    case OPT_FLAG: *(bool *)o->target = true; break;
+    }
+    o->seen = true;
+    return true;
+}
+
+bool cli_parse(cli_command *cmd, int argc, char **argv, bool *help) {
+    *help = false;
+    for (int i = 0; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            *help = true;
+            return true;
+        }
+        if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0') {
+            if (arg[0] == '-' && arg[1] != '\0') {
+                fprintf(stderr, "advtrain %s: unknown flag '%s' (see advtrain %s --help)\n",
+                        cmd->name, arg, cmd->name);
+                return false;
+            }
+            if (cmd->npositional >= cmd->max_positional) {
+                fprintf(stderr, "advtrain %s: unexpected argument '%s' (see advtrain %s --help)\n",
+                        cmd->name, arg, cmd->name);
+                return false;
+            }
+            cmd->positional[cmd->npositional++] = arg;
+            continue;
+        }
+        char name[64];
+        const char *eq = strchr(arg + 2, '=');
+        size_t len = eq ? (size_t)(eq - arg - 2) : strlen(arg + 2);
+        if (len >= sizeof name) len = sizeof name - 1;
+        memcpy(name, arg + 2, len);
+        name[len] = '\0';
+        cli_option *o = (cli_option *)cli_find(cmd, name);
+        if (!o) {
+            fprintf(stderr, "advtrain %s: unknown flag '--%s' (see advtrain %s --help)\n",
+                    cmd->name, name, cmd->name);
+            return false;
+        }
+        if (o->type == OPT_FLAG) {
+            if (eq) {
+                fprintf(stderr, "advtrain %s: --%s takes no value\n", cmd->name, name);
+                return false;
+            }
+            set_value(cmd, o, "");
+            continue;
+        }
+        const char *value = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+        if (!value) {
+            fprintf(stderr, "advtrain %s: --%s needs a value (%s)\n", cmd->name, name,
+                    o->metavar ? o->metavar : "see --help");
+            return false;
+        }
+        if (!set_value(cmd, o, value)) return false;
+    }
+    return true;
+}
+
+void cli_print_help(const cli_command *cmd, FILE *out) {
+    fprintf(out, "usage: %s\n\n%s\n\noptions:\n", cmd->usage, cmd->summary);
+    for (int i = 0; i < cmd->noptions; i++) {
+        const cli_option *o = &cmd->options[i];
+        char left[64];
+        snprintf(left, sizeof left, "--%s%s%s", o->name, o->metavar ? " " : "",
+                 o->metavar ? o->metavar : "");
+        fprintf(out, "  %-26s %s\n", left, o->help);
+    }
+    fprintf(out, "  %-26s %s\n", "--help", "show this help");
+}

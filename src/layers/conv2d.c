@@ -1,0 +1,138 @@
+/* Conv2d as im2col over the whole chunk plus one GEMM.
+ *
+ * The column matrix is (C*K*K) x (n*OH*OW): one row per kernel tap, one column per output pixel
+ * of every sample, so a single GEMM with the (OC x C*K*K) weight covers the chunk. Its result is
+ * channel-major (OC x n*OH*OW) and is permuted back to NCHW. Backward recomputes the columns
+ * instead of keeping them, which keeps memory flat across layers. */
+#include "layer.h"
+
+#include <cblas.h>
+#include <string.h>
+
+static at_status conv_setup(at_layer *L) {
+    const at_layer_desc *d = &L->d;
+    if (d->out <= 0 || d->kernel <= 0 || d->stride <= 0 || d->pad < 0)
+        return at_fail(AT_ERR_SHAPE,
+                       "conv layer %d: out_channels, kernel and stride must be positive and "
+                       "padding non-negative (got %d, %d, %d, %d)",
+                       L->index, d->out, d->kernel, d->stride, d->pad);
+    if (L->in_h + 2 * d->pad < d->kernel || L->in_w + 2 * d->pad < d->kernel)
+        return at_fail(AT_ERR_SHAPE, "conv layer %d: kernel %d larger than its padded %dx%d input",
+                       L->index, d->kernel, L->in_h + 2 * d->pad, L->in_w + 2 * d->pad);
+    L->out_c = d->out;
+    L->out_h = at_window_out(L->in_h, d->kernel, d->stride, d->pad);
+    L->out_w = at_window_out(L->in_w, d->kernel, d->stride, d->pad);
+    L->w_count = (size_t)d->out * L->in_c * d->kernel * d->kernel;
+    L->b_count = (size_t)d->out;
+    return AT_OK;
+}
+
+static size_t conv_workspace(const at_layer *L, int n) {
+    size_t pixels = (size_t)n * L->out_h * L->out_w;
+    size_t taps = (size_t)L->in_c * L->d.kernel * L->d.kernel;
+    return taps * pixels + (size_t)L->out_c * pixels;
+}
+
+static void im2col(const at_layer *L, const float *x, int n, float *col) {
+    const int C = L->in_c, H = L->in_h, W = L->in_w, K = L->d.kernel, S = L->d.stride,
+              P = L->d.pad, OH = L->out_h, OW = L->out_w;
+    const size_t pixels = (size_t)n * OH * OW;
+    for (int c = 0; c < C; c++)
+        for (int ki = 0; ki < K; ki++)
+            for (int kj = 0; kj < K; kj++) {
+                float *row = col + ((size_t)(c * K + ki) * K + kj) * pixels;
+                for (int s = 0; s < n; s++) {
+                    const float *plane = x + ((size_t)s * C + c) * H * W;
+                    for (int oh = 0; oh < OH; oh++) {
+                        int ih = oh * S - P + ki;
+                        float *dst = row + ((size_t)s * OH + oh) * OW;
+                        if (ih < 0 || ih >= H) {
+                            memset(dst, 0, sizeof(float) * OW);
+                            continue;
+                        }
+                        const float *src = plane + (size_t)ih * W;
+                        for (int ow = 0; ow < OW; ow++) {
+                            int iw = ow * S - P + kj;
+                            dst[ow] = (iw >= 0 && iw < W) ? src[iw] : 0.0f;
+                        }
+                    }
+                }
+            }
+}
+
+/* Adds every column entry back to the input pixel it was copied from. dx must be zeroed. */
+static void col2im(const at_layer *L, const float *col, int n, float *dx) {
+    const int C = L->in_c, H = L->in_h, W = L->in_w, K = L->d.kernel, S = L->d.stride,
+              P = L->d.pad, OH = L->out_h, OW = L->out_w;
+    const size_t pixels = (size_t)n * OH * OW;
+    for (int c = 0; c < C; c++)
+        for (int ki = 0; ki < K; ki++)
+            for (int kj = 0; kj < K; kj++) {
+                const float *row = col + ((size_t)(c * K + ki) * K + kj) * pixels;
+                for (int s = 0; s < n; s++) {
+                    float *plane = dx + ((size_t)s * C + c) * H * W;
+                    for (int oh = 0; oh < OH; oh++) {
+                        int ih = oh * S - P + ki;
+                        if (ih < 0 || ih >= H) continue;
+                        const float *src = row + ((size_t)s * OH + oh) * OW;
+                        float *dst = plane + (size_t)ih * W;
+                        for (int ow = 0; ow < OW; ow++) {
+                            int iw = ow * S - P + kj;
+                            if (iw >= 0 && iw < W) dst[iw] += src[ow];
+                        }
+                    }
+                }
+            }
+}
+
+static void conv_forward(const at_layer *L, const at_ctx *ctx, const float *x, float *y, int n) {
+    const int OC = L->out_c, area = L->out_h * L->out_w;
+    const int taps = L->in_c * L->d.kernel * L->d.kernel;
+    const size_t pixels = (size_t)n * area;
+    float *col = ctx->work, *out = ctx->work + (size_t)taps * pixels;
+    const float *Wt = ctx->params + L->w_off, *b = ctx->params + L->b_off;
+    im2col(L, x, n, col);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, (int)pixels, taps, 1.0f, Wt, taps,
+                col, (int)pixels, 0.0f, out, (int)pixels);
+    for (int s = 0; s < n; s++)
+        for (int o = 0; o < OC; o++) {
+            const float *src = out + (size_t)o * pixels + (size_t)s * area;
+            float *dst = y + ((size_t)s * OC + o) * area;
+            for (int p = 0; p < area; p++) dst[p] = src[p] + b[o];
+        }
+}
+
+static void conv_backward(const at_layer *L, const at_ctx *ctx, const float *x, const float *y,
+                          const float *dy, float *dx, int n, bool param_grads) {
+    const int OC = L->out_c, area = L->out_h * L->out_w;
+    const int taps = L->in_c * L->d.kernel * L->d.kernel;
+    const size_t pixels = (size_t)n * area;
+    float *col = ctx->work, *dyc = ctx->work + (size_t)taps * pixels;
+    /* dy from NCHW to channel-major, matching the GEMM layout. */
+    for (int s = 0; s < n; s++)
+        for (int o = 0; o < OC; o++)
+            memcpy(dyc + (size_t)o * pixels + (size_t)s * area, dy + ((size_t)s * OC + o) * area,
+                   sizeof(float) * area);
+    if (param_grads) {
+        float *dW = ctx->grads + L->w_off, *db = ctx->grads + L->b_off;
+        im2col(L, x, n, col);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, taps, (int)pixels, 1.0f, dyc,
+                    (int)pixels, col, (int)pixels, 1.0f, dW, taps);
+        for (int o = 0; o < OC; o++) {
+            const float *row = dyc + (size_t)o * pixels;
+            float sum = 0.0f;
+            for (size_t p = 0; p < pixels; p++) sum += row[p];
+            db[o] += sum;
+        }
+    }
+    if (dx) {
+        /* The column buffer is free again: reuse it for the column gradient. */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, taps, (int)pixels, OC, 1.0f,
+                    ctx->params + L->w_off, taps, dyc, (int)pixels, 0.0f, col, (int)pixels);
+        memset(dx, 0, sizeof(float) * (size_t)n * L->in_size);
+        col2im(L, col, n, dx);
+    }
+}
+
+const at_layer_ops at_conv2d_ops = {"conv", conv_setup, conv_workspace, conv_forward,
+                                    conv_backward};

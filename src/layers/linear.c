@@ -1,0 +1,44 @@
+/* Linear: y = x W^T + b, W stored (out, in) as PyTorch does. */
+#include "layer.h"
+
+#include <cblas.h>
+
+static at_status linear_setup(at_layer *L) {
+    if (L->d.out <= 0)
+        return at_fail(AT_ERR_SHAPE, "linear layer %d: out_features must be positive, got %d",
+                       L->index, L->d.out);
+    L->out_c = L->d.out;
+    L->out_h = L->out_w = 1;
+    L->w_count = (size_t)L->d.out * L->in_size;
+    L->b_count = (size_t)L->d.out;
+    return AT_OK;
+}
+
+static size_t linear_workspace(const at_layer *L, int n) { return 0; }
+
+static void linear_forward(const at_layer *L, const at_ctx *ctx, const float *x, float *y, int n) {
+    const int in = L->in_size, out = L->out_size;
+    const float *W = ctx->params + L->w_off, *b = ctx->params + L->b_off;
+    for (int s = 0; s < n; s++)
+        for (int o = 0; o < out; o++) y[(size_t)s * out + o] = b[o];
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, W, in, 1.0f, y,
+                out);
+}
+
+static void linear_backward(const at_layer *L, const at_ctx *ctx, const float *x, const float *y,
+                            const float *dy, float *dx, int n, bool param_grads) {
+    const int in = L->in_size, out = L->out_size;
+    if (param_grads) {
+        float *dW = ctx->grads + L->w_off, *db = ctx->grads + L->b_off;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, n, 1.0f, dy, out, x, in,
+                    1.0f, dW, in);
+        for (int s = 0; s < n; s++)
+            for (int o = 0; o < out; o++) db[o] += dy[(size_t)s * out + o];
+    }
+    if (dx)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out, 1.0f, dy, out,
+                    ctx->params + L->w_off, in, 0.0f, dx, in);
+}
+
+const at_layer_ops at_linear_ops = {"linear", linear_setup, linear_workspace, linear_forward,
+                                    linear_backward};

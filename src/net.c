@@ -1,0 +1,423 @@
+/* A network: a sequence of layers, one parameter buffer, one gradient buffer, and the
+ * activations of the last forward pass.
+ *
+ * Threads: a batch is cut into one contiguous chunk per thread and each thread runs every layer
+ * on its own chunk, so there is no synchronisation between layers. Parameter gradients of thread
+ * t > 0 go to a private buffer that is added into the shared one in thread order afterwards:
+ * results are deterministic for a fixed thread count. */
+#include "layers/layer.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <string.h>
+
+struct at_net {
+    char *spec;
+    int nlayers;
+    at_layer *layers;
+    int in_c, in_h, in_w;
+    size_t nparams;
+    float *params, *grads;
+    int ntensors;
+    at_param_info *tensors;
+    bool training;
+    uint64_t seed, forward_count, dropout_key;
+    /* Buffers sized by at_net_reserve. */
+    int max_batch, threads;
+    float **act;          /* act[0] = input copy, act[l+1] = output of layer l */
+    float *grad_a, *grad_b; /* ping-pong buffers for activation gradients */
+    float **work;         /* per-thread scratch */
+    float **thread_grads; /* per-thread parameter gradients, [0] unused (shared buffer) */
+    int last_n;           /* batch size of the last forward, 0 if none */
+};
+
+static int max_activation(const at_net *net) {
+    int m = net->in_c * net->in_h * net->in_w;
+    for (int l = 0; l < net->nlayers; l++) m = AT_MAX(m, net->layers[l].out_size);
+    return m;
+}
+
+static void free_buffers(at_net *net) {
+    if (net->act)
+        for (int l = 0; l <= net->nlayers; l++) free(net->act[l]);
+    free(net->act);
+    free(net->grad_a);
+    free(net->grad_b);
+    for (int t = 0; t < net->threads; t++) {
+        if (net->work) free(net->work[t]);
+        if (net->thread_grads) free(net->thread_grads[t]);
+    }
+    free(net->work);
+    free(net->thread_grads);
+    net->act = NULL;
+    net->grad_a = net->grad_b = NULL;
+    net->work = net->thread_grads = NULL;
+    net->max_batch = net->threads = 0;
+    net->last_n = 0;
+}
+
+void at_net_free(at_net *net) {
+    if (!net) return;
+    free_buffers(net);
+    free(net->spec);
+    free(net->layers);
+    free(net->params);
+    free(net->grads);
+    free(net->tensors);
+    free(net);
+}
+
+static void add_tensor(at_net *net, const at_layer *L, bool bias) {
+    at_param_info *t = &net->tensors[net->ntensors++];
+    memset(t, 0, sizeof *t);
+    snprintf(t->name, sizeof t->name, "%s.%s", L->d.name, bias ? "bias" : "weight");
+    t->layer = L->index;
+    t->is_bias = bias;
+    t->offset = bias ? L->b_off : L->w_off;
+    t->size = bias ? L->b_count : L->w_count;
+    if (bias) {
+        t->ndim = 1;
+        t->shape[0] = L->out_c;
+    } else if (L->d.kind == AT_LAYER_CONV2D) {
+        t->ndim = 4;
+        t->shape[0] = L->out_c;
+        t->shape[1] = L->in_c;
+        t->shape[2] = t->shape[3] = L->d.kernel;
+    } else {
+        t->ndim = 2;
+        t->shape[0] = L->out_size;
+        t->shape[1] = L->in_size;
+    }
+}
+
+at_status at_net_create(at_net **out, const at_layer_desc *layers, int nlayers, int in_c,
+                        int in_h, int in_w) {
+    *out = NULL;
+    if (nlayers <= 0 || !layers) return at_fail(AT_ERR_ARG, "a network needs at least one layer");
+    if (in_c <= 0 || in_h <= 0 || in_w <= 0)
+        return at_fail(AT_ERR_SHAPE, "input shape %dx%dx%d is not positive", in_c, in_h, in_w);
+    at_net *net = at_calloc(1, sizeof *net, "a network");
+    if (!net) return AT_ERR_NOMEM;
+    net->layers = at_calloc((size_t)nlayers, sizeof *net->layers, "layers");
+    net->tensors = at_calloc((size_t)nlayers * 2, sizeof *net->tensors, "parameter list");
+    net->spec = at_strdup("");
+    if (!net->layers || !net->tensors || !net->spec) {
+        at_net_free(net);
+        return AT_ERR_NOMEM;
+    }
+    net->nlayers = nlayers;
+    net->in_c = in_c;
+    net->in_h = in_h;
+    net->in_w = in_w;
+    int c = in_c, h = in_h, w = in_w;
+    size_t offset = 0;
+    for (int l = 0; l < nlayers; l++) {
+        at_layer *L = &net->layers[l];
+        L->d = layers[l];
+        L->index = l;
+        if (L->d.name[0] == '\0') snprintf(L->d.name, sizeof L->d.name, "%d", l);
+        const at_layer_ops *ops = at_layer_ops_for(L->d.kind);
+        if (!ops) {
+            at_net_free(net);
+            return at_fail(AT_ERR_ARG, "layer %d has an unknown kind (%d)", l, (int)L->d.kind);
+        }
+        L->in_c = c;
+        L->in_h = h;
+        L->in_w = w;
+        L->in_size = c * h * w;
+        at_status s = ops->setup(L);
+        if (s != AT_OK) {
+            at_net_free(net);
+            return s;
+        }
+        if (L->out_c <= 0 || L->out_h <= 0 || L->out_w <= 0) {
+            at_net_free(net);
+            return at_fail(AT_ERR_SHAPE, "layer %d (%s) would produce an empty %dx%dx%d output", l,
+                           ops->name, L->out_c, L->out_h, L->out_w);
+        }
+        L->out_size = L->out_c * L->out_h * L->out_w;
+        L->w_off = offset;
+        offset += L->w_count;
+        L->b_off = offset;
+        offset += L->b_count;
+        if (L->w_count) add_tensor(net, L, false);
+        if (L->b_count) add_tensor(net, L, true);
+        c = L->out_c;
+        h = L->out_h;
+        w = L->out_w;
+    }
+    for (int i = 0; i < net->ntensors; i++)
+        for (int j = 0; j < i; j++)
+            if (strcmp(net->tensors[i].name, net->tensors[j].name) == 0) {
+                at_status s = at_fail(AT_ERR_ARG, "two parameters would both be named '%s'",
+                                      net->tensors[i].name);
+                at_net_free(net);
+                return s;
+            }
+    net->nparams = offset;
+    net->params = at_alloc_floats(offset, "parameters");
+    net->grads = at_alloc_floats(offset, "gradients");
+    if (!net->params || !net->grads) {
+        at_net_free(net);
+        return AT_ERR_NOMEM;
+    }
+    at_net_seed(net, 0);
+    *out = net;
+    return AT_OK;
+}
+
+/* ------------------------------------------------------------ initialization */
+
+void at_net_init_with(at_net *net, at_init_kind kind, uint64_t seed) {
+    at_rng rng;
+    at_rng_seed(&rng, seed);
+    for (int l = 0; l < net->nlayers; l++) {
+        const at_layer *L = &net->layers[l];
+        if (!L->w_count) continue;
+        size_t fan_in = L->w_count / (size_t)L->out_c;
+        size_t fan_out = L->w_count / (size_t)L->in_c;
+        if (L->d.kind == AT_LAYER_LINEAR) fan_out = (size_t)L->out_size;
+        float *W = net->params + L->w_off, *b = net->params + L->b_off;
+        double bound = 1.0 / sqrt((double)fan_in);
+        for (size_t i = 0; i < L->w_count; i++) {
+            switch (kind) {
+            case AT_INIT_KAIMING_NORMAL: /* He et al., fan_in, gain sqrt(2) */
+                W[i] = at_rng_normal(&rng) * (float)sqrt(2.0 / (double)fan_in);
+                break;
+            case AT_INIT_XAVIER_UNIFORM: {
+                double a = sqrt(6.0 / (double)(fan_in + fan_out));
+                W[i] = (float)((2.0 * at_rng_uniform(&rng) - 1.0) * a);
+                break;
+            }
+            case AT_INIT_PYTORCH:
+            default: W[i] = (float)((2.0 * at_rng_uniform(&rng) - 1.0) * bound); break;
+            }
+        }
+        for (size_t i = 0; i < L->b_count; i++)
+            b[i] = kind == AT_INIT_PYTORCH ? (float)((2.0 * at_rng_uniform(&rng) - 1.0) * bound)
+                                           : 0.0f;
+    }
+}
+
+void at_net_init(at_net *net, uint64_t seed) { at_net_init_with(net, AT_INIT_PYTORCH, seed); }
+
+/* ------------------------------------------------------------ buffers */
+
+at_status at_net_reserve(at_net *net, int max_batch) {
+    if (max_batch <= 0) return at_fail(AT_ERR_ARG, "batch size must be positive, got %d", max_batch);
+    int threads = at_get_threads();
+    if (max_batch <= net->max_batch && threads == net->threads) return AT_OK;
+    max_batch = AT_MAX(max_batch, net->max_batch);
+    free_buffers(net);
+    int chunk = (max_batch + threads - 1) / threads;
+    size_t work = 0;
+    for (int l = 0; l < net->nlayers; l++) {
+        const at_layer *L = &net->layers[l];
+        work = AT_MAX(work, at_layer_ops_for(L->d.kind)->workspace(L, chunk));
+    }
+    net->act = at_calloc((size_t)net->nlayers + 1, sizeof(float *), "activations");
+    net->work = at_calloc((size_t)threads, sizeof(float *), "workspaces");
+    net->thread_grads = at_calloc((size_t)threads, sizeof(float *), "thread gradients");
+    net->threads = threads;
+    bool ok = net->act && net->work && net->thread_grads;
+    for (int l = 0; ok && l <= net->nlayers; l++) {
+        int size = l == 0 ? at_net_in_size(net) : net->layers[l - 1].out_size;
+        ok = (net->act[l] = at_alloc_floats((size_t)max_batch * size, "activations")) != NULL;
+    }
+    size_t biggest = (size_t)max_batch * max_activation(net);
+    ok = ok && (net->grad_a = at_alloc_floats(biggest, "activation gradients"));
+    ok = ok && (net->grad_b = at_alloc_floats(biggest, "activation gradients"));
+    for (int t = 0; ok && t < threads; t++) {
+        ok = (net->work[t] = at_alloc_floats(work, "workspace")) != NULL;
+        if (ok && t > 0)
+            ok = (net->thread_grads[t] = at_alloc_floats(net->nparams, "thread gradients")) != NULL;
+    }
+    if (!ok) {
+        free_buffers(net);
+        return AT_ERR_NOMEM;
+    }
+    net->max_batch = max_batch;
+    return AT_OK;
+}
+
+/* ------------------------------------------------------------ mode */
+
+void at_net_set_training(at_net *net, bool training) { net->training = training; }
+bool at_net_is_training(const at_net *net) { return net->training; }
+void at_net_seed(at_net *net, uint64_t seed) {
+    net->seed = seed;
+    net->forward_count = 0;
+}
+
+/* ------------------------------------------------------------ passes */
+
+static int thread_count_for(const at_net *net, int n) { return AT_MIN(net->threads, n); }
+
+static void chunk_bounds(int n, int parts, int t, int *begin, int *end) {
+    *begin = (int)((int64_t)n * t / parts);
+    *end = (int)((int64_t)n * (t + 1) / parts);
+}
+
+static at_ctx make_ctx(const at_net *net, int t, int first) {
+    at_ctx ctx = {net->params, t == 0 ? net->grads : net->thread_grads[t], net->work[t],
+                  net->training, net->dropout_key, first};
+    return ctx;
+}
+
+at_status at_net_forward(at_net *net, const float *x, int n, const float **logits) {
+    if (n <= 0) return at_fail(AT_ERR_ARG, "forward pass needs at least one sample (got %d)", n);
+    at_status s = at_net_reserve(net, n);
+    if (s != AT_OK) return s;
+    memcpy(net->act[0], x, sizeof(float) * (size_t)n * at_net_in_size(net));
+    /* A fresh dropout key per pass; backward reuses it to rebuild the masks. */
+    uint64_t k = net->seed * 0x9E3779B97F4A7C15ull + (++net->forward_count);
+    k = (k ^ (k >> 31)) * 0xD6E8FEB86659FD93ull;
+    net->dropout_key = k ^ (k >> 32);
+    int T = thread_count_for(net, n);
+#pragma omp parallel num_threads(T)
+    {
+        int t = omp_get_thread_num(), begin, end;
+        chunk_bounds(n, T, t, &begin, &end);
+        at_ctx ctx = make_ctx(net, t, begin);
+        for (int l = 0; l < net->nlayers && end > begin; l++) {
+            const at_layer *L = &net->layers[l];
+            const float *in = net->act[l] + (size_t)begin * L->in_size;
+            float *out = net->act[l + 1] + (size_t)begin * L->out_size;
+            at_layer_ops_for(L->d.kind)->forward(L, &ctx, in, out, end - begin);
+        }
+    }
+    net->last_n = n;
+    if (logits) *logits = net->act[net->nlayers];
+    return AT_OK;
+}
+
+at_status at_net_backward(at_net *net, const float *dlogits, int flags, float *dx) {
+    const int n = net->last_n;
+    if (n <= 0) return at_fail(AT_ERR_ARG, "backward pass without a forward pass");
+    if ((flags & AT_GRAD_INPUT) && !dx)
+        return at_fail(AT_ERR_ARG, "AT_GRAD_INPUT needs an output buffer for the input gradient");
+    const bool params = (flags & AT_GRAD_PARAMS) != 0;
+    const bool input = (flags & AT_GRAD_INPUT) != 0;
+    int T = thread_count_for(net, n);
+    if (params)
+        for (int t = 1; t < T; t++) memset(net->thread_grads[t], 0, sizeof(float) * net->nparams);
+#pragma omp parallel num_threads(T)
+    {
+        int t = omp_get_thread_num(), begin, end;
+        chunk_bounds(n, T, t, &begin, &end);
+        at_ctx ctx = make_ctx(net, t, begin);
+        /* Each thread owns a fixed slice of the ping-pong buffers, sized for the widest layer:
+         * threads are not synchronised between layers, so offsets must not depend on the layer. */
+        const size_t slice = (size_t)begin * max_activation(net);
+        const float *dy = dlogits + (size_t)begin * at_net_out_size(net);
+        float *bufs[2] = {net->grad_a + slice, net->grad_b + slice};
+        for (int l = net->nlayers - 1; l >= 0 && end > begin; l--) {
+            const at_layer *L = &net->layers[l];
+            /* The first layer needs an input gradient only when the caller wants it; the
+             * layers above always pass one down. */
+            float *d_in = NULL;
+            if (l > 0)
+                d_in = bufs[l & 1];
+            else if (input)
+                d_in = dx + (size_t)begin * L->in_size;
+            /* Nothing below this layer needs anything: stop early. */
+            bool below_needs = l > 0 || input;
+            bool need_params = params && L->w_count > 0;
+            if (!below_needs && !need_params) break;
+            at_layer_ops_for(L->d.kind)->backward(
+                L, &ctx, net->act[l] + (size_t)begin * L->in_size,
+                net->act[l + 1] + (size_t)begin * L->out_size, dy, d_in, end - begin, need_params);
+            dy = d_in;
+        }
+    }
+    if (params)
+        for (int t = 1; t < T; t++) {
+            const float *src = net->thread_grads[t];
+            for (size_t i = 0; i < net->nparams; i++) net->grads[i] += src[i];
+        }
+    return AT_OK;
+}
+
+/* ------------------------------------------------------------ queries */
+
+int at_net_in_size(const at_net *net) { return net->in_c * net->in_h * net->in_w; }
+int at_net_out_size(const at_net *net) { return net->layers[net->nlayers - 1].out_size; }
+void at_net_in_shape(const at_net *net, int *c, int *h, int *w) {
+    *c = net->in_c;
+    *h = net->in_h;
+    *w = net->in_w;
+}
+int at_net_num_layers(const at_net *net) { return net->nlayers; }
+const at_layer_desc *at_net_layer(const at_net *net, int i) {
+    return i >= 0 && i < net->nlayers ? &net->layers[i].d : NULL;
+}
+void at_net_layer_out_shape(const at_net *net, int i, int *c, int *h, int *w) {
+    const at_layer *L = &net->layers[i];
+    *c = L->out_c;
+    *h = L->out_h;
+    *w = L->out_w;
+}
+size_t at_net_num_params(const at_net *net) { return net->nparams; }
+float *at_net_params(at_net *net) { return net->params; }
+float *at_net_grads(at_net *net) { return net->grads; }
+void at_net_zero_grad(at_net *net) { memset(net->grads, 0, sizeof(float) * net->nparams); }
+int at_net_num_tensors(const at_net *net) { return net->ntensors; }
+const at_param_info *at_net_tensor(const at_net *net, int i) {
+    return i >= 0 && i < net->ntensors ? &net->tensors[i] : NULL;
+}
+const at_param_info *at_net_find_tensor(const at_net *net, const char *name) {
+    for (int i = 0; i < net->ntensors; i++)
+        if (strcmp(net->tensors[i].name, name) == 0) return &net->tensors[i];
+    return NULL;
+}
+const char *at_net_spec(const at_net *net) { return net->spec; }
+
+at_status at_net_set_spec(at_net *net, const char *spec) {
+    char *copy = at_strdup(spec);
+    if (!copy) return AT_ERR_NOMEM;
+    free(net->spec);
+    net->spec = copy;
+    return AT_OK;
+}
+
+at_status at_net_describe(const at_net *net, char *buf, size_t cap) {
+    size_t used = 0;
+    int w = snprintf(buf, cap, "input %dx%dx%d\n", net->in_c, net->in_h, net->in_w);
+    used = w > 0 ? (size_t)w : 0;
+    for (int l = 0; l < net->nlayers && used < cap; l++) {
+        const at_layer *L = &net->layers[l];
+        const at_layer_desc *d = &L->d;
+        char what[96];
+        switch (d->kind) {
+        case AT_LAYER_LINEAR:
+            snprintf(what, sizeof what, "Linear(%d, %d)", L->in_size, d->out);
+            break;
+        case AT_LAYER_CONV2D:
+            snprintf(what, sizeof what, "Conv2d(%d, %d, kernel_size=%d, stride=%d, padding=%d)",
+                     L->in_c, d->out, d->kernel, d->stride, d->pad);
+            break;
+        case AT_LAYER_MAXPOOL2D:
+        case AT_LAYER_AVGPOOL2D:
+            snprintf(what, sizeof what, "%s(kernel_size=%d, stride=%d, padding=%d)",
+                     d->kind == AT_LAYER_MAXPOOL2D ? "MaxPool2d" : "AvgPool2d", d->kernel,
+                     d->stride, d->pad);
+            break;
+        case AT_LAYER_RELU: snprintf(what, sizeof what, "ReLU()"); break;
+        case AT_LAYER_LEAKYRELU:
+            snprintf(what, sizeof what, "LeakyReLU(negative_slope=%g)", (double)d->alpha);
+            break;
+        case AT_LAYER_TANH: snprintf(what, sizeof what, "Tanh()"); break;
+        case AT_LAYER_SIGMOID: snprintf(what, sizeof what, "Sigmoid()"); break;
+        case AT_LAYER_FLATTEN: snprintf(what, sizeof what, "Flatten()"); break;
+        case AT_LAYER_DROPOUT: snprintf(what, sizeof what, "Dropout(p=%g)", (double)d->alpha); break;
+        default: snprintf(what, sizeof what, "?"); break;
+        }
+        w = snprintf(buf + used, cap - used, "  (%s): %-52s -> %dx%dx%d\n", d->name, what, L->out_c,
+                     L->out_h, L->out_w);
+        if (w > 0) used += (size_t)w;
+    }
+    if (used < cap)
+        snprintf(buf + used, cap - used, "parameters: %zu\n", net->nparams);
+    return used >= cap ? at_fail(AT_ERR_ARG, "description buffer too small") : AT_OK;
+}
