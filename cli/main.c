@@ -1,16 +1,26 @@
-/* advtrain: the command-line tool. One file per subcommand. */
+/* advtrain: the command-line tool. One file per subcommand; this table lists them. */
 #include "cli.h"
 
 #include <string.h>
 
+typedef struct subcommand {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} subcommand;
+
+static const subcommand commands[] = {
+    {"fit", cmd_fit, "train a model and save it as safetensors"},
+    {"eval", cmd_eval, "measure a saved model's accuracy (or MSE) on a test set"},
+};
+
 static void usage(FILE *out) {
-    fprintf(out,
-            "usage: advtrain COMMAND [options]\n\n"
-            "Train small neural networks that generalize and resist adversarial attacks.\n\n"
-            "commands:\n"
-            "  fit    train a model and save it as safetensors\n"
-            "  eval   measure a saved model's accuracy (or MSE) on a test set\n\n"
-            "Run 'advtrain COMMAND --help' for the options of a command.\n");
+    fprintf(out, "usage: advtrain COMMAND [options]\n\n"
+                 "Train small neural networks that generalize and resist adversarial attacks.\n\n"
+                 "commands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\nRun 'advtrain COMMAND --help' for the options of a command.\n");
 }
 
 int main(int argc, char **argv) {
@@ -18,17 +28,17 @@ int main(int argc, char **argv) {
         usage(stderr);
         return EXIT_USAGE;
     }
-    const char *cmd = argv[1];
-    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+    const char *name = argv[1];
+    if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0 || strcmp(name, "help") == 0) {
         usage(stdout);
         return 0;
     }
-    if (strcmp(cmd, "--version") == 0) {
+    if (strcmp(name, "--version") == 0) {
         printf("advtrain %s\n", AT_VERSION);
         return 0;
     }
-    if (strcmp(cmd, "fit") == 0) return cmd_fit(argc - 2, argv + 2);
-    if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 2, argv + 2);
-    fprintf(stderr, "advtrain: unknown command '%s' (commands: fit, eval; see advtrain --help)\n", cmd);
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        if (strcmp(name, commands[i].name) == 0) return commands[i].run(argc - 2, argv + 2);
+    fprintf(stderr, "advtrain: unknown command '%s' (see advtrain --help)\n", name);
     return EXIT_USAGE;
 }
