@@ -1,6 +1,8 @@
 /* Status codes, the per-thread error message, allocation helpers and the thread count. */
 #include "internal.h"
 
+#include "gemm.h"
+
 #include <cblas.h>
 #include <omp.h>
 #include <stdarg.h>
@@ -71,6 +73,7 @@ void at_set_threads(int n) {
     if (n < 1) n = 1;
     thread_count = n;
     openblas_set_num_threads(1);
+    (void)at_gemm_backend(); /* choose the GEMM kernel now, before any parallel region */
 }
 
 int at_get_threads(void) {

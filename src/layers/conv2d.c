@@ -6,11 +6,12 @@
  * instead of keeping them, which keeps memory flat across layers. */
 #include "layer.h"
 
-#include <cblas.h>
+#include "gemm.h"
 #include <string.h>
 
 static at_status conv_setup(at_layer *L) {
-    const at_layer_desc *d = &L->d;
+    at_layer_desc *d = &L->d;
+    if (d->stride == 0) d->stride = 1; /* documented default */
     if (d->out <= 0 || d->kernel <= 0 || d->stride <= 0 || d->pad < 0)
         return at_fail(AT_ERR_SHAPE,
                        "conv layer %d: out_channels, kernel and stride must be positive and "
@@ -33,6 +34,15 @@ static size_t conv_workspace(const at_layer *L, int n) {
     return taps * pixels + (size_t)L->out_c * pixels;
 }
 
+/* Output columns [lo, hi) read inside the input row for kernel column kj; outside is padding. */
+static void valid_range(int OW, int W, int S, int P, int kj, int *lo, int *hi) {
+    /* iw = ow*S - P + kj must lie in [0, W) */
+    int first = P - kj > 0 ? (P - kj + S - 1) / S : 0;
+    int last = (W - 1 + P - kj) >= 0 ? (W - 1 + P - kj) / S + 1 : 0;
+    *lo = AT_MIN(first, OW);
+    *hi = AT_MAX(*lo, AT_MIN(last, OW));
+}
+
 static void im2col(const at_layer *L, const float *x, int n, float *col) {
     const int C = L->in_c, H = L->in_h, W = L->in_w, K = L->d.kernel, S = L->d.stride,
               P = L->d.pad, OH = L->out_h, OW = L->out_w;
@@ -41,6 +51,8 @@ static void im2col(const at_layer *L, const float *x, int n, float *col) {
         for (int ki = 0; ki < K; ki++)
             for (int kj = 0; kj < K; kj++) {
                 float *row = col + ((size_t)(c * K + ki) * K + kj) * pixels;
+                int lo, hi;
+                valid_range(OW, W, S, P, kj, &lo, &hi);
                 for (int s = 0; s < n; s++) {
                     const float *plane = x + ((size_t)s * C + c) * H * W;
                     for (int oh = 0; oh < OH; oh++) {
@@ -50,11 +62,13 @@ static void im2col(const at_layer *L, const float *x, int n, float *col) {
                             memset(dst, 0, sizeof(float) * OW);
                             continue;
                         }
-                        const float *src = plane + (size_t)ih * W;
-                        for (int ow = 0; ow < OW; ow++) {
-                            int iw = ow * S - P + kj;
-                            dst[ow] = (iw >= 0 && iw < W) ? src[iw] : 0.0f;
-                        }
+                        const float *src = plane + (size_t)ih * W - P + kj;
+                        for (int ow = 0; ow < lo; ow++) dst[ow] = 0.0f;
+                        if (S == 1)
+                            memcpy(dst + lo, src + lo, sizeof(float) * (hi - lo));
+                        else
+                            for (int ow = lo; ow < hi; ow++) dst[ow] = src[ow * S];
+                        for (int ow = hi; ow < OW; ow++) dst[ow] = 0.0f;
                     }
                 }
             }
@@ -69,17 +83,16 @@ static void col2im(const at_layer *L, const float *col, int n, float *dx) {
         for (int ki = 0; ki < K; ki++)
             for (int kj = 0; kj < K; kj++) {
                 const float *row = col + ((size_t)(c * K + ki) * K + kj) * pixels;
+                int lo, hi;
+                valid_range(OW, W, S, P, kj, &lo, &hi);
                 for (int s = 0; s < n; s++) {
                     float *plane = dx + ((size_t)s * C + c) * H * W;
                     for (int oh = 0; oh < OH; oh++) {
                         int ih = oh * S - P + ki;
                         if (ih < 0 || ih >= H) continue;
                         const float *src = row + ((size_t)s * OH + oh) * OW;
-                        float *dst = plane + (size_t)ih * W;
-                        for (int ow = 0; ow < OW; ow++) {
-                            int iw = ow * S - P + kj;
-                            if (iw >= 0 && iw < W) dst[iw] += src[ow];
-                        }
+                        float *dst = plane + (size_t)ih * W - P + kj;
+                        for (int ow = lo; ow < hi; ow++) dst[ow * S] += src[ow];
                     }
                 }
             }
@@ -92,7 +105,7 @@ static void conv_forward(const at_layer *L, const at_ctx *ctx, const float *x, f
     float *col = ctx->work, *out = ctx->work + (size_t)taps * pixels;
     const float *Wt = ctx->params + L->w_off, *b = ctx->params + L->b_off;
     im2col(L, x, n, col);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, (int)pixels, taps, 1.0f, Wt, taps,
+    at_gemm(false, false, OC, (int)pixels, taps, 1.0f, Wt, taps,
                 col, (int)pixels, 0.0f, out, (int)pixels);
     for (int s = 0; s < n; s++)
         for (int o = 0; o < OC; o++) {
@@ -116,7 +129,7 @@ static void conv_backward(const at_layer *L, const at_ctx *ctx, const float *x, 
     if (param_grads) {
         float *dW = ctx->grads + L->w_off, *db = ctx->grads + L->b_off;
         im2col(L, x, n, col);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, taps, (int)pixels, 1.0f, dyc,
+        at_gemm(false, true, OC, taps, (int)pixels, 1.0f, dyc,
                     (int)pixels, col, (int)pixels, 1.0f, dW, taps);
         for (int o = 0; o < OC; o++) {
             const float *row = dyc + (size_t)o * pixels;
@@ -127,7 +140,7 @@ static void conv_backward(const at_layer *L, const at_ctx *ctx, const float *x, 
     }
     if (dx) {
         /* The column buffer is free again: reuse it for the column gradient. */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, taps, (int)pixels, OC, 1.0f,
+        at_gemm(true, false, taps, (int)pixels, OC, 1.0f,
                     ctx->params + L->w_off, taps, dyc, (int)pixels, 0.0f, col, (int)pixels);
         memset(dx, 0, sizeof(float) * (size_t)n * L->in_size);
         col2im(L, col, n, dx);

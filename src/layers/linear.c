@@ -1,7 +1,7 @@
 /* Linear: y = x W^T + b, W stored (out, in) as PyTorch does. */
 #include "layer.h"
 
-#include <cblas.h>
+#include "gemm.h"
 
 static at_status linear_setup(at_layer *L) {
     if (L->d.out <= 0)
@@ -21,7 +21,7 @@ static void linear_forward(const at_layer *L, const at_ctx *ctx, const float *x,
     const float *W = ctx->params + L->w_off, *b = ctx->params + L->b_off;
     for (int s = 0; s < n; s++)
         for (int o = 0; o < out; o++) y[(size_t)s * out + o] = b[o];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, W, in, 1.0f, y,
+    at_gemm(false, true, n, out, in, 1.0f, x, in, W, in, 1.0f, y,
                 out);
 }
 
@@ -30,13 +30,13 @@ static void linear_backward(const at_layer *L, const at_ctx *ctx, const float *x
     const int in = L->in_size, out = L->out_size;
     if (param_grads) {
         float *dW = ctx->grads + L->w_off, *db = ctx->grads + L->b_off;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, n, 1.0f, dy, out, x, in,
+        at_gemm(true, false, out, in, n, 1.0f, dy, out, x, in,
                     1.0f, dW, in);
         for (int s = 0; s < n; s++)
             for (int o = 0; o < out; o++) db[o] += dy[(size_t)s * out + o];
     }
     if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out, 1.0f, dy, out,
+        at_gemm(false, false, n, in, out, 1.0f, dy, out,
                     ctx->params + L->w_off, in, 0.0f, dx, in);
 }
 

@@ -45,14 +45,35 @@ static int window_argmax(const at_layer *L, const float *plane, int oh, int ow) 
     return best;
 }
 
+/* The common 2x2 window, stride 2, no padding: four comparisons instead of the general scan.
+ * Same answer as window_argmax (first maximum in scan order; NaN windows take the slow path). */
+static bool is_2x2(const at_layer *L) { return L->d.kernel == 2 && L->d.stride == 2 && L->d.pad == 0; }
+
+static inline int argmax_2x2(const at_layer *L, const float *plane, int oh, int ow) {
+    const int W = L->in_w, i0 = 2 * oh * W + 2 * ow;
+    const float a = plane[i0], b = plane[i0 + 1], c = plane[i0 + W], d = plane[i0 + W + 1];
+    if (isnan(a + b + c + d)) return window_argmax(L, plane, oh, ow);
+    int best = i0;
+    float v = a;
+    if (b > v) { v = b; best = i0 + 1; }
+    if (c > v) { v = c; best = i0 + W; }
+    if (d > v) best = i0 + W + 1;
+    return best;
+}
+
+static inline int pool_argmax(const at_layer *L, bool fast, const float *plane, int oh, int ow) {
+    return fast ? argmax_2x2(L, plane, oh, ow) : window_argmax(L, plane, oh, ow);
+}
+
 static void maxpool_forward(const at_layer *L, const at_ctx *ctx, const float *x, float *y, int n) {
     const int planes = n * L->in_c, in_area = L->in_h * L->in_w;
+    const bool fast = is_2x2(L);
     for (int p = 0; p < planes; p++) {
         const float *plane = x + (size_t)p * in_area;
         float *out = y + (size_t)p * L->out_h * L->out_w;
         for (int oh = 0; oh < L->out_h; oh++)
             for (int ow = 0; ow < L->out_w; ow++)
-                out[oh * L->out_w + ow] = plane[window_argmax(L, plane, oh, ow)];
+                out[oh * L->out_w + ow] = plane[pool_argmax(L, fast, plane, oh, ow)];
     }
 }
 
@@ -60,6 +81,7 @@ static void maxpool_backward(const at_layer *L, const at_ctx *ctx, const float *
                              const float *dy, float *dx, int n, bool param_grads) {
     if (!dx) return;
     const int planes = n * L->in_c, in_area = L->in_h * L->in_w, out_area = L->out_h * L->out_w;
+    const bool fast = is_2x2(L);
     memset(dx, 0, sizeof(float) * (size_t)planes * in_area);
     for (int p = 0; p < planes; p++) {
         const float *plane = x + (size_t)p * in_area;
@@ -67,7 +89,7 @@ static void maxpool_backward(const at_layer *L, const at_ctx *ctx, const float *
         float *d = dx + (size_t)p * in_area;
         for (int oh = 0; oh < L->out_h; oh++)
             for (int ow = 0; ow < L->out_w; ow++)
-                d[window_argmax(L, plane, oh, ow)] += g[oh * L->out_w + ow];
+                d[pool_argmax(L, fast, plane, oh, ow)] += g[oh * L->out_w + ow];
     }
 }
 

@@ -1,0 +1,201 @@
+/* SGEMM: OpenBLAS where it runs its proper kernels, otherwise a packed register-blocked kernel.
+ *
+ * The own kernel follows the Goto/BLIS structure: B is packed into KC x NR panels, A into
+ * MR x KC panels (zero-padded at the edges), and a micro-kernel keeps an MR x NR tile of C in
+ * registers while streaming both panels. */
+#include "gemm.h"
+#include "internal.h"
+
+#include <cblas.h>
+#include <stdio.h>
+#include <string.h>
+
+enum { MR = 8, NR = 32, KC = 256, MC = 128, NC = 2048 };
+
+typedef float v16 __attribute__((vector_size(64)));
+
+static inline v16 load16(const float *p) {
+    v16 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void store16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
+
+/* Packs rows [i0, i0+mc) x cols [p0, p0+kc) of op(A) into MR-row panels: panel[k*MR + r].
+ * The loop order follows the source's contiguous direction. */
+static void pack_a(bool trans, const float *a, int lda, int i0, int mc, int p0, int kc, float *dst) {
+    for (int ir = 0; ir < mc; ir += MR, dst += (size_t)MR * kc) {
+        int rows = AT_MIN(MR, mc - ir);
+        if (trans) {
+            for (int p = 0; p < kc; p++) {
+                const float *src = a + (size_t)(p0 + p) * lda + i0 + ir;
+                for (int r = 0; r < rows; r++) dst[p * MR + r] = src[r];
+                for (int r = rows; r < MR; r++) dst[p * MR + r] = 0.0f;
+            }
+        } else {
+            for (int r = 0; r < MR; r++) {
+                if (r >= rows) {
+                    for (int p = 0; p < kc; p++) dst[p * MR + r] = 0.0f;
+                    continue;
+                }
+                const float *src = a + (size_t)(i0 + ir + r) * lda + p0;
+                for (int p = 0; p < kc; p++) dst[p * MR + r] = src[p];
+            }
+        }
+    }
+}
+
+/* Packs rows [p0, p0+kc) x cols [j0, j0+nc) of op(B) into NR-column panels: panel[k*NR + c]. */
+static void pack_b(bool trans, const float *b, int ldb, int p0, int kc, int j0, int nc, float *dst) {
+    for (int jr = 0; jr < nc; jr += NR, dst += (size_t)NR * kc) {
+        int cols = AT_MIN(NR, nc - jr);
+        if (trans) {
+            for (int c = 0; c < NR; c++) {
+                if (c >= cols) {
+                    for (int p = 0; p < kc; p++) dst[p * NR + c] = 0.0f;
+                    continue;
+                }
+                const float *src = b + (size_t)(j0 + jr + c) * ldb + p0;
+                for (int p = 0; p < kc; p++) dst[p * NR + c] = src[p];
+            }
+        } else {
+            for (int p = 0; p < kc; p++) {
+                const float *src = b + (size_t)(p0 + p) * ldb + j0 + jr;
+                if (cols == NR) {
+                    memcpy(dst + p * NR, src, sizeof(float) * NR);
+                } else {
+                    for (int c = 0; c < cols; c++) dst[p * NR + c] = src[c];
+                    for (int c = cols; c < NR; c++) dst[p * NR + c] = 0.0f;
+                }
+            }
+        }
+    }
+}
+
+/* C[0..rows, 0..cols) = alpha * Ap Bp + beta_eff * C, tile MR x NR held in registers. */
+static void micro_kernel(int kc, const float *ap, const float *bp, float alpha, float beta,
+                         float *c, int ldc, int rows, int cols) {
+    v16 acc[MR][2];
+    for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = (v16){0};
+    for (int p = 0; p < kc; p++) {
+        v16 b0 = load16(bp), b1 = load16(bp + 16);
+        for (int r = 0; r < MR; r++) {
+            float av = ap[r];
+            acc[r][0] += av * b0;
+            acc[r][1] += av * b1;
+        }
+        ap += MR;
+        bp += NR;
+    }
+    if (rows == MR && cols == NR) {
+        for (int r = 0; r < MR; r++) {
+            float *row = c + (size_t)r * ldc;
+            v16 c0 = alpha * acc[r][0], c1 = alpha * acc[r][1];
+            if (beta != 0.0f) {
+                c0 += beta * load16(row);
+                c1 += beta * load16(row + 16);
+            }
+            store16(row, c0);
+            store16(row + 16, c1);
+        }
+        return;
+    }
+    float tile[MR][NR];
+    for (int r = 0; r < MR; r++) {
+        store16(tile[r], acc[r][0]);
+        store16(tile[r] + 16, acc[r][1]);
+    }
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < cols; j++) {
+            float *x = c + (size_t)r * ldc + j;
+            *x = alpha * tile[r][j] + (beta != 0.0f ? beta * *x : 0.0f);
+        }
+}
+
+/* Packing buffers, one pair per thread, allocated on first use and kept. */
+static _Thread_local float *packed_a, *packed_b;
+
+void at_gemm_own(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a,
+                 int lda, const float *b, int ldb, float beta, float *c, int ldc) {
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0 || alpha == 0.0f) {
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++) {
+                float *x = c + (size_t)i * ldc + j;
+                *x = beta == 0.0f ? 0.0f : beta * *x;
+            }
+        return;
+    }
+    if (!packed_a) {
+        packed_a = aligned_alloc(64, sizeof(float) * MC * KC);
+        packed_b = aligned_alloc(64, sizeof(float) * KC * NC);
+        if (!packed_a || !packed_b) { /* cannot happen in practice; degrade, never crash */
+            free(packed_a);
+            free(packed_b);
+            packed_a = packed_b = NULL;
+            at_gemm_blas(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+            return;
+        }
+    }
+    for (int j0 = 0; j0 < n; j0 += NC) {
+        int nc = AT_MIN(NC, n - j0);
+        for (int p0 = 0; p0 < k; p0 += KC) {
+            int kc = AT_MIN(KC, k - p0);
+            /* Only the first K block applies beta; later ones accumulate. */
+            float beta_eff = p0 == 0 ? beta : 1.0f;
+            pack_b(trans_b, b, ldb, p0, kc, j0, nc, packed_b);
+            for (int i0 = 0; i0 < m; i0 += MC) {
+                int mc = AT_MIN(MC, m - i0);
+                pack_a(trans_a, a, lda, i0, mc, p0, kc, packed_a);
+                for (int jr = 0; jr < nc; jr += NR)
+                    for (int ir = 0; ir < mc; ir += MR)
+                        micro_kernel(kc, packed_a + (size_t)ir * kc, packed_b + (size_t)jr * kc,
+                                     alpha, beta_eff, c + (size_t)(i0 + ir) * ldc + j0 + jr, ldc,
+                                     AT_MIN(MR, mc - ir), AT_MIN(NR, nc - jr));
+            }
+        }
+    }
+}
+
+void at_gemm_blas(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a,
+                  int lda, const float *b, int ldb, float beta, float *c, int ldc) {
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+/* OpenBLAS cores whose kernels predate AVX: on a CPU with AVX2 they mean misdetection. */
+static bool openblas_core_is_fallback(const char *core) {
+    static const char *const old[] = {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem",
+                                      "Atom", "Nano", "Katmai", "Coppermine", "Northwood",
+                                      "Banias", "Athlon", "Opteron", "Opteron_SSE3", "Barcelona"};
+    for (size_t i = 0; i < sizeof old / sizeof *old; i++)
+        if (strcmp(core, old[i]) == 0) return true;
+    return false;
+}
+
+static int use_own = -1; /* -1: not decided yet */
+static char backend_name[96];
+
+static void decide(void) {
+    const char *core = openblas_get_corename();
+    if (!core) core = "unknown";
+    __builtin_cpu_init();
+    bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    bool own = avx2 && openblas_core_is_fallback(core);
+    snprintf(backend_name, sizeof backend_name, own ? "advtrain kernel (OpenBLAS chose %s)" : "OpenBLAS (%s)", core);
+    use_own = own;
+}
+
+const char *at_gemm_backend(void) {
+    if (use_own < 0) decide();
+    return backend_name;
+}
+
+void at_gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a, int lda,
+             const float *b, int ldb, float beta, float *c, int ldc) {
+    if (use_own < 0) decide();
+    if (use_own)
+        at_gemm_own(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    else
+        at_gemm_blas(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
