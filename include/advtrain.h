@@ -357,6 +357,119 @@ at_status at_train(at_net *net, const at_dataset *train, const at_dataset *val,
                    const at_dataset *test, const at_train_config *cfg,
                    const at_train_callbacks *cb);
 
+/* ---------------------------------------------------------------- adversarial attacks */
+
+/* Attacks work on raw pixels in [0,1] with the network in eval mode (dropout off; the mode is
+ * restored afterwards). Every adversarial example is projected onto the eps-ball around its clean
+ * input, in the attack's norm, and onto [0,1]. eps is on the 0-1 pixel scale (8/255 = 0.0314).
+ * Only samples classified correctly on the clean input are attacked; the others count as not
+ * robust and are returned unchanged (attack_all attacks every sample, e.g. for training).
+ * Deterministic for a seed and thread count: each sample draws from its own generator, seeded
+ * from the seed and the sample's index, so results do not depend on the batch size. Workspaces
+ * are allocated once per call; the attack steps allocate nothing. Gradients come from the
+ * input-only backward pass (no parameter gradients). */
+
+typedef enum at_attack_kind {
+    AT_ATTACK_FGSM,   /* Goodfellow et al. 2015: one step of size eps along the gradient sign */
+    AT_ATTACK_PGD,    /* Madry et al. 2018: random start, `steps` steps of size alpha, restarts */
+    AT_ATTACK_APGD,   /* Croce & Hein 2020 Auto-PGD: CE or DLR loss; targeted DLR = APGD-T */
+    AT_ATTACK_SQUARE, /* Andriushchenko et al. 2020: score-based random search (L-inf only) */
+    AT_ATTACK_AUTO    /* APGD-CE, APGD-T, then Square on the survivors: per-sample worst case */
+} at_attack_kind;
+
+typedef enum at_attack_norm { AT_NORM_LINF, AT_NORM_L2 } at_attack_norm;
+
+/* The loss an attack maximizes (z: logits, y: label, t: target class). */
+typedef enum at_attack_loss {
+    AT_ATTACK_LOSS_CE,  /* cross-entropy; targeted: minus the cross-entropy of t */
+    AT_ATTACK_LOSS_CW,  /* Carlini-Wagner margin max_{j!=y} z_j - z_y; targeted: z_t - max_{j!=t} z_j */
+    AT_ATTACK_LOSS_DLR  /* -(z_y - max_{j!=y} z_j) / (z_pi1 - z_pi3); targeted:
+                           -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4)/2)  (pi: sorted order) */
+} at_attack_loss;
+
+typedef enum at_attack_target {
+    AT_TARGET_NONE,         /* untargeted */
+    AT_TARGET_GIVEN,        /* targets[i] for sample i */
+    AT_TARGET_RANDOM,       /* a seeded random class other than the label */
+    AT_TARGET_LEAST_LIKELY, /* the class with the lowest clean logit */
+    AT_TARGET_TOP           /* each of the `target_classes` highest-scoring other classes in turn
+                               (APGD-T); success = any misclassification */
+} at_attack_target;
+
+typedef struct at_attack_config {
+    at_attack_kind kind;
+    at_attack_norm norm;
+    at_attack_loss loss;      /* FGSM / PGD / APGD */
+    at_attack_target target;
+    const int32_t *targets;   /* AT_TARGET_GIVEN: one class per sample */
+    float eps;                /* radius on the 0-1 pixel scale */
+    float alpha;              /* PGD step size; 0 = 2.5*eps/steps (Madry et al.) */
+    int steps;                /* PGD / APGD iterations; Square: queries per sample */
+    int restarts;             /* independent runs; a sample stays robust only if all fail */
+    bool random_start;        /* PGD: uniform in the L-inf ball, uniform radius in the L2 ball */
+    int target_classes;       /* AT_TARGET_TOP: how many classes (AutoAttack standard: 9) */
+    float momentum;           /* APGD: 0.75 */
+    float rho;                /* APGD: halve the step if fewer than rho*k of the last k steps
+                                 raised the loss (0.75) */
+    float p_init;             /* Square: initial fraction of pixels in a square (0.8) */
+    bool square_rescale;      /* Square: stretch the p schedule (written for 10000 queries) to
+                                 `steps` queries, as the paper; false = AutoAttack's fixed one */
+    bool attack_all;          /* also attack samples that are misclassified on clean inputs */
+    uint64_t seed;
+    int batch;                /* samples attacked together (default 500) */
+    /* Optional: called after each batch (and each ensemble member) with samples done so far. */
+    void (*progress)(void *user, int done, int total);
+    void *user;
+} at_attack_config;
+
+/* Defaults per kind. FGSM: L-inf, CE. PGD: L-inf, CE, 20 steps, alpha 2.5*eps/steps, random start,
+ * 1 restart. APGD: CE, 100 steps, 1 restart, momentum 0.75, rho 0.75. Square: 5000 queries,
+ * p_init 0.8, margin loss. AUTO: AutoAttack "standard" (APGD-CE 100 steps; APGD-T 100 steps over
+ * the top 9 classes; Square 5000 queries). eps is 0: set it. */
+at_attack_config at_attack_defaults(at_attack_kind kind);
+/* Sets *cfg to the defaults of a named attack: fgsm, fgsm-l2, pgd, pgd-l2, cw (PGD on the CW
+ * margin), cw-l2, apgd-ce, apgd-dlr, apgd-t (targeted DLR over the top 9 classes), square, auto,
+ * auto-l2. Unknown names fail with AT_ERR_ARG listing the valid ones. */
+at_status at_attack_from_name(const char *name, at_attack_config *cfg);
+/* The name of a configuration ("pgd", "apgd-t", ...). */
+const char *at_attack_name(const at_attack_config *cfg);
+
+#define AT_ATTACK_MAX_MEMBERS 4
+typedef struct at_attack_member {
+    char name[16];
+    int robust;     /* samples still robust after this member and the ones before it */
+    double seconds;
+} at_attack_member;
+
+typedef struct at_attack_result {
+    int samples;
+    int clean_correct;
+    int robust;             /* correct on the clean input and on its adversarial example */
+    int targeted;           /* samples attacked towards one target class */
+    int target_hits;        /* ... whose adversarial example is classified as the target */
+    int steps, restarts;    /* settings used (defaults resolved) */
+    float alpha;
+    double seconds;
+    int64_t forwards, backwards; /* per-sample forward and backward passes (queries) */
+    /* Sanity measurements over every returned example: */
+    float max_perturbation; /* largest ||x_adv - x|| in the attack's norm */
+    int outside_ball;       /* examples with ||x_adv - x|| > eps (beyond float rounding) */
+    int64_t outside_box;    /* pixels outside [0,1] */
+    int zero_grad;          /* attacked samples whose first input gradient was exactly zero */
+    int nonfinite;          /* attacked samples that met a NaN or infinite loss or gradient */
+    int nmembers;           /* AT_ATTACK_AUTO: the members, in order */
+    at_attack_member members[AT_ATTACK_MAX_MEMBERS];
+} at_attack_result;
+
+/* Attacks n samples x (n x at_net_in_size floats in [0,1]) with labels y. x_adv (may be NULL)
+ * receives the adversarial examples, adv_pred (may be NULL) the network's predictions on them. */
+at_status at_attack_run(at_net *net, const at_attack_config *cfg, const float *x, const int32_t *y,
+                        int n, float *x_adv, int32_t *adv_pred, at_attack_result *res);
+/* The same over the first n samples of a classification dataset (n <= 0: all), converting
+ * pixels batch by batch. x_adv and adv_pred may be NULL. */
+at_status at_attack_dataset(at_net *net, const at_attack_config *cfg, const at_dataset *ds, int n,
+                            float *x_adv, int32_t *adv_pred, at_attack_result *res);
+
 #ifdef __cplusplus
 }
 #endif
