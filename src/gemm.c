@@ -73,8 +73,8 @@ static void pack_b(bool trans, const float *b, int ldb, int p0, int kc, int j0, 
 }
 
 /* C[0..rows, 0..cols) = alpha * Ap Bp + beta_eff * C, tile MR x NR held in registers. */
-static void micro_kernel(int kc, const float *ap, const float *bp, float alpha, float beta,
-                         float *c, int ldc, int rows, int cols) {
+static void micro_kernel(int kc, const float *ap, const float *bp, int bstride, float alpha,
+                         float beta, float *c, int ldc, int rows, int cols) {
     v16 acc[MR][2];
     for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = (v16){0};
     for (int p = 0; p < kc; p++) {
@@ -85,7 +85,7 @@ static void micro_kernel(int kc, const float *ap, const float *bp, float alpha, 
             acc[r][1] += av * b1;
         }
         ap += MR;
-        bp += NR;
+        bp += bstride;
     }
     if (rows == MR && cols == NR) {
         for (int r = 0; r < MR; r++) {
@@ -139,19 +139,26 @@ void at_gemm_own(bool trans_a, bool trans_b, int m, int n, int k, float alpha, c
     }
     for (int j0 = 0; j0 < n; j0 += NC) {
         int nc = AT_MIN(NC, n - j0);
+        /* A non-transposed B is read in place for whole NR-column panels: each element is used
+         * only m times, so packing it would cost as much as the multiply when m is small. */
+        int direct = trans_b ? 0 : nc - nc % NR;
         for (int p0 = 0; p0 < k; p0 += KC) {
             int kc = AT_MIN(KC, k - p0);
             /* Only the first K block applies beta; later ones accumulate. */
             float beta_eff = p0 == 0 ? beta : 1.0f;
-            pack_b(trans_b, b, ldb, p0, kc, j0, nc, packed_b);
+            if (direct < nc) pack_b(trans_b, b, ldb, p0, kc, j0 + direct, nc - direct, packed_b);
             for (int i0 = 0; i0 < m; i0 += MC) {
                 int mc = AT_MIN(MC, m - i0);
                 pack_a(trans_a, a, lda, i0, mc, p0, kc, packed_a);
-                for (int jr = 0; jr < nc; jr += NR)
+                for (int jr = 0; jr < nc; jr += NR) {
+                    const float *bp = jr < direct ? b + (size_t)p0 * ldb + j0 + jr
+                                                  : packed_b + (size_t)(jr - direct) * kc;
+                    int bstride = jr < direct ? ldb : NR;
                     for (int ir = 0; ir < mc; ir += MR)
-                        micro_kernel(kc, packed_a + (size_t)ir * kc, packed_b + (size_t)jr * kc,
-                                     alpha, beta_eff, c + (size_t)(i0 + ir) * ldc + j0 + jr, ldc,
+                        micro_kernel(kc, packed_a + (size_t)ir * kc, bp, bstride, alpha, beta_eff,
+                                     c + (size_t)(i0 + ir) * ldc + j0 + jr, ldc,
                                      AT_MIN(MR, mc - ir), AT_MIN(NR, nc - jr));
+                }
             }
         }
     }
