@@ -74,6 +74,7 @@ typedef enum at_layer_kind {
     AT_LAYER_SIGMOID,
     AT_LAYER_FLATTEN,
     AT_LAYER_DROPOUT,
+    AT_LAYER_DROPOUT2D, /* nn.Dropout2d: zeroes whole channels */
     AT_LAYER_KIND_COUNT
 } at_layer_kind;
 
@@ -173,10 +174,20 @@ at_status at_cross_entropy(const float *logits, const int32_t *labels, int n, in
 at_status at_mse(const float *pred, const float *target, int n, int k, float *loss, float *dpred);
 /* Index of the largest of k values (first on ties). */
 int at_argmax(const float *v, int k);
+/* Cross-entropy against soft targets (n x k, each row a distribution): mean over the batch of
+ * -sum_j t_j log softmax(z)_j, as PyTorch's cross_entropy with probability targets. Mixup uses
+ * it; one-hot or smoothed one-hot rows give at_cross_entropy's values. correct (may be NULL):
+ * samples whose logit argmax is the target's argmax. */
+at_status at_cross_entropy_soft(const float *logits, const float *targets, int n, int k,
+                                float *loss, float *dlogits, int *correct);
 
 /* ---------------------------------------------------------------- optimizers */
 
-typedef enum at_optim_kind { AT_OPTIM_SGD, AT_OPTIM_ADAM } at_optim_kind;
+typedef enum at_optim_kind {
+    AT_OPTIM_SGD,
+    AT_OPTIM_ADAM,
+    AT_OPTIM_ADAMW /* torch.optim.AdamW: Adam with decoupled weight decay (default 0.01) */
+} at_optim_kind;
 
 typedef struct at_optim_config {
     at_optim_kind kind;
@@ -187,6 +198,8 @@ typedef struct at_optim_config {
     float beta1, beta2; /* Adam (0.9, 0.999) */
     float eps;          /* Adam (1e-8) */
     float weight_decay; /* coupled: g += wd*w (PyTorch SGD/Adam semantics) */
+    bool decoupled;     /* decay w -= lr*wd*w before the update instead (AdamW; SGDW for SGD).
+                         * Always on for AT_OPTIM_ADAMW. The decay is multiplied by lr. */
 } at_optim_config;
 
 at_optim_config at_optim_defaults(at_optim_kind kind);
@@ -202,6 +215,126 @@ const at_optim_config *at_optim_get_config(const at_optim *opt);
 /* The optimizer state as one buffer (momentum / moments), for checkpoints. */
 float *at_optim_state(at_optim *opt, size_t *count);
 int64_t at_optim_steps(const at_optim *opt);
+
+/* ---------------------------------------------------------------- regularization */
+
+/* Which parameter tensors a penalty, weight decay, proximal step or constraint covers.
+ * layers: NULL, "" or "all" selects every layer with weights; otherwise a comma-separated list
+ * whose items are layer names (the module name of the parameters: "fc1", "3") or layer kinds
+ * ("linear", "conv"). Biases are covered only when bias is true (Keras's default: weights only;
+ * PyTorch's optimizers decay everything unless told otherwise). A NULL selection means every
+ * weight, no bias. */
+typedef struct at_reg_select {
+    const char *layers;
+    bool bias;
+} at_reg_select;
+
+/* AT_ERR_ARG (naming the culprit) if sel names a layer the network lacks, a layer without
+ * parameters, or selects nothing at all. */
+at_status at_reg_check(const at_net *net, const at_reg_select *sel);
+/* Whether parameter tensor i (at_net_tensor) is selected. */
+bool at_reg_selected(const at_net *net, const at_reg_select *sel, int tensor);
+
+/* Penalties, named after the tutorial's functions. *penalty (may be NULL) receives the value to
+ * add to the loss; the gradient is added (+=) into at_net_grads(), so call them after backward:
+ *   L1: lambda * sum |w|    gradient lambda * sign(w)  (sign(0) = 0, torch.abs's subgradient)
+ *   L2: lambda * sum w^2    gradient 2 * lambda * w    (no 1/2: L2 lambda = weight_decay 2*lambda)
+ * Elastic net is both in one pass. */
+at_status at_l1_regularization(at_net *net, const at_reg_select *sel, float lambda, float *penalty);
+at_status at_l2_regularization(at_net *net, const at_reg_select *sel, float lambda, float *penalty);
+at_status at_elastic_net_regularization(at_net *net, const at_reg_select *sel, float l1, float l2,
+                                        float *penalty);
+/* Proximal L1 step (soft-thresholding), after an optimizer step:
+ * w = sign(w) * max(|w| - threshold, 0), with threshold = lr * lambda. Gives exact zeros. */
+at_status at_prox_l1(at_net *net, const at_reg_select *sel, float threshold);
+/* Max-norm constraint (Keras MaxNorm(c, axis=0)), after an optimizer step: each unit's incoming
+ * weight vector (a row of a Linear weight (out, in); an output filter of a conv weight) whose L2
+ * norm exceeds c is scaled by c / (norm + 1e-7). Biases are never touched. */
+at_status at_max_norm(at_net *net, const at_reg_select *sel, float c);
+/* Gradient clipping by global norm (torch.nn.utils.clip_grad_norm_): the L2 norm of all
+ * gradients together; every gradient is scaled by max_norm / (norm + 1e-6) when that is < 1.
+ * *norm (may be NULL) receives the norm before clipping; AT_ERR_NAN if it is not finite. */
+at_status at_clip_grad_norm(at_net *net, float max_norm, float *norm);
+/* Restricts the optimizer's weight decay (coupled or decoupled) to the selected tensors
+ * (NULL: every parameter again, torch.optim's behaviour and the default). */
+at_status at_optim_set_decay_select(at_optim *opt, const at_reg_select *sel);
+
+/* Size and sparsity of one parameter tensor, for reports. */
+typedef struct at_tensor_stats {
+    size_t count;  /* values */
+    double l1;     /* sum |w| */
+    double l2;     /* sqrt(sum w^2) */
+    size_t zeros;  /* values exactly 0 */
+    float max_abs;
+} at_tensor_stats;
+void at_tensor_stats_of(const at_net *net, int tensor, at_tensor_stats *out);
+
+/* ---------------------------------------------------------------- learning-rate schedules */
+
+typedef enum at_schedule_kind {
+    AT_SCHEDULE_CONSTANT,
+    AT_SCHEDULE_STEP,     /* StepLR: base * gamma^floor(t / step_size); t in epochs */
+    AT_SCHEDULE_COSINE,   /* CosineAnnealingLR: min + (base-min)(1 + cos(pi t / T_max))/2; epochs */
+    AT_SCHEDULE_ONECYCLE, /* OneCycleLR(anneal 'linear', cycle_momentum False); t in batches */
+    AT_SCHEDULE_PLATEAU   /* ReduceLROnPlateau ('rel' threshold); observed once per epoch */
+} at_schedule_kind;
+
+typedef struct at_schedule_config {
+    at_schedule_kind kind;
+    int step_size;          /* step: epochs between decays (at_train: 0 = a third of the epochs) */
+    float gamma;            /* step: decay factor (0.1) */
+    int t_max;              /* cosine: period (0 = the run's length) */
+    float min_lr;           /* cosine: eta_min; plateau: min_lr (0) */
+    float pct_start;        /* onecycle: fraction of the steps spent rising (0.3) */
+    float div_factor;       /* onecycle: starting lr = peak / div_factor (25) */
+    float final_div_factor; /* onecycle: final lr = starting lr / final_div_factor (1e4) */
+    float factor;           /* plateau: lr *= factor on a plateau (0.1) */
+    int patience;           /* plateau: epochs without improvement tolerated (10) */
+    float threshold;        /* plateau: relative improvement that counts (1e-4) */
+    int cooldown;           /* plateau: epochs to wait after a reduction (0) */
+} at_schedule_config;
+
+at_schedule_config at_schedule_defaults(at_schedule_kind kind);
+
+/* A schedule in progress: a plain value, no allocation. */
+typedef struct at_schedule {
+    at_schedule_config cfg;
+    float base_lr; /* the optimizer's lr; onecycle's peak */
+    float lr;      /* the current learning rate */
+    int total;     /* the run's length in the schedule's unit (cosine's default T_max, onecycle) */
+    bool maximize; /* plateau: a larger metric is better */
+    double best;
+    int bad_epochs, cooldown_left;
+} at_schedule;
+
+at_status at_schedule_init(at_schedule *s, const at_schedule_config *cfg, float base_lr, int total,
+                           bool maximize);
+/* constant, step, cosine, onecycle: the learning rate for step t (0-based). */
+float at_schedule_lr(at_schedule *s, int t);
+/* plateau: reports the monitored metric after an epoch; returns the learning rate to use next. */
+float at_schedule_observe(at_schedule *s, float metric);
+
+/* ---------------------------------------------------------------- augmentation and noise */
+
+typedef struct at_augment_config {
+    bool flip;    /* horizontal flip with probability 1/2 (off by default: wrong for digits) */
+    int crop_pad; /* > 0: random crop of the original size from the image zero-padded by crop_pad */
+} at_augment_config;
+
+/* Augments n images (c x h x w floats each) in place; one decision per image. */
+void at_augment_batch(float *x, int n, int c, int h, int w, const at_augment_config *cfg,
+                      at_rng *rng);
+/* Adds N(0, std^2) noise to count values; clip: clamp to [0, 1] afterwards (pixels). */
+void at_gaussian_noise(float *x, size_t count, float std, bool clip, at_rng *rng);
+/* Gamma(shape, 1) (Marsaglia-Tsang; shape < 1 by boosting) and Beta(a, b) = X / (X + Y). */
+double at_rng_gamma(at_rng *r, double shape);
+double at_rng_beta(at_rng *r, double a, double b);
+/* Mixup (Zhang et al. 2018): out_x[i] = lam*x[i] + (1-lam)*x[perm[i]] over d values per sample,
+ * and likewise out_t from t over k values (soft labels or regression targets; t may be NULL). */
+void at_mixup(const float *x, const float *t, int n, int d, int k, float lam, const int32_t *perm,
+              float *out_x, float *out_t);
+/* Soft targets from labels: (1 - smoothing) * onehot + smoothing / k (PyTorch's label smoothing). */
+void at_soft_targets(const int32_t *labels, int n, int k, float smoothing, float *t);
 
 /* ---------------------------------------------------------------- data */
 
@@ -322,11 +455,35 @@ at_status at_evaluate(at_net *net, const at_dataset *ds, int batch, at_eval_resu
 /* The figure of merit reported for a dataset: accuracy for classification, MSE for regression. */
 float at_eval_metric(const at_dataset *ds, const at_eval_result *r);
 
+/* What early stopping and the plateau schedule watch: the validation loss (Keras's default) or
+ * the validation metric (accuracy, higher is better; MSE, lower is better). Without a validation
+ * set the plateau schedule watches the training loss or metric. */
+typedef enum at_monitor { AT_MONITOR_VAL_LOSS, AT_MONITOR_VAL_METRIC } at_monitor;
+
+/* Everything after `optim` is regularization and is off in at_train_defaults(). Per step, in
+ * this order: batch (+ augmentation, input noise, mixup), forward, loss (+ penalty), backward,
+ * penalty gradients, gradient clipping, optimizer step (with weight decay), proximal L1,
+ * max-norm. */
 typedef struct at_train_config {
     int epochs;
     int batch;
-    uint64_t seed;        /* shuffling and dropout */
+    uint64_t seed;        /* shuffling, dropout, augmentation, noise and mixup */
     at_optim_config optim;
+    float l1, l2;         /* penalties l1*sum|w| + l2*sum w^2 over reg_select, added to the loss */
+    bool prox_l1;         /* apply l1 as a proximal step (threshold lr*l1) instead of a gradient */
+    float max_norm;       /* > 0: max-norm constraint on reg_select's weights after each step */
+    at_reg_select reg_select; /* covers l1, l2, prox, max-norm and the optimizer's weight decay
+                               * (default: every weight, no bias) */
+    float label_smoothing;    /* classification: targets (1-e)*onehot + e/K */
+    float clip_grad;          /* > 0: clip the global gradient norm to this */
+    float input_noise;        /* > 0: N(0, s^2) added to training inputs; images clamped to [0,1] */
+    at_augment_config augment; /* images only: random crop with zero padding, horizontal flip */
+    float mixup_alpha;        /* > 0: mixup, lam ~ Beta(alpha, alpha) once per batch */
+    at_schedule_config schedule; /* learning-rate schedule (default constant) */
+    int early_stop;           /* > 0: patience in epochs; needs a validation set; the best
+                               * epoch's weights are restored at the end */
+    float min_delta;          /* early stopping: the smallest change that counts as improvement */
+    at_monitor monitor;
 } at_train_config;
 
 at_train_config at_train_defaults(void);
@@ -341,6 +498,11 @@ typedef struct at_epoch_stats {
     float val_metric;
     float test_metric;
     double seconds;     /* training time of the epoch (evaluation excluded) */
+    float val_loss;     /* NAN without a validation set */
+    float penalty;      /* mean L1/L2 penalty over the epoch's batches (0 if none) */
+    float grad_norm;    /* mean global gradient norm before clipping (clip_grad > 0), else NAN */
+    int best_epoch;     /* early stopping: the best epoch so far (1-based), else 0 */
+    bool stopping;      /* early stopping ends training after this epoch */
 } at_epoch_stats;
 
 typedef struct at_train_callbacks {

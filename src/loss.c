@@ -64,3 +64,34 @@ at_status at_mse(const float *pred, const float *target, int n, int k, float *lo
     if (!isfinite(*loss)) return at_fail(AT_ERR_NAN, "MSE loss is %g", (double)*loss);
     return AT_OK;
 }
+
+at_status at_cross_entropy_soft(const float *logits, const float *targets, int n, int k,
+                                float *loss, float *dlogits, int *correct) {
+    if (n <= 0 || k <= 0) return at_fail(AT_ERR_ARG, "cross-entropy needs n > 0 and k > 0");
+    double total = 0.0;
+    int hits = 0;
+    for (int i = 0; i < n; i++) {
+        const float *z = logits + (size_t)i * k, *q = targets + (size_t)i * k;
+        int top = at_argmax(z, k);
+        hits += top == at_argmax(q, k);
+        double zmax = z[top], sum = 0.0, qsum = 0.0, qz = 0.0;
+        for (int j = 0; j < k; j++) {
+            if (!(q[j] >= 0.0f)) return at_fail(AT_ERR_ARG, "soft target %d of sample %d is %g (must be >= 0)", j, i, (double)q[j]);
+            sum += exp((double)z[j] - zmax);
+            qsum += q[j];
+            qz += (double)q[j] * z[j];
+        }
+        double lse = zmax + log(sum);
+        /* -sum_j q_j (z_j - lse) */
+        total += qsum * lse - qz;
+        if (dlogits) {
+            float *d = dlogits + (size_t)i * k;
+            for (int j = 0; j < k; j++)
+                d[j] = (float)((qsum * exp((double)z[j] - lse) - q[j]) / n);
+        }
+    }
+    *loss = (float)(total / n);
+    if (correct) *correct = hits;
+    if (!isfinite(*loss)) return at_fail(AT_ERR_NAN, "cross-entropy loss is %g", (double)*loss);
+    return AT_OK;
+}

@@ -1,5 +1,13 @@
-/* Optimizers with PyTorch's update rules (torch.optim.SGD and Adam), over the network's single
- * parameter buffer; their state is one buffer too. */
+/* Optimizers with PyTorch's update rules (torch.optim.SGD, Adam and AdamW), over the network's
+ * single parameter buffer; their state is one buffer too.
+ *
+ * Weight decay comes in two forms:
+ *   coupled    g += wd * w before momentum / moments (SGD(weight_decay) and Adam(weight_decay):
+ *              an L2 penalty of wd/2 * sum w^2 folded into the gradient)
+ *   decoupled  w -= lr * wd * w before the gradient update (AdamW; for SGD, "SGDW"): the decay
+ *              is multiplied by the current learning rate, as torch.optim.AdamW does.
+ * By default every parameter is decayed (one torch param group); at_optim_set_decay_select
+ * restricts decay to chosen tensors (e.g. weights only), like a second group with wd = 0. */
 #include "internal.h"
 
 #include <math.h>
@@ -11,21 +19,27 @@ struct at_optim {
     float *state; /* SGD: momentum buffer; Adam: first moments then second moments */
     size_t state_count;
     int64_t steps;
+    bool *decay; /* per parameter tensor: is it decayed? */
+    int ntensors;
 };
 
 at_optim_config at_optim_defaults(at_optim_kind kind) {
     at_optim_config c;
     memset(&c, 0, sizeof c);
     c.kind = kind;
-    c.lr = kind == AT_OPTIM_ADAM ? 1e-3f : 0.01f;
+    c.lr = kind == AT_OPTIM_SGD ? 0.01f : 1e-3f;
     c.beta1 = 0.9f;
     c.beta2 = 0.999f;
     c.eps = 1e-8f;
+    if (kind == AT_OPTIM_ADAMW) {
+        c.weight_decay = 0.01f; /* torch.optim.AdamW's default */
+        c.decoupled = true;
+    }
     return c;
 }
 
 static at_status check_config(const at_optim_config *c) {
-    if (c->kind != AT_OPTIM_SGD && c->kind != AT_OPTIM_ADAM)
+    if (c->kind != AT_OPTIM_SGD && c->kind != AT_OPTIM_ADAM && c->kind != AT_OPTIM_ADAMW)
         return at_fail(AT_ERR_ARG, "unknown optimizer kind %d", (int)c->kind);
     if (!(c->lr >= 0.0f) || !isfinite(c->lr))
         return at_fail(AT_ERR_ARG, "learning rate must be a finite number >= 0, got %g", (double)c->lr);
@@ -36,7 +50,7 @@ static at_status check_config(const at_optim_config *c) {
     if (!(c->weight_decay >= 0.0f) || !isfinite(c->weight_decay))
         return at_fail(AT_ERR_ARG, "weight decay must be a finite number >= 0, got %g",
                        (double)c->weight_decay);
-    if (c->kind == AT_OPTIM_ADAM &&
+    if (c->kind != AT_OPTIM_SGD &&
         !(c->beta1 >= 0.0f && c->beta1 < 1.0f && c->beta2 >= 0.0f && c->beta2 < 1.0f && c->eps > 0.0f))
         return at_fail(AT_ERR_ARG, "Adam needs betas in [0, 1) and eps > 0");
     return AT_OK;
@@ -51,12 +65,15 @@ at_status at_optim_create(at_optim **out, at_net *net, const at_optim_config *cf
     o->net = net;
     o->cfg = *cfg;
     size_t n = at_net_num_params(net);
-    o->state_count = cfg->kind == AT_OPTIM_ADAM ? 2 * n : (cfg->momentum > 0.0f ? n : 0);
+    o->state_count = cfg->kind != AT_OPTIM_SGD ? 2 * n : (cfg->momentum > 0.0f ? n : 0);
     o->state = at_alloc_floats(o->state_count, "optimizer state");
-    if (!o->state) {
-        free(o);
+    o->ntensors = at_net_num_tensors(net);
+    o->decay = at_calloc((size_t)(o->ntensors > 0 ? o->ntensors : 1), sizeof *o->decay, "decay mask");
+    if (!o->state || !o->decay) {
+        at_optim_free(o);
         return AT_ERR_NOMEM;
     }
+    for (int t = 0; t < o->ntensors; t++) o->decay[t] = true;
     *out = o;
     return AT_OK;
 }
@@ -64,36 +81,53 @@ at_status at_optim_create(at_optim **out, at_net *net, const at_optim_config *cf
 void at_optim_free(at_optim *o) {
     if (!o) return;
     free(o->state);
+    free(o->decay);
     free(o);
 }
 
-static void sgd_step(at_optim *o, float *w, const float *grad, size_t n) {
+at_status at_optim_set_decay_select(at_optim *o, const at_reg_select *sel) {
+    if (sel) {
+        at_status s = at_reg_check(o->net, sel);
+        if (s != AT_OK) return s;
+    }
+    for (int t = 0; t < o->ntensors; t++) o->decay[t] = !sel || at_reg_selected(o->net, sel, t);
+    return AT_OK;
+}
+
+/* Decoupled decay (before the update, as torch's AdamW): w *= 1 - lr * wd. */
+static bool decoupled(const at_optim_config *c) { return c->decoupled || c->kind == AT_OPTIM_ADAMW; }
+
+/* One tensor's worth: w, grad and the momentum buffer are views at the same offset. */
+static void sgd_step(const at_optim *o, float *w, const float *grad, float *buf, size_t n, float wd) {
     const at_optim_config *c = &o->cfg;
-    const float lr = c->lr, mu = c->momentum, wd = c->weight_decay, damp = 1.0f - c->dampening;
-    float *buf = o->state;
+    const float lr = c->lr, mu = c->momentum, damp = 1.0f - c->dampening;
+    const float coupled = decoupled(c) ? 0.0f : wd, shrink = 1.0f - (decoupled(c) ? lr * wd : 0.0f);
     for (size_t i = 0; i < n; i++) {
         float g = grad[i];
-        if (wd != 0.0f) g += wd * w[i];
+        if (coupled != 0.0f) g += coupled * w[i];
         if (mu != 0.0f) {
             /* PyTorch starts the buffer at the first gradient, undampened. */
             buf[i] = o->steps == 0 ? g : mu * buf[i] + damp * g;
             g = c->nesterov ? g + mu * buf[i] : buf[i];
         }
+        if (shrink != 1.0f) w[i] *= shrink;
         w[i] -= lr * g;
     }
 }
 
-static void adam_step(at_optim *o, float *w, const float *grad, size_t n) {
+static void adam_step(const at_optim *o, float *w, const float *grad, float *m, float *v, size_t n,
+                      float wd) {
     const at_optim_config *c = &o->cfg;
     const double t = (double)(o->steps + 1);
     const double bias1 = 1.0 - pow(c->beta1, t), bias2 = 1.0 - pow(c->beta2, t);
     const float step_size = (float)(c->lr / bias1);
     const float bias2_sqrt = (float)sqrt(bias2);
-    const float b1 = c->beta1, b2 = c->beta2, wd = c->weight_decay, eps = c->eps;
-    float *m = o->state, *v = o->state + n;
+    const float b1 = c->beta1, b2 = c->beta2, eps = c->eps;
+    const float coupled = decoupled(c) ? 0.0f : wd, shrink = 1.0f - (decoupled(c) ? c->lr * wd : 0.0f);
     for (size_t i = 0; i < n; i++) {
         float g = grad[i];
-        if (wd != 0.0f) g += wd * w[i];
+        if (coupled != 0.0f) g += coupled * w[i];
+        if (shrink != 1.0f) w[i] *= shrink;
         m[i] = b1 * m[i] + (1.0f - b1) * g;
         v[i] = b2 * v[i] + (1.0f - b2) * g * g;
         float denom = sqrtf(v[i]) / bias2_sqrt + eps;
@@ -104,11 +138,17 @@ static void adam_step(at_optim *o, float *w, const float *grad, size_t n) {
 at_status at_optim_step(at_optim *o) {
     float *w = at_net_params(o->net);
     const float *g = at_net_grads(o->net);
-    size_t n = at_net_num_params(o->net);
-    if (o->cfg.kind == AT_OPTIM_ADAM)
-        adam_step(o, w, g, n);
-    else
-        sgd_step(o, w, g, n);
+    const size_t n = at_net_num_params(o->net);
+    /* Tensor by tensor (they tile the buffer), so each can have its own decay. */
+    for (int t = 0; t < o->ntensors; t++) {
+        const at_param_info *p = at_net_tensor(o->net, t);
+        const size_t off = p->offset;
+        const float wd = o->decay[t] ? o->cfg.weight_decay : 0.0f;
+        if (o->cfg.kind == AT_OPTIM_SGD)
+            sgd_step(o, w + off, g + off, o->state_count ? o->state + off : NULL, p->size, wd);
+        else
+            adam_step(o, w + off, g + off, o->state + off, o->state + n + off, p->size, wd);
+    }
     o->steps++;
     return AT_OK;
 }

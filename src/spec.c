@@ -2,7 +2,7 @@
  *
  * Spec syntax (docs/architectures.md): comma-separated layers,
  *   conv:OUT:K[:STRIDE[:PAD]]  maxpool:K[:STRIDE[:PAD]]  avgpool:K[:STRIDE[:PAD]]  linear:OUT
- *   relu  leakyrelu[:SLOPE]  tanh  sigmoid  flatten  dropout[:P]
+ *   relu  leakyrelu[:SLOPE]  tanh  sigmoid  flatten  dropout[:P]  dropout2d[:P]
  * Layers are named by position, as nn.Sequential names its modules ("0.weight", "3.bias"). */
 #include "internal.h"
 
@@ -138,6 +138,7 @@ static at_status parse_layer(const char *token, int index, at_layer_desc *d) {
         {"relu", AT_LAYER_RELU, 0, 0},      {"leakyrelu", AT_LAYER_LEAKYRELU, 0, 1},
         {"tanh", AT_LAYER_TANH, 0, 0},      {"sigmoid", AT_LAYER_SIGMOID, 0, 0},
         {"flatten", AT_LAYER_FLATTEN, 0, 0}, {"dropout", AT_LAYER_DROPOUT, 0, 1},
+        {"dropout2d", AT_LAYER_DROPOUT2D, 0, 1},
     };
     size_t len = strcspn(token, ":");
     for (size_t i = 0; i < sizeof words / sizeof *words; i++) {
@@ -151,7 +152,7 @@ static at_status parse_layer(const char *token, int index, at_layer_desc *d) {
         char name[16];
         snprintf(name, sizeof name, "%d", index);
         at_layer_kind k = words[i].kind;
-        if (k == AT_LAYER_LEAKYRELU || k == AT_LAYER_DROPOUT) {
+        if (k == AT_LAYER_LEAKYRELU || k == AT_LAYER_DROPOUT || k == AT_LAYER_DROPOUT2D) {
             float def = k == AT_LAYER_LEAKYRELU ? 0.01f : 0.5f;
             *d = layer(k, name, 0, 0, 0, 0, count ? (float)v[0] : def);
             return AT_OK;
@@ -172,7 +173,7 @@ static at_status parse_layer(const char *token, int index, at_layer_desc *d) {
     }
     return at_fail(AT_ERR_ARG,
                    "unknown layer '%s' in spec (known: conv, maxpool, avgpool, linear, relu, "
-                   "leakyrelu, tanh, sigmoid, flatten, dropout)",
+                   "leakyrelu, tanh, sigmoid, flatten, dropout, dropout2d)",
                    token);
 }
 

@@ -1,4 +1,7 @@
-/* The training loop and evaluation: data -> batch -> forward -> loss -> backward -> optimizer. */
+/* The training loop and evaluation: data -> batch (augmentation, noise, mixup) -> forward ->
+ * loss + penalty -> backward -> penalty gradients -> clipping -> optimizer -> proximal L1 and
+ * max-norm; per epoch: evaluation, learning-rate schedule, early stopping. Nothing is allocated
+ * per step: every buffer is sized before the first batch. */
 #include "internal.h"
 
 #include <math.h>
@@ -62,12 +65,13 @@ static at_status check_compatible(at_net *net, const at_dataset *ds, const char 
     return AT_OK;
 }
 
-/* Loss, its gradient and the hit count for one batch. */
+/* Loss, its gradient and the hit count for one batch against labels y (with label smoothing)
+ * or regression targets t. */
 static at_status batch_loss(const at_dataset *ds, const float *out, const batch_buffers *b, int n,
-                            int k, float *loss, int *correct) {
+                            int k, float smoothing, float *loss, int *correct) {
     *correct = 0;
     if (is_regression(ds)) return at_mse(out, b->t, n, k, loss, b->dlogits);
-    return at_cross_entropy(out, b->y, n, k, 0.0f, loss, b->dlogits, correct);
+    return at_cross_entropy(out, b->y, n, k, smoothing, loss, b->dlogits, correct);
 }
 
 at_status at_evaluate(at_net *net, const at_dataset *ds, int batch, at_eval_result *r) {
@@ -90,7 +94,7 @@ at_status at_evaluate(at_net *net, const at_dataset *ds, int batch, at_eval_resu
         if ((s = at_net_forward(net, b.x, n, &out)) != AT_OK) break;
         float loss;
         int correct;
-        s = batch_loss(ds, out, &b, n, k, &loss, &correct);
+        s = batch_loss(ds, out, &b, n, k, 0.0f, &loss, &correct);
         loss_sum += (double)loss * n;
         hits += correct;
     }
@@ -112,53 +116,220 @@ at_train_config at_train_defaults(void) {
     c.batch = 128;
     c.seed = 1;
     c.optim = at_optim_defaults(AT_OPTIM_SGD);
+    c.schedule = at_schedule_defaults(AT_SCHEDULE_CONSTANT);
+    c.monitor = AT_MONITOR_VAL_LOSS;
     return c;
 }
 
-static float metric_or_nan(at_net *net, const at_dataset *ds, int batch, at_status *s) {
-    if (!ds || *s != AT_OK) return NAN;
-    at_eval_result r;
-    *s = at_evaluate(net, ds, batch > 256 ? batch : 256, &r);
-    return at_eval_metric(ds, &r);
+static at_status check_nonneg(float v, const char *what) {
+    if (!(v >= 0.0f) || !isfinite(v))
+        return at_fail(AT_ERR_ARG, "%s must be a finite number >= 0, got %g", what, (double)v);
+    return AT_OK;
+}
+
+/* Everything that can be wrong with a training configuration, before anything is allocated. */
+static at_status check_train_config(at_net *net, const at_dataset *train, const at_dataset *val,
+                                    const at_train_config *cfg) {
+    if (cfg->epochs <= 0 || cfg->batch <= 0)
+        return at_fail(AT_ERR_ARG, "epochs and batch size must be positive (got %d and %d)",
+                       cfg->epochs, cfg->batch);
+    at_status s = check_nonneg(cfg->l1, "the L1 coefficient");
+    if (s == AT_OK) s = check_nonneg(cfg->l2, "the L2 coefficient");
+    if (s == AT_OK) s = check_nonneg(cfg->max_norm, "the max-norm bound");
+    if (s == AT_OK) s = check_nonneg(cfg->clip_grad, "the gradient-clipping bound");
+    if (s == AT_OK) s = check_nonneg(cfg->input_noise, "the input noise std");
+    if (s == AT_OK) s = check_nonneg(cfg->mixup_alpha, "the mixup alpha");
+    if (s == AT_OK) s = check_nonneg(cfg->min_delta, "the early-stopping min_delta");
+    if (s != AT_OK) return s;
+    if (cfg->prox_l1 && cfg->l1 <= 0.0f)
+        return at_fail(AT_ERR_ARG, "proximal L1 needs an L1 coefficient > 0");
+    if (!(cfg->label_smoothing >= 0.0f && cfg->label_smoothing < 1.0f))
+        return at_fail(AT_ERR_ARG, "label smoothing must be in [0, 1), got %g",
+                       (double)cfg->label_smoothing);
+    if (cfg->label_smoothing > 0.0f && is_regression(train))
+        return at_fail(AT_ERR_ARG, "label smoothing applies to classification, not regression");
+    if (cfg->augment.crop_pad < 0)
+        return at_fail(AT_ERR_ARG, "crop padding must be >= 0, got %d", cfg->augment.crop_pad);
+    if ((cfg->augment.flip || cfg->augment.crop_pad > 0) &&
+        (!train->images || train->h < 2 || train->w < 2))
+        return at_fail(AT_ERR_ARG, "crop and flip augmentation need image data; this training "
+                                   "set holds %dx%dx%d feature vectors",
+                       train->c, train->h, train->w);
+    if (cfg->early_stop < 0)
+        return at_fail(AT_ERR_ARG, "early-stopping patience must be >= 0, got %d", cfg->early_stop);
+    if (cfg->early_stop > 0 && !val)
+        return at_fail(AT_ERR_ARG, "early stopping needs a validation set (a validation split)");
+    if (cfg->monitor != AT_MONITOR_VAL_LOSS && cfg->monitor != AT_MONITOR_VAL_METRIC)
+        return at_fail(AT_ERR_ARG, "unknown monitor %d", (int)cfg->monitor);
+    bool selects = cfg->l1 > 0.0f || cfg->l2 > 0.0f || cfg->max_norm > 0.0f ||
+                   cfg->optim.weight_decay > 0.0f;
+    if (selects && (s = at_reg_check(net, &cfg->reg_select)) != AT_OK) return s;
+    return AT_OK;
+}
+
+/* Buffers beyond one batch: mixup and early stopping. Allocated once, before the loop. */
+typedef struct train_extra {
+    float *soft;   /* batch x k soft labels (classification with mixup) */
+    float *mix_x;  /* batch x sample mixed inputs */
+    float *mix_t;  /* batch x k (or target_dim) mixed targets */
+    int32_t *perm; /* batch: mixup partners */
+    float *best;   /* early stopping: the best epoch's parameters */
+} train_extra;
+
+static void free_extra(train_extra *e) {
+    free(e->soft);
+    free(e->mix_x);
+    free(e->mix_t);
+    free(e->perm);
+    free(e->best);
+}
+
+static at_status alloc_extra(train_extra *e, at_net *net, const at_dataset *train,
+                             const at_train_config *cfg, int k) {
+    memset(e, 0, sizeof *e);
+    bool ok = true;
+    const size_t batch = (size_t)cfg->batch;
+    if (cfg->mixup_alpha > 0.0f) {
+        ok = (e->soft = at_alloc_floats(batch * k, "soft labels")) &&
+             (e->mix_x = at_alloc_floats(batch * at_dataset_sample_size(train), "mixup inputs")) &&
+             (e->mix_t = at_alloc_floats(batch * k, "mixup targets")) &&
+             (e->perm = at_calloc(batch, sizeof(int32_t), "mixup partners"));
+    }
+    if (ok && cfg->early_stop > 0)
+        ok = (e->best = at_alloc_floats(at_net_num_params(net), "best weights")) != NULL;
+    if (!ok) {
+        free_extra(e);
+        return AT_ERR_NOMEM;
+    }
+    return AT_OK;
+}
+
+/* Early stopping state (Keras EarlyStopping with restore_best_weights). */
+typedef struct early_stopping {
+    double best;
+    int best_epoch, wait;
+} early_stopping;
+
+static bool improves(double current, double best, double min_delta, bool maximize) {
+    return maximize ? current - min_delta > best : current + min_delta < best;
+}
+
+/* Learning rate for this epoch's start (epoch-wise schedules) or this step (one-cycle). */
+static void apply_schedule(at_optim *opt, at_schedule *sched, int t) {
+    if (sched->cfg.kind != AT_SCHEDULE_CONSTANT && sched->cfg.kind != AT_SCHEDULE_PLATEAU)
+        at_optim_set_lr(opt, at_schedule_lr(sched, t));
+}
+
+/* The regularization steps around the optimizer: penalty gradients, clipping, the step itself,
+ * proximal L1 and max-norm. *penalty and *norm receive the penalty and the gradient norm. */
+static at_status regularized_step(at_net *net, at_optim *opt, const at_train_config *cfg,
+                                  float *penalty, float *norm) {
+    at_status s = AT_OK;
+    const float l1_grad = cfg->prox_l1 ? 0.0f : cfg->l1;
+    *penalty = 0.0f;
+    if (l1_grad > 0.0f || cfg->l2 > 0.0f)
+        s = at_elastic_net_regularization(net, &cfg->reg_select, l1_grad, cfg->l2, penalty);
+    if (s == AT_OK && cfg->clip_grad > 0.0f) s = at_clip_grad_norm(net, cfg->clip_grad, norm);
+    if (s == AT_OK) s = at_optim_step(opt);
+    if (s == AT_OK && cfg->prox_l1)
+        s = at_prox_l1(net, &cfg->reg_select, at_optim_lr(opt) * cfg->l1);
+    if (s == AT_OK && cfg->max_norm > 0.0f) s = at_max_norm(net, &cfg->reg_select, cfg->max_norm);
+    return s;
+}
+
+/* Augmentation, input noise and mixup on the gathered batch. Returns the inputs to train on
+ * (b->x or the mixed copy); *soft receives the soft targets when mixup is on (classification). */
+static const float *prepare_inputs(const at_dataset *train, const at_train_config *cfg,
+                                   batch_buffers *b, train_extra *e, int n, int k, at_rng *rng,
+                                   const float **soft) {
+    const int d = at_dataset_sample_size(train);
+    *soft = NULL;
+    at_augment_batch(b->x, n, train->c, train->h, train->w, &cfg->augment, rng);
+    if (cfg->input_noise > 0.0f)
+        at_gaussian_noise(b->x, (size_t)n * d, cfg->input_noise, train->images != NULL, rng);
+    if (cfg->mixup_alpha <= 0.0f) return b->x;
+    float lam = (float)at_rng_beta(rng, cfg->mixup_alpha, cfg->mixup_alpha);
+    for (int i = 0; i < n; i++) e->perm[i] = i;
+    at_rng_shuffle(rng, e->perm, n);
+    if (is_regression(train)) {
+        at_mixup(b->x, b->t, n, d, train->target_dim, lam, e->perm, e->mix_x, e->mix_t);
+        /* the mixed targets replace the batch's own */
+        memcpy(b->t, e->mix_t, sizeof(float) * (size_t)n * train->target_dim);
+    } else {
+        at_soft_targets(b->y, n, k, cfg->label_smoothing, e->soft);
+        at_mixup(b->x, e->soft, n, d, k, lam, e->perm, e->mix_x, e->mix_t);
+        *soft = e->mix_t;
+    }
+    return e->mix_x;
+}
+
+static at_status evaluate_or_nan(at_net *net, const at_dataset *ds, int batch, at_eval_result *r) {
+    r->loss = r->accuracy = r->mse = NAN;
+    if (!ds) return AT_OK;
+    return at_evaluate(net, ds, batch > 256 ? batch : 256, r);
 }
 
 at_status at_train(at_net *net, const at_dataset *train, const at_dataset *val,
                    const at_dataset *test, const at_train_config *cfg,
                    const at_train_callbacks *cb) {
-    if (cfg->epochs <= 0 || cfg->batch <= 0)
-        return at_fail(AT_ERR_ARG, "epochs and batch size must be positive (got %d and %d)",
-                       cfg->epochs, cfg->batch);
     at_status s = check_compatible(net, train, "training");
     if (s == AT_OK && val) s = check_compatible(net, val, "validation");
     if (s == AT_OK && test) s = check_compatible(net, test, "test");
+    if (s == AT_OK) s = check_train_config(net, train, val, cfg);
     if (s != AT_OK) return s;
+    const int k = at_net_out_size(net);
+    const int nbatches = (train->n + cfg->batch - 1) / cfg->batch;
+    /* The plateau schedule and early stopping watch a loss (lower is better) or the metric. */
+    const bool maximize = cfg->monitor == AT_MONITOR_VAL_METRIC && !is_regression(train);
+    at_schedule_config sc = cfg->schedule;
+    if (sc.kind == AT_SCHEDULE_STEP && sc.step_size == 0)
+        sc.step_size = AT_MAX(1, (cfg->epochs + 2) / 3);
+    at_schedule sched;
+    int sched_total = sc.kind == AT_SCHEDULE_ONECYCLE ? cfg->epochs * nbatches : cfg->epochs;
+    if ((s = at_schedule_init(&sched, &sc, cfg->optim.lr, sched_total, maximize)) != AT_OK)
+        return s;
+
     at_optim *opt;
     if ((s = at_optim_create(&opt, net, &cfg->optim)) != AT_OK) return s;
+    if (cfg->optim.weight_decay > 0.0f &&
+        (s = at_optim_set_decay_select(opt, &cfg->reg_select)) != AT_OK) {
+        at_optim_free(opt);
+        return s;
+    }
     batch_buffers b;
-    const int k = at_net_out_size(net);
+    train_extra e;
     if ((s = alloc_batch(&b, train, cfg->batch, k)) != AT_OK) {
         at_optim_free(opt);
         return s;
     }
+    if ((s = alloc_extra(&e, net, train, cfg, k)) != AT_OK) goto done_batch;
     if ((s = at_net_reserve(net, cfg->batch)) != AT_OK) goto done;
-    at_rng rng;
+    at_rng rng, aug;
     at_rng_seed(&rng, cfg->seed);
+    at_rng_seed(&aug, cfg->seed ^ 0x61756700A5A5A5A5ull); /* its own stream: shuffles stay put */
     at_net_seed(net, cfg->seed ^ 0x5DEECE66Dull);
     for (int i = 0; i < train->n; i++) b.idx[i] = i;
-    const int nbatches = (train->n + cfg->batch - 1) / cfg->batch;
+    early_stopping es = {maximize ? -INFINITY : INFINITY, 0, 0};
+    int64_t step = 0;
     for (int epoch = 1; epoch <= cfg->epochs && s == AT_OK; epoch++) {
-        double start = now_seconds(), loss_sum = 0.0;
+        double start = now_seconds(), loss_sum = 0.0, penalty_sum = 0.0, norm_sum = 0.0;
         long hits = 0;
+        apply_schedule(opt, &sched, epoch - 1);
         at_rng_shuffle(&rng, b.idx, train->n);
         at_net_set_training(net, true);
-        for (int bi = 0; bi < nbatches; bi++) {
+        for (int bi = 0; bi < nbatches; bi++, step++) {
             int first = bi * cfg->batch, n = AT_MIN(cfg->batch, train->n - first);
             at_dataset_batch(train, b.idx + first, n, b.x, b.y, b.t);
+            const float *soft, *x = prepare_inputs(train, cfg, &b, &e, n, k, &aug, &soft);
             const float *out;
-            float loss;
+            float loss, penalty = 0.0f, norm = NAN;
             int correct;
-            if ((s = at_net_forward(net, b.x, n, &out)) != AT_OK) break;
-            s = batch_loss(train, out, &b, n, k, &loss, &correct);
+            if (sc.kind == AT_SCHEDULE_ONECYCLE) apply_schedule(opt, &sched, (int)step);
+            if ((s = at_net_forward(net, x, n, &out)) != AT_OK) break;
+            if (soft)
+                s = at_cross_entropy_soft(out, soft, n, k, &loss, b.dlogits, &correct);
+            else
+                s = batch_loss(train, out, &b, n, k, cfg->label_smoothing, &loss, &correct);
             if (s == AT_ERR_NAN) {
                 s = at_fail(AT_ERR_NAN,
                             "the training loss became %g at epoch %d, batch %d: training "
@@ -169,26 +340,63 @@ at_status at_train(at_net *net, const at_dataset *train, const at_dataset *val,
             if (s != AT_OK) break;
             at_net_zero_grad(net);
             if ((s = at_net_backward(net, b.dlogits, AT_GRAD_PARAMS, NULL)) != AT_OK) break;
-            if ((s = at_optim_step(opt)) != AT_OK) break;
+            if ((s = regularized_step(net, opt, cfg, &penalty, &norm)) != AT_OK) {
+                if (s == AT_ERR_NAN)
+                    s = at_fail(AT_ERR_NAN, "%s at epoch %d, batch %d: training diverged (try a "
+                                            "smaller learning rate)",
+                                at_error_message(), epoch, bi + 1);
+                break;
+            }
             loss_sum += (double)loss * n;
+            penalty_sum += penalty;
+            norm_sum += norm;
             hits += correct;
-            if (cb && cb->on_batch) cb->on_batch(cb->user, epoch, bi + 1, nbatches, (float)(loss_sum / (first + n)));
+            if (cb && cb->on_batch)
+                cb->on_batch(cb->user, epoch, bi + 1, nbatches, (float)(loss_sum / (first + n)));
         }
         at_net_set_training(net, false);
         if (s != AT_OK) break;
         at_epoch_stats st;
+        memset(&st, 0, sizeof st);
         st.epoch = epoch;
         st.epochs = cfg->epochs;
         st.lr = at_optim_lr(opt);
         st.seconds = now_seconds() - start;
         st.train_loss = (float)(loss_sum / train->n);
         st.train_metric = is_regression(train) ? st.train_loss : (float)((double)hits / train->n);
-        st.val_metric = metric_or_nan(net, val, cfg->batch, &s);
-        st.test_metric = metric_or_nan(net, test, cfg->batch, &s);
-        if (s != AT_OK) break;
-        if (cb && cb->on_epoch && !cb->on_epoch(cb->user, &st)) break;
+        st.penalty = (float)(penalty_sum / nbatches);
+        st.grad_norm = cfg->clip_grad > 0.0f ? (float)(norm_sum / nbatches) : NAN;
+        at_eval_result rv, rt;
+        if ((s = evaluate_or_nan(net, val, cfg->batch, &rv)) != AT_OK) break;
+        if ((s = evaluate_or_nan(net, test, cfg->batch, &rt)) != AT_OK) break;
+        st.val_loss = rv.loss;
+        st.val_metric = val ? at_eval_metric(val, &rv) : NAN;
+        st.test_metric = test ? at_eval_metric(test, &rt) : NAN;
+        /* What the plateau schedule and early stopping watch. */
+        double monitored = cfg->monitor == AT_MONITOR_VAL_LOSS ? (val ? st.val_loss : st.train_loss)
+                                                               : (val ? st.val_metric : st.train_metric);
+        if (sc.kind == AT_SCHEDULE_PLATEAU) at_optim_set_lr(opt, at_schedule_observe(&sched, (float)monitored));
+        if (cfg->early_stop > 0) {
+            if (improves(monitored, es.best, cfg->min_delta, maximize)) {
+                es.best = monitored;
+                es.best_epoch = epoch;
+                es.wait = 0;
+                memcpy(e.best, at_net_params(net), sizeof(float) * at_net_num_params(net));
+            } else {
+                es.wait++;
+            }
+            st.best_epoch = es.best_epoch;
+            st.stopping = es.wait >= cfg->early_stop;
+        }
+        bool go_on = !(cb && cb->on_epoch) || cb->on_epoch(cb->user, &st);
+        if (!go_on || st.stopping) break;
     }
+    /* Keras's restore_best_weights, whether training stopped early or ran out of epochs. */
+    if (s == AT_OK && cfg->early_stop > 0 && es.best_epoch > 0)
+        memcpy(at_net_params(net), e.best, sizeof(float) * at_net_num_params(net));
 done:
+    free_extra(&e);
+done_batch:
     free_batch(&b);
     at_optim_free(opt);
     return s;

@@ -1,4 +1,6 @@
 /* Inverted dropout: keep with probability 1-p and scale survivors by 1/(1-p); identity in eval.
+ * Dropout2d (nn.Dropout2d) makes one decision per (sample, channel) and so zeroes whole feature
+ * maps; on flat inputs (h = w = 1) every feature is its own channel.
  *
  * The keep/drop decision for an element is a hash of (forward-pass key, sample, element), so
  * backward recomputes the mask instead of storing it, and the mask does not depend on how the
@@ -26,10 +28,11 @@ static inline uint64_t mix64(uint64_t z) {
     return z ^ (z >> 31);
 }
 
-static inline bool keep(const at_layer *L, const at_ctx *ctx, int s, size_t i) {
+/* unit i of sample s is kept; units are elements (dropout) or channels (dropout2d). */
+static inline bool keep(const at_layer *L, const at_ctx *ctx, int s, size_t i, size_t units) {
     uint64_t sample = (uint64_t)(ctx->first_sample + s);
     uint64_t h = mix64(ctx->dropout_key ^ mix64(((uint64_t)L->index << 48) ^
-                                                (sample * (uint64_t)L->in_size + i)));
+                                                (sample * (uint64_t)units + i)));
     float u = (float)(h >> 40) * (1.0f / 16777216.0f);
     return u >= L->d.alpha;
 }
@@ -44,7 +47,7 @@ static void dropout_apply(const at_layer *L, const at_ctx *ctx, const float *in,
     const float scale = 1.0f / (1.0f - L->d.alpha);
     for (int s = 0; s < n; s++)
         for (size_t i = 0; i < size; i++)
-            out[s * size + i] = keep(L, ctx, s, i) ? in[s * size + i] * scale : 0.0f;
+            out[s * size + i] = keep(L, ctx, s, i, size) ? in[s * size + i] * scale : 0.0f;
 }
 
 static void dropout_forward(const at_layer *L, const at_ctx *ctx, const float *x, float *y, int n) {
@@ -58,3 +61,36 @@ static void dropout_backward(const at_layer *L, const at_ctx *ctx, const float *
 
 const at_layer_ops at_dropout_ops = {"dropout", dropout_setup, dropout_workspace, dropout_forward,
                                      dropout_backward};
+
+/* ------------------------------------------------------------ Dropout2d */
+
+static void dropout2d_apply(const at_layer *L, const at_ctx *ctx, const float *in, float *out,
+                            int n) {
+    const size_t size = (size_t)L->in_size, channels = (size_t)L->in_c, plane = size / channels;
+    if (!ctx->training || L->d.alpha == 0.0f) {
+        memcpy(out, in, sizeof(float) * n * size);
+        return;
+    }
+    const float scale = 1.0f / (1.0f - L->d.alpha);
+    for (int s = 0; s < n; s++)
+        for (size_t c = 0; c < channels; c++) {
+            const float *src = in + s * size + c * plane;
+            float *dst = out + s * size + c * plane;
+            if (keep(L, ctx, s, c, channels))
+                for (size_t i = 0; i < plane; i++) dst[i] = src[i] * scale;
+            else
+                memset(dst, 0, sizeof(float) * plane);
+        }
+}
+
+static void dropout2d_forward(const at_layer *L, const at_ctx *ctx, const float *x, float *y, int n) {
+    dropout2d_apply(L, ctx, x, y, n);
+}
+
+static void dropout2d_backward(const at_layer *L, const at_ctx *ctx, const float *x, const float *y,
+                               const float *dy, float *dx, int n, bool param_grads) {
+    if (dx) dropout2d_apply(L, ctx, dy, dx, n);
+}
+
+const at_layer_ops at_dropout2d_ops = {"dropout2d", dropout_setup, dropout_workspace,
+                                       dropout2d_forward, dropout2d_backward};
