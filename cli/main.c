@@ -12,6 +12,7 @@ typedef struct subcommand {
 static const subcommand commands[] = {
     {"fit", cmd_fit, "train a model and save it as safetensors"},
     {"eval", cmd_eval, "measure a saved model's accuracy (or MSE) on a test set"},
+    {"bench", cmd_bench, "measure training or attack throughput (samples per second)"},
 };
 
 static void usage(FILE *out) {

@@ -46,6 +46,9 @@ at_status at_fail(at_status s, const char *fmt, ...)
 /* Number of threads used by compute kernels (>= 1). Deterministic for a fixed count. */
 void at_set_threads(int n);
 int at_get_threads(void);
+/* Which matrix-multiply kernel runs: OpenBLAS, or advtrain's own when OpenBLAS fell back to
+ * pre-AVX kernels on an unrecognised CPU. */
+const char *at_gemm_backend_name(void);
 
 /* ---------------------------------------------------------------- random numbers */
 
@@ -574,6 +577,7 @@ typedef struct at_attack_config {
     float rho;                /* APGD: halve the step if fewer than rho*k of the last k steps
                                  raised the loss (0.75) */
     float p_init;             /* Square: initial fraction of pixels in a square (0.8) */
+    int square_queries;       /* AT_ATTACK_AUTO: queries of its Square member (0 = 5000) */
     bool square_rescale;      /* Square: stretch the p schedule (written for 10000 queries) to
                                  `steps` queries, as the paper; false = AutoAttack's fixed one */
     bool attack_all;          /* also attack samples that are misclassified on clean inputs */

@@ -198,6 +198,8 @@ const char *at_gemm_backend(void) {
     return backend_name;
 }
 
+const char *at_gemm_backend_name(void) { return at_gemm_backend(); }
+
 void at_gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a, int lda,
              const float *b, int ldb, float beta, float *c, int ldc) {
     if (use_own < 0) decide();

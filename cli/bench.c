@@ -1,0 +1,231 @@
+/* advtrain bench: throughput of one training or attack workload on Fashion-MNIST, the same
+ * workloads as bench/torch_bench.py so the two can be compared side by side. */
+#include "cli.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum bench_mode { MODE_PLAIN, MODE_L1L2, MODE_FGSM, MODE_PGD7, MODE_PGD20_EVAL } bench_mode;
+
+static const char *const mode_names[] = {"plain", "l1l2", "fgsm", "pgd7", "pgd20-eval"};
+
+typedef struct bench {
+    at_net *net;
+    at_optim *opt;
+    int batch, in_size, classes;
+    float *x, *x_adv, *x_orig, *dx, *dlogits;
+    int32_t *y;
+    at_rng rng;
+} bench;
+
+/* Multiply-accumulates of one forward pass of one sample. */
+static double forward_macs(const at_net *net) {
+    double macs = 0.0;
+    for (int i = 0; i < at_net_num_tensors(net); i++) {
+        const at_param_info *t = at_net_tensor(net, i);
+        if (t->is_bias) continue;
+        int c, h, w;
+        at_net_layer_out_shape(net, t->layer, &c, &h, &w);
+        macs += (double)t->size * h * w; /* each weight is used once per output position */
+    }
+    return macs;
+}
+
+/* L1 1e-5 and L2 1e-4 on every weight tensor of rank > 1: penalty and its gradient. */
+static float add_l1l2(at_net *net) {
+    float *w = at_net_params(net), *g = at_net_grads(net);
+    double penalty = 0.0;
+    for (int i = 0; i < at_net_num_tensors(net); i++) {
+        const at_param_info *t = at_net_tensor(net, i);
+        if (t->ndim < 2) continue;
+        for (size_t j = t->offset; j < t->offset + t->size; j++) {
+            penalty += 1e-5 * fabsf(w[j]) + 1e-4 * (double)w[j] * w[j];
+            g[j] += 1e-5f * (float)((w[j] > 0) - (w[j] < 0)) + 2e-4f * w[j];
+        }
+    }
+    return (float)penalty;
+}
+
+static at_status train_step(bench *b, const float *x, bool l1l2) {
+    const float *logits;
+    float loss;
+    at_status s = at_net_forward(b->net, x, b->batch, &logits);
+    if (s == AT_OK) s = at_cross_entropy(logits, b->y, b->batch, b->classes, 0.0f, &loss, b->dlogits, NULL);
+    if (s != AT_OK) return s;
+    at_net_zero_grad(b->net);
+    if ((s = at_net_backward(b->net, b->dlogits, AT_GRAD_PARAMS, NULL)) != AT_OK) return s;
+    if (l1l2) add_l1l2(b->net);
+    return at_optim_step(b->opt);
+}
+
+/* L-inf PGD from x_orig into x_adv: optional uniform random start, `steps` signed-gradient steps,
+ * projection to the eps-ball and [0,1]. The network must be in eval mode. */
+static at_status pgd(bench *b, int n, float eps, float alpha, int steps, bool random_start) {
+    const size_t count = (size_t)n * b->in_size;
+    for (size_t i = 0; i < count; i++) {
+        float v = b->x_orig[i] + (random_start ? eps * (2.0f * at_rng_uniform(&b->rng) - 1.0f) : 0.0f);
+        b->x_adv[i] = fminf(fmaxf(v, 0.0f), 1.0f);
+    }
+    for (int k = 0; k < steps; k++) {
+        const float *logits;
+        float loss;
+        at_status s = at_net_forward(b->net, b->x_adv, n, &logits);
+        if (s == AT_OK) s = at_cross_entropy(logits, b->y, n, b->classes, 0.0f, &loss, b->dlogits, NULL);
+        if (s == AT_OK) s = at_net_backward(b->net, b->dlogits, AT_GRAD_INPUT, b->dx);
+        if (s != AT_OK) return s;
+        for (size_t i = 0; i < count; i++) {
+            float step = b->dx[i] > 0.0f ? alpha : (b->dx[i] < 0.0f ? -alpha : 0.0f);
+            float v = fminf(fmaxf(b->x_adv[i] + step, b->x_orig[i] - eps), b->x_orig[i] + eps);
+            b->x_adv[i] = fminf(fmaxf(v, 0.0f), 1.0f);
+        }
+    }
+    return AT_OK;
+}
+
+static at_status run_batch(bench *b, bench_mode mode) {
+    at_status s;
+    switch (mode) {
+    case MODE_PLAIN: return train_step(b, b->x, false);
+    case MODE_L1L2: return train_step(b, b->x, true);
+    case MODE_FGSM:
+    case MODE_PGD7:
+        memcpy(b->x_orig, b->x, sizeof(float) * (size_t)b->batch * b->in_size);
+        at_net_set_training(b->net, false); /* craft in eval mode */
+        s = mode == MODE_FGSM ? pgd(b, b->batch, 0.1f, 0.125f, 1, true)
+                              : pgd(b, b->batch, 0.1f, 2.5f * 0.1f / 7.0f, 7, true);
+        at_net_set_training(b->net, true);
+        return s == AT_OK ? train_step(b, b->x_adv, false) : s;
+    case MODE_PGD20_EVAL:
+        memcpy(b->x_orig, b->x, sizeof(float) * (size_t)b->batch * b->in_size);
+        return pgd(b, b->batch, 0.1f, 0.01f, 20, true);
+    }
+    return AT_OK;
+}
+
+int cmd_bench(int argc, char **argv) {
+    const char *model = "smallcnn", *mode_name = "plain", *data_source = "fashion-mnist";
+    int batches = 50, threads = 0, warmup = 3;
+    bool json = false;
+    cli_option opts[] = {
+        {"model", OPT_STRING, &model, "NAME|SPEC", "model (default smallcnn)", 1, 0},
+        {"mode", OPT_STRING, &mode_name, "MODE", "plain, l1l2, fgsm, pgd7 or pgd20-eval (default plain)", 1, 0},
+        {"batches", OPT_INT, &batches, "N", "timed batches of 128 (default 50; pgd20-eval: 512 images each)", 1, 1000000},
+        {"warmup", OPT_INT, &warmup, "N", "untimed batches first (default 3)", 0, 1000},
+        {"threads", OPT_INT, &threads, "N", "compute threads (default: all cores)", 1, 1024},
+        {"data", OPT_STRING, &data_source, "SOURCE", "dataset (default fashion-mnist)", 1, 0},
+        {"json", OPT_FLAG, &json, NULL, "print one JSON object", 1, 0},
+    };
+    cli_command cmd = {"bench", "advtrain bench [--model M] [--mode MODE] [--batches N] [--threads T] [--json]",
+                       "Measure samples per second of one workload (batch 128, SGD lr 0.01 momentum 0.9).",
+                       opts, (int)(sizeof opts / sizeof *opts), NULL, 0, 0};
+    bool help;
+    if (!cli_parse(&cmd, argc, argv, &help)) return EXIT_USAGE;
+    if (help) {
+        cli_print_help(&cmd, stdout);
+        return 0;
+    }
+    int mode = -1;
+    for (int i = 0; i < (int)(sizeof mode_names / sizeof *mode_names); i++)
+        if (strcmp(mode_name, mode_names[i]) == 0) mode = i;
+    if (mode < 0) {
+        fprintf(stderr, "advtrain bench: --mode %s: unknown (plain, l1l2, fgsm, pgd7, pgd20-eval)\n", mode_name);
+        return EXIT_USAGE;
+    }
+    at_set_threads(threads > 0 ? threads : at_get_threads());
+    at_data data;
+    if (!cli_load_data("bench", &data, data_source)) return EXIT_RUN_FAILED;
+    const at_dataset *ds = mode == MODE_PGD20_EVAL ? &data.test : &data.train;
+    bench b;
+    memset(&b, 0, sizeof b);
+    b.batch = mode == MODE_PGD20_EVAL ? 512 : 128;
+    int status = EXIT_RUN_FAILED;
+    at_status s = at_net_from_spec(&b.net, model, ds->c, ds->h, ds->w);
+    if (s != AT_OK) {
+        fprintf(stderr, "advtrain bench: --model %s: %s\n", model, at_error_message());
+        at_data_free(&data);
+        return EXIT_USAGE;
+    }
+    at_net_init(b.net, 1);
+    at_optim_config oc = at_optim_defaults(AT_OPTIM_SGD);
+    oc.lr = 0.01f;
+    oc.momentum = 0.9f;
+    b.in_size = at_net_in_size(b.net);
+    b.classes = at_net_out_size(b.net);
+    size_t xs = (size_t)b.batch * b.in_size;
+    b.x = malloc(sizeof(float) * xs);
+    b.x_adv = malloc(sizeof(float) * xs);
+    b.x_orig = malloc(sizeof(float) * xs);
+    b.dx = malloc(sizeof(float) * xs);
+    b.dlogits = malloc(sizeof(float) * (size_t)b.batch * b.classes);
+    b.y = malloc(sizeof(int32_t) * (size_t)b.batch);
+    int32_t *idx = malloc(sizeof(int32_t) * (size_t)b.batch);
+    at_rng_seed(&b.rng, 1);
+    if (!b.x || !b.x_adv || !b.x_orig || !b.dx || !b.dlogits || !b.y || !idx) {
+        fprintf(stderr, "advtrain bench: out of memory\n");
+        goto done;
+    }
+    if ((s = at_optim_create(&b.opt, b.net, &oc)) != AT_OK || (s = at_net_reserve(b.net, b.batch)) != AT_OK) {
+        cli_error("bench", "setting up", s);
+        goto done;
+    }
+    at_net_set_training(b.net, mode != MODE_PGD20_EVAL);
+    double start = 0.0;
+    int next = 0;
+    for (int it = 0; it < warmup + batches; it++) {
+        if (it == warmup) start = cli_now();
+        for (int i = 0; i < b.batch; i++) idx[i] = (next + i) % ds->n;
+        next = (next + b.batch) % ds->n;
+        at_dataset_batch(ds, idx, b.batch, b.x, b.y, NULL);
+        if ((s = run_batch(&b, (bench_mode)mode)) != AT_OK) {
+            cli_error("bench", "running the workload", s);
+            goto done;
+        }
+    }
+    double seconds = cli_now() - start;
+    double samples = (double)batches * b.batch;
+    /* passes per sample: forward + backward (about 2 forward's work; 3 with weight gradients) */
+    double fwd = forward_macs(b.net) * 2.0, passes = 0.0;
+    switch ((bench_mode)mode) {
+    case MODE_PLAIN:
+    case MODE_L1L2: passes = 3.0; break;
+    case MODE_FGSM: passes = 1 * 3.0 + 3.0; break;
+    case MODE_PGD7: passes = 7 * 3.0 + 3.0; break;
+    case MODE_PGD20_EVAL: passes = 20 * 3.0; break;
+    }
+    double gflops = fwd * passes * samples / seconds / 1e9;
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "model", model);
+        cJSON_AddStringToObject(o, "mode", mode_name);
+        cJSON_AddNumberToObject(o, "threads", at_get_threads());
+        cJSON_AddNumberToObject(o, "batch", b.batch);
+        cJSON_AddNumberToObject(o, "batches", batches);
+        cJSON_AddNumberToObject(o, "seconds", seconds);
+        cJSON_AddNumberToObject(o, "samples_per_s", samples / seconds);
+        cJSON_AddNumberToObject(o, "gflops", gflops);
+        cJSON_AddStringToObject(o, "gemm", at_gemm_backend_name());
+        char *text = cJSON_PrintUnformatted(o);
+        printf("%s\n", text ? text : "{}");
+        free(text);
+        cJSON_Delete(o);
+    } else {
+        printf("%s %s: %.0f samples/s (%d threads, %d batches of %d, %.2fs, ~%.1f GFLOP/s, gemm: %s)\n",
+               model, mode_name, samples / seconds, at_get_threads(), batches, b.batch, seconds,
+               gflops, at_gemm_backend_name());
+    }
+    status = 0;
+done:
+    at_optim_free(b.opt);
+    at_net_free(b.net);
+    free(b.x);
+    free(b.x_adv);
+    free(b.x_orig);
+    free(b.dx);
+    free(b.dlogits);
+    free(b.y);
+    free(idx);
+    at_data_free(&data);
+    return status;
+}
