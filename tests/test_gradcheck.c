@@ -1,0 +1,903 @@
+/* Gradient checks: the backward pass of every layer kind against central differences of its
+ * forward pass (parameter and input gradients), the backward flags, accumulation and threads,
+ * plus whole-network checks of the built-in models along a direction (two extra forward passes
+ * each, as kann does).
+ *
+ * Per-layer objective: L = sum_i r_i * out_i with a fixed random r, so dL/dlogits = r. The
+ * comparison uses |a - n| <= atol + rtol * max(|a|, |n|) per element (stable near zero, as ggml's
+ * test-grad0) and a normalized error ||a - n|| / (||a|| + ||n||) over the whole vector. Kinks are
+ * filtered out: ReLU-family inputs within 2 eps of zero, max-pool windows whose top two values
+ * are within 2.5 eps of each other. Dropout in train mode is checked with at_net_seed before
+ * every pass, which repeats the dropout key (key = f(seed, forward count)).
+ * GC_VERBOSE=1 prints every comparison's error. */
+#include "advtrain.h"
+#include "testutil.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+
+#define EPS 1e-2f
+#define ATOL 2e-4
+#define RTOL 2e-3
+#define NORM_TOL 2e-4
+#define SEED_DROPOUT 4242
+
+enum { KINK_NONE, KINK_RELU, KINK_MAXPOOL };
+
+static at_layer_desc mk(at_layer_kind kind, int out, int kernel, int stride, int pad, float alpha) {
+    at_layer_desc d;
+    memset(&d, 0, sizeof d);
+    d.kind = kind;
+    d.out = out;
+    d.kernel = kernel;
+    d.stride = stride;
+    d.pad = pad;
+    d.alpha = alpha;
+    return d;
+}
+
+typedef struct {
+    const char *label;
+    at_layer_desc d;
+    int c, h, w;
+    int kink;
+    bool training;
+    bool distinct; /* inputs distinct within each plane (max pooling: no near-ties) */
+} gc_case;
+
+static void fill(float *x, size_t n, at_rng *r, float lo, float hi) {
+    for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * at_rng_uniform(r);
+}
+
+/* Values -2 .. 2 in a random order within each plane: neighbours differ by 4/(area-1). */
+static void fill_distinct(float *x, int planes, int area, at_rng *r) {
+    int32_t *perm = malloc(sizeof(int32_t) * (size_t)area);
+    for (int p = 0; p < planes; p++) {
+        for (int i = 0; i < area; i++) perm[i] = i;
+        at_rng_shuffle(r, perm, area);
+        for (int i = 0; i < area; i++)
+            x[(size_t)p * area + i] = -2.0f + 4.0f * (float)perm[i] / (float)(area > 1 ? area - 1 : 1);
+    }
+    free(perm);
+}
+
+static double objective(at_net *net, const float *x, int n, const float *r) {
+    at_net_seed(net, SEED_DROPOUT); /* the same dropout key on every pass */
+    const float *y = NULL;
+    at_status s = at_net_forward(net, x, n, &y);
+    if (s != AT_OK || !y) return NAN;
+    double L = 0;
+    size_t count = (size_t)n * at_net_out_size(net);
+    for (size_t i = 0; i < count; i++) L += (double)r[i] * y[i];
+    return L;
+}
+
+/* Whether moving input element j (of sample-major x) by +-eps can cross a max-pool tie. */
+static bool maxpool_near_tie(const at_layer_desc *d, int C, int H, int W, const float *x, size_t j,
+                             float eps) {
+    const int K = d->kernel, S = d->stride ? d->stride : d->kernel, P = d->pad;
+    const int OH = (H + 2 * P - K) / S + 1, OW = (W + 2 * P - K) / S + 1;
+    const size_t area = (size_t)H * W;
+    const float *plane = x + (j / area) * area;
+    const int ih0 = (int)(j % area) / W, iw0 = (int)(j % area) % W;
+    (void)C;
+    for (int oh = 0; oh < OH; oh++)
+        for (int ow = 0; ow < OW; ow++) {
+            int h0 = oh * S - P, w0 = ow * S - P;
+            if (ih0 < h0 || ih0 >= h0 + K || iw0 < w0 || iw0 >= w0 + K) continue;
+            float a = -INFINITY, b = -INFINITY; /* top two */
+            for (int ki = 0; ki < K; ki++)
+                for (int kj = 0; kj < K; kj++) {
+                    int ih = h0 + ki, iw = w0 + kj;
+                    if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                    float v = plane[ih * W + iw];
+                    if (v > a) {
+                        b = a;
+                        a = v;
+                    } else if (v > b) {
+                        b = v;
+                    }
+                }
+            if (a - b < 2.5f * eps) return true;
+        }
+    return false;
+}
+
+/* Compares analytic and numeric gradients; skip[i] marks kinks. Returns true if all agree. */
+static bool compare(const char *label, const char *what, const float *a, const double *num,
+                    const unsigned char *skip, size_t n) {
+    double diff2 = 0, a2 = 0, n2 = 0, worst = 0;
+    size_t worst_i = 0, skipped = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (skip && skip[i]) {
+            skipped++;
+            continue;
+        }
+        double d = (double)a[i] - num[i];
+        diff2 += d * d;
+        a2 += (double)a[i] * a[i];
+        n2 += num[i] * num[i];
+        double v = fabs(d) / (ATOL + RTOL * fmax(fabs((double)a[i]), fabs(num[i])));
+        if (!(v <= worst)) {
+            worst = v;
+            worst_i = i;
+        }
+    }
+    double norm_err = sqrt(diff2) / (sqrt(a2) + sqrt(n2) + 1e-12);
+    if (getenv("GC_VERBOSE"))
+        fprintf(stderr, "STAT %s %s worst %.3g norm %.3g skipped %zu/%zu\n", label, what, worst,
+                norm_err, skipped, n);
+    bool ok = worst <= 1.0 && norm_err <= NORM_TOL && skipped * 2 <= n;
+    CHECK_MSG(ok,
+              "%s %s: worst element %zu analytic %.7g numeric %.7g (%.3g tolerances), normalized "
+              "error %.3g, %zu of %zu skipped",
+              label, what, worst_i, (double)a[worst_i], num[worst_i], worst, norm_err, skipped, n);
+    return ok;
+}
+
+/* ------------------------------------------------------------ reference forward passes */
+
+/* Straightforward double-precision forward of one layer on one sample. */
+static void ref_forward(const at_layer_desc *d, int C, int H, int W, const float *params,
+                        const float *x, double *y, int *out_size) {
+    switch (d->kind) {
+    case AT_LAYER_LINEAR: {
+        int in = C * H * W;
+        for (int o = 0; o < d->out; o++) {
+            double s = params[(size_t)d->out * in + o];
+            for (int i = 0; i < in; i++) s += (double)params[(size_t)o * in + i] * x[i];
+            y[o] = s;
+        }
+        *out_size = d->out;
+        return;
+    }
+    case AT_LAYER_CONV2D:
+    case AT_LAYER_MAXPOOL2D:
+    case AT_LAYER_AVGPOOL2D: {
+        const int K = d->kernel, P = d->pad;
+        const int S = d->stride ? d->stride : (d->kind == AT_LAYER_CONV2D ? 1 : K);
+        const int OH = (H + 2 * P - K) / S + 1, OW = (W + 2 * P - K) / S + 1;
+        const int OC = d->kind == AT_LAYER_CONV2D ? d->out : C;
+        for (int o = 0; o < OC; o++)
+            for (int oh = 0; oh < OH; oh++)
+                for (int ow = 0; ow < OW; ow++) {
+                    double acc = d->kind == AT_LAYER_CONV2D   ? params[(size_t)OC * C * K * K + o]
+                                 : d->kind == AT_LAYER_MAXPOOL2D ? -INFINITY
+                                                                 : 0.0;
+                    for (int c = 0; c < C; c++) {
+                        if (d->kind != AT_LAYER_CONV2D && c != o) continue;
+                        for (int ki = 0; ki < K; ki++)
+                            for (int kj = 0; kj < K; kj++) {
+                                int ih = oh * S - P + ki, iw = ow * S - P + kj;
+                                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                                double v = x[((size_t)c * H + ih) * W + iw];
+                                if (d->kind == AT_LAYER_CONV2D)
+                                    acc += params[(((size_t)o * C + c) * K + ki) * K + kj] * v;
+                                else if (d->kind == AT_LAYER_MAXPOOL2D)
+                                    acc = fmax(acc, v);
+                                else
+                                    acc += v;
+                            }
+                    }
+                    /* AvgPool2d counts the padding (count_include_pad=True). */
+                    if (d->kind == AT_LAYER_AVGPOOL2D) acc /= (double)(K * K);
+                    y[((size_t)o * OH + oh) * OW + ow] = acc;
+                }
+        *out_size = OC * OH * OW;
+        return;
+    }
+    default: break;
+    }
+    int n = C * H * W;
+    for (int i = 0; i < n; i++) {
+        double v = x[i];
+        switch (d->kind) {
+        case AT_LAYER_RELU: y[i] = v > 0 ? v : 0; break;
+        case AT_LAYER_LEAKYRELU: y[i] = v > 0 ? v : v * d->alpha; break;
+        case AT_LAYER_TANH: y[i] = tanh(v); break;
+        case AT_LAYER_SIGMOID: y[i] = 1.0 / (1.0 + exp(-v)); break;
+        default: y[i] = v; break; /* flatten, dropout in eval mode */
+        }
+    }
+    *out_size = n;
+}
+
+/* ------------------------------------------------------------ one layer */
+
+/* Builds [layer] or [layer, Linear head] with random parameters. */
+static at_net *build(const gc_case *gc, bool head, uint64_t seed) {
+    at_layer_desc L[2];
+    L[0] = gc->d;
+    L[1] = mk(AT_LAYER_LINEAR, 5, 0, 0, 0, 0);
+    snprintf(L[1].name, sizeof L[1].name, "head");
+    at_net *net = NULL;
+    at_status s = at_net_create(&net, L, head ? 2 : 1, gc->c, gc->h, gc->w);
+    CHECK_MSG(s == AT_OK, "%s: at_net_create: %s", gc->label, at_error_message());
+    if (!net) return NULL;
+    at_net_init(net, seed);
+    /* PyTorch's init makes biases small; push them to a useful range too. */
+    at_rng r;
+    at_rng_seed(&r, seed ^ 0xB1A5);
+    for (int t = 0; t < at_net_num_tensors(net); t++) {
+        const at_param_info *ti = at_net_tensor(net, t);
+        if (ti->is_bias) fill(at_net_params(net) + ti->offset, ti->size, &r, -0.5f, 0.5f);
+    }
+    at_net_set_training(net, gc->training);
+    return net;
+}
+
+typedef struct {
+    at_net *net;
+    int n, in, out;
+    float *x, *r, *dx;
+    size_t np;
+} gc_setup;
+
+static bool setup(gc_setup *S, const gc_case *gc, bool head, int n, uint64_t seed) {
+    memset(S, 0, sizeof *S);
+    S->net = build(gc, head, seed);
+    if (!S->net) return false;
+    S->n = n;
+    S->in = at_net_in_size(S->net);
+    S->out = at_net_out_size(S->net);
+    S->np = at_net_num_params(S->net);
+    S->x = malloc(sizeof(float) * (size_t)n * S->in);
+    S->r = malloc(sizeof(float) * (size_t)n * S->out);
+    S->dx = malloc(sizeof(float) * (size_t)n * S->in);
+    at_rng rng;
+    at_rng_seed(&rng, seed * 31 + 7);
+    if (gc->distinct)
+        fill_distinct(S->x, n * gc->c, gc->h * gc->w, &rng);
+    else
+        fill(S->x, (size_t)n * S->in, &rng, -1.0f, 1.0f);
+    fill(S->r, (size_t)n * S->out, &rng, -1.0f, 1.0f);
+    return true;
+}
+
+static void teardown(gc_setup *S) {
+    at_net_free(S->net);
+    free(S->x);
+    free(S->r);
+    free(S->dx);
+}
+
+/* Analytic gradients: grads (np) and dx (n*in), from a zeroed gradient buffer. */
+static bool analytic(gc_setup *S, float *grads, float *dx) {
+    at_net_seed(S->net, SEED_DROPOUT);
+    at_status s = at_net_forward(S->net, S->x, S->n, NULL);
+    if (s != AT_OK) return false;
+    at_net_zero_grad(S->net);
+    s = at_net_backward(S->net, S->r, AT_GRAD_PARAMS | AT_GRAD_INPUT, dx);
+    if (s != AT_OK) return false;
+    if (grads) memcpy(grads, at_net_grads(S->net), sizeof(float) * S->np);
+    return true;
+}
+
+static void check_forward(const gc_case *gc, gc_setup *S) {
+    if (gc->training) return; /* dropout in train mode: checked separately */
+    const float *y = NULL;
+    at_net_seed(S->net, SEED_DROPOUT);
+    CHECK_OK(at_net_forward(S->net, S->x, S->n, &y));
+    if (!y) return;
+    int c, h, w;
+    at_net_layer_out_shape(S->net, 0, &c, &h, &w);
+    const int first_out = c * h * w;
+    double *ref = malloc(sizeof(double) * ((size_t)first_out + S->out));
+    float *params = at_net_params(S->net);
+    const int head = at_net_num_layers(S->net) > 1;
+    double worst = 0;
+    for (int s = 0; s < S->n; s++) {
+        int size = 0;
+        double *mid = malloc(sizeof(double) * (size_t)first_out);
+        ref_forward(&gc->d, gc->c, gc->h, gc->w, params, S->x + (size_t)s * S->in, mid, &size);
+        CHECK_MSG(size == first_out, "%s: reference output size %d, layer says %d", gc->label,
+                  size, first_out);
+        if (head) {
+            /* The head's reference on the (float-rounded) layer output. */
+            float *midf = malloc(sizeof(float) * (size_t)first_out);
+            for (int i = 0; i < first_out; i++) midf[i] = (float)mid[i];
+            const at_param_info *hw = at_net_find_tensor(S->net, "head.weight");
+            at_layer_desc hd = mk(AT_LAYER_LINEAR, 5, 0, 0, 0, 0);
+            ref_forward(&hd, first_out, 1, 1, params + hw->offset, midf, ref, &size);
+            free(midf);
+        } else {
+            memcpy(ref, mid, sizeof(double) * (size_t)first_out);
+        }
+        for (int i = 0; i < S->out; i++) {
+            double v = fabs(y[(size_t)s * S->out + i] - ref[i]) / (1e-5 + 1e-5 * fabs(ref[i]));
+            if (!(v <= worst)) worst = v;
+        }
+        free(mid);
+    }
+    CHECK_MSG(worst <= 1.0, "%s (batch %d%s): forward differs from the reference (%.3g tol)",
+              gc->label, S->n, head ? ", head" : "", worst);
+    free(ref);
+}
+
+/* Central differences for every parameter and every input element. */
+static void check_layer(const gc_case *gc, bool head, int n) {
+    gc_setup S;
+    if (!setup(&S, gc, head, n, 1000 + (uint64_t)n * 17 + head)) return;
+    char label[160];
+    snprintf(label, sizeof label, "%s (batch %d%s)", gc->label, n, head ? ", +head" : "");
+    at_set_threads(1);
+    check_forward(gc, &S);
+
+    float *ga = malloc(sizeof(float) * (S.np ? S.np : 1));
+    if (!analytic(&S, ga, S.dx)) {
+        CHECK_MSG(0, "%s: forward/backward failed: %s", label, at_error_message());
+        free(ga);
+        teardown(&S);
+        return;
+    }
+    /* Parameter gradients. */
+    if (S.np) {
+        double *num = malloc(sizeof(double) * S.np);
+        float *p = at_net_params(S.net);
+        for (size_t i = 0; i < S.np; i++) {
+            float keep = p[i];
+            p[i] = keep + EPS;
+            double lp = objective(S.net, S.x, n, S.r);
+            p[i] = keep - EPS;
+            double lm = objective(S.net, S.x, n, S.r);
+            p[i] = keep;
+            num[i] = (lp - lm) / ((double)(keep + EPS) - (double)(keep - EPS));
+        }
+        compare(label, "parameter gradient", ga, num, NULL, S.np);
+        free(num);
+    }
+    /* Input gradient. */
+    size_t nin = (size_t)n * S.in;
+    double *num = malloc(sizeof(double) * nin);
+    unsigned char *skip = calloc(nin, 1);
+    for (size_t i = 0; i < nin; i++) {
+        if (gc->kink == KINK_RELU && fabsf(S.x[i]) < 2.0f * EPS) skip[i] = 1;
+        if (gc->kink == KINK_MAXPOOL && maxpool_near_tie(&gc->d, gc->c, gc->h, gc->w, S.x, i, EPS))
+            skip[i] = 1;
+        if (skip[i]) {
+            num[i] = 0;
+            continue;
+        }
+        float keep = S.x[i];
+        S.x[i] = keep + EPS;
+        double lp = objective(S.net, S.x, n, S.r);
+        S.x[i] = keep - EPS;
+        double lm = objective(S.net, S.x, n, S.r);
+        S.x[i] = keep;
+        num[i] = (lp - lm) / ((double)(keep + EPS) - (double)(keep - EPS));
+    }
+    compare(label, "input gradient", S.dx, num, skip, nin);
+    free(num);
+    free(skip);
+    free(ga);
+    teardown(&S);
+}
+
+/* Flags, accumulation and threads, on the analytic gradients only. */
+static void check_mechanics(const gc_case *gc, bool head, int n) {
+    gc_setup S;
+    if (!setup(&S, gc, head, n, 2000 + (uint64_t)n)) return;
+    char label[160];
+    snprintf(label, sizeof label, "%s (batch %d%s)", gc->label, n, head ? ", +head" : "");
+    const size_t np = S.np ? S.np : 1, nin = (size_t)n * S.in, nout = (size_t)n * S.out;
+    float *g1 = malloc(sizeof(float) * np), *g2 = malloc(sizeof(float) * np);
+    float *g2b = malloc(sizeof(float) * np);
+    float *dx1 = malloc(sizeof(float) * nin), *dx2 = malloc(sizeof(float) * nin);
+    float *dx2b = malloc(sizeof(float) * nin), *y1 = malloc(sizeof(float) * nout);
+    float *y2 = malloc(sizeof(float) * nout);
+    const float *y;
+
+    /* One thread. */
+    at_set_threads(1);
+    analytic(&S, g1, dx1);
+    at_net_seed(S.net, SEED_DROPOUT);
+    CHECK_OK(at_net_forward(S.net, S.x, n, &y));
+    memcpy(y1, y, sizeof(float) * nout);
+
+    /* Two threads, twice: bit-identical with each other, close to one thread. */
+    at_set_threads(2);
+    analytic(&S, g2, dx2);
+    analytic(&S, g2b, dx2b);
+    at_net_seed(S.net, SEED_DROPOUT);
+    CHECK_OK(at_net_forward(S.net, S.x, n, &y));
+    memcpy(y2, y, sizeof(float) * nout);
+    CHECK_MSG(memcmp(g2, g2b, sizeof(float) * S.np) == 0, "%s: param grads differ between runs",
+              label);
+    CHECK_MSG(memcmp(dx2, dx2b, sizeof(float) * nin) == 0, "%s: input grads differ between runs",
+              label);
+    size_t worst = 0;
+    double v = tu_max_violation(y2, y1, nout, 1e-5, 1e-5, &worst);
+    CHECK_MSG(v <= 1.0, "%s: outputs 1 vs 2 threads: [%zu] %g vs %g", label, worst,
+              (double)y2[worst], (double)y1[worst]);
+    v = tu_max_violation(g2, g1, S.np, 1e-5, 1e-5, &worst);
+    CHECK_MSG(v <= 1.0, "%s: param grads 1 vs 2 threads: [%zu] %g vs %g", label, worst,
+              (double)g2[worst], (double)g1[worst]);
+    v = tu_max_violation(dx2, dx1, nin, 1e-5, 1e-5, &worst);
+    CHECK_MSG(v <= 1.0, "%s: input grads 1 vs 2 threads: [%zu] %g vs %g", label, worst,
+              (double)dx2[worst], (double)dx1[worst]);
+
+    /* Without AT_GRAD_PARAMS the gradient buffer is left alone; the input gradient is the same. */
+    float *grads = at_net_grads(S.net);
+    for (size_t i = 0; i < S.np; i++) grads[i] = 0.25f + (float)(i % 13);
+    memcpy(g2b, grads, sizeof(float) * S.np);
+    at_net_seed(S.net, SEED_DROPOUT);
+    CHECK_OK(at_net_forward(S.net, S.x, n, NULL));
+    memset(dx2b, 0, sizeof(float) * nin);
+    CHECK_OK(at_net_backward(S.net, S.r, AT_GRAD_INPUT, dx2b));
+    CHECK_MSG(memcmp(grads, g2b, sizeof(float) * S.np) == 0,
+              "%s: AT_GRAD_INPUT alone changed the parameter gradients", label);
+    CHECK_MSG(memcmp(dx2b, dx2, sizeof(float) * nin) == 0,
+              "%s: input gradient differs without AT_GRAD_PARAMS", label);
+    /* Neither flag: nothing changes, dx untouched. */
+    for (size_t i = 0; i < nin; i++) dx2b[i] = -7.0f;
+    CHECK_OK(at_net_backward(S.net, S.r, 0, dx2b));
+    CHECK(memcmp(grads, g2b, sizeof(float) * S.np) == 0);
+    bool untouched = true;
+    for (size_t i = 0; i < nin; i++) untouched = untouched && dx2b[i] == -7.0f;
+    CHECK_MSG(untouched, "%s: dx written without AT_GRAD_INPUT", label);
+
+    /* AT_GRAD_PARAMS adds to what is there: G0 + g, then G0 + 2g, with dx not needed. */
+    CHECK_OK(at_net_backward(S.net, S.r, AT_GRAD_PARAMS, NULL));
+    bool acc1 = true, acc2 = true;
+    for (size_t i = 0; i < S.np; i++)
+        acc1 = acc1 && fabs(grads[i] - ((double)g2b[i] + g2[i])) <=
+                           1e-5 * (fabs(g2b[i]) + fabs(g2[i])) + 1e-7;
+    CHECK_OK(at_net_backward(S.net, S.r, AT_GRAD_PARAMS, NULL));
+    for (size_t i = 0; i < S.np; i++)
+        acc2 = acc2 && fabs(grads[i] - ((double)g2b[i] + 2.0 * g2[i])) <=
+                           1e-5 * (fabs(g2b[i]) + 2 * fabs(g2[i])) + 1e-7;
+    CHECK_MSG(acc1 && acc2, "%s: AT_GRAD_PARAMS does not accumulate (%d %d)", label, acc1, acc2);
+    /* From zero, two backward calls give twice one. */
+    at_net_zero_grad(S.net);
+    for (size_t i = 0; i < S.np; i++) CHECK(grads[i] == 0.0f);
+    CHECK_OK(at_net_backward(S.net, S.r, AT_GRAD_PARAMS, NULL));
+    CHECK_OK(at_net_backward(S.net, S.r, AT_GRAD_PARAMS | AT_GRAD_INPUT, dx2b));
+    v = 0;
+    for (size_t i = 0; i < S.np; i++)
+        v = fmax(v, fabs(grads[i] - 2.0 * g2[i]) / (1e-6 + 1e-5 * fabs(2.0 * g2[i])));
+    CHECK_MSG(v <= 1.0, "%s: two backward calls are not twice one (%.3g)", label, v);
+    /* AT_GRAD_INPUT without a buffer is an argument error. */
+    CHECK(at_net_backward(S.net, S.r, AT_GRAD_INPUT, NULL) == AT_ERR_ARG);
+
+    free(g1);
+    free(g2);
+    free(g2b);
+    free(dx1);
+    free(dx2);
+    free(dx2b);
+    free(y1);
+    free(y2);
+    teardown(&S);
+}
+
+static void test_layers(void) {
+    static gc_case cases[64];
+    int nc = 0;
+#define CASE(lbl, desc, C, H, W, kink_, train_, distinct_)                                        \
+    cases[nc++] = (gc_case) { lbl, desc, C, H, W, kink_, train_, distinct_ }
+    /* Linear */
+    CASE("linear 6->4", mk(AT_LAYER_LINEAR, 4, 0, 0, 0, 0), 6, 1, 1, KINK_NONE, false, false);
+    CASE("linear 2x3x3->3", mk(AT_LAYER_LINEAR, 3, 0, 0, 0, 0), 2, 3, 3, KINK_NONE, false, false);
+    /* Conv2d: stride / padding combinations, non-square inputs */
+    CASE("conv k3 s1 p0 2x6x7", mk(AT_LAYER_CONV2D, 3, 3, 1, 0, 0), 2, 6, 7, KINK_NONE, false, false);
+    CASE("conv k3 s1 p1 2x5x5", mk(AT_LAYER_CONV2D, 3, 3, 1, 1, 0), 2, 5, 5, KINK_NONE, false, false);
+    CASE("conv k3 s2 p1 2x7x6", mk(AT_LAYER_CONV2D, 4, 3, 2, 1, 0), 2, 7, 6, KINK_NONE, false, false);
+    CASE("conv k4 s2 p1 1x8x8", mk(AT_LAYER_CONV2D, 3, 4, 2, 1, 0), 1, 8, 8, KINK_NONE, false, false);
+    CASE("conv k2 s3 p0 2x7x8", mk(AT_LAYER_CONV2D, 2, 2, 3, 0, 0), 2, 7, 8, KINK_NONE, false, false);
+    CASE("conv k1 s1 p0 3x4x5", mk(AT_LAYER_CONV2D, 2, 1, 1, 0, 0), 3, 4, 5, KINK_NONE, false, false);
+    CASE("conv k5 s1 p2 1x5x6", mk(AT_LAYER_CONV2D, 2, 5, 1, 2, 0), 1, 5, 6, KINK_NONE, false, false);
+    CASE("conv k2 s1 p2 2x3x4", mk(AT_LAYER_CONV2D, 2, 2, 1, 2, 0), 2, 3, 4, KINK_NONE, false, false);
+    CASE("conv k7 s1 p1 1x5x5 (1x1 out)", mk(AT_LAYER_CONV2D, 3, 7, 1, 1, 0), 1, 5, 5, KINK_NONE,
+         false, false);
+    CASE("conv k3 s2 p0 3x9x4", mk(AT_LAYER_CONV2D, 2, 3, 2, 0, 0), 3, 9, 4, KINK_NONE, false, false);
+    /* MaxPool2d: padding, stride != kernel, floor-mode leftovers */
+    CASE("maxpool k2 2x6x6", mk(AT_LAYER_MAXPOOL2D, 0, 2, 0, 0, 0), 2, 6, 6, KINK_MAXPOOL, false, true);
+    CASE("maxpool k2 s2 2x7x5", mk(AT_LAYER_MAXPOOL2D, 0, 2, 2, 0, 0), 2, 7, 5, KINK_MAXPOOL, false,
+         true);
+    CASE("maxpool k3 s2 p1 2x7x6", mk(AT_LAYER_MAXPOOL2D, 0, 3, 2, 1, 0), 2, 7, 6, KINK_MAXPOOL,
+         false, true);
+    CASE("maxpool k3 s1 p0 1x6x6", mk(AT_LAYER_MAXPOOL2D, 0, 3, 1, 0, 0), 1, 6, 6, KINK_MAXPOOL,
+         false, true);
+    CASE("maxpool k2 s1 p1 2x5x4", mk(AT_LAYER_MAXPOOL2D, 0, 2, 1, 1, 0), 2, 5, 4, KINK_MAXPOOL,
+         false, true);
+    CASE("maxpool k3 s3 p1 1x7x7", mk(AT_LAYER_MAXPOOL2D, 0, 3, 3, 1, 0), 1, 7, 7, KINK_MAXPOOL,
+         false, true);
+    /* Random inputs too: ties are filtered, not avoided. */
+    CASE("maxpool k3 s2 p1 random", mk(AT_LAYER_MAXPOOL2D, 0, 3, 2, 1, 0), 2, 6, 6, KINK_MAXPOOL,
+         false, false);
+    /* AvgPool2d (padding counts in the divisor, as PyTorch's default) */
+    CASE("avgpool k2 2x6x6", mk(AT_LAYER_AVGPOOL2D, 0, 2, 0, 0, 0), 2, 6, 6, KINK_NONE, false, false);
+    CASE("avgpool k3 s2 p1 2x7x6", mk(AT_LAYER_AVGPOOL2D, 0, 3, 2, 1, 0), 2, 7, 6, KINK_NONE, false,
+         false);
+    CASE("avgpool k3 s1 p1 1x5x5", mk(AT_LAYER_AVGPOOL2D, 0, 3, 1, 1, 0), 1, 5, 5, KINK_NONE, false,
+         false);
+    CASE("avgpool k2 s1 p0 2x5x4", mk(AT_LAYER_AVGPOOL2D, 0, 2, 1, 0, 0), 2, 5, 4, KINK_NONE, false,
+         false);
+    CASE("avgpool k2 s3 p1 1x8x7", mk(AT_LAYER_AVGPOOL2D, 0, 2, 3, 1, 0), 1, 8, 7, KINK_NONE, false,
+         false);
+    /* Elementwise */
+    CASE("relu", mk(AT_LAYER_RELU, 0, 0, 0, 0, 0), 2, 3, 4, KINK_RELU, false, false);
+    CASE("leakyrelu 0.1", mk(AT_LAYER_LEAKYRELU, 0, 0, 0, 0, 0.1f), 2, 3, 4, KINK_RELU, false, false);
+    CASE("leakyrelu 0.01", mk(AT_LAYER_LEAKYRELU, 0, 0, 0, 0, 0.01f), 3, 2, 2, KINK_RELU, false,
+         false);
+    CASE("tanh", mk(AT_LAYER_TANH, 0, 0, 0, 0, 0), 2, 3, 4, KINK_NONE, false, false);
+    CASE("sigmoid", mk(AT_LAYER_SIGMOID, 0, 0, 0, 0, 0), 2, 3, 4, KINK_NONE, false, false);
+    CASE("flatten", mk(AT_LAYER_FLATTEN, 0, 0, 0, 0, 0), 2, 3, 3, KINK_NONE, false, false);
+    /* Dropout: train mode with the key repeated by at_net_seed; eval mode is the identity. */
+    CASE("dropout 0.3 train", mk(AT_LAYER_DROPOUT, 0, 0, 0, 0, 0.3f), 2, 3, 4, KINK_NONE, true, false);
+    CASE("dropout 0.5 train", mk(AT_LAYER_DROPOUT, 0, 0, 0, 0, 0.5f), 12, 1, 1, KINK_NONE, true,
+         false);
+    CASE("dropout 0.5 eval", mk(AT_LAYER_DROPOUT, 0, 0, 0, 0, 0.5f), 2, 3, 4, KINK_NONE, false, false);
+    /* Dropout2d, where this build has it (looked up by its spec keyword). */
+    at_layer_desc d2[1];
+    int n2 = 1;
+    if (at_spec_parse("dropout2d:0.4", d2, &n2) == AT_OK && n2 == 1) {
+        d2[0].name[0] = '\0';
+        CASE("dropout2d 0.4 train", d2[0], 3, 2, 3, KINK_NONE, true, false);
+        CASE("dropout2d 0.4 eval", d2[0], 3, 2, 3, KINK_NONE, false, false);
+    }
+#undef CASE
+    const int batches[3] = {1, 3, 7};
+    for (int i = 0; i < nc; i++) {
+        for (int b = 0; b < 3; b++) {
+            check_layer(&cases[i], false, batches[b]);
+            check_layer(&cases[i], true, batches[b]);
+        }
+        check_mechanics(&cases[i], false, 7);
+        check_mechanics(&cases[i], true, 3);
+        check_mechanics(&cases[i], true, 7);
+    }
+}
+
+/* ------------------------------------------------------------ dropout specifics */
+
+static void test_dropout(void) {
+    const float p = 0.3f;
+    at_layer_desc d = mk(AT_LAYER_DROPOUT, 0, 0, 0, 0, p);
+    at_net *net = NULL;
+    const int n = 7, size = 300;
+    CHECK_OK(at_net_create(&net, &d, 1, size, 1, 1));
+    if (!net) return;
+    float *x = malloc(sizeof(float) * n * size), *r = malloc(sizeof(float) * n * size);
+    float *y1 = malloc(sizeof(float) * n * size), *dx = malloc(sizeof(float) * n * size);
+    at_rng rng;
+    at_rng_seed(&rng, 99);
+    fill(x, (size_t)n * size, &rng, 0.1f, 1.0f); /* never zero */
+    fill(r, (size_t)n * size, &rng, -1.0f, 1.0f);
+    const float scale = 1.0f / (1.0f - p);
+    const float *y;
+
+    /* Eval mode (the default): exactly the identity, forward and backward. */
+    CHECK(!at_net_is_training(net));
+    CHECK_OK(at_net_forward(net, x, n, &y));
+    CHECK(memcmp(y, x, sizeof(float) * n * size) == 0);
+    CHECK_OK(at_net_backward(net, r, AT_GRAD_INPUT, dx));
+    CHECK(memcmp(dx, r, sizeof(float) * n * size) == 0);
+
+    /* Train mode: y is 0 or x*scale; dx is dy*scale exactly where y != 0 and 0 elsewhere. */
+    at_net_set_training(net, true);
+    CHECK(at_net_is_training(net));
+    at_set_threads(1);
+    at_net_seed(net, 5);
+    CHECK_OK(at_net_forward(net, x, n, &y));
+    memcpy(y1, y, sizeof(float) * n * size);
+    CHECK_OK(at_net_backward(net, r, AT_GRAD_INPUT, dx));
+    int dropped = 0, bad_y = 0, bad_dx = 0;
+    for (int i = 0; i < n * size; i++) {
+        if (y1[i] == 0.0f) {
+            dropped++;
+            bad_dx += dx[i] != 0.0f;
+        } else {
+            bad_y += y1[i] != x[i] * scale;
+            bad_dx += dx[i] != r[i] * scale;
+        }
+    }
+    CHECK_MSG(bad_y == 0, "%d kept outputs are not x/(1-p)", bad_y);
+    CHECK_MSG(bad_dx == 0, "%d input gradients do not follow the mask", bad_dx);
+    double frac = (double)dropped / (n * size);
+    CHECK_MSG(fabs(frac - p) < 0.04, "dropped fraction %.3f, p = %.2f", frac, (double)p);
+
+    /* The mask depends on the pass: the next forward draws a new one; reseeding repeats it;
+     * another seed changes it. */
+    CHECK_OK(at_net_forward(net, x, n, &y));
+    CHECK_MSG(memcmp(y, y1, sizeof(float) * n * size) != 0, "two passes share a dropout mask");
+    at_net_seed(net, 5);
+    CHECK_OK(at_net_forward(net, x, n, &y));
+    CHECK_MSG(memcmp(y, y1, sizeof(float) * n * size) == 0, "reseeding does not repeat the mask");
+    at_net_seed(net, 6);
+    CHECK_OK(at_net_forward(net, x, n, &y));
+    CHECK(memcmp(y, y1, sizeof(float) * n * size) != 0);
+    /* The mask does not depend on how the batch is split across threads. */
+    at_set_threads(2);
+    at_net_seed(net, 5);
+    CHECK_OK(at_net_forward(net, x, n, &y));
+    CHECK_MSG(memcmp(y, y1, sizeof(float) * n * size) == 0, "mask depends on the thread count");
+    /* Nor does sample i's mask depend on the other samples (different masks per sample). */
+    int same_rows = 0;
+    for (int s = 1; s < n; s++) {
+        bool same = true;
+        for (int i = 0; i < size; i++) same = same && ((y1[i] == 0) == (y1[s * size + i] == 0));
+        same_rows += same;
+    }
+    CHECK_MSG(same_rows == 0, "%d samples share sample 0's mask", same_rows);
+    /* Back to eval: the identity again. */
+    at_net_set_training(net, false);
+    CHECK_OK(at_net_forward(net, x, n, &y));
+    CHECK(memcmp(y, x, sizeof(float) * n * size) == 0);
+    free(x);
+    free(r);
+    free(y1);
+    free(dx);
+    at_net_free(net);
+}
+
+/* Dropout2d (nn.Dropout2d) drops whole channels: every element of a (sample, channel) plane is
+ * kept or dropped together, and the input gradient follows the same mask. */
+static void test_dropout2d(void) {
+    at_layer_desc d[1];
+    int nd = 1;
+    if (at_spec_parse("dropout2d:0.5", d, &nd) != AT_OK) {
+        printf("dropout2d: not in this build, skipped\n");
+        return;
+    }
+    const int n = 5, C = 40, H = 3, W = 4, plane = H * W, size = C * plane;
+    at_net *net = NULL;
+    CHECK_OK(at_net_create(&net, d, 1, C, H, W));
+    if (!net) return;
+    float *x = malloc(sizeof(float) * n * size), *r = malloc(sizeof(float) * n * size);
+    float *dx = malloc(sizeof(float) * n * size);
+    at_rng rng;
+    at_rng_seed(&rng, 3);
+    fill(x, (size_t)n * size, &rng, 0.1f, 1.0f);
+    fill(r, (size_t)n * size, &rng, -1.0f, 1.0f);
+    at_net_set_training(net, true);
+    at_net_seed(net, 8);
+    const float *y;
+    CHECK_OK(at_net_forward(net, x, n, &y));
+    CHECK_OK(at_net_backward(net, r, AT_GRAD_INPUT, dx));
+    int mixed = 0, bad = 0, dropped = 0;
+    for (int s = 0; s < n; s++)
+        for (int c = 0; c < C; c++) {
+            const size_t o = (size_t)s * size + (size_t)c * plane;
+            int zeros = 0;
+            for (int i = 0; i < plane; i++) {
+                bool kept = y[o + i] != 0.0f;
+                zeros += !kept;
+                float wy = kept ? x[o + i] * 2.0f : 0.0f, wdx = kept ? r[o + i] * 2.0f : 0.0f;
+                bad += y[o + i] != wy || dx[o + i] != wdx;
+            }
+            mixed += zeros != 0 && zeros != plane;
+            dropped += zeros == plane;
+        }
+    CHECK_MSG(mixed == 0, "dropout2d: %d planes partly dropped", mixed);
+    CHECK_MSG(bad == 0, "dropout2d: %d values not 0 or x/(1-p) (or gradients off the mask)", bad);
+    CHECK_MSG(dropped > n * C / 4 && dropped < 3 * n * C / 4, "dropout2d: %d of %d planes dropped",
+              dropped, n * C);
+    free(x);
+    free(r);
+    free(dx);
+    at_net_free(net);
+}
+
+/* ------------------------------------------------------------ max-pool ties */
+
+/* Ties go to the first maximum in scan order (PyTorch); padding never wins (-inf). */
+static void test_maxpool_ties(void) {
+    at_layer_desc d = mk(AT_LAYER_MAXPOOL2D, 0, 2, 2, 0, 0);
+    at_net *net = NULL;
+    CHECK_OK(at_net_create(&net, &d, 1, 1, 4, 4));
+    if (net) {
+        float x[16], dy[4] = {1, 2, 3, 4}, dx[16];
+        for (int i = 0; i < 16; i++) x[i] = 0.5f;
+        const float *y;
+        CHECK_OK(at_net_forward(net, x, 1, &y));
+        for (int i = 0; i < 4; i++) CHECK(y[i] == 0.5f);
+        CHECK_OK(at_net_backward(net, dy, AT_GRAD_INPUT, dx));
+        static const float want[16] = {1, 0, 2, 0, 0, 0, 0, 0, 3, 0, 4, 0, 0, 0, 0, 0};
+        CHECK_MSG(memcmp(dx, want, sizeof want) == 0, "tie gradient not at the first maximum");
+        at_net_free(net);
+    }
+    d = mk(AT_LAYER_MAXPOOL2D, 0, 3, 2, 1, 0);
+    CHECK_OK(at_net_create(&net, &d, 1, 1, 3, 3));
+    if (net) {
+        float x[9], dy[4] = {1, 1, 1, 1}, dx[9];
+        for (int i = 0; i < 9; i++) x[i] = -5.0f;
+        const float *y;
+        CHECK_OK(at_net_forward(net, x, 1, &y));
+        for (int i = 0; i < 4; i++) CHECK_MSG(y[i] == -5.0f, "padded max %d is %g", i, (double)y[i]);
+        CHECK_OK(at_net_backward(net, dy, AT_GRAD_INPUT, dx));
+        double total = 0;
+        for (int i = 0; i < 9; i++) total += dx[i];
+        CHECK_NEAR(total, 4.0, 0.0); /* every window sends its gradient to a real input */
+        CHECK(dx[0] == 1.0f); /* window (0,0) covers x[0..1][0..1]: first is x[0] */
+        at_net_free(net);
+    }
+    /* AvgPool2d counts padding in the divisor: a corner of k3 p1 averages 4 values over 9. */
+    d = mk(AT_LAYER_AVGPOOL2D, 0, 3, 2, 1, 0);
+    CHECK_OK(at_net_create(&net, &d, 1, 1, 3, 3));
+    if (net) {
+        float x[9];
+        for (int i = 0; i < 9; i++) x[i] = 1.0f;
+        const float *y;
+        CHECK_OK(at_net_forward(net, x, 1, &y));
+        for (int i = 0; i < 4; i++) CHECK_NEAR(y[i], 4.0 / 9.0, 1e-7);
+        at_net_free(net);
+    }
+}
+
+/* ------------------------------------------------------------ whole networks */
+
+typedef struct {
+    at_net *net;
+    int n;
+    const float *x;
+    const int32_t *labels;
+    const float *targets;
+} loss_ctx;
+
+static double net_loss(loss_ctx *L, float *dlogits) {
+    const float *logits = NULL;
+    at_net_seed(L->net, SEED_DROPOUT);
+    if (at_net_forward(L->net, L->x, L->n, &logits) != AT_OK) return NAN;
+    float loss = NAN;
+    int k = at_net_out_size(L->net);
+    at_status s = L->labels ? at_cross_entropy(logits, L->labels, L->n, k, 0.0f, &loss, dlogits, NULL)
+                            : at_mse(logits, L->targets, L->n, k, &loss, dlogits);
+    if (s != AT_OK) return NAN;
+    /* The same loss in double: the library rounds its loss to float, which would dominate
+     * the difference of two nearby losses. */
+    double total = 0;
+    for (int i = 0; i < L->n; i++) {
+        const float *z = logits + (size_t)i * k;
+        if (L->labels) {
+            double m = z[0], sum = 0;
+            for (int j = 1; j < k; j++) m = fmax(m, z[j]);
+            for (int j = 0; j < k; j++) sum += exp((double)z[j] - m);
+            total += m + log(sum) - z[L->labels[i]];
+        } else {
+            for (int j = 0; j < k; j++) {
+                double d = (double)z[j] - L->targets[(size_t)i * k + j];
+                total += d * d / k;
+            }
+        }
+    }
+    total /= L->n;
+    CHECK_MSG(fabs(total - loss) <= 1e-6 * fmax(1.0, fabs(total)), "library loss %.9g, test %.9g",
+              (double)loss, total);
+    return total;
+}
+
+/* (L(v + eps d) - L(v - eps d)) / 2 eps, with v (count floats, the parameters or the input)
+ * restored afterwards. */
+static double numeric_direction(loss_ctx *L, float *v, const float *v0, const float *d,
+                                size_t count, double eps) {
+    for (size_t i = 0; i < count; i++) v[i] = (float)(v0[i] + eps * d[i]);
+    double lp = net_loss(L, NULL);
+    for (size_t i = 0; i < count; i++) v[i] = (float)(v0[i] - eps * d[i]);
+    double lm = net_loss(L, NULL);
+    memcpy(v, v0, sizeof(float) * count);
+    return (lp - lm) / (2 * eps);
+}
+
+/* Directional derivatives of the loss (two extra forward passes each, as kann's gradient check),
+ * in the parameters and in the input, against the backward pass:
+ *  - along the sign of the analytic gradient (scaled like the parameters): the derivative is
+ *    large, so a relative error (< 1e-2) works, and any error in magnitude or sign shows;
+ *  - along a random +-1 direction: the derivative is a sum with cancellations, so its error is
+ *    measured against its typical size ||g .* scale|| (< 0.1: float32 rounding of the forward
+ *    pass is a few percent of such a small difference).
+ * The step is small (1e-4 relative) so that few ReLU / max-pool kinks are crossed. */
+static void check_network(const char *spec, int c, int h, int w, int n, bool mse, bool training) {
+    at_set_threads(2);
+    at_net *net = NULL;
+    at_status st = at_net_from_spec(&net, spec, c, h, w);
+    CHECK_MSG(st == AT_OK, "%s: %s", spec, at_error_message());
+    if (!net) return;
+    at_net_init(net, 31);
+    at_net_set_training(net, training);
+    const int in = at_net_in_size(net), k = at_net_out_size(net);
+    const size_t np = at_net_num_params(net), nin = (size_t)n * in;
+    float *x = malloc(sizeof(float) * nin), *dx = malloc(sizeof(float) * nin);
+    float *dl = malloc(sizeof(float) * (size_t)n * k), *t = malloc(sizeof(float) * (size_t)n * k);
+    float *scale = malloc(sizeof(float) * np), *dir = malloc(sizeof(float) * (np > nin ? np : nin));
+    float *g = malloc(sizeof(float) * np), *p0 = malloc(sizeof(float) * np);
+    float *x0 = malloc(sizeof(float) * nin);
+    int32_t *y = malloc(sizeof(int32_t) * (size_t)n);
+    at_rng r;
+    at_rng_seed(&r, 555);
+    fill(x, nin, &r, 0.0f, 1.0f);
+    fill(t, (size_t)n * k, &r, -1.0f, 1.0f);
+    for (int i = 0; i < n; i++) y[i] = (int32_t)at_rng_below(&r, (uint32_t)k);
+    /* Parameter directions scaled like the parameters: 1/sqrt(fan_in) per tensor. */
+    for (int ti = 0; ti < at_net_num_tensors(net); ti++) {
+        const at_param_info *tp = at_net_tensor(net, ti);
+        const at_param_info *wt = tp->is_bias ? at_net_tensor(net, ti - 1) : tp;
+        float sc = (float)(1.0 / sqrt((double)wt->size / wt->shape[0]));
+        for (size_t i = 0; i < tp->size; i++) scale[tp->offset + i] = sc;
+    }
+    loss_ctx L = {net, n, x, mse ? NULL : y, mse ? t : NULL};
+
+    double loss0 = net_loss(&L, dl);
+    CHECK_MSG(isfinite(loss0), "%s: loss %g", spec, loss0);
+    at_net_zero_grad(net);
+    CHECK_OK(at_net_backward(net, dl, AT_GRAD_PARAMS | AT_GRAD_INPUT, dx));
+    memcpy(g, at_net_grads(net), sizeof(float) * np);
+    float *p = at_net_params(net);
+    memcpy(p0, p, sizeof(float) * np);
+    memcpy(x0, x, sizeof(float) * nin);
+    const double eps = 1e-4;
+
+    for (int which = 0; which < 2; which++) { /* 0: parameters, 1: input */
+        const size_t count = which ? nin : np;
+        const float *ga = which ? dx : g;
+        float *v = which ? x : p;
+        const float *v0 = which ? x0 : p0;
+        const char *what = which ? "input" : "parameters";
+        /* Aligned with the analytic gradient. */
+        double a = 0, typical = 0;
+        for (size_t i = 0; i < count; i++) {
+            float sc = which ? 1.0f : scale[i];
+            dir[i] = ga[i] > 0 ? sc : ga[i] < 0 ? -sc : 0.0f;
+            a += (double)ga[i] * dir[i];
+            typical += ((double)ga[i] * sc) * ((double)ga[i] * sc);
+        }
+        typical = sqrt(typical);
+        double num = numeric_direction(&L, v, v0, dir, count, eps);
+        double rel = fabs(a - num) / fmax(fmax(fabs(a), fabs(num)), 1e-12);
+        CHECK_MSG(rel < 1e-2, "%s %dx%dx%d n=%d, %s, gradient direction: analytic %.7g numeric %.7g "
+                  "(rel %.3g)", spec, c, h, w, n, what, a, num, rel);
+        if (getenv("GC_VERBOSE"))
+            fprintf(stderr, "%s %dx%dx%d n=%d %s aligned: %.7g vs %.7g (%.2g)\n", spec, c, h, w, n,
+                    what, a, num, rel);
+        /* A random direction. */
+        a = 0;
+        for (size_t i = 0; i < count; i++) {
+            float sc = which ? 1.0f : scale[i];
+            dir[i] = at_rng_uniform(&r) < 0.5f ? -sc : sc;
+            a += (double)ga[i] * dir[i];
+        }
+        num = numeric_direction(&L, v, v0, dir, count, eps);
+        rel = fabs(a - num) / fmax(typical, 1e-12);
+        CHECK_MSG(rel < 0.1, "%s %dx%dx%d n=%d, %s, random direction: analytic %.7g numeric %.7g "
+                  "(error %.3g of the typical size %.3g)", spec, c, h, w, n, what, a, num, rel,
+                  typical);
+        if (getenv("GC_VERBOSE"))
+            fprintf(stderr, "%s %dx%dx%d n=%d %s random: %.7g vs %.7g (%.2g of %.3g)\n", spec, c, h,
+                    w, n, what, a, num, rel, typical);
+    }
+    /* The loss is back where it was (parameters and input restored exactly). */
+    CHECK(net_loss(&L, NULL) == loss0);
+    free(x);
+    free(dx);
+    free(dl);
+    free(t);
+    free(scale);
+    free(dir);
+    free(g);
+    free(p0);
+    free(x0);
+    free(y);
+    at_net_free(net);
+}
+
+static void test_networks(void) {
+    check_network("seed-cnn", 1, 28, 28, 3, false, false);
+    check_network("seed-cnn", 3, 32, 32, 3, false, false);
+    check_network("smallcnn", 1, 28, 28, 5, false, false);
+    check_network("mlp", 1, 28, 28, 7, false, false);
+    check_network("seed-mlp", 10, 1, 1, 7, true, false);
+    check_network("seed-mlp", 10, 1, 1, 1, false, false);
+    check_network("mlp", 784, 1, 1, 3, true, false);
+    check_network("conv:4:3:1:1,tanh,avgpool:2,conv:8:3:2:0,leakyrelu:0.1,maxpool:2,flatten,"
+                  "linear:16,sigmoid,dropout:0.3,linear:10",
+                  3, 16, 16, 5, false, true);
+}
+
+int main(void) {
+    test_layers();
+    test_dropout();
+    test_dropout2d();
+    test_maxpool_ties();
+    test_networks();
+    return tu_finish("test_gradcheck");
+}
