@@ -119,8 +119,9 @@ at_status at_net_create(at_net **out, const at_layer_desc *layers, int nlayers, 
         if (L->d.name[0] == '\0') snprintf(L->d.name, sizeof L->d.name, "%d", l);
         const at_layer_ops *ops = at_layer_ops_for(L->d.kind);
         if (!ops) {
+            at_status s = at_fail(AT_ERR_ARG, "layer %d has an unknown kind (%d)", l, (int)L->d.kind);
             at_net_free(net);
-            return at_fail(AT_ERR_ARG, "layer %d has an unknown kind (%d)", l, (int)L->d.kind);
+            return s;
         }
         L->in_c = c;
         L->in_h = h;
@@ -132,9 +133,10 @@ at_status at_net_create(at_net **out, const at_layer_desc *layers, int nlayers, 
             return s;
         }
         if (L->out_c <= 0 || L->out_h <= 0 || L->out_w <= 0) {
+            s = at_fail(AT_ERR_SHAPE, "layer %d (%s) would produce an empty %dx%dx%d output", l,
+                        ops->name, L->out_c, L->out_h, L->out_w);
             at_net_free(net);
-            return at_fail(AT_ERR_SHAPE, "layer %d (%s) would produce an empty %dx%dx%d output", l,
-                           ops->name, L->out_c, L->out_h, L->out_w);
+            return s;
         }
         L->out_size = L->out_c * L->out_h * L->out_w;
         L->w_off = offset;
