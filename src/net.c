@@ -91,6 +91,44 @@ static void add_tensor(at_net *net, const at_layer *L, bool bias) {
     }
 }
 
+/* Writes the network as a spec (docs/architectures.md) when its layers are named by position,
+ * as a spec would name them, so that a network built from layer descriptions can be saved and
+ * rebuilt. Networks with other names keep an empty spec (at_net_from_spec sets its own). */
+static at_status record_spec(at_net *net) {
+    char spec[1024];
+    size_t used = 0;
+    spec[0] = '\0';
+    for (int l = 0; l < net->nlayers; l++) {
+        const at_layer_desc *d = &net->layers[l].d;
+        char index[16];
+        snprintf(index, sizeof index, "%d", l);
+        if (strcmp(d->name, index) != 0) return AT_OK;
+        char word[64];
+        switch (d->kind) {
+        case AT_LAYER_LINEAR: snprintf(word, sizeof word, "linear:%d", d->out); break;
+        case AT_LAYER_CONV2D:
+            snprintf(word, sizeof word, "conv:%d:%d:%d:%d", d->out, d->kernel, d->stride, d->pad);
+            break;
+        case AT_LAYER_MAXPOOL2D:
+        case AT_LAYER_AVGPOOL2D:
+            snprintf(word, sizeof word, "%s:%d:%d:%d",
+                     d->kind == AT_LAYER_MAXPOOL2D ? "maxpool" : "avgpool", d->kernel, d->stride,
+                     d->pad);
+            break;
+        case AT_LAYER_LEAKYRELU:
+        case AT_LAYER_DROPOUT:
+        case AT_LAYER_DROPOUT2D:
+            snprintf(word, sizeof word, "%s:%.9g", at_layer_ops_for(d->kind)->name, (double)d->alpha);
+            break;
+        default: snprintf(word, sizeof word, "%s", at_layer_ops_for(d->kind)->name); break;
+        }
+        int w = snprintf(spec + used, sizeof spec - used, "%s%s", l ? "," : "", word);
+        if (w < 0 || (size_t)w >= sizeof spec - used) return AT_OK; /* too long to record */
+        used += (size_t)w;
+    }
+    return at_net_set_spec(net, spec);
+}
+
 at_status at_net_create(at_net **out, const at_layer_desc *layers, int nlayers, int in_c,
                         int in_h, int in_w) {
     *out = NULL;
@@ -165,6 +203,11 @@ at_status at_net_create(at_net **out, const at_layer_desc *layers, int nlayers, 
         return AT_ERR_NOMEM;
     }
     at_net_seed(net, 0);
+    at_status s = record_spec(net);
+    if (s != AT_OK) {
+        at_net_free(net);
+        return s;
+    }
     *out = net;
     return AT_OK;
 }
