@@ -1,8 +1,14 @@
-/* advtrain fit: train a model on a dataset and save it. */
+/* advtrain fit: train a model (with any regularization) on a dataset, report and save it.
+ *
+ * Output: a header, one line per epoch, then a report: per layer the weight L1 and L2 norms and
+ * the fraction of exact zeros, and train / validation / test accuracy (or MSE) with the
+ * generalization gap. With --json, stdout holds exactly one JSON object with all of that and
+ * every human-readable line goes to stderr instead (--quiet silences them). */
 #include "cli.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,15 +16,23 @@ typedef struct fit_args {
     const char *model, *data, *optim, *out, *init;
     int epochs, batch, threads, train_subset;
     float lr, momentum, val_split;
-    bool nesterov, quiet;
+    bool nesterov, quiet, json;
     uint64_t seed;
+    /* regularization */
+    float l1, l2, weight_decay, max_norm, dropout, label_smoothing, clip_grad, noise, mixup;
+    const char *reg_layers, *augment, *schedule, *monitor;
+    bool reg_bias, decoupled, prox_l1;
+    int step_size, plateau_patience, early_stop;
+    float gamma, min_lr, pct_start, plateau_factor, min_delta;
 } fit_args;
 
 typedef struct fit_state {
     const fit_args *args;
+    FILE *log; /* stdout, or stderr with --json */
     bool regression;
     double start, epoch_start;
     at_epoch_stats last;
+    int epochs_run;
 } fit_state;
 
 static void format_metric(char *buf, size_t cap, bool regression, float v) {
@@ -32,7 +46,7 @@ static void format_metric(char *buf, size_t cap, bool regression, float v) {
 
 static void on_batch(void *user, int epoch, int batch, int nbatches, float loss) {
     fit_state *st = user;
-    if (st->args->quiet || !cli_is_tty()) return;
+    if (st->args->quiet || st->args->json || !cli_is_tty()) return;
     if (batch == 1) st->epoch_start = cli_now();
     if (batch % 8 != 0 && batch != nbatches) return;
     char label[32], extra[48];
@@ -44,59 +58,28 @@ static void on_batch(void *user, int epoch, int batch, int nbatches, float loss)
 static bool on_epoch(void *user, const at_epoch_stats *s) {
     fit_state *st = user;
     st->last = *s;
+    st->epochs_run = s->epoch;
     if (st->args->quiet) return true;
-    cli_progress_done();
+    if (!st->args->json) cli_progress_done();
     char train[32], val[32], test[32];
     format_metric(train, sizeof train, st->regression, s->train_metric);
     format_metric(val, sizeof val, st->regression, s->val_metric);
     format_metric(test, sizeof test, st->regression, s->test_metric);
-    printf("epoch %3d/%d  loss %.4f  train %s", s->epoch, s->epochs, (double)s->train_loss, train);
-    if (!isnan(s->val_metric)) printf("  val %s", val);
-    printf("  test %s  lr %g  %.1fs\n", test, (double)s->lr, s->seconds);
-    fflush(stdout);
+    FILE *f = st->log;
+    fprintf(f, "epoch %3d/%d  loss %.4f  train %s", s->epoch, s->epochs, (double)s->train_loss, train);
+    if (!isnan(s->val_metric)) fprintf(f, "  val %s (loss %.4f)", val, (double)s->val_loss);
+    fprintf(f, "  test %s  lr %g", test, (double)s->lr);
+    if (s->penalty > 0.0f) fprintf(f, "  penalty %.4g", (double)s->penalty);
+    if (!isnan(s->grad_norm)) fprintf(f, "  |g| %.3g", (double)s->grad_norm);
+    fprintf(f, "  %.1fs\n", s->seconds);
+    if (s->stopping)
+        fprintf(f, "early stopping: no improvement for %d epochs; restoring the weights of epoch %d\n",
+                st->args->early_stop, s->best_epoch);
+    fflush(f);
     return true;
 }
 
-/* The settings of the run, as JSON for the model file's metadata. */
-static char *settings_json(const fit_args *a, const at_train_config *cfg) {
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "model", a->model);
-    cJSON_AddStringToObject(o, "data", a->data);
-    cJSON_AddNumberToObject(o, "epochs", a->epochs);
-    cJSON_AddNumberToObject(o, "batch", a->batch);
-    cJSON_AddStringToObject(o, "optim", a->optim);
-    cJSON_AddNumberToObject(o, "lr", a->lr);
-    cJSON_AddNumberToObject(o, "momentum", a->momentum);
-    cJSON_AddBoolToObject(o, "nesterov", a->nesterov);
-    cJSON_AddStringToObject(o, "init", a->init);
-    cJSON_AddNumberToObject(o, "seed", (double)a->seed);
-    cJSON_AddNumberToObject(o, "threads", a->threads);
-    cJSON_AddNumberToObject(o, "val_split", a->val_split);
-    cJSON_AddNumberToObject(o, "train_subset", a->train_subset);
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    (void)cfg;
-    return s;
-}
-
-static char *results_json(const at_epoch_stats *s, bool regression) {
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "epochs_run", s->epoch);
-    cJSON_AddNumberToObject(o, "train_loss", s->train_loss);
-    const char *metric = regression ? "mse" : "accuracy";
-    char key[32];
-    snprintf(key, sizeof key, "train_%s", metric);
-    cJSON_AddNumberToObject(o, key, s->train_metric);
-    if (!isnan(s->val_metric)) {
-        snprintf(key, sizeof key, "val_%s", metric);
-        cJSON_AddNumberToObject(o, key, s->val_metric);
-    }
-    snprintf(key, sizeof key, "test_%s", metric);
-    cJSON_AddNumberToObject(o, key, s->test_metric);
-    char *str = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    return str;
-}
+/* ------------------------------------------------------------ settings */
 
 static bool parse_init(const char *name, at_init_kind *kind) {
     if (strcmp(name, "pytorch") == 0) *kind = AT_INIT_PYTORCH;
@@ -106,29 +89,356 @@ static bool parse_init(const char *name, at_init_kind *kind) {
     return true;
 }
 
+/* "crop", "crop:PAD", "flip", comma-separated, or "none". */
+static bool parse_augment(const char *spec, at_augment_config *a) {
+    memset(a, 0, sizeof *a);
+    if (strcmp(spec, "none") == 0) return true;
+    for (const char *p = spec; *p;) {
+        size_t len = strcspn(p, ",");
+        char item[32];
+        if (len == 0 || len >= sizeof item) return false;
+        memcpy(item, p, len);
+        item[len] = '\0';
+        if (strcmp(item, "flip") == 0) {
+            a->flip = true;
+        } else if (strcmp(item, "crop") == 0) {
+            a->crop_pad = 4;
+        } else if (strncmp(item, "crop:", 5) == 0) {
+            char *end;
+            long v = strtol(item + 5, &end, 10);
+            if (end == item + 5 || *end || v < 1 || v > 64) return false;
+            a->crop_pad = (int)v;
+        } else {
+            return false;
+        }
+        p += len;
+        if (*p == ',' && *++p == '\0') return false;
+    }
+    return true;
+}
+
+static bool parse_schedule(const char *name, at_schedule_kind *kind) {
+    static const struct {
+        const char *name;
+        at_schedule_kind kind;
+    } names[] = {{"constant", AT_SCHEDULE_CONSTANT}, {"step", AT_SCHEDULE_STEP},
+                 {"cosine", AT_SCHEDULE_COSINE},     {"onecycle", AT_SCHEDULE_ONECYCLE},
+                 {"plateau", AT_SCHEDULE_PLATEAU}};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (strcmp(name, names[i].name) == 0) {
+            *kind = names[i].kind;
+            return true;
+        }
+    return false;
+}
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 1, 2)))
+#endif
+static int usage_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "advtrain fit: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    return EXIT_USAGE;
+}
+
+/* Fills cfg from the flags; returns 0 or EXIT_USAGE after printing why. */
+static int build_config(const cli_command *cmd, fit_args *a, at_train_config *cfg) {
+    *cfg = at_train_defaults();
+    if (strcmp(a->optim, "sgd") == 0) {
+        cfg->optim = at_optim_defaults(AT_OPTIM_SGD);
+        cfg->optim.momentum = a->momentum;
+        cfg->optim.nesterov = a->nesterov;
+    } else if (strcmp(a->optim, "adam") == 0 || strcmp(a->optim, "adamw") == 0) {
+        bool w = strcmp(a->optim, "adamw") == 0;
+        cfg->optim = at_optim_defaults(w ? AT_OPTIM_ADAMW : AT_OPTIM_ADAM);
+        if (!cli_find(cmd, "lr")->seen) a->lr = 1e-3f;
+        if (w && !cli_find(cmd, "weight-decay")->seen) a->weight_decay = cfg->optim.weight_decay;
+        if (w) a->decoupled = true;
+    } else {
+        return usage_error("--optim %s: unknown optimizer (sgd, adam or adamw)", a->optim);
+    }
+    if (a->nesterov && strcmp(a->optim, "sgd") != 0)
+        return usage_error("--nesterov applies to --optim sgd only");
+    if (a->decoupled && a->weight_decay <= 0.0f)
+        return usage_error("--decoupled needs --weight-decay > 0 (or --optim adamw)");
+    cfg->optim.lr = a->lr;
+    cfg->optim.weight_decay = a->weight_decay;
+    cfg->optim.decoupled = a->decoupled;
+    cfg->epochs = a->epochs;
+    cfg->batch = a->batch;
+    cfg->seed = a->seed;
+
+    cfg->l1 = a->l1;
+    cfg->l2 = a->l2;
+    cfg->prox_l1 = a->prox_l1;
+    if (a->prox_l1 && a->l1 <= 0.0f)
+        return usage_error("--prox-l1 applies the --l1 penalty as a proximal step: give --l1 > 0");
+    cfg->max_norm = a->max_norm;
+    cfg->reg_select.layers = a->reg_layers;
+    cfg->reg_select.bias = a->reg_bias;
+    cfg->label_smoothing = a->label_smoothing;
+    cfg->clip_grad = a->clip_grad;
+    cfg->input_noise = a->noise;
+    cfg->mixup_alpha = a->mixup;
+    if (!parse_augment(a->augment, &cfg->augment))
+        return usage_error("--augment %s: use a comma list of crop, crop:PAD (1-64) and flip, or none",
+                           a->augment);
+    at_schedule_kind kind;
+    if (!parse_schedule(a->schedule, &kind))
+        return usage_error("--schedule %s: use constant, step, cosine, onecycle or plateau", a->schedule);
+    cfg->schedule = at_schedule_defaults(kind);
+    cfg->schedule.step_size = a->step_size; /* 0: a third of the epochs */
+    cfg->schedule.gamma = a->gamma;
+    cfg->schedule.min_lr = a->min_lr;
+    cfg->schedule.pct_start = a->pct_start;
+    cfg->schedule.patience = a->plateau_patience;
+    cfg->schedule.factor = a->plateau_factor;
+    cfg->early_stop = a->early_stop;
+    cfg->min_delta = a->min_delta;
+    if (a->early_stop > 0 && a->val_split <= 0.0f)
+        return usage_error("--early-stop watches a validation set: add --val-split F (e.g. 0.1)");
+    if (strcmp(a->monitor, "loss") == 0)
+        cfg->monitor = AT_MONITOR_VAL_LOSS;
+    else if (strcmp(a->monitor, "metric") == 0)
+        cfg->monitor = AT_MONITOR_VAL_METRIC;
+    else
+        return usage_error("--monitor %s: use loss or metric", a->monitor);
+    return 0;
+}
+
+/* The settings of the run, for the model file's metadata and --json. */
+static cJSON *settings_json(const fit_args *a, const at_train_config *cfg) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "model", a->model);
+    cJSON_AddStringToObject(o, "data", a->data);
+    cJSON_AddNumberToObject(o, "epochs", a->epochs);
+    cJSON_AddNumberToObject(o, "batch", a->batch);
+    cJSON_AddStringToObject(o, "optim", a->optim);
+    cJSON_AddNumberToObject(o, "lr", a->lr);
+    cJSON_AddNumberToObject(o, "momentum", strcmp(a->optim, "sgd") == 0 ? a->momentum : 0.0);
+    cJSON_AddBoolToObject(o, "nesterov", a->nesterov);
+    cJSON_AddStringToObject(o, "init", a->init);
+    cJSON_AddNumberToObject(o, "seed", (double)a->seed);
+    cJSON_AddNumberToObject(o, "threads", a->threads);
+    cJSON_AddNumberToObject(o, "val_split", a->val_split);
+    cJSON_AddNumberToObject(o, "train_subset", a->train_subset);
+    cJSON_AddNumberToObject(o, "l1", a->l1);
+    cJSON_AddNumberToObject(o, "l2", a->l2);
+    cJSON_AddStringToObject(o, "reg_layers", a->reg_layers);
+    cJSON_AddBoolToObject(o, "reg_bias", a->reg_bias);
+    cJSON_AddBoolToObject(o, "prox_l1", a->prox_l1);
+    cJSON_AddNumberToObject(o, "weight_decay", a->weight_decay);
+    cJSON_AddBoolToObject(o, "decoupled", cfg->optim.decoupled || cfg->optim.kind == AT_OPTIM_ADAMW);
+    cJSON_AddNumberToObject(o, "max_norm", a->max_norm);
+    cJSON_AddNumberToObject(o, "dropout", a->dropout);
+    cJSON_AddNumberToObject(o, "label_smoothing", a->label_smoothing);
+    cJSON_AddNumberToObject(o, "clip_grad", a->clip_grad);
+    cJSON_AddStringToObject(o, "augment", a->augment);
+    cJSON_AddNumberToObject(o, "noise", a->noise);
+    cJSON_AddNumberToObject(o, "mixup", a->mixup);
+    cJSON_AddStringToObject(o, "schedule", a->schedule);
+    const at_schedule_config *sc = &cfg->schedule;
+    switch (sc->kind) {
+    case AT_SCHEDULE_STEP:
+        cJSON_AddNumberToObject(o, "step_size", sc->step_size ? sc->step_size : (a->epochs + 2) / 3);
+        cJSON_AddNumberToObject(o, "gamma", sc->gamma);
+        break;
+    case AT_SCHEDULE_COSINE: cJSON_AddNumberToObject(o, "min_lr", sc->min_lr); break;
+    case AT_SCHEDULE_ONECYCLE: cJSON_AddNumberToObject(o, "pct_start", sc->pct_start); break;
+    case AT_SCHEDULE_PLATEAU:
+        cJSON_AddNumberToObject(o, "plateau_patience", sc->patience);
+        cJSON_AddNumberToObject(o, "plateau_factor", sc->factor);
+        cJSON_AddNumberToObject(o, "min_lr", sc->min_lr);
+        break;
+    default: break;
+    }
+    cJSON_AddNumberToObject(o, "early_stop", a->early_stop);
+    cJSON_AddNumberToObject(o, "min_delta", a->min_delta);
+    cJSON_AddStringToObject(o, "monitor", a->monitor);
+    return o;
+}
+
+/* ------------------------------------------------------------ --dropout */
+
+/* The model with Dropout(p) in front of every Linear layer but the first, i.e. on the hidden
+ * features each later Linear layer reads. Parameter layers keep their names, so the parameter
+ * buffer's layout and names are the base model's: the trained weights copy straight back into
+ * the base model, which is what gets saved (dropout is the identity at inference). */
+static at_status with_dropout(at_net **out, const at_net *base, float p, int *inserted) {
+    int n = at_net_num_layers(base), m = 0, linears = 0;
+    at_layer_desc *d = calloc((size_t)2 * n, sizeof *d);
+    *out = NULL;
+    *inserted = 0;
+    if (!d) return at_fail(AT_ERR_NOMEM, "out of memory building the dropout model");
+    for (int i = 0; i < n; i++) {
+        const at_layer_desc *L = at_net_layer(base, i);
+        if (L->kind == AT_LAYER_LINEAR && linears++ > 0) {
+            memset(&d[m], 0, sizeof d[m]);
+            d[m].kind = AT_LAYER_DROPOUT;
+            d[m].alpha = p;
+            snprintf(d[m].name, sizeof d[m].name, "dropout%d", *inserted);
+            m++;
+            (*inserted)++;
+        }
+        d[m++] = *L;
+    }
+    int c, h, w;
+    at_net_in_shape(base, &c, &h, &w);
+    at_status s = at_net_create(out, d, m, c, h, w);
+    free(d);
+    return s;
+}
+
+/* ------------------------------------------------------------ report */
+
+static const char *kind_name(at_layer_kind k) {
+    return k == AT_LAYER_LINEAR ? "linear" : k == AT_LAYER_CONV2D ? "conv" : "other";
+}
+
+typedef struct final_metrics {
+    at_eval_result train, val, test;
+    bool has_val;
+    double gap; /* train - test accuracy, or test - train MSE: positive means overfitting */
+} final_metrics;
+
+static void add_metric(cJSON *o, const char *split, bool regression, const at_eval_result *r) {
+    char key[48];
+    snprintf(key, sizeof key, "%s_%s", split, regression ? "mse" : "accuracy");
+    cJSON_AddNumberToObject(o, key, regression ? r->mse : r->accuracy);
+    snprintf(key, sizeof key, "%s_loss", split);
+    cJSON_AddNumberToObject(o, key, r->loss);
+}
+
+/* The results: metrics, gap, per-layer weight norms and sparsity. */
+static cJSON *results_json(const fit_state *st, const at_net *net, const final_metrics *m) {
+    cJSON *o = cJSON_CreateObject();
+    const bool reg = st->regression;
+    cJSON_AddStringToObject(o, "metric", reg ? "mse" : "accuracy");
+    cJSON_AddNumberToObject(o, "epochs_run", st->epochs_run);
+    if (st->args->early_stop > 0) {
+        cJSON_AddNumberToObject(o, "best_epoch", st->last.best_epoch);
+        cJSON_AddBoolToObject(o, "stopped_early", st->last.stopping);
+    }
+    add_metric(o, "train", reg, &m->train);
+    if (m->has_val) add_metric(o, "val", reg, &m->val);
+    add_metric(o, "test", reg, &m->test);
+    cJSON_AddNumberToObject(o, "generalization_gap", m->gap);
+    cJSON *layers = cJSON_AddArrayToObject(o, "layers");
+    size_t total = 0, zeros = 0;
+    for (int t = 0; t < at_net_num_tensors(net); t++) {
+        const at_param_info *p = at_net_tensor(net, t);
+        if (p->is_bias) continue;
+        at_tensor_stats ts;
+        at_tensor_stats_of(net, t, &ts);
+        total += ts.count;
+        zeros += ts.zeros;
+        cJSON *l = cJSON_CreateObject();
+        cJSON_AddStringToObject(l, "name", p->name);
+        cJSON_AddStringToObject(l, "kind", kind_name(at_net_layer(net, p->layer)->kind));
+        cJSON_AddNumberToObject(l, "count", (double)ts.count);
+        cJSON_AddNumberToObject(l, "l1", ts.l1);
+        cJSON_AddNumberToObject(l, "l2", ts.l2);
+        cJSON_AddNumberToObject(l, "zeros", (double)ts.zeros);
+        cJSON_AddNumberToObject(l, "zero_fraction", ts.count ? (double)ts.zeros / ts.count : 0.0);
+        cJSON_AddItemToArray(layers, l);
+    }
+    cJSON_AddNumberToObject(o, "weights_zero_fraction", total ? (double)zeros / total : 0.0);
+    return o;
+}
+
+static void print_report(FILE *f, const fit_state *st, const at_net *net, const final_metrics *m) {
+    fprintf(f, "\n%-14s %-7s %9s %12s %10s %8s\n", "weights", "kind", "count", "L1 (sum|w|)",
+            "L2 (norm)", "zeros");
+    size_t total = 0, zeros = 0;
+    for (int t = 0; t < at_net_num_tensors(net); t++) {
+        const at_param_info *p = at_net_tensor(net, t);
+        if (p->is_bias) continue;
+        at_tensor_stats ts;
+        at_tensor_stats_of(net, t, &ts);
+        total += ts.count;
+        zeros += ts.zeros;
+        fprintf(f, "%-14s %-7s %9zu %12.4g %10.4g %7.2f%%\n", p->name,
+                kind_name(at_net_layer(net, p->layer)->kind), ts.count, ts.l1, ts.l2,
+                ts.count ? 100.0 * ts.zeros / ts.count : 0.0);
+    }
+    fprintf(f, "%-14s %-7s %9zu %12s %10s %7.2f%%\n", "all weights", "", total, "", "",
+            total ? 100.0 * zeros / total : 0.0);
+    char tr[32], va[32], te[32];
+    if (st->regression) {
+        snprintf(tr, sizeof tr, "%.4f", (double)m->train.mse);
+        snprintf(va, sizeof va, "%.4f", (double)m->val.mse);
+        snprintf(te, sizeof te, "%.4f", (double)m->test.mse);
+        fprintf(f, "MSE: train %s", tr);
+        if (m->has_val) fprintf(f, "  val %s", va);
+        fprintf(f, "  test %s  generalization gap (test - train) %.4f\n", te, m->gap);
+    } else {
+        snprintf(tr, sizeof tr, "%.2f%%", 100.0 * m->train.accuracy);
+        snprintf(va, sizeof va, "%.2f%%", 100.0 * m->val.accuracy);
+        snprintf(te, sizeof te, "%.2f%%", 100.0 * m->test.accuracy);
+        fprintf(f, "accuracy: train %s", tr);
+        if (m->has_val) fprintf(f, "  val %s", va);
+        fprintf(f, "  test %s  generalization gap (train - test) %.2f points\n", te, 100.0 * m->gap);
+    }
+}
+
+/* ------------------------------------------------------------ the command */
+
 int cmd_fit(int argc, char **argv) {
     fit_args a = {.model = "seed-cnn", .data = "fashion-mnist", .optim = "sgd",
                   .out = "model.safetensors", .init = "pytorch", .epochs = 10, .batch = 128,
-                  .threads = 0, .lr = 0.05f, .momentum = 0.9f, .seed = 1};
+                  .threads = 0, .lr = 0.05f, .momentum = 0.9f, .seed = 1,
+                  .reg_layers = "all", .augment = "none", .schedule = "constant",
+                  .monitor = "loss", .step_size = 0, .gamma = 0.1f, .pct_start = 0.3f,
+                  .plateau_patience = 10, .plateau_factor = 0.1f};
     cli_option opts[] = {
         {"model", OPT_STRING, &a.model, "NAME|SPEC", "seed-mlp, seed-cnn, mlp, smallcnn, or a spec like 'flatten,linear:100,relu,linear:10' (default seed-cnn)", 1, 0},
         {"data", OPT_STRING, &a.data, "SOURCE", "fashion-mnist, mnist:DIR, idx:DIR, cifar10:DIR, synthetic (default fashion-mnist)", 1, 0},
         {"epochs", OPT_INT, &a.epochs, "N", "passes over the training set (default 10)", 1, 100000},
         {"batch", OPT_INT, &a.batch, "N", "minibatch size (default 128)", 1, 65536},
-        {"optim", OPT_STRING, &a.optim, "sgd|adam", "optimizer (default sgd)", 1, 0},
-        {"lr", OPT_FLOAT, &a.lr, "X", "learning rate (default 0.05)", 0, 100},
+        {"optim", OPT_STRING, &a.optim, "sgd|adam|adamw", "optimizer (default sgd; adamw: decoupled weight decay, default 0.01)", 1, 0},
+        {"lr", OPT_FLOAT, &a.lr, "X", "learning rate (default 0.05 for sgd, 1e-3 for adam/adamw; the peak for onecycle)", 0, 100},
         {"momentum", OPT_FLOAT, &a.momentum, "X", "SGD momentum (default 0.9)", 0, 0.999999},
         {"nesterov", OPT_FLAG, &a.nesterov, NULL, "Nesterov momentum (SGD)", 1, 0},
         {"init", OPT_STRING, &a.init, "pytorch|kaiming|xavier", "weight initialization (default pytorch)", 1, 0},
-        {"seed", OPT_U64, &a.seed, "N", "seed for initialization, shuffling and dropout (default 1)", 1, 0},
+        {"seed", OPT_U64, &a.seed, "N", "seed for initialization, shuffling, dropout and augmentation (default 1)", 1, 0},
         {"threads", OPT_INT, &a.threads, "N", "compute threads (default: all cores)", 1, 1024},
         {"val-split", OPT_FLOAT, &a.val_split, "F", "hold out this fraction of the training set for validation", 0, 0.9},
         {"train-subset", OPT_INT, &a.train_subset, "N", "train on the first N training images only", 1, 100000000},
+        {"l1", OPT_FLOAT, &a.l1, "X", "L1 penalty X*sum|w| over --reg-layers (default 0)", 0, 100},
+        {"l2", OPT_FLOAT, &a.l2, "X", "L2 penalty X*sum w^2 over --reg-layers, no 1/2 (default 0)", 0, 100},
+        {"reg-layers", OPT_STRING, &a.reg_layers, "LIST", "what the penalties, decay, prox and max-norm cover: layer names (fc1,3), kinds (linear,conv) or all (default all)", 1, 0},
+        {"reg-bias", OPT_FLAG, &a.reg_bias, NULL, "cover biases too (default: weights only)", 1, 0},
+        {"weight-decay", OPT_FLOAT, &a.weight_decay, "X", "weight decay on --reg-layers: coupled g += X*w (PyTorch SGD/Adam) unless --decoupled", 0, 100},
+        {"decoupled", OPT_FLAG, &a.decoupled, NULL, "decoupled decay w -= lr*X*w before the update (AdamW; SGDW with sgd)", 1, 0},
+        {"prox-l1", OPT_FLAG, &a.prox_l1, NULL, "apply --l1 as a proximal step after each update (exact zeros)", 1, 0},
+        {"max-norm", OPT_FLOAT, &a.max_norm, "C", "rescale each unit's incoming weights to L2 norm <= C after each update", 0, 1e6},
+        {"dropout", OPT_FLOAT, &a.dropout, "P", "dropout P on the input of every Linear layer but the first, in training", 0, 0.95},
+        {"label-smoothing", OPT_FLOAT, &a.label_smoothing, "E", "cross-entropy targets (1-E)*onehot + E/K (default 0)", 0, 0.99},
+        {"clip-grad", OPT_FLOAT, &a.clip_grad, "N", "clip the global gradient norm to N (default off)", 0, 1e6},
+        {"augment", OPT_STRING, &a.augment, "LIST", "image augmentation: crop[:PAD] (zero padding, default 4), flip; comma list (default none)", 1, 0},
+        {"noise", OPT_FLOAT, &a.noise, "SIGMA", "Gaussian input noise std for training (images clamped to [0,1])", 0, 10},
+        {"mixup", OPT_FLOAT, &a.mixup, "ALPHA", "mixup with lambda ~ Beta(ALPHA, ALPHA) (default off)", 0, 100},
+        {"schedule", OPT_STRING, &a.schedule, "KIND", "learning rate: constant, step, cosine, onecycle, plateau (default constant)", 1, 0},
+        {"step-size", OPT_INT, &a.step_size, "N", "step schedule: epochs between decays (default a third of --epochs)", 1, 100000},
+        {"gamma", OPT_FLOAT, &a.gamma, "X", "step schedule: decay factor (default 0.1)", 1e-6, 1},
+        {"min-lr", OPT_FLOAT, &a.min_lr, "X", "cosine: final learning rate; plateau: lower bound (default 0)", 0, 100},
+        {"pct-start", OPT_FLOAT, &a.pct_start, "F", "onecycle: fraction of the steps spent rising (default 0.3)", 0.01, 0.99},
+        {"plateau-patience", OPT_INT, &a.plateau_patience, "N", "plateau: epochs without improvement before lr *= factor (default 10)", 0, 100000},
+        {"plateau-factor", OPT_FLOAT, &a.plateau_factor, "X", "plateau: factor (default 0.1)", 1e-6, 0.999999},
+        {"early-stop", OPT_INT, &a.early_stop, "PATIENCE", "stop after PATIENCE epochs without validation improvement; restore the best weights (needs --val-split)", 1, 100000},
+        {"min-delta", OPT_FLOAT, &a.min_delta, "X", "early stopping: smallest change that counts as an improvement (default 0)", 0, 1e6},
+        {"monitor", OPT_STRING, &a.monitor, "loss|metric", "what early stopping and plateau watch: validation loss or accuracy/MSE (default loss)", 1, 0},
         {"out", OPT_STRING, &a.out, "FILE", "where to save the model (default model.safetensors)", 1, 0},
-        {"quiet", OPT_FLAG, &a.quiet, NULL, "print only errors and the final line", 1, 0},
+        {"json", OPT_FLAG, &a.json, NULL, "print one JSON object (settings, results, per-layer norms) on stdout; progress goes to stderr", 1, 0},
+        {"quiet", OPT_FLAG, &a.quiet, NULL, "print only errors and the final line (or the JSON)", 1, 0},
     };
     cli_command cmd = {"fit", "advtrain fit [--model NAME|SPEC] [--data SOURCE] [options]",
-                       "Train a model and save it as safetensors (PyTorch state_dict names).",
+                       "Train a model and save it as safetensors (PyTorch state_dict names).\n"
+                       "Regularization: docs/regularization.md.",
                        opts, (int)(sizeof opts / sizeof *opts), NULL, 0, 0};
     bool help;
     if (!cli_parse(&cmd, argc, argv, &help)) return EXIT_USAGE;
@@ -136,40 +446,22 @@ int cmd_fit(int argc, char **argv) {
         cli_print_help(&cmd, stdout);
         return 0;
     }
-    at_train_config cfg = at_train_defaults();
-    if (strcmp(a.optim, "sgd") == 0) {
-        cfg.optim = at_optim_defaults(AT_OPTIM_SGD);
-        cfg.optim.momentum = a.momentum;
-        cfg.optim.nesterov = a.nesterov;
-    } else if (strcmp(a.optim, "adam") == 0) {
-        cfg.optim = at_optim_defaults(AT_OPTIM_ADAM);
-        if (!cli_find(&cmd, "lr")->seen) a.lr = 1e-3f;
-    } else {
-        fprintf(stderr, "advtrain fit: --optim %s: unknown optimizer (sgd or adam)\n", a.optim);
-        return EXIT_USAGE;
-    }
-    if (a.nesterov && strcmp(a.optim, "sgd") != 0) {
-        fprintf(stderr, "advtrain fit: --nesterov applies to --optim sgd only\n");
-        return EXIT_USAGE;
-    }
+    at_train_config cfg;
+    int bad = build_config(&cmd, &a, &cfg);
+    if (bad) return bad;
     at_init_kind init;
-    if (!parse_init(a.init, &init)) {
-        fprintf(stderr, "advtrain fit: --init %s: unknown (pytorch, kaiming or xavier)\n", a.init);
-        return EXIT_USAGE;
-    }
-    cfg.optim.lr = a.lr;
-    cfg.epochs = a.epochs;
-    cfg.batch = a.batch;
-    cfg.seed = a.seed;
+    if (!parse_init(a.init, &init)) return usage_error("--init %s: unknown (pytorch, kaiming or xavier)", a.init);
     at_set_threads(a.threads > 0 ? a.threads : at_get_threads());
     a.threads = at_get_threads();
+    FILE *log = a.json ? stderr : stdout;
 
     at_data data;
     if (!cli_load_data("fit", &data, a.data)) return EXIT_RUN_FAILED;
     int status = EXIT_RUN_FAILED;
-    at_net *net = NULL;
+    at_net *net = NULL, *train_net = NULL;
     at_dataset val = {0};
     bool has_val = false;
+    cJSON *settings = NULL, *results = NULL;
     at_status s = AT_OK;
     if (a.train_subset > 0 && a.train_subset < data.train.n)
         s = at_dataset_truncate(&data.train, a.train_subset);
@@ -181,51 +473,121 @@ int cmd_fit(int argc, char **argv) {
         cli_error("fit", "preparing the data", s);
         goto done;
     }
+    const bool regression = data.train.targets != NULL;
+    if (regression && a.label_smoothing > 0.0f) {
+        status = usage_error("--label-smoothing applies to classification; %s is a regression task", a.data);
+        goto done;
+    }
+    if (cfg.augment.flip || cfg.augment.crop_pad > 0) {
+        if (!data.train.images || data.train.h < 2 || data.train.w < 2) {
+            status = usage_error("--augment needs images; %s holds feature vectors", a.data);
+            goto done;
+        }
+    }
     s = at_net_from_spec(&net, a.model, data.train.c, data.train.h, data.train.w);
     if (s != AT_OK) {
         fprintf(stderr, "advtrain fit: --model %s: %s\n", a.model, at_error_message());
         status = EXIT_USAGE;
         goto done;
     }
-    at_net_init_with(net, init, a.seed);
-    fit_state st = {&a, data.train.targets != NULL, cli_now(), 0, {0}};
-    if (!a.quiet) {
-        printf("advtrain fit: %s on %s: %d train%s, %d test, %dx%dx%d", a.model, data.name,
-               data.train.n, has_val ? "" : "", data.test.n, data.train.c, data.train.h,
-               data.train.w);
-        if (has_val) printf(", %d validation", val.n);
-        if (data.train.num_classes) printf(", %d classes", data.train.num_classes);
-        printf("\n  %zu parameters; %s lr %g", at_net_num_params(net), a.optim, (double)a.lr);
-        if (strcmp(a.optim, "sgd") == 0) printf(" momentum %g%s", (double)a.momentum, a.nesterov ? " (nesterov)" : "");
-        printf("; batch %d; %d epochs; seed %llu; %d threads\n", a.batch, a.epochs,
-               (unsigned long long)a.seed, a.threads);
-        fflush(stdout);
+    bool selection_used = a.l1 > 0 || a.l2 > 0 || a.max_norm > 0 || a.weight_decay > 0;
+    if ((selection_used || cli_find(&cmd, "reg-layers")->seen) &&
+        (s = at_reg_check(net, &cfg.reg_select)) != AT_OK) {
+        fprintf(stderr, "advtrain fit: --reg-layers %s: %s\n", a.reg_layers, at_error_message());
+        status = EXIT_USAGE;
+        goto done;
     }
+    train_net = net;
+    if (a.dropout > 0.0f) {
+        int inserted;
+        if ((s = with_dropout(&train_net, net, a.dropout, &inserted)) != AT_OK) {
+            cli_error("fit", "adding dropout", s);
+            goto done;
+        }
+        if (inserted == 0) {
+            status = usage_error("--dropout: %s has no hidden Linear layer to apply dropout to "
+                                 "(place dropout or dropout2d layers in a spec instead)", a.model);
+            goto done;
+        }
+    }
+    at_net_init_with(train_net, init, a.seed);
+    fit_state st = {&a, log, regression, cli_now(), 0, {0}, 0};
+    if (!a.quiet) {
+        fprintf(log, "advtrain fit: %s on %s: %d train, %d test, %dx%dx%d", a.model, data.name,
+                data.train.n, data.test.n, data.train.c, data.train.h, data.train.w);
+        if (has_val) fprintf(log, ", %d validation", val.n);
+        if (data.train.num_classes) fprintf(log, ", %d classes", data.train.num_classes);
+        fprintf(log, "\n  %zu parameters; %s lr %g", at_net_num_params(net), a.optim, (double)a.lr);
+        if (strcmp(a.optim, "sgd") == 0) fprintf(log, " momentum %g%s", (double)a.momentum, a.nesterov ? " (nesterov)" : "");
+        fprintf(log, "; batch %d; %d epochs; seed %llu; %d threads\n", a.batch, a.epochs,
+                (unsigned long long)a.seed, a.threads);
+        fflush(log);
+    }
+    settings = settings_json(&a, &cfg);
     at_train_callbacks cb = {&st, on_batch, on_epoch};
-    s = at_train(net, &data.train, has_val ? &val : NULL, &data.test, &cfg, &cb);
-    cli_progress_done();
+    s = at_train(train_net, &data.train, has_val ? &val : NULL, &data.test, &cfg, &cb);
+    if (!a.json) cli_progress_done();
     if (s != AT_OK) {
+        status = s == AT_ERR_ARG ? EXIT_USAGE : EXIT_RUN_FAILED;
         cli_error("fit", "training failed", s);
         goto done;
     }
-    char *settings = settings_json(&a, &cfg);
-    char *results = results_json(&st.last, st.regression);
+    if (train_net != net) /* same parameter layout: see with_dropout */
+        memcpy(at_net_params(net), at_net_params(train_net), sizeof(float) * at_net_num_params(net));
+
+    final_metrics m;
+    memset(&m, 0, sizeof m);
+    m.has_val = has_val;
+    s = at_evaluate(net, &data.train, 256, &m.train);
+    if (s == AT_OK && has_val) s = at_evaluate(net, &val, 256, &m.val);
+    if (s == AT_OK) s = at_evaluate(net, &data.test, 256, &m.test);
+    if (s != AT_OK) {
+        cli_error("fit", "final evaluation", s);
+        goto done;
+    }
+    m.gap = regression ? (double)m.test.mse - m.train.mse : (double)m.train.accuracy - m.test.accuracy;
+    results = results_json(&st, net, &m);
+    char *settings_str = cJSON_PrintUnformatted(settings);
+    char *results_str = cJSON_PrintUnformatted(results);
     at_st_meta meta[] = {{"advtrain.data", (char *)a.data},
-                         {"advtrain.settings", settings ? settings : "{}"},
-                         {"advtrain.results", results ? results : "{}"}};
+                         {"advtrain.settings", settings_str ? settings_str : "{}"},
+                         {"advtrain.results", results_str ? results_str : "{}"}};
     s = at_model_save(net, a.out, meta, 3);
-    free(settings);
-    free(results);
+    free(settings_str);
+    free(results_str);
     if (s != AT_OK) {
         cli_error("fit", "saving the model", s);
         goto done;
     }
+    if (!a.quiet) print_report(log, &st, net, &m);
     char test[32];
-    format_metric(test, sizeof test, st.regression, st.last.test_metric);
-    printf("saved %s (test %s%s, %.1fs)\n", a.out, st.regression ? "" : "accuracy ", test,
-           cli_now() - st.start);
+    format_metric(test, sizeof test, regression, regression ? m.test.mse : m.test.accuracy);
+    if (a.json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "model", a.model);
+        cJSON_AddStringToObject(o, "data", a.data);
+        cJSON_AddStringToObject(o, "out", a.out);
+        cJSON_AddNumberToObject(o, "seconds", cli_now() - st.start);
+        cJSON_AddItemToObject(o, "settings", settings);
+        settings = NULL;
+        cJSON_AddItemToObject(o, "results", results);
+        results = NULL;
+        char *str = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        if (str) printf("%s\n", str);
+        free(str);
+        if (!a.quiet)
+            fprintf(stderr, "saved %s (test %s%s, %.1fs)\n", a.out, regression ? "" : "accuracy ",
+                    test, cli_now() - st.start);
+    } else {
+        printf("saved %s (test %s%s, %.1fs)\n", a.out, regression ? "" : "accuracy ", test,
+               cli_now() - st.start);
+    }
     status = 0;
 done:
+    cJSON_Delete(settings);
+    cJSON_Delete(results);
+    if (train_net != net) at_net_free(train_net);
     at_net_free(net);
     at_dataset_free(&val);
     at_data_free(&data);
