@@ -1,5 +1,5 @@
 /* advtrain: the command-line tool. One file per subcommand; this table lists them. */
-#include "cli.h"
+#include "attack_cli.h"
 
 #include <string.h>
 
@@ -11,7 +11,8 @@ typedef struct subcommand {
 
 static const subcommand commands[] = {
     {"fit", cmd_fit, "train a model and save it as safetensors"},
-    {"eval", cmd_eval, "measure a saved model's accuracy (or MSE) on a test set"},
+    {"eval", cmd_eval, "measure a saved model's accuracy (or MSE) on a test set, and its robustness"},
+    {"attack", cmd_attack, "write adversarial examples (safetensors or IDX) and a PNG grid"},
     {"bench", cmd_bench, "measure training or attack throughput (samples per second)"},
 };
 

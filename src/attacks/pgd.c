@@ -1,0 +1,77 @@
+/* PGD (Madry et al. 2018) under L-inf or L2, on the cross-entropy or the CW margin, untargeted
+ * or targeted:
+ *   start: x + U(-eps, eps)^D (L-inf), or x + eps * u * d/||d|| with d ~ N(0, I), u ~ U(0,1)
+ *          (L2), clipped to [0,1]; or x itself without random start;
+ *   steps: x_adv = P(x_adv + alpha * sign(g)) (L-inf) or P(x_adv + alpha * g/||g||) (L2),
+ *          P the projection onto the eps-ball and [0,1]; alpha defaults to 2.5 * eps / steps.
+ * The result of a run is its last iterate (as Madry et al. and torchattacks). Restarts run again
+ * from new random starts on the samples no earlier run has fooled; a sample is robust only if
+ * every run fails. With AT_TARGET_TOP every one of the top `target_classes` wrong classes is
+ * tried in turn (restarts each), and success is any misclassification. */
+#include "attack.h"
+
+#include <math.h>
+#include <string.h>
+
+static void random_start(atk_batch *b, const at_attack_config *cfg, int j) {
+    const int D = b->D;
+    at_rng *r = &b->rng[b->ids[j]];
+    const float *x = b->xs + (size_t)j * D;
+    float *v = b->xa + (size_t)j * D;
+    if (cfg->norm == AT_NORM_LINF) {
+        for (int k = 0; k < D; k++) v[k] = x[k] + cfg->eps * (2.0f * at_rng_uniform(r) - 1.0f);
+    } else {
+        for (int k = 0; k < D; k++) v[k] = at_rng_normal(r);
+        double nrm = atk_l2(v, D);
+        float scale = (float)(cfg->eps * at_rng_uniform(r) / (nrm + 1e-12));
+        for (int k = 0; k < D; k++) v[k] = x[k] + scale * v[k];
+    }
+    atk_project(cfg->norm, cfg->eps, x, v, D);
+}
+
+/* One run (restart) on the compact rows: returns with b->xa holding the last iterates. */
+static at_status pgd_run(atk_batch *b, const at_attack_config *cfg, int m, bool targeted) {
+    const int D = b->D;
+    for (int j = 0; j < m; j++) {
+        if (cfg->random_start)
+            random_start(b, cfg, j);
+        else
+            memcpy(b->xa + (size_t)j * D, b->xs + (size_t)j * D, sizeof(float) * (size_t)D);
+    }
+    for (int step = 0; step < cfg->steps; step++) {
+        at_status s = atk_loss_grad(b, cfg->loss, targeted, targeted ? b->row_target : NULL, m, NULL);
+        if (s != AT_OK) return s;
+        for (int j = 0; j < m; j++)
+            atk_ascent_step(cfg->norm, cfg->alpha, cfg->eps, b->xs + (size_t)j * D,
+                            b->xa + (size_t)j * D, b->grad + (size_t)j * D, D);
+    }
+    return AT_OK;
+}
+
+at_status atk_pgd(atk_batch *b, const at_attack_config *cfg) {
+    const int D = b->D, K = b->K;
+    const bool top = cfg->target == AT_TARGET_TOP, targeted = cfg->target != AT_TARGET_NONE;
+    const int passes = top ? cfg->target_classes : 1;
+    for (int pass = 0; pass < passes; pass++) {
+        for (int r = 0; r < cfg->restarts; r++) {
+            int m = atk_gather_active(b);
+            if (m == 0) return AT_OK;
+            for (int j = 0; j < m; j++) {
+                int i = b->ids[j];
+                b->row_target[j] = top ? atk_ranked_class(b->clean_logits + (size_t)i * K, K, pass + 1)
+                                       : b->target[i];
+            }
+            at_status s = pgd_run(b, cfg, m, targeted);
+            if (s != AT_OK) return s;
+            const float *z;
+            if ((s = atk_forward(b, b->xa, m, &z)) != AT_OK) return s;
+            for (int j = 0; j < m; j++) {
+                int i = b->ids[j], p = at_argmax(z + (size_t)j * K, K);
+                bool success = top ? p != b->y[i] : atk_fooled(b, i, p);
+                memcpy(b->adv + (size_t)i * D, b->xa + (size_t)j * D, sizeof(float) * (size_t)D);
+                if (success) b->todo[i] = 0;
+            }
+        }
+    }
+    return AT_OK;
+}
