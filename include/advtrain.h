@@ -636,6 +636,60 @@ at_status at_attack_run(at_net *net, const at_attack_config *cfg, const float *x
 at_status at_attack_dataset(at_net *net, const at_attack_config *cfg, const at_dataset *ds, int n,
                             float *x_adv, int32_t *adv_pred, at_attack_result *res);
 
+/* ---------------------------------------------------------------- C export */
+
+/* Writes the network as standalone C99 for microcontrollers (docs/export.md): DIR/PREFIX.h and
+ * DIR/PREFIX.c, with the parameters as static const float arrays and one inference function,
+ * PREFIX_forward (caller-provided scratch, reentrant) plus PREFIX_predict (static buffers). No
+ * allocation, no dependency beyond <math.h> for Tanh/Sigmoid. Files are written atomically; DIR
+ * is created if missing (not its parents). AT_ERR_ARG if prefix is not a C identifier, AT_ERR_IO
+ * naming the path if DIR cannot be written, AT_ERR_NAN if a parameter is not finite. */
+at_status at_export_c(const at_net *net, const char *dir, const char *prefix);
+
+/* ---------------------------------------------------------------- adversarial training */
+
+/* Buffers for crafting adversarial examples during training (made once per run, so training
+ * steps allocate nothing) and the generator of random starts. */
+typedef struct at_adv_workspace at_adv_workspace;
+at_status at_adv_workspace_create(at_adv_workspace **out, at_net *net, int max_batch, uint64_t seed);
+void at_adv_workspace_free(at_adv_workspace *ws);
+
+/* Crafts adversarial examples of x (n samples, labels y, optional soft targets n x K for
+ * mixup/label smoothing) with an FGSM or PGD configuration (at_attack_defaults: eps, alpha,
+ * steps, norm, random_start, CE or CW loss). The network is in eval mode while crafting (its mode
+ * is restored). Every sample runs every step. *x_adv points into the workspace. */
+at_status at_adv_craft(at_net *net, at_adv_workspace *ws, const at_attack_config *attack,
+                       const float *x, const int32_t *y, const float *soft, int n,
+                       const float **x_adv);
+
+/* The tutorial's adversarial_loss: crafts adversarial examples of the batch, then runs the
+ * network (in its current mode) on them and returns their cross-entropy in *loss, adding
+ * weight * dLoss/dparams to the gradient buffer. So a loop writes
+ *     loss = clean_loss + lambda * adversarial_loss
+ * as at_clean_loss(..., 1, ...) + at_adversarial_loss(..., lambda, ...). correct (may be NULL)
+ * counts argmax hits on the adversarial examples. */
+at_status at_adversarial_loss(at_net *net, at_adv_workspace *ws, const at_attack_config *attack,
+                              const float *x, const int32_t *y, const float *soft, int n,
+                              float weight, float *loss, int *correct);
+/* The clean counterpart: cross-entropy on x, weight * gradient added. */
+at_status at_clean_loss(at_net *net, at_adv_workspace *ws, const float *x, const int32_t *y,
+                        const float *soft, int n, float weight, float *loss, int *correct);
+
+/* TRADES (Zhang et al. 2019): CE(f(x), y) + beta * KL(f(x) || f(x_adv)), mean over the batch,
+ * x_adv maximizing the KL by `steps` signed steps of size alpha in the L-inf eps-ball from
+ * x + 0.001 N(0,1) (eval mode while crafting). Gradients flow through both terms. */
+at_status at_trades_loss(at_net *net, at_adv_workspace *ws, float eps, float alpha, int steps,
+                         float beta, const float *x, const int32_t *y, const float *soft, int n,
+                         float *loss, int *correct);
+
+/* Free adversarial training (Shafahi et al. 2019): one replay of a minibatch. Forward/backward on
+ * clamp(x + delta) in training mode gives the parameter gradient and, from the same pass, the
+ * input gradient that moves delta by eps * sign(g) (clipped to the eps-ball). delta persists
+ * across replays and minibatches; at_free_reset zeroes it. */
+at_status at_free_replay(at_net *net, at_adv_workspace *ws, float eps, const float *x,
+                         const int32_t *y, const float *soft, int n, float *loss, int *correct);
+void at_free_reset(at_adv_workspace *ws);
+
 #ifdef __cplusplus
 }
 #endif
