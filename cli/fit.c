@@ -211,53 +211,60 @@ static int build_config(const cli_command *cmd, fit_args *a, at_train_config *cf
 }
 
 /* The settings of the run, for the model file's metadata and --json. */
+/* A float setting as the number the user typed (7 significant digits), not its binary expansion. */
+static void add_num(cJSON *o, const char *key, double v) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.7g", v);
+    cJSON_AddNumberToObject(o, key, strtod(buf, NULL));
+}
+
 static cJSON *settings_json(const fit_args *a, const at_train_config *cfg) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "model", a->model);
     cJSON_AddStringToObject(o, "data", a->data);
-    cJSON_AddNumberToObject(o, "epochs", a->epochs);
-    cJSON_AddNumberToObject(o, "batch", a->batch);
+    add_num(o, "epochs", a->epochs);
+    add_num(o, "batch", a->batch);
     cJSON_AddStringToObject(o, "optim", a->optim);
-    cJSON_AddNumberToObject(o, "lr", a->lr);
-    cJSON_AddNumberToObject(o, "momentum", strcmp(a->optim, "sgd") == 0 ? a->momentum : 0.0);
+    add_num(o, "lr", a->lr);
+    add_num(o, "momentum", strcmp(a->optim, "sgd") == 0 ? a->momentum : 0.0);
     cJSON_AddBoolToObject(o, "nesterov", a->nesterov);
     cJSON_AddStringToObject(o, "init", a->init);
-    cJSON_AddNumberToObject(o, "seed", (double)a->seed);
-    cJSON_AddNumberToObject(o, "threads", a->threads);
-    cJSON_AddNumberToObject(o, "val_split", a->val_split);
-    cJSON_AddNumberToObject(o, "train_subset", a->train_subset);
-    cJSON_AddNumberToObject(o, "l1", a->l1);
-    cJSON_AddNumberToObject(o, "l2", a->l2);
+    add_num(o, "seed", (double)a->seed);
+    add_num(o, "threads", a->threads);
+    add_num(o, "val_split", a->val_split);
+    add_num(o, "train_subset", a->train_subset);
+    add_num(o, "l1", a->l1);
+    add_num(o, "l2", a->l2);
     cJSON_AddStringToObject(o, "reg_layers", a->reg_layers);
     cJSON_AddBoolToObject(o, "reg_bias", a->reg_bias);
     cJSON_AddBoolToObject(o, "prox_l1", a->prox_l1);
-    cJSON_AddNumberToObject(o, "weight_decay", a->weight_decay);
+    add_num(o, "weight_decay", a->weight_decay);
     cJSON_AddBoolToObject(o, "decoupled", cfg->optim.decoupled || cfg->optim.kind == AT_OPTIM_ADAMW);
-    cJSON_AddNumberToObject(o, "max_norm", a->max_norm);
-    cJSON_AddNumberToObject(o, "dropout", a->dropout);
-    cJSON_AddNumberToObject(o, "label_smoothing", a->label_smoothing);
-    cJSON_AddNumberToObject(o, "clip_grad", a->clip_grad);
+    add_num(o, "max_norm", a->max_norm);
+    add_num(o, "dropout", a->dropout);
+    add_num(o, "label_smoothing", a->label_smoothing);
+    add_num(o, "clip_grad", a->clip_grad);
     cJSON_AddStringToObject(o, "augment", a->augment);
-    cJSON_AddNumberToObject(o, "noise", a->noise);
-    cJSON_AddNumberToObject(o, "mixup", a->mixup);
+    add_num(o, "noise", a->noise);
+    add_num(o, "mixup", a->mixup);
     cJSON_AddStringToObject(o, "schedule", a->schedule);
     const at_schedule_config *sc = &cfg->schedule;
     switch (sc->kind) {
     case AT_SCHEDULE_STEP:
-        cJSON_AddNumberToObject(o, "step_size", sc->step_size ? sc->step_size : (a->epochs + 2) / 3);
-        cJSON_AddNumberToObject(o, "gamma", sc->gamma);
+        add_num(o, "step_size", sc->step_size ? sc->step_size : (a->epochs + 2) / 3);
+        add_num(o, "gamma", sc->gamma);
         break;
-    case AT_SCHEDULE_COSINE: cJSON_AddNumberToObject(o, "min_lr", sc->min_lr); break;
-    case AT_SCHEDULE_ONECYCLE: cJSON_AddNumberToObject(o, "pct_start", sc->pct_start); break;
+    case AT_SCHEDULE_COSINE: add_num(o, "min_lr", sc->min_lr); break;
+    case AT_SCHEDULE_ONECYCLE: add_num(o, "pct_start", sc->pct_start); break;
     case AT_SCHEDULE_PLATEAU:
-        cJSON_AddNumberToObject(o, "plateau_patience", sc->patience);
-        cJSON_AddNumberToObject(o, "plateau_factor", sc->factor);
-        cJSON_AddNumberToObject(o, "min_lr", sc->min_lr);
+        add_num(o, "plateau_patience", sc->patience);
+        add_num(o, "plateau_factor", sc->factor);
+        add_num(o, "min_lr", sc->min_lr);
         break;
     default: break;
     }
-    cJSON_AddNumberToObject(o, "early_stop", a->early_stop);
-    cJSON_AddNumberToObject(o, "min_delta", a->min_delta);
+    add_num(o, "early_stop", a->early_stop);
+    add_num(o, "min_delta", a->min_delta);
     cJSON_AddStringToObject(o, "monitor", a->monitor);
     return o;
 }
