@@ -690,6 +690,16 @@ at_status at_free_replay(at_net *net, at_adv_workspace *ws, float eps, const flo
                          const int32_t *y, const float *soft, int n, float *loss, int *correct);
 void at_free_reset(at_adv_workspace *ws);
 
+/* ---------------------------------------------------------------- C export */
+
+/* Writes the network as standalone C99 for microcontrollers (docs/export.md): DIR/PREFIX.h and
+ * DIR/PREFIX.c, with the parameters as static const float arrays and one inference function,
+ * PREFIX_forward (caller-provided scratch, reentrant) plus PREFIX_predict (static buffers). No
+ * allocation, no dependency beyond <math.h> for Tanh/Sigmoid. Files are written atomically; DIR
+ * is created if missing (not its parents). AT_ERR_ARG if prefix is not a C identifier, AT_ERR_IO
+ * naming the path if DIR cannot be written, AT_ERR_NAN if a parameter is not finite. */
+at_status at_export_c(const at_net *net, const char *dir, const char *prefix);
+
 #ifdef __cplusplus
 }
 #endif

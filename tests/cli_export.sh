@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# advtrain export --c: the files it writes, their default names, the generated code compiling as
+# strict C99 (and its header as C++), and clear errors with the right exit codes. The logits
+# themselves are compared with the library's in tests/test_export_c.c.
+set -u
+cli="${ADVTRAIN_CLI:?set ADVTRAIN_CLI to the advtrain binary}"
+cc="${CC:-cc}"
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+passed=0
+failed=0
+
+ok() { passed=$((passed + 1)); }
+bad() { failed=$((failed + 1)); echo "FAIL: $*" >&2; }
+
+# expect CODE PATTERN -- command...: exit code and a stderr (or stdout) line matching PATTERN.
+expect() {
+    local code="$1" pattern="$2"
+    shift 3
+    "$@" >"$tmp/stdout" 2>"$tmp/err"
+    local got=$?
+    if [ "$got" -ne "$code" ]; then
+        bad "$* exited $got, expected $code; stderr: $(head -c 400 "$tmp/err")"
+    elif ! grep -qE -- "$pattern" "$tmp/err" "$tmp/stdout"; then
+        bad "$*: output does not match /$pattern/: $(head -c 400 "$tmp/err")"
+    else
+        ok
+    fi
+}
+
+model="$tmp/seed-mlp.safetensors"
+"$cli" fit --model seed-mlp --data synthetic --epochs 1 --batch 8 --lr 0.01 --out "$model" \
+    --quiet >/dev/null || bad "training the seed-mlp model failed"
+
+# --- help and usage errors
+expect 0 "usage: advtrain export" -- "$cli" export --help
+expect 0 "export +write a saved model" -- "$cli" --help
+expect 2 "which model" -- "$cli" export
+expect 2 "--c DIR" -- "$cli" export "$model"
+expect 2 "--c needs a value" -- "$cli" export "$model" --c
+expect 2 "--prefix 9lives: not a C identifier" -- "$cli" export "$model" --c "$tmp/gen" --prefix 9lives
+expect 2 "--prefix a-b: not a C identifier" -- "$cli" export "$model" --c "$tmp/gen" --prefix a-b
+expect 2 "unknown flag '--cpp'" -- "$cli" export "$model" --cpp "$tmp/gen"
+
+# --- run failures name the file
+expect 1 "$tmp/missing.safetensors" -- "$cli" export "$tmp/missing.safetensors" --c "$tmp/gen"
+printf 'not a model' >"$tmp/junk.safetensors"
+expect 1 "$tmp/junk.safetensors" -- "$cli" export "$tmp/junk.safetensors" --c "$tmp/gen"
+touch "$tmp/a_file"
+expect 1 "$tmp/a_file: not a directory" -- "$cli" export "$model" --c "$tmp/a_file"
+expect 1 "$tmp/no/such/dir" -- "$cli" export "$model" --c "$tmp/no/such/dir"
+
+# --- the default prefix comes from the file name; DIR is created
+expect 0 "wrote .*seed_mlp.h and .*seed_mlp.c" -- "$cli" export "$model" --c "$tmp/gen"
+if [ -f "$tmp/gen/seed_mlp.h" ] && [ -f "$tmp/gen/seed_mlp.c" ]; then ok; else bad "no seed_mlp.[ch]"; fi
+cp "$model" "$tmp/2nd model.v1.safetensors"
+expect 0 "model_2nd_model_v1.c" -- "$cli" export "$tmp/2nd model.v1.safetensors" --c "$tmp/gen"
+expect 0 "wrote .*tiny.c" -- "$cli" export "$model" --c "$tmp/gen/" --prefix tiny
+if ls "$tmp/gen" | grep -q '\.tmp\.'; then bad "temporary files left in $tmp/gen"; else ok; fi
+
+# --- the generated code: strict C99, links without libm (no Tanh/Sigmoid), header valid C++
+cat >"$tmp/main.c" <<'C'
+#include <stdio.h>
+#include "tiny.h"
+int main(void)
+{
+    float x[TINY_INPUT_SIZE] = {0}, z[TINY_OUTPUTS];
+    static float scratch[TINY_SCRATCH_FLOATS];
+    int a = tiny_predict(x, z), b = tiny_forward(x, z, scratch);
+    printf("%d %d\n", a, b);
+    return a != b;
+}
+C
+if "$cc" -std=c99 -Wall -Wextra -Werror -pedantic -O2 -I"$tmp/gen" "$tmp/main.c" "$tmp/gen/tiny.c" \
+    -o "$tmp/tiny" && "$tmp/tiny" >/dev/null; then ok; else bad "the exported tiny.c does not build or run"; fi
+if command -v c++ >/dev/null 2>&1; then
+    if echo '#include "tiny.h"
+int main() { float x[TINY_INPUT_SIZE] = {}; return tiny_predict(x, nullptr) < 0; }' |
+        c++ -std=c++11 -Wall -Wextra -Werror -fsyntax-only -I"$tmp/gen" -x c++ -; then ok; else
+        bad "tiny.h is not valid C++"; fi
+fi
+
+echo "cli_export: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
