@@ -443,85 +443,6 @@ at_status at_model_load(at_net **out, const char *path, at_st_file **meta);
 at_status at_net_load_weights(at_net *net, const at_st_file *f, const char *path);
 
 
-/* ---------------------------------------------------------------- training and evaluation */
-
-/* Accuracy (classification) or mean squared error (regression) of a network on a dataset, in
- * eval mode. */
-typedef struct at_eval_result {
-    int samples;
-    float loss;     /* mean cross-entropy, or MSE */
-    float accuracy; /* fraction correct (classification), else 0 */
-    float mse;      /* regression, else 0 */
-} at_eval_result;
-
-at_status at_evaluate(at_net *net, const at_dataset *ds, int batch, at_eval_result *out);
-/* The figure of merit reported for a dataset: accuracy for classification, MSE for regression. */
-float at_eval_metric(const at_dataset *ds, const at_eval_result *r);
-
-/* What early stopping and the plateau schedule watch: the validation loss (Keras's default) or
- * the validation metric (accuracy, higher is better; MSE, lower is better). Without a validation
- * set the plateau schedule watches the training loss or metric. */
-typedef enum at_monitor { AT_MONITOR_VAL_LOSS, AT_MONITOR_VAL_METRIC } at_monitor;
-
-/* Everything after `optim` is regularization and is off in at_train_defaults(). Per step, in
- * this order: batch (+ augmentation, input noise, mixup), forward, loss (+ penalty), backward,
- * penalty gradients, gradient clipping, optimizer step (with weight decay), proximal L1,
- * max-norm. */
-typedef struct at_train_config {
-    int epochs;
-    int batch;
-    uint64_t seed;        /* shuffling, dropout, augmentation, noise and mixup */
-    at_optim_config optim;
-    float l1, l2;         /* penalties l1*sum|w| + l2*sum w^2 over reg_select, added to the loss */
-    bool prox_l1;         /* apply l1 as a proximal step (threshold lr*l1) instead of a gradient */
-    float max_norm;       /* > 0: max-norm constraint on reg_select's weights after each step */
-    at_reg_select reg_select; /* covers l1, l2, prox, max-norm and the optimizer's weight decay
-                               * (default: every weight, no bias) */
-    float label_smoothing;    /* classification: targets (1-e)*onehot + e/K */
-    float clip_grad;          /* > 0: clip the global gradient norm to this */
-    float input_noise;        /* > 0: N(0, s^2) added to training inputs; images clamped to [0,1] */
-    at_augment_config augment; /* images only: random crop with zero padding, horizontal flip */
-    float mixup_alpha;        /* > 0: mixup, lam ~ Beta(alpha, alpha) once per batch */
-    at_schedule_config schedule; /* learning-rate schedule (default constant) */
-    int early_stop;           /* > 0: patience in epochs; needs a validation set; the best
-                               * epoch's weights are restored at the end */
-    float min_delta;          /* early stopping: the smallest change that counts as improvement */
-    at_monitor monitor;
-} at_train_config;
-
-at_train_config at_train_defaults(void);
-
-/* What the training loop reports after each epoch. Metrics are accuracy (classification) or MSE
- * (regression); NAN where a split is absent. */
-typedef struct at_epoch_stats {
-    int epoch, epochs; /* 1-based */
-    float lr;
-    float train_loss;
-    float train_metric; /* running, over the epoch's batches in train mode */
-    float val_metric;
-    float test_metric;
-    double seconds;     /* training time of the epoch (evaluation excluded) */
-    float val_loss;     /* NAN without a validation set */
-    float penalty;      /* mean L1/L2 penalty over the epoch's batches (0 if none) */
-    float grad_norm;    /* mean global gradient norm before clipping (clip_grad > 0), else NAN */
-    int best_epoch;     /* early stopping: the best epoch so far (1-based), else 0 */
-    bool stopping;      /* early stopping ends training after this epoch */
-} at_epoch_stats;
-
-typedef struct at_train_callbacks {
-    void *user;
-    /* After every batch (may be NULL): for progress bars. */
-    void (*on_batch)(void *user, int epoch, int batch, int nbatches, float running_loss);
-    /* After every epoch (may be NULL). Returning false stops training. */
-    bool (*on_epoch)(void *user, const at_epoch_stats *stats);
-} at_train_callbacks;
-
-/* Trains net on `train` with minibatch SGD/Adam; evaluates on val and test (either may be NULL)
- * after each epoch. Fails with AT_ERR_NAN if the loss diverges, saying when. */
-at_status at_train(at_net *net, const at_dataset *train, const at_dataset *val,
-                   const at_dataset *test, const at_train_config *cfg,
-                   const at_train_callbacks *cb);
-
 /* ---------------------------------------------------------------- adversarial attacks */
 
 /* Attacks work on raw pixels in [0,1] with the network in eval mode (dropout off; the mode is
@@ -690,15 +611,142 @@ at_status at_free_replay(at_net *net, at_adv_workspace *ws, float eps, const flo
                          const int32_t *y, const float *soft, int n, float *loss, int *correct);
 void at_free_reset(at_adv_workspace *ws);
 
-/* ---------------------------------------------------------------- C export */
+/* ---------------------------------------------------------------- training and evaluation */
 
-/* Writes the network as standalone C99 for microcontrollers (docs/export.md): DIR/PREFIX.h and
- * DIR/PREFIX.c, with the parameters as static const float arrays and one inference function,
- * PREFIX_forward (caller-provided scratch, reentrant) plus PREFIX_predict (static buffers). No
- * allocation, no dependency beyond <math.h> for Tanh/Sigmoid. Files are written atomically; DIR
- * is created if missing (not its parents). AT_ERR_ARG if prefix is not a C identifier, AT_ERR_IO
- * naming the path if DIR cannot be written, AT_ERR_NAN if a parameter is not finite. */
-at_status at_export_c(const at_net *net, const char *dir, const char *prefix);
+/* Accuracy (classification) or mean squared error (regression) of a network on a dataset, in
+ * eval mode. */
+typedef struct at_eval_result {
+    int samples;
+    float loss;     /* mean cross-entropy, or MSE */
+    float accuracy; /* fraction correct (classification), else 0 */
+    float mse;      /* regression, else 0 */
+} at_eval_result;
+
+at_status at_evaluate(at_net *net, const at_dataset *ds, int batch, at_eval_result *out);
+/* The figure of merit reported for a dataset: accuracy for classification, MSE for regression. */
+float at_eval_metric(const at_dataset *ds, const at_eval_result *r);
+
+/* Adversarial training inside at_train. Each batch's gradient comes from the method:
+ *   fgsm     Goodfellow et al. 2015: clean_weight*CE(x) + (1-clean_weight)*CE(FGSM(x)), no
+ *            random start, step eps (the tutorial's recipe);
+ *   fgsm-rs  Wong et al. 2020: CE on FGSM from a uniform random start, step alpha = 1.25 eps,
+ *            guarded against catastrophic overfitting (see guard below);
+ *   pgd      Madry et al. 2018: CE on PGD (steps of alpha, random start), L-inf or L2;
+ *   trades   Zhang et al. 2019: CE(x) + beta*KL(f(x) || f(x_adv)), x_adv maximizing the KL;
+ *   free     Shafahi et al. 2019: each batch replayed `replays` times, one optimizer step per
+ *            replay, the perturbation updated from the same backward pass (an epoch then costs
+ *            `replays` plain epochs: divide the epochs by it to compare at equal cost).
+ * Crafting runs in eval mode. eps ramps linearly from 0 over warmup_epochs. With a validation
+ * set, PGD robust accuracy on it is measured every epoch and the best epoch's weights are kept
+ * (robust overfitting). */
+typedef enum at_adv_method {
+    AT_ADV_NONE = 0,
+    AT_ADV_FGSM,
+    AT_ADV_FGSM_RS,
+    AT_ADV_PGD,
+    AT_ADV_TRADES,
+    AT_ADV_FREE
+} at_adv_method;
+
+typedef struct at_adv_train_config {
+    at_adv_method method;
+    at_attack_norm norm;     /* pgd: L-inf or L2; the others are L-inf */
+    float eps;               /* 0-1 pixel scale */
+    float alpha;             /* step; 0 = the method's default (fgsm eps, fgsm-rs 1.25 eps,
+                                pgd 2.5 eps/steps, trades 0.25 eps) */
+    int steps;               /* pgd (default 7) and trades (default 10) inner steps */
+    float clean_weight;      /* fgsm: weight of the clean loss (0.5) */
+    float beta;              /* trades: weight of the KL term (6) */
+    int replays;             /* free: m (default 8) */
+    int warmup_epochs;       /* eps ramps linearly from 0 over these epochs (0: none) */
+    int robust_val_steps;    /* PGD steps of the per-epoch robust validation (default 10) */
+    int robust_val_samples;  /* validation samples it attacks (default 1000) */
+    bool keep_best;          /* restore the epoch with the best robust validation accuracy
+                                (default true when a validation set exists) */
+    bool guard;              /* fgsm-rs: check for catastrophic overfitting each epoch (default on) */
+    int guard_samples;       /* held-out batch of the guard (default 512: from the validation set,
+                                else the first training samples) */
+} at_adv_train_config;
+
+/* Defaults for a method at a given eps (the values above). */
+at_adv_train_config at_adv_train_defaults(at_adv_method method, float eps);
+/* "fgsm", "fgsm-rs", "pgd", "trades", "free" (and "none"); AT_ERR_ARG names the valid ones. */
+at_status at_adv_method_from_name(const char *name, at_adv_method *method);
+const char *at_adv_method_name(at_adv_method method);
+
+/* What early stopping and the plateau schedule watch: the validation loss (Keras's default) or
+ * the validation metric (accuracy, higher is better; MSE, lower is better). Without a validation
+ * set the plateau schedule watches the training loss or metric. */
+typedef enum at_monitor { AT_MONITOR_VAL_LOSS, AT_MONITOR_VAL_METRIC } at_monitor;
+
+/* Everything after `optim` is regularization and is off in at_train_defaults(). Per step, in
+ * this order: batch (+ augmentation, input noise, mixup), forward, loss (+ penalty), backward,
+ * penalty gradients, gradient clipping, optimizer step (with weight decay), proximal L1,
+ * max-norm. */
+typedef struct at_train_config {
+    int epochs;
+    int batch;
+    uint64_t seed;        /* shuffling, dropout, augmentation, noise and mixup */
+    at_optim_config optim;
+    float l1, l2;         /* penalties l1*sum|w| + l2*sum w^2 over reg_select, added to the loss */
+    bool prox_l1;         /* apply l1 as a proximal step (threshold lr*l1) instead of a gradient */
+    float max_norm;       /* > 0: max-norm constraint on reg_select's weights after each step */
+    at_reg_select reg_select; /* covers l1, l2, prox, max-norm and the optimizer's weight decay
+                               * (default: every weight, no bias) */
+    float label_smoothing;    /* classification: targets (1-e)*onehot + e/K */
+    float clip_grad;          /* > 0: clip the global gradient norm to this */
+    float input_noise;        /* > 0: N(0, s^2) added to training inputs; images clamped to [0,1] */
+    at_augment_config augment; /* images only: random crop with zero padding, horizontal flip */
+    float mixup_alpha;        /* > 0: mixup, lam ~ Beta(alpha, alpha) once per batch */
+    at_schedule_config schedule; /* learning-rate schedule (default constant) */
+    int early_stop;           /* > 0: patience in epochs; needs a validation set; the best
+                               * epoch's weights are restored at the end */
+    float min_delta;          /* early stopping: the smallest change that counts as improvement */
+    at_monitor monitor;
+    at_adv_train_config adv;  /* adversarial training (off in at_train_defaults) */
+} at_train_config;
+
+at_train_config at_train_defaults(void);
+
+/* What the training loop reports after each epoch. Metrics are accuracy (classification) or MSE
+ * (regression); NAN where a split is absent. */
+typedef struct at_epoch_stats {
+    int epoch, epochs; /* 1-based */
+    float lr;
+    float train_loss;
+    float train_metric; /* running, over the epoch's batches in train mode */
+    float val_metric;
+    float test_metric;
+    double seconds;     /* training time of the epoch (evaluation excluded) */
+    float val_loss;     /* NAN without a validation set */
+    float penalty;      /* mean L1/L2 penalty over the epoch's batches (0 if none) */
+    float grad_norm;    /* mean global gradient norm before clipping (clip_grad > 0), else NAN */
+    int best_epoch;     /* early stopping / robust selection: the best epoch so far, else 0 */
+    bool stopping;      /* early stopping ends training after this epoch */
+    /* Adversarial training (NAN / 0 otherwise): */
+    float eps;          /* the epoch's final eps (after warm-up) */
+    float adv_metric;   /* running accuracy on the adversarial training examples */
+    float robust_val;   /* PGD robust accuracy on the validation samples */
+    float guard_acc;    /* FGSM-RS guard: PGD accuracy on the held-out batch */
+    bool collapsed;     /* the guard found catastrophic overfitting and restored the weights of
+                           the last good epoch; alpha is the step used from now on */
+    float alpha;        /* the FGSM-RS step size in use (0-1 pixel scale) */
+    const char *method; /* adversarial training method now in use ("fgsm-rs", "pgd") */
+} at_epoch_stats;
+
+typedef struct at_train_callbacks {
+    void *user;
+    /* After every batch (may be NULL): for progress bars. */
+    void (*on_batch)(void *user, int epoch, int batch, int nbatches, float running_loss);
+    /* After every epoch (may be NULL). Returning false stops training. */
+    bool (*on_epoch)(void *user, const at_epoch_stats *stats);
+} at_train_callbacks;
+
+/* Trains net on `train` with minibatch SGD/Adam; evaluates on val and test (either may be NULL)
+ * after each epoch. Fails with AT_ERR_NAN if the loss diverges, saying when. */
+at_status at_train(at_net *net, const at_dataset *train, const at_dataset *val,
+                   const at_dataset *test, const at_train_config *cfg,
+                   const at_train_callbacks *cb);
 
 #ifdef __cplusplus
 }

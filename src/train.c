@@ -1,7 +1,9 @@
 /* The training loop and evaluation: data -> batch (augmentation, noise, mixup) -> forward ->
  * loss + penalty -> backward -> penalty gradients -> clipping -> optimizer -> proximal L1 and
- * max-norm; per epoch: evaluation, learning-rate schedule, early stopping. Nothing is allocated
- * per step: every buffer is sized before the first batch. */
+ * max-norm; per epoch: evaluation, learning-rate schedule, early stopping. With adversarial
+ * training (adv_train.c) the method supplies the batch gradient. Nothing is allocated per step:
+ * every buffer is sized before the first batch. */
+#include "adv_train.h"
 #include "internal.h"
 
 #include <math.h>
@@ -302,8 +304,13 @@ at_status at_train(at_net *net, const at_dataset *train, const at_dataset *val,
         at_optim_free(opt);
         return s;
     }
+    adv_trainer *adv = NULL;
     if ((s = alloc_extra(&e, net, train, cfg, k)) != AT_OK) goto done_batch;
     if ((s = at_net_reserve(net, cfg->batch)) != AT_OK) goto done;
+    if (cfg->adv.method != AT_ADV_NONE &&
+        (s = adv_trainer_create(&adv, net, opt, cfg, train, val, nbatches)) != AT_OK)
+        goto done;
+    const int replays = adv ? adv_trainer_replays(adv) : 1;
     at_rng rng, aug;
     at_rng_seed(&rng, cfg->seed);
     at_rng_seed(&aug, cfg->seed ^ 0x61756700A5A5A5A5ull); /* its own stream: shuffles stay put */
@@ -313,7 +320,8 @@ at_status at_train(at_net *net, const at_dataset *train, const at_dataset *val,
     int64_t step = 0;
     for (int epoch = 1; epoch <= cfg->epochs && s == AT_OK; epoch++) {
         double start = now_seconds(), loss_sum = 0.0, penalty_sum = 0.0, norm_sum = 0.0;
-        long hits = 0;
+        long hits = 0, adv_hits = 0;
+        float eps = 0.0f;
         apply_schedule(opt, &sched, epoch - 1);
         at_rng_shuffle(&rng, b.idx, train->n);
         at_net_set_training(net, true);
@@ -325,28 +333,40 @@ at_status at_train(at_net *net, const at_dataset *train, const at_dataset *val,
             float loss, penalty = 0.0f, norm = NAN;
             int correct;
             if (sc.kind == AT_SCHEDULE_ONECYCLE) apply_schedule(opt, &sched, (int)step);
-            if ((s = at_net_forward(net, x, n, &out)) != AT_OK) break;
-            if (soft)
-                s = at_cross_entropy_soft(out, soft, n, k, &loss, b.dlogits, &correct);
-            else
-                s = batch_loss(train, out, &b, n, k, cfg->label_smoothing, &loss, &correct);
-            if (s == AT_ERR_NAN) {
-                s = at_fail(AT_ERR_NAN,
-                            "the training loss became %g at epoch %d, batch %d: training "
-                            "diverged (try a smaller learning rate)",
-                            (double)loss, epoch, bi + 1);
-                break;
+            /* Free-AT replays each batch; every other method computes one gradient. */
+            for (int r = 0; r < replays && s == AT_OK; r++) {
+                int adv_correct = 0;
+                at_net_zero_grad(net);
+                if (adv) {
+                    eps = adv_trainer_eps(adv, step);
+                    s = adv_trainer_gradients(adv, x, b.y, soft, n, eps, &loss, &correct, &adv_correct);
+                } else {
+                    if ((s = at_net_forward(net, x, n, &out)) != AT_OK) break;
+                    if (soft)
+                        s = at_cross_entropy_soft(out, soft, n, k, &loss, b.dlogits, &correct);
+                    else
+                        s = batch_loss(train, out, &b, n, k, cfg->label_smoothing, &loss, &correct);
+                    if (s == AT_OK) s = at_net_backward(net, b.dlogits, AT_GRAD_PARAMS, NULL);
+                }
+                if (s == AT_ERR_NAN) {
+                    s = at_fail(AT_ERR_NAN,
+                                "the training loss became %g at epoch %d, batch %d: training "
+                                "diverged (try a smaller learning rate)",
+                                (double)loss, epoch, bi + 1);
+                    break;
+                }
+                if (s != AT_OK) break;
+                if ((s = regularized_step(net, opt, cfg, &penalty, &norm)) != AT_OK) {
+                    if (s == AT_ERR_NAN)
+                        s = at_fail(AT_ERR_NAN, "%s at epoch %d, batch %d: training diverged (try a "
+                                                "smaller learning rate)",
+                                    at_error_message(), epoch, bi + 1);
+                    break;
+                }
+                adv_hits += adv_correct;
             }
             if (s != AT_OK) break;
-            at_net_zero_grad(net);
-            if ((s = at_net_backward(net, b.dlogits, AT_GRAD_PARAMS, NULL)) != AT_OK) break;
-            if ((s = regularized_step(net, opt, cfg, &penalty, &norm)) != AT_OK) {
-                if (s == AT_ERR_NAN)
-                    s = at_fail(AT_ERR_NAN, "%s at epoch %d, batch %d: training diverged (try a "
-                                            "smaller learning rate)",
-                                at_error_message(), epoch, bi + 1);
-                break;
-            }
+            /* Free-AT reports its last replay of the batch. */
             loss_sum += (double)loss * n;
             penalty_sum += penalty;
             norm_sum += norm;
@@ -366,6 +386,10 @@ at_status at_train(at_net *net, const at_dataset *train, const at_dataset *val,
         st.train_metric = is_regression(train) ? st.train_loss : (float)((double)hits / train->n);
         st.penalty = (float)(penalty_sum / nbatches);
         st.grad_norm = cfg->clip_grad > 0.0f ? (float)(norm_sum / nbatches) : NAN;
+        st.eps = adv ? eps : NAN;
+        st.adv_metric = adv ? (float)((double)adv_hits / ((double)train->n * replays)) : NAN;
+        st.robust_val = st.guard_acc = NAN;
+        if (adv && (s = adv_trainer_end_epoch(adv, epoch, &st)) != AT_OK) break;
         at_eval_result rv, rt;
         if ((s = evaluate_or_nan(net, val, cfg->batch, &rv)) != AT_OK) break;
         if ((s = evaluate_or_nan(net, test, cfg->batch, &rt)) != AT_OK) break;
@@ -385,7 +409,7 @@ at_status at_train(at_net *net, const at_dataset *train, const at_dataset *val,
             } else {
                 es.wait++;
             }
-            st.best_epoch = es.best_epoch;
+            if (!(adv && st.best_epoch > 0)) st.best_epoch = es.best_epoch;
             st.stopping = es.wait >= cfg->early_stop;
         }
         bool go_on = !(cb && cb->on_epoch) || cb->on_epoch(cb->user, &st);
@@ -394,7 +418,10 @@ at_status at_train(at_net *net, const at_dataset *train, const at_dataset *val,
     /* Keras's restore_best_weights, whether training stopped early or ran out of epochs. */
     if (s == AT_OK && cfg->early_stop > 0 && es.best_epoch > 0)
         memcpy(at_net_params(net), e.best, sizeof(float) * at_net_num_params(net));
+    /* The best robust epoch wins over the last one (robust overfitting, Rice et al. 2020). */
+    if (s == AT_OK && adv) adv_trainer_finish(adv);
 done:
+    adv_trainer_free(adv);
     free_extra(&e);
 done_batch:
     free_batch(&b);
