@@ -24,6 +24,11 @@ typedef struct fit_args {
     bool reg_bias, decoupled, prox_l1;
     int step_size, plateau_patience, early_stop;
     float gamma, min_lr, pct_start, plateau_factor, min_delta;
+    /* adversarial training */
+    const char *adv, *adv_norm;
+    float eps, alpha, clean_weight, beta;
+    int adv_steps, replays, eps_warmup, robust_val_steps, robust_val_samples;
+    bool no_guard, keep_last;
 } fit_args;
 
 typedef struct fit_state {
@@ -33,6 +38,7 @@ typedef struct fit_state {
     double start, epoch_start;
     at_epoch_stats last;
     int epochs_run;
+    int collapses;
 } fit_state;
 
 static void format_metric(char *buf, size_t cap, bool regression, float v) {
@@ -59,6 +65,7 @@ static bool on_epoch(void *user, const at_epoch_stats *s) {
     fit_state *st = user;
     st->last = *s;
     st->epochs_run = s->epoch;
+    st->collapses += s->collapsed;
     if (st->args->quiet) return true;
     if (!st->args->json) cli_progress_done();
     char train[32], val[32], test[32];
@@ -72,6 +79,17 @@ static bool on_epoch(void *user, const at_epoch_stats *s) {
     if (s->penalty > 0.0f) fprintf(f, "  penalty %.4g", (double)s->penalty);
     if (!isnan(s->grad_norm)) fprintf(f, "  |g| %.3g", (double)s->grad_norm);
     fprintf(f, "  %.1fs\n", s->seconds);
+    if (!isnan(s->eps)) {
+        fprintf(f, "           %s eps %.4g (0-1 scale): adversarial-train %.2f%%", s->method,
+                (double)s->eps, 100.0 * s->adv_metric);
+        if (!isnan(s->robust_val)) fprintf(f, "  robust val (PGD) %.2f%%", 100.0 * s->robust_val);
+        if (!isnan(s->guard_acc)) fprintf(f, "  guard (PGD-10) %.2f%%", 100.0 * s->guard_acc);
+        fprintf(f, "\n");
+    }
+    if (s->collapsed)
+        fprintf(f, "catastrophic overfitting at epoch %d: PGD accuracy on the held-out batch fell to "
+                   "%.2f%%; restored the last good weights; continuing with %s, step %.4g\n",
+                s->epoch, 100.0 * s->guard_acc, s->method, (double)s->alpha);
     if (s->stopping)
         fprintf(f, "early stopping: no improvement for %d epochs; restoring the weights of epoch %d\n",
                 st->args->early_stop, s->best_epoch);
@@ -201,6 +219,34 @@ static int build_config(const cli_command *cmd, fit_args *a, at_train_config *cf
     cfg->min_delta = a->min_delta;
     if (a->early_stop > 0 && a->val_split <= 0.0f)
         return usage_error("--early-stop watches a validation set: add --val-split F (e.g. 0.1)");
+    if (a->adv) {
+        at_adv_method m;
+        if (at_adv_method_from_name(a->adv, &m) != AT_OK)
+            return usage_error("--adv %s: %s", a->adv, at_error_message());
+        if (m != AT_ADV_NONE) {
+            if (a->eps <= 0.0f) return usage_error("--adv %s needs --eps E (0-1 pixel scale, e.g. 0.1)", a->adv);
+            cfg->adv = at_adv_train_defaults(m, a->eps);
+            if (cli_find(cmd, "alpha")->seen) cfg->adv.alpha = a->alpha;
+            if (cli_find(cmd, "steps")->seen) cfg->adv.steps = a->adv_steps;
+            if (cli_find(cmd, "clean-weight")->seen) cfg->adv.clean_weight = a->clean_weight;
+            if (cli_find(cmd, "beta")->seen) cfg->adv.beta = a->beta;
+            if (cli_find(cmd, "replays")->seen) cfg->adv.replays = a->replays;
+            if (cli_find(cmd, "robust-val-steps")->seen) cfg->adv.robust_val_steps = a->robust_val_steps;
+            if (cli_find(cmd, "robust-val-samples")->seen) cfg->adv.robust_val_samples = a->robust_val_samples;
+            cfg->adv.warmup_epochs = a->eps_warmup;
+            cfg->adv.guard = !a->no_guard;
+            cfg->adv.keep_best = !a->keep_last;
+            if (strcmp(a->adv_norm, "linf") == 0)
+                cfg->adv.norm = AT_NORM_LINF;
+            else if (strcmp(a->adv_norm, "l2") == 0)
+                cfg->adv.norm = AT_NORM_L2;
+            else
+                return usage_error("--adv-norm %s: use linf or l2", a->adv_norm);
+        }
+    } else if (cli_find(cmd, "eps")->seen) {
+        return usage_error("--eps sets the adversarial training radius: add --adv METHOD "
+                           "(fgsm, fgsm-rs, pgd, trades, free)");
+    }
     if (strcmp(a->monitor, "loss") == 0)
         cfg->monitor = AT_MONITOR_VAL_LOSS;
     else if (strcmp(a->monitor, "metric") == 0)
@@ -266,6 +312,23 @@ static cJSON *settings_json(const fit_args *a, const at_train_config *cfg) {
     add_num(o, "early_stop", a->early_stop);
     add_num(o, "min_delta", a->min_delta);
     cJSON_AddStringToObject(o, "monitor", a->monitor);
+    const at_adv_train_config *adv = &cfg->adv;
+    cJSON_AddStringToObject(o, "adv", at_adv_method_name(adv->method));
+    if (adv->method != AT_ADV_NONE) {
+        add_num(o, "eps", adv->eps);
+        cJSON_AddStringToObject(o, "eps_scale", "0-1");
+        cJSON_AddStringToObject(o, "adv_norm", adv->norm == AT_NORM_L2 ? "l2" : "linf");
+        add_num(o, "alpha", adv->alpha); /* 0: the method's default */
+        if (adv->method == AT_ADV_PGD || adv->method == AT_ADV_TRADES) add_num(o, "adv_steps", adv->steps);
+        if (adv->method == AT_ADV_FGSM) add_num(o, "clean_weight", adv->clean_weight);
+        if (adv->method == AT_ADV_TRADES) add_num(o, "beta", adv->beta);
+        if (adv->method == AT_ADV_FREE) add_num(o, "replays", adv->replays);
+        add_num(o, "eps_warmup", adv->warmup_epochs);
+        add_num(o, "robust_val_steps", adv->robust_val_steps);
+        add_num(o, "robust_val_samples", adv->robust_val_samples);
+        cJSON_AddBoolToObject(o, "keep_best", adv->keep_best);
+        if (adv->method == AT_ADV_FGSM_RS) cJSON_AddBoolToObject(o, "guard", adv->guard);
+    }
     return o;
 }
 
@@ -326,9 +389,15 @@ static cJSON *results_json(const fit_state *st, const at_net *net, const final_m
     const bool reg = st->regression;
     cJSON_AddStringToObject(o, "metric", reg ? "mse" : "accuracy");
     cJSON_AddNumberToObject(o, "epochs_run", st->epochs_run);
-    if (st->args->early_stop > 0) {
+    if (st->args->early_stop > 0 || (st->args->adv && st->last.best_epoch > 0)) {
         cJSON_AddNumberToObject(o, "best_epoch", st->last.best_epoch);
         cJSON_AddBoolToObject(o, "stopped_early", st->last.stopping);
+    }
+    if (!isnan(st->last.eps)) {
+        cJSON_AddStringToObject(o, "adv_method", st->last.method);
+        cJSON_AddNumberToObject(o, "adv_train_accuracy", st->last.adv_metric);
+        if (!isnan(st->last.robust_val)) cJSON_AddNumberToObject(o, "last_robust_val", st->last.robust_val);
+        cJSON_AddNumberToObject(o, "collapses", st->collapses);
     }
     add_metric(o, "train", reg, &m->train);
     if (m->has_val) add_metric(o, "val", reg, &m->val);
@@ -400,7 +469,7 @@ int cmd_fit(int argc, char **argv) {
                   .threads = 0, .lr = 0.05f, .momentum = 0.9f, .seed = 1,
                   .reg_layers = "all", .augment = "none", .schedule = "constant",
                   .monitor = "loss", .step_size = 0, .gamma = 0.1f, .pct_start = 0.3f,
-                  .plateau_patience = 10, .plateau_factor = 0.1f};
+                  .plateau_patience = 10, .plateau_factor = 0.1f, .adv_norm = "linf"};
     cli_option opts[] = {
         {"model", OPT_STRING, &a.model, "NAME|SPEC", "seed-mlp, seed-cnn, mlp, smallcnn, or a spec like 'flatten,linear:100,relu,linear:10' (default seed-cnn)", 1, 0},
         {"data", OPT_STRING, &a.data, "SOURCE", "fashion-mnist, mnist:DIR, idx:DIR, cifar10:DIR, synthetic (default fashion-mnist)", 1, 0},
@@ -439,6 +508,19 @@ int cmd_fit(int argc, char **argv) {
         {"early-stop", OPT_INT, &a.early_stop, "PATIENCE", "stop after PATIENCE epochs without validation improvement; restore the best weights (needs --val-split)", 1, 100000},
         {"min-delta", OPT_FLOAT, &a.min_delta, "X", "early stopping: smallest change that counts as an improvement (default 0)", 0, 1e6},
         {"monitor", OPT_STRING, &a.monitor, "loss|metric", "what early stopping and plateau watch: validation loss or accuracy/MSE (default loss)", 1, 0},
+        {"adv", OPT_STRING, &a.adv, "METHOD", "adversarial training: fgsm (the tutorial's clean+adversarial loss), fgsm-rs, pgd, trades, free (docs/adversarial-training.md)", 1, 0},
+        {"eps", OPT_FLOAT, &a.eps, "E", "adversarial radius on the 0-1 pixel scale (8/255 = 0.0314)", 0, 1},
+        {"alpha", OPT_FLOAT, &a.alpha, "A", "adversarial step (default: fgsm eps, fgsm-rs 1.25 eps, pgd 2.5 eps/steps, trades eps/4)", 0, 1},
+        {"steps", OPT_INT, &a.adv_steps, "K", "pgd / trades inner steps (default 7 / 10)", 1, 10000},
+        {"adv-norm", OPT_STRING, &a.adv_norm, "linf|l2", "pgd threat model (default linf)", 1, 0},
+        {"clean-weight", OPT_FLOAT, &a.clean_weight, "W", "fgsm: loss = W*clean + (1-W)*adversarial (default 0.5)", 0, 1},
+        {"beta", OPT_FLOAT, &a.beta, "B", "trades: weight of the KL term (default 6)", 0, 1000},
+        {"replays", OPT_INT, &a.replays, "M", "free: replays of each batch (default 8; an epoch costs M plain epochs)", 1, 100},
+        {"eps-warmup", OPT_INT, &a.eps_warmup, "N", "ramp eps linearly from 0 over the first N epochs (default 0)", 0, 100000},
+        {"robust-val-steps", OPT_INT, &a.robust_val_steps, "K", "PGD steps of the per-epoch robust validation (default 10; needs --val-split)", 0, 10000},
+        {"robust-val-samples", OPT_INT, &a.robust_val_samples, "N", "validation samples it attacks (default 1000)", 0, 100000000},
+        {"keep-last", OPT_FLAG, &a.keep_last, NULL, "keep the last epoch's weights instead of the best robust validation epoch's", 1, 0},
+        {"no-guard", OPT_FLAG, &a.no_guard, NULL, "fgsm-rs: do not check for catastrophic overfitting", 1, 0},
         {"out", OPT_STRING, &a.out, "FILE", "where to save the model (default model.safetensors)", 1, 0},
         {"json", OPT_FLAG, &a.json, NULL, "print one JSON object (settings, results, per-layer norms) on stdout; progress goes to stderr", 1, 0},
         {"quiet", OPT_FLAG, &a.quiet, NULL, "print only errors and the final line (or the JSON)", 1, 0},
@@ -528,6 +610,11 @@ int cmd_fit(int argc, char **argv) {
         if (strcmp(a.optim, "sgd") == 0) fprintf(log, " momentum %g%s", (double)a.momentum, a.nesterov ? " (nesterov)" : "");
         fprintf(log, "; batch %d; %d epochs; seed %llu; %d threads\n", a.batch, a.epochs,
                 (unsigned long long)a.seed, a.threads);
+        if (cfg.adv.method != AT_ADV_NONE)
+            fprintf(log, "  adversarial training: %s, eps %g (0-1 pixel scale, %s)%s\n",
+                    at_adv_method_name(cfg.adv.method), (double)cfg.adv.eps,
+                    cfg.adv.norm == AT_NORM_L2 ? "L2" : "L-inf",
+                    has_val ? "; robust validation each epoch, best epoch kept" : "");
         fflush(log);
     }
     settings = settings_json(&a, &cfg);
