@@ -238,16 +238,26 @@ static bool sanity_checks(at_net *net, const at_dataset *ds, int n, int clean_co
                              (double)runs[i].cfg.eps, extra, 100.0 * extra / a->samples);
             }
             if (runs[i].cfg.kind != AT_ATTACK_SQUARE) continue;
+            /* Square against the strongest gradient attack at its eps (AutoAttack's check:
+             * flag when it is lower by more than 0.2% of the samples). */
+            const eval_run *strongest = NULL;
             for (int j = 0; j < nruns; j++) {
-                if (!is_gradient_attack(&runs[j].cfg) || runs[j].cfg.eps != runs[i].cfg.eps ||
-                    runs[j].cfg.norm != AT_NORM_LINF || runs[j].cfg.kind == AT_ATTACK_FGSM ||
-                    (runs[j].cfg.target != AT_TARGET_NONE && runs[j].cfg.target != AT_TARGET_TOP))
+                const at_attack_config *g = &runs[j].cfg;
+                if ((!is_gradient_attack(g) && g->kind != AT_ATTACK_AUTO) || g->eps != runs[i].cfg.eps ||
+                    g->norm != AT_NORM_LINF || (g->target != AT_TARGET_NONE && g->target != AT_TARGET_TOP))
                     continue;
-                compared++;
-                if (acc_of(a) < acc_of(&runs[j].res) - 0.002 && !bad++)
-                    snprintf(first, sizeof first, "at eps %g Square leaves %.2f%%, below %s's %.2f%%: possible gradient masking",
-                             (double)runs[i].cfg.eps, 100 * acc_of(a), runs[j].name, 100 * acc_of(&runs[j].res));
+                if (!strongest || runs[j].res.robust < strongest->res.robust) strongest = &runs[j];
             }
+            if (!strongest) continue;
+            compared++;
+            /* Against AutoAttack's members 0.2% of the samples is already telling; PGD and FGSM
+             * alone are weaker, so Square may beat them by noise: allow 1% there. */
+            double allowed = strongest->cfg.kind == AT_ATTACK_AUTO || strongest->cfg.kind == AT_ATTACK_APGD
+                                 ? 0.002 * a->samples : fmax(1.0, 0.01 * a->samples);
+            int gap = strongest->res.robust - a->robust;
+            if (gap > allowed && !bad++)
+                snprintf(first, sizeof first, "at eps %g Square leaves %.2f%%, below the best gradient attack (%s, %.2f%%): possible gradient masking",
+                         (double)runs[i].cfg.eps, 100 * acc_of(a), strongest->name, 100 * acc_of(&strongest->res));
         }
         if (compared)
             bad ? check(S, "square_not_stronger", false, "%s", first)
@@ -393,6 +403,7 @@ static int eval_attacks(at_net *net, at_dataset *ds, const char *path, const cha
         cJSON_Delete(S.warnings);
     }
     /* Warnings also go to stderr, so that they are seen even with --json. */
+    fflush(stdout);
     if (S.failed) fprintf(stderr, "advtrain eval: warning: %d sanity check%s failed (see above)\n", S.failed, S.failed > 1 ? "s" : "");
     status = strict && S.failed ? EXIT_RUN_FAILED : 0;
 done:

@@ -98,6 +98,8 @@ static inline bool atk_fooled(const atk_batch *b, int i, int p) {
 }
 
 double atk_now(void);
+/* Restarts every sample's generator from the call's seed (as at the start of the call). */
+void atk_reseed(atk_batch *b);
 
 /* Sizes of the workspaces an attack needs: extra D rows, extra floats per row, history length. */
 void atk_workspace_needs(const at_attack_config *cfg, int *wrows, int *frows, int *hist_len);

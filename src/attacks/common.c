@@ -429,6 +429,10 @@ static void seed_sample(at_rng *r, uint64_t seed, int64_t index) {
     at_rng_seed(r, k);
 }
 
+void atk_reseed(atk_batch *b) {
+    for (int i = 0; i < b->n; i++) seed_sample(&b->rng[i], b->cfg->seed, b->base + i);
+}
+
 static at_status dispatch(atk_batch *b, const at_attack_config *cfg) {
     switch (cfg->kind) {
     case AT_ATTACK_FGSM: return atk_fgsm(b, cfg);

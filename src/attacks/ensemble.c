@@ -1,7 +1,7 @@
 /* `auto`: the AutoAttack "standard" ensemble without FAB-T (Croce & Hein 2020): APGD-CE
  * (100 steps, 1 restart), then APGD-T (targeted DLR, 100 steps, the 9 highest-scoring wrong
  * classes in turn), then Square (5000 queries), each on the samples that survived the ones
- * before. A sample is robust only if it is classified correctly on the clean input and every
+ * before, each with the random numbers it would use alone. A sample is robust only if it is classified correctly on the clean input and every
  * member fails on it: the per-sample worst case. Under L2 the Square member is left out (it is
  * implemented for L-inf only). The result records, per member, the samples still robust after
  * it and the time it took. */
@@ -29,6 +29,9 @@ at_status atk_auto(atk_batch *b, const at_attack_config *cfg) {
     const int count = b->res->nmembers;
     for (int k = 0; k < count; k++) {
         double start = atk_now();
+        /* Each member draws the random numbers it would draw alone: the ensemble is exactly the
+         * per-sample worst case of its members run separately with the same seed. */
+        atk_reseed(b);
         at_status s = k < 2 ? atk_apgd(b, &members[k]) : atk_square(b, &members[k]);
         if (s != AT_OK) return s;
         b->res->members[k].seconds += atk_now() - start;

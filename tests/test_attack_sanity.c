@@ -1,0 +1,157 @@
+/* The sanity properties experts check on any attack implementation (FIELD.md), on a small
+ * standard-trained model (tests/attack_model.h):
+ *  - eps = 0 gives the clean accuracy and returns the inputs;
+ *  - every example is inside the eps-ball (L-inf and L2) and [0,1], measured here again;
+ *  - robust accuracy never rises with eps; PGD <= FGSM; more steps / restarts <= fewer;
+ *  - a large eps drives accuracy below 10%, an unbounded one to 0;
+ *  - targeted attacks reach their target on most samples (eps 0.3: random, least-likely and
+ *    given targets, >= 75% for the iterative attacks);
+ *  - gradient masking is visible: a model whose logits are scaled by 1e4 (same predictions, CE
+ *    gradients underflow to exactly 0) gets flagged with zero gradients, CE-PGD fails on it,
+ *    and Square and the scale-free DLR loss still break it. */
+#include "attack_model.h"
+
+static void check_eps_sweep(at_net *net, const at_dataset *ds) {
+    const float eps[] = {0.0f, 0.01f, 0.03f, 0.1f};
+    const char *names[] = {"fgsm", "pgd", "cw", "fgsm-l2", "pgd-l2"};
+    const int n = ds->n, D = at_dataset_sample_size(ds);
+    float *adv = malloc(sizeof(float) * (size_t)n * D), *x = malloc(sizeof(float) * (size_t)n * D);
+    int32_t *idx = malloc(sizeof(int32_t) * n), *y = malloc(sizeof(int32_t) * n);
+    for (int i = 0; i < n; i++) idx[i] = i;
+    at_dataset_batch(ds, idx, n, x, y, NULL);
+    at_eval_result clean;
+    CHECK_OK(at_evaluate(net, ds, 256, &clean));
+    int robust[5][4];
+    for (int a = 0; a < 5; a++) {
+        bool l2 = strstr(names[a], "l2") != NULL;
+        for (int e = 0; e < 4; e++) {
+            float ee = l2 ? eps[e] * 20.0f : eps[e]; /* L2 radii comparable to the L-inf ones */
+            at_attack_result r = am_attack(net, ds, names[a], ee, 0, adv, NULL);
+            robust[a][e] = r.robust;
+            CHECK_MSG(r.outside_ball == 0 && r.outside_box == 0, "%s eps %g: %d outside the ball, %lld outside [0,1]",
+                      names[a], (double)ee, r.outside_ball, (long long)r.outside_box);
+            double worst = 0;
+            long outside = 0;
+            for (int i = 0; i < n; i++) {
+                double p = 0;
+                for (int q = 0; q < D; q++) {
+                    size_t at = (size_t)i * D + q;
+                    double d = fabs((double)adv[at] - x[at]);
+                    p = l2 ? p + d * d : fmax(p, d);
+                    outside += !(adv[at] >= 0.0f && adv[at] <= 1.0f);
+                }
+                worst = fmax(worst, l2 ? sqrt(p) : p);
+            }
+            CHECK_MSG(worst <= ee + 1e-5 && outside == 0, "%s eps %g: largest perturbation %.7g, %ld pixels outside [0,1]",
+                      names[a], (double)ee, worst, outside);
+            if (e == 0) {
+                CHECK_MSG(r.robust == (int)lround(clean.accuracy * n), "%s at eps 0: %d robust vs %d clean", names[a],
+                          r.robust, (int)lround(clean.accuracy * n));
+                CHECK_MSG(memcmp(adv, x, sizeof(float) * (size_t)n * D) == 0, "%s at eps 0 changed an input", names[a]);
+            } else {
+                CHECK_MSG(robust[a][e] <= robust[a][e - 1], "%s: robust %d at eps %g > %d at eps %g", names[a],
+                          robust[a][e], (double)ee, robust[a][e - 1], (double)eps[e - 1]);
+            }
+            CHECK(r.zero_grad == 0 && r.nonfinite == 0);
+        }
+        printf("  %-8s robust %d %d %d %d of %d\n", names[a], robust[a][0], robust[a][1], robust[a][2], robust[a][3], n);
+    }
+    for (int e = 0; e < 4; e++) {
+        CHECK_MSG(robust[1][e] <= robust[0][e], "PGD %d > FGSM %d at eps %g", robust[1][e], robust[0][e], (double)eps[e]);
+        /* L2 PGD starts at a random point of the ball: on a nearly linear model one sample may
+         * end up on the other side of FGSM's single full-length step */
+        CHECK_MSG(robust[4][e] <= robust[3][e] + 1, "PGD-L2 %d > FGSM-L2 %d at eps %g", robust[4][e], robust[3][e],
+                  (double)eps[e] * 20);
+    }
+    /* More steps and restarts are at least as strong (up to one sample of noise). */
+    at_attack_result p10 = am_attack(net, ds, "pgd", 0.03f, 10, NULL, NULL);
+    at_attack_result p40 = am_attack(net, ds, "pgd", 0.03f, 40, NULL, NULL);
+    at_attack_config c;
+    at_attack_from_name("pgd", &c);
+    c.eps = 0.03f;
+    c.steps = 10;
+    c.restarts = 3;
+    at_attack_result r3;
+    CHECK_OK(at_attack_dataset(net, &c, ds, 0, NULL, NULL, &r3));
+    printf("  pgd eps 0.03: 10 steps %d, 40 steps %d, 10 steps x 3 restarts %d\n", p10.robust, p40.robust, r3.robust);
+    CHECK(p40.robust <= p10.robust + 1);
+    CHECK(r3.robust <= p10.robust);
+    free(adv);
+    free(x);
+    free(idx);
+    free(y);
+}
+
+static void check_large_eps_and_targets(at_net *net, const at_dataset *ds) {
+    at_attack_result big = am_attack(net, ds, "pgd", 0.3f, 0, NULL, NULL);
+    at_attack_result all = am_attack(net, ds, "pgd", 1.0f, 10, NULL, NULL);
+    printf("  pgd eps 0.3: %.2f%%, eps 1: %.2f%%\n", 100 * am_acc(&big), 100 * am_acc(&all));
+    CHECK_MSG(am_acc(&big) < 0.10, "eps 0.3 leaves %.3f", am_acc(&big));
+    CHECK_MSG(all.robust == 0, "an unbounded attack leaves %d robust", all.robust);
+
+    const char *names[] = {"pgd", "cw", "apgd-ce", "apgd-dlr", "fgsm"};
+    const at_attack_target modes[] = {AT_TARGET_RANDOM, AT_TARGET_LEAST_LIKELY, AT_TARGET_GIVEN};
+    int32_t *given = malloc(sizeof(int32_t) * ds->n);
+    for (int i = 0; i < ds->n; i++) given[i] = (ds->labels[i] + 3) % 10;
+    for (int a = 0; a < 5; a++)
+        for (int m = 0; m < 3; m++) {
+            at_attack_config c;
+            at_attack_result r;
+            CHECK_OK(at_attack_from_name(names[a], &c));
+            c.eps = 0.3f;
+            c.target = modes[m];
+            c.targets = given;
+            if (c.kind == AT_ATTACK_PGD) c.steps = 100;
+            if (c.kind == AT_ATTACK_APGD) c.steps = 100;
+            CHECK_OK(at_attack_dataset(net, &c, ds, 0, NULL, NULL, &r));
+            double hit = r.targeted ? (double)r.target_hits / r.targeted : 0;
+            printf("  targeted %-8s mode %d: target reached on %d of %d (%.1f%%)\n", names[a], (int)modes[m], r.target_hits,
+                   r.targeted, 100 * hit);
+            CHECK(r.targeted == r.clean_correct);
+            /* one signed step rarely lands on a given class: FGSM only needs to move towards it */
+            CHECK_MSG(hit >= (c.kind == AT_ATTACK_FGSM ? 0.25 : 0.75), "%s mode %d reaches the target on %.1f%% only",
+                      names[a], (int)modes[m], 100 * hit);
+        }
+    free(given);
+}
+
+static void check_masking(at_net *net, const at_dataset *ds) {
+    /* Scale the last layer by 1e4: predictions and robustness are unchanged, but the softmax
+     * saturates and cross-entropy gradients underflow to zero. */
+    const at_param_info *w = at_net_find_tensor(net, "3.weight"), *b = at_net_find_tensor(net, "3.bias");
+    CHECK(w && b);
+    if (!w || !b) return;
+    float *p = at_net_params(net);
+    for (size_t i = 0; i < w->size; i++) p[w->offset + i] *= 1e4f;
+    for (size_t i = 0; i < b->size; i++) p[b->offset + i] *= 1e4f;
+    at_attack_result pgd = am_attack(net, ds, "pgd", 0.05f, 0, NULL, NULL);
+    at_attack_result dlr = am_attack(net, ds, "apgd-dlr", 0.05f, 50, NULL, NULL);
+    at_attack_config c;
+    at_attack_from_name("square", &c);
+    c.eps = 0.05f;
+    c.steps = 1000;
+    at_attack_result sq;
+    CHECK_OK(at_attack_dataset(net, &c, ds, 0, NULL, NULL, &sq));
+    printf("  logits x1e4: pgd-ce %d robust (%d zero gradients), apgd-dlr %d, square %d of %d\n", pgd.robust,
+           pgd.zero_grad, dlr.robust, sq.robust, pgd.samples);
+    CHECK_MSG(pgd.zero_grad > pgd.clean_correct / 2, "only %d of %d zero gradients flagged", pgd.zero_grad, pgd.clean_correct);
+    CHECK_MSG(sq.robust < pgd.robust, "Square (%d) does not beat the masked CE-PGD (%d)", sq.robust, pgd.robust);
+    CHECK_MSG(dlr.robust < pgd.robust, "the scale-free DLR loss (%d) does not beat the masked CE-PGD (%d)", dlr.robust,
+              pgd.robust);
+    for (size_t i = 0; i < w->size; i++) p[w->offset + i] /= 1e4f;
+    for (size_t i = 0; i < b->size; i++) p[b->offset + i] /= 1e4f;
+}
+
+int main(void) {
+    at_set_threads(1);
+    at_data data;
+    at_net *net = am_trained_model(&data, 200);
+    if (net) {
+        check_eps_sweep(net, &data.test);
+        check_large_eps_and_targets(net, &data.test);
+        check_masking(net, &data.test);
+    }
+    at_net_free(net);
+    at_data_free(&data);
+    return tu_finish("test_attack_sanity");
+}
