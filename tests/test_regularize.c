@@ -842,6 +842,51 @@ static void test_everything_on(void) {
     at_net_free(b);
 }
 
+/* Mixup inside at_train mixes each sample with a different one. One full-batch SGD step from
+ * zero weights on one-hot inputs e_i with targets t_i gives w_j = c * sum_i xm_ij * tm_i: without
+ * mixing (or mixing a sample with itself) that is c * t_j; with real partners it differs, while
+ * sum_j w_j = c * sum_i tm_i = c * sum_i t_i is the same either way. */
+static void test_mixup_in_training(void) {
+    enum { N = 8 };
+    float x[N * N], t[N];
+    memset(x, 0, sizeof x);
+    for (int i = 0; i < N; i++) {
+        x[i * N + i] = 1.0f;
+        t[i] = (float)(i * i) - 10.0f;
+    }
+    at_dataset d;
+    memset(&d, 0, sizeof d);
+    d.n = N;
+    d.c = N;
+    d.h = d.w = 1;
+    d.features = x;
+    d.targets = t;
+    d.target_dim = 1;
+    float w[2][N];
+    for (int mix = 0; mix < 2; mix++) {
+        at_net *net = NULL;
+        CHECK_OK(at_net_from_spec(&net, "linear:1", N, 1, 1)); /* zero weights */
+        if (!net) return;
+        at_train_config cfg = at_train_defaults();
+        cfg.epochs = 1;
+        cfg.batch = N;
+        cfg.optim.lr = 0.1f;
+        cfg.mixup_alpha = mix ? 1.0f : 0.0f;
+        CHECK_OK(at_train(net, &d, NULL, NULL, &cfg, NULL));
+        memcpy(w[mix], at_net_params(net) + at_net_find_tensor(net, "0.weight")->offset, sizeof w[mix]);
+        at_net_free(net);
+    }
+    double s0 = 0, s1 = 0, diff = 0;
+    for (int j = 0; j < N; j++) {
+        s0 += w[0][j];
+        s1 += w[1][j];
+        diff += fabs(w[0][j] - w[1][j]);
+        CHECK_NEAR(w[0][j], 0.1 * 2.0 / N * t[j], 1e-5); /* c * t_j without mixup */
+    }
+    CHECK_NEAR(s1, s0, 1e-4 * (1 + fabs(s0)));
+    CHECK_MSG(diff > 0.05, "mixup did not mix samples with other samples (weight change %g)", diff);
+}
+
 /* Proximal L1 gives exact zeros where plain (subgradient) L1 of the same strength gives none. */
 static void test_prox_training(void) {
     at_data data;
@@ -886,6 +931,7 @@ int main(void) {
     test_augment();
     test_gamma_beta();
     test_mixup_and_soft_targets();
+    test_mixup_in_training();
     test_early_stopping();
     test_defaults_unchanged();
     test_everything_on();
