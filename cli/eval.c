@@ -49,6 +49,17 @@ static void check(sanity *s, const char *name, bool ok, const char *fmt, ...) {
     }
 }
 
+/* A float as the shortest decimal that reads back as it (0.02f prints 0.02, not 0.0199999995). */
+static double jfloat(float v) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.9g", (double)v);
+    for (int digits = 1; digits <= 9; digits++) {
+        snprintf(buf, sizeof buf, "%.*g", digits, (double)v);
+        if ((float)strtod(buf, NULL) == v) break;
+    }
+    return strtod(buf, NULL);
+}
+
 static double acc_of(const at_attack_result *r) { return r->samples ? (double)r->robust / r->samples : 0.0; }
 
 static bool is_gradient_attack(const at_attack_config *c) {
@@ -354,22 +365,22 @@ static int eval_attacks(at_net *net, at_dataset *ds, const char *path, const cha
         cJSON_AddStringToObject(o, "split", split);
         cJSON_AddNumberToObject(o, "samples", n);
         cJSON_AddStringToObject(o, "eps_scale", "0-1 pixels");
-        cJSON_AddNumberToObject(o, "clean_accuracy", clean.accuracy);
+        cJSON_AddNumberToObject(o, "clean_accuracy", (double)clean_correct / n);
         cJSON *arr = cJSON_AddArrayToObject(o, "attacks");
         for (int i = 0; i < nruns; i++) {
             const eval_run *r = &runs[i];
             cJSON *a = cJSON_CreateObject();
             cJSON_AddStringToObject(a, "attack", r->name);
             cJSON_AddStringToObject(a, "norm", r->cfg.norm == AT_NORM_L2 ? "l2" : "linf");
-            cJSON_AddNumberToObject(a, "eps", r->cfg.eps);
+            cJSON_AddNumberToObject(a, "eps", jfloat(r->cfg.eps));
             cJSON_AddNumberToObject(a, "steps", r->res.steps);
             cJSON_AddNumberToObject(a, "restarts", r->res.restarts);
-            if (r->res.alpha > 0) cJSON_AddNumberToObject(a, "alpha", r->res.alpha);
+            if (r->res.alpha > 0) cJSON_AddNumberToObject(a, "alpha", jfloat(r->res.alpha));
             if (r->cfg.kind == AT_ATTACK_AUTO)
                 cJSON_AddNumberToObject(a, "square_queries", r->cfg.square_queries > 0 ? r->cfg.square_queries : 5000);
             cJSON_AddNumberToObject(a, "robust_accuracy", acc_of(&r->res));
             cJSON_AddNumberToObject(a, "seconds", r->res.seconds);
-            cJSON_AddNumberToObject(a, "max_perturbation", r->res.max_perturbation);
+            cJSON_AddNumberToObject(a, "max_perturbation", jfloat(r->res.max_perturbation));
             if (r->res.targeted) cJSON_AddNumberToObject(a, "target_success", (double)r->res.target_hits / r->res.targeted);
             if (r->res.nmembers) {
                 cJSON *ms = cJSON_AddArrayToObject(a, "members");
@@ -423,7 +434,7 @@ int cmd_eval(int argc, char **argv) {
         {"model", OPT_STRING, &model_spec, "NAME|SPEC", "architecture, for weight files without advtrain metadata (e.g. written by PyTorch)", 1, 0},
         {"split", OPT_STRING, &split, "test|train", "which split to evaluate (default test)", 1, 0},
         {"samples", OPT_INT, &samples, "N", "evaluate the first N samples only", 1, 100000000},
-        {"batch", OPT_INT, &batch, "N", "evaluation batch size (default 256; attacks: 500)", 1, 65536},
+        {"batch", OPT_INT, &batch, "N", "evaluation batch size (default 256; attacks: 1000)", 1, 65536},
         {"threads", OPT_INT, &threads, "N", "compute threads (default: all cores)", 1, 1024},
         {"json", OPT_FLAG, &json, NULL, "print one JSON object on stdout", 1, 0},
         {"attack", OPT_STRING, &set.attacks, "LIST", "robust accuracy under attacks: fgsm, pgd, pgd-l2, cw, apgd-ce, apgd-dlr, apgd-t, square, auto (comma-separated)", 1, 0},

@@ -141,7 +141,7 @@ bool grid_write_png(const char *path, const char *title, const float *x, const f
     const int zoom = h <= 32 && w <= 32 ? 4 : (h <= 64 ? 2 : 1);
     const int font = 2, line = 6 * font, pad = 8;
     int cell_w = w * zoom, cell_h = h * zoom;
-    if (cell_w < 15 * 4 * font) cell_w = 15 * 4 * font; /* room for "PERTURBATION" and names */
+    if (cell_w < 17 * 4 * font) cell_w = 17 * 4 * font; /* room for "LABEL 2 PULLOVER" */
     const int header = pad + 2 * line + pad, row_h = cell_h + 2 * line + pad;
     canvas cv;
     cv.width = pad + 3 * (cell_w + pad);

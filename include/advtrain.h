@@ -503,7 +503,7 @@ typedef struct at_attack_config {
                                  `steps` queries, as the paper; false = AutoAttack's fixed one */
     bool attack_all;          /* also attack samples that are misclassified on clean inputs */
     uint64_t seed;
-    int batch;                /* samples attacked together (default 500) */
+    int batch;                /* samples attacked together (default 1000) */
     /* Optional: called after each batch (and each ensemble member) with samples done so far. */
     void (*progress)(void *user, int done, int total);
     void *user;

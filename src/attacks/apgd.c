@@ -5,10 +5,11 @@
  *   step    z = P(x_k + eta_k * s(grad)), s = sign (L-inf) or g/||g|| (L2);
  *           x_{k+1} = P(x_k + a (z - x_k) + (1 - a)(x_k - x_{k-1})), a = 0.75 (1 at the first
  *           step), P the projection onto the eps-ball and [0,1];
- *   eta     starts at 2 eps. Checkpoints: the first after p1 = ceil-free int(0.22 N) iterations,
- *           then every max(int(0.22 N) - j int(0.03 N), int(0.06 N)) iterations. At a
- *           checkpoint the step size of a sample halves, and it restarts from its best point
- *           with the gradient there, when
+ *   eta     starts at 2 eps. Checkpoints: the first after k = int(0.22 N) iterations, then
+ *           every k iterations with k shrinking by int(0.03 N) at each checkpoint down to
+ *           int(0.06 N) (each at least 1) - the paper's p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03,
+ *           0.06) in AutoAttack's integer form. At a checkpoint the step size of a sample halves,
+ *           and it restarts from its best point with the gradient there, when
  *             (1) at most rho * k of the last k steps raised the loss (rho = 0.75), or
  *             (2) its step was not halved at the previous checkpoint and its best loss has not
  *                 improved since.

@@ -17,7 +17,7 @@ double atk_now(void) {
 
 /* ------------------------------------------------------------ configuration */
 
-enum { DEFAULT_BATCH = 500 };
+enum { DEFAULT_BATCH = 1000 };
 
 at_attack_config at_attack_defaults(at_attack_kind kind) {
     at_attack_config c;
