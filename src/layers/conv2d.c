@@ -1,9 +1,10 @@
 /* Conv2d as im2col over the whole chunk plus one GEMM.
  *
  * The column matrix is (C*K*K) x (n*OH*OW): one row per kernel tap, one column per output pixel
- * of every sample, so a single GEMM with the (OC x C*K*K) weight covers the chunk. Its result is
- * channel-major (OC x n*OH*OW) and is permuted back to NCHW. Backward recomputes the columns
- * instead of keeping them, which keeps memory flat across layers. */
+ * of every sample of a block, so one GEMM with the (OC x C*K*K) weight covers the block. Its
+ * result is channel-major (OC x n*OH*OW) and is permuted back to NCHW. Blocks are sized so the
+ * columns stay in cache (block_samples). Backward rebuilds the columns instead of keeping them:
+ * rebuilding from the input in cache is cheaper than reading a stored copy back from memory. */
 #include "layer.h"
 
 #include "gemm.h"
@@ -28,8 +29,23 @@ static at_status conv_setup(at_layer *L) {
     return AT_OK;
 }
 
+/* Samples per im2col block. Building the columns for a whole chunk at once writes a matrix
+ * C*K*K times larger than the input and reads it back from memory; blocks of a few samples keep
+ * it in cache, with enough output pixels per block for an efficient GEMM. */
+static int block_samples(const at_layer *L, int n) {
+    const size_t area = (size_t)L->out_h * L->out_w;
+    const size_t taps = (size_t)L->in_c * L->d.kernel * L->d.kernel;
+    size_t for_gemm = (1024 + area - 1) / area;              /* >= 1024 GEMM columns */
+    size_t for_cache = (256 * 1024 / sizeof(float)) / (taps * area); /* columns <= 1 MiB */
+    size_t b = for_gemm < for_cache ? for_gemm : for_cache;
+    if (b < 1) b = 1;
+    return (int)(b < (size_t)n ? b : (size_t)n);
+}
+
+/* Scratch for one block: the columns, then the channel-major GEMM output (forward) or output
+ * gradient (backward). */
 static size_t conv_workspace(const at_layer *L, int n) {
-    size_t pixels = (size_t)n * L->out_h * L->out_w;
+    size_t pixels = (size_t)block_samples(L, n) * L->out_h * L->out_w;
     size_t taps = (size_t)L->in_c * L->d.kernel * L->d.kernel;
     return taps * pixels + (size_t)L->out_c * pixels;
 }
@@ -101,49 +117,67 @@ static void col2im(const at_layer *L, const float *col, int n, float *dx) {
 static void conv_forward(const at_layer *L, const at_ctx *ctx, const float *x, float *y, int n) {
     const int OC = L->out_c, area = L->out_h * L->out_w;
     const int taps = L->in_c * L->d.kernel * L->d.kernel;
-    const size_t pixels = (size_t)n * area;
-    float *col = ctx->work, *out = ctx->work + (size_t)taps * pixels;
+    const int block = block_samples(L, n);
     const float *Wt = ctx->params + L->w_off, *b = ctx->params + L->b_off;
-    im2col(L, x, n, col);
-    at_gemm(false, false, OC, (int)pixels, taps, 1.0f, Wt, taps,
-                col, (int)pixels, 0.0f, out, (int)pixels);
-    for (int s = 0; s < n; s++)
-        for (int o = 0; o < OC; o++) {
-            const float *src = out + (size_t)o * pixels + (size_t)s * area;
-            float *dst = y + ((size_t)s * OC + o) * area;
-            for (int p = 0; p < area; p++) dst[p] = src[p] + b[o];
-        }
+    float *col = ctx->work, *out = ctx->work + (size_t)taps * block * area;
+    for (int s0 = 0; s0 < n; s0 += block) {
+        const int m = AT_MIN(block, n - s0);
+        const size_t pixels = (size_t)m * area;
+        im2col(L, x + (size_t)s0 * L->in_size, m, col);
+        /* One sample's GEMM output is already NCHW: write it in place. */
+        float *dst0 = y + (size_t)s0 * OC * area;
+        float *res = m == 1 ? dst0 : out;
+        at_gemm(false, false, OC, (int)pixels, taps, 1.0f, Wt, taps, col, (int)pixels, 0.0f, res,
+                (int)pixels);
+        for (int s = 0; s < m; s++)
+            for (int o = 0; o < OC; o++) {
+                const float *src = res + (size_t)o * pixels + (size_t)s * area;
+                float *dst = dst0 + ((size_t)s * OC + o) * area;
+                for (int p = 0; p < area; p++) dst[p] = src[p] + b[o];
+            }
+    }
 }
 
 static void conv_backward(const at_layer *L, const at_ctx *ctx, const float *x, const float *y,
                           const float *dy, float *dx, int n, bool param_grads) {
     const int OC = L->out_c, area = L->out_h * L->out_w;
     const int taps = L->in_c * L->d.kernel * L->d.kernel;
-    const size_t pixels = (size_t)n * area;
-    float *col = ctx->work, *dyc = ctx->work + (size_t)taps * pixels;
-    /* dy from NCHW to channel-major, matching the GEMM layout. */
-    for (int s = 0; s < n; s++)
-        for (int o = 0; o < OC; o++)
-            memcpy(dyc + (size_t)o * pixels + (size_t)s * area, dy + ((size_t)s * OC + o) * area,
-                   sizeof(float) * area);
-    if (param_grads) {
-        float *dW = ctx->grads + L->w_off, *db = ctx->grads + L->b_off;
-        im2col(L, x, n, col);
-        at_gemm(false, true, OC, taps, (int)pixels, 1.0f, dyc,
-                    (int)pixels, col, (int)pixels, 1.0f, dW, taps);
-        for (int o = 0; o < OC; o++) {
-            const float *row = dyc + (size_t)o * pixels;
-            float sum = 0.0f;
-            for (size_t p = 0; p < pixels; p++) sum += row[p];
-            db[o] += sum;
+    const int block = block_samples(L, n);
+    const float *Wt = ctx->params + L->w_off;
+    float *dW = ctx->grads + L->w_off, *db = ctx->grads + L->b_off;
+    float *col = ctx->work, *dyc_buf = ctx->work + (size_t)taps * block * area;
+    for (int s0 = 0; s0 < n; s0 += block) {
+        const int m = AT_MIN(block, n - s0);
+        const size_t pixels = (size_t)m * area;
+        const float *dy0 = dy + (size_t)s0 * OC * area;
+        /* dy to channel-major, the GEMM layout (one sample's is already). */
+        const float *dyc = dy0;
+        if (m > 1) {
+            for (int s = 0; s < m; s++)
+                for (int o = 0; o < OC; o++)
+                    memcpy(dyc_buf + (size_t)o * pixels + (size_t)s * area,
+                           dy0 + ((size_t)s * OC + o) * area, sizeof(float) * area);
+            dyc = dyc_buf;
         }
-    }
-    if (dx) {
-        /* The column buffer is free again: reuse it for the column gradient. */
-        at_gemm(true, false, taps, (int)pixels, OC, 1.0f,
-                    ctx->params + L->w_off, taps, dyc, (int)pixels, 0.0f, col, (int)pixels);
-        memset(dx, 0, sizeof(float) * (size_t)n * L->in_size);
-        col2im(L, col, n, dx);
+        if (param_grads) {
+            im2col(L, x + (size_t)s0 * L->in_size, m, col);
+            at_gemm(false, true, OC, taps, (int)pixels, 1.0f, dyc, (int)pixels, col, (int)pixels,
+                    1.0f, dW, taps);
+            for (int o = 0; o < OC; o++) {
+                const float *row = dyc + (size_t)o * pixels;
+                float sum = 0.0f;
+                for (size_t p = 0; p < pixels; p++) sum += row[p];
+                db[o] += sum;
+            }
+        }
+        if (dx) {
+            /* The column buffer is free again: it takes the column gradient. */
+            float *dxb = dx + (size_t)s0 * L->in_size;
+            at_gemm(true, false, taps, (int)pixels, OC, 1.0f, Wt, taps, dyc, (int)pixels, 0.0f, col,
+                    (int)pixels);
+            memset(dxb, 0, sizeof(float) * (size_t)m * L->in_size);
+            col2im(L, col, m, dxb);
+        }
     }
 }
 
