@@ -75,7 +75,10 @@ static void check_gradient(const char *name, objective f, uint64_t ws_seed) {
     double err2 = 0.0, ref2 = 0.0;
     int bad = 0, kinks = 0;
     const float h = 1e-3f;
-    for (size_t i = 0; i < np; i++) {
+    /* Every third parameter: each tensor is covered, at a third of the cost. */
+    size_t checked = 0;
+    for (size_t i = 0; i < np; i += 3) {
+        checked++;
         float keep = p[i];
         at_adv_workspace_free(ws);
         CHECK_OK(at_adv_workspace_create(&ws, net, N, ws_seed));
@@ -100,8 +103,8 @@ static void check_gradient(const char *name, objective f, uint64_t ws_seed) {
     }
     double rel = sqrt(err2 / (ref2 + 1e-30));
     CHECK_MSG(rel < 1e-2, "%s: relative gradient error %g", name, rel);
-    CHECK_MSG(bad <= (int)(np / 100), "%s: %d of %zu parameters off", name, bad, np);
-    CHECK_MSG(kinks <= (int)(np / 10), "%s: %d of %zu parameters at kinks", name, kinks, np);
+    CHECK_MSG(bad <= (int)(checked / 100), "%s: %d of %zu parameters off", name, bad, checked);
+    CHECK_MSG(kinks <= (int)(checked / 10), "%s: %d of %zu parameters at kinks", name, kinks, checked);
     free(analytic);
     at_adv_workspace_free(ws);
     at_net_free(net);
