@@ -76,7 +76,9 @@ at_status at_cross_entropy_soft(const float *logits, const float *targets, int n
         hits += top == at_argmax(q, k);
         double zmax = z[top], sum = 0.0, qsum = 0.0, qz = 0.0;
         for (int j = 0; j < k; j++) {
-            if (!(q[j] >= 0.0f)) return at_fail(AT_ERR_ARG, "soft target %d of sample %d is %g (must be >= 0)", j, i, (double)q[j]);
+            if (!(q[j] >= 0.0f))
+                return at_fail(AT_ERR_ARG, "soft target %d of sample %d is %g (must be >= 0)", j,
+                               i, (double)q[j]);
             sum += exp((double)z[j] - zmax);
             qsum += q[j];
             qz += (double)q[j] * z[j];

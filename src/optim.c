@@ -68,7 +68,7 @@ at_status at_optim_create(at_optim **out, at_net *net, const at_optim_config *cf
     o->state_count = cfg->kind != AT_OPTIM_SGD ? 2 * n : (cfg->momentum > 0.0f ? n : 0);
     o->state = at_alloc_floats(o->state_count, "optimizer state");
     o->ntensors = at_net_num_tensors(net);
-    o->decay = at_calloc((size_t)(o->ntensors > 0 ? o->ntensors : 1), sizeof *o->decay, "decay mask");
+    o->decay = at_calloc((size_t)AT_MAX(o->ntensors, 1), sizeof *o->decay, "decay mask");
     if (!o->state || !o->decay) {
         at_optim_free(o);
         return AT_ERR_NOMEM;
@@ -95,13 +95,17 @@ at_status at_optim_set_decay_select(at_optim *o, const at_reg_select *sel) {
 }
 
 /* Decoupled decay (before the update, as torch's AdamW): w *= 1 - lr * wd. */
-static bool decoupled(const at_optim_config *c) { return c->decoupled || c->kind == AT_OPTIM_ADAMW; }
+static bool decoupled(const at_optim_config *c) {
+    return c->decoupled || c->kind == AT_OPTIM_ADAMW;
+}
 
 /* One tensor's worth: w, grad and the momentum buffer are views at the same offset. */
-static void sgd_step(const at_optim *o, float *w, const float *grad, float *buf, size_t n, float wd) {
+static void sgd_step(const at_optim *o, float *w, const float *grad, float *buf, size_t n,
+                     float wd) {
     const at_optim_config *c = &o->cfg;
     const float lr = c->lr, mu = c->momentum, damp = 1.0f - c->dampening;
-    const float coupled = decoupled(c) ? 0.0f : wd, shrink = 1.0f - (decoupled(c) ? lr * wd : 0.0f);
+    const float coupled = decoupled(c) ? 0.0f : wd;
+    const float shrink = 1.0f - (decoupled(c) ? lr * wd : 0.0f);
     for (size_t i = 0; i < n; i++) {
         float g = grad[i];
         if (coupled != 0.0f) g += coupled * w[i];
@@ -123,7 +127,8 @@ static void adam_step(const at_optim *o, float *w, const float *grad, float *m, 
     const float step_size = (float)(c->lr / bias1);
     const float bias2_sqrt = (float)sqrt(bias2);
     const float b1 = c->beta1, b2 = c->beta2, eps = c->eps;
-    const float coupled = decoupled(c) ? 0.0f : wd, shrink = 1.0f - (decoupled(c) ? c->lr * wd : 0.0f);
+    const float coupled = decoupled(c) ? 0.0f : wd;
+    const float shrink = 1.0f - (decoupled(c) ? c->lr * wd : 0.0f);
     for (size_t i = 0; i < n; i++) {
         float g = grad[i];
         if (coupled != 0.0f) g += coupled * w[i];

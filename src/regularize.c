@@ -16,7 +16,9 @@ static bool kind_word(const char *item, size_t len, at_layer_kind *kind) {
     static const struct {
         const char *word;
         at_layer_kind kind;
-    } words[] = {{"linear", AT_LAYER_LINEAR}, {"conv", AT_LAYER_CONV2D}, {"conv2d", AT_LAYER_CONV2D}};
+    } words[] = {{"linear", AT_LAYER_LINEAR},
+                 {"conv", AT_LAYER_CONV2D},
+                 {"conv2d", AT_LAYER_CONV2D}};
     for (size_t i = 0; i < sizeof words / sizeof *words; i++)
         if (strlen(words[i].word) == len && strncmp(item, words[i].word, len) == 0) {
             *kind = words[i].kind;
@@ -99,7 +101,8 @@ at_status at_reg_check(const at_net *net, const at_reg_select *sel) {
             s += len;
             if (*s == ',') {
                 s++;
-                if (!*s) return at_fail(AT_ERR_ARG, "layer selection '%s' ends with a comma", layers);
+                if (!*s)
+                    return at_fail(AT_ERR_ARG, "layer selection '%s' ends with a comma", layers);
             }
         }
     }
@@ -150,11 +153,13 @@ at_status at_elastic_net_regularization(at_net *net, const at_reg_select *sel, f
     return AT_OK;
 }
 
-at_status at_l1_regularization(at_net *net, const at_reg_select *sel, float lambda, float *penalty) {
+at_status at_l1_regularization(at_net *net, const at_reg_select *sel, float lambda,
+                               float *penalty) {
     return at_elastic_net_regularization(net, sel, lambda, 0.0f, penalty);
 }
 
-at_status at_l2_regularization(at_net *net, const at_reg_select *sel, float lambda, float *penalty) {
+at_status at_l2_regularization(at_net *net, const at_reg_select *sel, float lambda,
+                               float *penalty) {
     return at_elastic_net_regularization(net, sel, 0.0f, lambda, penalty);
 }
 
@@ -178,7 +183,8 @@ at_status at_prox_l1(at_net *net, const at_reg_select *sel, float threshold) {
 
 at_status at_max_norm(at_net *net, const at_reg_select *sel, float c) {
     if (!(c > 0.0f) || !isfinite(c))
-        return at_fail(AT_ERR_ARG, "the max-norm bound must be a finite number > 0, got %g", (double)c);
+        return at_fail(AT_ERR_ARG, "the max-norm bound must be a finite number > 0, got %g",
+                       (double)c);
     float *w = at_net_params(net);
     for (int t = 0; t < at_net_num_tensors(net); t++) {
         const at_param_info *p = at_net_tensor(net, t);

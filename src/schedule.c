@@ -33,12 +33,14 @@ static at_status check_schedule(const at_schedule_config *c, float base_lr, int 
     if (!(base_lr >= 0.0f) || !isfinite(base_lr))
         return at_fail(AT_ERR_ARG, "schedule: base learning rate must be finite and >= 0");
     if (!(c->min_lr >= 0.0f) || !isfinite(c->min_lr))
-        return at_fail(AT_ERR_ARG, "schedule: min_lr must be finite and >= 0, got %g", (double)c->min_lr);
+        return at_fail(AT_ERR_ARG, "schedule: min_lr must be finite and >= 0, got %g",
+                       (double)c->min_lr);
     switch (c->kind) {
     case AT_SCHEDULE_CONSTANT: return AT_OK;
     case AT_SCHEDULE_STEP:
         if (c->step_size <= 0)
-            return at_fail(AT_ERR_ARG, "step schedule: step size must be positive, got %d", c->step_size);
+            return at_fail(AT_ERR_ARG, "step schedule: step size must be positive, got %d",
+                           c->step_size);
         if (!(c->gamma > 0.0f) || !isfinite(c->gamma))
             return at_fail(AT_ERR_ARG, "step schedule: gamma must be finite and > 0, got %g",
                            (double)c->gamma);
@@ -109,7 +111,8 @@ float at_schedule_lr(at_schedule *s, int t) {
     case AT_SCHEDULE_STEP: lr = s->base_lr * pow(c->gamma, (double)(t / c->step_size)); break;
     case AT_SCHEDULE_COSINE: {
         int period = c->t_max > 0 ? c->t_max : s->total;
-        lr = c->min_lr + ((double)s->base_lr - c->min_lr) * (1.0 + cos(3.14159265358979323846 * t / period)) / 2.0;
+        const double pi = 3.14159265358979323846;
+        lr = c->min_lr + ((double)s->base_lr - c->min_lr) * (1.0 + cos(pi * t / period)) / 2.0;
         break;
     }
     case AT_SCHEDULE_ONECYCLE: lr = onecycle(s, t); break;

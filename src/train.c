@@ -397,9 +397,11 @@ at_status at_train(at_net *net, const at_dataset *train, const at_dataset *val,
         st.val_metric = val ? at_eval_metric(val, &rv) : NAN;
         st.test_metric = test ? at_eval_metric(test, &rt) : NAN;
         /* What the plateau schedule and early stopping watch. */
-        double monitored = cfg->monitor == AT_MONITOR_VAL_LOSS ? (val ? st.val_loss : st.train_loss)
-                                                               : (val ? st.val_metric : st.train_metric);
-        if (sc.kind == AT_SCHEDULE_PLATEAU) at_optim_set_lr(opt, at_schedule_observe(&sched, (float)monitored));
+        double monitored = cfg->monitor == AT_MONITOR_VAL_LOSS
+                               ? (val ? st.val_loss : st.train_loss)
+                               : (val ? st.val_metric : st.train_metric);
+        if (sc.kind == AT_SCHEDULE_PLATEAU)
+            at_optim_set_lr(opt, at_schedule_observe(&sched, (float)monitored));
         if (cfg->early_stop > 0) {
             if (improves(monitored, es.best, cfg->min_delta, maximize)) {
                 es.best = monitored;

@@ -83,7 +83,8 @@ static void dropout2d_apply(const at_layer *L, const at_ctx *ctx, const float *i
         }
 }
 
-static void dropout2d_forward(const at_layer *L, const at_ctx *ctx, const float *x, float *y, int n) {
+static void dropout2d_forward(const at_layer *L, const at_ctx *ctx, const float *x, float *y,
+                              int n) {
     dropout2d_apply(L, ctx, x, y, n);
 }
 
