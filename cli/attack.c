@@ -123,16 +123,8 @@ int cmd_attack(int argc, char **argv) {
                        "Write adversarial examples of the first N samples (and their labels) for other tools, and\n"
                        "a PNG grid of clean image, perturbation and adversarial image with predictions.",
                        opts, (int)(sizeof opts / sizeof *opts), positional, 1, 0};
-    bool help;
-    if (!cli_parse(&cmd, argc, argv, &help)) return EXIT_USAGE;
-    if (help) {
-        cli_print_help(&cmd, stdout);
-        return 0;
-    }
-    if (cmd.npositional != 1) {
-        fprintf(stderr, "advtrain attack: which model? usage: %s\n", cmd.usage);
-        return EXIT_USAGE;
-    }
+    int early = cli_start(&cmd, argc, argv);
+    if (early >= 0) return early;
     if (!set.attacks || !set.eps || !out) {
         fprintf(stderr, "advtrain attack: --attack, --eps and --out are required (usage: %s)\n", cmd.usage);
         return EXIT_USAGE;

@@ -120,12 +120,8 @@ int cmd_bench(int argc, char **argv) {
     cli_command cmd = {"bench", "advtrain bench [--model M] [--mode MODE] [--batches N] [--threads T] [--json]",
                        "Measure samples per second of one workload (batch 128, SGD lr 0.01 momentum 0.9).",
                        opts, (int)(sizeof opts / sizeof *opts), NULL, 0, 0};
-    bool help;
-    if (!cli_parse(&cmd, argc, argv, &help)) return EXIT_USAGE;
-    if (help) {
-        cli_print_help(&cmd, stdout);
-        return 0;
-    }
+    int early = cli_start(&cmd, argc, argv);
+    if (early >= 0) return early;
     int mode = -1;
     for (int i = 0; i < (int)(sizeof mode_names / sizeof *mode_names); i++)
         if (strcmp(mode_name, mode_names[i]) == 0) mode = i;

@@ -36,6 +36,9 @@ typedef struct cli_command {
  * *help when --help was asked for (then the caller prints help and exits 0). */
 bool cli_parse(cli_command *cmd, int argc, char **argv, bool *help);
 void cli_print_help(const cli_command *cmd, FILE *out);
+/* Parses argv, prints help or the usage error, and checks that the positional argument (the
+ * model file) is there. Returns -1 to go on, else the exit code to return. */
+int cli_start(cli_command *cmd, int argc, char **argv);
 const cli_option *cli_find(const cli_command *cmd, const char *name);
 
 /* Prints "advtrain CMD: what: detail" for a failed library call. */

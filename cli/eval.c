@@ -455,16 +455,8 @@ int cmd_eval(int argc, char **argv) {
                        "Evaluate a saved model: accuracy (classification) or MSE (regression); with --attack,\n"
                        "robust accuracy under adversarial attacks (eps on the 0-1 pixel scale) with sanity checks.",
                        opts, (int)(sizeof opts / sizeof *opts), positional, 1, 0};
-    bool help;
-    if (!cli_parse(&cmd, argc, argv, &help)) return EXIT_USAGE;
-    if (help) {
-        cli_print_help(&cmd, stdout);
-        return 0;
-    }
-    if (cmd.npositional != 1) {
-        fprintf(stderr, "advtrain eval: which model? usage: %s\n", cmd.usage);
-        return EXIT_USAGE;
-    }
+    int early = cli_start(&cmd, argc, argv);
+    if (early >= 0) return early;
     if (strcmp(split, "test") != 0 && strcmp(split, "train") != 0) {
         fprintf(stderr, "advtrain eval: --split %s: use test or train\n", split);
         return EXIT_USAGE;

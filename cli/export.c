@@ -34,16 +34,8 @@ int cmd_export(int argc, char **argv) {
                        "const arrays and one inference function, no allocation, no dependency (Tanh and\n"
                        "Sigmoid need libm). Its logits match advtrain eval's. See docs/export.md.",
                        opts, (int)(sizeof opts / sizeof *opts), positional, 1, 0};
-    bool help;
-    if (!cli_parse(&cmd, argc, argv, &help)) return EXIT_USAGE;
-    if (help) {
-        cli_print_help(&cmd, stdout);
-        return 0;
-    }
-    if (cmd.npositional != 1) {
-        fprintf(stderr, "advtrain export: which model? usage: %s\n", cmd.usage);
-        return EXIT_USAGE;
-    }
+    int early = cli_start(&cmd, argc, argv);
+    if (early >= 0) return early;
     if (!dir) {
         fprintf(stderr, "advtrain export: say where to write the C files with --c DIR (usage: %s)\n",
                 cmd.usage);

@@ -529,12 +529,8 @@ int cmd_fit(int argc, char **argv) {
                        "Train a model and save it as safetensors (PyTorch state_dict names).\n"
                        "Regularization: docs/regularization.md.",
                        opts, (int)(sizeof opts / sizeof *opts), NULL, 0, 0};
-    bool help;
-    if (!cli_parse(&cmd, argc, argv, &help)) return EXIT_USAGE;
-    if (help) {
-        cli_print_help(&cmd, stdout);
-        return 0;
-    }
+    int early = cli_start(&cmd, argc, argv);
+    if (early >= 0) return early;
     at_train_config cfg;
     int bad = build_config(&cmd, &a, &cfg);
     if (bad) return bad;

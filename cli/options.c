@@ -123,3 +123,17 @@ void cli_print_help(const cli_command *cmd, FILE *out) {
     }
     fprintf(out, "  %-26s %s\n", "--help", "show this help");
 }
+
+int cli_start(cli_command *cmd, int argc, char **argv) {
+    bool help;
+    if (!cli_parse(cmd, argc, argv, &help)) return EXIT_USAGE;
+    if (help) {
+        cli_print_help(cmd, stdout);
+        return 0;
+    }
+    if (cmd->max_positional > 0 && cmd->npositional != cmd->max_positional) {
+        fprintf(stderr, "advtrain %s: which model? usage: %s\n", cmd->name, cmd->usage);
+        return EXIT_USAGE;
+    }
+    return -1;
+}
