@@ -116,7 +116,9 @@ bool atk_cli_configs(const char *cmd, const atk_cli_settings *s, int num_classes
             fprintf(stderr, "advtrain %s: --attack: %s\n", cmd, at_error_message());
             return false;
         }
-        if (s->steps > 0 && c->kind != AT_ATTACK_FGSM) c->steps = s->steps;
+        /* --steps: iterations of the gradient attacks (auto: its APGD members); Square's
+         * budget is --queries */
+        if (s->steps > 0 && c->kind != AT_ATTACK_FGSM && c->kind != AT_ATTACK_SQUARE) c->steps = s->steps;
         if (s->queries > 0) {
             if (c->kind == AT_ATTACK_SQUARE) c->steps = s->queries;
             c->square_queries = s->queries;
