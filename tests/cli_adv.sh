@@ -1,26 +1,6 @@
 #!/usr/bin/env bash
 # advtrain fit --adv end to end on a small Fashion-MNIST subset, and its usage errors.
-set -u
-cli="${ADVTRAIN_CLI:?set ADVTRAIN_CLI to the advtrain binary}"
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); }
-bad() { failed=$((failed + 1)); echo "FAIL: $*" >&2; }
-expect() {
-    local code="$1" pattern="$2"
-    shift 3
-    "$@" >"$tmp/out" 2>"$tmp/err"
-    local got=$?
-    if [ "$got" -ne "$code" ]; then
-        bad "$* exited $got, expected $code; stderr: $(head -c 400 "$tmp/err")"
-    elif ! grep -qE -- "$pattern" "$tmp/err" "$tmp/out"; then
-        bad "$*: output does not match /$pattern/: $(head -c 400 "$tmp/err") $(head -c 400 "$tmp/out")"
-    else
-        ok
-    fi
-}
+source "$(dirname "$0")/harness.sh"
 small=(--model "conv:8:4:2:1,relu,flatten,linear:10" --train-subset 600 --epochs 1 --batch 64)
 
 expect 2 "--adv pgd needs --eps" -- "$cli" fit "${small[@]}" --adv pgd
@@ -43,5 +23,4 @@ done
 expect 0 '"adv_method":"pgd"' -- "$cli" fit "${small[@]}" --adv pgd --eps 0.1 --steps 2 --json --quiet --out "$tmp/j.safetensors"
 expect 0 "clean_accuracy" -- "$cli" eval "$tmp/pgd.safetensors" --json --samples 100
 
-echo "cli_adv: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish cli_adv

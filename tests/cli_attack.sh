@@ -3,33 +3,11 @@
 # object (shape of issue 4, sanity results), the examples written as safetensors and IDX (read
 # back, inside the eps-ball and [0,1]), the PNG grid, and bad usage: a clear message and exit 2.
 # Needs Fashion-MNIST (Debian's dataset-fashion-mnist); skips (exit 0) without it.
-set -u
-cli="${ADVTRAIN_CLI:?set ADVTRAIN_CLI to the advtrain binary}"
+source "$(dirname "$0")/harness.sh"
 if [ ! -d /usr/share/datasets/fashion-mnist ]; then
     echo "cli_attack: Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist): skipped"
     exit 0
 fi
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); }
-bad() { failed=$((failed + 1)); echo "FAIL: $*" >&2; }
-
-# expect CODE PATTERN -- command...: exit code and a stderr (or stdout) line matching PATTERN.
-expect() {
-    local code="$1" pattern="$2"
-    shift 3
-    "$@" >"$tmp/out" 2>"$tmp/err"
-    local got=$?
-    if [ "$got" -ne "$code" ]; then
-        bad "$* exited $got, expected $code; stderr: $(head -c 600 "$tmp/err")"
-    elif ! grep -qE -- "$pattern" "$tmp/err" "$tmp/out"; then
-        bad "$*: output does not match /$pattern/: $(head -c 600 "$tmp/out") $(head -c 400 "$tmp/err")"
-    else
-        ok
-    fi
-}
 
 model="$tmp/mlp.safetensors"
 "$cli" fit --model 'flatten,linear:32,relu,linear:10' --train-subset 3000 --epochs 2 --lr 0.05 \
@@ -127,5 +105,4 @@ expect 1 "cannot read the model" -- "$cli" attack "$tmp/missing.safetensors" --a
 "$cli" fit --model seed-mlp --data synthetic --epochs 1 --batch 8 --lr 0.01 --out "$tmp/reg.safetensors" --quiet >/dev/null 2>&1
 expect 2 "classification" -- "$cli" eval "$tmp/reg.safetensors" --attack pgd --eps 0.1
 
-echo "cli_attack: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish cli_attack

@@ -2,31 +2,8 @@
 # advtrain export --c: the files it writes, their default names, the generated code compiling as
 # strict C99 (and its header as C++), and clear errors with the right exit codes. The logits
 # themselves are compared with the library's in tests/test_export_c.c.
-set -u
-cli="${ADVTRAIN_CLI:?set ADVTRAIN_CLI to the advtrain binary}"
+source "$(dirname "$0")/harness.sh"
 cc="${CC:-cc}"
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
-passed=0
-failed=0
-
-ok() { passed=$((passed + 1)); }
-bad() { failed=$((failed + 1)); echo "FAIL: $*" >&2; }
-
-# expect CODE PATTERN -- command...: exit code and a stderr (or stdout) line matching PATTERN.
-expect() {
-    local code="$1" pattern="$2"
-    shift 3
-    "$@" >"$tmp/stdout" 2>"$tmp/err"
-    local got=$?
-    if [ "$got" -ne "$code" ]; then
-        bad "$* exited $got, expected $code; stderr: $(head -c 400 "$tmp/err")"
-    elif ! grep -qE -- "$pattern" "$tmp/err" "$tmp/stdout"; then
-        bad "$*: output does not match /$pattern/: $(head -c 400 "$tmp/err")"
-    else
-        ok
-    fi
-}
 
 model="$tmp/seed-mlp.safetensors"
 "$cli" fit --model seed-mlp --data synthetic --epochs 1 --batch 8 --lr 0.01 --out "$model" \
@@ -80,5 +57,4 @@ int main() { float x[TINY_INPUT_SIZE] = {}; return tiny_predict(x, nullptr) < 0;
         bad "tiny.h is not valid C++"; fi
 fi
 
-echo "cli_export: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish cli_export

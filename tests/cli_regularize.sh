@@ -2,29 +2,7 @@
 # advtrain fit's regularization flags end to end: every flag reaches the run and the model file's
 # metadata, --json prints one object with the results and per-layer norms, --dropout saves a model
 # that eval loads, and every misuse is a usage error (exit 2) that names the flag.
-set -u
-cli="${ADVTRAIN_CLI:?set ADVTRAIN_CLI to the advtrain binary}"
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); }
-bad() { failed=$((failed + 1)); echo "FAIL: $*" >&2; }
-
-# expect CODE PATTERN -- command...: exit code and a stderr or stdout line matching PATTERN.
-expect() {
-    local code="$1" pattern="$2"
-    shift 3
-    "$@" >"$tmp/out" 2>"$tmp/err"
-    local got=$?
-    if [ "$got" -ne "$code" ]; then
-        bad "$* exited $got, expected $code; stderr: $(head -c 400 "$tmp/err")"
-    elif ! grep -qE -- "$pattern" "$tmp/err" "$tmp/out"; then
-        bad "$*: output does not match /$pattern/: $(head -c 400 "$tmp/err") $(head -c 400 "$tmp/out")"
-    else
-        ok
-    fi
-}
+source "$(dirname "$0")/harness.sh"
 # has FILE PATTERN WHAT: the file matches the (grep -E) pattern.
 has() { if grep -aqE -- "$2" "$1"; then ok; else bad "$3: /$2/ not in $1"; fi; }
 # json_num FILE KEY: the first number stored under "KEY".
@@ -122,5 +100,4 @@ expect 2 "--l1 -1: out of range" -- "${fit[@]}" --l1 -1
 expect 2 "--dropout 1: out of range" -- "${fit[@]}" --dropout 1
 expect 2 "--optim rmsprop" -- "${fit[@]}" --optim rmsprop
 
-echo "cli_regularize: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish cli_regularize

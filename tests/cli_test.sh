@@ -1,32 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end checks of the advtrain CLI: a tiny training run and its model file, and bad input:
 # every failure must give a clear message naming the culprit and a non-zero exit, never a crash.
-set -u
-cli="${ADVTRAIN_CLI:?set ADVTRAIN_CLI to the advtrain binary}"
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
-passed=0
-failed=0
-
-ok() { passed=$((passed + 1)); }
-bad() { failed=$((failed + 1)); echo "FAIL: $*" >&2; }
-
-# expect CODE PATTERN -- command...: exit code and a stderr (or stdout) line matching PATTERN.
-expect() {
-    local code="$1" pattern="$2"
-    shift 3
-    "$@" >"$tmp/out" 2>"$tmp/err"
-    local got=$?
-    if [ "$got" -ne "$code" ]; then
-        bad "$* exited $got, expected $code; stderr: $(head -c 400 "$tmp/err")"
-    elif [ "$got" -ge 128 ]; then
-        bad "$* crashed (signal $((got - 128)))"
-    elif ! grep -qE -- "$pattern" "$tmp/err" "$tmp/out"; then
-        bad "$*: output does not match /$pattern/: $(head -c 400 "$tmp/err")"
-    else
-        ok
-    fi
-}
+source "$(dirname "$0")/harness.sh"
 
 # --- a tiny run end to end: seed-mlp on the synthetic regression set
 expect 0 "saved" -- "$cli" fit --model seed-mlp --data synthetic --epochs 3 --batch 8 --lr 0.01 \
@@ -83,5 +58,4 @@ expect 1 "truncated" -- "$cli" fit --data "idx:$tmp/idx" --model mlp --epochs 1
 expect 1 "$tmp/no/such/dir" -- "$cli" fit --model seed-mlp --data synthetic --epochs 1 \
     --out "$tmp/no/such/dir/m.safetensors" --quiet
 
-echo "cli_test: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish cli_test
