@@ -255,7 +255,9 @@ at_status at_net_reserve(at_net *net, int max_batch) {
     if (max_batch <= net->max_batch && threads == net->threads) return AT_OK;
     max_batch = AT_MAX(max_batch, net->max_batch);
     free_buffers(net);
-    int chunk = (max_batch + threads - 1) / threads;
+    /* A small pass may run on fewer threads (thread_count_for), with larger chunks: size the
+     * scratch for a whole batch on one thread (conv scratch is bounded by its block size). */
+    int chunk = max_batch;
     size_t work = 0;
     for (int l = 0; l < net->nlayers; l++) {
         const at_layer *L = &net->layers[l];
@@ -297,7 +299,18 @@ void at_net_seed(at_net *net, uint64_t seed) {
 
 /* ------------------------------------------------------------ passes */
 
-static int thread_count_for(const at_net *net, int n) { return AT_MIN(net->threads, n); }
+/* Threads for a pass over n samples: one per chunk of at least ~1M multiply-adds. Below that a
+ * second thread costs more in wake-up and barrier time than it saves (seed-mlp batches of 8
+ * took seconds instead of milliseconds with two threads on a busy machine). */
+static int thread_count_for(const at_net *net, int n) {
+    double macs = 0.0;
+    for (int l = 0; l < net->nlayers; l++) {
+        const at_layer *L = &net->layers[l];
+        macs += L->w_count ? (double)L->w_count * L->out_h * L->out_w : (double)L->out_size;
+    }
+    int useful = (int)AT_MIN((double)n, 1.0 + macs * n / 1e6);
+    return AT_MAX(1, AT_MIN(net->threads, useful));
+}
 
 static void chunk_bounds(int n, int parts, int t, int *begin, int *end) {
     *begin = (int)((int64_t)n * t / parts);
@@ -456,6 +469,9 @@ at_status at_net_describe(const at_net *net, char *buf, size_t cap) {
         case AT_LAYER_SIGMOID: snprintf(what, sizeof what, "Sigmoid()"); break;
         case AT_LAYER_FLATTEN: snprintf(what, sizeof what, "Flatten()"); break;
         case AT_LAYER_DROPOUT: snprintf(what, sizeof what, "Dropout(p=%g)", (double)d->alpha); break;
+        case AT_LAYER_DROPOUT2D:
+            snprintf(what, sizeof what, "Dropout2d(p=%g)", (double)d->alpha);
+            break;
         default: snprintf(what, sizeof what, "?"); break;
         }
         w = snprintf(buf + used, cap - used, "  (%s): %-52s -> %dx%dx%d\n", d->name, what, L->out_c,
