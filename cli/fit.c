@@ -80,8 +80,8 @@ static bool on_epoch(void *user, const at_epoch_stats *s) {
     if (!isnan(s->grad_norm)) fprintf(f, "  |g| %.3g", (double)s->grad_norm);
     fprintf(f, "  %.1fs\n", s->seconds);
     if (!isnan(s->eps)) {
-        fprintf(f, "           %s eps %.4g (0-1 scale): adversarial-train %.2f%%", s->method,
-                (double)s->eps, 100.0 * s->adv_metric);
+        fprintf(f, "           %s eps %.4g (0-1 scale)", s->method, (double)s->eps);
+        if (!isnan(s->adv_metric)) fprintf(f, ": adversarial-train %.2f%%", 100.0 * s->adv_metric);
         if (!isnan(s->robust_val)) fprintf(f, "  robust val (PGD) %.2f%%", 100.0 * s->robust_val);
         if (!isnan(s->guard_acc)) fprintf(f, "  guard (PGD-10) %.2f%%", 100.0 * s->guard_acc);
         fprintf(f, "\n");
@@ -395,7 +395,8 @@ static cJSON *results_json(const fit_state *st, const at_net *net, const final_m
     }
     if (!isnan(st->last.eps)) {
         cJSON_AddStringToObject(o, "adv_method", st->last.method);
-        cJSON_AddNumberToObject(o, "adv_train_accuracy", st->last.adv_metric);
+        if (!isnan(st->last.adv_metric))
+            cJSON_AddNumberToObject(o, "adv_train_accuracy", st->last.adv_metric);
         if (!isnan(st->last.robust_val)) cJSON_AddNumberToObject(o, "last_robust_val", st->last.robust_val);
         cJSON_AddNumberToObject(o, "collapses", st->collapses);
     }

@@ -212,7 +212,7 @@ at_status adv_trainer_gradients(adv_trainer *t, const float *x, const int32_t *y
         *correct = *adv_correct;
         return s;
     case AT_ADV_TRADES:
-        *adv_correct = 0;
+        *adv_correct = -1; /* trades trains on clean and adversarial logits; no hit count of its own */
         return at_trades_loss(t->net, t->ws, eps, alpha, t->steps, c->beta, x, y, soft, n, loss,
                               correct);
     case AT_ADV_FREE:

@@ -16,7 +16,7 @@ int adv_trainer_replays(const adv_trainer *t);
 float adv_trainer_eps(const adv_trainer *t, int64_t step);
 /* Adds the method's batch gradient (the caller zeroes the buffer first). *correct counts hits
  * on the inputs the loss is about (clean for fgsm and trades), *adv_correct hits on adversarial
- * examples where there are some. */
+ * examples (-1 for trades, which does not count them). */
 at_status adv_trainer_gradients(adv_trainer *t, const float *x, const int32_t *y, const float *soft,
                                 int n, float eps, float *loss, int *correct, int *adv_correct);
 /* After an epoch: the FGSM-RS guard, the robust validation and best-epoch bookkeeping. */

@@ -363,7 +363,8 @@ at_status at_train(at_net *net, const at_dataset *train, const at_dataset *val,
                                     at_error_message(), epoch, bi + 1);
                     break;
                 }
-                adv_hits += adv_correct;
+                if (adv_correct < 0) adv_hits = -1; /* not measured by this method */
+                if (adv_hits >= 0) adv_hits += adv_correct;
             }
             if (s != AT_OK) break;
             /* Free-AT reports its last replay of the batch. */
@@ -387,7 +388,7 @@ at_status at_train(at_net *net, const at_dataset *train, const at_dataset *val,
         st.penalty = (float)(penalty_sum / nbatches);
         st.grad_norm = cfg->clip_grad > 0.0f ? (float)(norm_sum / nbatches) : NAN;
         st.eps = adv ? eps : NAN;
-        st.adv_metric = adv ? (float)((double)adv_hits / ((double)train->n * replays)) : NAN;
+        st.adv_metric = adv && adv_hits >= 0 ? (float)((double)adv_hits / ((double)train->n * replays)) : NAN;
         st.robust_val = st.guard_acc = NAN;
         if (adv && (s = adv_trainer_end_epoch(adv, epoch, &st)) != AT_OK) break;
         at_eval_result rv, rt;
