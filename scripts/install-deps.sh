@@ -2,7 +2,8 @@
 # Installs the Debian 12 packages advtrain needs to build, test and train on Fashion-MNIST.
 # Idempotent: does nothing when everything is already installed.
 set -euo pipefail
-packages=(build-essential cmake pkg-config libopenblas-dev libcjson-dev zlib1g-dev libpng-dev
+packages=(build-essential cmake pkg-config libopenblas-dev libcjson-dev zlib1g-dev libpng-dev libinih-dev
+          libplplot-dev plplot-driver-cairo
           dataset-fashion-mnist)
 missing=()
 for p in "${packages[@]}"; do
