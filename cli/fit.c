@@ -13,7 +13,7 @@
 #include <string.h>
 
 typedef struct fit_args {
-    const char *model, *data, *optim, *out, *init;
+    const char *model, *data, *optim, *out, *init, *weights;
     int epochs, batch, threads, train_subset;
     float lr, momentum, val_split;
     bool nesterov, quiet, json;
@@ -275,6 +275,7 @@ static cJSON *settings_json(const fit_args *a, const at_train_config *cfg) {
     add_num(o, "momentum", strcmp(a->optim, "sgd") == 0 ? a->momentum : 0.0);
     cJSON_AddBoolToObject(o, "nesterov", a->nesterov);
     cJSON_AddStringToObject(o, "init", a->init);
+    if (a->weights) cJSON_AddStringToObject(o, "weights", a->weights);
     add_num(o, "seed", (double)a->seed);
     add_num(o, "threads", a->threads);
     add_num(o, "val_split", a->val_split);
@@ -481,6 +482,7 @@ int cmd_fit(int argc, char **argv) {
         {"momentum", OPT_FLOAT, &a.momentum, "X", "SGD momentum (default 0.9)", 0, 0.999999},
         {"nesterov", OPT_FLAG, &a.nesterov, NULL, "Nesterov momentum (SGD)", 1, 0},
         {"init", OPT_STRING, &a.init, "pytorch|kaiming|xavier", "weight initialization (default pytorch)", 1, 0},
+        {"weights", OPT_STRING, &a.weights, "FILE", "start from these weights (safetensors from advtrain or PyTorch, state_dict names) instead of a random init: fine-tuning", 1, 0},
         {"seed", OPT_U64, &a.seed, "N", "seed for initialization, shuffling, dropout and augmentation (default 1)", 1, 0},
         {"threads", OPT_INT, &a.threads, "N", "compute threads (default: all cores)", 1, 1024},
         {"val-split", OPT_FLOAT, &a.val_split, "F", "hold out this fraction of the training set for validation", 0, 0.9},
@@ -597,6 +599,18 @@ int cmd_fit(int argc, char **argv) {
         }
     }
     at_net_init_with(train_net, init, a.seed);
+    if (a.weights) {
+        at_st_file *wf = NULL;
+        s = at_st_read(a.weights, &wf);
+        if (s == AT_OK) s = at_net_load_weights(net, wf, a.weights);
+        at_st_free(wf);
+        if (s != AT_OK) {
+            fprintf(stderr, "advtrain fit: --weights %s: %s\n", a.weights, at_error_message());
+            goto done;
+        }
+        if (train_net != net) /* same parameter layout: see with_dropout */
+            memcpy(at_net_params(train_net), at_net_params(net), sizeof(float) * at_net_num_params(net));
+    }
     fit_state st = {&a, log, regression, cli_now(), 0, {0}, 0};
     if (!a.quiet) {
         fprintf(log, "advtrain fit: %s on %s: %d train, %d test, %dx%dx%d", a.model, data.name,
