@@ -679,6 +679,26 @@ const char *at_adv_method_name(at_adv_method method);
  * set the plateau schedule watches the training loss or metric. */
 typedef enum at_monitor { AT_MONITOR_VAL_LOSS, AT_MONITOR_VAL_METRIC } at_monitor;
 
+/* Checkpoints. With dir set, at_train rewrites DIR/last.safetensors after every epoch with the
+ * weights and everything needed to continue: optimizer state, RNG states, epoch and step,
+ * schedule, early-stopping and adversarial-training state. DIR/best.safetensors is rewritten
+ * whenever the epoch is the best so far: by robust validation accuracy when adversarial training
+ * measures it, else by the validation value early stopping monitors (no best file without a
+ * validation set). Both are model files (at_model_load reads them); writes are atomic (temporary
+ * file, fsync, rename), so a killed process leaves the previous checkpoint intact. With resume,
+ * training continues after the epoch DIR/last.safetensors holds and ends with the same weights,
+ * bit for bit, as an uninterrupted run with the same configuration and thread count. DIR must
+ * exist; a missing last.safetensors fails with AT_ERR_IO. */
+typedef struct at_checkpoint_config {
+    const char *dir;        /* NULL: no checkpoints */
+    bool resume;
+    const at_st_meta *meta; /* extra metadata for both files (data source, settings) */
+    int nmeta;
+} at_checkpoint_config;
+
+/* The last completed epoch saved in DIR/last.safetensors (AT_ERR_IO when there is none). */
+at_status at_checkpoint_epoch(const char *dir, int *epoch);
+
 /* Everything after `optim` is regularization and is off in at_train_defaults(). Per step, in
  * this order: batch (+ augmentation, input noise, mixup), forward, loss (+ penalty), backward,
  * penalty gradients, gradient clipping, optimizer step (with weight decay), proximal L1,
@@ -704,6 +724,7 @@ typedef struct at_train_config {
     float min_delta;          /* early stopping: the smallest change that counts as improvement */
     at_monitor monitor;
     at_adv_train_config adv;  /* adversarial training (off in at_train_defaults) */
+    at_checkpoint_config checkpoint; /* off in at_train_defaults */
 } at_train_config;
 
 at_train_config at_train_defaults(void);

@@ -306,3 +306,61 @@ int adv_trainer_finish(adv_trainer *t) {
     memcpy(at_net_params(t->net), t->best_params, sizeof(float) * at_net_num_params(t->net));
     return t->best_epoch;
 }
+
+void adv_trainer_save_state(adv_trainer *t, ckpt_state *c) {
+    const size_t np = at_net_num_params(t->net);
+    size_t state_count;
+    at_optim_state(t->opt, &state_count);
+    ckpt_put_str(c, "adv_method", at_adv_method_name(t->method));
+    ckpt_put_num(c, "adv_alpha", t->alpha);
+    ckpt_put_int(c, "adv_steps", t->steps);
+    ckpt_put_num(c, "adv_best_robust", t->best_robust);
+    ckpt_put_int(c, "adv_best_epoch", t->best_epoch);
+    ckpt_put_num(c, "adv_best_guard", t->best_guard);
+    ckpt_put_int(c, "adv_collapses", t->collapses);
+    ckpt_put_rng(c, "adv_rng", at_adv_workspace_rng(t->ws));
+    if (t->best_params) ckpt_put_floats(c, "adv_best_params", t->best_params, np);
+    if (t->good_params) {
+        ckpt_put_floats(c, "adv_good_params", t->good_params, np);
+        ckpt_put_floats(c, "adv_good_state", t->good_state, state_count);
+    }
+}
+
+at_status adv_trainer_load_state(adv_trainer *t, const ckpt_state *c) {
+    const size_t np = at_net_num_params(t->net);
+    size_t state_count;
+    at_optim_state(t->opt, &state_count);
+    const char *method = ckpt_get_str(c, "adv_method");
+    at_adv_method m;
+    if (!method || at_adv_method_from_name(method, &m) != AT_OK || m == AT_ADV_NONE)
+        return at_fail(AT_ERR_FORMAT, "%s: training state 'adv_method' is missing or unknown", c->path);
+    /* fgsm-rs may have switched to pgd after collapses; any other change is a different run */
+    if (m != t->method && !(t->method == AT_ADV_FGSM_RS && m == AT_ADV_PGD))
+        return at_fail(AT_ERR_ARG, "%s was written by adversarial training with %s, this run uses %s",
+                       c->path, method, at_adv_method_name(t->method));
+    double alpha, best_robust, best_guard;
+    int64_t steps, best_epoch, collapses;
+    at_status s;
+    if ((s = ckpt_get_num(c, "adv_alpha", &alpha)) != AT_OK ||
+        (s = ckpt_get_int(c, "adv_steps", &steps)) != AT_OK ||
+        (s = ckpt_get_num(c, "adv_best_robust", &best_robust)) != AT_OK ||
+        (s = ckpt_get_int(c, "adv_best_epoch", &best_epoch)) != AT_OK ||
+        (s = ckpt_get_num(c, "adv_best_guard", &best_guard)) != AT_OK ||
+        (s = ckpt_get_int(c, "adv_collapses", &collapses)) != AT_OK ||
+        (s = ckpt_get_rng(c, "adv_rng", at_adv_workspace_rng(t->ws))) != AT_OK)
+        return s;
+    if (t->best_params && best_epoch > 0 &&
+        (s = ckpt_get_floats(c, "adv_best_params", t->best_params, np)) != AT_OK)
+        return s;
+    if (t->good_params && ((s = ckpt_get_floats(c, "adv_good_params", t->good_params, np)) != AT_OK ||
+                           (s = ckpt_get_floats(c, "adv_good_state", t->good_state, state_count)) != AT_OK))
+        return s;
+    t->method = m;
+    t->alpha = (float)alpha;
+    t->steps = (int)steps;
+    t->best_robust = (float)best_robust;
+    t->best_epoch = (int)best_epoch;
+    t->best_guard = (float)best_guard;
+    t->collapses = (int)collapses;
+    return AT_OK;
+}

@@ -1,7 +1,7 @@
 /* Adversarial training as the training loop (train.c) drives it; see src/adv_train.c. */
 #ifndef ADVTRAIN_ADV_TRAIN_H
 #define ADVTRAIN_ADV_TRAIN_H
-#include "internal.h"
+#include "checkpoint.h"
 
 typedef struct adv_trainer adv_trainer;
 
@@ -23,6 +23,9 @@ at_status adv_trainer_gradients(adv_trainer *t, const float *x, const int32_t *y
 at_status adv_trainer_end_epoch(adv_trainer *t, int epoch, at_epoch_stats *st);
 /* Keeps the current weights as the last good ones (the guard restores them on a collapse). */
 void adv_trainer_snapshot_good(adv_trainer *t);
+/* Checkpoints: the trainer's state (method, step, best and last good weights, RNG). */
+void adv_trainer_save_state(adv_trainer *t, ckpt_state *c);
+at_status adv_trainer_load_state(adv_trainer *t, const ckpt_state *c);
 /* Restores the best robust epoch's weights; returns that epoch (0 if none was selected). */
 int adv_trainer_finish(adv_trainer *t);
 #endif

@@ -18,6 +18,8 @@ struct at_adv_workspace {
     at_rng rng;
 };
 
+at_rng *at_adv_workspace_rng(at_adv_workspace *ws) { return &ws->rng; }
+
 void at_adv_workspace_free(at_adv_workspace *ws) {
     if (!ws) return;
     free(ws->x_adv);

@@ -16,6 +16,15 @@ char *at_strdup(const char *s);
 /* Records the spec string a network was built from (built-in name or custom spec). */
 at_status at_net_set_spec(at_net *net, const char *spec);
 
+/* Training state that checkpoints save and restore (see checkpoint.c). */
+uint64_t at_net_forward_count(const at_net *net); /* dropout masks are keyed by it */
+void at_net_set_forward_count(at_net *net, uint64_t count);
+void at_optim_set_steps(at_optim *opt, int64_t steps); /* Adam's bias correction */
+at_rng *at_adv_workspace_rng(at_adv_workspace *ws);  /* random starts */
+/* at_model_save with extra tensors after the parameters (training state in checkpoints). */
+at_status at_model_save_with(const at_net *net, const char *path, const at_st_meta *extra, int nextra,
+                             const at_st_entry *tensors, int ntensors);
+
 #define AT_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define AT_MAX(a, b) ((a) > (b) ? (a) : (b))
 #endif

@@ -292,6 +292,8 @@ at_status at_net_reserve(at_net *net, int max_batch) {
 
 void at_net_set_training(at_net *net, bool training) { net->training = training; }
 bool at_net_is_training(const at_net *net) { return net->training; }
+uint64_t at_net_forward_count(const at_net *net) { return net->forward_count; }
+void at_net_set_forward_count(at_net *net, uint64_t count) { net->forward_count = count; }
 void at_net_seed(at_net *net, uint64_t seed) {
     net->seed = seed;
     net->forward_count = 0;

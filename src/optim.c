@@ -166,3 +166,4 @@ float *at_optim_state(at_optim *o, size_t *count) {
     return o->state;
 }
 int64_t at_optim_steps(const at_optim *o) { return o->steps; }
+void at_optim_set_steps(at_optim *o, int64_t steps) { o->steps = steps; }

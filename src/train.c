@@ -4,9 +4,10 @@
  * training (adv_train.c) the method supplies the batch gradient. Nothing is allocated per step:
  * every buffer is sized before the first batch. */
 #include "adv_train.h"
-#include "internal.h"
+#include "checkpoint.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -265,6 +266,180 @@ static const float *prepare_inputs(const at_dataset *train, const at_train_confi
     return e->mix_x;
 }
 
+/* ------------------------------------------------------------ checkpoints */
+
+/* The best epoch for DIR/best.safetensors: robust validation accuracy when measured, else what
+ * early stopping monitors on the validation set. */
+typedef struct best_tracker {
+    double best;
+    int epoch;
+} best_tracker;
+
+/* Everything the loop carries from one epoch to the next, for checkpoints. */
+typedef struct loop_state {
+    at_net *net;
+    at_optim *opt;
+    at_schedule *sched;
+    adv_trainer *adv;
+    at_rng *aug;
+    early_stopping *es;
+    train_extra *extra;
+    best_tracker *best;
+    int64_t *step;
+} loop_state;
+
+static const char *optim_name(at_optim_kind kind) {
+    return kind == AT_OPTIM_SGD ? "sgd" : kind == AT_OPTIM_ADAM ? "adam" : "adamw";
+}
+
+static at_status save_checkpoint(const loop_state *L, const at_train_config *cfg,
+                                 const at_dataset *train, int epoch, bool best_now, bool stopped) {
+    const at_checkpoint_config *ck = &cfg->checkpoint;
+    char path[4096];
+    at_status s = ckpt_path(path, sizeof path, ck->dir, "last.safetensors");
+    if (s != AT_OK) return s;
+    if (best_now) {
+        char best[4096], epoch_text[16];
+        if ((s = ckpt_path(best, sizeof best, ck->dir, "best.safetensors")) != AT_OK) return s;
+        snprintf(epoch_text, sizeof epoch_text, "%d", epoch);
+        at_st_meta *meta = at_calloc((size_t)ck->nmeta + 1, sizeof *meta, "metadata");
+        if (!meta) return AT_ERR_NOMEM;
+        for (int i = 0; i < ck->nmeta; i++) meta[i] = ck->meta[i];
+        meta[ck->nmeta] = (at_st_meta){"advtrain.best_epoch", epoch_text};
+        s = at_model_save(L->net, best, meta, ck->nmeta + 1);
+        free(meta);
+        if (s != AT_OK) return s;
+    }
+    ckpt_state c;
+    if ((s = ckpt_begin(&c)) != AT_OK) return s;
+    size_t state_count;
+    const float *state = at_optim_state(L->opt, &state_count);
+    ckpt_put_int(&c, "version", 1);
+    ckpt_put_int(&c, "epoch", epoch);
+    ckpt_put_int(&c, "epochs", cfg->epochs);
+    ckpt_put_int(&c, "early_stopped", stopped);
+    ckpt_put_int(&c, "step", *L->step);
+    ckpt_put_int(&c, "batch", cfg->batch);
+    ckpt_put_u64(&c, "seed", cfg->seed);
+    ckpt_put_int(&c, "train_samples", train->n);
+    ckpt_put_str(&c, "optimizer", optim_name(cfg->optim.kind));
+    ckpt_put_str(&c, "adversarial", at_adv_method_name(cfg->adv.method));
+    ckpt_put_num(&c, "lr", at_optim_lr(L->opt));
+    ckpt_put_int(&c, "optim_steps", at_optim_steps(L->opt));
+    ckpt_put_floats(&c, "optim_state", state, state_count);
+    ckpt_put_rng(&c, "rng_augment", L->aug);
+    ckpt_put_u64(&c, "forward_count", at_net_forward_count(L->net));
+    ckpt_put_num(&c, "schedule_lr", L->sched->lr);
+    ckpt_put_num(&c, "schedule_best", L->sched->best);
+    ckpt_put_int(&c, "schedule_bad_epochs", L->sched->bad_epochs);
+    ckpt_put_int(&c, "schedule_cooldown_left", L->sched->cooldown_left);
+    ckpt_put_num(&c, "early_best", L->es->best);
+    ckpt_put_int(&c, "early_best_epoch", L->es->best_epoch);
+    ckpt_put_int(&c, "early_wait", L->es->wait);
+    if (L->extra->best) ckpt_put_floats(&c, "early_best_params", L->extra->best, at_net_num_params(L->net));
+    ckpt_put_num(&c, "best_value", L->best->best);
+    ckpt_put_int(&c, "best_epoch", L->best->epoch);
+    if (L->adv) adv_trainer_save_state(L->adv, &c);
+    s = ckpt_write(&c, L->net, path, ck->meta, ck->nmeta);
+    ckpt_end(&c);
+    return s;
+}
+
+static at_status mismatch(const char *path, const char *what, long long was, long long now) {
+    return at_fail(AT_ERR_ARG, "%s was written with %s %lld, this run has %lld: resume with the "
+                               "settings of the interrupted run",
+                   path, what, was, now);
+}
+
+/* Restores the loop from DIR/last.safetensors; *epoch receives the epoch it completed. */
+static at_status load_checkpoint(const loop_state *L, const at_train_config *cfg,
+                                 const at_dataset *train, int *epoch, bool *stopped) {
+    char path[4096];
+    at_status s = ckpt_path(path, sizeof path, cfg->checkpoint.dir, "last.safetensors");
+    if (s != AT_OK) return s;
+    ckpt_state c;
+    if ((s = ckpt_open(&c, path)) != AT_OK) {
+        ckpt_end(&c);
+        return s;
+    }
+    const char *arch = at_st_meta_get(c.file, "advtrain.arch");
+    int64_t stop = 0, ep = 0, batch = 0, n = 0, step = 0, optim_steps = 0, bad = 0, cool = 0, ebest = 0,
+            wait = 0, best_epoch = 0;
+    uint64_t seed = 0, forward = 0;
+    double lr = 0, sched_lr = 0, sched_best = 0, early_best = 0, best_value = 0;
+    size_t state_count;
+    float *state = at_optim_state(L->opt, &state_count);
+    if (!arch || strcmp(arch, at_net_spec(L->net)) != 0)
+        s = at_fail(AT_ERR_ARG, "%s holds the architecture '%s', this run trains '%s'", path,
+                    arch ? arch : "(none)", at_net_spec(L->net));
+    if (s == AT_OK) s = ckpt_get_int(&c, "epoch", &ep);
+    if (s == AT_OK) s = ckpt_get_int(&c, "batch", &batch);
+    if (s == AT_OK) s = ckpt_get_u64(&c, "seed", &seed);
+    if (s == AT_OK) s = ckpt_get_int(&c, "train_samples", &n);
+    if (s == AT_OK && batch != cfg->batch) s = mismatch(path, "batch size", batch, cfg->batch);
+    if (s == AT_OK && seed != cfg->seed) s = mismatch(path, "seed", (long long)seed, (long long)cfg->seed);
+    if (s == AT_OK && n != train->n) s = mismatch(path, "a training set of size", n, train->n);
+    const char *optimizer = ckpt_get_str(&c, "optimizer"), *adversarial = ckpt_get_str(&c, "adversarial");
+    if (s == AT_OK && (!optimizer || strcmp(optimizer, optim_name(cfg->optim.kind)) != 0))
+        s = at_fail(AT_ERR_ARG, "%s was written with the %s optimizer, this run uses %s", path,
+                    optimizer ? optimizer : "(unknown)", optim_name(cfg->optim.kind));
+    if (s == AT_OK && (!adversarial || strcmp(adversarial, at_adv_method_name(cfg->adv.method)) != 0))
+        s = at_fail(AT_ERR_ARG, "%s was written with adversarial training '%s', this run uses '%s'",
+                    path, adversarial ? adversarial : "(unknown)", at_adv_method_name(cfg->adv.method));
+    if (s == AT_OK && (ep < 0 || ep > 1000000)) s = at_fail(AT_ERR_FORMAT, "%s: epoch %lld out of range", path, (long long)ep);
+    if (s == AT_OK) s = at_net_load_weights(L->net, c.file, path);
+    if (s == AT_OK) s = ckpt_get_int(&c, "step", &step);
+    if (s == AT_OK) s = ckpt_get_int(&c, "early_stopped", &stop);
+    if (s == AT_OK) s = ckpt_get_num(&c, "lr", &lr);
+    if (s == AT_OK) s = ckpt_get_int(&c, "optim_steps", &optim_steps);
+    if (s == AT_OK) s = ckpt_get_floats(&c, "optim_state", state, state_count);
+    if (s == AT_OK) s = ckpt_get_rng(&c, "rng_augment", L->aug);
+    if (s == AT_OK) s = ckpt_get_u64(&c, "forward_count", &forward);
+    if (s == AT_OK) s = ckpt_get_num(&c, "schedule_lr", &sched_lr);
+    if (s == AT_OK) s = ckpt_get_num(&c, "schedule_best", &sched_best);
+    if (s == AT_OK) s = ckpt_get_int(&c, "schedule_bad_epochs", &bad);
+    if (s == AT_OK) s = ckpt_get_int(&c, "schedule_cooldown_left", &cool);
+    if (s == AT_OK) s = ckpt_get_num(&c, "early_best", &early_best);
+    if (s == AT_OK) s = ckpt_get_int(&c, "early_best_epoch", &ebest);
+    if (s == AT_OK) s = ckpt_get_int(&c, "early_wait", &wait);
+    if (s == AT_OK && L->extra->best && ebest > 0)
+        s = ckpt_get_floats(&c, "early_best_params", L->extra->best, at_net_num_params(L->net));
+    if (s == AT_OK) s = ckpt_get_num(&c, "best_value", &best_value);
+    if (s == AT_OK) s = ckpt_get_int(&c, "best_epoch", &best_epoch);
+    if (s == AT_OK && L->adv) s = adv_trainer_load_state(L->adv, &c);
+    ckpt_end(&c);
+    if (s != AT_OK) return s;
+    at_optim_set_lr(L->opt, (float)lr);
+    at_optim_set_steps(L->opt, optim_steps);
+    at_net_set_forward_count(L->net, forward);
+    L->sched->lr = (float)sched_lr;
+    L->sched->best = sched_best;
+    L->sched->bad_epochs = (int)bad;
+    L->sched->cooldown_left = (int)cool;
+    L->es->best = early_best;
+    L->es->best_epoch = (int)ebest;
+    L->es->wait = (int)wait;
+    L->best->best = best_value;
+    L->best->epoch = (int)best_epoch;
+    *L->step = step;
+    *epoch = (int)ep;
+    *stopped = stop != 0;
+    return AT_OK;
+}
+
+at_status at_checkpoint_epoch(const char *dir, int *epoch) {
+    *epoch = 0;
+    char path[4096];
+    at_status s = ckpt_path(path, sizeof path, dir, "last.safetensors");
+    if (s != AT_OK) return s;
+    ckpt_state c;
+    int64_t ep = 0;
+    if ((s = ckpt_open(&c, path)) == AT_OK) s = ckpt_get_int(&c, "epoch", &ep);
+    ckpt_end(&c);
+    *epoch = (int)ep;
+    return s;
+}
+
 static at_status evaluate_or_nan(at_net *net, const at_dataset *ds, int batch, at_eval_result *r) {
     r->loss = r->accuracy = r->mse = NAN;
     if (!ds) return AT_OK;
@@ -318,7 +493,17 @@ at_status at_train(at_net *net, const at_dataset *train, const at_dataset *val,
     for (int i = 0; i < train->n; i++) b.idx[i] = i;
     early_stopping es = {maximize ? -INFINITY : INFINITY, 0, 0};
     int64_t step = 0;
-    for (int epoch = 1; epoch <= cfg->epochs && s == AT_OK; epoch++) {
+    best_tracker best = {-INFINITY, 0};
+    loop_state loop = {net, opt, &sched, adv, &aug, &es, &e, &best, &step};
+    int done_epochs = 0;
+    bool stopped = false; /* early stopping had ended the run that wrote the checkpoint */
+    if (cfg->checkpoint.dir && cfg->checkpoint.resume) {
+        if ((s = load_checkpoint(&loop, cfg, train, &done_epochs, &stopped)) != AT_OK) goto done;
+        /* The sample order evolves one shuffle per epoch: replaying them restores it and the
+         * shuffling RNG without storing either. */
+        for (int epoch = 1; epoch <= done_epochs; epoch++) at_rng_shuffle(&rng, b.idx, train->n);
+    }
+    for (int epoch = done_epochs + 1; epoch <= cfg->epochs && !stopped && s == AT_OK; epoch++) {
         double start = now_seconds(), loss_sum = 0.0, penalty_sum = 0.0, norm_sum = 0.0;
         long hits = 0, adv_hits = 0;
         float eps = 0.0f;
@@ -415,7 +600,21 @@ at_status at_train(at_net *net, const at_dataset *train, const at_dataset *val,
             if (!(adv && st.best_epoch > 0)) st.best_epoch = es.best_epoch;
             st.stopping = es.wait >= cfg->early_stop;
         }
+        /* The best epoch for best.safetensors (larger is better for both choices below). */
+        bool best_now = false;
+        if (!isnan(st.robust_val) || val) {
+            double v = !isnan(st.robust_val) ? st.robust_val : maximize ? monitored : -monitored;
+            if (best.epoch == 0 || v > best.best) {
+                best.best = v;
+                best.epoch = epoch;
+                best_now = true;
+            }
+        }
+        /* The callback (which may log this epoch) runs before the checkpoint: a run killed in
+         * between repeats the epoch and its log line. */
         bool go_on = !(cb && cb->on_epoch) || cb->on_epoch(cb->user, &st);
+        if (cfg->checkpoint.dir && (s = save_checkpoint(&loop, cfg, train, epoch, best_now, st.stopping)) != AT_OK)
+            break;
         if (!go_on || st.stopping) break;
     }
     /* Keras's restore_best_weights, whether training stopped early or ran out of epochs. */

@@ -6,8 +6,13 @@
 #include <string.h>
 
 at_status at_model_save(const at_net *net, const char *path, const at_st_meta *extra, int nextra) {
+    return at_model_save_with(net, path, extra, nextra, NULL, 0);
+}
+
+at_status at_model_save_with(const at_net *net, const char *path, const at_st_meta *extra, int nextra,
+                             const at_st_entry *tensors, int ntensors) {
     int nt = at_net_num_tensors(net);
-    at_st_entry *entries = at_calloc((size_t)nt, sizeof *entries, "tensor list");
+    at_st_entry *entries = at_calloc((size_t)(nt + ntensors), sizeof *entries, "tensor list");
     at_st_meta *meta = at_calloc((size_t)nextra + 4, sizeof *meta, "metadata");
     if (!entries || !meta) {
         free(entries);
@@ -32,7 +37,8 @@ at_status at_model_save(const at_net *net, const char *path, const at_st_meta *e
     meta[nm++] = (at_st_meta){"advtrain.arch", (char *)at_net_spec(net)};
     meta[nm++] = (at_st_meta){"advtrain.input", input};
     for (int i = 0; i < nextra; i++) meta[nm++] = extra[i];
-    at_status s = at_st_write(path, entries, nt, meta, nm);
+    for (int i = 0; i < ntensors; i++) entries[nt + i] = tensors[i];
+    at_status s = at_st_write(path, entries, nt + ntensors, meta, nm);
     free(entries);
     free(meta);
     return s;
