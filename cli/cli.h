@@ -30,6 +30,11 @@ typedef struct cli_command {
     /* Positional arguments: up to max_positional are collected here. */
     const char **positional;
     int max_positional, npositional;
+    /* Options a config file neither sets nor records (e.g. "config" itself); NULL-terminated. */
+    const char *const *not_in_config;
+    /* Options a config file may set but the effective config does not record (presentation
+     * only, e.g. "quiet"); NULL-terminated. */
+    const char *const *not_recorded;
 } cli_command;
 
 /* Parses argv (after the subcommand). Prints the error and returns false on bad usage; sets
@@ -40,6 +45,32 @@ void cli_print_help(const cli_command *cmd, FILE *out);
  * model file) is there. Returns -1 to go on, else the exit code to return. */
 int cli_start(cli_command *cmd, int argc, char **argv);
 const cli_option *cli_find(const cli_command *cmd, const char *name);
+/* Sets an option from text as the command line would (range checks, message naming the flag). */
+bool cli_set_option(const cli_command *cmd, cli_option *o, const char *value);
+
+/* Strings that must live as long as the options pointing at them (config file values). */
+typedef struct cli_strings {
+    char **items;
+    int count, cap;
+} cli_strings;
+const char *cli_strings_add(cli_strings *s, const char *value);
+void cli_strings_free(cli_strings *s);
+
+/* Config files (cli/config_file.c): INI parsed by libinih, section [COMMAND], keys are the flag
+ * names. Options already set on the command line keep their values. Prints what is wrong
+ * (file, line, key) and returns false on error. */
+bool cli_read_config(cli_command *cmd, const char *path, cli_strings *strings);
+/* Writes every option as an INI file: given ones active, defaults commented out. Atomic. */
+bool cli_write_config(const cli_command *cmd, const char *path);
+bool cli_not_in_config(const cli_command *cmd, const cli_option *o);
+
+/* Writes text to path atomically (temporary file in the same directory, fsync, rename); prints
+ * "advtrain CMD: path: why" and returns false on failure. */
+/* The shortest decimal that reads back as v ("0.05", not "0.0500000007"). */
+void cli_format_float(char *buf, size_t cap, float v);
+/* Creates directory path (its parent must exist); fine if it is already there. */
+bool cli_make_dir(const char *cmd, const char *flag, const char *path);
+bool cli_write_text_atomic(const char *cmd, const char *path, const char *text, size_t len);
 
 /* Prints "advtrain CMD: what: detail" for a failed library call. */
 void cli_error(const char *cmd, const char *what, at_status s);

@@ -1,5 +1,10 @@
 /* Error reporting, data loading and terminal progress for the subcommands. */
+#define _POSIX_C_SOURCE 200809L /* mkdir, isatty */
 #include "cli.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 
 #include <string.h>
 #include <time.h>
@@ -45,4 +50,31 @@ void cli_progress_done(void) {
     if (!cli_is_tty()) return;
     printf("\r\033[K");
     fflush(stdout);
+}
+
+bool cli_write_text_atomic(const char *cmd, const char *path, const char *text, size_t len) {
+    at_status s = at_file_write_atomic(path, text, len);
+    if (s != AT_OK) cli_error(cmd, "writing a file", s);
+    return s == AT_OK;
+}
+
+void cli_format_float(char *buf, size_t cap, float v) {
+    for (int digits = 6; digits <= 9; digits++) {
+        snprintf(buf, cap, "%.*g", digits, (double)v);
+        if ((float)strtod(buf, NULL) == v) return;
+    }
+}
+
+bool cli_make_dir(const char *cmd, const char *flag, const char *path) {
+    struct stat st;
+    if (mkdir(path, 0777) != 0 && errno != EEXIST) {
+        fprintf(stderr, "advtrain %s: %s %s: cannot create the directory: %s\n", cmd, flag, path,
+                strerror(errno));
+        return false;
+    }
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "advtrain %s: %s %s: exists and is not a directory\n", cmd, flag, path);
+        return false;
+    }
+    return true;
 }

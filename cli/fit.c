@@ -5,6 +5,7 @@
  * generalization gap. With --json, stdout holds exactly one JSON object with all of that and
  * every human-readable line goes to stderr instead (--quiet silences them). */
 #include "cli.h"
+#include "metrics_log.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -29,6 +30,8 @@ typedef struct fit_args {
     float eps, alpha, clean_weight, beta;
     int adv_steps, replays, eps_warmup, robust_val_steps, robust_val_samples;
     bool no_guard, keep_last;
+    /* runs: checkpoints, resume, log, config file */
+    const char *checkpoint_dir, *resume, *log, *config;
 } fit_args;
 
 typedef struct fit_state {
@@ -39,7 +42,29 @@ typedef struct fit_state {
     at_epoch_stats last;
     int epochs_run;
     int collapses;
+    metrics_log *metrics;   /* --log (may hold no file) */
+    at_net *train_net;      /* for the penalty columns */
+    const at_train_config *cfg;
+    bool log_failed;
 } fit_state;
+
+/* The L1 and L2 penalty terms of the current weights (empty cells when the term is off). */
+static void penalty_terms(const fit_state *st, double *l1, double *l2) {
+    const at_train_config *c = st->cfg;
+    double sum_abs = 0.0, sum_sq = 0.0;
+    const float *p = at_net_params(st->train_net);
+    for (int t = 0; t < at_net_num_tensors(st->train_net); t++) {
+        if (!at_reg_selected(st->train_net, &c->reg_select, t)) continue;
+        const at_param_info *info = at_net_tensor(st->train_net, t);
+        for (size_t i = 0; i < info->size; i++) {
+            double w = p[info->offset + i];
+            sum_abs += fabs(w);
+            sum_sq += w * w;
+        }
+    }
+    *l1 = c->l1 > 0.0f ? c->l1 * sum_abs : NAN;
+    *l2 = c->l2 > 0.0f ? c->l2 * sum_sq : NAN;
+}
 
 static void format_metric(char *buf, size_t cap, bool regression, float v) {
     if (isnan(v))
@@ -66,6 +91,12 @@ static bool on_epoch(void *user, const at_epoch_stats *s) {
     st->last = *s;
     st->epochs_run = s->epoch;
     st->collapses += s->collapsed;
+    double l1, l2;
+    penalty_terms(st, &l1, &l2);
+    if (!metrics_log_row(st->metrics, s, l1, l2)) {
+        st->log_failed = true;
+        return false;
+    }
     if (st->args->quiet) return true;
     if (!st->args->json) cli_progress_done();
     char train[32], val[32], test[32];
@@ -360,6 +391,9 @@ static at_status with_dropout(at_net **out, const at_net *base, float p, int *in
     int c, h, w;
     at_net_in_shape(base, &c, &h, &w);
     at_status s = at_net_create(out, d, m, c, h, w);
+    /* Checkpoints record the base architecture: dropout has no parameters and is off in eval
+     * mode, and the settings record --dropout. */
+    if (s == AT_OK) s = at_net_set_spec(*out, at_net_spec(base));
     free(d);
     return s;
 }
@@ -465,7 +499,62 @@ static void print_report(FILE *f, const fit_state *st, const at_net *net, const 
 
 /* ------------------------------------------------------------ the command */
 
+/* --config FILE, or --resume DIR's config.ini: settings the command line did not give. */
+static bool read_config_files(cli_command *cmd, fit_args *a, cli_strings *strings) {
+    if (a->resume && a->config) {
+        usage_error("--resume DIR reads DIR/config.ini: give no --config (flags still override)");
+        return false;
+    }
+    if (a->resume) {
+        const char *explicit_dir = a->checkpoint_dir;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/config.ini", a->resume);
+        if (!cli_read_config(cmd, path, strings)) return false;
+        if (explicit_dir && strcmp(explicit_dir, a->resume) != 0) {
+            usage_error("--resume %s continues in that directory; --checkpoint-dir %s names another",
+                        a->resume, explicit_dir);
+            return false;
+        }
+        a->checkpoint_dir = a->resume;
+        return true;
+    }
+    return !a->config || cli_read_config(cmd, a->config, strings);
+}
+
+/* --checkpoint-dir: the directory, its config.ini, and where resuming starts (0: afresh). */
+static bool prepare_run_dir(const cli_command *cmd, const fit_args *a, FILE *log, int *resume_epoch) {
+    *resume_epoch = 0;
+    if (!a->checkpoint_dir) return true;
+    if (!cli_make_dir("fit", "--checkpoint-dir", a->checkpoint_dir)) return false;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.ini", a->checkpoint_dir);
+    if (!cli_write_config(cmd, path)) return false;
+    if (!a->resume) return true;
+    at_status s = at_checkpoint_epoch(a->checkpoint_dir, resume_epoch);
+    if (s == AT_ERR_IO) { /* killed before the first epoch ended */
+        fprintf(log, "no checkpoint in %s yet: starting from epoch 1\n", a->checkpoint_dir);
+        return true;
+    }
+    if (s != AT_OK) {
+        fprintf(stderr, "advtrain fit: --resume %s: %s\n", a->resume, at_error_message());
+        return false;
+    }
+    fprintf(log, "resuming %s after epoch %d\n", a->checkpoint_dir, *resume_epoch);
+    return true;
+}
+
+static int fit_main(int argc, char **argv, cli_strings *strings);
+
 int cmd_fit(int argc, char **argv) {
+    cli_strings strings = {0};
+    int status = fit_main(argc, argv, &strings);
+    cli_strings_free(&strings);
+    return status;
+}
+
+static int fit_main(int argc, char **argv, cli_strings *strings) {
+    static const char *const not_in_config[] = {"config", "resume", NULL};
+    static const char *const not_recorded[] = {"quiet", "json", NULL};
     fit_args a = {.model = "seed-cnn", .data = "fashion-mnist", .optim = "sgd",
                   .out = "model.safetensors", .init = "pytorch", .epochs = 10, .batch = 128,
                   .threads = 0, .lr = 0.05f, .momentum = 0.9f, .seed = 1,
@@ -525,15 +614,20 @@ int cmd_fit(int argc, char **argv) {
         {"keep-last", OPT_FLAG, &a.keep_last, NULL, "keep the last epoch's weights instead of the best robust validation epoch's", 1, 0},
         {"no-guard", OPT_FLAG, &a.no_guard, NULL, "fgsm-rs: do not check for catastrophic overfitting", 1, 0},
         {"out", OPT_STRING, &a.out, "FILE", "where to save the model (default model.safetensors)", 1, 0},
+        {"checkpoint-dir", OPT_STRING, &a.checkpoint_dir, "DIR", "keep DIR/last.safetensors (full training state, every epoch) and DIR/best.safetensors, DIR/config.ini and DIR/metrics.csv", 1, 0},
+        {"resume", OPT_STRING, &a.resume, "DIR", "continue the run in checkpoint DIR (its config.ini; flags given here override): bit-identical to an uninterrupted run", 1, 0},
+        {"log", OPT_STRING, &a.log, "FILE", "per-epoch metrics as CSV (default DIR/metrics.csv with --checkpoint-dir); appended on resume", 1, 0},
+        {"config", OPT_STRING, &a.config, "FILE", "read settings from an INI file ([fit] section, flag names as keys); flags given here override", 1, 0},
         {"json", OPT_FLAG, &a.json, NULL, "print one JSON object (settings, results, per-layer norms) on stdout; progress goes to stderr", 1, 0},
         {"quiet", OPT_FLAG, &a.quiet, NULL, "print only errors and the final line (or the JSON)", 1, 0},
     };
     cli_command cmd = {"fit", "advtrain fit [--model NAME|SPEC] [--data SOURCE] [options]",
                        "Train a model and save it as safetensors (PyTorch state_dict names).\n"
                        "Regularization: docs/regularization.md.",
-                       opts, (int)(sizeof opts / sizeof *opts), NULL, 0, 0};
+                       opts, (int)(sizeof opts / sizeof *opts), NULL, 0, 0, not_in_config, not_recorded};
     int early = cli_start(&cmd, argc, argv);
     if (early >= 0) return early;
+    if (!read_config_files(&cmd, &a, strings)) return EXIT_USAGE;
     at_train_config cfg;
     int bad = build_config(&cmd, &a, &cfg);
     if (bad) return bad;
@@ -541,6 +635,8 @@ int cmd_fit(int argc, char **argv) {
     if (!parse_init(a.init, &init)) return usage_error("--init %s: unknown (pytorch, kaiming or xavier)", a.init);
     at_set_threads(a.threads > 0 ? a.threads : at_get_threads());
     a.threads = at_get_threads();
+    /* The thread count shapes the result bit for bit: the effective config records it. */
+    ((cli_option *)cli_find(&cmd, "threads"))->seen = true;
     FILE *log = a.json ? stderr : stdout;
 
     at_data data;
@@ -550,6 +646,8 @@ int cmd_fit(int argc, char **argv) {
     at_dataset val = {0};
     bool has_val = false;
     cJSON *settings = NULL, *results = NULL;
+    char *checkpoint_settings = NULL;
+    metrics_log metrics = {0};
     at_status s = AT_OK;
     if (a.train_subset > 0 && a.train_subset < data.train.n)
         s = at_dataset_truncate(&data.train, a.train_subset);
@@ -629,9 +727,31 @@ int cmd_fit(int argc, char **argv) {
         fflush(log);
     }
     settings = settings_json(&a, &cfg);
+    int resume_epoch;
+    if (!prepare_run_dir(&cmd, &a, log, &resume_epoch)) goto done;
+    const char *log_path = a.log;
+    char default_log[4096];
+    if (!log_path && a.checkpoint_dir) {
+        snprintf(default_log, sizeof default_log, "%s/metrics.csv", a.checkpoint_dir);
+        log_path = default_log;
+    }
+    if (log_path && !metrics_log_open(&metrics, log_path, regression, resume_epoch)) goto done;
+    st.metrics = &metrics;
+    st.train_net = train_net;
+    st.cfg = &cfg;
+    checkpoint_settings = cJSON_PrintUnformatted(settings);
+    at_st_meta checkpoint_meta[] = {{"advtrain.data", (char *)a.data},
+                                    {"advtrain.settings", checkpoint_settings ? checkpoint_settings : "{}"}};
+    if (a.checkpoint_dir) {
+        cfg.checkpoint.dir = a.checkpoint_dir;
+        cfg.checkpoint.resume = resume_epoch > 0;
+        cfg.checkpoint.meta = checkpoint_meta;
+        cfg.checkpoint.nmeta = 2;
+    }
     at_train_callbacks cb = {&st, on_batch, on_epoch};
     s = at_train(train_net, &data.train, has_val ? &val : NULL, &data.test, &cfg, &cb);
     if (!a.json) cli_progress_done();
+    if (st.log_failed) goto done;
     if (s != AT_OK) {
         status = s == AT_ERR_ARG ? EXIT_USAGE : EXIT_RUN_FAILED;
         cli_error("fit", "training failed", s);
@@ -690,6 +810,8 @@ int cmd_fit(int argc, char **argv) {
     }
     status = 0;
 done:
+    metrics_log_close(&metrics);
+    free(checkpoint_settings);
     cJSON_Delete(settings);
     cJSON_Delete(results);
     if (train_net != net) at_net_free(train_net);

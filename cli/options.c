@@ -23,7 +23,7 @@ static bool bad_value(const cli_command *cmd, const cli_option *o, const char *v
     return false;
 }
 
-static bool set_value(const cli_command *cmd, cli_option *o, const char *value) {
+bool cli_set_option(const cli_command *cmd, cli_option *o, const char *value) {
     char *end;
     errno = 0;
     switch (o->type) {
@@ -98,7 +98,7 @@ bool cli_parse(cli_command *cmd, int argc, char **argv, bool *help) {
                 fprintf(stderr, "advtrain %s: --%s takes no value\n", cmd->name, name);
                 return false;
             }
-            set_value(cmd, o, "");
+            cli_set_option(cmd, o, "");
             continue;
         }
         const char *value = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
@@ -107,7 +107,7 @@ bool cli_parse(cli_command *cmd, int argc, char **argv, bool *help) {
                     o->metavar ? o->metavar : "see --help");
             return false;
         }
-        if (!set_value(cmd, o, value)) return false;
+        if (!cli_set_option(cmd, o, value)) return false;
     }
     return true;
 }

@@ -155,8 +155,11 @@ const at_layer_desc *at_net_layer(const at_net *net, int i);
 void at_net_layer_out_shape(const at_net *net, int i, int *c, int *h, int *w);
 /* A short human-readable description of the architecture, like PyTorch's print(model). */
 at_status at_net_describe(const at_net *net, char *buf, size_t cap);
-/* The spec the network was built from (built-in name or custom spec). */
+/* The spec the network was built from (built-in name or custom spec): the architecture model
+ * files record. at_net_create leaves it empty; at_net_set_spec sets it (for a network built
+ * from layer descriptions that some spec also describes, e.g. one with dropout added). */
 const char *at_net_spec(const at_net *net);
+at_status at_net_set_spec(at_net *net, const char *spec);
 
 size_t at_net_num_params(const at_net *net);
 float *at_net_params(at_net *net);
@@ -429,6 +432,10 @@ typedef struct at_st_entry {
 /* Writes atomically (temp file in the same directory, fsync, rename). */
 at_status at_st_write(const char *path, const at_st_entry *tensors, int ntensors,
                       const at_st_meta *meta, int nmeta);
+
+/* Writes len bytes to path atomically (temporary file in the same directory, fsync, rename): a
+ * reader, or a process killed mid-write, sees the old file or the new one, never a mix. */
+at_status at_file_write_atomic(const char *path, const void *data, size_t len);
 
 /* ---------------------------------------------------------------- model files */
 

@@ -13,8 +13,6 @@ float *at_alloc_floats(size_t count, const char *what);
 /* Duplicates a string (NULL on failure, with the error set). */
 char *at_strdup(const char *s);
 
-/* Records the spec string a network was built from (built-in name or custom spec). */
-at_status at_net_set_spec(at_net *net, const char *spec);
 
 /* Training state that checkpoints save and restore (see checkpoint.c). */
 uint64_t at_net_forward_count(const at_net *net); /* dropout masks are keyed by it */
@@ -24,6 +22,12 @@ at_rng *at_adv_workspace_rng(at_adv_workspace *ws);  /* random starts */
 /* at_model_save with extra tensors after the parameters (training state in checkpoints). */
 at_status at_model_save_with(const at_net *net, const char *path, const at_st_meta *extra, int nextra,
                              const at_st_entry *tensors, int ntensors);
+
+/* Atomic write (io/atomic_file.c): write() fills the temporary file fp; on success it replaces
+ * path, else path is untouched and the temporary file removed. */
+#include <stdio.h>
+typedef at_status (*at_write_fn)(FILE *fp, const char *path, const char *tmp, void *user);
+at_status at_write_atomic_with(const char *path, at_write_fn write, void *user);
 
 #define AT_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define AT_MAX(a, b) ((a) > (b) ? (a) : (b))

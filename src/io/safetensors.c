@@ -522,73 +522,15 @@ static at_status write_contents(FILE *fp, const char *path, const char *tmp, con
     return s;
 }
 
-/* mkstemp creates files 0600; give the result the mode a plain create would have had (or keep
- * the mode of the file being replaced). POSIX has no way to read the umask without setting it. */
-static void set_new_file_mode(int fd, const char *path) {
-    struct stat st;
-    mode_t mode;
-    if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
-        mode = st.st_mode & 07777;
-    } else {
-        mode_t mask = umask(077);
-        umask(mask);
-        mode = 0666 & ~mask;
-    }
-    (void)fchmod(fd, mode);
-}
+typedef struct contents {
+    const char *header;
+    const at_st_entry *tensors;
+    int ntensors;
+} contents;
 
-/* Makes the rename durable; best effort, since the data itself are already synced. */
-static void sync_parent_dir(const char *path) {
-    const char *slash = strrchr(path, '/');
-    char *dir = slash ? at_alloc((size_t)(slash - path) + 2, "directory name") : NULL;
-    if (slash && !dir) return;
-    if (dir) {
-        size_t n = slash == path ? 1 : (size_t)(slash - path);
-        memcpy(dir, path, n);
-        dir[n] = '\0';
-    }
-    int fd = open(dir ? dir : ".", O_RDONLY);
-    if (fd >= 0) {
-        (void)fsync(fd);
-        close(fd);
-    }
-    free(dir);
-}
-
-/* Temp file in the target's directory (so rename is atomic), synced, then renamed over the
- * target. On failure the temp file is removed and the target is untouched. */
-static at_status write_atomic(const char *path, const char *header, const at_st_entry *t, int nt) {
-    static const char suffix[] = ".tmp.XXXXXX";
-    size_t plen = strlen(path);
-    char *tmp = at_alloc(plen + sizeof suffix, "temporary file name");
-    if (!tmp) return AT_ERR_NOMEM;
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, suffix, sizeof suffix);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        at_status s = at_fail(AT_ERR_IO, "%s: cannot create temporary file %s: %s", path, tmp,
-                              strerror(errno));
-        free(tmp);
-        return s;
-    }
-    set_new_file_mode(fd, path);
-    at_status s = AT_OK;
-    FILE *fp = fdopen(fd, "wb");
-    if (!fp) {
-        s = at_fail(AT_ERR_IO, "%s: cannot open temporary file %s: %s", path, tmp, strerror(errno));
-        close(fd);
-    }
-    if (s == AT_OK) s = write_contents(fp, path, tmp, header, t, nt);
-    if (s == AT_OK && (fflush(fp) != 0 || fsync(fileno(fp)) != 0))
-        s = at_fail(AT_ERR_IO, "%s: cannot flush %s: %s", path, tmp, strerror(errno));
-    if (fp && fclose(fp) != 0 && s == AT_OK)
-        s = at_fail(AT_ERR_IO, "%s: cannot close %s: %s", path, tmp, strerror(errno));
-    if (s == AT_OK && rename(tmp, path) != 0)
-        s = at_fail(AT_ERR_IO, "%s: cannot replace with %s: %s", path, tmp, strerror(errno));
-    if (s != AT_OK) unlink(tmp);
-    else sync_parent_dir(path);
-    free(tmp);
-    return s;
+static at_status write_st(FILE *fp, const char *path, const char *tmp, void *user) {
+    const contents *c = user;
+    return write_contents(fp, path, tmp, c->header, c->tensors, c->ntensors);
 }
 
 at_status at_st_write(const char *path, const at_st_entry *tensors, int ntensors,
@@ -599,7 +541,8 @@ at_status at_st_write(const char *path, const at_st_entry *tensors, int ntensors
     if (!header) return AT_ERR_NOMEM;
     if (((strlen(header) + 7) & ~(size_t)7) > ST_MAX_HEADER)
         s = at_fail(AT_ERR_ARG, "%s: header would exceed the 100 MB limit", path);
-    if (s == AT_OK) s = write_atomic(path, header, tensors, ntensors);
+    contents c = {header, tensors, ntensors};
+    if (s == AT_OK) s = at_write_atomic_with(path, write_st, &c);
     cJSON_free(header);
     return s;
 }
