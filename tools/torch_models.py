@@ -103,3 +103,98 @@ def save_safetensors(path, tensors, metadata=None):
         f.write(text)
         for b in chunks:
             f.write(b)
+
+
+# --- interop helpers (docs/interop.md) ---------------------------------------------------------
+
+class _FlattenLinear(nn.Linear):
+    """A Linear placed straight after an image-shaped layer: advtrain flattens implicitly there
+    (C, H, W order, as x.flatten(1)); the parameters are a plain Linear's."""
+
+    def forward(self, x):
+        return super().forward(x.flatten(1))
+
+
+def from_spec(spec, channels=1, height=28, width=None):
+    """nn.Sequential for an advtrain spec such as 'conv:16:4:2:1,relu,flatten,linear:10'
+    (docs/architectures.md): layer i is module i, so the state_dict names match the model file."""
+    width = height if width is None else width
+    shape = [channels, height, width]  # None once flat
+    flat = None
+    layers = []
+    for token in spec.split(","):
+        word, *args = token.strip().split(":")
+        num = [float(a) for a in args]
+        ints = [int(v) for v in num]
+        if word == "conv":
+            out, k = ints[0], ints[1]
+            stride = ints[2] if len(ints) > 2 else 1
+            pad = ints[3] if len(ints) > 3 else 0
+            if shape is None:
+                raise ValueError(f"{spec!r}: conv after flatten")
+            layers.append(nn.Conv2d(shape[0], out, k, stride=stride, padding=pad))
+            shape = [out, (shape[1] + 2 * pad - k) // stride + 1, (shape[2] + 2 * pad - k) // stride + 1]
+        elif word in ("maxpool", "avgpool"):
+            k = ints[0]
+            stride = ints[1] if len(ints) > 1 else k
+            pad = ints[2] if len(ints) > 2 else 0
+            if shape is None:
+                raise ValueError(f"{spec!r}: {word} after flatten")
+            pool = nn.MaxPool2d if word == "maxpool" else nn.AvgPool2d
+            layers.append(pool(k, stride, pad))
+            shape = [shape[0], (shape[1] + 2 * pad - k) // stride + 1, (shape[2] + 2 * pad - k) // stride + 1]
+        elif word == "linear":
+            if shape is not None:  # straight after an image-shaped layer: implicit flatten
+                flat = shape[0] * shape[1] * shape[2]
+                layers.append(_FlattenLinear(flat, ints[0]))
+                shape = None
+            else:
+                layers.append(nn.Linear(flat, ints[0]))
+            flat = ints[0]
+        elif word == "flatten":
+            layers.append(nn.Flatten())
+            if shape is not None:
+                flat, shape = shape[0] * shape[1] * shape[2], None
+        elif word == "relu":
+            layers.append(nn.ReLU())
+        elif word == "leakyrelu":
+            layers.append(nn.LeakyReLU(num[0] if num else 0.01))
+        elif word == "tanh":
+            layers.append(nn.Tanh())
+        elif word == "sigmoid":
+            layers.append(nn.Sigmoid())
+        elif word == "dropout":
+            layers.append(nn.Dropout(num[0] if num else 0.5))
+        elif word == "dropout2d":
+            layers.append(nn.Dropout2d(num[0] if num else 0.5))
+        else:
+            raise ValueError(f"{spec!r}: unknown layer {token!r}")
+    return nn.Sequential(*layers)
+
+
+def module_for(arch, channels=1, height=28, width=None):
+    """The nn.Module for a built-in model name or a spec (the advtrain.arch metadata value)."""
+    if arch in ("seed-mlp", "seed-cnn", "mlp", "smallcnn"):
+        return build(arch, channels, height)
+    return from_spec(arch, channels, height, width)
+
+
+def load_advtrain(path, arch=None, input_shape=None):
+    """Loads a model file into its nn.Module (load_state_dict, strict) in eval mode.
+
+    The architecture and input shape come from the file's metadata (advtrain.arch,
+    advtrain.input); pass them for files without it. Returns (model, metadata)."""
+    state, meta = load_safetensors(path)
+    arch = arch or meta["advtrain.arch"]
+    c, h, w = input_shape or (int(v) for v in meta["advtrain.input"].split(","))
+    model = module_for(arch, c, h, w)
+    model.load_state_dict(state, strict=True)
+    return model.eval(), meta
+
+
+def advtrain_metadata(arch, input_shape=(1, 28, 28), data="fashion-mnist"):
+    """The safetensors metadata that makes a PyTorch state_dict a complete advtrain model file:
+    save_safetensors(path, model.state_dict(), advtrain_metadata("smallcnn")), or
+    safetensors.torch.save_file(model.state_dict(), path, metadata=advtrain_metadata(...))."""
+    return {"format": "pt", "advtrain.arch": arch,
+            "advtrain.input": ",".join(str(int(v)) for v in input_shape), "advtrain.data": data}
