@@ -10,16 +10,27 @@
 #include <stdio.h>
 #include <string.h>
 
-enum { MR = 8, NR = 32, KC = 256, MC = 128, NC = 2048 };
+/* The register tile follows the vector registers the compiler may use: 8 x 32 with AVX-512's
+ * 32 zmm registers, 6 x 16 with AVX's 16 ymm (12 accumulators, 2 B vectors, 1 broadcast), 4 x 8
+ * with SSE. A vector wider than the target's registers would be emulated piecewise, many times
+ * slower. */
+#if defined(__AVX512F__)
+enum { VL = 16, MR = 8 };
+#elif defined(__AVX__)
+enum { VL = 8, MR = 6 };
+#else
+enum { VL = 4, MR = 4 };
+#endif
+enum { NR = 2 * VL, KC = 256, MC = 16 * MR, NC = 2048 };
 
-typedef float v16 __attribute__((vector_size(64)));
+typedef float vec __attribute__((vector_size(VL * sizeof(float))));
 
-static inline v16 load16(const float *p) {
-    v16 v;
+static inline vec load_vec(const float *p) {
+    vec v;
     memcpy(&v, p, sizeof v);
     return v;
 }
-static inline void store16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
+static inline void store_vec(float *p, vec v) { memcpy(p, &v, sizeof v); }
 
 /* Packs rows [i0, i0+mc) x cols [p0, p0+kc) of op(A) into MR-row panels: panel[k*MR + r].
  * The loop order follows the source's contiguous direction. */
@@ -75,10 +86,10 @@ static void pack_b(bool trans, const float *b, int ldb, int p0, int kc, int j0, 
 /* C[0..rows, 0..cols) = alpha * Ap Bp + beta_eff * C, tile MR x NR held in registers. */
 static void micro_kernel(int kc, const float *ap, const float *bp, int bstride, float alpha,
                          float beta, float *c, int ldc, int rows, int cols) {
-    v16 acc[MR][2];
-    for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = (v16){0};
+    vec acc[MR][2];
+    for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = (vec){0};
     for (int p = 0; p < kc; p++) {
-        v16 b0 = load16(bp), b1 = load16(bp + 16);
+        vec b0 = load_vec(bp), b1 = load_vec(bp + VL);
         for (int r = 0; r < MR; r++) {
             float av = ap[r];
             acc[r][0] += av * b0;
@@ -90,20 +101,20 @@ static void micro_kernel(int kc, const float *ap, const float *bp, int bstride, 
     if (rows == MR && cols == NR) {
         for (int r = 0; r < MR; r++) {
             float *row = c + (size_t)r * ldc;
-            v16 c0 = alpha * acc[r][0], c1 = alpha * acc[r][1];
+            vec c0 = alpha * acc[r][0], c1 = alpha * acc[r][1];
             if (beta != 0.0f) {
-                c0 += beta * load16(row);
-                c1 += beta * load16(row + 16);
+                c0 += beta * load_vec(row);
+                c1 += beta * load_vec(row + VL);
             }
-            store16(row, c0);
-            store16(row + 16, c1);
+            store_vec(row, c0);
+            store_vec(row + VL, c1);
         }
         return;
     }
     float tile[MR][NR];
     for (int r = 0; r < MR; r++) {
-        store16(tile[r], acc[r][0]);
-        store16(tile[r] + 16, acc[r][1]);
+        store_vec(tile[r], acc[r][0]);
+        store_vec(tile[r] + VL, acc[r][1]);
     }
     for (int r = 0; r < rows; r++)
         for (int j = 0; j < cols; j++) {
