@@ -1,5 +1,6 @@
 /* advtrain: the command-line tool. One file per subcommand; this table lists them. */
 #include "attack_cli.h"
+#include "report.h"
 
 #include <string.h>
 
@@ -15,6 +16,7 @@ static const subcommand commands[] = {
     {"attack", cmd_attack, "write adversarial examples (safetensors or IDX) and a PNG grid"},
     {"bench", cmd_bench, "measure training or attack throughput (samples per second)"},
     {"export", cmd_export, "write a saved model as standalone C99 source (microcontrollers)"},
+    {"report", cmd_report, "plots and an HTML page for a training run or a model"},
 };
 
 static void usage(FILE *out) {
