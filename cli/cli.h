@@ -68,7 +68,7 @@ bool cli_not_in_config(const cli_command *cmd, const cli_option *o);
  * "advtrain CMD: path: why" and returns false on failure. */
 /* The shortest decimal that reads back as v ("0.05", not "0.0500000007"). */
 void cli_format_float(char *buf, size_t cap, float v);
-/* Creates directory path (its parent must exist); fine if it is already there. */
+/* Creates directory path and its missing parents (mkdir -p); fine if it is already there. */
 bool cli_make_dir(const char *cmd, const char *flag, const char *path);
 bool cli_write_text_atomic(const char *cmd, const char *path, const char *text, size_t len);
 

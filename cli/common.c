@@ -66,12 +66,26 @@ void cli_format_float(char *buf, size_t cap, float v) {
 }
 
 bool cli_make_dir(const char *cmd, const char *flag, const char *path) {
-    struct stat st;
-    if (mkdir(path, 0777) != 0 && errno != EEXIST) {
-        fprintf(stderr, "advtrain %s: %s %s: cannot create the directory: %s\n", cmd, flag, path,
-                strerror(errno));
+    /* mkdir -p: each parent in turn, then the directory itself */
+    char buf[4096];
+    size_t len = strlen(path);
+    if (len == 0 || len >= sizeof buf) {
+        fprintf(stderr, "advtrain %s: %s '%s': empty or too long a path\n", cmd, flag, path);
         return false;
     }
+    memcpy(buf, path, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (buf[i] != '/' && buf[i] != '\0') continue;
+        char saved = buf[i];
+        buf[i] = '\0';
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST) {
+            fprintf(stderr, "advtrain %s: %s %s: cannot create %s: %s\n", cmd, flag, path, buf,
+                    strerror(errno));
+            return false;
+        }
+        buf[i] = saved;
+    }
+    struct stat st;
     if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
         fprintf(stderr, "advtrain %s: %s %s: exists and is not a directory\n", cmd, flag, path);
         return false;

@@ -613,7 +613,7 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
         {"robust-val-samples", OPT_INT, &a.robust_val_samples, "N", "validation samples it attacks (default 1000)", 0, 100000000},
         {"keep-last", OPT_FLAG, &a.keep_last, NULL, "keep the last epoch's weights instead of the best robust validation epoch's", 1, 0},
         {"no-guard", OPT_FLAG, &a.no_guard, NULL, "fgsm-rs: do not check for catastrophic overfitting", 1, 0},
-        {"out", OPT_STRING, &a.out, "FILE", "where to save the model (default model.safetensors)", 1, 0},
+        {"out", OPT_STRING, &a.out, "FILE", "where to save the model (default model.safetensors; DIR/model.safetensors with --checkpoint-dir)", 1, 0},
         {"checkpoint-dir", OPT_STRING, &a.checkpoint_dir, "DIR", "keep DIR/last.safetensors (full training state, every epoch) and DIR/best.safetensors, DIR/config.ini and DIR/metrics.csv", 1, 0},
         {"resume", OPT_STRING, &a.resume, "DIR", "continue the run in checkpoint DIR (its config.ini; flags given here override): bit-identical to an uninterrupted run", 1, 0},
         {"log", OPT_STRING, &a.log, "FILE", "per-epoch metrics as CSV (default DIR/metrics.csv with --checkpoint-dir); appended on resume", 1, 0},
@@ -628,6 +628,11 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
     int early = cli_start(&cmd, argc, argv);
     if (early >= 0) return early;
     if (!read_config_files(&cmd, &a, strings)) return EXIT_USAGE;
+    if (a.checkpoint_dir && !cli_find(&cmd, "out")->seen) { /* the run's model stays with the run */
+        char out[4096];
+        snprintf(out, sizeof out, "%s/model.safetensors", a.checkpoint_dir);
+        if (!(a.out = cli_strings_add(strings, out))) return EXIT_RUN_FAILED;
+    }
     at_train_config cfg;
     int bad = build_config(&cmd, &a, &cfg);
     if (bad) return bad;
