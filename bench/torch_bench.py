@@ -4,7 +4,13 @@
 
 Same data (Fashion-MNIST, bytes converted to [0,1] floats per batch), same batch (128; 512 for
 pgd20-eval), same optimizer (SGD lr 0.01 momentum 0.9), same attack settings as
-`advtrain bench`. Attacks are crafted in eval mode with gradients for the input only."""
+`advtrain bench`. Attacks are crafted in eval mode with gradients for the input only.
+
+    python bench/torch_bench.py --model smallcnn --fit-epoch --threads 2 --json
+
+instead trains one epoch over the whole training set (batch 128, no warm-up), then measures test
+accuracy, like `advtrain fit --epochs 1`: for the peak resident memory of a whole training run
+(--batches N stops after N batches, for smoke tests)."""
 import argparse
 import gzip
 import json
@@ -50,15 +56,62 @@ def pgd(model, x, y, eps, alpha, steps):
     return x_adv.detach()
 
 
+def fit_epoch(a):
+    """One epoch of plain training (shuffled, batch 128) and a test accuracy pass."""
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(1)
+    images = torch.from_numpy(read_idx("train-images-idx3-ubyte").copy())
+    labels = torch.from_numpy(read_idx("train-labels-idx1-ubyte").astype(np.int64))
+    test_x = torch.from_numpy(read_idx("t10k-images-idx3-ubyte").copy())
+    test_y = torch.from_numpy(read_idx("t10k-labels-idx1-ubyte").astype(np.int64))
+    model = build(a.model, 1, 28)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    order = torch.randperm(len(images))
+    batches = (len(images) + 127) // 128
+    if a.batches is not None:
+        batches = min(batches, a.batches)
+    start = time.perf_counter()
+    model.train()
+    for b in range(batches):
+        idx = order[b * 128:(b + 1) * 128]
+        x = images[idx].float().div_(255.0).unsqueeze(1)
+        loss = F.cross_entropy(model(x), labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    model.eval()
+    hits = 0
+    with torch.no_grad():
+        for i in range(0, len(test_x), 1000):
+            x = test_x[i:i + 1000].float().div_(255.0).unsqueeze(1)
+            hits += (model(x).argmax(1) == test_y[i:i + 1000]).sum().item()
+    seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    result = {"model": a.model, "mode": "fit-epoch", "threads": a.threads, "batches": batches,
+              "seconds": seconds, "samples_per_s": batches * 128 / seconds,
+              "test_accuracy": hits / len(test_x), "torch": torch.__version__, "peak_rss_mb": peak_mb}
+    if a.json:
+        print(json.dumps(result))
+    else:
+        print(f"torch {torch.__version__} {a.model}: one epoch ({batches} batches) in {seconds:.1f}s, "
+              f"test accuracy {100 * result['test_accuracy']:.2f}%, peak {peak_mb:.0f} MB")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smallcnn")
     ap.add_argument("--mode", default="plain", choices=["plain", "l1l2", "fgsm", "pgd7", "pgd20-eval"])
-    ap.add_argument("--batches", type=int, default=50)
+    ap.add_argument("--batches", type=int, default=None, help="timed batches (default 50)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--fit-epoch", action="store_true",
+                    help="one epoch of plain training over the whole training set, then test accuracy")
     a = ap.parse_args()
+    if a.fit_epoch:
+        return fit_epoch(a)
+    if a.batches is None:
+        a.batches = 50
     torch.set_num_threads(a.threads)
     torch.manual_seed(1)
     split = "t10k" if a.mode == "pgd20-eval" else "train"

@@ -1,9 +1,13 @@
 /* advtrain bench: throughput of one training or attack workload on Fashion-MNIST, the same
- * workloads as bench/torch_bench.py so the two can be compared side by side. */
+ * workloads as bench/torch_bench.py so the two can be compared side by side; and, with
+ * --mode sgemm, this machine's SGEMM ceiling to compare the workloads' GFLOP/s with. */
 #include "cli.h"
+#include "../src/gemm.h" /* at_gemm_blas, at_gemm_own: the two SGEMMs behind every layer */
 
+#include <cblas.h>
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -84,6 +88,111 @@ static at_status pgd(bench *b, int n, float eps, float alpha, int steps, bool ra
     return AT_OK;
 }
 
+/* ------------------------------------------------------------ --mode sgemm */
+
+typedef void (*gemm_fn)(bool, bool, int, int, int, float, const float *, int, const float *, int,
+                        float, float *, int);
+
+static void fill(float *p, size_t count, uint64_t seed) {
+    at_rng rng;
+    at_rng_seed(&rng, seed);
+    for (size_t i = 0; i < count; i++) p[i] = 2.0f * at_rng_uniform(&rng) - 1.0f;
+}
+
+/* GFLOP/s of `reps` n x n x n products: `threads` OpenMP threads each run their own single-threaded
+ * products at once (how advtrain's layers use GEMM: each thread a share of the batch), so the
+ * figure is the whole machine's. Returns a negative number when memory runs out. */
+static double gemm_per_thread(gemm_fn fn, int n, int reps, int warmup, int threads) {
+    const size_t nn = (size_t)n * n;
+    double seconds = 0.0;
+    int failed = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : failed)
+    {
+        float *a = malloc(sizeof(float) * nn), *b = malloc(sizeof(float) * nn), *c = malloc(sizeof(float) * nn);
+        if (!a || !b || !c) {
+            failed = 1;
+        } else {
+            fill(a, nn, 1 + (uint64_t)omp_get_thread_num());
+            fill(b, nn, 101 + (uint64_t)omp_get_thread_num());
+            for (int r = 0; r < warmup; r++) fn(false, false, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        }
+#pragma omp barrier
+        double start = cli_now();
+        if (a && b && c)
+            for (int r = 0; r < reps; r++) fn(false, false, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+#pragma omp barrier
+#pragma omp master
+        seconds = cli_now() - start;
+        free(a);
+        free(b);
+        free(c);
+    }
+    if (failed) return -1.0;
+    return 2.0 * n * (double)n * n * reps * threads / seconds / 1e9;
+}
+
+/* GFLOP/s of one OpenBLAS product at a time with OpenBLAS's own threads (the usual way to
+ * quote a BLAS's speed). */
+static double gemm_openblas_threaded(int n, int reps, int warmup, int threads) {
+    const size_t nn = (size_t)n * n;
+    float *a = malloc(sizeof(float) * nn), *b = malloc(sizeof(float) * nn), *c = malloc(sizeof(float) * nn);
+    double gflops = -1.0;
+    if (a && b && c) {
+        fill(a, nn, 1);
+        fill(b, nn, 101);
+        openblas_set_num_threads(threads);
+        for (int r = 0; r < warmup; r++) at_gemm_blas(false, false, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        double start = cli_now();
+        for (int r = 0; r < reps; r++) at_gemm_blas(false, false, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        double seconds = cli_now() - start;
+        openblas_set_num_threads(1); /* back to advtrain's setting (at_set_threads) */
+        gflops = 2.0 * n * (double)n * n * reps / seconds / 1e9;
+    }
+    free(a);
+    free(b);
+    free(c);
+    return gflops;
+}
+
+static int run_sgemm(int n, int reps, int warmup, bool json) {
+    const int threads = at_get_threads();
+    /* the per-thread runs first: OpenBLAS's own threads keep spinning a while after a call */
+    double own = gemm_per_thread(at_gemm_own, n, reps, warmup, threads);
+    double blas1 = gemm_per_thread(at_gemm_blas, n, reps, warmup, threads);
+    double blas = gemm_openblas_threaded(n, reps, warmup, threads);
+    if (own < 0 || blas1 < 0 || blas < 0) {
+        fprintf(stderr, "advtrain bench: out of memory for %dx%d matrices\n", n, n);
+        return EXIT_RUN_FAILED;
+    }
+    const char *core = openblas_get_corename();
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "mode", "sgemm");
+        cJSON_AddNumberToObject(o, "size", n);
+        cJSON_AddNumberToObject(o, "threads", threads);
+        cJSON_AddNumberToObject(o, "reps", reps);
+        cJSON_AddNumberToObject(o, "gflops", blas);
+        cJSON_AddNumberToObject(o, "openblas_gflops", blas);
+        cJSON_AddNumberToObject(o, "openblas_per_thread_gflops", blas1);
+        cJSON_AddNumberToObject(o, "own_per_thread_gflops", own);
+        cJSON_AddStringToObject(o, "openblas_core", core ? core : "unknown");
+        cJSON_AddStringToObject(o, "gemm", at_gemm_backend_name());
+        char *text = cJSON_PrintUnformatted(o);
+        printf("%s\n", text ? text : "{}");
+        free(text);
+        cJSON_Delete(o);
+    } else {
+        printf("sgemm %d^3, %d threads, %d reps (OpenBLAS core %s; advtrain uses %s):\n", n, threads, reps,
+               core ? core : "unknown", at_gemm_backend_name());
+        printf("  OpenBLAS, %d threads in one product:       %7.1f GFLOP/s\n", threads, blas);
+        printf("  OpenBLAS single-threaded, %d at once:       %7.1f GFLOP/s\n", threads, blas1);
+        printf("  advtrain kernel single-threaded, %d at once: %7.1f GFLOP/s\n", threads, own);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ workloads */
+
 static at_status run_batch(bench *b, bench_mode mode) {
     at_status s;
     switch (mode) {
@@ -106,18 +215,19 @@ static at_status run_batch(bench *b, bench_mode mode) {
 
 int cmd_bench(int argc, char **argv) {
     const char *model = "smallcnn", *mode_name = "plain", *data_source = "fashion-mnist";
-    int batches = 50, threads = 0, warmup = 3;
+    int batches = 50, threads = 0, warmup = 3, size = 1024;
     bool json = false;
     cli_option opts[] = {
         {"model", OPT_STRING, &model, "NAME|SPEC", "model (default smallcnn)", 1, 0},
-        {"mode", OPT_STRING, &mode_name, "MODE", "plain, l1l2, fgsm, pgd7 or pgd20-eval (default plain)", 1, 0},
-        {"batches", OPT_INT, &batches, "N", "timed batches of 128 (default 50; pgd20-eval: 512 images each)", 1, 1000000},
+        {"mode", OPT_STRING, &mode_name, "MODE", "plain, l1l2, fgsm, pgd7, pgd20-eval, or sgemm: this machine's SGEMM GFLOP/s at --size (OpenBLAS on --threads threads, and OpenBLAS and advtrain's kernel single-threaded, --threads at once) (default plain)", 1, 0},
+        {"batches", OPT_INT, &batches, "N", "timed batches of 128 (default 50; pgd20-eval: 512 images each; sgemm: products)", 1, 1000000},
         {"warmup", OPT_INT, &warmup, "N", "untimed batches first (default 3)", 0, 1000},
+        {"size", OPT_INT, &size, "N", "sgemm: N x N x N products (default 1024)", 1, 16384},
         {"threads", OPT_INT, &threads, "N", "compute threads (default: all cores)", 1, 1024},
         {"data", OPT_STRING, &data_source, "SOURCE", "dataset (default fashion-mnist)", 1, 0},
         {"json", OPT_FLAG, &json, NULL, "print one JSON object", 1, 0},
     };
-    cli_command cmd = {"bench", "advtrain bench [--model M] [--mode MODE] [--batches N] [--threads T] [--json]",
+    cli_command cmd = {"bench", "advtrain bench [--model M] [--mode MODE|sgemm] [--batches N] [--threads T] [--json]",
                        "Measure samples per second of one workload (batch 128, SGD lr 0.01 momentum 0.9).",
                        opts, (int)(sizeof opts / sizeof *opts), NULL, 0, 0};
     int early = cli_start(&cmd, argc, argv);
@@ -125,11 +235,17 @@ int cmd_bench(int argc, char **argv) {
     int mode = -1;
     for (int i = 0; i < (int)(sizeof mode_names / sizeof *mode_names); i++)
         if (strcmp(mode_name, mode_names[i]) == 0) mode = i;
-    if (mode < 0) {
-        fprintf(stderr, "advtrain bench: --mode %s: unknown (plain, l1l2, fgsm, pgd7, pgd20-eval)\n", mode_name);
+    bool sgemm = strcmp(mode_name, "sgemm") == 0;
+    if (mode < 0 && !sgemm) {
+        fprintf(stderr, "advtrain bench: --mode %s: unknown (plain, l1l2, fgsm, pgd7, pgd20-eval, sgemm)\n", mode_name);
+        return EXIT_USAGE;
+    }
+    if (!sgemm && cli_find(&cmd, "size")->seen) {
+        fprintf(stderr, "advtrain bench: --size applies to --mode sgemm only\n");
         return EXIT_USAGE;
     }
     at_set_threads(threads > 0 ? threads : at_get_threads());
+    if (sgemm) return run_sgemm(size, batches, warmup, json);
     at_data data;
     if (!cli_load_data("bench", &data, data_source)) return EXIT_RUN_FAILED;
     const at_dataset *ds = mode == MODE_PGD20_EVAL ? &data.test : &data.train;
