@@ -19,9 +19,9 @@ typedef struct bench {
     at_net *net;
     at_optim *opt;
     int batch, in_size, classes;
-    float *x, *x_adv, *x_orig, *dx, *dlogits;
+    float *x, *dlogits;
     int32_t *y;
-    at_rng rng;
+    at_adv_workspace *ws; /* crafting buffers and the random-start RNG */
 } bench;
 
 /* Multiply-accumulates of one forward pass of one sample. */
@@ -64,28 +64,15 @@ static at_status train_step(bench *b, const float *x, bool l1l2) {
     return at_optim_step(b->opt);
 }
 
-/* L-inf PGD from x_orig into x_adv: optional uniform random start, `steps` signed-gradient steps,
- * projection to the eps-ball and [0,1]. The network must be in eval mode. */
-static at_status pgd(bench *b, int n, float eps, float alpha, int steps, bool random_start) {
-    const size_t count = (size_t)n * b->in_size;
-    for (size_t i = 0; i < count; i++) {
-        float v = b->x_orig[i] + (random_start ? eps * (2.0f * at_rng_uniform(&b->rng) - 1.0f) : 0.0f);
-        b->x_adv[i] = fminf(fmaxf(v, 0.0f), 1.0f);
-    }
-    for (int k = 0; k < steps; k++) {
-        const float *logits;
-        float loss;
-        at_status s = at_net_forward(b->net, b->x_adv, n, &logits);
-        if (s == AT_OK) s = at_cross_entropy(logits, b->y, n, b->classes, 0.0f, &loss, b->dlogits, NULL);
-        if (s == AT_OK) s = at_net_backward(b->net, b->dlogits, AT_GRAD_INPUT, b->dx);
-        if (s != AT_OK) return s;
-        for (size_t i = 0; i < count; i++) {
-            float step = b->dx[i] > 0.0f ? alpha : (b->dx[i] < 0.0f ? -alpha : 0.0f);
-            float v = fminf(fmaxf(b->x_adv[i] + step, b->x_orig[i] - eps), b->x_orig[i] + eps);
-            b->x_adv[i] = fminf(fmaxf(v, 0.0f), 1.0f);
-        }
-    }
-    return AT_OK;
+/* L-inf PGD (FGSM for one step) from x_orig with a uniform random start, through the library's
+ * crafting (at_adv_craft: what `advtrain fit --adv` runs); *x_adv receives the result. */
+static at_status pgd(bench *b, int n, float eps, float alpha, int steps, const float **x_adv) {
+    at_attack_config a = at_attack_defaults(steps == 1 ? AT_ATTACK_FGSM : AT_ATTACK_PGD);
+    a.eps = eps;
+    a.alpha = alpha;
+    a.steps = steps;
+    a.random_start = true;
+    return at_adv_craft(b->net, b->ws, &a, b->x, b->y, NULL, n, x_adv);
 }
 
 /* ------------------------------------------------------------ --mode sgemm */
@@ -199,16 +186,16 @@ static at_status run_batch(bench *b, bench_mode mode) {
     case MODE_PLAIN: return train_step(b, b->x, false);
     case MODE_L1L2: return train_step(b, b->x, true);
     case MODE_FGSM:
-    case MODE_PGD7:
-        memcpy(b->x_orig, b->x, sizeof(float) * (size_t)b->batch * b->in_size);
-        at_net_set_training(b->net, false); /* craft in eval mode */
-        s = mode == MODE_FGSM ? pgd(b, b->batch, 0.1f, 0.125f, 1, true)
-                              : pgd(b, b->batch, 0.1f, 2.5f * 0.1f / 7.0f, 7, true);
-        at_net_set_training(b->net, true);
-        return s == AT_OK ? train_step(b, b->x_adv, false) : s;
-    case MODE_PGD20_EVAL:
-        memcpy(b->x_orig, b->x, sizeof(float) * (size_t)b->batch * b->in_size);
-        return pgd(b, b->batch, 0.1f, 0.01f, 20, true);
+    case MODE_PGD7: {
+        const float *x_adv; /* crafted in eval mode (at_adv_craft switches and restores) */
+        s = mode == MODE_FGSM ? pgd(b, b->batch, 0.1f, 0.125f, 1, &x_adv)
+                              : pgd(b, b->batch, 0.1f, 2.5f * 0.1f / 7.0f, 7, &x_adv);
+        return s == AT_OK ? train_step(b, x_adv, false) : s;
+    }
+    case MODE_PGD20_EVAL: {
+        const float *x_adv;
+        return pgd(b, b->batch, 0.1f, 0.01f, 20, &x_adv);
+    }
     }
     return AT_OK;
 }
@@ -267,18 +254,15 @@ int cmd_bench(int argc, char **argv) {
     b.classes = at_net_out_size(b.net);
     size_t xs = (size_t)b.batch * b.in_size;
     b.x = malloc(sizeof(float) * xs);
-    b.x_adv = malloc(sizeof(float) * xs);
-    b.x_orig = malloc(sizeof(float) * xs);
-    b.dx = malloc(sizeof(float) * xs);
     b.dlogits = malloc(sizeof(float) * (size_t)b.batch * b.classes);
     b.y = malloc(sizeof(int32_t) * (size_t)b.batch);
     int32_t *idx = malloc(sizeof(int32_t) * (size_t)b.batch);
-    at_rng_seed(&b.rng, 1);
-    if (!b.x || !b.x_adv || !b.x_orig || !b.dx || !b.dlogits || !b.y || !idx) {
+    if (!b.x || !b.dlogits || !b.y || !idx) {
         fprintf(stderr, "advtrain bench: out of memory\n");
         goto done;
     }
-    if ((s = at_optim_create(&b.opt, b.net, &oc)) != AT_OK || (s = at_net_reserve(b.net, b.batch)) != AT_OK) {
+    if ((s = at_optim_create(&b.opt, b.net, &oc)) != AT_OK || (s = at_net_reserve(b.net, b.batch)) != AT_OK ||
+        (s = at_adv_workspace_create(&b.ws, b.net, b.batch, 1)) != AT_OK) {
         cli_error("bench", "setting up", s);
         goto done;
     }
@@ -297,14 +281,15 @@ int cmd_bench(int argc, char **argv) {
     }
     double seconds = cli_now() - start;
     double samples = (double)batches * b.batch;
-    /* passes per sample: forward + backward (about 2 forward's work; 3 with weight gradients) */
+    /* work per sample in forward passes: a training step 3 (forward, input and weight
+     * gradients), an attack step 2 (forward, input gradient only) */
     double fwd = forward_macs(b.net) * 2.0, passes = 0.0;
     switch ((bench_mode)mode) {
     case MODE_PLAIN:
     case MODE_L1L2: passes = 3.0; break;
-    case MODE_FGSM: passes = 1 * 3.0 + 3.0; break;
-    case MODE_PGD7: passes = 7 * 3.0 + 3.0; break;
-    case MODE_PGD20_EVAL: passes = 20 * 3.0; break;
+    case MODE_FGSM: passes = 1 * 2.0 + 3.0; break;
+    case MODE_PGD7: passes = 7 * 2.0 + 3.0; break;
+    case MODE_PGD20_EVAL: passes = 20 * 2.0; break;
     }
     double gflops = fwd * passes * samples / seconds / 1e9;
     if (json) {
@@ -332,9 +317,7 @@ done:
     at_optim_free(b.opt);
     at_net_free(b.net);
     free(b.x);
-    free(b.x_adv);
-    free(b.x_orig);
-    free(b.dx);
+    at_adv_workspace_free(b.ws);
     free(b.dlogits);
     free(b.y);
     free(idx);
