@@ -4,7 +4,7 @@
 #   bash experiments/adversarial.sh ROW [SEED]
 #
 # ROW: pgd | trades | trades-beta1 | trades-beta3 | fgsm-rs | fgsm-rs-onecycle | fgsm-rs-noguard |
-#      fgsm-rs-guard2 | free |
+#      fgsm-rs-onecycle-val | fgsm-rs-guard2 | free |
 #      standard | tutorial-fgsm | eps03
 # Each row trains with `advtrain fit` (time measured), then evaluates on the Fashion-MNIST test
 # set: clean accuracy, PGD-20 (eps on the 0-1 scale, step 2.5*eps/20, random start, 1 restart)
@@ -30,6 +30,9 @@ case "$row" in
     fgsm-rs-onecycle) model=smallcnn  # Wong et al.'s cyclic learning rate, peak 0.1
            recipe=(--epochs 10 --batch 128 --lr 0.1 --momentum 0.9 --seed "$seed" --schedule onecycle)
            args=(--adv fgsm-rs --eps 0.1) ;;
+    fgsm-rs-onecycle-val) model=smallcnn  # plus the best robust-validation epoch
+           recipe=(--epochs 10 --batch 128 --lr 0.1 --momentum 0.9 --seed "$seed" --schedule onecycle)
+           args=(--adv fgsm-rs --eps 0.1 --val-split 0.05) ;;
     fgsm-rs-guard2) model=smallcnn; args=(--adv fgsm-rs --eps 0.1 --alpha 0.2) ;;  # the noguard step, guarded
     fgsm-rs-noguard) model=smallcnn; args=(--adv fgsm-rs --eps 0.1 --alpha 0.2 --no-guard) ;;
     free) model=smallcnn; recipe=(--epochs 2 --batch 128 --lr 0.05 --momentum 0.9 --seed "$seed")
