@@ -8,6 +8,7 @@
 #include "metrics_log.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -531,7 +532,11 @@ static bool prepare_run_dir(const cli_command *cmd, const fit_args *a, FILE *log
     if (!cli_write_config(cmd, path)) return false;
     if (!a->resume) return true;
     at_status s = at_checkpoint_epoch(a->checkpoint_dir, resume_epoch);
-    if (s == AT_ERR_IO) { /* killed before the first epoch ended */
+    snprintf(path, sizeof path, "%s/last.safetensors", a->checkpoint_dir);
+    FILE *probe = fopen(path, "rb");
+    bool absent = !probe && errno == ENOENT; /* an unreadable checkpoint is an error, not a fresh start */
+    if (probe) fclose(probe);
+    if (s == AT_ERR_IO && absent) { /* killed before the first epoch ended */
         fprintf(log, "no checkpoint in %s yet: starting from epoch 1\n", a->checkpoint_dir);
         return true;
     }
