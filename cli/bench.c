@@ -164,10 +164,7 @@ static int run_sgemm(int n, int reps, int warmup, bool json) {
         cJSON_AddNumberToObject(o, "own_per_thread_gflops", own);
         cJSON_AddStringToObject(o, "openblas_core", core ? core : "unknown");
         cJSON_AddStringToObject(o, "gemm", at_gemm_backend_name());
-        char *text = cJSON_PrintUnformatted(o);
-        printf("%s\n", text ? text : "{}");
-        free(text);
-        cJSON_Delete(o);
+        cli_print_json(o);
     } else {
         printf("sgemm %d^3, %d threads, %d reps (OpenBLAS core %s; advtrain uses %s):\n", n, threads, reps,
                core ? core : "unknown", at_gemm_backend_name());
@@ -303,10 +300,7 @@ int cmd_bench(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "samples_per_s", samples / seconds);
         cJSON_AddNumberToObject(o, "gflops", gflops);
         cJSON_AddStringToObject(o, "gemm", at_gemm_backend_name());
-        char *text = cJSON_PrintUnformatted(o);
-        printf("%s\n", text ? text : "{}");
-        free(text);
-        cJSON_Delete(o);
+        cli_print_json(o);
     } else {
         printf("%s %s: %.0f samples/s (%d threads, %d batches of %d, %.2fs, ~%.1f GFLOP/s, gemm: %s)\n",
                model, mode_name, samples / seconds, at_get_threads(), batches, b.batch, seconds,

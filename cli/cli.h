@@ -72,6 +72,10 @@ void cli_format_float(char *buf, size_t cap, float v);
 bool cli_make_dir(const char *cmd, const char *flag, const char *path);
 bool cli_write_text_atomic(const char *cmd, const char *path, const char *text, size_t len);
 
+/* --json output: o on one line of stdout; o is deleted. */
+typedef struct cJSON cJSON;
+void cli_print_json(cJSON *o);
+
 /* Prints "advtrain CMD: what: detail" for a failed library call. */
 void cli_error(const char *cmd, const char *what, at_status s);
 

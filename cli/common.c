@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L /* mkdir, isatty */
 #include "cli.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -50,6 +51,13 @@ void cli_progress_done(void) {
     if (!cli_is_tty()) return;
     printf("\r\033[K");
     fflush(stdout);
+}
+
+void cli_print_json(cJSON *o) {
+    char *text = cJSON_PrintUnformatted(o);
+    printf("%s\n", text ? text : "{}");
+    free(text);
+    cJSON_Delete(o);
 }
 
 bool cli_write_text_atomic(const char *cmd, const char *path, const char *text, size_t len) {

@@ -398,10 +398,7 @@ static int eval_attacks(at_net *net, at_dataset *ds, const char *path, const cha
         cJSON_AddBoolToObject(san, "passed", S.failed == 0);
         cJSON_AddItemToObject(san, "checks", S.checks);
         cJSON_AddItemToObject(san, "warnings", S.warnings);
-        char *text = cJSON_PrintUnformatted(o);
-        printf("%s\n", text ? text : "{}");
-        free(text);
-        cJSON_Delete(o);
+        cli_print_json(o);
     } else {
         printf("\nsanity checks: %d passed, %d failed\n", S.passed, S.failed);
         int nchecks = cJSON_GetArraySize(S.checks);
@@ -543,10 +540,7 @@ int cmd_eval(int argc, char **argv) {
             cJSON_AddNumberToObject(o, "clean_accuracy", r.accuracy);
         cJSON_AddNumberToObject(o, "loss", r.loss);
         cJSON_AddNumberToObject(o, "seconds", seconds);
-        char *text = cJSON_PrintUnformatted(o);
-        printf("%s\n", text ? text : "{}");
-        free(text);
-        cJSON_Delete(o);
+        cli_print_json(o);
     } else if (regression) {
         printf("%s on %s %s (%d samples): mse %.5f\n", path, data.name, split, r.samples,
                (double)r.mse);

@@ -656,7 +656,7 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
     at_dataset val = {0};
     bool has_val = false;
     cJSON *settings = NULL, *results = NULL;
-    char *checkpoint_settings = NULL;
+    char *settings_text = NULL;
     metrics_log metrics = {0};
     at_status s = AT_OK;
     if (a.train_subset > 0 && a.train_subset < data.train.n)
@@ -749,9 +749,9 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
     st.metrics = &metrics;
     st.train_net = train_net;
     st.cfg = &cfg;
-    checkpoint_settings = cJSON_PrintUnformatted(settings);
+    settings_text = cJSON_PrintUnformatted(settings);
     at_st_meta checkpoint_meta[] = {{"advtrain.data", (char *)a.data},
-                                    {"advtrain.settings", checkpoint_settings ? checkpoint_settings : "{}"}};
+                                    {"advtrain.settings", settings_text ? settings_text : "{}"}};
     if (a.checkpoint_dir) {
         cfg.checkpoint.dir = a.checkpoint_dir;
         cfg.checkpoint.resume = resume_epoch > 0;
@@ -782,13 +782,11 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
     }
     m.gap = regression ? (double)m.test.mse - m.train.mse : (double)m.train.accuracy - m.test.accuracy;
     results = results_json(&st, net, &m);
-    char *settings_str = cJSON_PrintUnformatted(settings);
     char *results_str = cJSON_PrintUnformatted(results);
     at_st_meta meta[] = {{"advtrain.data", (char *)a.data},
-                         {"advtrain.settings", settings_str ? settings_str : "{}"},
+                         {"advtrain.settings", settings_text ? settings_text : "{}"},
                          {"advtrain.results", results_str ? results_str : "{}"}};
     s = at_model_save(net, a.out, meta, 3);
-    free(settings_str);
     free(results_str);
     if (s != AT_OK) {
         cli_error("fit", "saving the model", s);
@@ -807,10 +805,7 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
         settings = NULL;
         cJSON_AddItemToObject(o, "results", results);
         results = NULL;
-        char *str = cJSON_PrintUnformatted(o);
-        cJSON_Delete(o);
-        if (str) printf("%s\n", str);
-        free(str);
+        cli_print_json(o);
         if (!a.quiet)
             fprintf(stderr, "saved %s (test %s%s, %.1fs)\n", a.out, regression ? "" : "accuracy ",
                     test, cli_now() - st.start);
@@ -821,7 +816,7 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
     status = 0;
 done:
     metrics_log_close(&metrics);
-    free(checkpoint_settings);
+    free(settings_text);
     cJSON_Delete(settings);
     cJSON_Delete(results);
     if (train_net != net) at_net_free(train_net);

@@ -28,6 +28,12 @@ at_status at_model_save_with(const at_net *net, const char *path, const at_st_me
 #include <stdio.h>
 typedef at_status (*at_write_fn)(FILE *fp, const char *path, const char *tmp, void *user);
 at_status at_write_atomic_with(const char *path, at_write_fn write, void *user);
+/* The pieces, for writers that commit several files together (the C export's .h/.c pair): a
+ * temporary file next to path (mode of the file it replaces, else 0666 less the umask); flush,
+ * fsync and close it; after the renames, fsync the directory (best effort). */
+at_status at_temp_open(const char *path, char **tmp, FILE **fp);
+at_status at_temp_close(const char *path, const char *tmp, FILE *fp);
+void at_sync_parent_dir(const char *path);
 
 #define AT_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define AT_MAX(a, b) ((a) > (b) ? (a) : (b))

@@ -26,8 +26,7 @@ static void set_new_file_mode(int fd, const char *path) {
     (void)fchmod(fd, mode);
 }
 
-/* Makes the rename durable; best effort, since the data itself are already synced. */
-static void sync_parent_dir(const char *path) {
+void at_sync_parent_dir(const char *path) {
     const char *slash = strrchr(path, '/');
     char *dir = slash ? at_alloc((size_t)(slash - path) + 2, "directory name") : NULL;
     if (slash && !dir) return;
@@ -44,10 +43,10 @@ static void sync_parent_dir(const char *path) {
     free(dir);
 }
 
-/* Temp file in the target's directory (so rename is atomic), synced, then renamed over the
- * target. On failure the temp file is removed and the target is untouched. */
-at_status at_write_atomic_with(const char *path, at_write_fn write, void *user) {
+at_status at_temp_open(const char *path, char **tmp_out, FILE **fp_out) {
     static const char suffix[] = ".tmp.XXXXXX";
+    *tmp_out = NULL;
+    *fp_out = NULL;
     size_t plen = strlen(path);
     char *tmp = at_alloc(plen + sizeof suffix, "temporary file name");
     if (!tmp) return AT_ERR_NOMEM;
@@ -61,21 +60,43 @@ at_status at_write_atomic_with(const char *path, at_write_fn write, void *user) 
         return s;
     }
     set_new_file_mode(fd, path);
-    at_status s = AT_OK;
     FILE *fp = fdopen(fd, "wb");
     if (!fp) {
-        s = at_fail(AT_ERR_IO, "%s: cannot open temporary file %s: %s", path, tmp, strerror(errno));
+        at_status s = at_fail(AT_ERR_IO, "%s: cannot open temporary file %s: %s", path, tmp,
+                              strerror(errno));
         close(fd);
+        unlink(tmp);
+        free(tmp);
+        return s;
     }
-    if (s == AT_OK) s = write(fp, path, tmp, user);
-    if (s == AT_OK && (fflush(fp) != 0 || fsync(fileno(fp)) != 0))
+    *tmp_out = tmp;
+    *fp_out = fp;
+    return AT_OK;
+}
+
+at_status at_temp_close(const char *path, const char *tmp, FILE *fp) {
+    at_status s = AT_OK;
+    if (ferror(fp) || fflush(fp) != 0 || fsync(fileno(fp)) != 0)
         s = at_fail(AT_ERR_IO, "%s: cannot flush %s: %s", path, tmp, strerror(errno));
-    if (fp && fclose(fp) != 0 && s == AT_OK)
+    if (fclose(fp) != 0 && s == AT_OK)
         s = at_fail(AT_ERR_IO, "%s: cannot close %s: %s", path, tmp, strerror(errno));
+    return s;
+}
+
+/* Temp file in the target's directory (so rename is atomic), synced, then renamed over the
+ * target. On failure the temp file is removed and the target is untouched. */
+at_status at_write_atomic_with(const char *path, at_write_fn write, void *user) {
+    char *tmp;
+    FILE *fp;
+    at_status s = at_temp_open(path, &tmp, &fp);
+    if (s != AT_OK) return s;
+    s = write(fp, path, tmp, user);
+    at_status closed = at_temp_close(path, tmp, fp);
+    if (s == AT_OK) s = closed;
     if (s == AT_OK && rename(tmp, path) != 0)
         s = at_fail(AT_ERR_IO, "%s: cannot replace with %s: %s", path, tmp, strerror(errno));
     if (s != AT_OK) unlink(tmp);
-    else sync_parent_dir(path);
+    else at_sync_parent_dir(path);
     free(tmp);
     return s;
 }

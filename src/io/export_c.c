@@ -505,49 +505,7 @@ static at_status write_source(exporter *e) {
     return AT_OK;
 }
 
-/* ------------------------------------------------------------ atomic files */
-
-/* Opens a temporary file next to path (same directory, so that rename is atomic). */
-static at_status open_temp(const char *path, char **tmp_out, FILE **fp_out) {
-    static const char suffix[] = ".tmp.XXXXXX";
-    size_t plen = strlen(path);
-    char *tmp = at_alloc(plen + sizeof suffix, "temporary file name");
-    if (!tmp) return AT_ERR_NOMEM;
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, suffix, sizeof suffix);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        at_status s = at_fail(AT_ERR_IO, "%s: cannot create a temporary file next to it: %s", path,
-                              strerror(errno));
-        free(tmp);
-        return s;
-    }
-    /* mkstemp makes 0600 files; sources are for sharing: 0666 less the umask. */
-    mode_t mask = umask(022);
-    umask(mask);
-    (void)fchmod(fd, 0666 & ~mask);
-    FILE *fp = fdopen(fd, "w");
-    if (!fp) {
-        at_status s = at_fail(AT_ERR_IO, "%s: cannot open %s: %s", path, tmp, strerror(errno));
-        close(fd);
-        unlink(tmp);
-        free(tmp);
-        return s;
-    }
-    *tmp_out = tmp;
-    *fp_out = fp;
-    return AT_OK;
-}
-
-/* Flushes, syncs and closes; the file is removed by the caller on failure. */
-static at_status finish_temp(const char *path, const char *tmp, FILE *fp) {
-    at_status s = AT_OK;
-    if (ferror(fp) || fflush(fp) != 0 || fsync(fileno(fp)) != 0)
-        s = at_fail(AT_ERR_IO, "%s: writing %s failed: %s", path, tmp, strerror(errno));
-    if (fclose(fp) != 0 && s == AT_OK)
-        s = at_fail(AT_ERR_IO, "%s: cannot close %s: %s", path, tmp, strerror(errno));
-    return s;
-}
+/* ------------------------------------------------------------ output files */
 
 static char *join_path(const char *dir, const char *name, const char *ext) {
     size_t n = strlen(dir) + strlen(name) + strlen(ext) + 2;
@@ -598,13 +556,13 @@ at_status at_export_c(const at_net *net, const char *dir, const char *prefix) {
             s = at_fail(AT_ERR_IO, "%s: exists and is not a regular file", paths[f]);
     /* Both files are written to temporary names first and renamed only when both are complete. */
     for (int f = 0; f < 2 && s == AT_OK; f++) {
-        s = open_temp(paths[f], &tmps[f], &e.fp);
+        s = at_temp_open(paths[f], &tmps[f], &e.fp);
         if (s != AT_OK) break;
         if (f == 0)
             write_header(&e);
         else
             s = write_source(&e);
-        at_status fs = finish_temp(paths[f], tmps[f], e.fp);
+        at_status fs = at_temp_close(paths[f], tmps[f], e.fp);
         if (s == AT_OK) s = fs;
     }
     for (int f = 0; f < 2 && s == AT_OK; f++)
@@ -615,18 +573,11 @@ at_status at_export_c(const at_net *net, const char *dir, const char *prefix) {
             free(tmps[f]);
             tmps[f] = NULL;
         }
+    if (s == AT_OK) at_sync_parent_dir(paths[0]); /* make the renames durable */
     for (int f = 0; f < 2; f++) {
         if (tmps[f]) unlink(tmps[f]);
         free(tmps[f]);
         free(paths[f]);
-    }
-    if (s == AT_OK) {
-        /* Make the renames durable (best effort: the data are already synced). */
-        int fd = open(dir, O_RDONLY);
-        if (fd >= 0) {
-            (void)fsync(fd);
-            close(fd);
-        }
     }
     free(e.plan);
     return s;
