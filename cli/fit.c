@@ -76,14 +76,17 @@ static void format_metric(char *buf, size_t cap, bool regression, float v) {
         snprintf(buf, cap, "%.2f%%", 100.0 * v);
 }
 
-static void on_batch(void *user, int epoch, int batch, int nbatches, float loss) {
+static void on_batch(void *user, int epoch, int batch, int nbatches, float loss, float metric) {
     fit_state *st = user;
     if (st->args->quiet || st->args->json || !cli_is_tty()) return;
     if (batch == 1) st->epoch_start = cli_now();
     if (batch % 8 != 0 && batch != nbatches) return;
-    char label[32], extra[48];
+    char label[32], extra[64];
     snprintf(label, sizeof label, "epoch %d/%d", epoch, st->args->epochs);
-    snprintf(extra, sizeof extra, "loss %.4f", (double)loss);
+    if (st->regression)
+        snprintf(extra, sizeof extra, "loss %.4f", (double)loss);
+    else
+        snprintf(extra, sizeof extra, "loss %.4f  train %.2f%%", (double)loss, 100.0 * metric);
     cli_progress(label, batch, nbatches, cli_now() - st->epoch_start, extra);
 }
 

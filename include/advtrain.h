@@ -764,8 +764,10 @@ typedef struct at_epoch_stats {
 
 typedef struct at_train_callbacks {
     void *user;
-    /* After every batch (may be NULL): for progress bars. */
-    void (*on_batch)(void *user, int epoch, int batch, int nbatches, float running_loss);
+    /* After every batch (may be NULL): for progress bars. The running values average the epoch's
+     * batches so far: the loss, and the training metric (accuracy, or the loss for regression). */
+    void (*on_batch)(void *user, int epoch, int batch, int nbatches, float running_loss,
+                     float running_metric);
     /* After every epoch (may be NULL). Returning false stops training. */
     bool (*on_epoch)(void *user, const at_epoch_stats *stats);
 } at_train_callbacks;

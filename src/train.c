@@ -557,8 +557,11 @@ at_status at_train(at_net *net, const at_dataset *train, const at_dataset *val,
             penalty_sum += penalty;
             norm_sum += norm;
             hits += correct;
-            if (cb && cb->on_batch)
-                cb->on_batch(cb->user, epoch, bi + 1, nbatches, (float)(loss_sum / (first + n)));
+            if (cb && cb->on_batch) {
+                const float running_loss = (float)(loss_sum / (first + n));
+                cb->on_batch(cb->user, epoch, bi + 1, nbatches, running_loss,
+                             is_regression(train) ? running_loss : (float)((double)hits / (first + n)));
+            }
         }
         at_net_set_training(net, false);
         if (s != AT_OK) break;

@@ -44,10 +44,16 @@ typedef struct recorder {
     bool collapsed[8];
     float *params[8];
     int sabotage_epoch; /* > 0: ruin the weights at the end of this epoch's last batch */
+    int batches_seen;   /* on_batch calls in the current epoch */
+    float running_metric; /* on_batch's value after the last batch */
 } recorder;
 
-static void on_batch(void *user, int epoch, int batch, int nbatches, float loss) {
+static void on_batch(void *user, int epoch, int batch, int nbatches, float loss, float metric) {
     recorder *r = user;
+    (void)loss;
+    CHECK(batch == ++r->batches_seen);
+    CHECK(metric >= 0.0f && metric <= 1.0f);
+    r->running_metric = metric;
     if (epoch != r->sabotage_epoch || batch != nbatches) return;
     /* A constant classifier: robust accuracy drops to the share of one class. */
     float *p = at_net_params(r->net);
@@ -61,6 +67,11 @@ static bool on_epoch(void *user, const at_epoch_stats *st) {
     recorder *r = user;
     int e = st->epoch;
     r->epochs = e;
+    if (r->batches_seen > 0) {
+        /* after the last batch the running accuracy is the epoch's training accuracy */
+        CHECK_NEAR(r->running_metric, st->train_metric, 1e-6);
+        r->batches_seen = 0;
+    }
     r->eps[e] = st->eps;
     r->robust_val[e] = st->robust_val;
     r->best_epoch[e] = st->best_epoch;
