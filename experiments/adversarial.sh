@@ -4,15 +4,17 @@
 #   bash experiments/adversarial.sh ROW [SEED]
 #
 # ROW: pgd | trades | trades-beta1 | trades-beta3 | fgsm-rs | fgsm-rs-onecycle | fgsm-rs-noguard |
-#      fgsm-rs-onecycle-val | fgsm-rs-guard2 | free |
-#      standard | tutorial-fgsm | eps03
+#      fgsm-rs-onecycle-val | fgsm-rs-guard2 | free | pgd-eps08 | pgd-eps12 |
+#      fgsm-rs-eps03-noguard | fgsm-rs-eps03 | standard | tutorial-fgsm | eps03
 # Each row trains with `advtrain fit` (time measured), then evaluates on the Fashion-MNIST test
 # set: clean accuracy, PGD-20 (eps on the 0-1 scale, step 2.5*eps/20, random start, 1 restart)
 # on all 10,000 images, and auto (APGD-CE + APGD-T + Square, per-sample worst case) on the first
 # AUTO_SAMPLES images (default 1000). It prints one markdown table row.
+# ADVTRAIN=PATH runs another advtrain binary; EVAL_ONLY=1 evaluates an existing model file of
+# the row without training it again (the training time then reads "-").
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cli=./build/advtrain
+cli="${ADVTRAIN:-./build/advtrain}"
 row="${1:?usage: experiments/adversarial.sh ROW [SEED]}"
 seed="${2:-1}"
 out="${OUT_DIR:-experiments/out}"
@@ -37,18 +39,28 @@ case "$row" in
     fgsm-rs-noguard) model=smallcnn; args=(--adv fgsm-rs --eps 0.1 --alpha 0.2 --no-guard) ;;
     free) model=smallcnn; recipe=(--epochs 2 --batch 128 --lr 0.05 --momentum 0.9 --seed "$seed")
           args=(--adv free --eps 0.1 --replays 5) ;;
+    pgd-eps08) model=smallcnn; args=(--adv pgd --eps 0.08 --steps 7) ;;  # trained at 0.08, evaluated at 0.1
+    pgd-eps12) model=smallcnn; args=(--adv pgd --eps 0.12 --steps 7) ;;  # trained at 0.12, evaluated at 0.1
+    # FGSM-RS at eps 0.3, step 1.25 eps: robust validation printed every epoch, the last epoch kept
+    fgsm-rs-eps03-noguard) model=smallcnn; eps=0.3; args=(--adv fgsm-rs --eps 0.3 --no-guard --val-split 0.05 --keep-last) ;;
+    fgsm-rs-eps03) model=smallcnn; eps=0.3; args=(--adv fgsm-rs --eps 0.3 --val-split 0.05 --keep-last) ;;
     tutorial-fgsm) model=seed-cnn; args=(--l1 1e-5 --l2 1e-4 --reg-layers fc1 --adv fgsm --eps 0.1) ;;
-    eps03) model="conv:16:3:1:1,relu,conv:16:3:1:1,relu,maxpool:2,conv:32:3:1:1,relu,conv:32:3:1:1,relu,maxpool:2,flatten,linear:100,relu,linear:10"
+    eps03) # the 4-conv CNN of the published anchor (TRADES' SmallCNN for MNIST): 32-32-pool-64-64-pool-200-200
+           model="conv:32:3,relu,conv:32:3,relu,maxpool:2,conv:64:3,relu,conv:64:3,relu,maxpool:2,flatten,linear:200,relu,linear:200,relu,linear:10"
            eps=0.3
            recipe=(--epochs "${EPOCHS:-15}" --batch 128 --lr 0.05 --momentum 0.9 --seed "$seed" --schedule cosine)
-           args=(--adv pgd --eps 0.3 --steps 10 --alpha 0.03 --eps-warmup 3 --val-split 0.05) ;;
+           args=(--adv pgd --eps 0.3 --steps 10 --eps-warmup 3 --val-split 0.05) ;;
     *) echo "unknown row $row" >&2; exit 2 ;;
 esac
 file="$out/$row-s$seed.safetensors"
-start=$(date +%s.%N)
-"$cli" fit --model "$model" "${recipe[@]}" "${args[@]}" --out "$file" | tee "$out/$row-s$seed.log"
-end=$(date +%s.%N)
-train_s=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.0f", b - a }')
+if [ "${EVAL_ONLY:-0}" = 1 ]; then
+    train_s=-
+else
+    start=$(date +%s.%N)
+    "$cli" fit --model "$model" "${recipe[@]}" "${args[@]}" --out "$file" | tee "$out/$row-s$seed.log"
+    end=$(date +%s.%N)
+    train_s=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.0f", b - a }')
+fi
 num() { sed -n "s/.*\"$1\":\([0-9.eE+-]*\).*/\1/p" | head -n 1; }
 clean=$("$cli" eval "$file" --json | num clean_accuracy)
 pgd=$("$cli" eval "$file" --attack pgd --eps "$eps" --steps 20 --no-sanity --json | num robust_accuracy)
