@@ -471,7 +471,7 @@ static void check_mechanics(const gc_case *gc, bool head, int n) {
 }
 
 static void test_layers(void) {
-    static gc_case cases[64];
+    static gc_case cases[96];
     int nc = 0;
 #define CASE(lbl, desc, C, H, W, kink_, train_, distinct_)                                        \
     cases[nc++] = (gc_case) { lbl, desc, C, H, W, kink_, train_, distinct_ }
@@ -490,6 +490,30 @@ static void test_layers(void) {
     CASE("conv k7 s1 p1 1x5x5 (1x1 out)", mk(AT_LAYER_CONV2D, 3, 7, 1, 1, 0), 1, 5, 5, KINK_NONE,
          false, false);
     CASE("conv k3 s2 p0 3x9x4", mk(AT_LAYER_CONV2D, 2, 3, 2, 0, 0), 3, 9, 4, KINK_NONE, false, false);
+    /* Stride-1 layers with padding < K, at most 32 output channels and at most 576 taps
+     * (in_channels * K * K) take the direct path, the others im2col + GEMM: shapes on both sides
+     * of each limit. Output-channel counts below, at and above the direct kernel's row tile (8
+     * with AVX-512, 6 with AVX), and rows wide enough for its multi-vector tiles. */
+    CASE("conv k5 s1 p2 1x9x21 (direct, LeNet conv1)", mk(AT_LAYER_CONV2D, 6, 5, 1, 2, 0), 1, 9, 21,
+         KINK_NONE, false, false);
+    CASE("conv k5 s1 p0 6x6x7 (direct, LeNet conv2)", mk(AT_LAYER_CONV2D, 16, 5, 1, 0, 0), 6, 6, 7,
+         KINK_NONE, false, false);
+    CASE("conv k5 s1 p0 3x12x12 (direct)", mk(AT_LAYER_CONV2D, 6, 5, 1, 0, 0), 3, 12, 12, KINK_NONE,
+         false, false);
+    CASE("conv k3 s1 p1 5x6x20 (direct, 11 out)", mk(AT_LAYER_CONV2D, 11, 3, 1, 1, 0), 5, 6, 20,
+         KINK_NONE, false, false);
+    CASE("conv k2 s1 p0 1x5x6 (direct, 32 out)", mk(AT_LAYER_CONV2D, 32, 2, 1, 0, 0), 1, 5, 6,
+         KINK_NONE, false, false);
+    CASE("conv k2 s1 p0 1x5x6 (im2col, 33 out)", mk(AT_LAYER_CONV2D, 33, 2, 1, 0, 0), 1, 5, 6,
+         KINK_NONE, false, false);
+    CASE("conv k3 s1 p1 64x2x2 (direct, 576 taps)", mk(AT_LAYER_CONV2D, 2, 3, 1, 1, 0), 64, 2, 2,
+         KINK_NONE, false, false);
+    CASE("conv k3 s1 p1 65x2x2 (im2col, 585 taps)", mk(AT_LAYER_CONV2D, 2, 3, 1, 1, 0), 65, 2, 2,
+         KINK_NONE, false, false);
+    CASE("conv k3 s1 p3 2x4x5 (im2col, padding = kernel)", mk(AT_LAYER_CONV2D, 3, 3, 1, 3, 0), 2, 4,
+         5, KINK_NONE, false, false);
+    CASE("conv k5 s2 p2 1x12x11 (im2col, stride 2)", mk(AT_LAYER_CONV2D, 6, 5, 2, 2, 0), 1, 12, 11,
+         KINK_NONE, false, false);
     /* MaxPool2d: padding, stride != kernel, floor-mode leftovers */
     CASE("maxpool k2 2x6x6", mk(AT_LAYER_MAXPOOL2D, 0, 2, 0, 0, 0), 2, 6, 6, KINK_MAXPOOL, false, true);
     CASE("maxpool k2 s2 2x7x5", mk(AT_LAYER_MAXPOOL2D, 0, 2, 2, 0, 0), 2, 7, 5, KINK_MAXPOOL, false,
@@ -502,6 +526,11 @@ static void test_layers(void) {
          false, true);
     CASE("maxpool k3 s3 p1 1x7x7", mk(AT_LAYER_MAXPOOL2D, 0, 3, 3, 1, 0), 1, 7, 7, KINK_MAXPOOL,
          false, true);
+    /* 2x2 rows of 8 windows or more go as 8-window blocks, the last one overlapping. */
+    CASE("maxpool k2 1x4x22", mk(AT_LAYER_MAXPOOL2D, 0, 2, 0, 0, 0), 1, 4, 22, KINK_MAXPOOL, false,
+         true);
+    CASE("maxpool k2 2x5x35", mk(AT_LAYER_MAXPOOL2D, 0, 2, 0, 0, 0), 2, 5, 35, KINK_MAXPOOL, false,
+         true);
     /* Random inputs too: ties are filtered, not avoided. */
     CASE("maxpool k3 s2 p1 random", mk(AT_LAYER_MAXPOOL2D, 0, 3, 2, 1, 0), 2, 6, 6, KINK_MAXPOOL,
          false, false);
@@ -695,6 +724,27 @@ static void test_maxpool_ties(void) {
         CHECK_OK(at_net_backward(net, dy, AT_GRAD_INPUT, dx));
         static const float want[16] = {1, 0, 2, 0, 0, 0, 0, 0, 3, 0, 4, 0, 0, 0, 0, 0};
         CHECK_MSG(memcmp(dx, want, sizeof want) == 0, "tie gradient not at the first maximum");
+        at_net_free(net);
+    }
+    /* A row of 11 windows (vectorized blocks) with ties everywhere and a NaN in window 2 of the
+     * first row: NaN out there, its gradient to the NaN; ties send theirs to the first element. */
+    CHECK_OK(at_net_create(&net, &d, 1, 1, 4, 22));
+    if (net) {
+        float x[88], dy[22], dx[88];
+        for (int i = 0; i < 88; i++) x[i] = 0.5f;
+        for (int i = 0; i < 22; i++) dy[i] = (float)(i + 1);
+        x[22 + 5] = NAN; /* row 1, column 5: window (0, 2), bottom right */
+        const float *y;
+        CHECK_OK(at_net_forward(net, x, 1, &y));
+        for (int i = 0; i < 22; i++)
+            CHECK_MSG(i == 2 ? isnan(y[i]) : y[i] == 0.5f, "2x2 max %d is %g", i, (double)y[i]);
+        CHECK_OK(at_net_backward(net, dy, AT_GRAD_INPUT, dx));
+        float want[88] = {0};
+        for (int oh = 0; oh < 2; oh++)
+            for (int ow = 0; ow < 11; ow++) want[2 * oh * 22 + 2 * ow] = dy[oh * 11 + ow];
+        want[0 * 22 + 4] = 0.0f;
+        want[22 + 5] = dy[2];
+        CHECK_MSG(memcmp(dx, want, sizeof want) == 0, "2x2 row: tie or NaN gradient misplaced");
         at_net_free(net);
     }
     d = mk(AT_LAYER_MAXPOOL2D, 0, 3, 2, 1, 0);

@@ -4,11 +4,21 @@
  * of every sample of a block, so one GEMM with the (OC x C*K*K) weight covers the block. Its
  * result is channel-major (OC x n*OH*OW) and is permuted back to NCHW. Blocks are sized so the
  * columns stay in cache (block_samples). Backward rebuilds the columns instead of keeping them:
- * rebuilding from the input in cache is cheaper than reading a stored copy back from memory. */
+ * rebuilding from the input in cache is cheaper than reading a stored copy back from memory.
+ * Small stride-1 layers, where building and permuting columns costs more than the multiply,
+ * take the direct path of conv2d_direct.c instead. */
 #include "layer.h"
 
 #include "gemm.h"
 #include <string.h>
+
+/* conv2d_direct.c: the direct path and when it applies. */
+bool at_conv2d_direct_applies(const at_layer *L);
+size_t at_conv2d_direct_workspace(const at_layer *L);
+void at_conv2d_direct_forward(const at_layer *L, const at_ctx *ctx, const float *x, float *y,
+                              int n);
+void at_conv2d_direct_backward(const at_layer *L, const at_ctx *ctx, const float *x,
+                               const float *dy, float *dx, int n, bool param_grads);
 
 static at_status conv_setup(at_layer *L) {
     at_layer_desc *d = &L->d;
@@ -45,6 +55,7 @@ static int block_samples(const at_layer *L, int n) {
 /* Scratch for one block: the columns, then the channel-major GEMM output (forward) or output
  * gradient (backward). */
 static size_t conv_workspace(const at_layer *L, int n) {
+    if (at_conv2d_direct_applies(L)) return at_conv2d_direct_workspace(L);
     size_t pixels = (size_t)block_samples(L, n) * L->out_h * L->out_w;
     size_t taps = (size_t)L->in_c * L->d.kernel * L->d.kernel;
     return taps * pixels + (size_t)L->out_c * pixels;
@@ -115,6 +126,10 @@ static void col2im(const at_layer *L, const float *col, int n, float *dx) {
 }
 
 static void conv_forward(const at_layer *L, const at_ctx *ctx, const float *x, float *y, int n) {
+    if (at_conv2d_direct_applies(L)) {
+        at_conv2d_direct_forward(L, ctx, x, y, n);
+        return;
+    }
     const int OC = L->out_c, area = L->out_h * L->out_w;
     const int taps = L->in_c * L->d.kernel * L->d.kernel;
     const int block = block_samples(L, n);
@@ -140,6 +155,10 @@ static void conv_forward(const at_layer *L, const at_ctx *ctx, const float *x, f
 
 static void conv_backward(const at_layer *L, const at_ctx *ctx, const float *x, const float *y,
                           const float *dy, float *dx, int n, bool param_grads) {
+    if (at_conv2d_direct_applies(L)) {
+        at_conv2d_direct_backward(L, ctx, x, dy, dx, n, param_grads);
+        return;
+    }
     const int OC = L->out_c, area = L->out_h * L->out_w;
     const int taps = L->in_c * L->d.kernel * L->d.kernel;
     const int block = block_samples(L, n);
