@@ -9,16 +9,9 @@
  * take the direct path of conv2d_direct.c instead. */
 #include "layer.h"
 
+#include "conv2d_direct.h"
 #include "gemm.h"
 #include <string.h>
-
-/* conv2d_direct.c: the direct path and when it applies. */
-bool at_conv2d_direct_applies(const at_layer *L);
-size_t at_conv2d_direct_workspace(const at_layer *L);
-void at_conv2d_direct_forward(const at_layer *L, const at_ctx *ctx, const float *x, float *y,
-                              int n);
-void at_conv2d_direct_backward(const at_layer *L, const at_ctx *ctx, const float *x,
-                               const float *dy, float *dx, int n, bool param_grads);
 
 static at_status conv_setup(at_layer *L) {
     at_layer_desc *d = &L->d;

@@ -13,7 +13,7 @@
  * weight gradient is the dot product of each output-gradient plane (zero in the discarded
  * columns) with each shifted view; per-lane partial sums stay in vectors for the whole chunk and
  * are reduced once at its end, in a fixed order. */
-#include "layer.h"
+#include "conv2d_direct.h"
 
 #include <string.h>
 

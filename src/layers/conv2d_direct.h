@@ -1,0 +1,13 @@
+/* The direct convolution path (conv2d_direct.c) that conv2d.c hands small stride-1 layers to. */
+#ifndef ADVTRAIN_CONV2D_DIRECT_H
+#define ADVTRAIN_CONV2D_DIRECT_H
+#include "layer.h"
+
+/* True when the layer is small enough for the direct path to beat im2col + GEMM. */
+bool at_conv2d_direct_applies(const at_layer *L);
+size_t at_conv2d_direct_workspace(const at_layer *L);
+void at_conv2d_direct_forward(const at_layer *L, const at_ctx *ctx, const float *x, float *y,
+                              int n);
+void at_conv2d_direct_backward(const at_layer *L, const at_ctx *ctx, const float *x,
+                               const float *dy, float *dx, int n, bool param_grads);
+#endif
