@@ -736,7 +736,9 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
             fprintf(log, "  adversarial training: %s, eps %g (0-1 pixel scale, %s)%s\n",
                     at_adv_method_name(cfg.adv.method), (double)cfg.adv.eps,
                     cfg.adv.norm == AT_NORM_L2 ? "L2" : "L-inf",
-                    has_val ? "; robust validation each epoch, best epoch kept" : "");
+                    !has_val ? ""
+                    : cfg.adv.keep_best ? "; robust validation each epoch, best epoch kept"
+                                        : "; robust validation each epoch, last epoch kept");
         fflush(log);
     }
     settings = settings_json(&a, &cfg);
