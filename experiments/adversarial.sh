@@ -10,7 +10,7 @@
 # set: clean accuracy, PGD-20 (eps on the 0-1 scale, step 2.5*eps/20, random start, 1 restart)
 # on all 10,000 images, and auto (APGD-CE + APGD-T + Square, per-sample worst case) on the first
 # AUTO_SAMPLES images (default 1000). It prints one markdown table row.
-# ADVTRAIN=PATH runs another advtrain binary; EVAL_ONLY=1 evaluates an existing model file of
+# EPOCHS=N overrides the epochs of eps03 and fgsm-rs-eps03*; ADVTRAIN=PATH runs another advtrain binary; EVAL_ONLY=1 evaluates an existing model file of
 # the row without training it again (the training time then reads "-").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,9 +41,14 @@ case "$row" in
           args=(--adv free --eps 0.1 --replays 5) ;;
     pgd-eps08) model=smallcnn; args=(--adv pgd --eps 0.08 --steps 7) ;;  # trained at 0.08, evaluated at 0.1
     pgd-eps12) model=smallcnn; args=(--adv pgd --eps 0.12 --steps 7) ;;  # trained at 0.12, evaluated at 0.1
-    # FGSM-RS at eps 0.3, step 1.25 eps: robust validation printed every epoch, the last epoch kept
-    fgsm-rs-eps03-noguard) model=smallcnn; eps=0.3; args=(--adv fgsm-rs --eps 0.3 --no-guard --val-split 0.05 --keep-last) ;;
-    fgsm-rs-eps03) model=smallcnn; eps=0.3; args=(--adv fgsm-rs --eps 0.3 --val-split 0.05 --keep-last) ;;
+    # FGSM-RS at eps 0.3, step 1.25 eps, eps warm-up over 3 epochs (without it smallcnn does not
+    # learn at all at eps 0.3): robust validation printed every epoch, the last epoch kept
+    fgsm-rs-eps03-noguard) model=smallcnn; eps=0.3
+           recipe=(--epochs "${EPOCHS:-10}" --batch 128 --lr 0.05 --momentum 0.9 --seed "$seed")
+           args=(--adv fgsm-rs --eps 0.3 --eps-warmup 3 --no-guard --val-split 0.05 --keep-last) ;;
+    fgsm-rs-eps03) model=smallcnn; eps=0.3
+           recipe=(--epochs "${EPOCHS:-10}" --batch 128 --lr 0.05 --momentum 0.9 --seed "$seed")
+           args=(--adv fgsm-rs --eps 0.3 --eps-warmup 3 --val-split 0.05 --keep-last) ;;
     tutorial-fgsm) model=seed-cnn; args=(--l1 1e-5 --l2 1e-4 --reg-layers fc1 --adv fgsm --eps 0.1) ;;
     eps03) # the 4-conv CNN of the published anchor (TRADES' SmallCNN for MNIST): 32-32-pool-64-64-pool-200-200
            model="conv:32:3,relu,conv:32:3,relu,maxpool:2,conv:64:3,relu,conv:64:3,relu,maxpool:2,flatten,linear:200,relu,linear:200,relu,linear:10"
