@@ -5,6 +5,7 @@
  * registers while streaming both panels. */
 #include "gemm.h"
 #include "internal.h"
+#include "vec.h"
 
 #include <cblas.h>
 #include <stdio.h>
@@ -15,22 +16,13 @@
  * with SSE. A vector wider than the target's registers would be emulated piecewise, many times
  * slower. */
 #if defined(__AVX512F__)
-enum { VL = 16, MR = 8 };
+enum { MR = 8 };
 #elif defined(__AVX__)
-enum { VL = 8, MR = 6 };
+enum { MR = 6 };
 #else
-enum { VL = 4, MR = 4 };
+enum { MR = 4 };
 #endif
 enum { NR = 2 * VL, KC = 256, MC = 16 * MR, NC = 2048 };
-
-typedef float vec __attribute__((vector_size(VL * sizeof(float))));
-
-static inline vec load_vec(const float *p) {
-    vec v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-static inline void store_vec(float *p, vec v) { memcpy(p, &v, sizeof v); }
 
 /* Packs rows [i0, i0+mc) x cols [p0, p0+kc) of op(A) into MR-row panels: panel[k*MR + r].
  * The loop order follows the source's contiguous direction. */

@@ -14,6 +14,7 @@
  * columns) with each shifted view; per-lane partial sums stay in vectors for the whole chunk and
  * are reduced once at its end, in a fixed order. */
 #include "conv2d_direct.h"
+#include "vec.h"
 
 #include <string.h>
 
@@ -22,29 +23,15 @@
  * MR is a macro: the row-count dispatch below tests it in #if. */
 #if defined(__AVX512F__)
 #define MR 8
-enum { VL = 16, ACC = 24 };
+enum { ACC = 24 };
 #elif defined(__AVX__)
 #define MR 6
-enum { VL = 8, ACC = 12 };
+enum { ACC = 12 };
 #else
 #define MR 4
-enum { VL = 4, ACC = 12 };
+enum { ACC = 12 };
 #endif
 enum { MAX_NV = 4 }; /* pixel vectors per tile */
-
-typedef float vec __attribute__((vector_size(VL * sizeof(float))));
-
-static inline vec load_vec(const float *p) {
-    vec v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-static inline void store_vec(float *p, vec v) { memcpy(p, &v, sizeof v); }
-static inline vec splat(float x) {
-    vec v;
-    for (int i = 0; i < VL; i++) v[i] = x;
-    return v;
-}
 
 static size_t round_up(size_t x, size_t to) { return (x + to - 1) / to * to; }
 

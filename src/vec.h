@@ -1,0 +1,30 @@
+/* The float vector the hand-tiled kernels (gemm.c, layers/conv2d_direct.c) compute with: as wide
+ * as the target's registers (16 floats with AVX-512, 8 with AVX, 4 otherwise). A vector wider than
+ * the registers would be emulated piecewise, many times slower. Loads and stores go through
+ * memcpy: unaligned, no aliasing assumptions, and compiled to plain vector moves. */
+#ifndef ADVTRAIN_VEC_H
+#define ADVTRAIN_VEC_H
+#include <string.h>
+
+#if defined(__AVX512F__)
+enum { VL = 16 };
+#elif defined(__AVX__)
+enum { VL = 8 };
+#else
+enum { VL = 4 };
+#endif
+
+typedef float vec __attribute__((vector_size(VL * sizeof(float))));
+
+static inline vec load_vec(const float *p) {
+    vec v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void store_vec(float *p, vec v) { memcpy(p, &v, sizeof v); }
+static inline vec splat(float x) {
+    vec v;
+    for (int i = 0; i < VL; i++) v[i] = x;
+    return v;
+}
+#endif
