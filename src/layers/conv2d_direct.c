@@ -176,6 +176,15 @@ static void unflatten(const padded_layout *p, int planes, const float *flat, flo
                    flat + (size_t)o * p->flat + (size_t)h * p->pitch, sizeof(float) * p->out_cols);
 }
 
+/* The inverse: NCHW planes into the flat layout, the discarded columns zero. */
+static void flatten(const padded_layout *p, int planes, const float *src, float *flat) {
+    memset(flat, 0, sizeof(float) * planes * p->flat);
+    for (int o = 0; o < planes; o++)
+        for (int h = 0; h < p->out_rows; h++)
+            memcpy(flat + (size_t)o * p->flat + (size_t)h * p->pitch,
+                   src + ((size_t)o * p->out_rows + h) * p->out_cols, sizeof(float) * p->out_cols);
+}
+
 /* The forward input layout and the input-gradient layout (output gradient padded by K-1-P). */
 static padded_layout input_layout(const at_layer *L) {
     return layout(L->in_c, L->in_h, L->in_w, L->d.pad, L->d.kernel);
@@ -301,15 +310,6 @@ static void weight_gradient_partials(int rows, const float *g, size_t flat, shif
     }
 }
 
-/* dy in the input's flat layout: valid columns copied, the discarded ones zero. */
-static void flatten_dy(const at_layer *L, const padded_layout *in, const float *dy, float *g) {
-    memset(g, 0, sizeof(float) * L->out_c * in->flat);
-    for (int o = 0; o < L->out_c; o++)
-        for (int h = 0; h < L->out_h; h++)
-            memcpy(g + (size_t)o * in->flat + (size_t)h * in->pitch,
-                   dy + ((size_t)o * L->out_h + h) * L->out_w, sizeof(float) * L->out_w);
-}
-
 static void weight_gradient(const at_layer *L, const float *x, const float *dy, float *dW,
                             float *db, int n, float *work) {
     const padded_layout in = input_layout(L);
@@ -319,7 +319,7 @@ static void weight_gradient(const at_layer *L, const float *x, const float *dy, 
     for (int s = 0; s < n; s++) {
         const float *dys = dy + (size_t)s * L->out_size;
         pad_planes(&in, x + (size_t)s * L->in_size, padded);
-        flatten_dy(L, &in, dys, g);
+        flatten(&in, OC, dys, g);
         weight_gradient_partials(OC, g, in.flat, views_of(&in, padded), partial);
         for (int o = 0; o < OC; o++) {
             float sum = 0.0f;
