@@ -292,8 +292,8 @@ static bool sanity_checks(at_net *net, const at_dataset *ds, int n, int clean_co
 }
 
 static int eval_attacks(at_net *net, at_dataset *ds, const char *path, const char *data_source,
-                        const char *split, int n, const atk_cli_settings *set, bool json,
-                        bool sanity_runs, bool strict, const char *data_name) {
+                        const char *split, int first, int n, const atk_cli_settings *set,
+                        bool json, bool sanity_runs, bool strict, const char *data_name) {
     float eps[ATK_CLI_MAX];
     int neps;
     if (!atk_cli_parse_eps("eval", set->eps, eps, ATK_CLI_MAX, &neps)) return EXIT_USAGE;
@@ -322,7 +322,11 @@ static int eval_attacks(at_net *net, at_dataset *ds, const char *path, const cha
     }
     int clean_correct = (int)lround((double)clean.accuracy * n);
     if (!json) {
-        printf("%s (%s) on %s %s, first %d samples\n", path, at_net_spec(net), data_name, split, n);
+        if (first > 0)
+            printf("%s (%s) on %s %s, samples %d to %d\n", path, at_net_spec(net), data_name, split,
+                   first, first + n - 1);
+        else
+            printf("%s (%s) on %s %s, first %d samples\n", path, at_net_spec(net), data_name, split, n);
         printf("clean accuracy %.2f%% (%d/%d)\n", 100.0 * clean.accuracy, clean_correct, n);
         printf("eps on the 0-1 pixel scale (eps x 255 on the 0-255 scale); robust = correct on the clean and the adversarial input\n\n");
         printf("%-10s %-5s %-8s %-7s %-16s %-8s %-11s %9s\n", "attack", "norm", "eps", "x255", "steps", "restarts",
@@ -363,6 +367,7 @@ static int eval_attacks(at_net *net, at_dataset *ds, const char *path, const cha
         cJSON_AddStringToObject(o, "arch", at_net_spec(net));
         cJSON_AddStringToObject(o, "data", data_source);
         cJSON_AddStringToObject(o, "split", split);
+        cJSON_AddNumberToObject(o, "first_sample", first);
         cJSON_AddNumberToObject(o, "samples", n);
         cJSON_AddStringToObject(o, "eps_scale", "0-1 pixels");
         cJSON_AddNumberToObject(o, "clean_accuracy", (double)clean_correct / n);
@@ -422,7 +427,7 @@ done:
 
 int cmd_eval(int argc, char **argv) {
     const char *data_source = NULL, *model_spec = NULL, *split = "test";
-    int batch = 256, threads = 0, samples = 0;
+    int batch = 256, threads = 0, samples = 0, offset = 0;
     bool json = false, strict = false, no_sanity = false;
     atk_cli_settings set;
     memset(&set, 0, sizeof set);
@@ -431,6 +436,7 @@ int cmd_eval(int argc, char **argv) {
         {"model", OPT_STRING, &model_spec, "NAME|SPEC", "architecture, for weight files without advtrain metadata (e.g. written by PyTorch)", 1, 0},
         {"split", OPT_STRING, &split, "test|train", "which split to evaluate (default test)", 1, 0},
         {"samples", OPT_INT, &samples, "N", "evaluate the first N samples only", 1, 100000000},
+        {"offset", OPT_INT, &offset, "N", "skip the first N samples (with --samples: one shard of a split evaluation)", 0, 100000000},
         {"batch", OPT_INT, &batch, "N", "evaluation batch size (default 256; attacks: 1000)", 1, 65536},
         {"threads", OPT_INT, &threads, "N", "compute threads (default: all cores)", 1, 1024},
         {"json", OPT_FLAG, &json, NULL, "print one JSON object on stdout", 1, 0},
@@ -496,9 +502,18 @@ int cmd_eval(int argc, char **argv) {
     if (!data_source) data_source = "fashion-mnist";
     if (!cli_load_data("eval", &data, data_source)) goto done;
     at_dataset *ds = strcmp(split, "train") == 0 ? &data.train : &data.test;
-    if (samples > 0 && samples < ds->n && (s = at_dataset_truncate(ds, samples)) != AT_OK) {
-        cli_error("eval", "selecting samples", s);
+    if (offset >= ds->n) {
+        fprintf(stderr, "advtrain eval: --offset %d: the %s split has only %d samples\n", offset, split, ds->n);
+        status = EXIT_USAGE;
         goto done;
+    }
+    if (offset > 0 || (samples > 0 && samples < ds->n)) {
+        int keep = ds->n - offset;
+        if (samples > 0 && samples < keep) keep = samples;
+        if ((s = at_dataset_keep_range(ds, offset, keep)) != AT_OK) {
+            cli_error("eval", "selecting samples", s);
+            goto done;
+        }
     }
     if (model_spec) {
         s = at_net_from_spec(&net, model_spec, ds->c, ds->h, ds->w);
@@ -517,7 +532,8 @@ int cmd_eval(int argc, char **argv) {
             status = EXIT_USAGE;
             goto done;
         }
-        status = eval_attacks(net, ds, path, data_source, split, ds->n, &set, json, !no_sanity, strict, data.name);
+        status = eval_attacks(net, ds, path, data_source, split, offset, ds->n, &set, json, !no_sanity, strict,
+                              data.name);
         goto done;
     }
     at_eval_result r;
@@ -533,6 +549,7 @@ int cmd_eval(int argc, char **argv) {
         cJSON_AddStringToObject(o, "arch", at_net_spec(net));
         cJSON_AddStringToObject(o, "data", data_source);
         cJSON_AddStringToObject(o, "split", split);
+        cJSON_AddNumberToObject(o, "first_sample", offset);
         cJSON_AddNumberToObject(o, "samples", r.samples);
         if (regression)
             cJSON_AddNumberToObject(o, "mse", r.mse);

@@ -384,6 +384,8 @@ at_status at_synthetic_load(at_data *data, uint64_t seed);
 at_status at_dataset_split(at_dataset *train, at_dataset *val, float frac, uint64_t seed);
 /* Keeps only the first n samples (n <= ds->n). */
 at_status at_dataset_truncate(at_dataset *ds, int n);
+/* Keeps only samples [first, first + n): one shard of an evaluation split across machines. */
+at_status at_dataset_keep_range(at_dataset *ds, int first, int n);
 void at_dataset_free(at_dataset *ds);
 int at_dataset_sample_size(const at_dataset *ds); /* c*h*w */
 

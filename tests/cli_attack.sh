@@ -48,6 +48,18 @@ else
 fi
 [ "$(wc -l <"$tmp/out")" -eq 1 ] && ok || bad "--json printed more than one line"
 
+# --- --offset shards an evaluation: FGSM (no random start) is deterministic per sample, so
+# the robust counts of samples 0-59 and 60-99 add up to those of the first 100
+robust_count() {  # ARGS...: robust samples of one FGSM run
+    "$cli" eval "$model" --attack fgsm --eps 0.05 --no-sanity --threads 1 --json "$@" |
+        sed -n 's/.*"samples":\([0-9]*\).*"robust_accuracy":\([0-9.eE+-]*\).*/\1 \2/p' |
+        awk '{ printf "%d", $1 * $2 + 0.5 }'
+}
+whole=$(robust_count --samples 100); part1=$(robust_count --samples 60); part2=$(robust_count --offset 60 --samples 40)
+[ -n "$whole" ] && [ "$whole" -eq $((part1 + part2)) ] && ok || bad "--offset shards: $part1 + $part2 != $whole"
+expect 0 "samples 60 to 99" -- "$cli" eval "$model" --offset 60 --samples 40 --attack fgsm --eps 0.1 --no-sanity --threads 1
+expect 2 "--offset 10000: the test split has only 10000 samples" -- "$cli" eval "$model" --offset 10000
+
 # --- targeted and L2 variants run
 expect 0 "target reached on" -- "$cli" eval "$model" --attack pgd --eps 0.3 --target random --samples 50 --threads 1 --no-sanity
 expect 0 "pgd-l2 +l2" -- "$cli" eval "$model" --attack pgd --norm l2 --eps 1.0 --samples 50 --threads 1 --no-sanity

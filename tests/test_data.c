@@ -210,6 +210,18 @@ static void check_split_images(uint64_t seed, int32_t *val_ids_out) {
     CHECK(tr.n == 3);
     CHECK_FAIL(at_dataset_truncate(&tr, 4), AT_ERR_ARG, "4");
     CHECK_FAIL(at_dataset_truncate(&tr, -1), AT_ERR_ARG, "-1");
+    /* A shard: samples [first, first + n) move to the front, labels with their images. */
+    int ids[20];
+    for (int i = 0; i < 20; i++) ids[i] = va.images[i * 4];
+    CHECK_OK(at_dataset_keep_range(&va, 5, 10));
+    CHECK(va.n == 10);
+    for (int i = 0; i < 10; i++)
+        CHECK(va.images[i * 4] == ids[5 + i] && va.images[i * 4 + 3] == ids[5 + i] &&
+              va.labels[i] == ids[5 + i] % 7);
+    CHECK_FAIL(at_dataset_keep_range(&va, 4, 7), AT_ERR_ARG, "10");
+    CHECK_FAIL(at_dataset_keep_range(&va, -1, 2), AT_ERR_ARG, "-1");
+    CHECK_OK(at_dataset_keep_range(&va, 10, 0));
+    CHECK(va.n == 0);
     at_dataset_free(&tr);
     at_dataset_free(&va);
 }

@@ -240,6 +240,23 @@ at_status at_dataset_truncate(at_dataset *ds, int n) {
     return AT_OK;
 }
 
+at_status at_dataset_keep_range(at_dataset *ds, int first, int n) {
+    if (!ds) return at_fail(AT_ERR_ARG, "at_dataset_keep_range: dataset is NULL");
+    if (first < 0 || n < 0 || first > ds->n || n > ds->n - first)
+        return at_fail(AT_ERR_ARG, "cannot keep samples %d to %d of a dataset of %d", first,
+                       first + n - 1, ds->n);
+    const size_t d = (size_t)at_dataset_sample_size(ds), k = (size_t)ds->target_dim;
+    /* Moved to the front in place; the tail stays allocated until at_dataset_free. */
+    if (ds->images) memmove(ds->images, ds->images + (size_t)first * d, (size_t)n * d);
+    if (ds->features)
+        memmove(ds->features, ds->features + (size_t)first * d, (size_t)n * d * sizeof(float));
+    if (ds->labels) memmove(ds->labels, ds->labels + first, (size_t)n * sizeof(int32_t));
+    if (ds->targets)
+        memmove(ds->targets, ds->targets + (size_t)first * k, (size_t)n * k * sizeof(float));
+    ds->n = n;
+    return AT_OK;
+}
+
 /* ---------------------------------------------------------------- batches */
 
 void at_dataset_batch(const at_dataset *ds, const int32_t *idx, int n, float *x, int32_t *y,

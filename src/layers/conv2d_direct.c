@@ -11,8 +11,8 @@
  * The input gradient is the same operation on the output gradient padded by K-1-P, with the
  * weights flipped and transposed (a stride-1 transposed convolution is a convolution). The
  * weight gradient is the dot product of each output-gradient plane (zero in the discarded
- * columns) with each shifted view; per-lane partial sums stay in vectors for the whole chunk and
- * are reduced once at its end, in a fixed order. */
+ * columns) with each shifted view, the bias gradient its plain sum; per-lane partial sums stay in
+ * vectors for the whole chunk and are reduced once at its end, in a fixed order. */
 #include "conv2d_direct.h"
 #include "vec.h"
 
@@ -219,7 +219,7 @@ size_t at_conv2d_direct_workspace(const at_layer *L) {
     const padded_layout in = input_layout(L);
     const int taps = L->in_c * L->d.kernel * L->d.kernel;
     size_t fwd = in.size + (size_t)L->out_c * in.flat + panel_size(L->out_c, taps);
-    size_t dw = in.size + (size_t)L->out_c * in.flat + (size_t)L->out_c * taps * VL;
+    size_t dw = in.size + (size_t)L->out_c * in.flat + (size_t)L->out_c * (taps + 1) * VL;
     return AT_MAX(fwd, input_gradient_workspace(L) + dw);
 }
 
@@ -251,16 +251,21 @@ static void input_gradient(const at_layer *L, const float *W, const float *dy, f
     }
 }
 
+/* Where each tap's shifted view starts in the padded planes: computed once per call, because
+ * the divisions it takes cost more than a short tile's arithmetic. */
+static void tap_offsets(shifted_views v, size_t *offset) {
+    for (int c = 0, t = 0; c < v.channels; c++)
+        for (int ki = 0; ki < v.K; ki++)
+            for (int kj = 0; kj < v.K; kj++, t++)
+                offset[t] = (size_t)c * v.plane + (size_t)ki * v.pitch + kj;
+}
+
 /* acc[r][j] += sum over q < flat of g[r][q] * view_{t0+j}[q], per lane. Constant rows and nt. */
 static inline __attribute__((always_inline)) void
-grad_tile(int rows, int nt, const float *g, size_t flat, shifted_views v, int t0, float *partial,
-          int taps) {
-    const int KK = v.K * v.K;
+grad_tile(int rows, int nt, const float *g, size_t flat, const float *base, const size_t *offset,
+          int t0, float *partial, int taps) {
     const float *src[MAX_NV];
-    for (int j = 0; j < nt; j++) {
-        int t = t0 + j;
-        src[j] = v.base + (size_t)(t / KK) * v.plane + (size_t)(t % KK / v.K) * v.pitch + t % v.K;
-    }
+    for (int j = 0; j < nt; j++) src[j] = base + offset[t0 + j];
     vec acc[MR][MAX_NV];
     for (int r = 0; r < rows; r++)
         for (int j = 0; j < nt; j++)
@@ -279,62 +284,69 @@ grad_tile(int rows, int nt, const float *g, size_t flat, shifted_views v, int t0
 }
 
 static inline __attribute__((always_inline)) void
-grad_rows(int rows, const float *g, size_t flat, shifted_views v, float *partial, int taps) {
+grad_rows(int rows, const float *g, size_t flat, const float *base, const size_t *offset,
+          float *partial, int taps) {
     const int nt = vectors_for(rows);
     int t = 0;
-    for (; t + nt <= taps; t += nt) grad_tile(rows, nt, g, flat, v, t, partial, taps);
-    for (; t < taps; t++) grad_tile(rows, 1, g, flat, v, t, partial, taps);
+    for (; t + nt <= taps; t += nt) grad_tile(rows, nt, g, flat, base, offset, t, partial, taps);
+    for (; t < taps; t++) grad_tile(rows, 1, g, flat, base, offset, t, partial, taps);
 }
 
 /* partial[r][t][lane] += per-lane sums of g[r] * view_t, for every output channel r. */
-static void weight_gradient_partials(int rows, const float *g, size_t flat, shifted_views v,
-                                     float *partial) {
-    const int taps = v.channels * v.K * v.K;
+static void weight_gradient_partials(int rows, const float *g, size_t flat, const float *base,
+                                     const size_t *offset, int taps, float *partial) {
     for (int r0 = 0; r0 < rows; r0 += MR) {
         const float *gr = g + (size_t)r0 * flat;
         float *p = partial + (size_t)r0 * taps * VL;
         switch (AT_MIN(MR, rows - r0)) {
-        case 1: grad_rows(1, gr, flat, v, p, taps); break;
-        case 2: grad_rows(2, gr, flat, v, p, taps); break;
-        case 3: grad_rows(3, gr, flat, v, p, taps); break;
-        case 4: grad_rows(4, gr, flat, v, p, taps); break;
+        case 1: grad_rows(1, gr, flat, base, offset, p, taps); break;
+        case 2: grad_rows(2, gr, flat, base, offset, p, taps); break;
+        case 3: grad_rows(3, gr, flat, base, offset, p, taps); break;
+        case 4: grad_rows(4, gr, flat, base, offset, p, taps); break;
 #if MR > 4
-        case 5: grad_rows(5, gr, flat, v, p, taps); break;
-        case 6: grad_rows(6, gr, flat, v, p, taps); break;
+        case 5: grad_rows(5, gr, flat, base, offset, p, taps); break;
+        case 6: grad_rows(6, gr, flat, base, offset, p, taps); break;
 #endif
 #if MR > 6
-        case 7: grad_rows(7, gr, flat, v, p, taps); break;
-        case 8: grad_rows(8, gr, flat, v, p, taps); break;
+        case 7: grad_rows(7, gr, flat, base, offset, p, taps); break;
+        case 8: grad_rows(8, gr, flat, base, offset, p, taps); break;
 #endif
         }
     }
+}
+
+/* Lanes summed pairwise, halving the width: a fixed order. */
+static float sum_lanes(const float *partial) {
+    float lanes[VL];
+    memcpy(lanes, partial, sizeof lanes);
+    for (int width = VL / 2; width >= 1; width /= 2)
+        for (int k = 0; k < width; k++) lanes[k] += lanes[k + width];
+    return lanes[0];
 }
 
 static void weight_gradient(const at_layer *L, const float *x, const float *dy, float *dW,
                             float *db, int n, float *work) {
     const padded_layout in = input_layout(L);
-    const int OC = L->out_c, taps = L->in_c * L->d.kernel * L->d.kernel, area = L->out_h * L->out_w;
+    const int OC = L->out_c, taps = L->in_c * L->d.kernel * L->d.kernel;
     float *padded = work, *g = padded + in.size, *partial = g + (size_t)OC * in.flat;
-    memset(partial, 0, sizeof(float) * OC * taps * VL);
+    float *bias_partial = partial + (size_t)OC * taps * VL;
+    memset(partial, 0, sizeof(float) * OC * (taps + 1) * VL);
+    size_t offset[DIRECT_MAX_TAPS];
+    tap_offsets(views_of(&in, padded), offset);
     for (int s = 0; s < n; s++) {
-        const float *dys = dy + (size_t)s * L->out_size;
         pad_planes(&in, x + (size_t)s * L->in_size, padded);
-        flatten(&in, OC, dys, g);
-        weight_gradient_partials(OC, g, in.flat, views_of(&in, padded), partial);
+        flatten(&in, OC, dy + (size_t)s * L->out_size, g);
+        weight_gradient_partials(OC, g, in.flat, padded, offset, taps, partial);
+        /* The bias gradient sums g per lane too: a scalar running sum would be one long chain of
+         * dependent additions, slower than the whole weight gradient. */
         for (int o = 0; o < OC; o++) {
-            float sum = 0.0f;
-            for (int p = 0; p < area; p++) sum += dys[(size_t)o * area + p];
-            db[o] += sum;
+            vec acc = load_vec(bias_partial + (size_t)o * VL);
+            for (size_t q = 0; q < in.flat; q += VL) acc += load_vec(g + (size_t)o * in.flat + q);
+            store_vec(bias_partial + (size_t)o * VL, acc);
         }
     }
-    /* Lanes summed pairwise, halving the width: a fixed order. */
-    for (size_t i = 0; i < (size_t)OC * taps; i++) {
-        float lanes[VL];
-        memcpy(lanes, partial + i * VL, sizeof lanes);
-        for (int width = VL / 2; width >= 1; width /= 2)
-            for (int k = 0; k < width; k++) lanes[k] += lanes[k + width];
-        dW[i] += lanes[0];
-    }
+    for (size_t i = 0; i < (size_t)OC * taps; i++) dW[i] += sum_lanes(partial + i * VL);
+    for (int o = 0; o < OC; o++) db[o] += sum_lanes(bias_partial + (size_t)o * VL);
 }
 
 void at_conv2d_direct_backward(const at_layer *L, const at_ctx *ctx, const float *x,
