@@ -4,7 +4,12 @@
  * Threads: a batch is cut into one contiguous chunk per thread and each thread runs every layer
  * on its own chunk, so there is no synchronisation between layers. Parameter gradients of thread
  * t > 0 go to a private buffer that is added into the shared one in thread order afterwards:
- * results are deterministic for a fixed thread count. */
+ * results are deterministic for a fixed thread count.
+ *
+ * A ReLU right after a layer that can apply it (ops->fuses_relu, e.g. a convolution) is fused:
+ * the layer writes max(y, 0) in place, the ReLU is skipped in both passes and has no buffer of
+ * its own, and the layer masks the incoming gradient itself. That saves a pass over the largest
+ * activations; results are bit-identical to running the ReLU separately. */
 #include "layers/layer.h"
 
 #include <math.h>
@@ -25,12 +30,18 @@ struct at_net {
     uint64_t seed, forward_count, dropout_key;
     /* Buffers sized by at_net_reserve. */
     int max_batch, threads;
-    float **act;          /* act[0] = input copy, act[l+1] = output of layer l */
+    float **act;          /* act[0] = input copy, act[l+1] = output of layer l (NULL if fused) */
     float *grad_a, *grad_b; /* ping-pong buffers for activation gradients */
     float **work;         /* per-thread scratch */
     float **thread_grads; /* per-thread parameter gradients, [0] unused (shared buffer) */
     int last_n;           /* batch size of the last forward, 0 if none */
 };
+
+/* Where layer l's output lives: a fused ReLU's output is its producer's, rectified in place. */
+static float *output_of(const at_net *net, int l) {
+    return net->layers[l].fused ? net->act[l] : net->act[l + 1];
+}
+static float *input_of(const at_net *net, int l) { return l == 0 ? net->act[0] : output_of(net, l - 1); }
 
 static int max_activation(const at_net *net) {
     int m = net->in_c * net->in_h * net->in_w;
@@ -195,6 +206,14 @@ at_status at_net_create(at_net **out, const at_layer_desc *layers, int nlayers, 
                 at_net_free(net);
                 return s;
             }
+    for (int l = 1; l < nlayers; l++) {
+        at_layer *L = &net->layers[l], *prev = &net->layers[l - 1];
+        const at_layer_ops *ops = at_layer_ops_for(prev->d.kind);
+        if (L->d.kind == AT_LAYER_RELU && !prev->fused && ops->fuses_relu && ops->fuses_relu(prev)) {
+            prev->relu_out = true;
+            L->fused = true;
+        }
+    }
     net->nparams = offset;
     net->params = at_alloc_floats(offset, "parameters");
     net->grads = at_alloc_floats(offset, "gradients");
@@ -269,6 +288,7 @@ at_status at_net_reserve(at_net *net, int max_batch) {
     net->threads = threads;
     bool ok = net->act && net->work && net->thread_grads;
     for (int l = 0; ok && l <= net->nlayers; l++) {
+        if (l > 0 && net->layers[l - 1].fused) continue;
         int size = l == 0 ? at_net_in_size(net) : net->layers[l - 1].out_size;
         ok = (net->act[l] = at_alloc_floats((size_t)max_batch * size, "activations")) != NULL;
     }
@@ -342,13 +362,14 @@ at_status at_net_forward(at_net *net, const float *x, int n, const float **logit
         at_ctx ctx = make_ctx(net, t, begin);
         for (int l = 0; l < net->nlayers && end > begin; l++) {
             const at_layer *L = &net->layers[l];
-            const float *in = net->act[l] + (size_t)begin * L->in_size;
-            float *out = net->act[l + 1] + (size_t)begin * L->out_size;
+            if (L->fused) continue;
+            const float *in = input_of(net, l) + (size_t)begin * L->in_size;
+            float *out = output_of(net, l) + (size_t)begin * L->out_size;
             at_layer_ops_for(L->d.kind)->forward(L, &ctx, in, out, end - begin);
         }
     }
     net->last_n = n;
-    if (logits) *logits = net->act[net->nlayers];
+    if (logits) *logits = output_of(net, net->nlayers - 1);
     return AT_OK;
 }
 
@@ -372,13 +393,15 @@ at_status at_net_backward(at_net *net, const float *dlogits, int flags, float *d
         const size_t slice = (size_t)begin * max_activation(net);
         const float *dy = dlogits + (size_t)begin * at_net_out_size(net);
         float *bufs[2] = {net->grad_a + slice, net->grad_b + slice};
+        int next_buf = 0;
         for (int l = net->nlayers - 1; l >= 0 && end > begin; l--) {
             const at_layer *L = &net->layers[l];
+            if (L->fused) continue; /* its producer masks dy */
             /* The first layer needs an input gradient only when the caller wants it; the
              * layers above always pass one down. */
             float *d_in = NULL;
             if (l > 0)
-                d_in = bufs[l & 1];
+                d_in = bufs[next_buf ^= 1];
             else if (input)
                 d_in = dx + (size_t)begin * L->in_size;
             /* Nothing below this layer needs anything: stop early. */
@@ -386,8 +409,8 @@ at_status at_net_backward(at_net *net, const float *dlogits, int flags, float *d
             bool need_params = params && L->w_count > 0;
             if (!below_needs && !need_params) break;
             at_layer_ops_for(L->d.kind)->backward(
-                L, &ctx, net->act[l] + (size_t)begin * L->in_size,
-                net->act[l + 1] + (size_t)begin * L->out_size, dy, d_in, end - begin, need_params);
+                L, &ctx, input_of(net, l) + (size_t)begin * L->in_size,
+                output_of(net, l) + (size_t)begin * L->out_size, dy, d_in, end - begin, need_params);
             dy = d_in;
         }
     }

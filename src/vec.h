@@ -27,4 +27,24 @@ static inline vec splat(float x) {
     for (int i = 0; i < VL; i++) v[i] = x;
     return v;
 }
+
+/* Lanes summed pairwise, halving the width: a fixed order. */
+static inline float sum_lanes(vec v) {
+    float lanes[VL];
+    memcpy(lanes, &v, sizeof lanes);
+    for (int width = VL / 2; width >= 1; width /= 2)
+        for (int k = 0; k < width; k++) lanes[k] += lanes[k + width];
+    return lanes[0];
+}
+
+/* The sum of n floats as VL interleaved partial sums, reduced in a fixed order: deterministic,
+ * and not one long chain of dependent additions (which is what a plain loop compiles to). */
+static inline float sum_floats(const float *p, size_t n) {
+    vec acc = splat(0.0f);
+    size_t i = 0;
+    for (; i + VL <= n; i += VL) acc += load_vec(p + i);
+    float sum = sum_lanes(acc);
+    for (; i < n; i++) sum += p[i];
+    return sum;
+}
 #endif

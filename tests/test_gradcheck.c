@@ -943,7 +943,59 @@ static void test_networks(void) {
                   3, 16, 16, 5, false, true);
 }
 
+/* A ReLU after a convolution is fused into it (net.c). "leakyrelu:0" computes the same function
+ * but is never fused: logits, every parameter gradient and the input gradient must be identical,
+ * on both convolution paths (direct: stride 1; im2col: stride 2), with the first layer's input
+ * gradient and a ReLU that ends the network. */
+static void check_fusion(const char *fused, const char *unfused, int c, int h, int w, int n) {
+    at_net *a = NULL, *b = NULL;
+    CHECK_OK(at_net_from_spec(&a, fused, c, h, w));
+    CHECK_OK(at_net_from_spec(&b, unfused, c, h, w));
+    if (!a || !b) return;
+    at_net_init(a, 11);
+    at_net_init(b, 11);
+    at_rng r;
+    at_rng_seed(&r, 5);
+    const size_t in = (size_t)n * c * h * w, out = (size_t)n * at_net_out_size(a);
+    float *x = malloc(sizeof(float) * in), *dl = malloc(sizeof(float) * out);
+    float *dxa = malloc(sizeof(float) * in), *dxb = malloc(sizeof(float) * in);
+    fill(x, in, &r, 0.0f, 1.0f);
+    fill(dl, out, &r, -1.0f, 1.0f);
+    const float *la, *lb;
+    CHECK_OK(at_net_forward(a, x, n, &la));
+    CHECK_OK(at_net_forward(b, x, n, &lb));
+    int zeros = 0;
+    for (size_t i = 0; i < out; i++) {
+        CHECK_MSG(la[i] == lb[i], "%s: logit %zu: %g vs %g", fused, i, la[i], lb[i]);
+        zeros += la[i] == 0.0f;
+    }
+    at_net_zero_grad(a);
+    at_net_zero_grad(b);
+    CHECK_OK(at_net_backward(a, dl, AT_GRAD_PARAMS | AT_GRAD_INPUT, dxa));
+    CHECK_OK(at_net_backward(b, dl, AT_GRAD_PARAMS | AT_GRAD_INPUT, dxb));
+    const float *ga = at_net_grads(a), *gb = at_net_grads(b);
+    for (size_t i = 0; i < at_net_num_params(a); i++)
+        CHECK_MSG(ga[i] == gb[i], "%s: parameter gradient %zu: %g vs %g", fused, i, ga[i], gb[i]);
+    for (size_t i = 0; i < in; i++)
+        CHECK_MSG(dxa[i] == dxb[i], "%s: input gradient %zu: %g vs %g", fused, i, dxa[i], dxb[i]);
+    free(x);
+    free(dl);
+    free(dxa);
+    free(dxb);
+    at_net_free(a);
+    at_net_free(b);
+}
+
+static void test_relu_fusion(void) {
+    check_fusion("conv:5:3:1:1,relu,relu,conv:6:3:2:1,relu,flatten,linear:10",
+                 "conv:5:3:1:1,leakyrelu:0,relu,conv:6:3:2:1,leakyrelu:0,flatten,linear:10", 2, 9, 9, 4);
+    check_fusion("conv:10:7:1:0,relu", "conv:10:7:1:0,leakyrelu:0", 1, 7, 7, 6);
+    check_fusion("seed-cnn", "conv:6:5:1:2,leakyrelu:0,maxpool:2,conv:16:5,leakyrelu:0,maxpool:2,"
+                 "flatten,linear:120,relu,linear:84,relu,linear:10", 1, 28, 28, 3);
+}
+
 int main(void) {
+    test_relu_fusion();
     test_layers();
     test_dropout();
     test_dropout2d();

@@ -11,6 +11,7 @@
 
 #include "conv2d_direct.h"
 #include "gemm.h"
+#include "vec.h"
 #include <string.h>
 
 static at_status conv_setup(at_layer *L) {
@@ -141,7 +142,13 @@ static void conv_forward(const at_layer *L, const at_ctx *ctx, const float *x, f
             for (int o = 0; o < OC; o++) {
                 const float *src = res + (size_t)o * pixels + (size_t)s * area;
                 float *dst = dst0 + ((size_t)s * OC + o) * area;
-                for (int p = 0; p < area; p++) dst[p] = src[p] + b[o];
+                if (L->relu_out)
+                    for (int p = 0; p < area; p++) {
+                        float v = src[p] + b[o];
+                        dst[p] = v > 0.0f ? v : 0.0f;
+                    }
+                else
+                    for (int p = 0; p < area; p++) dst[p] = src[p] + b[o];
             }
     }
 }
@@ -149,7 +156,7 @@ static void conv_forward(const at_layer *L, const at_ctx *ctx, const float *x, f
 static void conv_backward(const at_layer *L, const at_ctx *ctx, const float *x, const float *y,
                           const float *dy, float *dx, int n, bool param_grads) {
     if (at_conv2d_direct_applies(L)) {
-        at_conv2d_direct_backward(L, ctx, x, dy, dx, n, param_grads);
+        at_conv2d_direct_backward(L, ctx, x, y, dy, dx, n, param_grads);
         return;
     }
     const int OC = L->out_c, area = L->out_h * L->out_w;
@@ -162,25 +169,27 @@ static void conv_backward(const at_layer *L, const at_ctx *ctx, const float *x, 
         const int m = AT_MIN(block, n - s0);
         const size_t pixels = (size_t)m * area;
         const float *dy0 = dy + (size_t)s0 * OC * area;
-        /* dy to channel-major, the GEMM layout (one sample's is already). */
-        const float *dyc = dy0;
-        if (m > 1) {
+        /* dy to channel-major, the GEMM layout (one sample's is already), zero where a fused
+         * ReLU's output y is not positive. */
+        const float *dyc = dy0, *y0 = y + (size_t)s0 * OC * area;
+        if (m > 1 || L->relu_out) {
             for (int s = 0; s < m; s++)
-                for (int o = 0; o < OC; o++)
-                    memcpy(dyc_buf + (size_t)o * pixels + (size_t)s * area,
-                           dy0 + ((size_t)s * OC + o) * area, sizeof(float) * area);
+                for (int o = 0; o < OC; o++) {
+                    float *dst = dyc_buf + (size_t)o * pixels + (size_t)s * area;
+                    const size_t from = ((size_t)s * OC + o) * area;
+                    if (L->relu_out)
+                        for (int p = 0; p < area; p++)
+                            dst[p] = y0[from + p] > 0.0f ? dy0[from + p] : 0.0f;
+                    else
+                        memcpy(dst, dy0 + from, sizeof(float) * area);
+                }
             dyc = dyc_buf;
         }
         if (param_grads) {
             im2col(L, x + (size_t)s0 * L->in_size, m, col);
             at_gemm(false, true, OC, taps, (int)pixels, 1.0f, dyc, (int)pixels, col, (int)pixels,
                     1.0f, dW, taps);
-            for (int o = 0; o < OC; o++) {
-                const float *row = dyc + (size_t)o * pixels;
-                float sum = 0.0f;
-                for (size_t p = 0; p < pixels; p++) sum += row[p];
-                db[o] += sum;
-            }
+            for (int o = 0; o < OC; o++) db[o] += sum_floats(dyc + (size_t)o * pixels, pixels);
         }
         if (dx) {
             /* The column buffer is free again: it takes the column gradient. */
@@ -193,5 +202,8 @@ static void conv_backward(const at_layer *L, const at_ctx *ctx, const float *x, 
     }
 }
 
+/* Both paths apply a following ReLU while writing their output and mask dy while copying it. */
+static bool conv_fuses_relu(const at_layer *L) { return true; }
+
 const at_layer_ops at_conv2d_ops = {"conv", conv_setup, conv_workspace, conv_forward,
-                                    conv_backward};
+                                    conv_backward, conv_fuses_relu};

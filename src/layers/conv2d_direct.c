@@ -70,12 +70,24 @@ static padded_layout layout(int channels, int in_h, int in_w, int pad, int K) {
     return p;
 }
 
-static void pad_planes(const padded_layout *p, const float *src, float *dst) {
+/* dst = src, or with a mask (a fused ReLU's output): src where mask > 0, else 0. */
+static void copy_masked(float *dst, const float *src, const float *mask, int count) {
+    if (!mask) {
+        memcpy(dst, src, sizeof(float) * count);
+        return;
+    }
+    for (int i = 0; i < count; i++) dst[i] = mask[i] > 0.0f ? src[i] : 0.0f;
+}
+
+/* src (NCHW planes, masked as copy_masked does when mask is not NULL) into padded planes. */
+static void pad_planes(const padded_layout *p, const float *src, const float *mask, float *dst) {
     memset(dst, 0, sizeof(float) * p->size);
     for (int c = 0; c < p->channels; c++)
-        for (int h = 0; h < p->in_h; h++)
-            memcpy(dst + (size_t)c * p->plane + (size_t)(h + p->pad) * p->pitch + p->pad,
-                   src + ((size_t)c * p->in_h + h) * p->in_w, sizeof(float) * p->in_w);
+        for (int h = 0; h < p->in_h; h++) {
+            size_t from = ((size_t)c * p->in_h + h) * p->in_w;
+            copy_masked(dst + (size_t)c * p->plane + (size_t)(h + p->pad) * p->pitch + p->pad,
+                        src + from, mask ? mask + from : NULL, p->in_w);
+        }
 }
 
 static shifted_views views_of(const padded_layout *p, const float *padded) {
@@ -168,21 +180,31 @@ static void pack_flipped(const float *W, int C, int OC, int K, float *dst) {
                         W[(((size_t)o * C + c) * K + (K - 1 - ki)) * K + (K - 1 - kj)];
 }
 
-/* Copies the valid columns of a flat result into NCHW planes. */
-static void unflatten(const padded_layout *p, int planes, const float *flat, float *dst) {
+/* Copies the valid columns of a flat result into NCHW planes, rectified if relu. */
+static void unflatten(const padded_layout *p, int planes, const float *flat, bool relu,
+                      float *dst) {
     for (int o = 0; o < planes; o++)
-        for (int h = 0; h < p->out_rows; h++)
-            memcpy(dst + ((size_t)o * p->out_rows + h) * p->out_cols,
-                   flat + (size_t)o * p->flat + (size_t)h * p->pitch, sizeof(float) * p->out_cols);
+        for (int h = 0; h < p->out_rows; h++) {
+            float *d = dst + ((size_t)o * p->out_rows + h) * p->out_cols;
+            const float *s = flat + (size_t)o * p->flat + (size_t)h * p->pitch;
+            if (relu)
+                for (int i = 0; i < p->out_cols; i++) d[i] = s[i] > 0.0f ? s[i] : 0.0f;
+            else
+                memcpy(d, s, sizeof(float) * p->out_cols);
+        }
 }
 
-/* The inverse: NCHW planes into the flat layout, the discarded columns zero. */
-static void flatten(const padded_layout *p, int planes, const float *src, float *flat) {
+/* The inverse: NCHW planes (masked as copy_masked does) into the flat layout, the discarded
+ * columns zero. */
+static void flatten(const padded_layout *p, int planes, const float *src, const float *mask,
+                    float *flat) {
     memset(flat, 0, sizeof(float) * planes * p->flat);
     for (int o = 0; o < planes; o++)
-        for (int h = 0; h < p->out_rows; h++)
-            memcpy(flat + (size_t)o * p->flat + (size_t)h * p->pitch,
-                   src + ((size_t)o * p->out_rows + h) * p->out_cols, sizeof(float) * p->out_cols);
+        for (int h = 0; h < p->out_rows; h++) {
+            size_t from = ((size_t)o * p->out_rows + h) * p->out_cols;
+            copy_masked(flat + (size_t)o * p->flat + (size_t)h * p->pitch, src + from,
+                        mask ? mask + from : NULL, p->out_cols);
+        }
 }
 
 /* The forward input layout and the input-gradient layout (output gradient padded by K-1-P). */
@@ -231,23 +253,25 @@ void at_conv2d_direct_forward(const at_layer *L, const at_ctx *ctx, const float 
     float *padded = ctx->work, *flat = padded + in.size, *packed = flat + (size_t)OC * in.flat;
     pack_weights(W, OC, taps, packed);
     for (int s = 0; s < n; s++) {
-        pad_planes(&in, x + (size_t)s * L->in_size, padded);
+        pad_planes(&in, x + (size_t)s * L->in_size, NULL, padded);
         shifted_gemm(OC, packed, b, views_of(&in, padded), in.flat, flat);
-        unflatten(&in, OC, flat, y + (size_t)s * L->out_size);
+        unflatten(&in, OC, flat, L->relu_out, y + (size_t)s * L->out_size);
     }
 }
 
-/* dx = dy padded by K-1-P convolved with W flipped in space and with in/out channels swapped. */
-static void input_gradient(const at_layer *L, const float *W, const float *dy, float *dx, int n,
-                           float *work) {
+/* dx = dy padded by K-1-P convolved with W flipped in space and with in/out channels swapped.
+ * mask: the output of a fused ReLU (dy is zero where it is not positive), or NULL. */
+static void input_gradient(const at_layer *L, const float *W, const float *dy, const float *mask,
+                           float *dx, int n, float *work) {
     const padded_layout g = dy_layout(L);
     const int C = L->in_c, OC = L->out_c, K = L->d.kernel;
     float *padded = work, *flat = padded + g.size, *packed = flat + (size_t)C * g.flat;
     pack_flipped(W, C, OC, K, packed);
     for (int s = 0; s < n; s++) {
-        pad_planes(&g, dy + (size_t)s * L->out_size, padded);
+        const size_t at = (size_t)s * L->out_size;
+        pad_planes(&g, dy + at, mask ? mask + at : NULL, padded);
         shifted_gemm(C, packed, NULL, views_of(&g, padded), g.flat, flat);
-        unflatten(&g, C, flat, dx + (size_t)s * L->in_size);
+        unflatten(&g, C, flat, false, dx + (size_t)s * L->in_size);
     }
 }
 
@@ -315,17 +339,8 @@ static void weight_gradient_partials(int rows, const float *g, size_t flat, cons
     }
 }
 
-/* Lanes summed pairwise, halving the width: a fixed order. */
-static float sum_lanes(const float *partial) {
-    float lanes[VL];
-    memcpy(lanes, partial, sizeof lanes);
-    for (int width = VL / 2; width >= 1; width /= 2)
-        for (int k = 0; k < width; k++) lanes[k] += lanes[k + width];
-    return lanes[0];
-}
-
-static void weight_gradient(const at_layer *L, const float *x, const float *dy, float *dW,
-                            float *db, int n, float *work) {
+static void weight_gradient(const at_layer *L, const float *x, const float *dy,
+                            const float *mask, float *dW, float *db, int n, float *work) {
     const padded_layout in = input_layout(L);
     const int OC = L->out_c, taps = L->in_c * L->d.kernel * L->d.kernel;
     float *padded = work, *g = padded + in.size, *partial = g + (size_t)OC * in.flat;
@@ -334,8 +349,9 @@ static void weight_gradient(const at_layer *L, const float *x, const float *dy, 
     size_t offset[DIRECT_MAX_TAPS];
     tap_offsets(views_of(&in, padded), offset);
     for (int s = 0; s < n; s++) {
-        pad_planes(&in, x + (size_t)s * L->in_size, padded);
-        flatten(&in, OC, dy + (size_t)s * L->out_size, g);
+        const size_t at = (size_t)s * L->out_size;
+        pad_planes(&in, x + (size_t)s * L->in_size, NULL, padded);
+        flatten(&in, OC, dy + at, mask ? mask + at : NULL, g);
         weight_gradient_partials(OC, g, in.flat, padded, offset, taps, partial);
         /* The bias gradient sums g per lane too: a scalar running sum would be one long chain of
          * dependent additions, slower than the whole weight gradient. */
@@ -345,14 +361,16 @@ static void weight_gradient(const at_layer *L, const float *x, const float *dy, 
             store_vec(bias_partial + (size_t)o * VL, acc);
         }
     }
-    for (size_t i = 0; i < (size_t)OC * taps; i++) dW[i] += sum_lanes(partial + i * VL);
-    for (int o = 0; o < OC; o++) db[o] += sum_lanes(bias_partial + (size_t)o * VL);
+    for (size_t i = 0; i < (size_t)OC * taps; i++) dW[i] += sum_lanes(load_vec(partial + i * VL));
+    for (int o = 0; o < OC; o++) db[o] += sum_lanes(load_vec(bias_partial + (size_t)o * VL));
 }
 
 void at_conv2d_direct_backward(const at_layer *L, const at_ctx *ctx, const float *x,
-                               const float *dy, float *dx, int n, bool param_grads) {
+                               const float *y, const float *dy, float *dx, int n,
+                               bool param_grads) {
+    const float *mask = L->relu_out ? y : NULL;
     if (param_grads)
-        weight_gradient(L, x, dy, ctx->grads + L->w_off, ctx->grads + L->b_off, n,
+        weight_gradient(L, x, dy, mask, ctx->grads + L->w_off, ctx->grads + L->b_off, n,
                         ctx->work + input_gradient_workspace(L));
-    if (dx) input_gradient(L, ctx->params + L->w_off, dy, dx, n, ctx->work);
+    if (dx) input_gradient(L, ctx->params + L->w_off, dy, mask, dx, n, ctx->work);
 }

@@ -8,6 +8,8 @@ bool at_conv2d_direct_applies(const at_layer *L);
 size_t at_conv2d_direct_workspace(const at_layer *L);
 void at_conv2d_direct_forward(const at_layer *L, const at_ctx *ctx, const float *x, float *y,
                               int n);
+/* y: the layer's output, which masks dy when the layer applies a fused ReLU (L->relu_out). */
 void at_conv2d_direct_backward(const at_layer *L, const at_ctx *ctx, const float *x,
-                               const float *dy, float *dx, int n, bool param_grads);
+                               const float *y, const float *dy, float *dx, int n,
+                               bool param_grads);
 #endif

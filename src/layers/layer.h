@@ -15,6 +15,8 @@ typedef struct at_layer {
     size_t w_off, w_count; /* weight view into the parameter buffer (0 count if none) */
     size_t b_off, b_count; /* bias view */
     int index;             /* position in the network */
+    bool relu_out;         /* applies the ReLU that follows it, which is then skipped (net.c) */
+    bool fused;            /* a ReLU that the layer before it applies */
 } at_layer;
 
 /* What one thread needs to run a chunk. */
@@ -36,6 +38,10 @@ typedef struct at_layer_ops {
     void (*forward)(const at_layer *L, const at_ctx *ctx, const float *x, float *y, int n);
     void (*backward)(const at_layer *L, const at_ctx *ctx, const float *x, const float *y,
                      const float *dy, float *dx, int n, bool param_grads);
+    /* Optional: true if the layer can apply a following ReLU itself (relu_out). Its forward then
+     * writes max(y, 0); its backward receives the gradient of that output and must zero it where
+     * y <= 0, reading the y it is given (the ReLU's output). */
+    bool (*fuses_relu)(const at_layer *L);
 } at_layer_ops;
 
 const at_layer_ops *at_layer_ops_for(at_layer_kind kind);
