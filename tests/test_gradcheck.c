@@ -943,10 +943,10 @@ static void test_networks(void) {
                   3, 16, 16, 5, false, true);
 }
 
-/* A ReLU after a convolution is fused into it (net.c). "leakyrelu:0" computes the same function
- * but is never fused: logits, every parameter gradient and the input gradient must be identical,
- * on both convolution paths (direct: stride 1; im2col: stride 2), with the first layer's input
- * gradient and a ReLU that ends the network. */
+/* A ReLU after a convolution or a Linear layer is fused into it (net.c). "leakyrelu:0" computes
+ * the same function but is never fused: logits, every parameter gradient and the input gradient
+ * must be identical, on both convolution paths (direct: stride 1; im2col: stride 2) and Linear,
+ * with the first layer's input gradient and a ReLU that ends the network. */
 static void check_fusion(const char *fused, const char *unfused, int c, int h, int w, int n) {
     at_net *a = NULL, *b = NULL;
     CHECK_OK(at_net_from_spec(&a, fused, c, h, w));
@@ -990,8 +990,10 @@ static void test_relu_fusion(void) {
     check_fusion("conv:5:3:1:1,relu,relu,conv:6:3:2:1,relu,flatten,linear:10",
                  "conv:5:3:1:1,leakyrelu:0,relu,conv:6:3:2:1,leakyrelu:0,flatten,linear:10", 2, 9, 9, 4);
     check_fusion("conv:10:7:1:0,relu", "conv:10:7:1:0,leakyrelu:0", 1, 7, 7, 6);
+    check_fusion("mlp", "flatten,linear:256,leakyrelu:0,linear:128,leakyrelu:0,linear:10", 1, 28, 28, 5);
+    check_fusion("flatten,linear:12,relu", "flatten,linear:12,leakyrelu:0", 2, 3, 3, 4);
     check_fusion("seed-cnn", "conv:6:5:1:2,leakyrelu:0,maxpool:2,conv:16:5,leakyrelu:0,maxpool:2,"
-                 "flatten,linear:120,relu,linear:84,relu,linear:10", 1, 28, 28, 3);
+                 "flatten,linear:120,leakyrelu:0,linear:84,leakyrelu:0,linear:10", 1, 28, 28, 3);
 }
 
 int main(void) {

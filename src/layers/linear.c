@@ -14,7 +14,10 @@ static at_status linear_setup(at_layer *L) {
     return AT_OK;
 }
 
-static size_t linear_workspace(const at_layer *L, int n) { return 0; }
+/* With a fused ReLU, backward needs a masked copy of dy. */
+static size_t linear_workspace(const at_layer *L, int n) {
+    return L->relu_out ? (size_t)n * L->out_size : 0;
+}
 
 static void linear_forward(const at_layer *L, const at_ctx *ctx, const float *x, float *y, int n) {
     const int in = L->in_size, out = L->out_size;
@@ -23,11 +26,18 @@ static void linear_forward(const at_layer *L, const at_ctx *ctx, const float *x,
         for (int o = 0; o < out; o++) y[(size_t)s * out + o] = b[o];
     at_gemm(false, true, n, out, in, 1.0f, x, in, W, in, 1.0f, y,
                 out);
+    if (L->relu_out)
+        for (size_t i = 0; i < (size_t)n * out; i++) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
 }
 
 static void linear_backward(const at_layer *L, const at_ctx *ctx, const float *x, const float *y,
                             const float *dy, float *dx, int n, bool param_grads) {
     const int in = L->in_size, out = L->out_size;
+    if (L->relu_out) { /* y is the fused ReLU's output: no gradient where it is not positive */
+        float *masked = ctx->work;
+        for (size_t i = 0; i < (size_t)n * out; i++) masked[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dy = masked;
+    }
     if (param_grads) {
         float *dW = ctx->grads + L->w_off, *db = ctx->grads + L->b_off;
         at_gemm(true, false, out, in, n, 1.0f, dy, out, x, in,
@@ -40,5 +50,7 @@ static void linear_backward(const at_layer *L, const at_ctx *ctx, const float *x
                     ctx->params + L->w_off, in, 0.0f, dx, in);
 }
 
+static bool linear_fuses_relu(const at_layer *L) { return true; }
+
 const at_layer_ops at_linear_ops = {"linear", linear_setup, linear_workspace, linear_forward,
-                                    linear_backward};
+                                    linear_backward, linear_fuses_relu};
