@@ -66,7 +66,9 @@ static padded_layout layout(int channels, int in_h, int in_w, int pad, int K) {
     p.flat = round_up((size_t)(p.out_rows - 1) * p.pitch + p.out_cols, VL);
     size_t last_read =
         (size_t)(channels - 1) * p.plane + (size_t)(K - 1) * p.pitch + (K - 1) + p.flat;
-    p.size = AT_MAX((size_t)channels * p.plane, last_read);
+    /* Whole cache lines, so that every buffer carved out of the workspace after this one starts
+     * on a 64-byte boundary: vector loads across two lines cost twice. */
+    p.size = round_up(AT_MAX((size_t)channels * p.plane, last_read), 16);
     return p;
 }
 
@@ -159,7 +161,7 @@ static inline size_t panel_index(int r, int t, int taps) {
     return (size_t)(r / MR) * MR * taps + (size_t)t * MR + r % MR;
 }
 
-static size_t panel_size(int rows, int taps) { return round_up((size_t)rows, MR) * taps; }
+static size_t panel_size(int rows, int taps) { return round_up(round_up((size_t)rows, MR) * taps, 16); }
 
 /* Panels of W (OC x taps), zero-padded to whole panels. */
 static void pack_weights(const float *W, int OC, int taps, float *dst) {
@@ -235,14 +237,15 @@ static size_t input_gradient_workspace(const at_layer *L) {
     return g.size + (size_t)L->in_c * g.flat + panel_size(L->in_c, out_taps);
 }
 
+static size_t weight_gradient_workspace(const at_layer *L);
+
 /* Forward: padded input, flat output, packed weights. Backward: the input gradient's scratch,
- * then the padded input, the flat dy and the weight gradient's per-lane partial sums. */
+ * then the weight gradient's. */
 size_t at_conv2d_direct_workspace(const at_layer *L) {
     const padded_layout in = input_layout(L);
     const int taps = L->in_c * L->d.kernel * L->d.kernel;
     size_t fwd = in.size + (size_t)L->out_c * in.flat + panel_size(L->out_c, taps);
-    size_t dw = in.size + (size_t)L->out_c * in.flat + (size_t)L->out_c * (taps + 1) * VL;
-    return AT_MAX(fwd, input_gradient_workspace(L) + dw);
+    return AT_MAX(fwd, input_gradient_workspace(L) + weight_gradient_workspace(L));
 }
 
 void at_conv2d_direct_forward(const at_layer *L, const at_ctx *ctx, const float *x, float *y,
@@ -284,80 +287,108 @@ static void tap_offsets(shifted_views v, size_t *offset) {
                 offset[t] = (size_t)c * v.plane + (size_t)ki * v.pitch + kj;
 }
 
-/* acc[r][j] += sum over q < flat of g[r][q] * view_{t0+j}[q], per lane. Constant rows and nt. */
+/* The weight gradient works on chunks of samples, so that a tile's partial sums stay in registers
+ * across samples: with seed-cnn's conv2 one sample is only 9 vectors long, too short to pay for
+ * loading and storing a tile's accumulators. */
+enum { GRAD_CHUNK = 16 };
+
+typedef struct {
+    const float *g;       /* flat output gradients: sample s, channel r at g + s*g_stride + r*flat */
+    const float *base;    /* padded inputs: sample s at base + s*in_stride */
+    size_t flat, g_stride, in_stride;
+    int samples, taps;
+    const size_t *offset; /* where each tap's view starts in a sample's padded planes */
+} grad_chunk;
+
+/* acc[r][j] += sum over the chunk's samples and q < flat of g[r0+r][q] * view_{t0+j}[q], per
+ * lane. Constant rows and nt. */
 static inline __attribute__((always_inline)) void
-grad_tile(int rows, int nt, const float *g, size_t flat, const float *base, const size_t *offset,
-          int t0, float *partial, int taps) {
-    const float *src[MAX_NV];
-    for (int j = 0; j < nt; j++) src[j] = base + offset[t0 + j];
+grad_tile(int rows, int nt, const grad_chunk *c, int r0, int t0, float *partial) {
     vec acc[MR][MAX_NV];
     for (int r = 0; r < rows; r++)
         for (int j = 0; j < nt; j++)
-            acc[r][j] = load_vec(partial + ((size_t)r * taps + t0 + j) * VL);
-    for (size_t q = 0; q < flat; q += VL) {
-        vec b[MAX_NV];
-        for (int j = 0; j < nt; j++) b[j] = load_vec(src[j] + q);
-        for (int r = 0; r < rows; r++) {
-            vec gr = load_vec(g + r * flat + q);
-            for (int j = 0; j < nt; j++) acc[r][j] += gr * b[j];
+            acc[r][j] = load_vec(partial + ((size_t)(r0 + r) * c->taps + t0 + j) * VL);
+    for (int s = 0; s < c->samples; s++) {
+        const float *src[MAX_NV];
+        for (int j = 0; j < nt; j++) src[j] = c->base + s * c->in_stride + c->offset[t0 + j];
+        const float *g = c->g + s * c->g_stride + (size_t)r0 * c->flat;
+        for (size_t q = 0; q < c->flat; q += VL) {
+            vec b[MAX_NV];
+            for (int j = 0; j < nt; j++) b[j] = load_vec(src[j] + q);
+            for (int r = 0; r < rows; r++) {
+                vec gr = load_vec(g + r * c->flat + q);
+                for (int j = 0; j < nt; j++) acc[r][j] += gr * b[j];
+            }
         }
     }
     for (int r = 0; r < rows; r++)
         for (int j = 0; j < nt; j++)
-            store_vec(partial + ((size_t)r * taps + t0 + j) * VL, acc[r][j]);
+            store_vec(partial + ((size_t)(r0 + r) * c->taps + t0 + j) * VL, acc[r][j]);
 }
 
 static inline __attribute__((always_inline)) void
-grad_rows(int rows, const float *g, size_t flat, const float *base, const size_t *offset,
-          float *partial, int taps) {
+grad_rows(int rows, const grad_chunk *c, int r0, float *partial) {
     const int nt = vectors_for(rows);
     int t = 0;
-    for (; t + nt <= taps; t += nt) grad_tile(rows, nt, g, flat, base, offset, t, partial, taps);
-    for (; t < taps; t++) grad_tile(rows, 1, g, flat, base, offset, t, partial, taps);
+    for (; t + nt <= c->taps; t += nt) grad_tile(rows, nt, c, r0, t, partial);
+    for (; t < c->taps; t++) grad_tile(rows, 1, c, r0, t, partial);
 }
 
-/* partial[r][t][lane] += per-lane sums of g[r] * view_t, for every output channel r. */
-static void weight_gradient_partials(int rows, const float *g, size_t flat, const float *base,
-                                     const size_t *offset, int taps, float *partial) {
+/* partial[r][t][lane] += per-lane sums of g[r] * view_t over the chunk, for every channel r. */
+static void weight_gradient_partials(int rows, const grad_chunk *c, float *partial) {
     for (int r0 = 0; r0 < rows; r0 += MR) {
-        const float *gr = g + (size_t)r0 * flat;
-        float *p = partial + (size_t)r0 * taps * VL;
         switch (AT_MIN(MR, rows - r0)) {
-        case 1: grad_rows(1, gr, flat, base, offset, p, taps); break;
-        case 2: grad_rows(2, gr, flat, base, offset, p, taps); break;
-        case 3: grad_rows(3, gr, flat, base, offset, p, taps); break;
-        case 4: grad_rows(4, gr, flat, base, offset, p, taps); break;
+        case 1: grad_rows(1, c, r0, partial); break;
+        case 2: grad_rows(2, c, r0, partial); break;
+        case 3: grad_rows(3, c, r0, partial); break;
+        case 4: grad_rows(4, c, r0, partial); break;
 #if MR > 4
-        case 5: grad_rows(5, gr, flat, base, offset, p, taps); break;
-        case 6: grad_rows(6, gr, flat, base, offset, p, taps); break;
+        case 5: grad_rows(5, c, r0, partial); break;
+        case 6: grad_rows(6, c, r0, partial); break;
 #endif
 #if MR > 6
-        case 7: grad_rows(7, gr, flat, base, offset, p, taps); break;
-        case 8: grad_rows(8, gr, flat, base, offset, p, taps); break;
+        case 7: grad_rows(7, c, r0, partial); break;
+        case 8: grad_rows(8, c, r0, partial); break;
 #endif
         }
     }
+}
+
+/* Scratch of the weight gradient: a chunk's padded inputs and flat output gradients, then the
+ * per-lane partial sums of dW and of the bias. */
+static size_t weight_gradient_workspace(const at_layer *L) {
+    const padded_layout in = input_layout(L);
+    const int taps = L->in_c * L->d.kernel * L->d.kernel;
+    return (size_t)GRAD_CHUNK * (in.size + (size_t)L->out_c * in.flat) +
+           (size_t)L->out_c * (taps + 1) * VL;
 }
 
 static void weight_gradient(const at_layer *L, const float *x, const float *dy,
                             const float *mask, float *dW, float *db, int n, float *work) {
     const padded_layout in = input_layout(L);
     const int OC = L->out_c, taps = L->in_c * L->d.kernel * L->d.kernel;
-    float *padded = work, *g = padded + in.size, *partial = g + (size_t)OC * in.flat;
+    const size_t g_stride = (size_t)OC * in.flat;
+    float *padded = work, *g = padded + GRAD_CHUNK * in.size, *partial = g + GRAD_CHUNK * g_stride;
     float *bias_partial = partial + (size_t)OC * taps * VL;
     memset(partial, 0, sizeof(float) * OC * (taps + 1) * VL);
     size_t offset[DIRECT_MAX_TAPS];
     tap_offsets(views_of(&in, padded), offset);
-    for (int s = 0; s < n; s++) {
-        const size_t at = (size_t)s * L->out_size;
-        pad_planes(&in, x + (size_t)s * L->in_size, NULL, padded);
-        flatten(&in, OC, dy + at, mask ? mask + at : NULL, g);
-        weight_gradient_partials(OC, g, in.flat, padded, offset, taps, partial);
+    for (int s0 = 0; s0 < n; s0 += GRAD_CHUNK) {
+        const int m = AT_MIN(GRAD_CHUNK, n - s0);
+        for (int s = 0; s < m; s++) {
+            const size_t at = (size_t)(s0 + s) * L->out_size;
+            pad_planes(&in, x + (size_t)(s0 + s) * L->in_size, NULL, padded + s * in.size);
+            flatten(&in, OC, dy + at, mask ? mask + at : NULL, g + s * g_stride);
+        }
+        const grad_chunk c = {g, padded, in.flat, g_stride, in.size, m, taps, offset};
+        weight_gradient_partials(OC, &c, partial);
         /* The bias gradient sums g per lane too: a scalar running sum would be one long chain of
          * dependent additions, slower than the whole weight gradient. */
         for (int o = 0; o < OC; o++) {
             vec acc = load_vec(bias_partial + (size_t)o * VL);
-            for (size_t q = 0; q < in.flat; q += VL) acc += load_vec(g + (size_t)o * in.flat + q);
+            for (int s = 0; s < m; s++)
+                for (size_t q = 0; q < in.flat; q += VL)
+                    acc += load_vec(g + s * g_stride + (size_t)o * in.flat + q);
             store_vec(bias_partial + (size_t)o * VL, acc);
         }
     }
