@@ -5,12 +5,13 @@
 #
 # ROW: pgd | trades | trades-beta1 | trades-beta3 | fgsm-rs | fgsm-rs-onecycle | fgsm-rs-noguard |
 #      fgsm-rs-onecycle-val | fgsm-rs-guard2 | free | pgd-eps08 | pgd-eps12 |
-#      fgsm-rs-eps03-noguard | fgsm-rs-eps03 | standard | tutorial-fgsm | eps03
+#      fgsm-rs-eps03-noguard | fgsm-rs-eps03 | standard | tutorial-fgsm | eps03 | eps03-wide |
+#      eps03-wide-lr02
 # Each row trains with `advtrain fit` (time measured), then evaluates on the Fashion-MNIST test
 # set: clean accuracy, PGD-20 (eps on the 0-1 scale, step 2.5*eps/20, random start, 1 restart)
 # on all 10,000 images, and auto (APGD-CE + APGD-T + Square, per-sample worst case) on the first
 # AUTO_SAMPLES images (default 1000). It prints one markdown table row.
-# EPOCHS=N overrides the epochs of eps03 and fgsm-rs-eps03*; ADVTRAIN=PATH runs another advtrain binary; EVAL_ONLY=1 evaluates an existing model file of
+# EPOCHS=N overrides the epochs of eps03*, fgsm-rs-eps03*; THREADS=N the threads of eps03-wide*; ADVTRAIN=PATH runs another advtrain binary; EVAL_ONLY=1 evaluates an existing model file of
 # the row without training it again (the training time then reads "-").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,6 +56,16 @@ case "$row" in
            eps=0.3
            recipe=(--epochs "${EPOCHS:-15}" --batch 128 --lr 0.05 --momentum 0.9 --seed "$seed" --schedule cosine)
            args=(--adv pgd --eps 0.3 --steps 10 --eps-warmup 3 --val-split 0.05) ;;
+    eps03-wide|eps03-wide-lr02)
+           # smallcnn twice as wide (32-64 channels, fc 200; 663k parameters), PGD-10 at eps 0.3,
+           # 30 epochs, cosine lr from 0.05 (or 0.02), eps warm-up 3 epochs, best robust-validation
+           # epoch kept. The thread count is fixed (THREADS, default 2) because it is part of what
+           # makes a run reproducible: another count sums gradients in another order.
+           model="conv:32:4:2:1,relu,conv:64:4:2:1,relu,flatten,linear:200,relu,linear:10"
+           eps=0.3
+           lr=0.05; [ "$row" = eps03-wide-lr02 ] && lr=0.02
+           recipe=(--epochs "${EPOCHS:-30}" --batch 128 --lr "$lr" --momentum 0.9 --seed "$seed" --schedule cosine --threads "${THREADS:-2}")
+           args=(--adv pgd --eps 0.3 --steps 10 --eps-warmup 3 --val-split 0.05 --robust-val-samples 500) ;;
     *) echo "unknown row $row" >&2; exit 2 ;;
 esac
 file="$out/$row-s$seed.safetensors"
