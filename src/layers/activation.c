@@ -14,14 +14,14 @@ static size_t no_workspace(const at_layer *L, int n) { return 0; }
 
 static void relu_forward(const at_layer *L, const at_ctx *ctx, const float *x, float *y, int n) {
     size_t count = (size_t)n * L->in_size;
-    for (size_t i = 0; i < count; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    for (size_t i = 0; i < count; i++) y[i] = at_relu(x[i]);
 }
 
 static void relu_backward(const at_layer *L, const at_ctx *ctx, const float *x, const float *y,
                           const float *dy, float *dx, int n, bool param_grads) {
     if (!dx) return;
     size_t count = (size_t)n * L->in_size;
-    for (size_t i = 0; i < count; i++) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
+    at_relu_grad(dx, dy, x, count);
 }
 
 static at_status leakyrelu_setup(at_layer *L) {

@@ -143,10 +143,7 @@ static void conv_forward(const at_layer *L, const at_ctx *ctx, const float *x, f
                 const float *src = res + (size_t)o * pixels + (size_t)s * area;
                 float *dst = dst0 + ((size_t)s * OC + o) * area;
                 if (L->relu_out)
-                    for (int p = 0; p < area; p++) {
-                        float v = src[p] + b[o];
-                        dst[p] = v > 0.0f ? v : 0.0f;
-                    }
+                    for (int p = 0; p < area; p++) dst[p] = at_relu(src[p] + b[o]);
                 else
                     for (int p = 0; p < area; p++) dst[p] = src[p] + b[o];
             }
@@ -178,8 +175,7 @@ static void conv_backward(const at_layer *L, const at_ctx *ctx, const float *x, 
                     float *dst = dyc_buf + (size_t)o * pixels + (size_t)s * area;
                     const size_t from = ((size_t)s * OC + o) * area;
                     if (L->relu_out)
-                        for (int p = 0; p < area; p++)
-                            dst[p] = y0[from + p] > 0.0f ? dy0[from + p] : 0.0f;
+                        at_relu_grad(dst, dy0 + from, y0 + from, area);
                     else
                         memcpy(dst, dy0 + from, sizeof(float) * area);
                 }

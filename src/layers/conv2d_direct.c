@@ -78,7 +78,7 @@ static void copy_masked(float *dst, const float *src, const float *mask, int cou
         memcpy(dst, src, sizeof(float) * count);
         return;
     }
-    for (int i = 0; i < count; i++) dst[i] = mask[i] > 0.0f ? src[i] : 0.0f;
+    at_relu_grad(dst, src, mask, count);
 }
 
 /* src (NCHW planes, masked as copy_masked does when mask is not NULL) into padded planes. */
@@ -190,7 +190,7 @@ static void unflatten(const padded_layout *p, int planes, const float *flat, boo
             float *d = dst + ((size_t)o * p->out_rows + h) * p->out_cols;
             const float *s = flat + (size_t)o * p->flat + (size_t)h * p->pitch;
             if (relu)
-                for (int i = 0; i < p->out_cols; i++) d[i] = s[i] > 0.0f ? s[i] : 0.0f;
+                for (int i = 0; i < p->out_cols; i++) d[i] = at_relu(s[i]);
             else
                 memcpy(d, s, sizeof(float) * p->out_cols);
         }

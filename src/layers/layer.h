@@ -50,6 +50,14 @@ extern const at_layer_ops at_linear_ops, at_conv2d_ops, at_maxpool2d_ops, at_avg
     at_relu_ops, at_leakyrelu_ops, at_tanh_ops, at_sigmoid_ops, at_flatten_ops, at_dropout_ops;
 
 /* Output size of a convolution or pooling window along one axis (floor mode, as PyTorch). */
+/* The ReLU and its gradient, defined once: a layer that applies a fused ReLU (relu_out) must match
+ * the ReLU layer bit for bit, NaN included (it maps to 0). The gate is the ReLU's input or its
+ * output: both are positive at the same places. */
+static inline float at_relu(float v) { return v > 0.0f ? v : 0.0f; }
+static inline void at_relu_grad(float *dx, const float *dy, const float *gate, size_t count) {
+    for (size_t i = 0; i < count; i++) dx[i] = gate[i] > 0.0f ? dy[i] : 0.0f;
+}
+
 static inline int at_window_out(int in, int kernel, int stride, int pad) {
     return (in + 2 * pad - kernel) / stride + 1;
 }

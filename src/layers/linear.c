@@ -27,7 +27,7 @@ static void linear_forward(const at_layer *L, const at_ctx *ctx, const float *x,
     at_gemm(false, true, n, out, in, 1.0f, x, in, W, in, 1.0f, y,
                 out);
     if (L->relu_out)
-        for (size_t i = 0; i < (size_t)n * out; i++) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        for (size_t i = 0; i < (size_t)n * out; i++) y[i] = at_relu(y[i]);
 }
 
 static void linear_backward(const at_layer *L, const at_ctx *ctx, const float *x, const float *y,
@@ -35,7 +35,7 @@ static void linear_backward(const at_layer *L, const at_ctx *ctx, const float *x
     const int in = L->in_size, out = L->out_size;
     if (L->relu_out) { /* y is the fused ReLU's output: no gradient where it is not positive */
         float *masked = ctx->work;
-        for (size_t i = 0; i < (size_t)n * out; i++) masked[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        at_relu_grad(masked, dy, y, (size_t)n * out);
         dy = masked;
     }
     if (param_grads) {
