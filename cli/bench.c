@@ -6,7 +6,6 @@
 
 #include <cblas.h>
 #include <cjson/cJSON.h>
-#include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>

@@ -124,7 +124,7 @@ static at_status check_lambda(float v, const char *what) {
 
 /* sum |w| and sum w^2 of n floats. Blocks of SUM_BLOCK floats are summed in vector lanes (a fixed
  * order, so deterministic), the block sums in double. A plain loop is one chain of dependent
- * double additions, several times slower than the gradient update beside it. */
+ * double additions, each waiting for the one before: it cannot use the vector units. */
 enum { SUM_BLOCK = 1024 };
 typedef int ivec __attribute__((vector_size(VL * sizeof(int))));
 

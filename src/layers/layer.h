@@ -49,7 +49,6 @@ const at_layer_ops *at_layer_ops_for(at_layer_kind kind);
 extern const at_layer_ops at_linear_ops, at_conv2d_ops, at_maxpool2d_ops, at_avgpool2d_ops,
     at_relu_ops, at_leakyrelu_ops, at_tanh_ops, at_sigmoid_ops, at_flatten_ops, at_dropout_ops;
 
-/* Output size of a convolution or pooling window along one axis (floor mode, as PyTorch). */
 /* The ReLU and its gradient, defined once: a layer that applies a fused ReLU (relu_out) must match
  * the ReLU layer bit for bit, NaN included (it maps to 0). The gate is the ReLU's input or its
  * output: both are positive at the same places. */
@@ -58,6 +57,7 @@ static inline void at_relu_grad(float *dx, const float *dy, const float *gate, s
     for (size_t i = 0; i < count; i++) dx[i] = gate[i] > 0.0f ? dy[i] : 0.0f;
 }
 
+/* Output size of a convolution or pooling window along one axis (floor mode, as PyTorch). */
 static inline int at_window_out(int in, int kernel, int stride, int pad) {
     return (in + 2 * pad - kernel) / stride + 1;
 }
