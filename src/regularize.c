@@ -246,8 +246,8 @@ at_status at_clip_grad_norm(at_net *net, float max_norm, float *norm_out) {
                        (double)max_norm);
     float *g = at_net_grads(net);
     const size_t n = at_net_num_params(net);
-    double sq = 0.0;
-    for (size_t i = 0; i < n; i++) sq += (double)g[i] * g[i];
+    double unused_abs, sq;
+    abs_and_square_sums(g, n, &unused_abs, &sq);
     double norm = sqrt(sq);
     if (norm_out) *norm_out = (float)norm;
     if (!isfinite(norm)) return at_fail(AT_ERR_NAN, "the gradient norm is %g", norm);
