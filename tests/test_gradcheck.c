@@ -514,6 +514,14 @@ static void test_layers(void) {
          5, KINK_NONE, false, false);
     CASE("conv k5 s2 p2 1x12x11 (im2col, stride 2)", mk(AT_LAYER_CONV2D, 6, 5, 2, 2, 0), 1, 12, 11,
          KINK_NONE, false, false);
+    /* Strided im2col: padding beyond the stride, stride 3, and stride-2 rows long enough for
+     * the eight-wide copies (with a tail, and rows near the buffer's end copied one by one). */
+    CASE("conv k3 s2 p3 2x5x4 (padding > stride)", mk(AT_LAYER_CONV2D, 3, 3, 2, 3, 0), 2,
+         5, 4, KINK_NONE, false, false);
+    CASE("conv k4 s3 p2 2x10x9 (stride 3)", mk(AT_LAYER_CONV2D, 5, 4, 3, 2, 0), 2, 10, 9,
+         KINK_NONE, false, false);
+    CASE("conv k4 s2 p1 2x9x37 (stride-2 rows of 18: vector blocks and tails)",
+         mk(AT_LAYER_CONV2D, 3, 4, 2, 1, 0), 2, 9, 37, KINK_NONE, false, false);
     /* MaxPool2d: padding, stride != kernel, floor-mode leftovers */
     CASE("maxpool k2 2x6x6", mk(AT_LAYER_MAXPOOL2D, 0, 2, 0, 0, 0), 2, 6, 6, KINK_MAXPOOL, false, true);
     CASE("maxpool k2 s2 2x7x5", mk(AT_LAYER_MAXPOOL2D, 0, 2, 2, 0, 0), 2, 7, 5, KINK_MAXPOOL, false,

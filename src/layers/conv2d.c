@@ -6,7 +6,12 @@
  * columns stay in cache (block_samples). Backward rebuilds the columns instead of keeping them:
  * rebuilding from the input in cache is cheaper than reading a stored copy back from memory.
  * Small stride-1 layers, where building and permuting columns costs more than the multiply,
- * take the direct path of conv2d_direct.c instead. */
+ * take the direct path of conv2d_direct.c instead.
+ *
+ * A column row copies, for each output row, OW input values at the layer's stride. Rows are
+ * short (7 and 14 in smallcnn): copied a float or a memcpy at a time, with the bounds worked out
+ * per row, they took as long as the GEMMs. copy_rows and add_rows work out the valid rows and
+ * columns once per tap and move eight values per instruction (stride 2: one shuffle). */
 #include "layer.h"
 
 #include "conv2d_direct.h"
@@ -46,16 +51,20 @@ static int block_samples(const at_layer *L, int n) {
     return (int)(b < (size_t)n ? b : (size_t)n);
 }
 
+/* Floats a stride-2 row copy may write past its end; the column buffer keeps this many spare. */
+enum { ROW_SPILL = 8 };
+
 /* Scratch for one block: the columns, then the channel-major GEMM output (forward) or output
  * gradient (backward). */
 static size_t conv_workspace(const at_layer *L, int n) {
     if (at_conv2d_direct_applies(L)) return at_conv2d_direct_workspace(L);
     size_t pixels = (size_t)block_samples(L, n) * L->out_h * L->out_w;
     size_t taps = (size_t)L->in_c * L->d.kernel * L->d.kernel;
-    return taps * pixels + (size_t)L->out_c * pixels;
+    return taps * pixels + ROW_SPILL + (size_t)L->out_c * pixels;
 }
 
-/* Output columns [lo, hi) read inside the input row for kernel column kj; outside is padding. */
+/* Output columns [lo, hi) that kernel column kj reads inside the input row; outside is padding.
+ * The same for output rows and kernel row ki (with OH, H). */
 static void valid_range(int OW, int W, int S, int P, int kj, int *lo, int *hi) {
     /* iw = ow*S - P + kj must lie in [0, W) */
     int first = P - kj > 0 ? (P - kj + S - 1) / S : 0;
@@ -64,33 +73,106 @@ static void valid_range(int OW, int W, int S, int P, int kj, int *lo, int *hi) {
     *hi = AT_MAX(*lo, AT_MIN(last, OW));
 }
 
+/* Eight floats: the unit of the row copies below (one ymm register with AVX). */
+typedef float f8 __attribute__((vector_size(8 * sizeof(float))));
+typedef int i8 __attribute__((vector_size(8 * sizeof(int))));
+
+static inline f8 load8(const float *p) {
+    f8 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void store8(float *p, f8 v) { memcpy(p, &v, sizeof v); }
+
+/* The first `count` lanes of v, the others zero. */
+static inline f8 first_lanes(f8 v, int count) {
+    const i8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
+    return (f8)((i8)v & (lane < (i8){0} + count)); /* (i8){0} + count: count in every lane */
+}
+
+/* count zeros, eight at a time: like the row copies, it may write up to 7 floats past the end.
+ * (A memset call per padding run costs more than the run: most are 0 to 14 floats.) */
+static void zero_floats(float *p, size_t count) {
+    for (size_t i = 0; i < count; i += 8) store8(p + i, (f8){0});
+}
+
+/* Rows of one tap of the column matrix: `rows` rows of pitch OW, each zeros at [0, lo), then
+ * src[r*src_pitch + S*i] at lo + i for i < hi - lo, then zeros at [hi, OW).
+ *
+ * Strides 1 and 2 copy in blocks of eight values (stride 2: two loads and one shuffle). The last
+ * block of a row writes up to 7 floats past hi: rows go in increasing address order and each
+ * row's trailing zeros come after its values, so whatever spilled is overwritten later, by this
+ * call or by the caller's later writes; the last row of the matrix spills into its ROW_SPILL
+ * spare floats. Blocks are used only when the last row's reads stay before src_end. */
+static void copy_rows(float *dst, const float *src, size_t src_pitch, int rows, int lo, int hi,
+                      int OW, int S, const float *src_end) {
+    const int count = hi - lo, span = (count + 7) / 8 * 8 * S;
+    const bool blocks = (S == 1 || S == 2) && src + (size_t)(rows - 1) * src_pitch + span <= src_end;
+    const i8 evens = {0, 2, 4, 6, 8, 10, 12, 14};
+    for (int r = 0; r < rows; r++, dst += OW, src += src_pitch) {
+        for (int i = 0; i < lo; i++) dst[i] = 0.0f;
+        if (blocks && S == 2)
+            for (int i = 0; i < count; i += 8)
+                store8(dst + lo + i,
+                       __builtin_shuffle(load8(src + 2 * i), load8(src + 2 * i + 8), evens));
+        else if (blocks)
+            for (int i = 0; i < count; i += 8) store8(dst + lo + i, load8(src + i));
+        else
+            for (int i = 0; i < count; i++) dst[lo + i] = src[(size_t)i * S];
+        for (int i = hi; i < OW; i++) dst[i] = 0.0f;
+    }
+}
+
+/* The way back: dst[r*dst_pitch + S*i] += src[r*OW + lo + i] for i < hi - lo. In blocks of eight
+ * for strides 1 and 2: the lanes past hi are zeroed, and the positions a block covers but does
+ * not own (stride 2: every other one; the last block's tail) get + 0, which changes no value.
+ * A block reads up to 7 floats past a row (the ROW_SPILL spare after the last); blocks are used
+ * only when the last row's updates stay before dst_end. */
+static void add_rows(float *dst, size_t dst_pitch, const float *src, int rows, int lo, int hi,
+                     int OW, int S, const float *dst_end) {
+    const int count = hi - lo, span = (count + 7) / 8 * 8 * S;
+    const bool blocks = (S == 1 || S == 2) && dst + (size_t)(rows - 1) * dst_pitch + span <= dst_end;
+    const i8 low = {0, 8, 1, 9, 2, 10, 3, 11}, high = {4, 12, 5, 13, 6, 14, 7, 15};
+    const f8 zero = {0};
+    for (int r = 0; r < rows; r++, dst += dst_pitch, src += OW) {
+        if (blocks && S == 2)
+            for (int i = 0; i < count; i += 8) {
+                const f8 v = first_lanes(load8(src + lo + i), count - i);
+                store8(dst + 2 * i, load8(dst + 2 * i) + __builtin_shuffle(v, zero, low));
+                store8(dst + 2 * i + 8, load8(dst + 2 * i + 8) + __builtin_shuffle(v, zero, high));
+            }
+        else if (blocks)
+            for (int i = 0; i < count; i += 8)
+                store8(dst + i, load8(dst + i) + first_lanes(load8(src + lo + i), count - i));
+        else
+            for (int i = 0; i < count; i++) dst[(size_t)i * S] += src[lo + i];
+    }
+}
+
 static void im2col(const at_layer *L, const float *x, int n, float *col) {
     const int C = L->in_c, H = L->in_h, W = L->in_w, K = L->d.kernel, S = L->d.stride,
               P = L->d.pad, OH = L->out_h, OW = L->out_w;
     const size_t pixels = (size_t)n * OH * OW;
+    const float *x_end = x + (size_t)n * C * H * W;
     for (int c = 0; c < C; c++)
         for (int ki = 0; ki < K; ki++)
             for (int kj = 0; kj < K; kj++) {
                 float *row = col + ((size_t)(c * K + ki) * K + kj) * pixels;
-                int lo, hi;
+                int lo, hi, oh_lo, oh_hi;
                 valid_range(OW, W, S, P, kj, &lo, &hi);
+                valid_range(OH, H, S, P, ki, &oh_lo, &oh_hi);
+                if (lo == hi) oh_lo = oh_hi = 0; /* the tap reads only padding: all zeros */
                 for (int s = 0; s < n; s++) {
+                    float *dst = row + (size_t)s * OH * OW;
                     const float *plane = x + ((size_t)s * C + c) * H * W;
-                    for (int oh = 0; oh < OH; oh++) {
-                        int ih = oh * S - P + ki;
-                        float *dst = row + ((size_t)s * OH + oh) * OW;
-                        if (ih < 0 || ih >= H) {
-                            memset(dst, 0, sizeof(float) * OW);
-                            continue;
-                        }
-                        const float *src = plane + (size_t)ih * W - P + kj;
-                        for (int ow = 0; ow < lo; ow++) dst[ow] = 0.0f;
-                        if (S == 1)
-                            memcpy(dst + lo, src + lo, sizeof(float) * (hi - lo));
-                        else
-                            for (int ow = lo; ow < hi; ow++) dst[ow] = src[ow * S];
-                        for (int ow = hi; ow < OW; ow++) dst[ow] = 0.0f;
-                    }
+                    /* Padding rows: those above before the copied rows, those below after
+                     * them, each written over what spilled onto it. */
+                    zero_floats(dst, (size_t)oh_lo * OW);
+                    if (oh_lo < oh_hi)
+                        copy_rows(dst + (size_t)oh_lo * OW,
+                                  plane + (size_t)(oh_lo * S - P + ki) * W + lo * S - P + kj,
+                                  (size_t)S * W, oh_hi - oh_lo, lo, hi, OW, S, x_end);
+                    zero_floats(dst + (size_t)oh_hi * OW, (size_t)(OH - oh_hi) * OW);
                 }
             }
 }
@@ -100,21 +182,20 @@ static void col2im(const at_layer *L, const float *col, int n, float *dx) {
     const int C = L->in_c, H = L->in_h, W = L->in_w, K = L->d.kernel, S = L->d.stride,
               P = L->d.pad, OH = L->out_h, OW = L->out_w;
     const size_t pixels = (size_t)n * OH * OW;
+    const float *dx_end = dx + (size_t)n * C * H * W;
     for (int c = 0; c < C; c++)
         for (int ki = 0; ki < K; ki++)
             for (int kj = 0; kj < K; kj++) {
                 const float *row = col + ((size_t)(c * K + ki) * K + kj) * pixels;
-                int lo, hi;
+                int lo, hi, oh_lo, oh_hi;
                 valid_range(OW, W, S, P, kj, &lo, &hi);
-                for (int s = 0; s < n; s++) {
+                valid_range(OH, H, S, P, ki, &oh_lo, &oh_hi);
+                if (lo == hi) continue;
+                for (int s = 0; s < n && oh_lo < oh_hi; s++) {
                     float *plane = dx + ((size_t)s * C + c) * H * W;
-                    for (int oh = 0; oh < OH; oh++) {
-                        int ih = oh * S - P + ki;
-                        if (ih < 0 || ih >= H) continue;
-                        const float *src = row + ((size_t)s * OH + oh) * OW;
-                        float *dst = plane + (size_t)ih * W - P + kj;
-                        for (int ow = lo; ow < hi; ow++) dst[ow * S] += src[ow];
-                    }
+                    add_rows(plane + (size_t)(oh_lo * S - P + ki) * W + lo * S - P + kj,
+                             (size_t)S * W, row + ((size_t)s * OH + oh_lo) * OW, oh_hi - oh_lo,
+                             lo, hi, OW, S, dx_end);
                 }
             }
 }
@@ -128,7 +209,7 @@ static void conv_forward(const at_layer *L, const at_ctx *ctx, const float *x, f
     const int taps = L->in_c * L->d.kernel * L->d.kernel;
     const int block = block_samples(L, n);
     const float *Wt = ctx->params + L->w_off, *b = ctx->params + L->b_off;
-    float *col = ctx->work, *out = ctx->work + (size_t)taps * block * area;
+    float *col = ctx->work, *out = ctx->work + (size_t)taps * block * area + ROW_SPILL;
     for (int s0 = 0; s0 < n; s0 += block) {
         const int m = AT_MIN(block, n - s0);
         const size_t pixels = (size_t)m * area;
@@ -161,7 +242,7 @@ static void conv_backward(const at_layer *L, const at_ctx *ctx, const float *x, 
     const int block = block_samples(L, n);
     const float *Wt = ctx->params + L->w_off;
     float *dW = ctx->grads + L->w_off, *db = ctx->grads + L->b_off;
-    float *col = ctx->work, *dyc_buf = ctx->work + (size_t)taps * block * area;
+    float *col = ctx->work, *dyc_buf = ctx->work + (size_t)taps * block * area + ROW_SPILL;
     for (int s0 = 0; s0 < n; s0 += block) {
         const int m = AT_MIN(block, n - s0);
         const size_t pixels = (size_t)m * area;
