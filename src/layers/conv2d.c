@@ -45,7 +45,7 @@ static int block_samples(const at_layer *L, int n) {
     const size_t area = (size_t)L->out_h * L->out_w;
     const size_t taps = (size_t)L->in_c * L->d.kernel * L->d.kernel;
     size_t for_gemm = (1024 + area - 1) / area;              /* >= 1024 GEMM columns */
-    size_t for_cache = (256 * 1024 / sizeof(float)) / (taps * area); /* columns <= 1 MiB */
+    size_t for_cache = (256 * 1024 / sizeof(float)) / (taps * area); /* columns <= 256 KiB */
     size_t b = for_gemm < for_cache ? for_gemm : for_cache;
     if (b < 1) b = 1;
     return (int)(b < (size_t)n ? b : (size_t)n);
