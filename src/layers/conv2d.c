@@ -17,6 +17,7 @@
 #include "conv2d_direct.h"
 #include "gemm.h"
 #include "vec.h"
+#include <stddef.h>
 #include <string.h>
 
 static at_status conv_setup(at_layer *L) {
@@ -149,11 +150,37 @@ static void add_rows(float *dst, size_t dst_pitch, const float *src, int rows, i
     }
 }
 
+/* One tap's column row for n samples when output rows have at most eight columns (OW <= 8) and
+ * the stride is 1 or 2: each output row is one block, read from lo*S floats before the row's
+ * first value, with the lanes outside [lo, hi) (the padding columns) zeroed: one load (two with
+ * stride 2), a mask and one store per row, in one tight loop over the tap's samples and rows (its
+ * bookkeeping costs more than its 49 values otherwise). Padding rows go before and after each
+ * sample's rows, eight at a time; every spill lands on a later row. first: sample 0's first
+ * valid row, at column 0 (which may be padding: the caller checks that every read is inside x). */
+static void copy_tap_short_rows(float *row, const float *first, size_t sample_in, int n, int OH,
+                                int OW, int oh_lo, int oh_hi, int lo, int hi, int S, int W) {
+    const i8 evens = {0, 2, 4, 6, 8, 10, 12, 14}, lane = {0, 1, 2, 3, 4, 5, 6, 7};
+    const i8 keep = (lane >= (i8){0} + lo) & (lane < (i8){0} + hi);
+    const size_t sample_out = (size_t)OH * OW, src_pitch = (size_t)S * W;
+    const int rows = oh_hi - oh_lo;
+    for (int s = 0; s < n; s++) {
+        float *dst = row + s * sample_out;
+        const float *src = first + s * sample_in;
+        zero_floats(dst, (size_t)oh_lo * OW);
+        dst += (size_t)oh_lo * OW;
+        for (int r = 0; r < rows; r++, dst += OW, src += src_pitch) {
+            const f8 v = S == 2 ? __builtin_shuffle(load8(src), load8(src + 8), evens) : load8(src);
+            store8(dst, (f8)((i8)v & keep));
+        }
+        zero_floats(dst, (size_t)(OH - oh_hi) * OW);
+    }
+}
+
 static void im2col(const at_layer *L, const float *x, int n, float *col) {
     const int C = L->in_c, H = L->in_h, W = L->in_w, K = L->d.kernel, S = L->d.stride,
               P = L->d.pad, OH = L->out_h, OW = L->out_w;
-    const size_t pixels = (size_t)n * OH * OW;
-    const float *x_end = x + (size_t)n * C * H * W;
+    const size_t pixels = (size_t)n * OH * OW, sample_in = (size_t)C * H * W;
+    const float *x_end = x + (size_t)n * sample_in;
     for (int c = 0; c < C; c++)
         for (int ki = 0; ki < K; ki++)
             for (int kj = 0; kj < K; kj++) {
@@ -162,19 +189,54 @@ static void im2col(const at_layer *L, const float *x, int n, float *col) {
                 valid_range(OW, W, S, P, kj, &lo, &hi);
                 valid_range(OH, H, S, P, ki, &oh_lo, &oh_hi);
                 if (lo == hi) oh_lo = oh_hi = 0; /* the tap reads only padding: all zeros */
+                /* Sample 0's first valid row: where it starts in x, its first value read, and
+                 * where output column 0 reads (before the row when that column is padding;
+                 * offsets, not pointers, since it may lie before x). */
+                const ptrdiff_t row0 = (ptrdiff_t)c * H * W + (ptrdiff_t)(oh_lo * S - P + ki) * W;
+                const float *first = oh_lo < oh_hi ? x + row0 + lo * S - P + kj : x;
+                const ptrdiff_t column0 = row0 - P + kj, last_read = column0 +
+                    (ptrdiff_t)((n - 1) * sample_in + (size_t)(oh_hi - oh_lo - 1) * S * W + 8 * S);
+                if (oh_lo < oh_hi && OW <= 8 && (S == 1 || S == 2) && column0 >= 0 &&
+                    last_read <= x_end - x) {
+                    copy_tap_short_rows(row, x + column0, sample_in, n, OH, OW, oh_lo, oh_hi, lo,
+                                        hi, S, W);
+                    continue;
+                }
                 for (int s = 0; s < n; s++) {
                     float *dst = row + (size_t)s * OH * OW;
-                    const float *plane = x + ((size_t)s * C + c) * H * W;
                     /* Padding rows: those above before the copied rows, those below after
                      * them, each written over what spilled onto it. */
                     zero_floats(dst, (size_t)oh_lo * OW);
                     if (oh_lo < oh_hi)
-                        copy_rows(dst + (size_t)oh_lo * OW,
-                                  plane + (size_t)(oh_lo * S - P + ki) * W + lo * S - P + kj,
-                                  (size_t)S * W, oh_hi - oh_lo, lo, hi, OW, S, x_end);
+                        copy_rows(dst + (size_t)oh_lo * OW, first + s * sample_in, (size_t)S * W,
+                                  oh_hi - oh_lo, lo, hi, OW, S, x_end);
                     zero_floats(dst + (size_t)oh_hi * OW, (size_t)(OH - oh_hi) * OW);
                 }
             }
+}
+
+/* The way back for one tap of n samples whose valid rows have at most eight values (stride 1
+ * or 2): add_rows' blocks in one tight loop, the lane mask worked out once. first: where sample
+ * 0's first value goes in dx; src: sample 0's first valid row in the column row. */
+static void add_tap_short_rows(float *first, size_t sample_in, const float *src, size_t sample_out,
+                               int n, int rows, int lo, int count, int OW, int S, int W) {
+    const i8 low = {0, 8, 1, 9, 2, 10, 3, 11}, high = {4, 12, 5, 13, 6, 14, 7, 15};
+    const f8 zero = {0}, ones = (f8)((i8){0} - 1);
+    const i8 keep = (i8)first_lanes(ones, count);
+    const size_t dst_pitch = (size_t)S * W;
+    for (int s = 0; s < n; s++) {
+        float *dst = first + s * sample_in;
+        const float *from = src + s * sample_out + lo;
+        for (int r = 0; r < rows; r++, dst += dst_pitch, from += OW) {
+            const f8 v = (f8)((i8)load8(from) & keep);
+            if (S == 2) {
+                store8(dst, load8(dst) + __builtin_shuffle(v, zero, low));
+                store8(dst + 8, load8(dst + 8) + __builtin_shuffle(v, zero, high));
+            } else {
+                store8(dst, load8(dst) + v);
+            }
+        }
+    }
 }
 
 /* Adds every column entry back to the input pixel it was copied from. dx must be zeroed. */
@@ -190,13 +252,21 @@ static void col2im(const at_layer *L, const float *col, int n, float *dx) {
                 int lo, hi, oh_lo, oh_hi;
                 valid_range(OW, W, S, P, kj, &lo, &hi);
                 valid_range(OH, H, S, P, ki, &oh_lo, &oh_hi);
-                if (lo == hi) continue;
-                for (int s = 0; s < n && oh_lo < oh_hi; s++) {
-                    float *plane = dx + ((size_t)s * C + c) * H * W;
-                    add_rows(plane + (size_t)(oh_lo * S - P + ki) * W + lo * S - P + kj,
-                             (size_t)S * W, row + ((size_t)s * OH + oh_lo) * OW, oh_hi - oh_lo,
-                             lo, hi, OW, S, dx_end);
+                if (lo == hi || oh_lo == oh_hi) continue;
+                const size_t sample_in = (size_t)C * H * W;
+                float *first = dx + (size_t)c * H * W + (size_t)(oh_lo * S - P + ki) * W +
+                               lo * S - P + kj;
+                if (hi - lo <= 8 && (S == 1 || S == 2) &&
+                    dx_end - first >= (ptrdiff_t)((n - 1) * sample_in +
+                                                  (size_t)(oh_hi - oh_lo - 1) * S * W + 8 * S)) {
+                    add_tap_short_rows(first, sample_in, row + (size_t)oh_lo * OW,
+                                       (size_t)OH * OW, n, oh_hi - oh_lo, lo, hi - lo, OW, S, W);
+                    continue;
                 }
+                for (int s = 0; s < n; s++)
+                    add_rows(first + s * sample_in, (size_t)S * W,
+                             row + ((size_t)s * OH + oh_lo) * OW, oh_hi - oh_lo, lo, hi, OW, S,
+                             dx_end);
             }
 }
 
