@@ -24,12 +24,64 @@ enum { MR = 4 };
 #endif
 enum { NR = 2 * VL, KC = 256, MC = 16 * MR, NC = 2048 };
 
+/* Eight floats, for the 8 x 8 transposes that pack a row-major operand into panels whose rows
+ * run the other way. */
+typedef float f8 __attribute__((vector_size(8 * sizeof(float))));
+typedef int i8 __attribute__((vector_size(8 * sizeof(int))));
+
+static inline f8 load8(const float *p) {
+    f8 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void store8(float *p, f8 v) { memcpy(p, &v, sizeof v); }
+
+/* out[k] = (r[0][k], ..., r[7][k]): three rounds of pairwise interleaving, 24 shuffles in all. */
+static inline void transpose8(const f8 r[8], f8 out[8]) {
+    const i8 lo2 = {0, 8, 1, 9, 4, 12, 5, 13}, hi2 = {2, 10, 3, 11, 6, 14, 7, 15};
+    const i8 lo4 = {0, 1, 8, 9, 4, 5, 12, 13}, hi4 = {2, 3, 10, 11, 6, 7, 14, 15};
+    const i8 lo8 = {0, 1, 2, 3, 8, 9, 10, 11}, hi8 = {4, 5, 6, 7, 12, 13, 14, 15};
+    f8 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = __builtin_shuffle(r[i], r[i + 1], lo2);
+        t[i + 1] = __builtin_shuffle(r[i], r[i + 1], hi2);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = __builtin_shuffle(t[i], t[i + 2], lo4);
+        u[i + 1] = __builtin_shuffle(t[i], t[i + 2], hi4);
+        u[i + 2] = __builtin_shuffle(t[i + 1], t[i + 3], lo4);
+        u[i + 3] = __builtin_shuffle(t[i + 1], t[i + 3], hi4);
+    }
+    for (int i = 0; i < 4; i++) {
+        out[i] = __builtin_shuffle(u[i], u[i + 4], lo8);
+        out[i + 4] = __builtin_shuffle(u[i], u[i + 4], hi8);
+    }
+}
+
+/* dst[p*pitch + i] = src[i*ld + p] for i < 8 (rows past `rows` read as zero), p < kc: eight
+ * source rows, contiguous along p, into eight panel columns. Blocks of 8 x 8 go through
+ * transpose8 (a scalar transpose writes every float to another cache line); the tail of kc
+ * one float at a time. */
+static void pack_transposed8(const float *src, size_t ld, int rows, int kc, float *dst, int pitch) {
+    int p = 0;
+    for (; p + 8 <= kc; p += 8) {
+        f8 r[8], out[8];
+        for (int i = 0; i < 8; i++) r[i] = i < rows ? load8(src + i * ld + p) : (f8){0};
+        transpose8(r, out);
+        for (int k = 0; k < 8; k++) store8(dst + (size_t)(p + k) * pitch, out[k]);
+    }
+    for (; p < kc; p++)
+        for (int i = 0; i < 8; i++) dst[(size_t)p * pitch + i] = i < rows ? src[i * ld + p] : 0.0f;
+}
+
 /* Packs rows [i0, i0+mc) x cols [p0, p0+kc) of op(A) into MR-row panels: panel[k*MR + r].
  * The loop order follows the source's contiguous direction. */
 static void pack_a(bool trans, const float *a, int lda, int i0, int mc, int p0, int kc, float *dst) {
     for (int ir = 0; ir < mc; ir += MR, dst += (size_t)MR * kc) {
         int rows = AT_MIN(MR, mc - ir);
-        if (trans) {
+        if (!trans && MR == 8) {
+            pack_transposed8(a + (size_t)(i0 + ir) * lda + p0, (size_t)lda, rows, kc, dst, MR);
+        } else if (trans) {
             for (int p = 0; p < kc; p++) {
                 const float *src = a + (size_t)(p0 + p) * lda + i0 + ir;
                 for (int r = 0; r < rows; r++) dst[p * MR + r] = src[r];
@@ -52,7 +104,13 @@ static void pack_a(bool trans, const float *a, int lda, int i0, int mc, int p0, 
 static void pack_b(bool trans, const float *b, int ldb, int p0, int kc, int j0, int nc, float *dst) {
     for (int jr = 0; jr < nc; jr += NR, dst += (size_t)NR * kc) {
         int cols = AT_MIN(NR, nc - jr);
-        if (trans) {
+        if (trans && NR % 8 == 0) {
+            for (int c = 0; c < NR; c += 8) {
+                const int rows = AT_MAX(0, AT_MIN(8, cols - c)); /* past cols: zero columns */
+                const float *src = rows > 0 ? b + (size_t)(j0 + jr + c) * ldb + p0 : b;
+                pack_transposed8(src, (size_t)ldb, rows, kc, dst + c, NR);
+            }
+        } else if (trans) {
             for (int c = 0; c < NR; c++) {
                 if (c >= cols) {
                     for (int p = 0; p < kc; p++) dst[p * NR + c] = 0.0f;
