@@ -70,6 +70,7 @@ struct adv_trainer {
     float *guard_x;
     int32_t *guard_y;
     int guard_n;
+    int32_t *val_pred;    /* per-sample predictions of the robust validation, when it serves the guard */
     float best_guard;
     float *good_params, *good_state;
     int collapses;
@@ -82,6 +83,7 @@ void adv_trainer_free(adv_trainer *t) {
     free(t->best_params);
     free(t->guard_x);
     free(t->guard_y);
+    free(t->val_pred);
     free(t->good_params);
     free(t->good_state);
     free(t);
@@ -159,6 +161,10 @@ at_status adv_trainer_create(adv_trainer **out, at_net *net, at_optim *opt,
             free(idx);
         }
         if (ok) adv_trainer_snapshot_good(t);
+        const int val_samples = AT_MIN(c->robust_val_samples, val ? val->n : 0);
+        if (ok && val && c->robust_val_steps == 10 && val_samples >= t->guard_n)
+            ok = (t->val_pred = at_calloc((size_t)val_samples, sizeof(int32_t),
+                                          "robust validation predictions")) != NULL;
     }
     if (!ok) {
         adv_trainer_free(t);
@@ -249,10 +255,24 @@ static at_status pgd_accuracy(adv_trainer *t, const float *x, const int32_t *y, 
     a.alpha = 0.0f;
     a.seed = t->cfg->seed ^ 0x6A09E667F3BCC909ull; /* the same attack every epoch */
     at_attack_result r;
-    at_status s = ds ? at_attack_dataset(t->net, &a, ds, n, NULL, NULL, &r)
+    at_status s = ds ? at_attack_dataset(t->net, &a, ds, n, NULL, t->val_pred, &r)
                      : at_attack_run(t->net, &a, x, y, n, NULL, NULL, &r);
     *acc = r.samples > 0 ? (float)r.robust / (float)r.samples : NAN;
     return s;
+}
+
+/* The robust validation's PGD-10 on the validation samples attacks the guard's batch too (its
+ * first samples, with the same seed: random starts are drawn per sample index, so each sample's
+ * outcome does not depend on which others run with it). When it covers the whole batch, one
+ * attack serves both, and the guard's accuracy is read from its per-sample predictions. */
+static bool guard_shares_validation(const adv_trainer *t, int val_samples) {
+    return t->val_pred && t->cfg->adv.robust_val_steps == 10 && val_samples >= t->guard_n;
+}
+
+static float guard_from_predictions(const adv_trainer *t) {
+    int hits = 0;
+    for (int i = 0; i < t->guard_n; i++) hits += t->val_pred[i] == t->guard_y[i];
+    return (float)hits / (float)t->guard_n;
 }
 
 /* Catastrophic overfitting: PGD accuracy on the held-out batch falls below half of the best
@@ -264,10 +284,22 @@ at_status adv_trainer_end_epoch(adv_trainer *t, int epoch, at_epoch_stats *st) {
     at_status s = AT_OK;
     st->robust_val = st->guard_acc = NAN;
     st->alpha = t->alpha;
+    const bool validate = t->val && c->robust_val_steps > 0 && c->robust_val_samples > 0;
+    const int val_samples = validate ? AT_MIN(c->robust_val_samples, t->val->n) : 0;
+    bool validated = false; /* st->robust_val already holds this epoch's final weights' value */
     if (t->guard_n > 0 && t->method == AT_ADV_FGSM_RS) {
-        if ((s = pgd_accuracy(t, t->guard_x, t->guard_y, t->guard_n, NULL, 10, &st->guard_acc)) != AT_OK)
+        if (validate && guard_shares_validation(t, val_samples)) {
+            if ((s = pgd_accuracy(t, NULL, NULL, val_samples, t->val, c->robust_val_steps,
+                                  &st->robust_val)) != AT_OK)
+                return s;
+            st->guard_acc = guard_from_predictions(t);
+            validated = true;
+        } else if ((s = pgd_accuracy(t, t->guard_x, t->guard_y, t->guard_n, NULL, 10,
+                                     &st->guard_acc)) != AT_OK) {
             return s;
+        }
         if (collapsed(t->best_guard, st->guard_acc)) {
+            validated = false; /* the weights change: validate the restored ones */
             /* Back to the last good weights, with a smaller step; after two collapses train
              * with PGD instead, which does not overfit this way. */
             restore_good(t);
@@ -287,9 +319,10 @@ at_status adv_trainer_end_epoch(adv_trainer *t, int epoch, at_epoch_stats *st) {
         }
     }
     st->method = at_adv_method_name(t->method);
-    if (t->val && c->robust_val_steps > 0 && c->robust_val_samples > 0) {
-        int n = AT_MIN(c->robust_val_samples, t->val->n);
-        if ((s = pgd_accuracy(t, NULL, NULL, n, t->val, c->robust_val_steps, &st->robust_val)) != AT_OK)
+    if (validate) {
+        if (!validated &&
+            (s = pgd_accuracy(t, NULL, NULL, val_samples, t->val, c->robust_val_steps,
+                              &st->robust_val)) != AT_OK)
             return s;
         if (t->best_params && st->robust_val > t->best_robust) {
             t->best_robust = st->robust_val;

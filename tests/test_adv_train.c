@@ -39,7 +39,7 @@ static float robust(at_net *net, float eps) {
 typedef struct recorder {
     at_net *net;
     int epochs;
-    float eps[8], robust_val[8];
+    float eps[8], robust_val[8], guard_acc[8];
     int best_epoch[8];
     bool collapsed[8];
     float *params[8];
@@ -74,6 +74,7 @@ static bool on_epoch(void *user, const at_epoch_stats *st) {
     }
     r->eps[e] = st->eps;
     r->robust_val[e] = st->robust_val;
+    r->guard_acc[e] = st->guard_acc;
     r->best_epoch[e] = st->best_epoch;
     r->collapsed[e] = st->collapsed;
     size_t np = at_net_num_params(r->net);
@@ -157,6 +158,19 @@ static void test_guard_catches_collapse(void) {
     cb.user = &q;
     CHECK_OK(at_train(calm, &data.train, &val, NULL, &c, &cb));
     for (int e = 1; e <= 3; e++) CHECK_MSG(!q.collapsed[e], "false collapse alarm at epoch %d", e);
+    /* The guard's accuracy (read from the robust validation's attack, which covers its batch)
+     * is PGD-10 on the first validation samples, as a separate attack on them gives. */
+    at_attack_config a = at_attack_defaults(AT_ATTACK_PGD);
+    a.eps = c.adv.eps;
+    a.steps = 10;
+    a.seed = c.seed ^ 0x6A09E667F3BCC909ull;
+    at_attack_result res;
+    CHECK(memcmp(at_net_params(calm), q.params[3], sizeof(float) * at_net_num_params(calm)) == 0);
+    const int guard_n = c.adv.guard_samples < val.n ? c.adv.guard_samples : val.n;
+    CHECK_OK(at_attack_dataset(calm, &a, &val, guard_n, NULL, NULL, &res));
+    CHECK_MSG((float)res.robust / (float)res.samples == q.guard_acc[3],
+              "guard accuracy %g, PGD-10 on its batch %g", (double)q.guard_acc[3],
+              (double)res.robust / res.samples);
     free_recorder(&q);
     at_net_free(calm);
     at_net_free(net);
