@@ -24,18 +24,6 @@ enum { MR = 4 };
 #endif
 enum { NR = 2 * VL, KC = 256, MC = 16 * MR, NC = 2048 };
 
-/* Eight floats, for the 8 x 8 transposes that pack a row-major operand into panels whose rows
- * run the other way. */
-typedef float f8 __attribute__((vector_size(8 * sizeof(float))));
-typedef int i8 __attribute__((vector_size(8 * sizeof(int))));
-
-static inline f8 load8(const float *p) {
-    f8 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-static inline void store8(float *p, f8 v) { memcpy(p, &v, sizeof v); }
-
 /* out[k] = (r[0][k], ..., r[7][k]): three rounds of pairwise interleaving, 24 shuffles in all. */
 static inline void transpose8(const f8 r[8], f8 out[8]) {
     const i8 lo2 = {0, 8, 1, 9, 4, 12, 5, 13}, hi2 = {2, 10, 3, 11, 6, 14, 7, 15};

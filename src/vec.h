@@ -47,4 +47,16 @@ static inline float sum_floats(const float *p, size_t n) {
     for (; i < n; i++) sum += p[i];
     return sum;
 }
+/* Eight floats whatever the target's width (one ymm register with AVX): the unit of the 8 x 8
+ * transposes that pack GEMM panels (gemm.c) and of the short-row copies of im2col
+ * (layers/conv2d.c), which shuffle with __builtin_shuffle and mask with i8. */
+typedef float f8 __attribute__((vector_size(8 * sizeof(float))));
+typedef int i8 __attribute__((vector_size(8 * sizeof(int))));
+
+static inline f8 load8(const float *p) {
+    f8 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void store8(float *p, f8 v) { memcpy(p, &v, sizeof v); }
 #endif

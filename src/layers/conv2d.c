@@ -74,17 +74,6 @@ static void valid_range(int OW, int W, int S, int P, int kj, int *lo, int *hi) {
     *hi = AT_MAX(*lo, AT_MIN(last, OW));
 }
 
-/* Eight floats: the unit of the row copies below (one ymm register with AVX). */
-typedef float f8 __attribute__((vector_size(8 * sizeof(float))));
-typedef int i8 __attribute__((vector_size(8 * sizeof(int))));
-
-static inline f8 load8(const float *p) {
-    f8 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-static inline void store8(float *p, f8 v) { memcpy(p, &v, sizeof v); }
-
 /* The first `count` lanes of v, the others zero. */
 static inline f8 first_lanes(f8 v, int count) {
     const i8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
