@@ -161,6 +161,7 @@ at_status adv_trainer_create(adv_trainer **out, at_net *net, at_optim *opt,
             free(idx);
         }
         if (ok) adv_trainer_snapshot_good(t);
+        /* the robust validation serves the guard too (adv_trainer_end_epoch) */
         const int val_samples = AT_MIN(c->robust_val_samples, val ? val->n : 0);
         if (ok && val && c->robust_val_steps == 10 && val_samples >= t->guard_n)
             ok = (t->val_pred = at_calloc((size_t)val_samples, sizeof(int32_t),
@@ -263,12 +264,9 @@ static at_status pgd_accuracy(adv_trainer *t, const float *x, const int32_t *y, 
 
 /* The robust validation's PGD-10 on the validation samples attacks the guard's batch too (its
  * first samples, with the same seed: random starts are drawn per sample index, so each sample's
- * outcome does not depend on which others run with it). When it covers the whole batch, one
- * attack serves both, and the guard's accuracy is read from its per-sample predictions. */
-static bool guard_shares_validation(const adv_trainer *t, int val_samples) {
-    return t->val_pred && t->cfg->adv.robust_val_steps == 10 && val_samples >= t->guard_n;
-}
-
+ * outcome does not depend on which others run with it). When it covers the whole batch (then
+ * val_pred exists), one attack serves both, and the guard's accuracy is read from its
+ * per-sample predictions. */
 static float guard_from_predictions(const adv_trainer *t) {
     int hits = 0;
     for (int i = 0; i < t->guard_n; i++) hits += t->val_pred[i] == t->guard_y[i];
@@ -288,7 +286,7 @@ at_status adv_trainer_end_epoch(adv_trainer *t, int epoch, at_epoch_stats *st) {
     const int val_samples = validate ? AT_MIN(c->robust_val_samples, t->val->n) : 0;
     bool validated = false; /* st->robust_val already holds this epoch's final weights' value */
     if (t->guard_n > 0 && t->method == AT_ADV_FGSM_RS) {
-        if (validate && guard_shares_validation(t, val_samples)) {
+        if (t->val_pred) { /* implies validate: the robust validation covers the batch */
             if ((s = pgd_accuracy(t, NULL, NULL, val_samples, t->val, c->robust_val_steps,
                                   &st->robust_val)) != AT_OK)
                 return s;

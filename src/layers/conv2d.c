@@ -74,10 +74,31 @@ static void valid_range(int OW, int W, int S, int P, int kj, int *lo, int *hi) {
     *hi = AT_MAX(*lo, AT_MIN(last, OW));
 }
 
-/* The first `count` lanes of v, the others zero. */
-static inline f8 first_lanes(f8 v, int count) {
+/* A lane mask: all ones in lanes [lo, hi), zeros elsewhere ((i8){0} + k puts k in every lane). */
+static inline i8 lanes_between(int lo, int hi) {
     const i8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
-    return (f8)((i8)v & (lane < (i8){0} + count)); /* (i8){0} + count: count in every lane */
+    return (lane >= (i8){0} + lo) & (lane < (i8){0} + hi);
+}
+static inline f8 masked(f8 v, i8 mask) { return (f8)((i8)v & mask); }
+
+/* Eight values src[S*i] for stride 1 or 2 (stride 2: two loads and one shuffle); reads
+ * 8*S floats from src. */
+static inline f8 gather8(const float *src, int S) {
+    const i8 evens = {0, 2, 4, 6, 8, 10, 12, 14};
+    return S == 2 ? __builtin_shuffle(load8(src), load8(src + 8), evens) : load8(src);
+}
+
+/* dst[S*i] += v[i] for stride 1 or 2; with stride 2 the odd positions in between get + 0, which
+ * changes no value. Updates 8*S floats from dst. */
+static inline void add8(float *dst, f8 v, int S) {
+    const i8 low = {0, 8, 1, 9, 2, 10, 3, 11}, high = {4, 12, 5, 13, 6, 14, 7, 15};
+    const f8 zero = {0};
+    if (S == 2) {
+        store8(dst, load8(dst) + __builtin_shuffle(v, zero, low));
+        store8(dst + 8, load8(dst + 8) + __builtin_shuffle(v, zero, high));
+    } else {
+        store8(dst, load8(dst) + v);
+    }
 }
 
 /* count zeros, eight at a time: like the row copies, it may write up to 7 floats past the end.
@@ -98,15 +119,10 @@ static void copy_rows(float *dst, const float *src, size_t src_pitch, int rows, 
                       int OW, int S, const float *src_end) {
     const int count = hi - lo, span = (count + 7) / 8 * 8 * S;
     const bool blocks = (S == 1 || S == 2) && src + (size_t)(rows - 1) * src_pitch + span <= src_end;
-    const i8 evens = {0, 2, 4, 6, 8, 10, 12, 14};
     for (int r = 0; r < rows; r++, dst += OW, src += src_pitch) {
         for (int i = 0; i < lo; i++) dst[i] = 0.0f;
-        if (blocks && S == 2)
-            for (int i = 0; i < count; i += 8)
-                store8(dst + lo + i,
-                       __builtin_shuffle(load8(src + 2 * i), load8(src + 2 * i + 8), evens));
-        else if (blocks)
-            for (int i = 0; i < count; i += 8) store8(dst + lo + i, load8(src + i));
+        if (blocks)
+            for (int i = 0; i < count; i += 8) store8(dst + lo + i, gather8(src + S * i, S));
         else
             for (int i = 0; i < count; i++) dst[lo + i] = src[(size_t)i * S];
         for (int i = hi; i < OW; i++) dst[i] = 0.0f;
@@ -122,18 +138,10 @@ static void add_rows(float *dst, size_t dst_pitch, const float *src, int rows, i
                      int OW, int S, const float *dst_end) {
     const int count = hi - lo, span = (count + 7) / 8 * 8 * S;
     const bool blocks = (S == 1 || S == 2) && dst + (size_t)(rows - 1) * dst_pitch + span <= dst_end;
-    const i8 low = {0, 8, 1, 9, 2, 10, 3, 11}, high = {4, 12, 5, 13, 6, 14, 7, 15};
-    const f8 zero = {0};
     for (int r = 0; r < rows; r++, dst += dst_pitch, src += OW) {
-        if (blocks && S == 2)
-            for (int i = 0; i < count; i += 8) {
-                const f8 v = first_lanes(load8(src + lo + i), count - i);
-                store8(dst + 2 * i, load8(dst + 2 * i) + __builtin_shuffle(v, zero, low));
-                store8(dst + 2 * i + 8, load8(dst + 2 * i + 8) + __builtin_shuffle(v, zero, high));
-            }
-        else if (blocks)
+        if (blocks)
             for (int i = 0; i < count; i += 8)
-                store8(dst + i, load8(dst + i) + first_lanes(load8(src + lo + i), count - i));
+                add8(dst + S * i, masked(load8(src + lo + i), lanes_between(0, count - i)), S);
         else
             for (int i = 0; i < count; i++) dst[(size_t)i * S] += src[lo + i];
     }
@@ -148,8 +156,7 @@ static void add_rows(float *dst, size_t dst_pitch, const float *src, int rows, i
  * valid row, at column 0 (which may be padding: the caller checks that every read is inside x). */
 static void copy_tap_short_rows(float *row, const float *first, size_t sample_in, int n, int OH,
                                 int OW, int oh_lo, int oh_hi, int lo, int hi, int S, int W) {
-    const i8 evens = {0, 2, 4, 6, 8, 10, 12, 14}, lane = {0, 1, 2, 3, 4, 5, 6, 7};
-    const i8 keep = (lane >= (i8){0} + lo) & (lane < (i8){0} + hi);
+    const i8 keep = lanes_between(lo, hi);
     const size_t sample_out = (size_t)OH * OW, src_pitch = (size_t)S * W;
     const int rows = oh_hi - oh_lo;
     for (int s = 0; s < n; s++) {
@@ -157,10 +164,8 @@ static void copy_tap_short_rows(float *row, const float *first, size_t sample_in
         const float *src = first + s * sample_in;
         zero_floats(dst, (size_t)oh_lo * OW);
         dst += (size_t)oh_lo * OW;
-        for (int r = 0; r < rows; r++, dst += OW, src += src_pitch) {
-            const f8 v = S == 2 ? __builtin_shuffle(load8(src), load8(src + 8), evens) : load8(src);
-            store8(dst, (f8)((i8)v & keep));
-        }
+        for (int r = 0; r < rows; r++, dst += OW, src += src_pitch)
+            store8(dst, masked(gather8(src, S), keep));
         zero_floats(dst, (size_t)(OH - oh_hi) * OW);
     }
 }
@@ -209,22 +214,13 @@ static void im2col(const at_layer *L, const float *x, int n, float *col) {
  * 0's first value goes in dx; src: sample 0's first valid row in the column row. */
 static void add_tap_short_rows(float *first, size_t sample_in, const float *src, size_t sample_out,
                                int n, int rows, int lo, int count, int OW, int S, int W) {
-    const i8 low = {0, 8, 1, 9, 2, 10, 3, 11}, high = {4, 12, 5, 13, 6, 14, 7, 15};
-    const f8 zero = {0}, ones = (f8)((i8){0} - 1);
-    const i8 keep = (i8)first_lanes(ones, count);
+    const i8 keep = lanes_between(0, count);
     const size_t dst_pitch = (size_t)S * W;
     for (int s = 0; s < n; s++) {
         float *dst = first + s * sample_in;
         const float *from = src + s * sample_out + lo;
-        for (int r = 0; r < rows; r++, dst += dst_pitch, from += OW) {
-            const f8 v = (f8)((i8)load8(from) & keep);
-            if (S == 2) {
-                store8(dst, load8(dst) + __builtin_shuffle(v, zero, low));
-                store8(dst + 8, load8(dst + 8) + __builtin_shuffle(v, zero, high));
-            } else {
-                store8(dst, load8(dst) + v);
-            }
-        }
+        for (int r = 0; r < rows; r++, dst += dst_pitch, from += OW)
+            add8(dst, masked(load8(from), keep), S);
     }
 }
 
