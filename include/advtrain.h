@@ -60,6 +60,8 @@ typedef struct at_rng {
 void at_rng_seed(at_rng *r, uint64_t seed);
 uint64_t at_rng_next(at_rng *r);
 float at_rng_uniform(at_rng *r);             /* [0, 1) */
+/* n draws of at_rng_uniform into out, the same values in the same order, faster. */
+void at_rng_fill_uniform(at_rng *r, float *out, size_t n);
 float at_rng_normal(at_rng *r);              /* standard normal */
 uint32_t at_rng_below(at_rng *r, uint32_t n); /* uniform integer in [0, n) */
 void at_rng_shuffle(at_rng *r, int32_t *a, int n);

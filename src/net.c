@@ -349,7 +349,6 @@ at_status at_net_forward(at_net *net, const float *x, int n, const float **logit
     if (n <= 0) return at_fail(AT_ERR_ARG, "forward pass needs at least one sample (got %d)", n);
     at_status s = at_net_reserve(net, n);
     if (s != AT_OK) return s;
-    memcpy(net->act[0], x, sizeof(float) * (size_t)n * at_net_in_size(net));
     /* A fresh dropout key per pass; backward reuses it to rebuild the masks. */
     uint64_t k = net->seed * 0x9E3779B97F4A7C15ull + (++net->forward_count);
     k = (k ^ (k >> 31)) * 0xD6E8FEB86659FD93ull;
@@ -360,6 +359,9 @@ at_status at_net_forward(at_net *net, const float *x, int n, const float **logit
         int t = omp_get_thread_num(), begin, end;
         chunk_bounds(n, T, t, &begin, &end);
         at_ctx ctx = make_ctx(net, t, begin);
+        /* The input is kept for backward; each thread copies its own samples. */
+        const size_t in_size = (size_t)at_net_in_size(net);
+        memcpy(net->act[0] + begin * in_size, x + begin * in_size, sizeof(float) * (end - begin) * in_size);
         for (int l = 0; l < net->nlayers && end > begin; l++) {
             const at_layer *L = &net->layers[l];
             if (L->fused) continue;
@@ -381,12 +383,12 @@ at_status at_net_backward(at_net *net, const float *dlogits, int flags, float *d
     const bool params = (flags & AT_GRAD_PARAMS) != 0;
     const bool input = (flags & AT_GRAD_INPUT) != 0;
     int T = thread_count_for(net, n);
-    if (params)
-        for (int t = 1; t < T; t++) memset(net->thread_grads[t], 0, sizeof(float) * net->nparams);
 #pragma omp parallel num_threads(T)
     {
         int t = omp_get_thread_num(), begin, end;
         chunk_bounds(n, T, t, &begin, &end);
+        /* Threads past the first accumulate into buffers of their own, summed below. */
+        if (params && t > 0) memset(net->thread_grads[t], 0, sizeof(float) * net->nparams);
         at_ctx ctx = make_ctx(net, t, begin);
         /* Each thread owns a fixed slice of the ping-pong buffers, sized for the widest layer:
          * threads are not synchronised between layers, so offsets must not depend on the layer. */
@@ -413,12 +415,20 @@ at_status at_net_backward(at_net *net, const float *dlogits, int flags, float *d
                 output_of(net, l) + (size_t)begin * L->out_size, dy, d_in, end - begin, need_params);
             dy = d_in;
         }
-    }
-    if (params)
-        for (int t = 1; t < T; t++) {
-            const float *src = net->thread_grads[t];
-            for (size_t i = 0; i < net->nparams; i++) net->grads[i] += src[i];
+        if (params && T > 1) {
+            /* Each thread sums one range of every thread's gradients, in thread order: the
+             * same additions as one thread summing them all. */
+#pragma omp barrier
+            size_t lo = (net->nparams * (size_t)t / (size_t)T) & ~(size_t)15;
+            size_t hi = t == T - 1 ? net->nparams : (net->nparams * (size_t)(t + 1) / (size_t)T) & ~(size_t)15;
+            if (t == 0) lo = 0;
+            float *restrict sum = net->grads;
+            for (int u = 1; u < T; u++) {
+                const float *restrict src = net->thread_grads[u];
+                for (size_t i = lo; i < hi; i++) sum[i] += src[i];
+            }
         }
+    }
     return AT_OK;
 }
 

@@ -11,6 +11,7 @@
 #include "internal.h"
 
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 struct at_optim {
@@ -99,28 +100,39 @@ static bool decoupled(const at_optim_config *c) {
     return c->decoupled || c->kind == AT_OPTIM_ADAMW;
 }
 
-/* One tensor's worth: w, grad and the momentum buffer are views at the same offset. */
-static void sgd_step(const at_optim *o, float *w, const float *grad, float *buf, size_t n,
-                     float wd) {
+/* One stretch of the buffer: w, grad and the momentum buffer are views at the same offset. */
+static void sgd_step(const at_optim *o, float *restrict w, const float *restrict grad,
+                     float *restrict buf, size_t n, float wd) {
     const at_optim_config *c = &o->cfg;
     const float lr = c->lr, mu = c->momentum, damp = 1.0f - c->dampening;
     const float coupled = decoupled(c) ? 0.0f : wd;
     const float shrink = 1.0f - (decoupled(c) ? lr * wd : 0.0f);
+    const bool first = o->steps == 0, nesterov = c->nesterov;
+    if (mu != 0.0f && !first && !nesterov && coupled == 0.0f && shrink == 1.0f) {
+        /* Plain momentum, the common case: a loop without branches, so that it vectorizes.
+         * The same operations as the general loop below, in the same order. */
+        for (size_t i = 0; i < n; i++) {
+            const float b = mu * buf[i] + damp * grad[i];
+            buf[i] = b;
+            w[i] -= lr * b;
+        }
+        return;
+    }
     for (size_t i = 0; i < n; i++) {
         float g = grad[i];
         if (coupled != 0.0f) g += coupled * w[i];
         if (mu != 0.0f) {
             /* PyTorch starts the buffer at the first gradient, undampened. */
-            buf[i] = o->steps == 0 ? g : mu * buf[i] + damp * g;
-            g = c->nesterov ? g + mu * buf[i] : buf[i];
+            buf[i] = first ? g : mu * buf[i] + damp * g;
+            g = nesterov ? g + mu * buf[i] : buf[i];
         }
         if (shrink != 1.0f) w[i] *= shrink;
         w[i] -= lr * g;
     }
 }
 
-static void adam_step(const at_optim *o, float *w, const float *grad, float *m, float *v, size_t n,
-                      float wd) {
+static void adam_step(const at_optim *o, float *restrict w, const float *restrict grad,
+                      float *restrict m, float *restrict v, size_t n, float wd) {
     const at_optim_config *c = &o->cfg;
     const double t = (double)(o->steps + 1);
     const double bias1 = 1.0 - pow(c->beta1, t), bias2 = 1.0 - pow(c->beta2, t);
@@ -140,19 +152,32 @@ static void adam_step(const at_optim *o, float *w, const float *grad, float *m, 
     }
 }
 
+/* Below this many parameters a second thread costs more to wake than it saves. */
+enum { PARALLEL_PARAMS = 32768 };
+
+/* Elementwise updates: the threads split the buffer into contiguous ranges (whole cache lines),
+ * each range walked tensor by tensor so that each tensor keeps its own decay. The result does
+ * not depend on the thread count. */
 at_status at_optim_step(at_optim *o) {
     float *w = at_net_params(o->net);
     const float *g = at_net_grads(o->net);
     const size_t n = at_net_num_params(o->net);
-    /* Tensor by tensor (they tile the buffer), so each can have its own decay. */
-    for (int t = 0; t < o->ntensors; t++) {
-        const at_param_info *p = at_net_tensor(o->net, t);
-        const size_t off = p->offset;
-        const float wd = o->decay[t] ? o->cfg.weight_decay : 0.0f;
-        if (o->cfg.kind == AT_OPTIM_SGD)
-            sgd_step(o, w + off, g + off, o->state_count ? o->state + off : NULL, p->size, wd);
-        else
-            adam_step(o, w + off, g + off, o->state + off, o->state + n + off, p->size, wd);
+    const int T = n >= PARALLEL_PARAMS ? at_get_threads() : 1;
+#pragma omp parallel num_threads(T)
+    {
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        const size_t begin = t == 0 ? 0 : (n * (size_t)t / (size_t)nt) & ~(size_t)15;
+        const size_t end = t == nt - 1 ? n : (n * (size_t)(t + 1) / (size_t)nt) & ~(size_t)15;
+        for (int k = 0; k < o->ntensors; k++) {
+            const at_param_info *p = at_net_tensor(o->net, k);
+            const size_t lo = AT_MAX(p->offset, begin), hi = AT_MIN(p->offset + p->size, end);
+            if (lo >= hi) continue;
+            const float wd = o->decay[k] ? o->cfg.weight_decay : 0.0f;
+            if (o->cfg.kind == AT_OPTIM_SGD)
+                sgd_step(o, w + lo, g + lo, o->state_count ? o->state + lo : NULL, hi - lo, wd);
+            else
+                adam_step(o, w + lo, g + lo, o->state + lo, o->state + n + lo, hi - lo, wd);
+        }
     }
     o->steps++;
     return AT_OK;

@@ -16,7 +16,7 @@ void at_rng_seed(at_rng *r, uint64_t seed) {
 
 static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
-uint64_t at_rng_next(at_rng *r) {
+static inline uint64_t next(at_rng *r) {
     uint64_t *s = r->s;
     uint64_t result = rotl(s[1] * 5, 7) * 9;
     uint64_t t = s[1] << 17;
@@ -29,7 +29,15 @@ uint64_t at_rng_next(at_rng *r) {
     return result;
 }
 
+uint64_t at_rng_next(at_rng *r) { return next(r); }
+
 float at_rng_uniform(at_rng *r) { return (float)(at_rng_next(r) >> 40) * (1.0f / 16777216.0f); }
+
+void at_rng_fill_uniform(at_rng *r, float *out, size_t n) {
+    at_rng local = *r; /* the state in registers for the whole loop, not reloaded per draw */
+    for (size_t i = 0; i < n; i++) out[i] = (float)(next(&local) >> 40) * (1.0f / 16777216.0f);
+    *r = local;
+}
 
 float at_rng_normal(at_rng *r) {
     /* Box-Muller on doubles; u1 in (0,1] so log never sees 0. */
