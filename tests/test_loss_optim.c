@@ -457,6 +457,71 @@ static void test_invalid_configs(void) {
     at_net_free(net);
 }
 
+/* Large buffers are updated by several threads in ranges: the result must not depend on how
+ * many, for every update rule (the plain-momentum fast path and the general loop). */
+static void run_steps(const at_optim_config *c, int threads, float *w_out, size_t n) {
+    at_layer_desc d;
+    memset(&d, 0, sizeof d);
+    d.kind = AT_LAYER_LINEAR;
+    d.out = 200;
+    snprintf(d.name, sizeof d.name, "fc");
+    at_net *net = NULL;
+    CHECK_OK(at_net_create(&net, &d, 1, 300, 1, 1));
+    if (!net) return;
+    CHECK(at_net_num_params(net) == n);
+    at_set_threads(threads);
+    at_rng r;
+    at_rng_seed(&r, 42);
+    float *w = at_net_params(net), *g = at_net_grads(net);
+    for (size_t i = 0; i < n; i++) w[i] = 2.0f * at_rng_uniform(&r) - 1.0f;
+    at_optim *o = NULL;
+    CHECK_OK(at_optim_create(&o, net, c));
+    for (int step = 0; o && step < 3; step++) {
+        for (size_t i = 0; i < n; i++) g[i] = 2.0f * at_rng_uniform(&r) - 1.0f;
+        CHECK_OK(at_optim_step(o));
+    }
+    memcpy(w_out, w, sizeof(float) * n);
+    at_optim_free(o);
+    at_net_free(net);
+    at_set_threads(1);
+}
+
+static void test_optim_thread_count(void) {
+    enum { N = 300 * 200 + 200 };
+    static float one[N], two[N];
+    const struct { at_optim_kind kind; float mu, wd; bool nesterov, decoupled; const char *label; } cases[] = {
+        {AT_OPTIM_SGD, 0.9f, 0.0f, false, false, "sgd momentum"},
+        {AT_OPTIM_SGD, 0.9f, 5e-4f, true, false, "sgd nesterov+wd"},
+        {AT_OPTIM_SGD, 0.0f, 0.0f, false, false, "sgd"},
+        {AT_OPTIM_SGD, 0.9f, 1e-2f, false, true, "sgdw"},
+        {AT_OPTIM_ADAM, 0.0f, 1e-3f, false, false, "adam"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        at_optim_config c = at_optim_defaults(cases[k].kind);
+        c.lr = 0.05f;
+        c.momentum = cases[k].mu;
+        c.weight_decay = cases[k].wd;
+        c.nesterov = cases[k].nesterov;
+        c.decoupled = cases[k].decoupled;
+        run_steps(&c, 1, one, N);
+        run_steps(&c, 2, two, N);
+        CHECK_MSG(memcmp(one, two, sizeof one) == 0, "%s: 1 and 2 threads differ", cases[k].label);
+    }
+}
+
+/* at_rng_fill_uniform: the same draws as at_rng_uniform one by one, and the same state after. */
+static void test_rng_fill_uniform(void) {
+    at_rng a, b;
+    at_rng_seed(&a, 7);
+    at_rng_seed(&b, 7);
+    float filled[1000];
+    at_rng_fill_uniform(&a, filled, 1000);
+    int same = 1;
+    for (int i = 0; i < 1000; i++) same &= filled[i] == at_rng_uniform(&b);
+    CHECK_MSG(same, "at_rng_fill_uniform differs from at_rng_uniform");
+    CHECK(at_rng_next(&a) == at_rng_next(&b));
+}
+
 int main(void) {
     at_set_threads(1);
     test_cross_entropy_values();
@@ -467,5 +532,7 @@ int main(void) {
     test_sgd();
     test_adam();
     test_invalid_configs();
+    test_optim_thread_count();
+    test_rng_fill_uniform();
     return tu_finish("test_loss_optim");
 }
