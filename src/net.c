@@ -34,6 +34,8 @@ struct at_net {
     float *grad_a, *grad_b; /* ping-pong buffers for activation gradients */
     float **work;         /* per-thread scratch */
     float **thread_grads; /* per-thread parameter gradients, [0] unused (shared buffer) */
+    float **kept;         /* per layer: what its training forward keeps (NULL if nothing) */
+    bool kept_valid;      /* the last forward was in training mode: kept holds its values */
     int last_n;           /* batch size of the last forward, 0 if none */
 };
 
@@ -61,6 +63,11 @@ static void free_buffers(at_net *net) {
     }
     free(net->work);
     free(net->thread_grads);
+    if (net->kept)
+        for (int l = 0; l < net->nlayers; l++) free(net->kept[l]);
+    free(net->kept);
+    net->kept = NULL;
+    net->kept_valid = false;
     net->act = NULL;
     net->grad_a = net->grad_b = NULL;
     net->work = net->thread_grads = NULL;
@@ -295,6 +302,13 @@ at_status at_net_reserve(at_net *net, int max_batch) {
     size_t biggest = (size_t)max_batch * max_activation(net);
     ok = ok && (net->grad_a = at_alloc_floats(biggest, "activation gradients"));
     ok = ok && (net->grad_b = at_alloc_floats(biggest, "activation gradients"));
+    ok = ok && (net->kept = at_calloc((size_t)net->nlayers, sizeof(float *), "kept buffers"));
+    for (int l = 0; ok && l < net->nlayers; l++) {
+        const size_t per_sample = net->layers[l].kept_per_sample;
+        /* 16 spare floats: block copies may write a few past the last sample (conv2d.c). */
+        if (per_sample)
+            ok = (net->kept[l] = at_alloc_floats((size_t)max_batch * per_sample + 16, "kept columns")) != NULL;
+    }
     for (int t = 0; ok && t < threads; t++) {
         ok = (net->work[t] = at_alloc_floats(work, "workspace")) != NULL;
         if (ok && t > 0)
@@ -341,8 +355,13 @@ static void chunk_bounds(int n, int parts, int t, int *begin, int *end) {
 
 static at_ctx make_ctx(const at_net *net, int t, int first) {
     at_ctx ctx = {net->params, t == 0 ? net->grads : net->thread_grads[t], net->work[t],
-                  net->training, net->dropout_key, first};
+                  net->training, net->dropout_key, first, NULL};
     return ctx;
+}
+
+/* Layer l's kept values for the chunk starting at sample `first` (NULL if it keeps none). */
+static float *kept_part(const at_net *net, int l, int first) {
+    return net->kept[l] ? net->kept[l] + (size_t)first * net->layers[l].kept_per_sample : NULL;
 }
 
 at_status at_net_forward(at_net *net, const float *x, int n, const float **logits) {
@@ -365,12 +384,16 @@ at_status at_net_forward(at_net *net, const float *x, int n, const float **logit
         for (int l = 0; l < net->nlayers && end > begin; l++) {
             const at_layer *L = &net->layers[l];
             if (L->fused) continue;
+            /* Only a training forward keeps: attack and evaluation passes need no weight
+             * gradient, and writing the kept buffer would cost them time. */
+            ctx.kept = net->training ? kept_part(net, l, begin) : NULL;
             const float *in = input_of(net, l) + (size_t)begin * L->in_size;
             float *out = output_of(net, l) + (size_t)begin * L->out_size;
             at_layer_ops_for(L->d.kind)->forward(L, &ctx, in, out, end - begin);
         }
     }
     net->last_n = n;
+    net->kept_valid = net->training;
     if (logits) *logits = output_of(net, net->nlayers - 1);
     return AT_OK;
 }
@@ -410,6 +433,7 @@ at_status at_net_backward(at_net *net, const float *dlogits, int flags, float *d
             bool below_needs = l > 0 || input;
             bool need_params = params && L->w_count > 0;
             if (!below_needs && !need_params) break;
+            ctx.kept = net->kept_valid ? kept_part(net, l, begin) : NULL;
             at_layer_ops_for(L->d.kind)->backward(
                 L, &ctx, input_of(net, l) + (size_t)begin * L->in_size,
                 output_of(net, l) + (size_t)begin * L->out_size, dy, d_in, end - begin, need_params);

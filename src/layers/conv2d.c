@@ -3,8 +3,9 @@
  * The column matrix is (C*K*K) x (n*OH*OW): one row per kernel tap, one column per output pixel
  * of every sample of a block, so one GEMM with the (OC x C*K*K) weight covers the block. Its
  * result is channel-major (OC x n*OH*OW) and is permuted back to NCHW. Blocks are sized so the
- * columns stay in cache (block_samples). Backward rebuilds the columns instead of keeping them:
- * rebuilding from the input in cache is cheaper than reading a stored copy back from memory.
+ * columns stay in cache (block_samples). A training-mode forward builds them in the layer's kept
+ * buffer (ctx->kept), where the weight gradient reads them back; other passes (attacks,
+ * evaluation) build them in scratch, and a backward without kept columns rebuilds them.
  * Small stride-1 layers, where building and permuting columns costs more than the multiply,
  * take the direct path of conv2d_direct.c instead.
  *
@@ -36,6 +37,9 @@ static at_status conv_setup(at_layer *L) {
     L->out_w = at_window_out(L->in_w, d->kernel, d->stride, d->pad);
     L->w_count = (size_t)d->out * L->in_c * d->kernel * d->kernel;
     L->b_count = (size_t)d->out;
+    L->kept_per_sample = at_conv2d_direct_applies(L)
+                             ? 0
+                             : (size_t)L->in_c * d->kernel * d->kernel * L->out_h * L->out_w;
     return AT_OK;
 }
 
@@ -264,10 +268,12 @@ static void conv_forward(const at_layer *L, const at_ctx *ctx, const float *x, f
     const int taps = L->in_c * L->d.kernel * L->d.kernel;
     const int block = block_samples(L, n);
     const float *Wt = ctx->params + L->w_off, *b = ctx->params + L->b_off;
-    float *col = ctx->work, *out = ctx->work + (size_t)taps * block * area + ROW_SPILL;
+    float *out = ctx->work + (size_t)taps * block * area + ROW_SPILL;
     for (int s0 = 0; s0 < n; s0 += block) {
         const int m = AT_MIN(block, n - s0);
         const size_t pixels = (size_t)m * area;
+        /* A training forward builds the columns where backward will find them. */
+        float *col = ctx->kept ? ctx->kept + (size_t)s0 * taps * area : ctx->work;
         im2col(L, x + (size_t)s0 * L->in_size, m, col);
         /* One sample's GEMM output is already NCHW: write it in place. */
         float *dst0 = y + (size_t)s0 * OC * area;
@@ -318,8 +324,12 @@ static void conv_backward(const at_layer *L, const at_ctx *ctx, const float *x, 
             dyc = dyc_buf;
         }
         if (param_grads) {
-            im2col(L, x + (size_t)s0 * L->in_size, m, col);
-            at_gemm(false, true, OC, taps, (int)pixels, 1.0f, dyc, (int)pixels, col, (int)pixels,
+            const float *cols = col;
+            if (ctx->kept)
+                cols = ctx->kept + (size_t)s0 * taps * area;
+            else
+                im2col(L, x + (size_t)s0 * L->in_size, m, col);
+            at_gemm(false, true, OC, taps, (int)pixels, 1.0f, dyc, (int)pixels, cols, (int)pixels,
                     1.0f, dW, taps);
             for (int o = 0; o < OC; o++) db[o] += sum_floats(dyc + (size_t)o * pixels, pixels);
         }

@@ -17,6 +17,9 @@ typedef struct at_layer {
     int index;             /* position in the network */
     bool relu_out;         /* applies the ReLU that follows it, which is then skipped (net.c) */
     bool fused;            /* a ReLU that the layer before it applies */
+    /* Floats per sample that a training-mode forward keeps for the weight gradient (the conv
+     * columns), so that backward need not rebuild them; 0 if nothing. */
+    size_t kept_per_sample;
 } at_layer;
 
 /* What one thread needs to run a chunk. */
@@ -27,6 +30,10 @@ typedef struct at_ctx {
     bool training;
     uint64_t dropout_key;  /* changes every forward pass */
     int first_sample;      /* index of the chunk's first sample in the batch */
+    /* This chunk's part of the layer's kept buffer (kept_per_sample floats per sample): the
+     * forward writes it when not NULL; the backward is given it when it holds the last forward's
+     * values, NULL otherwise. */
+    float *kept;
 } at_ctx;
 
 typedef struct at_layer_ops {
