@@ -82,12 +82,6 @@ static at_status batch_ce(const float *z, const int32_t *y, const float *soft, i
     return at_cross_entropy(z, y, n, K, 0.0f, loss, dz, correct);
 }
 
-/* Threads for an elementwise pass over n samples of D values: below ~32k values one thread,
- * because waking a second costs more than it saves. Each sample's values do not depend on it. */
-static int sample_threads(int n, int D) {
-    return (size_t)n * D >= 32768 ? AT_MIN(at_get_threads(), n) : 1;
-}
-
 /* Starting point: x itself, or uniform in the L-inf ball / a uniform radius along a Gaussian
  * direction in the L2 ball; projected onto [0,1]. */
 static void start_point(at_adv_workspace *ws, const at_attack_config *a, const float *x, int n) {
@@ -96,7 +90,7 @@ static void start_point(at_adv_workspace *ws, const at_attack_config *a, const f
         /* The draws in sample order (serial), the arithmetic split across threads. */
         at_rng_fill_uniform(&ws->rng, ws->x_adv, (size_t)n * D);
         const float eps = a->eps;
-#pragma omp parallel for num_threads(sample_threads(n, D)) schedule(static)
+#pragma omp parallel for num_threads(at_rows_threads(n, (size_t)n * D)) schedule(static)
         for (int i = 0; i < n; i++) {
             const float *xi = x + (size_t)i * D;
             float *v = ws->x_adv + (size_t)i * D;
@@ -154,7 +148,7 @@ at_status at_adv_craft(at_net *net, at_adv_workspace *ws, const at_attack_config
         }
         if (s != AT_OK) break;
         if ((s = at_net_backward(net, ws->dlogits, AT_GRAD_INPUT, ws->dx)) != AT_OK) break;
-#pragma omp parallel for num_threads(sample_threads(n, D)) schedule(static)
+#pragma omp parallel for num_threads(at_rows_threads(n, (size_t)n * D)) schedule(static)
         for (int i = 0; i < n; i++) {
             float *g = ws->dx + (size_t)i * D;
             for (int j = 0; j < D; j++)

@@ -7,6 +7,9 @@
 /* Allocation that records a clear error on failure. */
 void *at_alloc(size_t bytes, const char *what);
 void *at_calloc(size_t count, size_t size, const char *what);
+/* Threads for an elementwise pass over `rows` independent rows holding `floats` values in all:
+ * one when the pass is too small to share. No row's result may depend on it. */
+int at_rows_threads(int rows, size_t floats);
 /* 64-byte aligned, zeroed; free with free(). */
 float *at_alloc_floats(size_t count, const char *what);
 

@@ -80,3 +80,9 @@ int at_get_threads(void) {
     if (thread_count == 0) at_set_threads(omp_get_num_procs());
     return thread_count;
 }
+
+int at_rows_threads(int rows, size_t floats) {
+    /* Below ~32k floats, waking a second thread costs more than it saves. */
+    if (floats < 32768 || rows < 2) return 1;
+    return AT_MIN(at_get_threads(), rows);
+}

@@ -32,6 +32,9 @@ static void random_start(atk_batch *b, const at_attack_config *cfg, int j) {
 /* One run (restart) on the compact rows: returns with b->xa holding the last iterates. */
 static at_status pgd_run(atk_batch *b, const at_attack_config *cfg, int m, bool targeted) {
     const int D = b->D;
+    const int T = at_rows_threads(m, (size_t)m * D);
+    /* Each row draws from its sample's own generator: rows can go to any thread. */
+#pragma omp parallel for num_threads(T) schedule(static)
     for (int j = 0; j < m; j++) {
         if (cfg->random_start)
             random_start(b, cfg, j);
@@ -41,6 +44,7 @@ static at_status pgd_run(atk_batch *b, const at_attack_config *cfg, int m, bool 
     for (int step = 0; step < cfg->steps; step++) {
         at_status s = atk_loss_grad(b, cfg->loss, targeted, targeted ? b->row_target : NULL, m, NULL);
         if (s != AT_OK) return s;
+#pragma omp parallel for num_threads(T) schedule(static)
         for (int j = 0; j < m; j++)
             atk_ascent_step(cfg->norm, cfg->alpha, cfg->eps, b->xs + (size_t)j * D,
                             b->xa + (size_t)j * D, b->grad + (size_t)j * D, D);
