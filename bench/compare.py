@@ -98,7 +98,15 @@ def pythons():
 def mmm(values, fmt="{:.2f}"):
     if not values:
         return "-"
-    return " / ".join(fmt.format(v) for v in (min(values), statistics.median(values), max(values)))
+
+    def one(v):
+        text = fmt.format(v)
+        # 2.995 would print as "3.00" next to a FAIL against 3x: show the digit that decides.
+        if fmt == "{:.2f}" and text.endswith(".00") and float(text) != v:
+            text = f"{v:.3f}"
+        return text
+
+    return " / ".join(one(v) for v in (min(values), statistics.median(values), max(values)))
 
 
 def plural(n, word):
