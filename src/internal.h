@@ -10,6 +10,9 @@ void *at_calloc(size_t count, size_t size, const char *what);
 /* Threads for an elementwise pass over `rows` independent rows holding `floats` values in all:
  * one when the pass is too small to share. No row's result may depend on it. */
 int at_rows_threads(int rows, size_t floats);
+/* Part t of T of n floats, [*lo, *hi): contiguous, the boundaries on 16-float (cache line)
+ * multiples, together covering [0, n). */
+void at_split_range(size_t n, int t, int T, size_t *lo, size_t *hi);
 /* 64-byte aligned, zeroed; free with free(). */
 float *at_alloc_floats(size_t count, const char *what);
 

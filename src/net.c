@@ -448,9 +448,8 @@ at_status at_net_backward(at_net *net, const float *dlogits, int flags, float *d
             /* Each thread sums one range of every thread's gradients, in thread order: the
              * same additions as one thread summing them all. */
 #pragma omp barrier
-            size_t lo = (net->nparams * (size_t)t / (size_t)T) & ~(size_t)15;
-            size_t hi = t == T - 1 ? net->nparams : (net->nparams * (size_t)(t + 1) / (size_t)T) & ~(size_t)15;
-            if (t == 0) lo = 0;
+            size_t lo, hi;
+            at_split_range(net->nparams, t, T, &lo, &hi);
             float *restrict sum = net->grads;
             for (int u = 1; u < T; u++) {
                 const float *restrict src = net->thread_grads[u];

@@ -165,9 +165,8 @@ at_status at_optim_step(at_optim *o) {
     const int T = n >= PARALLEL_PARAMS ? at_get_threads() : 1;
 #pragma omp parallel num_threads(T)
     {
-        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-        const size_t begin = t == 0 ? 0 : (n * (size_t)t / (size_t)nt) & ~(size_t)15;
-        const size_t end = t == nt - 1 ? n : (n * (size_t)(t + 1) / (size_t)nt) & ~(size_t)15;
+        size_t begin, end;
+        at_split_range(n, omp_get_thread_num(), omp_get_num_threads(), &begin, &end);
         for (int k = 0; k < o->ntensors; k++) {
             const at_param_info *p = at_net_tensor(o->net, k);
             const size_t lo = AT_MAX(p->offset, begin), hi = AT_MIN(p->offset + p->size, end);

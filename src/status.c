@@ -81,6 +81,11 @@ int at_get_threads(void) {
     return thread_count;
 }
 
+void at_split_range(size_t n, int t, int T, size_t *lo, size_t *hi) {
+    *lo = t == 0 ? 0 : (n * (size_t)t / (size_t)T) & ~(size_t)15;
+    *hi = t == T - 1 ? n : (n * (size_t)(t + 1) / (size_t)T) & ~(size_t)15;
+}
+
 int at_rows_threads(int rows, size_t floats) {
     /* Below ~32k floats, waking a second thread costs more than it saves. */
     if (floats < 32768 || rows < 2) return 1;

@@ -207,18 +207,21 @@ static void test_mse(void) {
 
 /* ------------------------------------------------------------ optimizers */
 
-/* A network with 3*2 + 2 = 8 parameters whose values and gradients the tests set by hand. */
-static at_net *tiny_net(void) {
+/* One Linear(in, out) layer named fc: in*out + out parameters. */
+static at_net *linear_net(int in, int out) {
     at_layer_desc d;
     memset(&d, 0, sizeof d);
     d.kind = AT_LAYER_LINEAR;
-    d.out = 2;
+    d.out = out;
     snprintf(d.name, sizeof d.name, "fc");
     at_net *net = NULL;
-    CHECK_OK(at_net_create(&net, &d, 1, 3, 1, 1));
-    if (net) CHECK(at_net_num_params(net) == 8);
+    CHECK_OK(at_net_create(&net, &d, 1, in, 1, 1));
+    if (net) CHECK(at_net_num_params(net) == (size_t)in * out + out);
     return net;
 }
+
+/* A network with 3*2 + 2 = 8 parameters whose values and gradients the tests set by hand. */
+static at_net *tiny_net(void) { return linear_net(3, 2); }
 
 static const float W0[8] = {0.5f, -0.25f, 1.0f, 0.125f, -1.5f, 0.75f, 0.2f, -0.3f};
 static const float G1[8] = {0.1f, -0.2f, 0.3f, 0.0f, 0.5f, -0.05f, 1.0f, -0.7f};
@@ -460,13 +463,7 @@ static void test_invalid_configs(void) {
 /* Large buffers are updated by several threads in ranges: the result must not depend on how
  * many, for every update rule (the plain-momentum fast path and the general loop). */
 static void run_steps(const at_optim_config *c, int threads, float *w_out, size_t n) {
-    at_layer_desc d;
-    memset(&d, 0, sizeof d);
-    d.kind = AT_LAYER_LINEAR;
-    d.out = 200;
-    snprintf(d.name, sizeof d.name, "fc");
-    at_net *net = NULL;
-    CHECK_OK(at_net_create(&net, &d, 1, 300, 1, 1));
+    at_net *net = linear_net(300, 200);
     if (!net) return;
     CHECK(at_net_num_params(net) == n);
     at_set_threads(threads);
