@@ -89,14 +89,8 @@ static void start_point(at_adv_workspace *ws, const at_attack_config *a, const f
     if (a->random_start && a->norm == AT_NORM_LINF) {
         /* The draws in sample order (serial), the arithmetic split across threads. */
         at_rng_fill_uniform(&ws->rng, ws->x_adv, (size_t)n * D);
-        const float eps = a->eps;
 #pragma omp parallel for num_threads(at_rows_threads(n, (size_t)n * D)) schedule(static)
-        for (int i = 0; i < n; i++) {
-            const float *xi = x + (size_t)i * D;
-            float *v = ws->x_adv + (size_t)i * D;
-            for (int j = 0; j < D; j++) v[j] = xi[j] + eps * (2.0f * v[j] - 1.0f);
-            atk_project(a->norm, eps, xi, v, D);
-        }
+        for (int i = 0; i < n; i++) atk_linf_start(a->eps, x + (size_t)i * D, ws->x_adv + (size_t)i * D, D);
         return;
     }
     for (int i = 0; i < n; i++) {

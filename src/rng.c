@@ -31,11 +31,14 @@ static inline uint64_t next(at_rng *r) {
 
 uint64_t at_rng_next(at_rng *r) { return next(r); }
 
-float at_rng_uniform(at_rng *r) { return (float)(at_rng_next(r) >> 40) * (1.0f / 16777216.0f); }
+/* The top 24 bits as a float in [0, 1): one definition for both uniform functions. */
+static inline float uniform_of(uint64_t bits) { return (float)(bits >> 40) * (1.0f / 16777216.0f); }
+
+float at_rng_uniform(at_rng *r) { return uniform_of(next(r)); }
 
 void at_rng_fill_uniform(at_rng *r, float *out, size_t n) {
     at_rng local = *r; /* the state in registers for the whole loop, not reloaded per draw */
-    for (size_t i = 0; i < n; i++) out[i] = (float)(next(&local) >> 40) * (1.0f / 16777216.0f);
+    for (size_t i = 0; i < n; i++) out[i] = uniform_of(next(&local));
     *r = local;
 }
 

@@ -66,6 +66,9 @@ at_status atk_loss_grad(atk_batch *b, at_attack_loss loss, bool targeted, const 
 /* ---- projections */
 /* Projects v (D floats) onto the eps-ball around x in the norm, then onto [0,1]. */
 void atk_project(at_attack_norm norm, float eps, const float *x, float *v, int D);
+/* The L-inf random start from D uniforms in [0,1) already in v: v = x + eps * (2u - 1), then
+ * atk_project. Callers draw the uniforms (at_rng_fill_uniform) from whichever generator. */
+void atk_linf_start(float eps, const float *x, float *v, int D);
 /* v += step * (sign(g) under L-inf, g/||g|| under L2), then atk_project. */
 void atk_ascent_step(at_attack_norm norm, float step, float eps, const float *x, float *v,
                      const float *g, int D);

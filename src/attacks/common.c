@@ -336,6 +336,11 @@ void atk_project(at_attack_norm norm, float eps, const float *x, float *v, int D
     for (int i = 0; i < D; i++) v[i] = clamp01(v[i]);
 }
 
+void atk_linf_start(float eps, const float *x, float *v, int D) {
+    for (int i = 0; i < D; i++) v[i] = x[i] + eps * (2.0f * v[i] - 1.0f);
+    atk_project(AT_NORM_LINF, eps, x, v, D);
+}
+
 int atk_compact(int m, const uint8_t *keep, const atk_rows *rows, int nrows) {
     int w = 0;
     for (int r = 0; r < m; r++) {

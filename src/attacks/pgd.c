@@ -19,13 +19,14 @@ static void random_start(atk_batch *b, const at_attack_config *cfg, int j) {
     const float *x = b->xs + (size_t)j * D;
     float *v = b->xa + (size_t)j * D;
     if (cfg->norm == AT_NORM_LINF) {
-        for (int k = 0; k < D; k++) v[k] = x[k] + cfg->eps * (2.0f * at_rng_uniform(r) - 1.0f);
-    } else {
-        for (int k = 0; k < D; k++) v[k] = at_rng_normal(r);
-        double nrm = atk_l2(v, D);
-        float scale = (float)(cfg->eps * at_rng_uniform(r) / (nrm + 1e-12));
-        for (int k = 0; k < D; k++) v[k] = x[k] + scale * v[k];
+        at_rng_fill_uniform(r, v, (size_t)D);
+        atk_linf_start(cfg->eps, x, v, D);
+        return;
     }
+    for (int k = 0; k < D; k++) v[k] = at_rng_normal(r);
+    double nrm = atk_l2(v, D);
+    float scale = (float)(cfg->eps * at_rng_uniform(r) / (nrm + 1e-12));
+    for (int k = 0; k < D; k++) v[k] = x[k] + scale * v[k];
     atk_project(cfg->norm, cfg->eps, x, v, D);
 }
 
