@@ -164,6 +164,81 @@ static void micro_kernel(int kc, const float *ap, const float *bp, int bstride, 
 /* Packing buffers, one pair per thread, allocated on first use and kept. */
 static _Thread_local float *packed_a, *packed_b;
 
+/* C = A B^T + beta C for a short A (at most 2 VL rows) and a long B, both contiguous along k: a
+ * convolution's weight gradient, dW (out channels x taps) = dY (out channels x pixels) times the
+ * column matrix (taps x pixels) transposed. The packed path would transpose the big column matrix
+ * into panels; here C^T = B A^T is computed instead, with B's rows read in place and broadcast
+ * and only the short A transposed (into packed_a). Every element of C is the same chain of
+ * multiply-adds per KC block as in micro_kernel, added to C the same way (alpha 1, beta 0 or 1:
+ * one rounding), so both paths give the same bits. */
+static bool short_a_applies(bool trans_a, bool trans_b, int m, float alpha, float beta) {
+    return !trans_a && trans_b && m <= 2 * VL && alpha == 1.0f && (beta == 0.0f || beta == 1.0f);
+}
+
+/* Adds the MR x (2 VL) register tile acc (acc[r] holds C[0..m)[j0 + r]) to C's rows, eight
+ * columns at a time through transpose8 when the tile is whole, else one float at a time. */
+static void add_transposed_tile(vec acc[MR][2], int nv, int m, int rows, float beta, float *c,
+                                int ldc, int j0) {
+    float tile[MR][2 * VL];
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < nv; v++) store_vec(tile[r] + v * VL, acc[r][v]);
+    if (MR == 8 && rows == 8) {
+        for (int i0 = 0; i0 < m; i0 += 8) {
+            f8 in[8], out[8];
+            for (int r = 0; r < 8; r++) in[r] = load8(tile[r] + i0);
+            transpose8(in, out);
+            for (int q = 0; q < 8 && i0 + q < m; q++) {
+                float *row = c + (size_t)(i0 + q) * ldc + j0;
+                store8(row, beta != 0.0f ? out[q] + load8(row) : out[q]);
+            }
+        }
+        return;
+    }
+    for (int i = 0; i < m; i++)
+        for (int r = 0; r < rows; r++) {
+            float *x = c + (size_t)i * ldc + j0 + r;
+            *x = beta != 0.0f ? tile[r][i] + *x : tile[r][i];
+        }
+}
+
+static void gemm_short_a(int m, int n, int k, const float *a, int lda, const float *b, int ldb,
+                         float beta, float *c, int ldc) {
+    const int nv = (m + VL - 1) / VL, pitch = nv * VL;
+    for (int p0 = 0; p0 < k; p0 += KC) {
+        const int kc = AT_MIN(KC, k - p0);
+        const float beta_eff = p0 == 0 ? beta : 1.0f;
+        for (int i0 = 0; i0 < pitch; i0 += 8) { /* A^T: packed_a[p * pitch + i] */
+            const int rows = AT_MAX(0, AT_MIN(8, m - i0));
+            pack_transposed8(rows > 0 ? a + (size_t)i0 * lda + p0 : a, (size_t)lda, rows, kc,
+                             packed_a + i0, pitch);
+        }
+        for (int j0 = 0; j0 < n; j0 += MR) {
+            const int rows = AT_MIN(MR, n - j0);
+            const float *brow[MR]; /* rows past n repeat the last one; their sums are dropped */
+            for (int r = 0; r < MR; r++) brow[r] = b + (size_t)(j0 + AT_MIN(r, rows - 1)) * ldb + p0;
+            vec acc[MR][2];
+            for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = (vec){0};
+            const float *at = packed_a;
+            if (nv == 2) {
+                for (int p = 0; p < kc; p++, at += pitch) {
+                    const vec a0 = load_vec(at), a1 = load_vec(at + VL);
+                    for (int r = 0; r < MR; r++) {
+                        const float bv = brow[r][p];
+                        acc[r][0] += bv * a0;
+                        acc[r][1] += bv * a1;
+                    }
+                }
+            } else {
+                for (int p = 0; p < kc; p++, at += pitch) {
+                    const vec a0 = load_vec(at);
+                    for (int r = 0; r < MR; r++) acc[r][0] += brow[r][p] * a0;
+                }
+            }
+            add_transposed_tile(acc, nv, m, rows, beta_eff, c, ldc, j0);
+        }
+    }
+}
+
 void at_gemm_own(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a,
                  int lda, const float *b, int ldb, float beta, float *c, int ldc) {
     if (m <= 0 || n <= 0) return;
@@ -185,6 +260,10 @@ void at_gemm_own(bool trans_a, bool trans_b, int m, int n, int k, float alpha, c
             at_gemm_blas(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
             return;
         }
+    }
+    if (short_a_applies(trans_a, trans_b, m, alpha, beta)) {
+        gemm_short_a(m, n, k, a, lda, b, ldb, beta, c, ldc);
+        return;
     }
     for (int j0 = 0; j0 < n; j0 += NC) {
         int nc = AT_MIN(NC, n - j0);
