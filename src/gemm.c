@@ -163,6 +163,7 @@ static void micro_kernel(int kc, const float *ap, const float *bp, int bstride, 
 
 /* Packing buffers, one pair per thread, allocated on first use and kept. */
 static _Thread_local float *packed_a, *packed_b;
+enum { SHORT_A_MAX = 256 };
 
 /* C = A B^T + beta C for a short A (at most 2 VL rows) and a long B, both contiguous along k: a
  * convolution's weight gradient, dW (out channels x taps) = dY (out channels x pixels) times the
@@ -172,7 +173,7 @@ static _Thread_local float *packed_a, *packed_b;
  * multiply-adds per KC block as in micro_kernel, added to C the same way (alpha 1, beta 0 or 1:
  * one rounding), so both paths give the same bits. */
 static bool short_a_applies(bool trans_a, bool trans_b, int m, float alpha, float beta) {
-    return !trans_a && trans_b && m <= 2 * VL && alpha == 1.0f && (beta == 0.0f || beta == 1.0f);
+    return !trans_a && trans_b && m <= SHORT_A_MAX && alpha == 1.0f && (beta == 0.0f || beta == 1.0f);
 }
 
 /* Adds the MR x (2 VL) register tile acc (acc[r] holds C[0..m)[j0 + r]) to C's rows, eight
@@ -201,8 +202,19 @@ static void add_transposed_tile(vec acc[MR][2], int nv, int m, int rows, float b
         }
 }
 
+static void gemm_short_a_group(int m, int n, int k, const float *a, int lda, const float *b,
+                               int ldb, float beta, float *c, int ldc);
+
+/* A in groups of 2 VL rows: B is streamed once per group. */
 static void gemm_short_a(int m, int n, int k, const float *a, int lda, const float *b, int ldb,
                          float beta, float *c, int ldc) {
+    for (int i0 = 0; i0 < m; i0 += 2 * VL)
+        gemm_short_a_group(AT_MIN(2 * VL, m - i0), n, k, a + (size_t)i0 * lda, lda, b, ldb, beta,
+                           c + (size_t)i0 * ldc, ldc);
+}
+
+static void gemm_short_a_group(int m, int n, int k, const float *a, int lda, const float *b,
+                               int ldb, float beta, float *c, int ldc) {
     const int nv = (m + VL - 1) / VL, pitch = nv * VL;
     for (int p0 = 0; p0 < k; p0 += KC) {
         const int kc = AT_MIN(KC, k - p0);
