@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <string.h>
 
-enum { KEPT_GAP = 16 }; /* spare floats after each thread's part of a kept buffer */
 
 struct at_net {
     char *spec;
@@ -308,8 +307,7 @@ at_status at_net_reserve(at_net *net, int max_batch) {
     for (int l = 0; ok && l < net->nlayers; l++) {
         const size_t per_sample = net->layers[l].kept_per_sample;
         if (per_sample)
-            ok = (net->kept[l] = at_alloc_floats((size_t)max_batch * per_sample + KEPT_GAP * (size_t)threads,
-                                                 "kept columns")) != NULL;
+            ok = (net->kept[l] = at_alloc_floats((size_t)max_batch * per_sample, "kept rows")) != NULL;
     }
     for (int t = 0; ok && t < threads; t++) {
         ok = (net->work[t] = at_alloc_floats(work, "workspace")) != NULL;
@@ -361,12 +359,10 @@ static at_ctx make_ctx(const at_net *net, int t, int first) {
     return ctx;
 }
 
-/* Layer l's kept values for thread t's chunk, which starts at sample `first` (NULL if it keeps
- * none). Each chunk is followed by KEPT_GAP spare floats: conv2d.c's block copies may write a
- * few floats past their last sample, which must not land on the next thread's chunk. */
-static float *kept_part(const at_net *net, int l, int t, int first) {
+/* Layer l's kept values for the chunk that starts at sample `first` (NULL if it keeps none). */
+static float *kept_part(const at_net *net, int l, int first) {
     if (!net->kept[l]) return NULL;
-    return net->kept[l] + (size_t)first * net->layers[l].kept_per_sample + (size_t)t * KEPT_GAP;
+    return net->kept[l] + (size_t)first * net->layers[l].kept_per_sample;
 }
 
 at_status at_net_forward(at_net *net, const float *x, int n, const float **logits) {
@@ -391,7 +387,7 @@ at_status at_net_forward(at_net *net, const float *x, int n, const float **logit
             if (L->fused) continue;
             /* Only a training forward keeps: attack and evaluation passes need no weight
              * gradient, and writing the kept buffer would cost them time. */
-            ctx.kept = net->training ? kept_part(net, l, t, begin) : NULL;
+            ctx.kept = net->training ? kept_part(net, l, begin) : NULL;
             const float *in = input_of(net, l) + (size_t)begin * L->in_size;
             float *out = output_of(net, l) + (size_t)begin * L->out_size;
             at_layer_ops_for(L->d.kind)->forward(L, &ctx, in, out, end - begin);
@@ -438,7 +434,7 @@ at_status at_net_backward(at_net *net, const float *dlogits, int flags, float *d
             bool below_needs = l > 0 || input;
             bool need_params = params && L->w_count > 0;
             if (!below_needs && !need_params) break;
-            ctx.kept = net->kept_valid ? kept_part(net, l, t, begin) : NULL;
+            ctx.kept = net->kept_valid ? kept_part(net, l, begin) : NULL;
             at_layer_ops_for(L->d.kind)->backward(
                 L, &ctx, input_of(net, l) + (size_t)begin * L->in_size,
                 output_of(net, l) + (size_t)begin * L->out_size, dy, d_in, end - begin, need_params);

@@ -759,12 +759,11 @@ static void test_training_determinism(void) {
     at_set_threads(2);
 }
 
-/* A training forward keeps the conv columns for the weight gradient; an evaluation forward
+/* A training forward keeps the conv rows (im2row) for the weight gradient; an evaluation forward
  * does not, and backward rebuilds them. Both must give the same gradients, bit for bit: with
- * several im2col blocks per chunk, an odd batch, one and two threads. */
+ * several blocks per chunk, an odd batch, one and two threads (each thread's chunk at its own
+ * offset of the kept buffer), kernels 3, 4 and 5 (inlined copies) with and without padding. */
 static void test_kept_columns(void) {
-    /* The third has no padding: the block copies at the end of a thread's last block write
-     * real input values past it, which must not land on the next thread's kept columns. */
     const char *specs[] = {"smallcnn", "conv:8:3:2:1,relu,conv:6:5:3,flatten,linear:4",
                            "conv:8:4:2,relu,conv:4:3:1,flatten,linear:4"};
     for (int k = 0; k < 3; k++)
@@ -789,7 +788,7 @@ static void test_kept_columns(void) {
                 memcpy(g[pass], at_net_grads(net), sizeof(float) * np);
             }
             CHECK_MSG(memcmp(g[0], g[1], sizeof(float) * np) == 0,
-                      "%s, %d threads: weight gradients from kept and rebuilt columns differ", specs[k], threads);
+                      "%s, %d threads: weight gradients from kept and rebuilt rows differ", specs[k], threads);
             CHECK_MSG(memcmp(dx[0], dx[1], sizeof(float) * n * D) == 0,
                       "%s, %d threads: input gradients differ", specs[k], threads);
             free(x);

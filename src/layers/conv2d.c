@@ -1,18 +1,20 @@
-/* Conv2d as im2col over the whole chunk plus one GEMM.
+/* Conv2d as one GEMM per block of samples over the column matrix, stored as rows.
  *
- * The column matrix is (C*K*K) x (n*OH*OW): one row per kernel tap, one column per output pixel
- * of every sample of a block, so one GEMM with the (OC x C*K*K) weight covers the block. Its
- * result is channel-major (OC x n*OH*OW) and is permuted back to NCHW. Blocks are sized so the
- * columns stay in cache (block_samples). A training-mode forward builds them in the layer's kept
- * buffer (ctx->kept), where the weight gradient reads them back; other passes (attacks,
- * evaluation) build them in scratch, and a backward without kept columns rebuilds them.
- * Small stride-1 layers, where building and permuting columns costs more than the multiply,
- * take the direct path of conv2d_direct.c instead.
+ * im2row writes one row of C*K*K taps per output pixel (n*OH*OW rows for a block of n samples).
+ * The forward product is W (OC x taps) times the rows transposed: gemm.c's short-A path reads the
+ * rows in place and transposes only the small weight. The weight gradient is dY (OC x pixels)
+ * times the rows, read in place as a plain B. The result of the forward is channel-major
+ * (OC x pixels) and is permuted back to NCHW with the bias (and a fused ReLU). A training-mode
+ * forward builds the rows in the layer's kept buffer (ctx->kept), where the weight gradient
+ * reads them back; other passes (attacks, evaluation) build them in scratch, and a backward
+ * without kept rows rebuilds them. Blocks are sized so the rows stay in cache (block_samples).
+ * Small stride-1 layers, where building rows costs more than the multiply, take the direct path
+ * of conv2d_direct.c instead.
  *
- * A column row copies, for each output row, OW input values at the layer's stride. Rows are
- * short (7 and 14 in smallcnn): copied a float or a memcpy at a time, with the bounds worked out
- * per row, they took as long as the GEMMs. copy_rows and add_rows work out the valid rows and
- * columns once per tap and move eight values per instruction (stride 2: one shuffle). */
+ * The input gradient goes the other way: W^T dY gives one gradient row per tap (taps x pixels),
+ * and col2im adds each back to the input pixel it came from. Rows are short (7 and 14 in
+ * smallcnn): add_rows works out the valid rows and columns once per tap and adds eight values
+ * per instruction (stride 2: one shuffle). */
 #include "layer.h"
 
 #include "conv2d_direct.h"
@@ -43,9 +45,11 @@ static at_status conv_setup(at_layer *L) {
     return AT_OK;
 }
 
-/* Samples per im2col block. Building the columns for a whole chunk at once writes a matrix
- * C*K*K times larger than the input and reads it back from memory; blocks of a few samples keep
- * it in cache, with enough output pixels per block for an efficient GEMM. */
+/* Samples per block. Building the rows for a whole chunk at once writes a matrix C*K*K times
+ * larger than the input and reads it back from memory; blocks of a few samples keep it in cache,
+ * with enough output pixels per block for an efficient GEMM. The block size also fixes the order
+ * in which the weight gradient is summed (one product per block): changing it changes results
+ * in the last bits. */
 static int block_samples(const at_layer *L, int n) {
     const size_t area = (size_t)L->out_h * L->out_w;
     const size_t taps = (size_t)L->in_c * L->d.kernel * L->d.kernel;
@@ -56,16 +60,67 @@ static int block_samples(const at_layer *L, int n) {
     return (int)(b < (size_t)n ? b : (size_t)n);
 }
 
-/* Floats a stride-2 row copy may write past its end; the column buffer keeps this many spare. */
+/* Floats col2im's blocks of eight may read past the last gradient row; the buffer keeps this
+ * many spare. */
 enum { ROW_SPILL = 8 };
 
-/* Scratch for one block: the columns, then the channel-major GEMM output (forward) or output
- * gradient (backward). */
+/* Scratch for one block: the rows (forward) or the tap gradients (backward), then the
+ * channel-major GEMM output (forward) or output gradient (backward), then one padded sample. */
 static size_t conv_workspace(const at_layer *L, int n) {
     if (at_conv2d_direct_applies(L)) return at_conv2d_direct_workspace(L);
     size_t pixels = (size_t)block_samples(L, n) * L->out_h * L->out_w;
     size_t taps = (size_t)L->in_c * L->d.kernel * L->d.kernel;
-    return taps * pixels + ROW_SPILL + (size_t)L->out_c * pixels;
+    const size_t padded = (size_t)L->in_c * (L->in_h + 2 * L->d.pad) * (L->in_w + 2 * L->d.pad);
+    return taps * pixels + ROW_SPILL + (size_t)L->out_c * pixels + padded;
+}
+
+/* One pixel's row: for each channel, K kernel rows of K consecutive values from the window at
+ * its top-left tap. Inlined with K a constant (3, 4, 5): fixed-size copies, no calls. */
+static inline __attribute__((always_inline)) float *pixel_row(float *dst, const float *window,
+                                                              int C, size_t plane, int Wp, int K) {
+    for (int c = 0; c < C; c++, window += plane)
+        for (int ki = 0; ki < K; ki++, dst += K) memcpy(dst, window + (size_t)ki * Wp, sizeof(float) * K);
+    return dst;
+}
+
+/* The column matrix as rows: one row of C*K*K taps per output pixel, pixels sample by sample
+ * (n*OH*OW rows), the layout in which both the forward product (weights times rows transposed)
+ * and the weight gradient (dY times rows) read it in place. Each sample is first copied into
+ * `padded` with its zero border, so that a tap row (c, ki) of a pixel is always K consecutive
+ * values of one padded row: K copies per pixel and channel, no bounds tests. */
+static void im2row(const at_layer *L, const float *x, int n, float *rows, float *padded) {
+    const int C = L->in_c, H = L->in_h, W = L->in_w, K = L->d.kernel, S = L->d.stride,
+              P = L->d.pad, OH = L->out_h, OW = L->out_w;
+    const int Hp = H + 2 * P, Wp = W + 2 * P;
+    const size_t plane = (size_t)Hp * Wp, sample_in = (size_t)C * H * W;
+    if (P > 0) memset(padded, 0, sizeof(float) * C * plane); /* borders stay zero */
+    float *dst = rows;
+    for (int s = 0; s < n; s++) {
+        const float *src = x + s * sample_in;
+        if (P > 0) {
+            for (int c = 0; c < C; c++)
+                for (int h = 0; h < H; h++) {
+                    float *to = padded + c * plane + (size_t)(h + P) * Wp + P;
+                    const float *from = src + ((size_t)c * H + h) * W;
+                    for (int w = 0; w < W; w++) to[w] = from[w];
+                }
+            src = padded;
+        }
+        for (int oh = 0; oh < OH; oh++)
+            for (int ow = 0; ow < OW; ow++) {
+                const float *window = src + (size_t)oh * S * Wp + (size_t)ow * S;
+                switch (K) {
+                case 3: dst = pixel_row(dst, window, C, plane, Wp, 3); break;
+                case 4: dst = pixel_row(dst, window, C, plane, Wp, 4); break;
+                case 5: dst = pixel_row(dst, window, C, plane, Wp, 5); break;
+                default:
+                    for (int c = 0; c < C; c++)
+                        for (int ki = 0; ki < K; ki++, dst += K)
+                            for (int kj = 0; kj < K; kj++)
+                                dst[kj] = window[c * plane + (size_t)ki * Wp + kj];
+                }
+            }
+    }
 }
 
 /* Output columns [lo, hi) that kernel column kj reads inside the input row; outside is padding.
@@ -85,13 +140,6 @@ static inline i8 lanes_between(int lo, int hi) {
 }
 static inline f8 masked(f8 v, i8 mask) { return (f8)((i8)v & mask); }
 
-/* Eight values src[S*i] for stride 1 or 2 (stride 2: two loads and one shuffle); reads
- * 8*S floats from src. */
-static inline f8 gather8(const float *src, int S) {
-    const i8 evens = {0, 2, 4, 6, 8, 10, 12, 14};
-    return S == 2 ? __builtin_shuffle(load8(src), load8(src + 8), evens) : load8(src);
-}
-
 /* dst[S*i] += v[i] for stride 1 or 2; with stride 2 the odd positions in between get + 0, which
  * changes no value. Updates 8*S floats from dst. */
 static inline void add8(float *dst, f8 v, int S) {
@@ -102,34 +150,6 @@ static inline void add8(float *dst, f8 v, int S) {
         store8(dst + 8, load8(dst + 8) + __builtin_shuffle(v, zero, high));
     } else {
         store8(dst, load8(dst) + v);
-    }
-}
-
-/* count zeros, eight at a time: like the row copies, it may write up to 7 floats past the end.
- * (A memset call per padding run costs more than the run: most are 0 to 14 floats.) */
-static void zero_floats(float *p, size_t count) {
-    for (size_t i = 0; i < count; i += 8) store8(p + i, (f8){0});
-}
-
-/* Rows of one tap of the column matrix: `rows` rows of pitch OW, each zeros at [0, lo), then
- * src[r*src_pitch + S*i] at lo + i for i < hi - lo, then zeros at [hi, OW).
- *
- * Strides 1 and 2 copy in blocks of eight values (stride 2: two loads and one shuffle). The last
- * block of a row writes up to 7 floats past hi: rows go in increasing address order and each
- * row's trailing zeros come after its values, so whatever spilled is overwritten later, by this
- * call or by the caller's later writes; the last row of the matrix spills into its ROW_SPILL
- * spare floats. Blocks are used only when the last row's reads stay before src_end. */
-static void copy_rows(float *dst, const float *src, size_t src_pitch, int rows, int lo, int hi,
-                      int OW, int S, const float *src_end) {
-    const int count = hi - lo, span = (count + 7) / 8 * 8 * S;
-    const bool blocks = (S == 1 || S == 2) && src + (size_t)(rows - 1) * src_pitch + span <= src_end;
-    for (int r = 0; r < rows; r++, dst += OW, src += src_pitch) {
-        for (int i = 0; i < lo; i++) dst[i] = 0.0f;
-        if (blocks)
-            for (int i = 0; i < count; i += 8) store8(dst + lo + i, gather8(src + S * i, S));
-        else
-            for (int i = 0; i < count; i++) dst[lo + i] = src[(size_t)i * S];
-        for (int i = hi; i < OW; i++) dst[i] = 0.0f;
     }
 }
 
@@ -149,68 +169,6 @@ static void add_rows(float *dst, size_t dst_pitch, const float *src, int rows, i
         else
             for (int i = 0; i < count; i++) dst[(size_t)i * S] += src[lo + i];
     }
-}
-
-/* One tap's column row for n samples when output rows have at most eight columns (OW <= 8) and
- * the stride is 1 or 2: each output row is one block, read from lo*S floats before the row's
- * first value, with the lanes outside [lo, hi) (the padding columns) zeroed: one load (two with
- * stride 2), a mask and one store per row, in one tight loop over the tap's samples and rows (its
- * bookkeeping costs more than its 49 values otherwise). Padding rows go before and after each
- * sample's rows, eight at a time; every spill lands on a later row. first: sample 0's first
- * valid row, at column 0 (which may be padding: the caller checks that every read is inside x). */
-static void copy_tap_short_rows(float *row, const float *first, size_t sample_in, int n, int OH,
-                                int OW, int oh_lo, int oh_hi, int lo, int hi, int S, int W) {
-    const i8 keep = lanes_between(lo, hi);
-    const size_t sample_out = (size_t)OH * OW, src_pitch = (size_t)S * W;
-    const int rows = oh_hi - oh_lo;
-    for (int s = 0; s < n; s++) {
-        float *dst = row + s * sample_out;
-        const float *src = first + s * sample_in;
-        zero_floats(dst, (size_t)oh_lo * OW);
-        dst += (size_t)oh_lo * OW;
-        for (int r = 0; r < rows; r++, dst += OW, src += src_pitch)
-            store8(dst, masked(gather8(src, S), keep));
-        zero_floats(dst, (size_t)(OH - oh_hi) * OW);
-    }
-}
-
-static void im2col(const at_layer *L, const float *x, int n, float *col) {
-    const int C = L->in_c, H = L->in_h, W = L->in_w, K = L->d.kernel, S = L->d.stride,
-              P = L->d.pad, OH = L->out_h, OW = L->out_w;
-    const size_t pixels = (size_t)n * OH * OW, sample_in = (size_t)C * H * W;
-    const float *x_end = x + (size_t)n * sample_in;
-    for (int c = 0; c < C; c++)
-        for (int ki = 0; ki < K; ki++)
-            for (int kj = 0; kj < K; kj++) {
-                float *row = col + ((size_t)(c * K + ki) * K + kj) * pixels;
-                int lo, hi, oh_lo, oh_hi;
-                valid_range(OW, W, S, P, kj, &lo, &hi);
-                valid_range(OH, H, S, P, ki, &oh_lo, &oh_hi);
-                if (lo == hi) oh_lo = oh_hi = 0; /* the tap reads only padding: all zeros */
-                /* Sample 0's first valid row: where it starts in x, its first value read, and
-                 * where output column 0 reads (before the row when that column is padding;
-                 * offsets, not pointers, since it may lie before x). */
-                const ptrdiff_t row0 = (ptrdiff_t)c * H * W + (ptrdiff_t)(oh_lo * S - P + ki) * W;
-                const float *first = oh_lo < oh_hi ? x + row0 + lo * S - P + kj : x;
-                const ptrdiff_t column0 = row0 - P + kj, last_read = column0 +
-                    (ptrdiff_t)((n - 1) * sample_in + (size_t)(oh_hi - oh_lo - 1) * S * W + 8 * S);
-                if (oh_lo < oh_hi && OW <= 8 && (S == 1 || S == 2) && column0 >= 0 &&
-                    last_read <= x_end - x) {
-                    copy_tap_short_rows(row, x + column0, sample_in, n, OH, OW, oh_lo, oh_hi, lo,
-                                        hi, S, W);
-                    continue;
-                }
-                for (int s = 0; s < n; s++) {
-                    float *dst = row + (size_t)s * OH * OW;
-                    /* Padding rows: those above before the copied rows, those below after
-                     * them, each written over what spilled onto it. */
-                    zero_floats(dst, (size_t)oh_lo * OW);
-                    if (oh_lo < oh_hi)
-                        copy_rows(dst + (size_t)oh_lo * OW, first + s * sample_in, (size_t)S * W,
-                                  oh_hi - oh_lo, lo, hi, OW, S, x_end);
-                    zero_floats(dst + (size_t)oh_hi * OW, (size_t)(OH - oh_hi) * OW);
-                }
-            }
 }
 
 /* The way back for one tap of n samples whose valid rows have at most eight values (stride 1
@@ -269,16 +227,17 @@ static void conv_forward(const at_layer *L, const at_ctx *ctx, const float *x, f
     const int block = block_samples(L, n);
     const float *Wt = ctx->params + L->w_off, *b = ctx->params + L->b_off;
     float *out = ctx->work + (size_t)taps * block * area + ROW_SPILL;
+    float *padded = out + (size_t)OC * block * area;
     for (int s0 = 0; s0 < n; s0 += block) {
         const int m = AT_MIN(block, n - s0);
         const size_t pixels = (size_t)m * area;
-        /* A training forward builds the columns where backward will find them. */
-        float *col = ctx->kept ? ctx->kept + (size_t)s0 * taps * area : ctx->work;
-        im2col(L, x + (size_t)s0 * L->in_size, m, col);
+        /* A training forward builds the rows where backward will find them. */
+        float *rows = ctx->kept ? ctx->kept + (size_t)s0 * taps * area : ctx->work;
+        im2row(L, x + (size_t)s0 * L->in_size, m, rows, padded);
         /* One sample's GEMM output is already NCHW: write it in place. */
         float *dst0 = y + (size_t)s0 * OC * area;
         float *res = m == 1 ? dst0 : out;
-        at_gemm(false, false, OC, (int)pixels, taps, 1.0f, Wt, taps, col, (int)pixels, 0.0f, res,
+        at_gemm(false, true, OC, (int)pixels, taps, 1.0f, Wt, taps, rows, taps, 0.0f, res,
                 (int)pixels);
         for (int s = 0; s < m; s++)
             for (int o = 0; o < OC; o++) {
@@ -304,6 +263,7 @@ static void conv_backward(const at_layer *L, const at_ctx *ctx, const float *x, 
     const float *Wt = ctx->params + L->w_off;
     float *dW = ctx->grads + L->w_off, *db = ctx->grads + L->b_off;
     float *col = ctx->work, *dyc_buf = ctx->work + (size_t)taps * block * area + ROW_SPILL;
+    float *padded = dyc_buf + (size_t)OC * block * area;
     for (int s0 = 0; s0 < n; s0 += block) {
         const int m = AT_MIN(block, n - s0);
         const size_t pixels = (size_t)m * area;
@@ -324,13 +284,13 @@ static void conv_backward(const at_layer *L, const at_ctx *ctx, const float *x, 
             dyc = dyc_buf;
         }
         if (param_grads) {
-            const float *cols = col;
+            const float *rows = col;
             if (ctx->kept)
-                cols = ctx->kept + (size_t)s0 * taps * area;
+                rows = ctx->kept + (size_t)s0 * taps * area;
             else
-                im2col(L, x + (size_t)s0 * L->in_size, m, col);
-            at_gemm(false, true, OC, taps, (int)pixels, 1.0f, dyc, (int)pixels, cols, (int)pixels,
-                    1.0f, dW, taps);
+                im2row(L, x + (size_t)s0 * L->in_size, m, col, padded);
+            at_gemm(false, false, OC, taps, (int)pixels, 1.0f, dyc, (int)pixels, rows, taps, 1.0f,
+                    dW, taps);
             for (int o = 0; o < OC; o++) db[o] += sum_floats(dyc + (size_t)o * pixels, pixels);
         }
         if (dx) {
