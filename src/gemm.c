@@ -69,6 +69,9 @@ static void pack_a(bool trans, const float *a, int lda, int i0, int mc, int p0, 
         int rows = AT_MIN(MR, mc - ir);
         if (!trans && MR == 8) {
             pack_transposed8(a + (size_t)(i0 + ir) * lda + p0, (size_t)lda, rows, kc, dst, MR);
+        } else if (trans && rows == MR) { /* one fixed-size copy per k */
+            for (int p = 0; p < kc; p++)
+                memcpy(dst + p * MR, a + (size_t)(p0 + p) * lda + i0 + ir, sizeof(float) * MR);
         } else if (trans) {
             for (int p = 0; p < kc; p++) {
                 const float *src = a + (size_t)(p0 + p) * lda + i0 + ir;

@@ -15,6 +15,7 @@ enum { VL = 4 };
 #endif
 
 typedef float vec __attribute__((vector_size(VL * sizeof(float))));
+typedef int ivec __attribute__((vector_size(VL * sizeof(int)))); /* a comparison's lanes */
 
 static inline vec load_vec(const float *p) {
     vec v;

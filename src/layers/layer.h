@@ -6,6 +6,7 @@
 #ifndef ADVTRAIN_LAYER_H
 #define ADVTRAIN_LAYER_H
 #include "internal.h"
+#include "../vec.h"
 
 typedef struct at_layer {
     at_layer_desc d;
@@ -61,7 +62,13 @@ extern const at_layer_ops at_linear_ops, at_conv2d_ops, at_maxpool2d_ops, at_avg
  * output: both are positive at the same places. */
 static inline float at_relu(float v) { return v > 0.0f ? v : 0.0f; }
 static inline void at_relu_grad(float *dx, const float *dy, const float *gate, size_t count) {
-    for (size_t i = 0; i < count; i++) dx[i] = gate[i] > 0.0f ? dy[i] : 0.0f;
+    size_t i = 0;
+    /* dy's bits where the gate is positive, else +0: a compare and an AND per vector */
+    for (; i + VL <= count; i += VL) {
+        const ivec keep = load_vec(gate + i) > (vec){0};
+        store_vec(dx + i, (vec)((ivec)load_vec(dy + i) & keep));
+    }
+    for (; i < count; i++) dx[i] = gate[i] > 0.0f ? dy[i] : 0.0f;
 }
 
 /* Output size of a convolution or pooling window along one axis (floor mode, as PyTorch). */
