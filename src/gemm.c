@@ -124,44 +124,79 @@ static void pack_b(bool trans, const float *b, int ldb, int p0, int kc, int j0, 
     }
 }
 
-/* C[0..rows, 0..cols) = alpha * Ap Bp + beta_eff * C, tile MR x NR held in registers. */
-static void micro_kernel(int kc, const float *ap, const float *bp, int bstride, float alpha,
-                         float beta, float *c, int ldc, int rows, int cols) {
+/* C[0..rows, 0..cols) = alpha * Ap Bp + beta_eff * C, tile MR x (NV vectors) held in registers.
+ * NV is 2 (NR columns) or 1 for a panel of at most VL columns (smallcnn's conv1 weight gradient
+ * is 16 wide): half the multiply-adds of a padded full tile. Each element is the same chain of
+ * multiply-adds either way. */
+static inline __attribute__((always_inline)) void
+micro_tile(int nv, int kc, const float *ap, int a_pitch, const float *bp, int bstride, float alpha,
+           float beta, float *c, int ldc, int rows, int cols) {
     vec acc[MR][2];
     for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = (vec){0};
     for (int p = 0; p < kc; p++) {
-        vec b0 = load_vec(bp), b1 = load_vec(bp + VL);
+        const vec b0 = load_vec(bp), b1 = nv == 2 ? load_vec(bp + VL) : (vec){0};
         for (int r = 0; r < MR; r++) {
-            float av = ap[r];
+            /* packed panel (a_pitch 0) or A's rows read in place */
+            const float av = a_pitch ? ap[(size_t)AT_MIN(r, rows - 1) * a_pitch + p] : ap[(size_t)p * MR + r];
             acc[r][0] += av * b0;
-            acc[r][1] += av * b1;
+            if (nv == 2) acc[r][1] += av * b1;
         }
-        ap += MR;
         bp += bstride;
     }
-    if (rows == MR && cols == NR) {
+    if (rows == MR && cols == nv * VL) {
         for (int r = 0; r < MR; r++) {
             float *row = c + (size_t)r * ldc;
-            vec c0 = alpha * acc[r][0], c1 = alpha * acc[r][1];
-            if (beta != 0.0f) {
-                c0 += beta * load_vec(row);
-                c1 += beta * load_vec(row + VL);
+            for (int v = 0; v < nv; v++) {
+                vec cv = alpha * acc[r][v];
+                if (beta != 0.0f) cv += beta * load_vec(row + v * VL);
+                store_vec(row + v * VL, cv);
             }
-            store_vec(row, c0);
-            store_vec(row + VL, c1);
         }
         return;
     }
     float tile[MR][NR];
-    for (int r = 0; r < MR; r++) {
-        store_vec(tile[r], acc[r][0]);
-        store_vec(tile[r] + VL, acc[r][1]);
-    }
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < nv; v++) store_vec(tile[r] + v * VL, acc[r][v]);
     for (int r = 0; r < rows; r++)
         for (int j = 0; j < cols; j++) {
             float *x = c + (size_t)r * ldc + j;
             *x = alpha * tile[r][j] + (beta != 0.0f ? beta * *x : 0.0f);
         }
+}
+
+static void micro_kernel(int kc, const float *ap, const float *bp, int bstride, float alpha,
+                         float beta, float *c, int ldc, int rows, int cols) {
+    if (cols <= VL)
+        micro_tile(1, kc, ap, 0, bp, bstride, alpha, beta, c, ldc, rows, cols);
+    else
+        micro_tile(2, kc, ap, 0, bp, bstride, alpha, beta, c, ldc, rows, cols);
+}
+
+/* C = A B + beta C with a few rows of A, exactly one or two vectors of columns and a long k (a
+ * convolution's weight gradient dY times its rows when the layer has 16 or 32 taps, smallcnn's
+ * conv1): both operands are read in place, A's rows broadcast element by element, B's rows as
+ * vectors, where packing them would cost as much as the multiply. Same chains per KC block as
+ * the packed path, so the same bits. */
+static bool unpacked_applies(bool trans_a, bool trans_b, int m, int n, int k, float alpha) {
+    return !trans_a && !trans_b && m <= 4 * MR && (n == VL || n == 2 * VL) && k >= KC &&
+           alpha == 1.0f;
+}
+
+static void gemm_unpacked(int m, int n, int k, const float *a, int lda, const float *b, int ldb,
+                          float beta, float *c, int ldc) {
+    for (int p0 = 0; p0 < k; p0 += KC) {
+        const int kc = AT_MIN(KC, k - p0);
+        const float beta_eff = p0 == 0 ? beta : 1.0f;
+        for (int i0 = 0; i0 < m; i0 += MR) {
+            const int rows = AT_MIN(MR, m - i0);
+            const float *ap = a + (size_t)i0 * lda + p0, *bp = b + (size_t)p0 * ldb;
+            float *ct = c + (size_t)i0 * ldc;
+            if (n == VL)
+                micro_tile(1, kc, ap, lda, bp, ldb, 1.0f, beta_eff, ct, ldc, rows, n);
+            else
+                micro_tile(2, kc, ap, lda, bp, ldb, 1.0f, beta_eff, ct, ldc, rows, n);
+        }
+    }
 }
 
 /* Packing buffers, one pair per thread, allocated on first use and kept. */
@@ -175,8 +210,11 @@ enum { SHORT_A_MAX = 256 };
  * and only the short A transposed (into packed_a). Every element of C is the same chain of
  * multiply-adds per KC block as in micro_kernel, added to C the same way (alpha 1, beta 0 or 1:
  * one rounding), so both paths give the same bits. */
-static bool short_a_applies(bool trans_a, bool trans_b, int m, float alpha, float beta) {
-    return !trans_a && trans_b && m <= SHORT_A_MAX && alpha == 1.0f && (beta == 0.0f || beta == 1.0f);
+static bool short_a_applies(bool trans_a, bool trans_b, int m, int k, float alpha, float beta) {
+    /* With k < 32 the tile's transposed write-back outweighs its multiply-adds (smallcnn's conv1
+     * forward: 45 against 78 GFLOP/s packed; bench/gemm_shapes.c). */
+    return !trans_a && trans_b && m <= SHORT_A_MAX && k >= 32 && alpha == 1.0f &&
+           (beta == 0.0f || beta == 1.0f);
 }
 
 /* Adds the MR x (2 VL) register tile acc (acc[r] holds C[0..m)[j0 + r]) to C's rows, eight
@@ -276,7 +314,11 @@ void at_gemm_own(bool trans_a, bool trans_b, int m, int n, int k, float alpha, c
             return;
         }
     }
-    if (short_a_applies(trans_a, trans_b, m, alpha, beta)) {
+    if (unpacked_applies(trans_a, trans_b, m, n, k, alpha)) {
+        gemm_unpacked(m, n, k, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    if (short_a_applies(trans_a, trans_b, m, k, alpha, beta)) {
         gemm_short_a(m, n, k, a, lda, b, ldb, beta, c, ldc);
         return;
     }

@@ -67,24 +67,28 @@ static void check_shape(gemm_fn fn, const char *name, int m, int n, int k, at_rn
         }
 }
 
-/* A short A times a long B transposed (a convolution's weight gradient) takes its own path in
- * the own kernel (C^T = B A^T, B read in place); with alpha 1 and beta 0 or 1 it must give the
- * same bits as the packed path, reached here by passing A already transposed. */
-static void check_short_a_bits(int m, int n, int k, at_rng *rng) {
-    const int lda = k + 3, ldb = k + 5, ldc = n + 2;
+/* Two paths of the own kernel read A in place instead of packing it: the short-A path
+ * (C = A B^T, A short: C^T = B A^T, a convolution's forward and the linear layers') and the
+ * unpacked path (C = A B, few rows, one or two vectors of columns, long k: a small convolution's
+ * weight gradient). With alpha 1 and beta 0 or 1 both must give the same bits as the packed
+ * path, reached here by passing A already transposed. */
+static void check_path_bits(bool tb, int m, int n, int k, at_rng *rng) {
+    const int lda = k + 3, ldb = tb ? k + 5 : n + 5, ldc = n + 2;
+    const size_t bsz = tb ? (size_t)n * ldb : (size_t)k * ldb;
     float *a = malloc(sizeof(float) * (size_t)m * lda), *at = malloc(sizeof(float) * (size_t)k * m);
-    float *b = malloc(sizeof(float) * (size_t)n * ldb);
+    float *b = malloc(sizeof(float) * bsz);
     float *c1 = malloc(sizeof(float) * (size_t)m * ldc), *c2 = malloc(sizeof(float) * (size_t)m * ldc);
     for (size_t i = 0; i < (size_t)m * lda; i++) a[i] = at_rng_uniform(rng) - 0.5f;
     for (int i = 0; i < m; i++)
         for (int p = 0; p < k; p++) at[(size_t)p * m + i] = a[(size_t)i * lda + p];
-    for (size_t i = 0; i < (size_t)n * ldb; i++) b[i] = at_rng_uniform(rng) - 0.5f;
+    for (size_t i = 0; i < bsz; i++) b[i] = at_rng_uniform(rng) - 0.5f;
     for (int beta = 0; beta <= 1; beta++) {
         for (size_t i = 0; i < (size_t)m * ldc; i++) c1[i] = c2[i] = at_rng_uniform(rng) - 0.5f;
-        at_gemm_own(false, true, m, n, k, 1.0f, a, lda, b, ldb, (float)beta, c1, ldc);
-        at_gemm_own(true, true, m, n, k, 1.0f, at, m, b, ldb, (float)beta, c2, ldc);
+        at_gemm_own(false, tb, m, n, k, 1.0f, a, lda, b, ldb, (float)beta, c1, ldc);
+        at_gemm_own(true, tb, m, n, k, 1.0f, at, m, b, ldb, (float)beta, c2, ldc);
         CHECK_MSG(memcmp(c1, c2, sizeof(float) * (size_t)m * ldc) == 0,
-                  "short-A path %dx%dx%d beta=%d: bits differ from the packed path", m, n, k, beta);
+                  "%s %dx%dx%d beta=%d: bits differ from the packed path", tb ? "NT" : "NN", m, n, k,
+                  beta);
     }
     free(a);
     free(at);
@@ -102,10 +106,13 @@ int main(void) {
         check_shape(at_gemm_own, "own", shapes[i][0], shapes[i][1], shapes[i][2], &rng);
         check_shape(at_gemm, "at_gemm", shapes[i][0], shapes[i][1], shapes[i][2], &rng);
     }
-    /* smallcnn's weight gradients (conv2 per block, conv1), and ragged edges past KC */
-    const int short_a[][3] = {{32, 256, 245}, {16, 16, 1176}, {5, 13, 300}, {17, 9, 513}, {32, 7, 8}};
-    for (size_t i = 0; i < sizeof short_a / sizeof *short_a; i++)
-        check_short_a_bits(short_a[i][0], short_a[i][1], short_a[i][2], &rng);
+    /* smallcnn's products (convolution forwards, fc1 forward, conv1's weight gradient), ragged
+     * edges past the block length of k, more rows than one group */
+    const int nt[][3] = {{32, 245, 256}, {16, 1176, 16}, {64, 100, 1568}, {5, 13, 300}, {17, 9, 513},
+                         {32, 7, 40}, {70, 33, 97}};
+    for (size_t i = 0; i < sizeof nt / sizeof *nt; i++) check_path_bits(true, nt[i][0], nt[i][1], nt[i][2], &rng);
+    const int nn[][3] = {{16, 16, 1176}, {7, 16, 300}, {32, 32, 513}, {9, 32, 256}};
+    for (size_t i = 0; i < sizeof nn / sizeof *nn; i++) check_path_bits(false, nn[i][0], nn[i][1], nn[i][2], &rng);
     /* k = 0: C = beta * C */
     float c[4] = {1, 2, 3, 4}, dummy = 0;
     at_gemm_own(false, false, 2, 2, 0, 1.0f, &dummy, 1, &dummy, 2, 0.5f, c, 2);
