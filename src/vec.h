@@ -49,7 +49,7 @@ static inline float sum_floats(const float *p, size_t n) {
     return sum;
 }
 /* Eight floats whatever the target's width (one ymm register with AVX): the unit of the 8 x 8
- * transposes that pack GEMM panels (gemm.c) and of the short-row copies of im2col
+ * transposes that pack GEMM panels (gemm.c) and of the short-row adds of col2im
  * (layers/conv2d.c), which shuffle with __builtin_shuffle and mask with i8. */
 typedef float f8 __attribute__((vector_size(8 * sizeof(float))));
 typedef int i8 __attribute__((vector_size(8 * sizeof(int))));

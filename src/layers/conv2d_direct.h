@@ -3,7 +3,7 @@
 #define ADVTRAIN_CONV2D_DIRECT_H
 #include "layer.h"
 
-/* True when the layer is small enough for the direct path to beat im2col + GEMM. */
+/* True when the layer is small enough for the direct path to beat im2row + GEMM. */
 bool at_conv2d_direct_applies(const at_layer *L);
 size_t at_conv2d_direct_workspace(const at_layer *L);
 void at_conv2d_direct_forward(const at_layer *L, const at_ctx *ctx, const float *x, float *y,

@@ -6,7 +6,7 @@
 #ifndef ADVTRAIN_LAYER_H
 #define ADVTRAIN_LAYER_H
 #include "internal.h"
-#include "../vec.h"
+#include "vec.h"
 
 typedef struct at_layer {
     at_layer_desc d;
