@@ -128,21 +128,29 @@ static void pack_b(bool trans, const float *b, int ldb, int p0, int kc, int j0, 
  * NV is 2 (NR columns) or 1 for a panel of at most VL columns (smallcnn's conv1 weight gradient
  * is 16 wide): half the multiply-adds of a padded full tile. Each element is the same chain of
  * multiply-adds either way. */
+/* The register tile's multiply-adds: acc[r][v] = sum over p < kc of a(r, p) * b(p)[v], in order of
+ * p. a(r, p) comes from a packed panel (a_pitch 0: ap[p*MR + r]) or from rows read in place
+ * (ap[r*a_pitch + p]; rows past `rows` repeat the last one), b(p) is NV vectors at bp + p*bstride. */
 static inline __attribute__((always_inline)) void
-micro_tile(int nv, int kc, const float *ap, int a_pitch, const float *bp, int bstride, float alpha,
-           float beta, float *c, int ldc, int rows, int cols) {
-    vec acc[MR][2];
+tile_accumulate(int nv, int kc, const float *ap, int a_pitch, int rows, const float *bp, int bstride,
+                vec acc[MR][2]) {
     for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = (vec){0};
     for (int p = 0; p < kc; p++) {
         const vec b0 = load_vec(bp), b1 = nv == 2 ? load_vec(bp + VL) : (vec){0};
         for (int r = 0; r < MR; r++) {
-            /* packed panel (a_pitch 0) or A's rows read in place */
             const float av = a_pitch ? ap[(size_t)AT_MIN(r, rows - 1) * a_pitch + p] : ap[(size_t)p * MR + r];
             acc[r][0] += av * b0;
             if (nv == 2) acc[r][1] += av * b1;
         }
         bp += bstride;
     }
+}
+
+static inline __attribute__((always_inline)) void
+micro_tile(int nv, int kc, const float *ap, int a_pitch, const float *bp, int bstride, float alpha,
+           float beta, float *c, int ldc, int rows, int cols) {
+    vec acc[MR][2];
+    tile_accumulate(nv, kc, ap, a_pitch, rows, bp, bstride, acc);
     if (rows == MR && cols == nv * VL) {
         for (int r = 0; r < MR; r++) {
             float *row = c + (size_t)r * ldc;
@@ -203,13 +211,13 @@ static void gemm_unpacked(int m, int n, int k, const float *a, int lda, const fl
 static _Thread_local float *packed_a, *packed_b;
 enum { SHORT_A_MAX = 256 };
 
-/* C = A B^T + beta C for a short A (at most 2 VL rows) and a long B, both contiguous along k: a
- * convolution's weight gradient, dW (out channels x taps) = dY (out channels x pixels) times the
- * column matrix (taps x pixels) transposed. The packed path would transpose the big column matrix
- * into panels; here C^T = B A^T is computed instead, with B's rows read in place and broadcast
- * and only the short A transposed (into packed_a). Every element of C is the same chain of
- * multiply-adds per KC block as in micro_kernel, added to C the same way (alpha 1, beta 0 or 1:
- * one rounding), so both paths give the same bits. */
+/* C = A B^T + beta C for a short A (up to SHORT_A_MAX rows, taken 2 VL at a time) and a long B,
+ * both contiguous along k: a convolution's forward, W (out channels x taps) times its rows
+ * (pixels x taps) transposed, and a linear layer's, x W^T. The packed path would transpose the
+ * long B into panels; here C^T = B A^T is computed instead, with B's rows read in place and
+ * broadcast and only the short A transposed (into packed_a). Every element of C is the same
+ * chain of multiply-adds per KC block as in micro_kernel, added to C the same way (alpha 1,
+ * beta 0 or 1: one rounding), so both paths give the same bits. */
 static bool short_a_applies(bool trans_a, bool trans_b, int m, int k, float alpha, float beta) {
     /* With k < 32 the tile's transposed write-back outweighs its multiply-adds (smallcnn's conv1
      * forward: 45 against 78 GFLOP/s packed; bench/gemm_shapes.c). */
@@ -266,27 +274,14 @@ static void gemm_short_a_group(int m, int n, int k, const float *a, int lda, con
                              packed_a + i0, pitch);
         }
         for (int j0 = 0; j0 < n; j0 += MR) {
+            /* B's rows broadcast against A^T's vectors; rows past n repeat the last, dropped */
             const int rows = AT_MIN(MR, n - j0);
-            const float *brow[MR]; /* rows past n repeat the last one; their sums are dropped */
-            for (int r = 0; r < MR; r++) brow[r] = b + (size_t)(j0 + AT_MIN(r, rows - 1)) * ldb + p0;
+            const float *brows = b + (size_t)j0 * ldb + p0;
             vec acc[MR][2];
-            for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = (vec){0};
-            const float *at = packed_a;
-            if (nv == 2) {
-                for (int p = 0; p < kc; p++, at += pitch) {
-                    const vec a0 = load_vec(at), a1 = load_vec(at + VL);
-                    for (int r = 0; r < MR; r++) {
-                        const float bv = brow[r][p];
-                        acc[r][0] += bv * a0;
-                        acc[r][1] += bv * a1;
-                    }
-                }
-            } else {
-                for (int p = 0; p < kc; p++, at += pitch) {
-                    const vec a0 = load_vec(at);
-                    for (int r = 0; r < MR; r++) acc[r][0] += brow[r][p] * a0;
-                }
-            }
+            if (nv == 2)
+                tile_accumulate(2, kc, brows, ldb, rows, packed_a, pitch, acc);
+            else
+                tile_accumulate(1, kc, brows, ldb, rows, packed_a, pitch, acc);
             add_transposed_tile(acc, nv, m, rows, beta_eff, c, ldc, j0);
         }
     }

@@ -75,7 +75,7 @@ static size_t conv_workspace(const at_layer *L, int n) {
 }
 
 /* One pixel's row: for each channel, K kernel rows of K consecutive values from the window at
- * its top-left tap. Inlined with K a constant (3, 4, 5): fixed-size copies, no calls. */
+ * its top-left tap. Inlined with K a constant (3, 4, 5) the copies are fixed-size moves. */
 static inline __attribute__((always_inline)) float *pixel_row(float *dst, const float *window,
                                                               int C, size_t plane, int Wp, int K) {
     for (int c = 0; c < C; c++, window += plane)
@@ -113,11 +113,7 @@ static void im2row(const at_layer *L, const float *x, int n, float *rows, float 
                 case 3: dst = pixel_row(dst, window, C, plane, Wp, 3); break;
                 case 4: dst = pixel_row(dst, window, C, plane, Wp, 4); break;
                 case 5: dst = pixel_row(dst, window, C, plane, Wp, 5); break;
-                default:
-                    for (int c = 0; c < C; c++)
-                        for (int ki = 0; ki < K; ki++, dst += K)
-                            for (int kj = 0; kj < K; kj++)
-                                dst[kj] = window[c * plane + (size_t)ki * Wp + kj];
+                default: dst = pixel_row(dst, window, C, plane, Wp, K);
                 }
             }
     }
