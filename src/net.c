@@ -365,6 +365,49 @@ static float *kept_part(const at_net *net, int l, int first) {
     return net->kept[l] + (size_t)first * net->layers[l].kept_per_sample;
 }
 
+/* The forward pass of samples [begin, end) through every layer. */
+static void forward_chunk(at_net *net, at_ctx ctx, const float *x, int begin, int end) {
+    /* The input is kept for backward; each thread copies its own samples. */
+    const size_t in_size = (size_t)at_net_in_size(net);
+    memcpy(net->act[0] + begin * in_size, x + begin * in_size, sizeof(float) * (end - begin) * in_size);
+    for (int l = 0; l < net->nlayers && end > begin; l++) {
+        const at_layer *L = &net->layers[l];
+        if (L->fused) continue;
+        /* Only a training forward keeps: attack and evaluation passes need no weight
+         * gradient, and writing the kept buffer would cost them time. */
+        ctx.kept = net->training ? kept_part(net, l, begin) : NULL;
+        const float *in = input_of(net, l) + (size_t)begin * L->in_size;
+        float *out = output_of(net, l) + (size_t)begin * L->out_size;
+        at_layer_ops_for(L->d.kind)->forward(L, &ctx, in, out, end - begin);
+    }
+}
+
+/* Samples per shared-out chunk: about four per thread, so that a thread on a slower core takes
+ * fewer of them, and at least 16, so that the products stay efficient. Each sample's results
+ * do not depend on which chunk or thread computes it: the bits are the same as with a fixed
+ * split. */
+static int dynamic_chunk(int n, int T) { return AT_MAX(16, (n + 4 * T - 1) / (4 * T)); }
+
+/* The next samples [begin, end) thread t works on, false when there are none. A fixed split
+ * gives each thread one slice (turn 0); a shared one hands out `chunk` samples at a time from
+ * *next. */
+static bool take_chunk(bool dynamic, int n, int T, int t, int chunk, int turn, int *next,
+                       int *begin, int *end) {
+    if (!dynamic) {
+        chunk_bounds(n, T, t, begin, end);
+        return turn == 0;
+    }
+    int first;
+#pragma omp atomic capture
+    {
+        first = *next;
+        *next += chunk;
+    }
+    *begin = AT_MIN(first, n);
+    *end = AT_MIN(first + chunk, n);
+    return *begin < *end;
+}
+
 at_status at_net_forward(at_net *net, const float *x, int n, const float **logits) {
     if (n <= 0) return at_fail(AT_ERR_ARG, "forward pass needs at least one sample (got %d)", n);
     at_status s = at_net_reserve(net, n);
@@ -374,29 +417,53 @@ at_status at_net_forward(at_net *net, const float *x, int n, const float **logit
     k = (k ^ (k >> 31)) * 0xD6E8FEB86659FD93ull;
     net->dropout_key = k ^ (k >> 32);
     int T = thread_count_for(net, n);
+    /* A training forward keeps each thread's samples fixed (its backward sums weight gradients
+     * per thread, in a fixed order); other passes share chunks out as threads free up. */
+    const bool dynamic = !net->training;
+    const int chunk = dynamic ? dynamic_chunk(n, T) : 0;
+    int next = 0;
 #pragma omp parallel num_threads(T)
     {
-        int t = omp_get_thread_num(), begin, end;
-        chunk_bounds(n, T, t, &begin, &end);
-        at_ctx ctx = make_ctx(net, t, begin);
-        /* The input is kept for backward; each thread copies its own samples. */
-        const size_t in_size = (size_t)at_net_in_size(net);
-        memcpy(net->act[0] + begin * in_size, x + begin * in_size, sizeof(float) * (end - begin) * in_size);
-        for (int l = 0; l < net->nlayers && end > begin; l++) {
-            const at_layer *L = &net->layers[l];
-            if (L->fused) continue;
-            /* Only a training forward keeps: attack and evaluation passes need no weight
-             * gradient, and writing the kept buffer would cost them time. */
-            ctx.kept = net->training ? kept_part(net, l, begin) : NULL;
-            const float *in = input_of(net, l) + (size_t)begin * L->in_size;
-            float *out = output_of(net, l) + (size_t)begin * L->out_size;
-            at_layer_ops_for(L->d.kind)->forward(L, &ctx, in, out, end - begin);
-        }
+        const int t = omp_get_thread_num();
+        int begin, end;
+        for (int turn = 0; take_chunk(dynamic, n, T, t, chunk, turn, &next, &begin, &end); turn++)
+            forward_chunk(net, make_ctx(net, t, begin), x, begin, end);
     }
     net->last_n = n;
     net->kept_valid = net->training;
     if (logits) *logits = output_of(net, net->nlayers - 1);
     return AT_OK;
+}
+
+/* The backward pass of samples [begin, end), from the logits' gradient down. */
+static void backward_chunk(at_net *net, at_ctx ctx, const float *dlogits, bool params, bool input,
+                           float *dx, int begin, int end) {
+    /* Each chunk owns a fixed slice of the ping-pong buffers, sized for the widest layer:
+     * threads are not synchronised between layers, so offsets must not depend on the layer. */
+    const size_t slice = (size_t)begin * max_activation(net);
+    const float *dy = dlogits + (size_t)begin * at_net_out_size(net);
+    float *bufs[2] = {net->grad_a + slice, net->grad_b + slice};
+    int next_buf = 0;
+    for (int l = net->nlayers - 1; l >= 0 && end > begin; l--) {
+        const at_layer *L = &net->layers[l];
+        if (L->fused) continue; /* its producer masks dy */
+        /* The first layer needs an input gradient only when the caller wants it; the
+         * layers above always pass one down. */
+        float *d_in = NULL;
+        if (l > 0)
+            d_in = bufs[next_buf ^= 1];
+        else if (input)
+            d_in = dx + (size_t)begin * L->in_size;
+        /* Nothing below this layer needs anything: stop early. */
+        bool below_needs = l > 0 || input;
+        bool need_params = params && L->w_count > 0;
+        if (!below_needs && !need_params) break;
+        ctx.kept = net->kept_valid ? kept_part(net, l, begin) : NULL;
+        at_layer_ops_for(L->d.kind)->backward(
+            L, &ctx, input_of(net, l) + (size_t)begin * L->in_size,
+            output_of(net, l) + (size_t)begin * L->out_size, dy, d_in, end - begin, need_params);
+        dy = d_in;
+    }
 }
 
 at_status at_net_backward(at_net *net, const float *dlogits, int flags, float *dx) {
@@ -407,39 +474,18 @@ at_status at_net_backward(at_net *net, const float *dlogits, int flags, float *d
     const bool params = (flags & AT_GRAD_PARAMS) != 0;
     const bool input = (flags & AT_GRAD_INPUT) != 0;
     int T = thread_count_for(net, n);
+    /* A pass without weight gradients shares chunks out as threads free up (see forward). */
+    const bool dynamic = !params;
+    const int chunk = dynamic ? dynamic_chunk(n, T) : 0;
+    int next = 0;
 #pragma omp parallel num_threads(T)
     {
-        int t = omp_get_thread_num(), begin, end;
-        chunk_bounds(n, T, t, &begin, &end);
+        const int t = omp_get_thread_num();
         /* Threads past the first accumulate into buffers of their own, summed below. */
         if (params && t > 0) memset(net->thread_grads[t], 0, sizeof(float) * net->nparams);
-        at_ctx ctx = make_ctx(net, t, begin);
-        /* Each thread owns a fixed slice of the ping-pong buffers, sized for the widest layer:
-         * threads are not synchronised between layers, so offsets must not depend on the layer. */
-        const size_t slice = (size_t)begin * max_activation(net);
-        const float *dy = dlogits + (size_t)begin * at_net_out_size(net);
-        float *bufs[2] = {net->grad_a + slice, net->grad_b + slice};
-        int next_buf = 0;
-        for (int l = net->nlayers - 1; l >= 0 && end > begin; l--) {
-            const at_layer *L = &net->layers[l];
-            if (L->fused) continue; /* its producer masks dy */
-            /* The first layer needs an input gradient only when the caller wants it; the
-             * layers above always pass one down. */
-            float *d_in = NULL;
-            if (l > 0)
-                d_in = bufs[next_buf ^= 1];
-            else if (input)
-                d_in = dx + (size_t)begin * L->in_size;
-            /* Nothing below this layer needs anything: stop early. */
-            bool below_needs = l > 0 || input;
-            bool need_params = params && L->w_count > 0;
-            if (!below_needs && !need_params) break;
-            ctx.kept = net->kept_valid ? kept_part(net, l, begin) : NULL;
-            at_layer_ops_for(L->d.kind)->backward(
-                L, &ctx, input_of(net, l) + (size_t)begin * L->in_size,
-                output_of(net, l) + (size_t)begin * L->out_size, dy, d_in, end - begin, need_params);
-            dy = d_in;
-        }
+        int begin, end;
+        for (int turn = 0; take_chunk(dynamic, n, T, t, chunk, turn, &next, &begin, &end); turn++)
+            backward_chunk(net, make_ctx(net, t, begin), dlogits, params, input, dx, begin, end);
         if (params && T > 1) {
             /* Each thread sums one range of every thread's gradients, in thread order: the
              * same additions as one thread summing them all. */

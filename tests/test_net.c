@@ -802,6 +802,59 @@ static void test_kept_columns(void) {
     at_set_threads(2);
 }
 
+/* Passes without weight gradients (evaluation, attack steps) hand samples out to threads in
+ * chunks as the threads free up, so each sample's logits and input gradient must not depend on
+ * which chunk it lands in: a batch on two threads, on one thread and cut into pieces of other
+ * sizes (one sample alone among them) must agree bit for bit. */
+static void test_chunk_independence(void) {
+    const char *specs[] = {"smallcnn", "mlp", "seed-cnn",
+                           "conv:8:3:1:1,tanh,maxpool:2,conv:6:3:2,avgpool:2,flatten,dropout:0.3,"
+                           "linear:12,sigmoid,linear:5"};
+    const int n = 77, pieces[] = {5, 1, 33, 38};
+    for (int k = 0; k < 4; k++) {
+        at_net *net = NULL;
+        CHECK_OK(at_net_from_spec(&net, specs[k], 1, 28, 28));
+        if (!net) continue;
+        at_net_init(net, 7);
+        at_net_set_training(net, false);
+        const int D = at_net_in_size(net), K = at_net_out_size(net);
+        float *x = malloc(sizeof(float) * n * D), *dz = malloc(sizeof(float) * n * K);
+        float *z[3], *dx[3];
+        fill_uniform(x, (size_t)n * D, 21);
+        fill_uniform(dz, (size_t)n * K, 22);
+        for (int way = 0; way < 3; way++) {
+            z[way] = malloc(sizeof(float) * n * K);
+            dx[way] = malloc(sizeof(float) * n * D);
+            at_set_threads(way == 0 ? 2 : 1);
+            for (int first = 0, p = 0; first < n; p++) {
+                const int m = way == 2 ? pieces[p] : n;
+                const float *logits = NULL;
+                CHECK_OK(at_net_forward(net, x + (size_t)first * D, m, &logits));
+                if (logits) memcpy(z[way] + (size_t)first * K, logits, sizeof(float) * m * K);
+                CHECK_OK(at_net_backward(net, dz + (size_t)first * K, AT_GRAD_INPUT,
+                                         dx[way] + (size_t)first * D));
+                first += m;
+            }
+        }
+        for (int way = 1; way < 3; way++) {
+            CHECK_MSG(memcmp(z[0], z[way], sizeof(float) * n * K) == 0,
+                      "%s: logits on 2 threads differ from %s", specs[k],
+                      way == 1 ? "one thread" : "pieces of the batch");
+            CHECK_MSG(memcmp(dx[0], dx[way], sizeof(float) * n * D) == 0,
+                      "%s: input gradients on 2 threads differ from %s", specs[k],
+                      way == 1 ? "one thread" : "pieces of the batch");
+        }
+        for (int way = 0; way < 3; way++) {
+            free(z[way]);
+            free(dx[way]);
+        }
+        free(x);
+        free(dz);
+        at_net_free(net);
+    }
+    at_set_threads(2);
+}
+
 int main(void) {
     at_set_threads(2);
     test_builtin_shapes();
@@ -813,6 +866,7 @@ int main(void) {
     test_model_files();
     test_training_determinism();
     test_kept_columns();
+    test_chunk_independence();
     test_unknown_kind();
     return tu_finish("test_net");
 }
