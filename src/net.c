@@ -38,7 +38,15 @@ struct at_net {
     float **kept;         /* per layer: what its training forward keeps (NULL if nothing) */
     bool kept_valid;      /* the last forward was in training mode: kept holds its values */
     int last_n;           /* batch size of the last forward, 0 if none */
+    /* Chunks of a pass that shares samples out (take_chunk): which thread ran each chunk of the
+     * last forward, so that backward runs it on the same core (its activations are in that
+     * core's cache), and which chunks the running backward has claimed. */
+    int *chunk_owner, *chunk_claimed;
+    int last_chunk; /* chunk size of the last forward; 0: it split the batch in fixed parts */
 };
+
+/* The fewest samples a pass hands a thread at a time (take_chunk). */
+enum { MIN_CHUNK = 16 };
 
 /* Where layer l's output lives: a fused ReLU's output is its producer's, rectified in place. */
 static float *output_of(const at_net *net, int l) {
@@ -67,6 +75,9 @@ static void free_buffers(at_net *net) {
     if (net->kept)
         for (int l = 0; l < net->nlayers; l++) free(net->kept[l]);
     free(net->kept);
+    free(net->chunk_owner);
+    free(net->chunk_claimed);
+    net->chunk_owner = net->chunk_claimed = NULL;
     net->kept = NULL;
     net->kept_valid = false;
     net->act = NULL;
@@ -304,6 +315,9 @@ at_status at_net_reserve(at_net *net, int max_batch) {
     ok = ok && (net->grad_a = at_alloc_floats(biggest, "activation gradients"));
     ok = ok && (net->grad_b = at_alloc_floats(biggest, "activation gradients"));
     ok = ok && (net->kept = at_calloc((size_t)net->nlayers, sizeof(float *), "kept buffers"));
+    const size_t chunks = (size_t)max_batch / MIN_CHUNK + 1;
+    ok = ok && (net->chunk_owner = at_calloc(chunks, sizeof(int), "chunk owners"));
+    ok = ok && (net->chunk_claimed = at_calloc(chunks, sizeof(int), "chunk claims"));
     for (int l = 0; ok && l < net->nlayers; l++) {
         const size_t per_sample = net->layers[l].kept_per_sample;
         if (per_sample)
@@ -386,7 +400,7 @@ static void forward_chunk(at_net *net, at_ctx ctx, const float *x, int begin, in
  * fewer of them, and at least 16, so that the products stay efficient. Each sample's results
  * do not depend on which chunk or thread computes it: the bits are the same as with a fixed
  * split. */
-static int dynamic_chunk(int n, int T) { return AT_MAX(16, (n + 4 * T - 1) / (4 * T)); }
+static int dynamic_chunk(int n, int T) { return AT_MAX(MIN_CHUNK, (n + 4 * T - 1) / (4 * T)); }
 
 /* The next samples [begin, end) thread t works on, false when there are none. A fixed split
  * gives each thread one slice (turn 0); a shared one hands out `chunk` samples at a time from
@@ -426,9 +440,12 @@ at_status at_net_forward(at_net *net, const float *x, int n, const float **logit
     {
         const int t = omp_get_thread_num();
         int begin, end;
-        for (int turn = 0; take_chunk(dynamic, n, T, t, chunk, turn, &next, &begin, &end); turn++)
+        for (int turn = 0; take_chunk(dynamic, n, T, t, chunk, turn, &next, &begin, &end); turn++) {
+            if (dynamic) net->chunk_owner[begin / chunk] = t;
             forward_chunk(net, make_ctx(net, t, begin), x, begin, end);
+        }
     }
+    net->last_chunk = chunk;
     net->last_n = n;
     net->kept_valid = net->training;
     if (logits) *logits = output_of(net, net->nlayers - 1);
@@ -474,18 +491,35 @@ at_status at_net_backward(at_net *net, const float *dlogits, int flags, float *d
     const bool params = (flags & AT_GRAD_PARAMS) != 0;
     const bool input = (flags & AT_GRAD_INPUT) != 0;
     int T = thread_count_for(net, n);
-    /* A pass without weight gradients shares chunks out as threads free up (see forward). */
-    const bool dynamic = !params;
-    const int chunk = dynamic ? dynamic_chunk(n, T) : 0;
-    int next = 0;
+    /* A pass without weight gradients after a forward that shared chunks out goes over the same
+     * chunks: each thread first the ones it ran forward, then any another has not begun. */
+    const int chunk = params ? 0 : net->last_chunk;
+    const int chunks = chunk ? (n + chunk - 1) / chunk : 0;
+    if (chunks) memset(net->chunk_claimed, 0, sizeof(int) * (size_t)chunks);
 #pragma omp parallel num_threads(T)
     {
         const int t = omp_get_thread_num();
         /* Threads past the first accumulate into buffers of their own, summed below. */
         if (params && t > 0) memset(net->thread_grads[t], 0, sizeof(float) * net->nparams);
         int begin, end;
-        for (int turn = 0; take_chunk(dynamic, n, T, t, chunk, turn, &next, &begin, &end); turn++)
+        if (!chunks) {
+            chunk_bounds(n, T, t, &begin, &end);
             backward_chunk(net, make_ctx(net, t, begin), dlogits, params, input, dx, begin, end);
+        }
+        for (int round = 0; round < 2 && chunks; round++)
+            for (int c = 0; c < chunks; c++) {
+                if (round == 0 && net->chunk_owner[c] != t) continue;
+                int taken;
+#pragma omp atomic capture
+                {
+                    taken = net->chunk_claimed[c];
+                    net->chunk_claimed[c] = 1;
+                }
+                if (taken) continue;
+                begin = c * chunk;
+                end = AT_MIN(n, begin + chunk);
+                backward_chunk(net, make_ctx(net, t, begin), dlogits, params, input, dx, begin, end);
+            }
         if (params && T > 1) {
             /* Each thread sums one range of every thread's gradients, in thread order: the
              * same additions as one thread summing them all. */
