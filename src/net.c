@@ -38,6 +38,8 @@ struct at_net {
     float **kept;         /* per layer: what its training forward keeps (NULL if nothing) */
     bool kept_valid;      /* the last forward was in training mode: kept holds its values */
     int last_n;           /* batch size of the last forward, 0 if none */
+    int lowest_param_layer;    /* the first layer with parameters (nlayers if none) */
+    int first_computing_layer; /* the first layer that is not fused (nlayers if none) */
     /* Chunks of a pass that shares samples out (take_chunk): which thread ran each chunk of the
      * last forward, so that backward runs it on the same core (its activations are in that
      * core's cache), and which chunks the running backward has claimed. */
@@ -48,9 +50,11 @@ struct at_net {
 /* The fewest samples a pass hands a thread at a time (take_chunk). */
 enum { MIN_CHUNK = 16 };
 
-/* Where layer l's output lives: a fused ReLU's output is its producer's, rectified in place. */
+/* Where layer l's output lives: a fused ReLU's output is its producer's, rectified in place, and
+ * a Flatten's is its input (the same floats). */
+static float *input_of(const at_net *net, int l);
 static float *output_of(const at_net *net, int l) {
-    return net->layers[l].fused ? net->act[l] : net->act[l + 1];
+    return net->layers[l].fused ? input_of(net, l) : net->act[l + 1];
 }
 static float *input_of(const at_net *net, int l) { return l == 0 ? net->act[0] : output_of(net, l - 1); }
 
@@ -232,6 +236,14 @@ at_status at_net_create(at_net **out, const at_layer_desc *layers, int nlayers, 
             prev->relu_out = true;
             L->fused = true;
         }
+    }
+    /* NCHW is contiguous per sample: a Flatten changes the shape only, and runs in neither pass. */
+    for (int l = 0; l < nlayers; l++)
+        if (net->layers[l].d.kind == AT_LAYER_FLATTEN) net->layers[l].fused = true;
+    net->lowest_param_layer = net->first_computing_layer = nlayers;
+    for (int l = nlayers - 1; l >= 0; l--) {
+        if (net->layers[l].w_count > 0) net->lowest_param_layer = l;
+        if (!net->layers[l].fused) net->first_computing_layer = l;
     }
     net->nparams = offset;
     net->params = at_alloc_floats(offset, "parameters");
@@ -461,26 +473,30 @@ static void backward_chunk(at_net *net, at_ctx ctx, const float *dlogits, bool p
     const float *dy = dlogits + (size_t)begin * at_net_out_size(net);
     float *bufs[2] = {net->grad_a + slice, net->grad_b + slice};
     int next_buf = 0;
-    for (int l = net->nlayers - 1; l >= 0 && end > begin; l--) {
+    /* The lowest layer this pass must run: the first for an input gradient, else the lowest
+     * with parameters. Its own input gradient is computed only when the caller wants it (mlp's
+     * first Linear would otherwise spend a 784 x 256 product per sample on a gradient nobody
+     * reads). */
+    const int lowest = input ? net->first_computing_layer : params ? net->lowest_param_layer : net->nlayers;
+    for (int l = net->nlayers - 1; l >= lowest && end > begin; l--) {
         const at_layer *L = &net->layers[l];
         if (L->fused) continue; /* its producer masks dy */
-        /* The first layer needs an input gradient only when the caller wants it; the
-         * layers above always pass one down. */
         float *d_in = NULL;
-        if (l > 0)
+        if (l > lowest)
             d_in = bufs[next_buf ^= 1];
         else if (input)
             d_in = dx + (size_t)begin * L->in_size;
-        /* Nothing below this layer needs anything: stop early. */
-        bool below_needs = l > 0 || input;
-        bool need_params = params && L->w_count > 0;
-        if (!below_needs && !need_params) break;
         ctx.kept = net->kept_valid ? kept_part(net, l, begin) : NULL;
         at_layer_ops_for(L->d.kind)->backward(
             L, &ctx, input_of(net, l) + (size_t)begin * L->in_size,
-            output_of(net, l) + (size_t)begin * L->out_size, dy, d_in, end - begin, need_params);
+            output_of(net, l) + (size_t)begin * L->out_size, dy, d_in, end - begin,
+            params && L->w_count > 0);
         dy = d_in;
     }
+    /* Nothing but Flattens: the input gradient is the output gradient. */
+    if (input && lowest == net->nlayers && end > begin)
+        memcpy(dx + (size_t)begin * at_net_in_size(net), dy,
+               sizeof(float) * (size_t)(end - begin) * at_net_in_size(net));
 }
 
 at_status at_net_backward(at_net *net, const float *dlogits, int flags, float *dx) {

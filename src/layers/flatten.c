@@ -1,4 +1,6 @@
-/* Flatten: NCHW is already contiguous per sample, so only the shape changes. */
+/* Flatten: NCHW is already contiguous per sample, so only the shape changes. A network runs
+ * neither pass of it (net.c marks it fused: its output is its input's buffer); the copies below
+ * serve a caller that runs the layer on its own. */
 #include "layer.h"
 
 #include <string.h>

@@ -17,7 +17,8 @@ typedef struct at_layer {
     size_t b_off, b_count; /* bias view */
     int index;             /* position in the network */
     bool relu_out;         /* applies the ReLU that follows it, which is then skipped (net.c) */
-    bool fused;            /* a ReLU that the layer before it applies */
+    bool fused;            /* runs in neither pass: a ReLU that the layer before it applies, or a
+                            * Flatten (its output is its input's floats) */
     /* Floats per sample that a training-mode forward keeps for the weight gradient (the conv
      * columns), so that backward need not rebuild them; 0 if nothing. */
     size_t kept_per_sample;
