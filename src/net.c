@@ -1,15 +1,18 @@
 /* A network: a sequence of layers, one parameter buffer, one gradient buffer, and the
  * activations of the last forward pass.
  *
- * Threads: a batch is cut into one contiguous chunk per thread and each thread runs every layer
- * on its own chunk, so there is no synchronisation between layers. Parameter gradients of thread
- * t > 0 go to a private buffer that is added into the shared one in thread order afterwards:
- * results are deterministic for a fixed thread count.
+ * Threads: each thread runs every layer on a chunk of samples, so there is no synchronisation
+ * between layers. A training pass cuts the batch into one contiguous chunk per thread; parameter
+ * gradients of thread t > 0 go to a private buffer that is added into the shared one in thread
+ * order afterwards: results are deterministic for a fixed thread count. A pass without weight
+ * gradients (evaluation, attack steps) hands out smaller chunks as threads free up (take_chunk):
+ * no sample's result depends on its chunk, so the bits are the same.
  *
  * A ReLU right after a layer that can apply it (ops->fuses_relu, e.g. a convolution) is fused:
  * the layer writes max(y, 0) in place, the ReLU is skipped in both passes and has no buffer of
  * its own, and the layer masks the incoming gradient itself. That saves a pass over the largest
- * activations; results are bit-identical to running the ReLU separately. */
+ * activations; results are bit-identical to running the ReLU separately. A Flatten is skipped
+ * the same way: its output is its input's floats. */
 #include "layers/layer.h"
 
 #include <math.h>
@@ -480,7 +483,7 @@ static void backward_chunk(at_net *net, at_ctx ctx, const float *dlogits, bool p
     const int lowest = input ? net->first_computing_layer : params ? net->lowest_param_layer : net->nlayers;
     for (int l = net->nlayers - 1; l >= lowest && end > begin; l--) {
         const at_layer *L = &net->layers[l];
-        if (L->fused) continue; /* its producer masks dy */
+        if (L->fused) continue; /* a Flatten, or a ReLU whose producer masks dy */
         float *d_in = NULL;
         if (l > lowest)
             d_in = bufs[next_buf ^= 1];
