@@ -1,6 +1,6 @@
-/* Flatten: NCHW is already contiguous per sample, so only the shape changes. A network runs
- * neither pass of it (net.c marks it fused: its output is its input's buffer); the copies below
- * serve a caller that runs the layer on its own. */
+/* Flatten: NCHW is already contiguous per sample, so only the shape changes. net.c marks every
+ * Flatten fused and runs neither pass (its output is its input's buffer): the copies below are
+ * what the layer means, kept so that every kind's ops are complete, but no pass calls them. */
 #include "layer.h"
 
 #include <string.h>
