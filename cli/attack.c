@@ -114,6 +114,7 @@ int cmd_attack(int argc, char **argv) {
         {"target", OPT_STRING, &set.target, "T", "targeted: random, least-likely or a class number", 1, 0},
         {"seed", OPT_U64, &set.seed, "S", "random starts and Square's search (default 0)", 1, 0},
         {"all", OPT_FLAG, &set.all, NULL, "also attack samples that are misclassified already", 1, 0},
+        {"last-iterate", OPT_FLAG, &set.last_iterate, NULL, "pgd, cw: keep each sample's last iterate (as torchattacks) instead of the first that fools the model", 1, 0},
         {"batch", OPT_INT, &batch, "N", "samples attacked together (default 1000)", 1, 65536},
         {"threads", OPT_INT, &threads, "N", "compute threads (default: all cores)", 1, 1024},
     };

@@ -16,6 +16,7 @@ typedef struct atk_cli_settings {
     float alpha;
     uint64_t seed;
     bool all;            /* attack misclassified samples too */
+    bool last_iterate;   /* PGD: judge last iterates, not the first that fools */
 } atk_cli_settings;
 
 /* Parses a comma-separated list of eps on the 0-1 scale; "8/255" is accepted. */

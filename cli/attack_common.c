@@ -128,6 +128,7 @@ bool atk_cli_configs(const char *cmd, const atk_cli_settings *s, int num_classes
         if (s->batch > 0) c->batch = s->batch;
         c->seed = s->seed;
         c->attack_all = s->all;
+        c->last_iterate = s->last_iterate;
         if (target != AT_TARGET_NONE) {
             if (c->kind == AT_ATTACK_AUTO || c->kind == AT_ATTACK_SQUARE || c->target == AT_TARGET_TOP) {
                 fprintf(stderr, "advtrain %s: --target applies to fgsm, pgd, cw and apgd-ce/apgd-dlr, not %s\n",

@@ -450,6 +450,7 @@ int cmd_eval(int argc, char **argv) {
         {"target", OPT_STRING, &set.target, "T", "targeted attack: random, least-likely or a class number", 1, 0},
         {"seed", OPT_U64, &set.seed, "S", "random starts and Square's search (default 0)", 1, 0},
         {"all", OPT_FLAG, &set.all, NULL, "attack misclassified samples too (they never count as robust)", 1, 0},
+        {"last-iterate", OPT_FLAG, &set.last_iterate, NULL, "pgd, cw: judge each sample's last iterate (as torchattacks) instead of stopping at the first iterate that fools the model", 1, 0},
         {"no-sanity", OPT_FLAG, &no_sanity, NULL, "skip the extra runs of the sanity checks (eps=0, FGSM, unbounded eps)", 1, 0},
         {"strict", OPT_FLAG, &strict, NULL, "exit with status 1 when a sanity check fails", 1, 0},
     };
@@ -464,7 +465,7 @@ int cmd_eval(int argc, char **argv) {
         fprintf(stderr, "advtrain eval: --split %s: use test or train\n", split);
         return EXIT_USAGE;
     }
-    const char *attack_only[] = {"eps", "norm", "steps", "restarts", "alpha", "queries", "target", "seed", "all", "no-sanity", "strict"};
+    const char *attack_only[] = {"eps", "norm", "steps", "restarts", "alpha", "queries", "target", "seed", "all", "last-iterate", "no-sanity", "strict"};
     if (!set.attacks)
         for (size_t i = 0; i < sizeof attack_only / sizeof *attack_only; i++)
             if (cli_find(&cmd, attack_only[i])->seen) {

@@ -513,6 +513,11 @@ typedef struct at_attack_config {
     bool square_rescale;      /* Square: stretch the p schedule (written for 10000 queries) to
                                  `steps` queries, as the paper; false = AutoAttack's fixed one */
     bool attack_all;          /* also attack samples that are misclassified on clean inputs */
+    bool last_iterate;        /* PGD (and CW): each sample's example is its last iterate
+                                 (Madry et al., torchattacks); default false: the first
+                                 iterate that fools the model, so a sample is robust only if
+                                 no iterate fooled it (at least as strong, and fooled samples
+                                 stop costing passes) */
     uint64_t seed;
     int batch;                /* samples attacked together (default 1000) */
     /* Optional: called after each batch (and each ensemble member) with samples done so far. */

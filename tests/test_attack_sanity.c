@@ -3,6 +3,8 @@
  *  - eps = 0 gives the clean accuracy and returns the inputs;
  *  - every example is inside the eps-ball (L-inf and L2) and [0,1], measured here again;
  *  - robust accuracy never rises with eps; PGD <= FGSM; more steps / restarts <= fewer;
+ *  - PGD stopping a sample at its first fooling iterate is at least as strong as judging last
+ *    iterates, and changes nothing for the samples never fooled;
  *  - a large eps drives accuracy below 10%, an unbounded one to 0;
  *  - targeted attacks reach their target on most samples (eps 0.3: random, least-likely and
  *    given targets, >= 75% for the iterative attacks);
@@ -142,6 +144,55 @@ static void check_masking(at_net *net, const at_dataset *ds) {
     for (size_t i = 0; i < b->size; i++) p[b->offset + i] /= 1e4f;
 }
 
+/* PGD by default stops a sample at the first iterate that fools the model. Against the same
+ * run judged on last iterates: every sample not fooled has the same example bit for bit (its
+ * iterates do not depend on the others), every fooled one is misclassified at its example, at
+ * least as many are fooled, and the fooled ones cost fewer passes. */
+static void check_first_success(at_net *net, const at_dataset *ds) {
+    const int n = ds->n, D = at_dataset_sample_size(ds);
+    size_t total = (size_t)n * D;
+    float *first = malloc(sizeof(float) * total), *last = malloc(sizeof(float) * total);
+    int32_t *pf = malloc(sizeof(int32_t) * n), *pl = malloc(sizeof(int32_t) * n);
+    const char *names[] = {"pgd", "cw", "pgd-l2"};
+    for (size_t k = 0; k < sizeof names / sizeof *names; k++) {
+        at_attack_config c;
+        at_attack_result rf, rl;
+        CHECK_OK(at_attack_from_name(names[k], &c));
+        c.eps = c.norm == AT_NORM_L2 ? 0.5f : 0.03f; /* small enough that some samples hold */
+        c.steps = 10;
+        c.restarts = 2;
+        c.attack_all = true;
+        c.seed = 3;
+        CHECK_OK(at_attack_dataset(net, &c, ds, n, first, pf, &rf));
+        c.last_iterate = true;
+        CHECK_OK(at_attack_dataset(net, &c, ds, n, last, pl, &rl));
+        int fooled_f = 0, fooled_l = 0, same = 0;
+        for (int i = 0; i < n; i++) {
+            const size_t row = (size_t)i * D;
+            fooled_f += pf[i] != ds->labels[i];
+            fooled_l += pl[i] != ds->labels[i];
+            if (pf[i] == ds->labels[i]) {
+                same++;
+                CHECK_MSG(memcmp(first + row, last + row, sizeof(float) * (size_t)D) == 0,
+                          "%s: sample %d, never fooled, differs from its last iterate", names[k], i);
+            }
+        }
+        printf("  %-10s first success: %d of %d fooled, %lld forwards; last iterate: %d fooled, %lld forwards\n",
+               names[k], fooled_f, n, (long long)rf.forwards, fooled_l, (long long)rl.forwards);
+        CHECK_MSG(fooled_f >= fooled_l && rf.robust <= rl.robust, "%s: first success fools %d, last iterate %d",
+                  names[k], fooled_f, fooled_l);
+        CHECK_MSG(fooled_f > 0 && same > 0, "%s: the check needs fooled (%d) and robust (%d) samples", names[k],
+                  fooled_f, same);
+        CHECK_MSG(rf.forwards < rl.forwards && rf.backwards < rl.backwards,
+                  "%s: stopping fooled samples saved no passes (%lld vs %lld forwards)", names[k],
+                  (long long)rf.forwards, (long long)rl.forwards);
+    }
+    free(first);
+    free(last);
+    free(pf);
+    free(pl);
+}
+
 int main(void) {
     at_set_threads(1);
     at_data data;
@@ -150,6 +201,7 @@ int main(void) {
         check_eps_sweep(net, &data.test);
         check_large_eps_and_targets(net, &data.test);
         check_masking(net, &data.test);
+        check_first_success(net, &data.test);
     }
     at_net_free(net);
     at_data_free(&data);

@@ -78,7 +78,8 @@ static at_attack_result run(fx *f, const char *name, float eps, void (*tweak)(at
     memset(&r, 0, sizeof r);
     CHECK_OK(at_attack_from_name(name, &c));
     c.eps = eps;
-    c.attack_all = true; /* the references attack every sample */
+    c.attack_all = true;   /* the references attack every sample */
+    c.last_iterate = true; /* and return every sample's last iterate */
     if (tweak) tweak(&c);
     CHECK_OK(at_attack_run(f->net, &c, f->x, f->y, f->n, adv, NULL, &r));
     return r;

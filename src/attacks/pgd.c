@@ -4,10 +4,15 @@
  *          (L2), clipped to [0,1]; or x itself without random start;
  *   steps: x_adv = P(x_adv + alpha * sign(g)) (L-inf) or P(x_adv + alpha * g/||g||) (L2),
  *          P the projection onto the eps-ball and [0,1]; alpha defaults to 2.5 * eps / steps.
- * The result of a run is its last iterate (as Madry et al. and torchattacks). Restarts run again
- * from new random starts on the samples no earlier run has fooled; a sample is robust only if
- * every run fails. With AT_TARGET_TOP every one of the top `target_classes` wrong classes is
- * tried in turn (restarts each), and success is any misclassification. */
+ * A sample leaves the run at the first iterate that fools the model (the random start
+ * included): that iterate is its example, as in APGD. Every step already evaluates the model at
+ * the current iterate, so the check is free, and the iterates of the samples still running do
+ * not depend on the others. A sample never fooled returns its last iterate. So a sample counts
+ * as robust only if no iterate fooled it: at least as strong as judging the last iterate alone
+ * (Madry et al., torchattacks), which `last_iterate` restores. Restarts run again from new
+ * random starts on the samples no earlier run has fooled; a sample is robust only if every run
+ * fails. With AT_TARGET_TOP every one of the top `target_classes` wrong classes is tried in turn
+ * (restarts each), and success is any misclassification. */
 #include "attack.h"
 
 #include <math.h>
@@ -30,26 +35,51 @@ static void random_start(atk_batch *b, const at_attack_config *cfg, int j) {
     atk_project(cfg->norm, cfg->eps, x, v, D);
 }
 
-/* One run (restart) on the compact rows: returns with b->xa holding the last iterates. */
-static at_status pgd_run(atk_batch *b, const at_attack_config *cfg, int m, bool targeted) {
+static bool row_success(const atk_batch *b, bool top, int i, int p) {
+    return top ? p != b->y[i] : atk_fooled(b, i, p);
+}
+
+/* One run (restart) on the compact rows: the samples it fools at an iterate leave with that
+ * iterate as their example (unless cfg->last_iterate); on return rows 0..*m-1 of b->xa hold
+ * the last iterates of the others. */
+static at_status pgd_run(atk_batch *b, const at_attack_config *cfg, int *m_io, bool targeted, bool top) {
     const int D = b->D;
+    int m = *m_io;
     const int T = at_rows_threads(m, (size_t)m * D);
+    const size_t rowb = sizeof(float) * (size_t)D;
+    const atk_rows rows[] = {{b->ids, sizeof(int32_t)}, {b->row_target, sizeof(int32_t)},
+                             {b->xs, rowb}, {b->xa, rowb}, {b->grad, rowb}};
     /* Each row draws from its sample's own generator: rows can go to any thread. */
 #pragma omp parallel for num_threads(T) schedule(static)
     for (int j = 0; j < m; j++) {
         if (cfg->random_start)
             random_start(b, cfg, j);
         else
-            memcpy(b->xa + (size_t)j * D, b->xs + (size_t)j * D, sizeof(float) * (size_t)D);
+            memcpy(b->xa + (size_t)j * D, b->xs + (size_t)j * D, rowb);
     }
-    for (int step = 0; step < cfg->steps; step++) {
-        at_status s = atk_loss_grad(b, cfg->loss, targeted, targeted ? b->row_target : NULL, m, NULL);
+    for (int step = 0; step < cfg->steps && m > 0; step++) {
+        int32_t *pred = cfg->last_iterate ? NULL : b->pred;
+        at_status s = atk_loss_grad(b, cfg->loss, targeted, targeted ? b->row_target : NULL, m, pred);
         if (s != AT_OK) return s;
+        if (pred) {
+            int fooled = 0;
+            for (int j = 0; j < m; j++) {
+                int i = b->ids[j];
+                b->keep[j] = !row_success(b, top, i, pred[j]);
+                if (!b->keep[j]) {
+                    memcpy(b->adv + (size_t)i * D, b->xa + (size_t)j * D, rowb);
+                    b->todo[i] = 0;
+                    fooled++;
+                }
+            }
+            if (fooled) m = atk_compact(m, b->keep, rows, (int)(sizeof rows / sizeof *rows));
+        }
 #pragma omp parallel for num_threads(T) schedule(static)
         for (int j = 0; j < m; j++)
-            atk_ascent_step(cfg->norm, cfg->alpha, cfg->eps, b->xs + (size_t)j * D,
-                            b->xa + (size_t)j * D, b->grad + (size_t)j * D, D);
+            atk_ascent_step(cfg->norm, cfg->alpha, cfg->eps, b->xs + (size_t)j * D, b->xa + (size_t)j * D,
+                            b->grad + (size_t)j * D, D);
     }
+    *m_io = m;
     return AT_OK;
 }
 
@@ -66,16 +96,16 @@ at_status atk_pgd(atk_batch *b, const at_attack_config *cfg) {
                 b->row_target[j] = top ? atk_ranked_class(b->clean_logits + (size_t)i * K, K, pass + 1)
                                        : b->target[i];
             }
-            at_status s = pgd_run(b, cfg, m, targeted);
+            at_status s = pgd_run(b, cfg, &m, targeted, top);
             if (s != AT_OK) return s;
+            for (int j = 0; j < m; j++)
+                memcpy(b->adv + (size_t)b->ids[j] * D, b->xa + (size_t)j * D, sizeof(float) * (size_t)D);
+            /* After the last run the caller's final pass judges every example: no pass here. */
+            if (m == 0 || (pass == passes - 1 && r == cfg->restarts - 1)) continue;
             const float *z;
             if ((s = atk_forward(b, b->xa, m, &z)) != AT_OK) return s;
-            for (int j = 0; j < m; j++) {
-                int i = b->ids[j], p = at_argmax(z + (size_t)j * K, K);
-                bool success = top ? p != b->y[i] : atk_fooled(b, i, p);
-                memcpy(b->adv + (size_t)i * D, b->xa + (size_t)j * D, sizeof(float) * (size_t)D);
-                if (success) b->todo[i] = 0;
-            }
+            for (int j = 0; j < m; j++)
+                if (row_success(b, top, b->ids[j], at_argmax(z + (size_t)j * K, K))) b->todo[b->ids[j]] = 0;
         }
     }
     return AT_OK;
