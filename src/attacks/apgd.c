@@ -115,8 +115,11 @@ static at_status apgd_run(atk_batch *b, const at_attack_config *cfg, int m, bool
             k = AT_MAX(k - size_decr, n_iter_min);
             counter = 0;
         }
-        /* The step. The gradient row is consumed by it, so z is built in its place. */
+        /* The step. The gradient row is consumed by it, so z is built in its place. Rows are
+         * independent: any thread may take any. */
         const float a = it > 0 ? cfg->momentum : 1.0f;
+        const int T = at_rows_threads(m, (size_t)m * D);
+#pragma omp parallel for num_threads(T) schedule(static)
         for (int j = 0; j < m; j++) {
             float *cur = b->xa + (size_t)j * D, *pv = prev + (size_t)j * D, *z = b->grad + (size_t)j * D;
             const float *x = b->xs + (size_t)j * D;
@@ -137,6 +140,7 @@ static at_status apgd_run(atk_batch *b, const at_attack_config *cfg, int m, bool
         }
         s = atk_loss_grad(b, cfg->loss, targeted, targeted ? b->row_target : NULL, m, b->pred);
         if (s != AT_OK) return s;
+#pragma omp parallel for num_threads(T) schedule(static)
         for (int j = 0; j < m; j++) {
             b->hist[(size_t)j * H + it + 1] = b->loss[j];
             if (b->loss[j] > lbest[j]) {
