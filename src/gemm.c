@@ -345,6 +345,20 @@ void at_gemm_own(bool trans_a, bool trans_b, int m, int n, int k, float alpha, c
     }
 }
 
+double at_fma_burn(long iters) {
+    enum { CHAINS = 12 }; /* enough independent chains to cover the FMA latency on both pipes */
+    vec acc[CHAINS];
+    const vec mul = splat(0.999999f), add = splat(1e-7f);
+    for (int i = 0; i < CHAINS; i++) acc[i] = splat((float)i);
+    for (long it = 0; it < iters; it++)
+        for (int i = 0; i < CHAINS; i++) acc[i] = acc[i] * mul + add; /* contracted: one FMA */
+    /* The result must be used, or the loop goes; a volatile store keeps it. */
+    volatile float sink = 0.0f;
+    for (int i = 0; i < CHAINS; i++) sink += sum_lanes(acc[i]);
+    (void)sink;
+    return 2.0 * VL * CHAINS * (double)iters;
+}
+
 void at_gemm_blas(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a,
                   int lda, const float *b, int ldb, float beta, float *c, int ldc) {
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,

@@ -1,9 +1,10 @@
 /* Single-threaded SGEMM used by every layer: C = alpha * op(A) op(B) + beta * C, row-major.
  *
- * OpenBLAS picks its kernels from the CPU model name; on machines it does not recognise it falls
- * back to SSE3 ("Prescott") kernels, 5-10x slower than the processor allows. at_gemm then uses
  * advtrain's own packed, register-blocked kernel (written with GCC vector extensions, so the
- * compiler emits AVX-512 or AVX2 for -march=native). Elsewhere it calls OpenBLAS. */
+ * compiler emits AVX-512 or AVX2 for -march=native) runs where it is built for AVX-512, where it
+ * beats OpenBLAS on these layers' shapes, and where OpenBLAS does not recognise the CPU and falls
+ * back to SSE3 ("Prescott") kernels, 5-10x slower than the processor allows. Elsewhere at_gemm
+ * calls OpenBLAS. */
 #ifndef ADVTRAIN_GEMM_H
 #define ADVTRAIN_GEMM_H
 #include <stdbool.h>
@@ -16,6 +17,11 @@ void at_gemm_blas(bool trans_a, bool trans_b, int m, int n, int k, float alpha, 
                   int lda, const float *b, int ldb, float beta, float *c, int ldc);
 void at_gemm_own(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a,
                  int lda, const float *b, int ldb, float beta, float *c, int ldc);
-/* Which one at_gemm uses: "openblas (<core>)" or "advtrain (<core> fallback)". */
+/* Which one at_gemm uses: "OpenBLAS (<core>)" or "advtrain kernel (OpenBLAS chose <core>)". */
 const char *at_gemm_backend(void);
+
+/* The arithmetic peak of one core, for benchmarks: runs `iters` rounds of 12 independent vector
+ * multiply-adds (as wide as the kernel's vectors: no loads, no dependencies the pipes must wait
+ * on) and returns the floating-point operations done (2 per lane per multiply-add). */
+double at_fma_burn(long iters);
 #endif
