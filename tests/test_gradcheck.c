@@ -500,6 +500,13 @@ static void test_layers(void) {
          KINK_NONE, false, false);
     CASE("conv k5 s1 p0 3x12x12 (direct)", mk(AT_LAYER_CONV2D, 6, 5, 1, 0, 0), 3, 12, 12, KINK_NONE,
          false, false);
+    /* The scatter input gradient (4+ input channels, padding below K-1): two channel tiles with a
+     * remainder, several vectors per tile; and planes narrower than a vector, where one tile's
+     * additions overlap. */
+    CASE("conv k3 s1 p0 11x9x20 (direct, scatter, 2 channel tiles)", mk(AT_LAYER_CONV2D, 7, 3, 1, 0, 0), 11,
+         9, 20, KINK_NONE, false, false);
+    CASE("conv k3 s1 p0 4x3x5 (direct, scatter, overlapping tile)", mk(AT_LAYER_CONV2D, 5, 3, 1, 0, 0), 4, 3,
+         5, KINK_NONE, false, false);
     CASE("conv k3 s1 p1 5x6x20 (direct, 11 out)", mk(AT_LAYER_CONV2D, 11, 3, 1, 1, 0), 5, 6, 20,
          KINK_NONE, false, false);
     CASE("conv k2 s1 p0 1x5x6 (direct, 32 out)", mk(AT_LAYER_CONV2D, 32, 2, 1, 0, 0), 1, 5, 6,

@@ -8,7 +8,10 @@
  * is the price of long contiguous vectors, and costs less than building and packing columns when
  * the layer has few channels.
  *
- * The input gradient is the same operation on the output gradient padded by K-1-P, with the
+ * The input gradient is the forward's adjoint: each tap's product with the output gradient is
+ * added back at the tap's offset into a padded gradient ("scatter"). Layers with one to three
+ * input channels, whose taps would make too short a tile, take the transposed convolution
+ * instead: the same shifted-view product on the output gradient padded by K-1-P, with the
  * weights flipped and transposed (a stride-1 transposed convolution is a convolution). The
  * weight gradient is the dot product of each output-gradient plane (zero in the discarded
  * columns) with each shifted view, the bias gradient its plain sum; per-lane partial sums stay in
@@ -230,8 +233,28 @@ bool at_conv2d_direct_applies(const at_layer *L) {
            taps <= DIRECT_MAX_TAPS;
 }
 
-/* Scratch of the input gradient: padded dy, flat dx, packed flipped weights. */
+/* The scatter input gradient runs tiles of the input channels at one kernel position (their
+ * offsets a plane apart, so one tile's additions into the gradient never overlap when the
+ * planes are at least a tile wide). With one to three input channels such a tile is too short;
+ * and where padding is at least K-1 the transposed convolution multiplies no more zeros than the
+ * scatter (conv1 of seed-cnn, pad 2 of a 5x5 kernel, costs the same either way). */
+static bool scatter_input_gradient(const at_layer *L) {
+    const padded_layout in = input_layout(L), g = dy_layout(L);
+    const size_t scatter = in.flat * L->in_c, transposed = g.flat * L->in_c; /* x OC*K*K each */
+    return L->in_c >= 4 && scatter < transposed;
+}
+
+/* Scratch of the input gradient. Scatter: flat dy, padded dx, packed weights (one MR-channel
+ * panel of OC values per kernel position and channel tile). Transposed: padded dy, flat dx,
+ * packed flipped weights. */
+static size_t scatter_panels(const at_layer *L) {
+    return round_up((size_t)L->d.kernel * L->d.kernel * round_up((size_t)L->in_c, MR) * L->out_c, 16);
+}
 static size_t input_gradient_workspace(const at_layer *L) {
+    if (scatter_input_gradient(L)) {
+        const padded_layout in = input_layout(L);
+        return (size_t)L->out_c * in.flat + in.size + scatter_panels(L);
+    }
     const padded_layout g = dy_layout(L);
     const int out_taps = L->out_c * L->d.kernel * L->d.kernel;
     return g.size + (size_t)L->in_c * g.flat + panel_size(L->in_c, out_taps);
@@ -262,10 +285,100 @@ void at_conv2d_direct_forward(const at_layer *L, const at_ctx *ctx, const float 
     }
 }
 
+/* d[off[r] + q + j*VL ..] += sum over o < OC of a[o*MR + r] * g[o*gflat + q + j*VL ..] for the
+ * tile's rows r (input channels at one kernel position) and nv vectors. Constant rows and nv. */
+static inline __attribute__((always_inline)) void
+scatter_tile(int rows, int nv, const float *a, int OC, const float *g, size_t gflat, int q,
+             float *d, const size_t *off) {
+    vec acc[MR][MAX_NV];
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < nv; j++) acc[r][j] = splat(0.0f);
+    for (int o = 0; o < OC; o++, a += MR) {
+        vec b[MAX_NV];
+        for (int j = 0; j < nv; j++) b[j] = load_vec(g + (size_t)o * gflat + q + j * VL);
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < nv; j++) acc[r][j] += a[r] * b[j];
+    }
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < nv; j++) {
+            float *at = d + off[r] + q + j * VL;
+            store_vec(at, load_vec(at) + acc[r][j]);
+        }
+}
+
+static inline __attribute__((always_inline)) void
+scatter_rows(int rows, int nv, const float *a, int OC, const float *g, size_t gflat, float *d,
+             const size_t *off) {
+    int q = 0;
+    for (; q + nv * VL <= (int)gflat; q += nv * VL) scatter_tile(rows, nv, a, OC, g, gflat, q, d, off);
+    for (; q < (int)gflat; q += VL) scatter_tile(rows, 1, a, OC, g, gflat, q, d, off);
+}
+
+/* The forward read padded input [off(t) + q] for tap t = (c, ki, kj) and flat output q, so the
+ * input gradient is d(padded)[off(t) + q] += sum_o W[o][t] * g[o][q], g being dy on the flat
+ * index with the discarded columns zero. Its multiply-adds are the forward's; the transposed
+ * convolution's count C x OC*K*K x (dy padded by K-1-P)'s flat, 1.8x as many for seed-cnn's conv2,
+ * whose 4 rings of padding around a 10x10 dy are mostly zeros. */
+static void input_gradient_scatter(const at_layer *L, const float *W, const float *dy,
+                                   const float *mask, float *dx, int n, float *work) {
+    const padded_layout in = input_layout(L);
+    const int C = L->in_c, OC = L->out_c, K = L->d.kernel, P = L->d.pad;
+    float *g = work, *d = g + (size_t)OC * in.flat, *packed = d + in.size;
+    /* Panels by kernel position, then tile of MR channels: a[o*MR + r] = W[o][c0 + r][ki][kj]. */
+    const int ctiles = (C + MR - 1) / MR;
+    memset(packed, 0, sizeof(float) * scatter_panels(L));
+    for (int k = 0; k < K * K; k++)
+        for (int o = 0; o < OC; o++)
+            for (int c = 0; c < C; c++)
+                packed[(((size_t)k * ctiles + c / MR) * OC + o) * MR + c % MR] =
+                    W[((size_t)o * C + c) * K * K + k];
+    /* Channels a plane apart: a tile's vectors never overlap when a plane is that wide. */
+    const int nv_max = AT_MAX(1, AT_MIN(MAX_NV, in.plane / VL));
+    for (int s = 0; s < n; s++) {
+        const size_t at = (size_t)s * L->out_size;
+        flatten(&in, OC, dy + at, mask ? mask + at : NULL, g);
+        memset(d, 0, sizeof(float) * in.size);
+        for (int k = 0; k < K * K; k++) {
+            const int ki = k / K, kj = k % K;
+            for (int c0 = 0; c0 < C; c0 += MR) {
+                const int rows = AT_MIN(MR, C - c0);
+                size_t off[MR];
+                for (int r = 0; r < rows; r++) off[r] = (size_t)(c0 + r) * in.plane + (size_t)ki * in.pitch + kj;
+                const float *a = packed + ((size_t)k * ctiles + c0 / MR) * OC * MR;
+                const int nv = AT_MIN(nv_max, vectors_for(rows));
+                switch (rows * 8 + nv) { /* constant tiles for the register allocator */
+#define SCATTER_CASE(R, V) \
+    case R * 8 + V: scatter_rows(R, V, a, OC, g, in.flat, d, off); break;
+#define SCATTER_ROWS(R) SCATTER_CASE(R, 1) SCATTER_CASE(R, 2) SCATTER_CASE(R, 3) SCATTER_CASE(R, 4)
+                    SCATTER_ROWS(1) SCATTER_ROWS(2) SCATTER_ROWS(3) SCATTER_ROWS(4)
+#if MR > 4
+                    SCATTER_ROWS(5) SCATTER_ROWS(6)
+#endif
+#if MR > 6
+                    SCATTER_ROWS(7) SCATTER_ROWS(8)
+#endif
+#undef SCATTER_ROWS
+#undef SCATTER_CASE
+                }
+            }
+        }
+        /* The interior of the padded gradient is dx; what fell on the padding is dropped. */
+        float *out = dx + (size_t)s * L->in_size;
+        for (int c = 0; c < C; c++)
+            for (int h = 0; h < L->in_h; h++)
+                memcpy(out + ((size_t)c * L->in_h + h) * L->in_w,
+                       d + (size_t)c * in.plane + (size_t)(h + P) * in.pitch + P, sizeof(float) * L->in_w);
+    }
+}
+
 /* dx = dy padded by K-1-P convolved with W flipped in space and with in/out channels swapped.
  * mask: the output of a fused ReLU (dy is zero where it is not positive), or NULL. */
 static void input_gradient(const at_layer *L, const float *W, const float *dy, const float *mask,
                            float *dx, int n, float *work) {
+    if (scatter_input_gradient(L)) {
+        input_gradient_scatter(L, W, dy, mask, dx, n, work);
+        return;
+    }
     const padded_layout g = dy_layout(L);
     const int C = L->in_c, OC = L->out_c, K = L->d.kernel;
     float *padded = work, *flat = padded + g.size, *packed = flat + (size_t)C * g.flat;
