@@ -319,55 +319,65 @@ scatter_rows(int rows, int nv, const float *a, int OC, const float *g, size_t gf
  * index with the discarded columns zero. Its multiply-adds are the forward's; the transposed
  * convolution's count C x OC*K*K x (dy padded by K-1-P)'s flat, 1.8x as many for seed-cnn's conv2,
  * whose 4 rings of padding around a 10x10 dy are mostly zeros. */
-static void input_gradient_scatter(const at_layer *L, const float *W, const float *dy,
-                                   const float *mask, float *dx, int n, float *work) {
-    const padded_layout in = input_layout(L);
-    const int C = L->in_c, OC = L->out_c, K = L->d.kernel, P = L->d.pad;
-    float *g = work, *d = g + (size_t)OC * in.flat, *packed = d + in.size;
-    /* Panels by kernel position, then tile of MR channels: a[o*MR + r] = W[o][c0 + r][ki][kj]. */
-    const int ctiles = (C + MR - 1) / MR;
+/* Panels by kernel position, then tile of MR channels: a[o*MR + r] = W[o][c0 + r][ki][kj]. */
+static void scatter_pack(const at_layer *L, const float *W, float *packed) {
+    const int C = L->in_c, OC = L->out_c, K = L->d.kernel, ctiles = (C + MR - 1) / MR;
     memset(packed, 0, sizeof(float) * scatter_panels(L));
     for (int k = 0; k < K * K; k++)
         for (int o = 0; o < OC; o++)
             for (int c = 0; c < C; c++)
                 packed[(((size_t)k * ctiles + c / MR) * OC + o) * MR + c % MR] =
                     W[((size_t)o * C + c) * K * K + k];
+}
+
+/* One sample: g its flat output gradient, d scratch of the padded input's size, dx its input
+ * gradient. */
+static void scatter_sample(const at_layer *L, const float *packed, const float *g, float *d, float *dx) {
+    const padded_layout in = input_layout(L);
+    const int C = L->in_c, OC = L->out_c, K = L->d.kernel, P = L->d.pad, ctiles = (C + MR - 1) / MR;
     /* Channels a plane apart: a tile's vectors never overlap when a plane is that wide. */
     const int nv_max = AT_MAX(1, AT_MIN(MAX_NV, in.plane / VL));
-    for (int s = 0; s < n; s++) {
-        const size_t at = (size_t)s * L->out_size;
-        flatten(&in, OC, dy + at, mask ? mask + at : NULL, g);
-        memset(d, 0, sizeof(float) * in.size);
-        for (int k = 0; k < K * K; k++) {
-            const int ki = k / K, kj = k % K;
-            for (int c0 = 0; c0 < C; c0 += MR) {
-                const int rows = AT_MIN(MR, C - c0);
-                size_t off[MR];
-                for (int r = 0; r < rows; r++) off[r] = (size_t)(c0 + r) * in.plane + (size_t)ki * in.pitch + kj;
-                const float *a = packed + ((size_t)k * ctiles + c0 / MR) * OC * MR;
-                const int nv = AT_MIN(nv_max, vectors_for(rows));
-                switch (rows * 8 + nv) { /* constant tiles for the register allocator */
+    memset(d, 0, sizeof(float) * in.size);
+    for (int k = 0; k < K * K; k++) {
+        const int ki = k / K, kj = k % K;
+        for (int c0 = 0; c0 < C; c0 += MR) {
+            const int rows = AT_MIN(MR, C - c0);
+            size_t off[MR];
+            for (int r = 0; r < rows; r++) off[r] = (size_t)(c0 + r) * in.plane + (size_t)ki * in.pitch + kj;
+            const float *a = packed + ((size_t)k * ctiles + c0 / MR) * OC * MR;
+            const int nv = AT_MIN(nv_max, vectors_for(rows));
+            switch (rows * 8 + nv) { /* constant tiles for the register allocator */
 #define SCATTER_CASE(R, V) \
     case R * 8 + V: scatter_rows(R, V, a, OC, g, in.flat, d, off); break;
 #define SCATTER_ROWS(R) SCATTER_CASE(R, 1) SCATTER_CASE(R, 2) SCATTER_CASE(R, 3) SCATTER_CASE(R, 4)
-                    SCATTER_ROWS(1) SCATTER_ROWS(2) SCATTER_ROWS(3) SCATTER_ROWS(4)
+                SCATTER_ROWS(1) SCATTER_ROWS(2) SCATTER_ROWS(3) SCATTER_ROWS(4)
 #if MR > 4
-                    SCATTER_ROWS(5) SCATTER_ROWS(6)
+                SCATTER_ROWS(5) SCATTER_ROWS(6)
 #endif
 #if MR > 6
-                    SCATTER_ROWS(7) SCATTER_ROWS(8)
+                SCATTER_ROWS(7) SCATTER_ROWS(8)
 #endif
 #undef SCATTER_ROWS
 #undef SCATTER_CASE
-                }
             }
         }
-        /* The interior of the padded gradient is dx; what fell on the padding is dropped. */
-        float *out = dx + (size_t)s * L->in_size;
-        for (int c = 0; c < C; c++)
-            for (int h = 0; h < L->in_h; h++)
-                memcpy(out + ((size_t)c * L->in_h + h) * L->in_w,
-                       d + (size_t)c * in.plane + (size_t)(h + P) * in.pitch + P, sizeof(float) * L->in_w);
+    }
+    /* The interior of the padded gradient is dx; what fell on the padding is dropped. */
+    for (int c = 0; c < C; c++)
+        for (int h = 0; h < L->in_h; h++)
+            memcpy(dx + ((size_t)c * L->in_h + h) * L->in_w,
+                   d + (size_t)c * in.plane + (size_t)(h + P) * in.pitch + P, sizeof(float) * L->in_w);
+}
+
+static void input_gradient_scatter(const at_layer *L, const float *W, const float *dy,
+                                   const float *mask, float *dx, int n, float *work) {
+    const padded_layout in = input_layout(L);
+    float *g = work, *d = g + (size_t)L->out_c * in.flat, *packed = d + in.size;
+    scatter_pack(L, W, packed);
+    for (int s = 0; s < n; s++) {
+        const size_t at = (size_t)s * L->out_size;
+        flatten(&in, L->out_c, dy + at, mask ? mask + at : NULL, g);
+        scatter_sample(L, packed, g, d, dx + (size_t)s * L->in_size);
     }
 }
 
@@ -476,8 +486,17 @@ static size_t weight_gradient_workspace(const at_layer *L) {
            (size_t)L->out_c * (taps + 1) * VL;
 }
 
+/* With a scatter job, the weight gradient also computes the input gradient from the flat output
+ * gradients it builds anyway (both need dy masked and flattened the same way). */
+typedef struct {
+    const float *packed; /* scatter_pack's panels */
+    float *d;            /* scratch of the padded input's size */
+    float *dx;
+} scatter_job;
+
 static void weight_gradient(const at_layer *L, const float *x, const float *dy,
-                            const float *mask, float *dW, float *db, int n, float *work) {
+                            const float *mask, float *dW, float *db, int n, float *work,
+                            const scatter_job *job) {
     const padded_layout in = input_layout(L);
     const int OC = L->out_c, taps = L->in_c * L->d.kernel * L->d.kernel;
     const size_t g_stride = (size_t)OC * in.flat;
@@ -495,6 +514,8 @@ static void weight_gradient(const at_layer *L, const float *x, const float *dy,
         }
         const grad_chunk c = {g, padded, in.flat, g_stride, in.size, m, taps, offset};
         weight_gradient_partials(OC, &c, partial);
+        for (int s = 0; job && s < m; s++)
+            scatter_sample(L, job->packed, g + s * g_stride, job->d, job->dx + (size_t)(s0 + s) * L->in_size);
         /* The bias gradient sums g per lane too: a scalar running sum would be one long chain of
          * dependent additions, slower than the whole weight gradient. */
         for (int o = 0; o < OC; o++) {
@@ -513,8 +534,18 @@ void at_conv2d_direct_backward(const at_layer *L, const at_ctx *ctx, const float
                                const float *y, const float *dy, float *dx, int n,
                                bool param_grads) {
     const float *mask = L->relu_out ? y : NULL;
+    const float *W = ctx->params + L->w_off;
+    float *grad_work = ctx->work + input_gradient_workspace(L);
+    if (param_grads && dx && scatter_input_gradient(L)) {
+        /* One pass over dy: the scatter takes the input gradient's scratch less its flat dy. */
+        const padded_layout in = input_layout(L);
+        float *d = ctx->work + (size_t)L->out_c * in.flat, *packed = d + in.size;
+        scatter_pack(L, W, packed);
+        const scatter_job job = {packed, d, dx};
+        weight_gradient(L, x, dy, mask, ctx->grads + L->w_off, ctx->grads + L->b_off, n, grad_work, &job);
+        return;
+    }
     if (param_grads)
-        weight_gradient(L, x, dy, mask, ctx->grads + L->w_off, ctx->grads + L->b_off, n,
-                        ctx->work + input_gradient_workspace(L));
-    if (dx) input_gradient(L, ctx->params + L->w_off, dy, mask, dx, n, ctx->work);
+        weight_gradient(L, x, dy, mask, ctx->grads + L->w_off, ctx->grads + L->b_off, n, grad_work, NULL);
+    if (dx) input_gradient(L, W, dy, mask, dx, n, ctx->work);
 }
