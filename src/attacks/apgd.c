@@ -48,10 +48,6 @@ static void sample_start(atk_batch *b, const at_attack_config *cfg, int j) {
     }
 }
 
-static bool row_success(const atk_batch *b, bool top, int i, int p) {
-    return top ? p != b->y[i] : atk_fooled(b, i, p);
-}
-
 /* One APGD run on the compact rows 0..m-1 (targets in row_target when targeted). */
 static at_status apgd_run(atk_batch *b, const at_attack_config *cfg, int m, bool targeted, bool top) {
     const int D = b->D, N = cfg->steps, H = b->hist_len;
@@ -89,7 +85,7 @@ static at_status apgd_run(atk_batch *b, const at_attack_config *cfg, int m, bool
         /* Samples fooled at the iterate just evaluated are done: it is their example. */
         for (int j = 0; j < m; j++) {
             int i = b->ids[j];
-            b->keep[j] = !row_success(b, top, i, b->pred[j]);
+            b->keep[j] = !atk_success(b, top, i, b->pred[j]);
             if (!b->keep[j]) {
                 memcpy(b->adv + (size_t)i * D, b->xa + (size_t)j * D, rowb);
                 b->todo[i] = 0;

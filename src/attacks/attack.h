@@ -99,6 +99,11 @@ at_status atk_auto(atk_batch *b, const at_attack_config *cfg);
 static inline bool atk_fooled(const atk_batch *b, int i, int p) {
     return b->target[i] >= 0 ? p == b->target[i] : p != b->y[i];
 }
+/* Success of a run: with AT_TARGET_TOP (`top`) any misclassification, whatever class the run
+ * aims at; otherwise atk_fooled. */
+static inline bool atk_success(const atk_batch *b, bool top, int i, int p) {
+    return top ? p != b->y[i] : atk_fooled(b, i, p);
+}
 
 double atk_now(void);
 /* Restarts every sample's generator from the call's seed (as at the start of the call). */

@@ -35,10 +35,6 @@ static void random_start(atk_batch *b, const at_attack_config *cfg, int j) {
     atk_project(cfg->norm, cfg->eps, x, v, D);
 }
 
-static bool row_success(const atk_batch *b, bool top, int i, int p) {
-    return top ? p != b->y[i] : atk_fooled(b, i, p);
-}
-
 /* One run (restart) on the compact rows: the samples it fools at an iterate leave with that
  * iterate as their example (unless cfg->last_iterate); on return rows 0..*m-1 of b->xa hold
  * the last iterates of the others. */
@@ -65,7 +61,7 @@ static at_status pgd_run(atk_batch *b, const at_attack_config *cfg, int *m_io, b
             int fooled = 0;
             for (int j = 0; j < m; j++) {
                 int i = b->ids[j];
-                b->keep[j] = !row_success(b, top, i, pred[j]);
+                b->keep[j] = !atk_success(b, top, i, pred[j]);
                 if (!b->keep[j]) {
                     memcpy(b->adv + (size_t)i * D, b->xa + (size_t)j * D, rowb);
                     b->todo[i] = 0;
@@ -105,7 +101,7 @@ at_status atk_pgd(atk_batch *b, const at_attack_config *cfg) {
             const float *z;
             if ((s = atk_forward(b, b->xa, m, &z)) != AT_OK) return s;
             for (int j = 0; j < m; j++)
-                if (row_success(b, top, b->ids[j], at_argmax(z + (size_t)j * K, K))) b->todo[b->ids[j]] = 0;
+                if (atk_success(b, top, b->ids[j], at_argmax(z + (size_t)j * K, K))) b->todo[b->ids[j]] = 0;
         }
     }
     return AT_OK;
