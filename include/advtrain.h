@@ -148,6 +148,18 @@ enum {
  * receives dLoss/dx. Without AT_GRAD_PARAMS no parameter gradient is computed (attacks). */
 at_status at_net_backward(at_net *net, const float *dlogits, int flags, float *dx);
 
+/* Called by at_net_input_gradient for samples [begin, end): reads their rows of logits (n x
+ * out_size, the whole batch's array) and writes their rows of dlogits. Runs on the library's
+ * threads, several chunks at once: touch only those rows (and per-sample state of your own). */
+typedef void (*at_chunk_loss_fn)(void *user, const float *logits, int begin, int end, float *dlogits);
+/* An attack step in one pass: for each chunk of samples the forward, `loss`, and the input
+ * gradient into dx (n x in_size), one thread per chunk without waiting for the others, while the
+ * chunk's activations are still in that core's cache. Eval mode only (AT_ERR_ARG otherwise): the
+ * same bits as at_net_forward, the loss over all rows, then at_net_backward(AT_GRAD_INPUT).
+ * dlogits: n x out_size floats. *logits (if not NULL) as at_net_forward's. */
+at_status at_net_input_gradient(at_net *net, const float *x, int n, at_chunk_loss_fn loss, void *user,
+                                float *dlogits, float *dx, const float **logits);
+
 int at_net_in_size(const at_net *net);  /* c*h*w */
 int at_net_out_size(const at_net *net);
 void at_net_in_shape(const at_net *net, int *c, int *h, int *w);

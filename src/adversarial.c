@@ -82,6 +82,28 @@ static at_status batch_ce(const float *z, const int32_t *y, const float *soft, i
     return at_cross_entropy(z, y, n, K, 0.0f, loss, dz, correct);
 }
 
+/* Rows [begin, end) of the crafting loss, between each chunk's forward and input gradient
+ * (at_net_input_gradient): the batch-mean cross-entropy row by row, the same bits as batch_ce,
+ * or a per-sample attack loss. */
+typedef struct {
+    const at_attack_config *a;
+    const int32_t *y;
+    int n, K;
+    float *sample_loss;
+} craft_rows;
+
+static void craft_loss(void *user, const float *z, int begin, int end, float *dlogits) {
+    const craft_rows *r = user;
+    const int K = r->K;
+    for (int i = begin; i < end; i++) {
+        const float *zi = z + (size_t)i * K;
+        if (r->a->loss == AT_ATTACK_LOSS_CE)
+            at_ce_row(zi, r->y[i], K, 0.0, r->n, dlogits + (size_t)i * K);
+        else
+            r->sample_loss[i] = atk_sample_loss(r->a->loss, false, zi, K, r->y[i], -1, dlogits + (size_t)i * K);
+    }
+}
+
 /* Starting point: x itself, or uniform in the L-inf ball / a uniform radius along a Gaussian
  * direction in the L2 ball; projected onto [0,1]. */
 static void start_point(at_adv_workspace *ws, const at_attack_config *a, const float *x, int n) {
@@ -128,20 +150,28 @@ at_status at_adv_craft(at_net *net, at_adv_workspace *ws, const at_attack_config
     bool was_training = at_net_is_training(net);
     at_net_set_training(net, false); /* craft against the deployed model: dropout off */
     start_point(ws, a, x, n);
+    for (int i = 0; i < n && !soft && s == AT_OK; i++)
+        if (y[i] < 0 || y[i] >= K) s = at_fail(AT_ERR_ARG, "label %d of sample %d is outside [0, %d)", y[i], i, K);
+    const craft_rows rows = {a, y, n, K, ws->sample_loss};
     for (int k = 0; k < steps && a->eps > 0.0f && s == AT_OK; k++) {
-        const float *z;
-        if ((s = at_net_forward(net, ws->x_adv, n, &z)) != AT_OK) break;
-        if (a->loss == AT_ATTACK_LOSS_CE) {
-            float loss;
-            s = batch_ce(z, y, soft, n, K, &loss, ws->dlogits, NULL);
-            if (s == AT_ERR_NAN) s = AT_OK; /* a non-finite row just takes no useful step */
+        if (!soft) {
+            /* Hard labels: forward, loss and input gradient chunk by chunk, no wait between. */
+            s = at_net_input_gradient(net, ws->x_adv, n, craft_loss, (void *)&rows, ws->dlogits, ws->dx, NULL);
         } else {
-            for (int i = 0; i < n; i++)
-                ws->sample_loss[i] = atk_sample_loss(a->loss, false, z + (size_t)i * K, K, y[i], -1,
-                                                     ws->dlogits + (size_t)i * K);
+            const float *z;
+            if ((s = at_net_forward(net, ws->x_adv, n, &z)) != AT_OK) break;
+            if (a->loss == AT_ATTACK_LOSS_CE) {
+                float loss;
+                s = batch_ce(z, y, soft, n, K, &loss, ws->dlogits, NULL);
+                if (s == AT_ERR_NAN) s = AT_OK; /* a non-finite row just takes no useful step */
+            } else {
+                for (int i = 0; i < n; i++)
+                    ws->sample_loss[i] = atk_sample_loss(a->loss, false, z + (size_t)i * K, K, y[i], -1,
+                                                         ws->dlogits + (size_t)i * K);
+            }
+            if (s == AT_OK) s = at_net_backward(net, ws->dlogits, AT_GRAD_INPUT, ws->dx);
         }
         if (s != AT_OK) break;
-        if ((s = at_net_backward(net, ws->dlogits, AT_GRAD_INPUT, ws->dx)) != AT_OK) break;
 #pragma omp parallel for num_threads(at_rows_threads(n, (size_t)n * D)) schedule(static)
         for (int i = 0; i < n; i++) {
             float *g = ws->dx + (size_t)i * D;

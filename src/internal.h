@@ -20,6 +20,10 @@ float *at_alloc_floats(size_t count, const char *what);
 char *at_strdup(const char *s);
 
 
+/* One row of at_cross_entropy (label smoothing eps, mean over n rows): writes the row's dlogits
+ * to d (if not NULL) and returns its loss, unscaled. */
+double at_ce_row(const float *z, int label, int k, double eps, int n, float *d);
+
 /* Training state that checkpoints save and restore (see checkpoint.c). */
 uint64_t at_net_forward_count(const at_net *net); /* dropout masks are keyed by it */
 void at_net_set_forward_count(at_net *net, uint64_t count);

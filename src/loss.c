@@ -11,6 +11,26 @@ int at_argmax(const float *v, int k) {
     return best;
 }
 
+double at_ce_row(const float *z, int label, int k, double eps, int n, float *d) {
+    const double off = eps / k;
+    const int top = at_argmax(z, k);
+    /* log-sum-exp around the maximum: no overflow for large logits. */
+    double zmax = z[top], sum = 0.0, zsum = 0.0;
+    for (int j = 0; j < k; j++) {
+        sum += exp((double)z[j] - zmax);
+        zsum += z[j];
+    }
+    double lse = zmax + log(sum);
+    if (d)
+        for (int j = 0; j < k; j++) {
+            double p = exp((double)z[j] - lse);
+            double q = off + (j == label ? 1.0 - eps : 0.0);
+            d[j] = (float)((p - q) / n);
+        }
+    /* -sum_j q_j log p_j with q = (1-eps) onehot + eps/K */
+    return (1.0 - eps) * (lse - z[label]) + off * (k * lse - zsum);
+}
+
 at_status at_cross_entropy(const float *logits, const int32_t *labels, int n, int k,
                            float label_smoothing, float *loss, float *dlogits, int *correct) {
     if (n <= 0 || k <= 0) return at_fail(AT_ERR_ARG, "cross-entropy needs n > 0 and k > 0");
@@ -20,30 +40,12 @@ at_status at_cross_entropy(const float *logits, const int32_t *labels, int n, in
     for (int i = 0; i < n; i++)
         if (labels[i] < 0 || labels[i] >= k)
             return at_fail(AT_ERR_ARG, "label %d of sample %d is outside [0, %d)", labels[i], i, k);
-    const double eps = label_smoothing, off = eps / k;
     double total = 0.0;
     int hits = 0;
     for (int i = 0; i < n; i++) {
         const float *z = logits + (size_t)i * k;
-        int top = at_argmax(z, k);
-        hits += top == labels[i];
-        /* log-sum-exp around the maximum: no overflow for large logits. */
-        double zmax = z[top], sum = 0.0, zsum = 0.0;
-        for (int j = 0; j < k; j++) {
-            sum += exp((double)z[j] - zmax);
-            zsum += z[j];
-        }
-        double lse = zmax + log(sum);
-        /* -sum_j q_j log p_j with q = (1-eps) onehot + eps/K */
-        total += (1.0 - eps) * (lse - z[labels[i]]) + off * (k * lse - zsum);
-        if (dlogits) {
-            float *d = dlogits + (size_t)i * k;
-            for (int j = 0; j < k; j++) {
-                double p = exp((double)z[j] - lse);
-                double q = off + (j == labels[i] ? 1.0 - eps : 0.0);
-                d[j] = (float)((p - q) / n);
-            }
-        }
+        hits += at_argmax(z, k) == labels[i];
+        total += at_ce_row(z, labels[i], k, label_smoothing, n, dlogits ? dlogits + (size_t)i * k : NULL);
     }
     *loss = (float)(total / n);
     if (correct) *correct = hits;

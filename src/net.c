@@ -437,14 +437,18 @@ static bool take_chunk(bool dynamic, int n, int T, int t, int chunk, int turn, i
     return *begin < *end;
 }
 
+/* A fresh dropout key per forward pass; backward reuses it to rebuild the masks. */
+static void next_dropout_key(at_net *net) {
+    uint64_t k = net->seed * 0x9E3779B97F4A7C15ull + (++net->forward_count);
+    k = (k ^ (k >> 31)) * 0xD6E8FEB86659FD93ull;
+    net->dropout_key = k ^ (k >> 32);
+}
+
 at_status at_net_forward(at_net *net, const float *x, int n, const float **logits) {
     if (n <= 0) return at_fail(AT_ERR_ARG, "forward pass needs at least one sample (got %d)", n);
     at_status s = at_net_reserve(net, n);
     if (s != AT_OK) return s;
-    /* A fresh dropout key per pass; backward reuses it to rebuild the masks. */
-    uint64_t k = net->seed * 0x9E3779B97F4A7C15ull + (++net->forward_count);
-    k = (k ^ (k >> 31)) * 0xD6E8FEB86659FD93ull;
-    net->dropout_key = k ^ (k >> 32);
+    next_dropout_key(net);
     int T = thread_count_for(net, n);
     /* A training forward keeps each thread's samples fixed (its backward sums weight gradients
      * per thread, in a fixed order); other passes share chunks out as threads free up. */
@@ -552,6 +556,37 @@ at_status at_net_backward(at_net *net, const float *dlogits, int flags, float *d
             }
         }
     }
+    return AT_OK;
+}
+
+at_status at_net_input_gradient(at_net *net, const float *x, int n, at_chunk_loss_fn loss, void *user,
+                                float *dlogits, float *dx, const float **logits) {
+    if (n <= 0) return at_fail(AT_ERR_ARG, "input gradient needs at least one sample (got %d)", n);
+    if (!x || !loss || !dlogits || !dx)
+        return at_fail(AT_ERR_ARG, "at_net_input_gradient needs inputs, a loss, dlogits and dx");
+    if (net->training)
+        return at_fail(AT_ERR_ARG, "at_net_input_gradient runs in eval mode (at_net_set_training(net, false))");
+    at_status s = at_net_reserve(net, n);
+    if (s != AT_OK) return s;
+    next_dropout_key(net); /* as at_net_forward, so later training passes draw the same masks */
+    const int T = thread_count_for(net, n), chunk = dynamic_chunk(n, T);
+    const float *z = output_of(net, net->nlayers - 1);
+    int next = 0;
+#pragma omp parallel num_threads(T)
+    {
+        const int t = omp_get_thread_num();
+        int begin, end;
+        for (int turn = 0; take_chunk(true, n, T, t, chunk, turn, &next, &begin, &end); turn++) {
+            net->chunk_owner[begin / chunk] = t;
+            forward_chunk(net, make_ctx(net, t, begin), x, begin, end);
+            loss(user, z, begin, end, dlogits);
+            backward_chunk(net, make_ctx(net, t, begin), dlogits, false, true, dx, begin, end);
+        }
+    }
+    net->last_chunk = chunk;
+    net->last_n = n;
+    net->kept_valid = false;
+    if (logits) *logits = z;
     return AT_OK;
 }
 

@@ -806,6 +806,19 @@ static void test_kept_columns(void) {
  * chunks as the threads free up, so each sample's logits and input gradient must not depend on
  * which chunk it lands in: a batch on two threads, on one thread and cut into pieces of other
  * sizes (one sample alone among them) must agree bit for bit. */
+/* at_net_input_gradient's loss: the fixed output gradient of its rows, and a copy of their logits. */
+typedef struct {
+    const float *dz;
+    float *z;
+    int K;
+} fixed_rows;
+static void fixed_loss(void *user, const float *z, int begin, int end, float *dlogits) {
+    const fixed_rows *r = user;
+    const size_t from = (size_t)begin * r->K, count = (size_t)(end - begin) * r->K;
+    memcpy(dlogits + from, r->dz + from, sizeof(float) * count);
+    memcpy(r->z + from, z + from, sizeof(float) * count);
+}
+
 static void test_chunk_independence(void) {
     const char *specs[] = {"smallcnn", "mlp", "seed-cnn",
                            "conv:8:3:1:1,tanh,maxpool:2,conv:6:3:2,avgpool:2,flatten,dropout:0.3,"
@@ -819,9 +832,19 @@ static void test_chunk_independence(void) {
         at_net_set_training(net, false);
         const int D = at_net_in_size(net), K = at_net_out_size(net);
         float *x = malloc(sizeof(float) * n * D), *dz = malloc(sizeof(float) * n * K);
-        float *z[3], *dx[3];
+        float *z[4], *dx[4];
         fill_uniform(x, (size_t)n * D, 21);
         fill_uniform(dz, (size_t)n * K, 22);
+        /* The fused pass (forward, loss and input gradient per chunk, 2 threads) too. */
+        z[3] = malloc(sizeof(float) * n * K);
+        dx[3] = malloc(sizeof(float) * n * D);
+        float *dlogits = malloc(sizeof(float) * n * K);
+        fixed_rows rows = {dz, z[3], K};
+        CHECK_OK(at_net_input_gradient(net, x, n, fixed_loss, &rows, dlogits, dx[3], NULL));
+        at_net_set_training(net, true);
+        CHECK(at_net_input_gradient(net, x, n, fixed_loss, &rows, dlogits, dx[3], NULL) == AT_ERR_ARG);
+        at_net_set_training(net, false);
+        free(dlogits);
         for (int way = 0; way < 3; way++) {
             z[way] = malloc(sizeof(float) * n * K);
             dx[way] = malloc(sizeof(float) * n * D);
@@ -836,15 +859,14 @@ static void test_chunk_independence(void) {
                 first += m;
             }
         }
-        for (int way = 1; way < 3; way++) {
-            CHECK_MSG(memcmp(z[0], z[way], sizeof(float) * n * K) == 0,
-                      "%s: logits on 2 threads differ from %s", specs[k],
-                      way == 1 ? "one thread" : "pieces of the batch");
+        const char *ways[] = {"", "one thread", "pieces of the batch", "the fused pass (at_net_input_gradient)"};
+        for (int way = 1; way < 4; way++) {
+            CHECK_MSG(memcmp(z[0], z[way], sizeof(float) * n * K) == 0, "%s: logits on 2 threads differ from %s",
+                      specs[k], ways[way]);
             CHECK_MSG(memcmp(dx[0], dx[way], sizeof(float) * n * D) == 0,
-                      "%s: input gradients on 2 threads differ from %s", specs[k],
-                      way == 1 ? "one thread" : "pieces of the batch");
+                      "%s: input gradients on 2 threads differ from %s", specs[k], ways[way]);
         }
-        for (int way = 0; way < 3; way++) {
+        for (int way = 0; way < 4; way++) {
             free(z[way]);
             free(dx[way]);
         }

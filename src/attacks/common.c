@@ -267,20 +267,36 @@ static bool row_zero(const float *v, int n) {
     return true;
 }
 
+/* The attack loss of rows [begin, end), called by at_net_input_gradient between each chunk's
+ * forward and backward (on the library's threads: rows only). */
+typedef struct {
+    atk_batch *b;
+    at_attack_loss loss;
+    bool targeted;
+    const int32_t *targets;
+    int32_t *pred;
+} loss_rows;
+
+static void rows_loss(void *user, const float *z, int begin, int end, float *dlogits) {
+    const loss_rows *r = user;
+    atk_batch *b = r->b;
+    const int K = b->K;
+    for (int j = begin; j < end; j++) {
+        const float *zj = z + (size_t)j * K;
+        const int i = b->ids[j];
+        b->loss[j] = atk_sample_loss(r->loss, r->targeted, zj, K, b->y[i], r->targets ? r->targets[j] : -1,
+                                     dlogits + (size_t)j * K);
+        if (r->pred) r->pred[j] = at_argmax(zj, K);
+    }
+}
+
 at_status atk_loss_grad(atk_batch *b, at_attack_loss loss, bool targeted, const int32_t *targets,
                         int m, int32_t *pred) {
-    const float *z;
-    at_status s = atk_forward(b, b->xa, m, &z);
+    const int D = b->D;
+    loss_rows r = {b, loss, targeted, targets, pred};
+    at_status s = at_net_input_gradient(b->net, b->xa, m, rows_loss, &r, b->dlogits, b->grad, NULL);
     if (s != AT_OK) return s;
-    const int K = b->K, D = b->D;
-    for (int j = 0; j < m; j++) {
-        const float *zj = z + (size_t)j * K;
-        int i = b->ids[j];
-        b->loss[j] = atk_sample_loss(loss, targeted, zj, K, b->y[i], targets ? targets[j] : -1,
-                                     b->dlogits + (size_t)j * K);
-        if (pred) pred[j] = at_argmax(zj, K);
-    }
-    if ((s = at_net_backward(b->net, b->dlogits, AT_GRAD_INPUT, b->grad)) != AT_OK) return s;
+    b->res->forwards += m;
     b->res->backwards += m;
     /* A NaN or infinite gradient must not poison the iterate: such rows take no step. */
     const bool count_zero = !b->counted_grad;
