@@ -150,8 +150,7 @@ at_status at_adv_craft(at_net *net, at_adv_workspace *ws, const at_attack_config
     bool was_training = at_net_is_training(net);
     at_net_set_training(net, false); /* craft against the deployed model: dropout off */
     start_point(ws, a, x, n);
-    for (int i = 0; i < n && !soft && s == AT_OK; i++)
-        if (y[i] < 0 || y[i] >= K) s = at_fail(AT_ERR_ARG, "label %d of sample %d is outside [0, %d)", y[i], i, K);
+    if (!soft) s = at_check_labels(y, n, K); /* the losses below index the logits by label */
     const craft_rows rows = {a, y, n, K, ws->sample_loss};
     for (int k = 0; k < steps && a->eps > 0.0f && s == AT_OK; k++) {
         if (!soft) {

@@ -20,6 +20,9 @@ float *at_alloc_floats(size_t count, const char *what);
 char *at_strdup(const char *s);
 
 
+/* AT_ERR_ARG naming the first label outside [0, k), else AT_OK. */
+at_status at_check_labels(const int32_t *labels, int n, int k);
+
 /* One row of at_cross_entropy (label smoothing eps, mean over n rows): writes the row's dlogits
  * to d (if not NULL) and returns its loss, unscaled. */
 double at_ce_row(const float *z, int label, int k, double eps, int n, float *d);

@@ -11,6 +11,13 @@ int at_argmax(const float *v, int k) {
     return best;
 }
 
+at_status at_check_labels(const int32_t *labels, int n, int k) {
+    for (int i = 0; i < n; i++)
+        if (labels[i] < 0 || labels[i] >= k)
+            return at_fail(AT_ERR_ARG, "label %d of sample %d is outside [0, %d)", labels[i], i, k);
+    return AT_OK;
+}
+
 double at_ce_row(const float *z, int label, int k, double eps, int n, float *d) {
     const double off = eps / k;
     const int top = at_argmax(z, k);
@@ -37,9 +44,8 @@ at_status at_cross_entropy(const float *logits, const int32_t *labels, int n, in
     if (!(label_smoothing >= 0.0f && label_smoothing < 1.0f))
         return at_fail(AT_ERR_ARG, "label smoothing must be in [0, 1), got %g",
                        (double)label_smoothing);
-    for (int i = 0; i < n; i++)
-        if (labels[i] < 0 || labels[i] >= k)
-            return at_fail(AT_ERR_ARG, "label %d of sample %d is outside [0, %d)", labels[i], i, k);
+    at_status s = at_check_labels(labels, n, k);
+    if (s != AT_OK) return s;
     double total = 0.0;
     int hits = 0;
     for (int i = 0; i < n; i++) {

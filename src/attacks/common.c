@@ -560,9 +560,7 @@ static at_status attack_call(at_net *net, const at_attack_config *user_cfg, cons
     res->steps = cfg.steps;
     res->restarts = cfg.restarts;
     res->alpha = cfg.kind == AT_ATTACK_PGD || cfg.kind == AT_ATTACK_FGSM ? cfg.alpha : 0.0f;
-    for (int i = 0; y_all && i < n; i++)
-        if (y_all[i] < 0 || y_all[i] >= K)
-            return at_fail(AT_ERR_ARG, "label %d of sample %d is outside [0, %d)", y_all[i], i, K);
+    if (y_all && (s = at_check_labels(y_all, n, K)) != AT_OK) return s;
     if (cfg.target == AT_TARGET_GIVEN)
         for (int i = 0; i < n; i++)
             if (cfg.targets[i] < 0 || cfg.targets[i] >= K)
