@@ -77,7 +77,8 @@ int atk_ranked_class(const float *z, int K, int rank);
 /* ||v||_2, computed in double. */
 double atk_l2(const float *v, int D);
 
-/* ---- compaction: keeps the rows with keep[j] != 0, in order; returns the new count */
+/* ---- compaction: keeps the rows with keep[j] != 0 (not in order: the last kept rows fill the
+ * places of dropped ones); returns the new count */
 typedef struct atk_rows {
     void *p;
     size_t row_bytes;

@@ -358,18 +358,22 @@ void atk_linf_start(float eps, const float *x, float *v, int D) {
 }
 
 int atk_compact(int m, const uint8_t *keep, const atk_rows *rows, int nrows) {
-    int w = 0;
-    for (int r = 0; r < m; r++) {
-        if (!keep[r]) continue;
-        if (w != r)
-            for (int k = 0; k < nrows; k++) {
-                char *p = rows[k].p;
-                memmove(p + (size_t)w * rows[k].row_bytes, p + (size_t)r * rows[k].row_bytes,
-                        rows[k].row_bytes);
-            }
-        w++;
+    /* Each dropped row takes the last kept row's place: the moves are one row per sample that
+     * left, not every row after it. No row's result depends on its place (each sample has its
+     * own generator, and network passes give every row the same bits wherever it sits). */
+    int lo = 0, hi = m - 1;
+    for (;;) {
+        while (lo <= hi && keep[lo]) lo++;
+        while (hi > lo && !keep[hi]) hi--;
+        if (lo >= hi) break;
+        for (int k = 0; k < nrows; k++) {
+            char *p = rows[k].p;
+            memcpy(p + (size_t)lo * rows[k].row_bytes, p + (size_t)hi * rows[k].row_bytes, rows[k].row_bytes);
+        }
+        lo++;
+        hi--;
     }
-    return w;
+    return lo;
 }
 
 int atk_gather_active(atk_batch *b) {
