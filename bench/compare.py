@@ -28,8 +28,9 @@ process inherits this one's; the OPENBLAS_* / OMP_* / MKL_* values are printed):
              first --samples test images, eps --eps: `advtrain eval --attack pgd --steps 20` vs
              torchattacks.PGD(eps, alpha=2.5*eps/20, steps=20, random_start=True), and
              `advtrain eval --attack apgd-ce --steps S` vs torchattacks.APGD(norm='Linf', eps,
-             steps=S, n_restarts=1, loss='ce'), S = --apgd-steps on both sides. Times are the
-             attacks' own (advtrain eval --json "seconds", torchattacks' attack calls only).
+             steps=S, n_restarts=1, loss='ce'), S = --apgd-steps on both sides. Times cover the same
+             work on both sides: a clean pass, the attack and the pass that judges the examples
+             (advtrain eval --json "seconds"; torchattacks' attack calls and two model passes).
              Target: time ratio >= 5 and advtrain robust accuracy <= torchattacks' + 0.5 points.
 
 Repetitions interleave the sides so that machine noise hits all of them alike; ratios are taken
@@ -494,8 +495,9 @@ def markdown(a, info, sides, res, command, elapsed):
                      f">= {TARGET_ATTACK_RATIO:g}x, acc <= theirs + 0.5 pt | "
                      f"{verdict(r['pass'])}{' (' + ', '.join(why) + ')' if why else ''} |")
         L.append("")
-        L.append("Times are the attacks' own: advtrain's from `advtrain eval --json` (per-attack seconds: clean pass, "
-                 "attack and final pass, no process start or model load), torchattacks' around its attack calls only. "
+        L.append("Times cover the same work on both sides, no process start, model load or data reading: advtrain's "
+                 "from `advtrain eval --json` (per-attack seconds: clean pass, attack and final pass), torchattacks' "
+                 "around a clean pass, its attack calls and the pass that judges the examples. "
                  "advtrain's PGD runs with `--all` (every image, as torchattacks.PGD); both APGDs attack the correctly "
                  "classified images only. advtrain stops iterating on an image at the first iterate that fools the "
                  "model and counts it fooled (APGD as AutoAttack; for PGD at least as strong as torchattacks' "

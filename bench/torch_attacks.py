@@ -7,8 +7,9 @@ On the first N Fashion-MNIST test images, with the model loaded into the equival
 eval mode (the loading, data reading, attack call and accuracy code are tools/peer_compare.py's):
   torchattacks.PGD(eps, alpha=2.5*eps/steps, steps=--pgd-steps, random_start=True)
   torchattacks.APGD(norm='Linf', eps, steps=--apgd-steps, n_restarts=1, loss='ce', seed=0)
-Times only the attack calls (not process start, model load or the accuracy pass) and prints
-robust accuracy, seconds and the largest L-inf perturbation of each as one JSON object."""
+Times what advtrain's per-attack seconds cover: a clean pass, the attack calls and the pass that
+judges the examples (not process start, model load or data reading), and prints robust accuracy,
+seconds and the largest L-inf perturbation of each as one JSON object."""
 import argparse
 import json
 import os
