@@ -10,8 +10,50 @@
  *    given targets, >= 75% for the iterative attacks);
  *  - gradient masking is visible: a model whose logits are scaled by 1e4 (same predictions, CE
  *    gradients underflow to exactly 0) gets flagged with zero gradients, CE-PGD fails on it,
- *    and Square and the scale-free DLR loss still break it. */
+ *    and Square and the scale-free DLR loss still break it;
+ *  - dropping the finished samples' rows (atk_compact) keeps exactly the others, each row whole
+ *    in every array. */
 #include "attack_model.h"
+#include "attacks/attack.h"
+
+/* Rows of two arrays of different widths, tagged with the row's first index; after compaction
+ * the first `kept` rows must be the kept ones, each once, with both arrays' rows intact. */
+static void check_compact(void) {
+    enum { M = 37, W = 5 };
+    at_rng rng;
+    at_rng_seed(&rng, 7);
+    for (int trial = 0; trial < 200; trial++) {
+        const int m = trial % (M + 1);
+        int32_t ids[M];
+        float rows[M][W];
+        uint8_t keep[M];
+        int want = 0;
+        for (int j = 0; j < m; j++) {
+            ids[j] = j;
+            for (int k = 0; k < W; k++) rows[j][k] = (float)(j * W + k);
+            /* all kept, none kept, then random patterns */
+            keep[j] = trial < M + 1 ? 1 : trial < 2 * (M + 1) ? 0 : at_rng_uniform(&rng) < 0.5;
+            want += keep[j];
+        }
+        uint8_t kept_before[M];
+        memcpy(kept_before, keep, sizeof keep);
+        const atk_rows list[] = {{ids, sizeof(int32_t)}, {rows, sizeof(float) * W}};
+        const int got = atk_compact(m, keep, list, 2);
+        CHECK_MSG(got == want, "atk_compact: %d rows kept of %d, want %d", got, m, want);
+        int seen[M] = {0};
+        bool whole = true, only_kept = true, once = true;
+        for (int j = 0; j < got && j < M; j++) {
+            const int i = ids[j];
+            only_kept = only_kept && i >= 0 && i < m && kept_before[i];
+            if (i < 0 || i >= m) continue;
+            once = once && seen[i]++ == 0;
+            for (int k = 0; k < W; k++) whole = whole && rows[j][k] == (float)(i * W + k);
+        }
+        CHECK_MSG(only_kept && once && whole,
+                  "atk_compact (m %d, trial %d): only kept rows %d, each once %d, rows whole %d", m, trial,
+                  only_kept, once, whole);
+    }
+}
 
 static void check_eps_sweep(at_net *net, const at_dataset *ds) {
     const float eps[] = {0.0f, 0.01f, 0.03f, 0.1f};
@@ -195,6 +237,7 @@ static void check_first_success(at_net *net, const at_dataset *ds) {
 
 int main(void) {
     at_set_threads(1);
+    check_compact();
     at_data data;
     at_net *net = am_trained_model(&data, 200);
     if (net) {
