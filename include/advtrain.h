@@ -80,10 +80,17 @@ typedef enum at_layer_kind {
     AT_LAYER_FLATTEN,
     AT_LAYER_DROPOUT,
     AT_LAYER_DROPOUT2D, /* nn.Dropout2d: zeroes whole channels */
+    AT_LAYER_BATCHNORM2D, /* nn.BatchNorm2d: per channel over (N, H, W) */
+    AT_LAYER_BATCHNORM1D, /* nn.BatchNorm1d on (N, C) features */
+    AT_LAYER_ADD,         /* residual sum of two nodes of the same shape */
+    AT_LAYER_GLOBALAVGPOOL, /* nn.AdaptiveAvgPool2d(1): each channel's mean, output C x 1 x 1 */
     AT_LAYER_KIND_COUNT
 } at_layer_kind;
 
-/* What a user asks for. Input sizes are inferred when the network is built. */
+/* What a user asks for: one node of the network. Input sizes are inferred when the network is
+ * built. A node reads the node before it unless `input` names another; an Add also reads
+ * `input2`. Names refer to earlier nodes (the nearest one of that name); "input" is the
+ * network's input. A zero-filled description with a kind is a valid chain layer. */
 typedef struct at_layer_desc {
     at_layer_kind kind;
     char name[32]; /* module name for parameter names ("fc1", "0"); "" for parameterless layers */
@@ -92,6 +99,10 @@ typedef struct at_layer_desc {
     int stride;    /* Conv2d / pooling stride (0 = default: 1 for conv, kernel for pooling) */
     int pad;       /* Conv2d / pooling zero padding */
     float alpha;   /* Dropout: drop probability; LeakyReLU: negative slope */
+    int groups;    /* Conv2d: groups (0 or 1 = dense; in_channels = depthwise) */
+    bool no_bias;  /* Conv2d: bias=False */
+    char input[32];  /* the node read ("" = the one before) */
+    char input2[32]; /* Add: the second node read */
 } at_layer_desc;
 
 /* A parameter tensor of a network: a named view into the parameter buffer. */
@@ -103,6 +114,7 @@ typedef struct at_param_info {
     size_t size;       /* number of floats */
     int layer;         /* index of the owning layer */
     bool is_bias;
+    bool is_integer;   /* buffers only: an integer counter (num_batches_tracked, int64 in files) */
 } at_param_info;
 
 typedef struct at_net at_net;
@@ -130,7 +142,9 @@ void at_net_init_with(at_net *net, at_init_kind kind, uint64_t seed);
  * Forward/backward allocate nothing afterwards. Called implicitly by forward if too small. */
 at_status at_net_reserve(at_net *net, int max_batch);
 
-/* Train mode enables dropout; eval mode (the default) makes it the identity. */
+/* Train mode enables dropout and makes BatchNorm normalise with the batch's statistics and
+ * update its running statistics; eval mode (the default) makes dropout the identity and
+ * BatchNorm an affine map of its running statistics that changes nothing. */
 void at_net_set_training(at_net *net, bool training);
 bool at_net_is_training(const at_net *net);
 /* Seeds the network's own generator (dropout masks). */
@@ -182,6 +196,14 @@ void at_net_zero_grad(at_net *net);
 int at_net_num_tensors(const at_net *net);
 const at_param_info *at_net_tensor(const at_net *net, int i);
 const at_param_info *at_net_find_tensor(const at_net *net, const char *name);
+/* Buffers: state that is saved with the model but never trained (BatchNorm's running_mean,
+ * running_var and num_batches_tracked): views into at_net_buffers(), named as PyTorch's
+ * state_dict names them. Optimizers, weight decay and penalties never touch them. */
+int at_net_num_buffers(const at_net *net);
+const at_param_info *at_net_buffer(const at_net *net, int i);
+const at_param_info *at_net_find_buffer(const at_net *net, const char *name);
+float *at_net_buffers(at_net *net);
+size_t at_net_num_buffer_floats(const at_net *net);
 
 /* ---------------------------------------------------------------- losses */
 

@@ -2,6 +2,7 @@
 #include "layer.h"
 
 #include <math.h>
+#include <stdio.h>
 
 static at_status same_shape_setup(at_layer *L) {
     L->out_c = L->in_c;
@@ -71,11 +72,38 @@ static void sigmoid_backward(const at_layer *L, const at_ctx *ctx, const float *
     for (size_t i = 0; i < count; i++) dx[i] = dy[i] * y[i] * (1.0f - y[i]);
 }
 
-const at_layer_ops at_relu_ops = {"relu", same_shape_setup, no_workspace, relu_forward,
-                                  relu_backward};
-const at_layer_ops at_leakyrelu_ops = {"leakyrelu", leakyrelu_setup, no_workspace,
-                                       leakyrelu_forward, leakyrelu_backward};
-const at_layer_ops at_tanh_ops = {"tanh", same_shape_setup, no_workspace, tanh_forward,
-                                  tanh_backward};
-const at_layer_ops at_sigmoid_ops = {"sigmoid", same_shape_setup, no_workspace, sigmoid_forward,
-                                     sigmoid_backward};
+/* leakyrelu[:SLOPE], 0.01 by default as PyTorch's. */
+static at_status leakyrelu_parse(at_layer_desc *d, const double *args, int count,
+                                 const char *const *keys, const double *vals, int nkeys,
+                                 const char *token) {
+    d->alpha = count ? (float)args[0] : 0.01f;
+    return at_spec_no_keys(nkeys, keys, token);
+}
+
+static void leakyrelu_word(const at_layer_desc *d, char *buf, size_t cap) {
+    snprintf(buf, cap, "leakyrelu:%.9g", (double)d->alpha);
+}
+
+static void relu_describe(const at_layer *L, char *buf, size_t cap) { snprintf(buf, cap, "ReLU()"); }
+static void leakyrelu_describe(const at_layer *L, char *buf, size_t cap) {
+    snprintf(buf, cap, "LeakyReLU(negative_slope=%g)", (double)L->d.alpha);
+}
+static void tanh_describe(const at_layer *L, char *buf, size_t cap) { snprintf(buf, cap, "Tanh()"); }
+static void sigmoid_describe(const at_layer *L, char *buf, size_t cap) {
+    snprintf(buf, cap, "Sigmoid()");
+}
+
+const at_layer_ops at_relu_ops = {.name = "relu", .setup = same_shape_setup,
+                                  .workspace = no_workspace, .forward = relu_forward,
+                                  .backward = relu_backward, .describe = relu_describe};
+const at_layer_ops at_leakyrelu_ops = {.name = "leakyrelu", .setup = leakyrelu_setup,
+                                       .workspace = no_workspace, .forward = leakyrelu_forward,
+                                       .backward = leakyrelu_backward, .max_args = 1,
+                                       .parse = leakyrelu_parse, .spec_word = leakyrelu_word,
+                                       .describe = leakyrelu_describe};
+const at_layer_ops at_tanh_ops = {.name = "tanh", .setup = same_shape_setup,
+                                  .workspace = no_workspace, .forward = tanh_forward,
+                                  .backward = tanh_backward, .describe = tanh_describe};
+const at_layer_ops at_sigmoid_ops = {.name = "sigmoid", .setup = same_shape_setup,
+                                     .workspace = no_workspace, .forward = sigmoid_forward,
+                                     .backward = sigmoid_backward, .describe = sigmoid_describe};

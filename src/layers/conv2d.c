@@ -21,6 +21,7 @@
 #include "gemm.h"
 #include "vec.h"
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 static at_status conv_setup(at_layer *L) {
@@ -38,6 +39,10 @@ static at_status conv_setup(at_layer *L) {
     L->out_h = at_window_out(L->in_h, d->kernel, d->stride, d->pad);
     L->out_w = at_window_out(L->in_w, d->kernel, d->stride, d->pad);
     L->w_count = (size_t)d->out * L->in_c * d->kernel * d->kernel;
+    L->w_ndim = 4;
+    L->w_shape[0] = d->out;
+    L->w_shape[1] = L->in_c;
+    L->w_shape[2] = L->w_shape[3] = d->kernel;
     L->b_count = (size_t)d->out;
     L->kept_per_sample = at_conv2d_direct_applies(L)
                              ? 0
@@ -303,5 +308,50 @@ static void conv_backward(const at_layer *L, const at_ctx *ctx, const float *x, 
 /* Both paths apply a following ReLU while writing their output and mask dy while copying it. */
 static bool conv_fuses_relu(const at_layer *L) { return true; }
 
-const at_layer_ops at_conv2d_ops = {"conv", conv_setup, conv_workspace, conv_forward,
-                                    conv_backward, conv_fuses_relu};
+/* conv:OUT:K[:STRIDE[:PAD]] with options groups=G and bias=0 (PyTorch's bias=False). */
+static at_status conv_parse(at_layer_desc *d, const double *args, int count, const char *const *keys,
+                            const double *vals, int nkeys, const char *token) {
+    at_status s = at_spec_whole(args, count, token);
+    if (s != AT_OK) return s;
+    d->out = (int)args[0];
+    d->kernel = (int)args[1];
+    d->stride = count > 2 ? (int)args[2] : 1;
+    d->pad = count > 3 ? (int)args[3] : 0;
+    for (int k = 0; k < nkeys; k++) {
+        const bool whole = vals[k] == (double)(int)vals[k] && vals[k] >= 0 && vals[k] < 1e6;
+        if (strcmp(keys[k], "groups") == 0 && whole && vals[k] >= 1)
+            d->groups = (int)vals[k];
+        else if (strcmp(keys[k], "bias") == 0 && (vals[k] == 0 || vals[k] == 1))
+            d->no_bias = vals[k] == 0;
+        else
+            return at_fail(AT_ERR_ARG,
+                           "spec layer '%s': option '%s' (conv takes groups=N, N >= 1, and "
+                           "bias=0 or bias=1)",
+                           token, keys[k]);
+    }
+    return AT_OK;
+}
+
+static void conv_word(const at_layer_desc *d, char *buf, size_t cap) {
+    int w = snprintf(buf, cap, "conv:%d:%d:%d:%d", d->out, d->kernel, d->stride, d->pad);
+    if (d->groups > 1 && w > 0 && (size_t)w < cap)
+        w += snprintf(buf + w, cap - (size_t)w, ":groups=%d", d->groups);
+    if (d->no_bias && w > 0 && (size_t)w < cap) snprintf(buf + w, cap - (size_t)w, ":bias=0");
+}
+
+static void conv_describe(const at_layer *L, char *buf, size_t cap) {
+    const at_layer_desc *d = &L->d;
+    int w = snprintf(buf, cap, "Conv2d(%d, %d, kernel_size=%d, stride=%d, padding=%d", L->in_c,
+                     d->out, d->kernel, d->stride, d->pad);
+    if (d->groups > 1 && w > 0 && (size_t)w < cap)
+        w += snprintf(buf + w, cap - (size_t)w, ", groups=%d", d->groups);
+    if (d->no_bias && w > 0 && (size_t)w < cap)
+        w += snprintf(buf + w, cap - (size_t)w, ", bias=False");
+    if (w > 0 && (size_t)w < cap) snprintf(buf + w, cap - (size_t)w, ")");
+}
+
+const at_layer_ops at_conv2d_ops = {.name = "conv", .setup = conv_setup,
+                                    .workspace = conv_workspace, .forward = conv_forward,
+                                    .backward = conv_backward, .fuses_relu = conv_fuses_relu,
+                                    .min_args = 2, .max_args = 4, .parse = conv_parse,
+                                    .spec_word = conv_word, .describe = conv_describe};

@@ -8,6 +8,7 @@
 #include "layer.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 static at_status dropout_setup(at_layer *L) {
@@ -59,8 +60,29 @@ static void dropout_backward(const at_layer *L, const at_ctx *ctx, const float *
     if (dx) dropout_apply(L, ctx, dy, dx, n);
 }
 
-const at_layer_ops at_dropout_ops = {"dropout", dropout_setup, dropout_workspace, dropout_forward,
-                                     dropout_backward};
+/* dropout[:P] and dropout2d[:P], 0.5 by default as PyTorch's. */
+static at_status dropout_parse(at_layer_desc *d, const double *args, int count,
+                               const char *const *keys, const double *vals, int nkeys,
+                               const char *token) {
+    d->alpha = count ? (float)args[0] : 0.5f;
+    return at_spec_no_keys(nkeys, keys, token);
+}
+
+static void dropout_word(const at_layer_desc *d, char *buf, size_t cap) {
+    snprintf(buf, cap, "%s:%.9g", d->kind == AT_LAYER_DROPOUT2D ? "dropout2d" : "dropout",
+             (double)d->alpha);
+}
+
+static void dropout_describe(const at_layer *L, char *buf, size_t cap) {
+    snprintf(buf, cap, "%s(p=%g)", L->d.kind == AT_LAYER_DROPOUT2D ? "Dropout2d" : "Dropout",
+             (double)L->d.alpha);
+}
+
+const at_layer_ops at_dropout_ops = {.name = "dropout", .setup = dropout_setup,
+                                     .workspace = dropout_workspace, .forward = dropout_forward,
+                                     .backward = dropout_backward, .max_args = 1,
+                                     .parse = dropout_parse, .spec_word = dropout_word,
+                                     .describe = dropout_describe};
 
 /* ------------------------------------------------------------ Dropout2d */
 
@@ -93,5 +115,9 @@ static void dropout2d_backward(const at_layer *L, const at_ctx *ctx, const float
     if (dx) dropout2d_apply(L, ctx, dy, dx, n);
 }
 
-const at_layer_ops at_dropout2d_ops = {"dropout2d", dropout_setup, dropout_workspace,
-                                       dropout2d_forward, dropout2d_backward};
+const at_layer_ops at_dropout2d_ops = {.name = "dropout2d", .setup = dropout_setup,
+                                       .workspace = dropout_workspace,
+                                       .forward = dropout2d_forward,
+                                       .backward = dropout2d_backward, .max_args = 1,
+                                       .parse = dropout_parse, .spec_word = dropout_word,
+                                       .describe = dropout_describe};

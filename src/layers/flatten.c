@@ -3,6 +3,7 @@
  * what the layer means, kept so that every kind's ops are complete, but no pass calls them. */
 #include "layer.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static at_status flatten_setup(at_layer *L) {
@@ -22,5 +23,10 @@ static void flatten_backward(const at_layer *L, const at_ctx *ctx, const float *
     if (dx) memcpy(dx, dy, sizeof(float) * (size_t)n * L->in_size);
 }
 
-const at_layer_ops at_flatten_ops = {"flatten", flatten_setup, flatten_workspace, flatten_forward,
-                                     flatten_backward};
+static void flatten_describe(const at_layer *L, char *buf, size_t cap) {
+    snprintf(buf, cap, "Flatten()");
+}
+
+const at_layer_ops at_flatten_ops = {.name = "flatten", .setup = flatten_setup,
+                                     .workspace = flatten_workspace, .forward = flatten_forward,
+                                     .backward = flatten_backward, .describe = flatten_describe};

@@ -8,6 +8,17 @@
 #include "internal.h"
 #include "vec.h"
 
+/* A buffer of a layer (state saved with the model, never trained): its name after the module's,
+ * e.g. "running_mean", and its size. */
+typedef struct at_buffer_desc {
+    char suffix[24];
+    int count;
+    bool integer; /* a counter (num_batches_tracked): int64 in files, a float in memory */
+} at_buffer_desc;
+
+enum { AT_MAX_BUFFERS = 3 };
+
+/* One node of the network. */
 typedef struct at_layer {
     at_layer_desc d;
     int in_c, in_h, in_w;
@@ -15,16 +26,28 @@ typedef struct at_layer {
     int in_size, out_size; /* floats per sample */
     size_t w_off, w_count; /* weight view into the parameter buffer (0 count if none) */
     size_t b_off, b_count; /* bias view */
+    int w_ndim, w_shape[4]; /* the weight's shape in PyTorch's state_dict (setup fills it) */
+    /* Buffers, consecutive from buf_off in the buffer array (setup describes them). */
+    int nbufs;
+    at_buffer_desc bufs[AT_MAX_BUFFERS];
+    size_t buf_off;
+    /* Per-pass state a sync point computes for the whole batch (BatchNorm's batch mean and
+     * inverse deviation, its reduced gradient sums): floats from state_off in the state array. */
+    size_t state_count, state_off;
+    /* Doubles each thread sums at a sync point (forward_stats, backward_stats). */
+    size_t stats_count;
     int index;             /* position in the network */
-    bool relu_out;         /* applies the ReLU that follows it, which is then skipped (net.c) */
-    bool fused;            /* runs in neither pass: a ReLU that the layer before it applies, or a
+    int src[2], nsrc;      /* the nodes read (-1: the network input), after resolving fusion */
+    bool relu_out;         /* applies the ReLU that reads it, which is then skipped (net.c) */
+    bool fused;            /* runs in neither pass: a ReLU that its producer applies, or a
                             * Flatten (its output is its input's floats) */
     /* Floats per sample that a training-mode forward keeps for the weight gradient (the conv
      * columns), so that backward need not rebuild them; 0 if nothing. */
     size_t kept_per_sample;
 } at_layer;
 
-/* What one thread needs to run a chunk. */
+/* What one thread needs to run a chunk. params, grads, buffers and state are the whole arrays:
+ * a layer finds its own part at its offsets (L->w_off, L->buf_off, L->state_off). */
 typedef struct at_ctx {
     const float *params;
     float *grads;          /* this thread's gradient buffer */
@@ -36,11 +59,21 @@ typedef struct at_ctx {
      * forward writes it when not NULL; the backward is given it when it holds the last forward's
      * values, NULL otherwise. */
     float *kept;
+    float *buffers;        /* running statistics: read in eval mode, updated by forward_reduce */
+    float *state;          /* written by the reduce hooks, read by every chunk afterwards */
+    /* A two-input node's (Add's) second input and its gradient (NULL when not wanted): the
+     * backward writes dx2 (=) as it writes dx. */
+    const float *x2;
+    float *dx2;
 } at_ctx;
 
 typedef struct at_layer_ops {
     const char *name; /* spec keyword */
-    /* Fills output shape and parameter counts from the input shape; AT_ERR_SHAPE if impossible. */
+    /* 2 for a node that reads two inputs of the same shape (Add: ctx->x2, ctx->dx2; its spec's
+     * first argument names the second input); 0 or 1: one input. */
+    int inputs;
+    /* Fills output shape, parameter counts and shapes, buffers and state sizes from the input
+     * shape; AT_ERR_SHAPE if impossible. */
     at_status (*setup)(at_layer *L);
     /* Floats of scratch memory needed for a chunk of n samples. */
     size_t (*workspace)(const at_layer *L, int n);
@@ -51,12 +84,50 @@ typedef struct at_layer_ops {
      * writes max(y, 0); its backward receives the gradient of that output and must zero it where
      * y <= 0, reading the y it is given (the ReLU's output). */
     bool (*fuses_relu)(const at_layer *L);
+
+    /* The spec syntax (spec.c): "name:ARG:ARG...:key=value". parse fills d (kind and name are
+     * set) from the positional numbers and the named values (keys[i] = vals[i]); count within
+     * [min_args, max_args]. NULL: the keyword takes nothing. spec_word writes d back in that
+     * syntax; NULL: the keyword alone. */
+    int min_args, max_args;
+    at_status (*parse)(at_layer_desc *d, const double *args, int count, const char *const *keys,
+                       const double *vals, int nkeys, const char *token);
+    void (*spec_word)(const at_layer_desc *d, char *buf, size_t cap);
+    /* PyTorch's print(model) line for the module, e.g. "Linear(in_features=400, ...)". */
+    void (*describe)(const at_layer *L, char *buf, size_t cap);
+    /* Optional: sets parameters and buffers instead of the fan-in rule every weighted layer
+     * gets (BatchNorm: weight 1, bias 0, running_var 1). */
+    void (*init)(const at_layer *L, float *params, float *buffers);
+
+    /* Optional sync points, for a layer that needs the whole batch in training mode
+     * (BatchNorm). Each thread adds its chunk's sums into acc (L->stats_count doubles, zeroed
+     * before); the threads' sums are added in thread order (bit-identical for a thread count)
+     * and the reduce hook runs once, on one thread, with the total over the batch of n samples
+     * (it writes ctx->state, and in the forward the running statistics); then every chunk runs
+     * the forward or backward, which reads ctx->state. Eval passes have no sync point. */
+    void (*forward_stats)(const at_layer *L, const at_ctx *ctx, const float *x, int n, double *acc);
+    void (*forward_reduce)(const at_layer *L, const at_ctx *ctx, const double *sum, int n);
+    void (*backward_stats)(const at_layer *L, const at_ctx *ctx, const float *x, const float *y,
+                           const float *dy, int n, double *acc);
+    /* Writes the parameter gradients that are batch sums into ctx->grads when param_grads. */
+    void (*backward_reduce)(const at_layer *L, const at_ctx *ctx, const double *sum, int n,
+                            bool param_grads);
 } at_layer_ops;
 
-const at_layer_ops *at_layer_ops_for(at_layer_kind kind);
+/* Spec helpers shared by the layer files (spec_args.c): AT_ERR_ARG, naming the token, unless
+ * every argument is a whole number, or when any key=value option is given. */
+at_status at_spec_whole(const double *args, int count, const char *token);
+at_status at_spec_no_keys(int nkeys, const char *const *keys, const char *token);
 
+const at_layer_ops *at_layer_ops_for(at_layer_kind kind);
+/* The kind whose spec keyword is word[0..len), NULL if none; and the kind of a table. */
+const at_layer_ops *at_layer_ops_named(const char *word, size_t len);
+at_layer_kind at_layer_kind_of(const at_layer_ops *ops);
+
+/* Each kind's table, defined in its file; registry.c maps kinds to them. */
 extern const at_layer_ops at_linear_ops, at_conv2d_ops, at_maxpool2d_ops, at_avgpool2d_ops,
-    at_relu_ops, at_leakyrelu_ops, at_tanh_ops, at_sigmoid_ops, at_flatten_ops, at_dropout_ops;
+    at_relu_ops, at_leakyrelu_ops, at_tanh_ops, at_sigmoid_ops, at_flatten_ops, at_dropout_ops,
+    at_dropout2d_ops, at_batchnorm2d_ops, at_batchnorm1d_ops, at_add_ops, at_globalavgpool_ops;
 
 /* The ReLU and its gradient, defined once: a layer that applies a fused ReLU (relu_out) must match
  * the ReLU layer bit for bit, NaN included (it maps to 0). The gate is the ReLU's input or its

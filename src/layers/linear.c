@@ -2,6 +2,7 @@
 #include "layer.h"
 
 #include "gemm.h"
+#include <stdio.h>
 
 static at_status linear_setup(at_layer *L) {
     if (L->d.out <= 0)
@@ -10,6 +11,9 @@ static at_status linear_setup(at_layer *L) {
     L->out_c = L->d.out;
     L->out_h = L->out_w = 1;
     L->w_count = (size_t)L->d.out * L->in_size;
+    L->w_ndim = 2;
+    L->w_shape[0] = L->d.out;
+    L->w_shape[1] = L->in_size;
     L->b_count = (size_t)L->d.out;
     return AT_OK;
 }
@@ -52,5 +56,26 @@ static void linear_backward(const at_layer *L, const at_ctx *ctx, const float *x
 
 static bool linear_fuses_relu(const at_layer *L) { return true; }
 
-const at_layer_ops at_linear_ops = {"linear", linear_setup, linear_workspace, linear_forward,
-                                    linear_backward, linear_fuses_relu};
+/* linear:OUT */
+static at_status linear_parse(at_layer_desc *d, const double *args, int count,
+                              const char *const *keys, const double *vals, int nkeys,
+                              const char *token) {
+    at_status s = at_spec_whole(args, count, token);
+    if (s != AT_OK) return s;
+    d->out = (int)args[0];
+    return at_spec_no_keys(nkeys, keys, token);
+}
+
+static void linear_word(const at_layer_desc *d, char *buf, size_t cap) {
+    snprintf(buf, cap, "linear:%d", d->out);
+}
+
+static void linear_describe(const at_layer *L, char *buf, size_t cap) {
+    snprintf(buf, cap, "Linear(%d, %d)", L->in_size, L->d.out);
+}
+
+const at_layer_ops at_linear_ops = {.name = "linear", .setup = linear_setup,
+                                    .workspace = linear_workspace, .forward = linear_forward,
+                                    .backward = linear_backward, .fuses_relu = linear_fuses_relu,
+                                    .min_args = 1, .max_args = 1, .parse = linear_parse,
+                                    .spec_word = linear_word, .describe = linear_describe};

@@ -2,6 +2,7 @@
 #include "layer.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 static at_status pool_setup(at_layer *L) {
@@ -239,7 +240,35 @@ static void avgpool_backward(const at_layer *L, const at_ctx *ctx, const float *
     }
 }
 
-const at_layer_ops at_maxpool2d_ops = {"maxpool", pool_setup, pool_workspace, maxpool_forward,
-                                       maxpool_backward};
-const at_layer_ops at_avgpool2d_ops = {"avgpool", pool_setup, pool_workspace, avgpool_forward,
-                                       avgpool_backward};
+/* maxpool:K[:STRIDE[:PAD]] and avgpool:K[:STRIDE[:PAD]]; the stride defaults to K. */
+static at_status pool_parse(at_layer_desc *d, const double *args, int count, const char *const *keys,
+                            const double *vals, int nkeys, const char *token) {
+    at_status s = at_spec_whole(args, count, token);
+    if (s != AT_OK) return s;
+    d->kernel = (int)args[0];
+    d->stride = count > 1 ? (int)args[1] : (int)args[0];
+    d->pad = count > 2 ? (int)args[2] : 0;
+    return at_spec_no_keys(nkeys, keys, token);
+}
+
+static void pool_word(const at_layer_desc *d, char *buf, size_t cap) {
+    snprintf(buf, cap, "%s:%d:%d:%d", d->kind == AT_LAYER_MAXPOOL2D ? "maxpool" : "avgpool",
+             d->kernel, d->stride, d->pad);
+}
+
+static void pool_describe(const at_layer *L, char *buf, size_t cap) {
+    snprintf(buf, cap, "%s(kernel_size=%d, stride=%d, padding=%d)",
+             L->d.kind == AT_LAYER_MAXPOOL2D ? "MaxPool2d" : "AvgPool2d", L->d.kernel, L->d.stride,
+             L->d.pad);
+}
+
+const at_layer_ops at_maxpool2d_ops = {.name = "maxpool", .setup = pool_setup,
+                                       .workspace = pool_workspace, .forward = maxpool_forward,
+                                       .backward = maxpool_backward, .min_args = 1, .max_args = 3,
+                                       .parse = pool_parse, .spec_word = pool_word,
+                                       .describe = pool_describe};
+const at_layer_ops at_avgpool2d_ops = {.name = "avgpool", .setup = pool_setup,
+                                       .workspace = pool_workspace, .forward = avgpool_forward,
+                                       .backward = avgpool_backward, .min_args = 1, .max_args = 3,
+                                       .parse = pool_parse, .spec_word = pool_word,
+                                       .describe = pool_describe};

@@ -1,23 +1,40 @@
-/* Maps a layer kind to its functions. */
+/* The layer registry: one line per kind. A new layer kind is one file (its at_layer_ops), one
+ * enum value in include/advtrain.h and one line here (docs/architectures.md). */
 #include "layer.h"
 
-/* Declared here rather than in layer.h: defined in dropout.c next to Dropout. */
-extern const at_layer_ops at_dropout2d_ops;
+#include <string.h>
+
+static const at_layer_ops *const kinds[AT_LAYER_KIND_COUNT] = {
+    [AT_LAYER_LINEAR] = &at_linear_ops,
+    [AT_LAYER_CONV2D] = &at_conv2d_ops,
+    [AT_LAYER_MAXPOOL2D] = &at_maxpool2d_ops,
+    [AT_LAYER_AVGPOOL2D] = &at_avgpool2d_ops,
+    [AT_LAYER_RELU] = &at_relu_ops,
+    [AT_LAYER_LEAKYRELU] = &at_leakyrelu_ops,
+    [AT_LAYER_TANH] = &at_tanh_ops,
+    [AT_LAYER_SIGMOID] = &at_sigmoid_ops,
+    [AT_LAYER_FLATTEN] = &at_flatten_ops,
+    [AT_LAYER_DROPOUT] = &at_dropout_ops,
+    [AT_LAYER_DROPOUT2D] = &at_dropout2d_ops,
+    [AT_LAYER_BATCHNORM2D] = &at_batchnorm2d_ops,
+    [AT_LAYER_BATCHNORM1D] = &at_batchnorm1d_ops,
+    [AT_LAYER_ADD] = &at_add_ops,
+    [AT_LAYER_GLOBALAVGPOOL] = &at_globalavgpool_ops,
+};
 
 const at_layer_ops *at_layer_ops_for(at_layer_kind kind) {
-    switch (kind) {
-    case AT_LAYER_LINEAR: return &at_linear_ops;
-    case AT_LAYER_CONV2D: return &at_conv2d_ops;
-    case AT_LAYER_MAXPOOL2D: return &at_maxpool2d_ops;
-    case AT_LAYER_AVGPOOL2D: return &at_avgpool2d_ops;
-    case AT_LAYER_RELU: return &at_relu_ops;
-    case AT_LAYER_LEAKYRELU: return &at_leakyrelu_ops;
-    case AT_LAYER_TANH: return &at_tanh_ops;
-    case AT_LAYER_SIGMOID: return &at_sigmoid_ops;
-    case AT_LAYER_FLATTEN: return &at_flatten_ops;
-    case AT_LAYER_DROPOUT: return &at_dropout_ops;
-    case AT_LAYER_DROPOUT2D: return &at_dropout2d_ops;
-    case AT_LAYER_KIND_COUNT: break;
-    }
+    return (unsigned)kind < AT_LAYER_KIND_COUNT ? kinds[kind] : NULL;
+}
+
+const at_layer_ops *at_layer_ops_named(const char *word, size_t len) {
+    for (int k = 0; k < AT_LAYER_KIND_COUNT; k++)
+        if (kinds[k] && strlen(kinds[k]->name) == len && strncmp(kinds[k]->name, word, len) == 0)
+            return kinds[k];
     return NULL;
+}
+
+at_layer_kind at_layer_kind_of(const at_layer_ops *ops) {
+    for (int k = 0; k < AT_LAYER_KIND_COUNT; k++)
+        if (kinds[k] == ops) return (at_layer_kind)k;
+    return AT_LAYER_KIND_COUNT;
 }
