@@ -183,6 +183,8 @@ const at_layer_desc *at_net_layer(const at_net *net, int i);
 void at_net_layer_out_shape(const at_net *net, int i, int *c, int *h, int *w);
 /* A short human-readable description of the architecture, like PyTorch's print(model). */
 at_status at_net_describe(const at_net *net, char *buf, size_t cap);
+/* PyTorch's print(model) wording for layer i alone, e.g. "Conv2d(1, 6, kernel_size=5, ...)". */
+at_status at_net_describe_layer(const at_net *net, int i, char *buf, size_t cap);
 /* The spec the network was built from (built-in name or custom spec): the architecture model
  * files record. at_net_create leaves it empty; at_net_set_spec sets it (for a network built
  * from layer descriptions that some spec also describes, e.g. one with dropout added). */

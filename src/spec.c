@@ -4,7 +4,7 @@
  *   conv:OUT:K[:STRIDE[:PAD]]  maxpool:K[:STRIDE[:PAD]]  avgpool:K[:STRIDE[:PAD]]  linear:OUT
  *   relu  leakyrelu[:SLOPE]  tanh  sigmoid  flatten  dropout[:P]  dropout2d[:P]
  * Layers are named by position, as nn.Sequential names its modules ("0.weight", "3.bias"). */
-#include "internal.h"
+#include "layers/layer.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -99,108 +99,146 @@ static int builtin_layers(const char *name, int c, int h, int w, at_layer_desc *
     return n;
 }
 
-/* Parses up to `max` colon-separated numbers after the keyword. */
-static int parse_args(const char *args, double *vals, int max, const char *token) {
-    int count = 0;
-    while (*args == ':') {
-        args++;
-        if (count == max) {
-            at_fail(AT_ERR_ARG, "spec layer '%s' has too many arguments (at most %d)", token, max);
-            return -1;
-        }
-        char *end;
-        errno = 0;
-        double v = strtod(args, &end);
-        if (end == args || errno) {
-            at_fail(AT_ERR_ARG, "spec layer '%s': '%s' is not a number", token, args);
-            return -1;
-        }
-        vals[count++] = v;
-        args = end;
-    }
-    if (*args) {
-        at_fail(AT_ERR_ARG, "spec layer '%s': unexpected '%s'", token, args);
-        return -1;
-    }
-    return count;
+/* One spec token split into its parts: "[LABEL=]WORD[:ARG...][@FROM]". */
+typedef struct token_parts {
+    char label[32], from[32], ref[32];
+    const at_layer_ops *ops;
+    double args[8], vals[8];
+    const char *keys[8];
+    char key_text[8][16];
+    int count, nkeys;
+} token_parts;
+
+static at_status copy_name(char *dst, size_t cap, const char *src, size_t len, const char *token) {
+    if (len == 0 || len >= cap)
+        return at_fail(AT_ERR_ARG, "spec layer '%s': empty or overlong name", token);
+    memcpy(dst, src, len);
+    dst[len] = '\0';
+    return AT_OK;
 }
 
-static bool is_int(double v) { return v == (double)(int)v && v >= 0 && v < 1e6; }
-
-static at_status parse_layer(const char *token, int index, at_layer_desc *d) {
-    static const struct {
-        const char *word;
-        at_layer_kind kind;
-        int min_args, max_args;
-    } words[] = {
-        {"conv", AT_LAYER_CONV2D, 2, 4},    {"maxpool", AT_LAYER_MAXPOOL2D, 1, 3},
-        {"avgpool", AT_LAYER_AVGPOOL2D, 1, 3}, {"linear", AT_LAYER_LINEAR, 1, 1},
-        {"relu", AT_LAYER_RELU, 0, 0},      {"leakyrelu", AT_LAYER_LEAKYRELU, 0, 1},
-        {"tanh", AT_LAYER_TANH, 0, 0},      {"sigmoid", AT_LAYER_SIGMOID, 0, 0},
-        {"flatten", AT_LAYER_FLATTEN, 0, 0}, {"dropout", AT_LAYER_DROPOUT, 0, 1},
-        {"dropout2d", AT_LAYER_DROPOUT2D, 0, 1},
-    };
-    size_t len = strcspn(token, ":");
-    for (size_t i = 0; i < sizeof words / sizeof *words; i++) {
-        if (strlen(words[i].word) != len || strncmp(token, words[i].word, len) != 0) continue;
-        double v[4] = {0, 0, 0, 0};
-        int count = parse_args(token + len, v, words[i].max_args, token);
-        if (count < 0) return AT_ERR_ARG;
-        if (count < words[i].min_args)
-            return at_fail(AT_ERR_ARG, "spec layer '%s' needs at least %d argument(s)", token,
-                           words[i].min_args);
-        char name[16];
-        snprintf(name, sizeof name, "%d", index);
-        at_layer_kind k = words[i].kind;
-        if (k == AT_LAYER_LEAKYRELU || k == AT_LAYER_DROPOUT || k == AT_LAYER_DROPOUT2D) {
-            float def = k == AT_LAYER_LEAKYRELU ? 0.01f : 0.5f;
-            *d = layer(k, name, 0, 0, 0, 0, count ? (float)v[0] : def);
-            return AT_OK;
-        }
-        for (int a = 0; a < count; a++)
-            if (!is_int(v[a]))
-                return at_fail(AT_ERR_ARG, "spec layer '%s': argument %d must be a whole number",
-                               token, a + 1);
-        if (k == AT_LAYER_CONV2D)
-            *d = layer(k, name, (int)v[0], (int)v[1], count > 2 ? (int)v[2] : 1,
-                       count > 3 ? (int)v[3] : 0, 0);
-        else if (k == AT_LAYER_MAXPOOL2D || k == AT_LAYER_AVGPOOL2D)
-            *d = layer(k, name, 0, (int)v[0], count > 1 ? (int)v[1] : (int)v[0],
-                       count > 2 ? (int)v[2] : 0, 0);
-        else
-            *d = layer(k, name, count ? (int)v[0] : 0, 0, 0, 0, 0);
-        return AT_OK;
+/* Parses one ":"-separated argument: a number, key=number, or (first argument of a two-input
+ * layer) the name of the second input. */
+static at_status parse_arg(token_parts *t, const char *arg, size_t len, const char *token) {
+    char text[48];
+    if (len == 0 || len >= sizeof text)
+        return at_fail(AT_ERR_ARG, "spec layer '%s': empty or overlong argument", token);
+    memcpy(text, arg, len);
+    text[len] = '\0';
+    if (t->ops->inputs == 2 && t->count == 0 && t->ref[0] == '\0')
+        return copy_name(t->ref, sizeof t->ref, text, len, token);
+    char *eq = strchr(text, '='), *end;
+    const char *num = eq ? eq + 1 : text;
+    errno = 0;
+    double v = strtod(num, &end);
+    if (end == num || *end || errno)
+        return at_fail(AT_ERR_ARG, "spec layer '%s': '%s' is not a number", token, num);
+    if (eq) {
+        if (t->nkeys == 8 || (size_t)(eq - text) >= sizeof t->key_text[0])
+            return at_fail(AT_ERR_ARG, "spec layer '%s': bad option '%s'", token, text);
+        memcpy(t->key_text[t->nkeys], text, (size_t)(eq - text));
+        t->key_text[t->nkeys][eq - text] = '\0';
+        t->keys[t->nkeys] = t->key_text[t->nkeys];
+        t->vals[t->nkeys++] = v;
+    } else {
+        if (t->nkeys > 0 || t->count == t->ops->max_args)
+            return at_fail(AT_ERR_ARG, "spec layer '%s' has too many arguments (at most %d)", token,
+                           t->ops->max_args);
+        t->args[t->count++] = v;
     }
-    return at_fail(AT_ERR_ARG,
-                   "unknown layer '%s' in spec (known: conv, maxpool, avgpool, linear, relu, "
-                   "leakyrelu, tanh, sigmoid, flatten, dropout, dropout2d)",
-                   token);
+    return AT_OK;
+}
+
+/* Splits a lower-cased token into label, keyword, arguments and input reference. */
+static at_status split_token(const char *token, token_parts *t) {
+    memset(t, 0, sizeof *t);
+    const char *p = token, *colon = strchr(token, ':'), *eq = strchr(token, '=');
+    at_status s = AT_OK;
+    if (eq && (!colon || eq < colon)) {
+        s = copy_name(t->label, sizeof t->label, p, (size_t)(eq - p), token);
+        p = eq + 1;
+    }
+    const char *at = strchr(p, '@');
+    size_t body = at ? (size_t)(at - p) : strlen(p);
+    if (s == AT_OK && at) s = copy_name(t->from, sizeof t->from, at + 1, strlen(at + 1), token);
+    if (s != AT_OK) return s;
+    size_t word = strcspn(p, ":@");
+    t->ops = at_layer_ops_named(p, word);
+    if (!t->ops)
+        return at_fail(AT_ERR_ARG,
+                       "unknown layer '%s' in spec (known: conv, maxpool, avgpool, linear, relu, "
+                       "leakyrelu, tanh, sigmoid, flatten, dropout, dropout2d, bn, bn1d, add, gap)",
+                       token);
+    for (size_t i = word; s == AT_OK && i < body;) {
+        size_t len = strcspn(p + i + 1, ":@");
+        if (i + 1 + len > body) len = body - i - 1;
+        s = parse_arg(t, p + i + 1, len, token);
+        i += 1 + len;
+    }
+    return s;
+}
+
+/* A reference to an earlier node: a label, else a node name as it is ("3", "input"). */
+static void resolve_ref(const char *ref, char labels[][32], int n, char *out) {
+    for (int k = n - 1; k >= 0; k--)
+        if (labels[k][0] && strcmp(labels[k], ref) == 0) {
+            snprintf(out, 32, "%d", k);
+            return;
+        }
+    snprintf(out, 32, "%s", ref);
+}
+
+static at_status parse_layer(const char *token, int index, char labels[][32], at_layer_desc *d) {
+    token_parts t;
+    at_status s = split_token(token, &t);
+    if (s != AT_OK) return s;
+    if (t.ops->inputs == 2 && t.ref[0] == '\0')
+        return at_fail(AT_ERR_ARG, "spec layer '%s' needs the name of the layer to add", token);
+    if (t.count < t.ops->min_args)
+        return at_fail(AT_ERR_ARG, "spec layer '%s' needs at least %d argument(s)", token,
+                       t.ops->min_args);
+    memset(d, 0, sizeof *d);
+    d->kind = at_layer_kind_of(t.ops);
+    snprintf(d->name, sizeof d->name, "%d", index);
+    if (t.from[0]) resolve_ref(t.from, labels, index, d->input);
+    if (t.ref[0]) resolve_ref(t.ref, labels, index, d->input2);
+    if (t.ops->parse)
+        s = t.ops->parse(d, t.args, t.count, t.keys, t.vals, t.nkeys, token);
+    else if (t.count + t.nkeys > 0)
+        s = at_fail(AT_ERR_ARG, "spec layer '%s' takes no arguments", token);
+    snprintf(labels[index], 32, "%s", t.label);
+    return s;
 }
 
 at_status at_spec_parse(const char *spec, at_layer_desc *layers, int *nlayers) {
     int cap = *nlayers, n = 0;
     char token[128];
+    char(*labels)[32] = at_calloc((size_t)AT_MAX(cap, 1), 32, "spec labels");
+    if (!labels) return AT_ERR_NOMEM;
     const char *p = spec;
+    at_status s = AT_OK;
     *nlayers = 0;
-    if (!*spec) return at_fail(AT_ERR_ARG, "empty architecture spec");
-    while (*p) {
+    if (!*spec) s = at_fail(AT_ERR_ARG, "empty architecture spec");
+    while (s == AT_OK && *p) {
         size_t len = strcspn(p, ",");
-        if (len == 0 || len >= sizeof token)
-            return at_fail(AT_ERR_ARG, "spec '%s': empty or overlong layer at position %d", spec, n);
+        if (len == 0 || len >= sizeof token) {
+            s = at_fail(AT_ERR_ARG, "spec '%s': empty or overlong layer at position %d", spec, n);
+            break;
+        }
         for (size_t i = 0; i < len; i++) token[i] = (char)tolower((unsigned char)p[i]);
         token[len] = '\0';
-        if (n == cap) return at_fail(AT_ERR_ARG, "spec '%s' has more than %d layers", spec, cap);
-        at_status s = parse_layer(token, n, &layers[n]);
-        if (s != AT_OK) return s;
+        if (n == cap) {
+            s = at_fail(AT_ERR_ARG, "spec '%s' has more than %d layers", spec, cap);
+            break;
+        }
+        s = parse_layer(token, n, labels, &layers[n]);
         n++;
         p += len;
-        if (*p == ',') {
-            p++;
-            if (!*p) return at_fail(AT_ERR_ARG, "spec '%s' ends with a comma", spec);
-        }
+        if (s == AT_OK && *p == ',' && !*++p) s = at_fail(AT_ERR_ARG, "spec '%s' ends with a comma", spec);
     }
-    *nlayers = n;
-    return AT_OK;
+    free(labels);
+    if (s == AT_OK) *nlayers = n;
+    return s;
 }
 
 at_status at_net_from_spec(at_net **out, const char *spec, int c, int h, int w) {

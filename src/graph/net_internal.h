@@ -1,0 +1,86 @@
+/* The network as a graph, shared by its three parts:
+ *   graph.c  builds it: nodes, their inputs, shapes, parameter and buffer views, ReLU fusion;
+ *   plan.c   the buffer plan: which tensor each node reads, where each activation and each
+ *            gradient lives, which nodes a backward pass must run; allocation (at_net_reserve);
+ *   exec_cpu.c  the CPU executor: forward, backward and the fused attack step, chunked over
+ *            threads and split at sync points (BatchNorm in training mode).
+ *
+ * Tensors are named by the node that produces them: tensor v is node v's output, tensor -1 the
+ * network input. A fused node (a ReLU its producer applies, a Flatten) has no tensor of its
+ * own: it reads and writes its source's (at_layer.src holds resolved tensors). */
+#ifndef ADVTRAIN_NET_INTERNAL_H
+#define ADVTRAIN_NET_INTERNAL_H
+#include "layers/layer.h"
+
+/* A backend runs a plan's passes (today the CPU one; a CUDA or an MPI-synchronised one would
+ * implement the same three functions over the same plan). */
+typedef struct at_executor {
+    at_status (*forward)(at_net *net, const float *x, int n);
+    at_status (*backward)(at_net *net, const float *dlogits, bool params, bool input, float *dx);
+    at_status (*input_gradient)(at_net *net, const float *x, int n, at_chunk_loss_fn loss,
+                                void *user, float *dlogits, float *dx);
+} at_executor;
+
+extern const at_executor at_cpu_executor;
+
+/* Where a backward pass puts one input gradient of a node: straight into the tensor's gradient
+ * (the first reader in backward order writes it), or into scratch that is then added (a tensor
+ * with several readers accumulates). */
+typedef struct at_grad_edge {
+    int target;  /* gradient slot of the source tensor; -1: the caller's dx (network input) */
+    int scratch; /* slot written first and added into target, or -1 to write target directly */
+} at_grad_edge;
+
+/* The buffer plan: computed once per graph (plan.c), sized by at_net_reserve. */
+typedef struct at_plan {
+    int out_tensor;        /* the tensor the last node's output is (its producer's if fused) */
+    int *readers;          /* per tensor + 1 (index t + 1): real nodes reading it */
+    bool *param_below;     /* per tensor + 1: it or an ancestor has parameters */
+    int *grad_slot;        /* per tensor + 1: its gradient's slot (-1: none, or the caller's) */
+    at_grad_edge (*edges)[2]; /* per node, per input */
+    int nslots;
+    int *slot_width;       /* floats per sample of each slot */
+    int max_stats;         /* doubles of the largest sync point */
+} at_plan;
+
+struct at_net {
+    char *spec;
+    int nlayers;
+    at_layer *layers;
+    int in_c, in_h, in_w;
+    size_t nparams, nbuffer_floats, nstate;
+    float *params, *grads, *buffers, *state;
+    int ntensors, nbuffers;
+    at_param_info *tensors, *buffer_info;
+    bool training;
+    uint64_t seed, forward_count, dropout_key;
+    const at_executor *exec;
+    at_plan plan;
+    /* Buffers sized by at_net_reserve. */
+    int max_batch, threads;
+    float *input_copy;     /* the last forward's input */
+    float **act;           /* act[v]: node v's output (NULL if fused) */
+    float **grad;          /* grad[s]: gradient slot s */
+    float **work;          /* per-thread scratch */
+    float **thread_grads;  /* per-thread parameter gradients, [0] unused (shared buffer) */
+    double *stats;         /* per-thread sums at a sync point, threads x plan.max_stats, + total */
+    float **kept;          /* per layer: what its training forward keeps (NULL if nothing) */
+    bool last_training;    /* the last forward ran in training mode (kept and state hold it) */
+    int last_n;            /* batch size of the last forward, 0 if none */
+    /* Chunks of a pass that shares samples out: which thread ran each chunk of the last
+     * forward, so that backward runs it on the same core (its activations are in that core's
+     * cache), and which chunks the running backward has claimed. */
+    int *chunk_owner, *chunk_claimed;
+    int last_chunk; /* chunk size of the last forward; 0: it split the batch in fixed parts */
+};
+
+/* plan.c */
+at_status at_plan_build(at_net *net);
+void at_plan_free(at_plan *plan);
+void at_net_free_buffers(at_net *net);
+/* The floats of tensor t (-1: the input copy) and of gradient slot s, for all samples. */
+float *at_tensor_data(const at_net *net, int t);
+int at_tensor_size(const at_net *net, int t); /* floats per sample */
+/* Whether a backward pass with these flags needs tensor t's gradient. */
+bool at_plan_needs_grad(const at_net *net, int t, bool params, bool input);
+#endif

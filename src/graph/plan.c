@@ -1,0 +1,232 @@
+/* The buffer plan: computed once per graph, allocated by at_net_reserve.
+ *
+ * Activations: every node that runs has an output buffer of its own (a backward pass reads
+ * them all); a fused node shares its source's. Gradients live in slots: walking the nodes in
+ * backward order, a tensor's gradient takes a free slot when its last reader runs backward
+ * (the first to reach it) and frees it once its producer has consumed it. A chain therefore
+ * alternates between two slots; a tensor read by several nodes (a residual block's input)
+ * keeps its slot until all of them have added into it, each reader after the first writing
+ * into a scratch slot that is then added. */
+#include "net_internal.h"
+
+#include <string.h>
+#include <stdlib.h>
+
+/* A free-slot list over at most 2 * nlayers + 2 slots, each remembering its widest tensor. */
+typedef struct slot_pool {
+    int count;
+    bool *busy;
+    int *width;
+} slot_pool;
+
+static int take_slot(slot_pool *p, int width) {
+    int s = 0;
+    while (s < p->count && p->busy[s]) s++;
+    if (s == p->count) p->width[p->count++] = 0;
+    p->busy[s] = true;
+    if (width > p->width[s]) p->width[s] = width;
+    return s;
+}
+
+static void give_slot(slot_pool *p, int s) {
+    if (s >= 0) p->busy[s] = false;
+}
+
+int at_tensor_size(const at_net *net, int t) {
+    return t < 0 ? at_net_in_size(net) : net->layers[t].out_size;
+}
+
+float *at_tensor_data(const at_net *net, int t) { return t < 0 ? net->input_copy : net->act[t]; }
+
+bool at_plan_needs_grad(const at_net *net, int t, bool params, bool input) {
+    if (t < 0) return input;
+    return input || (params && net->plan.param_below[t + 1]);
+}
+
+/* Readers, parameters upstream, and a check that every node's output is used. */
+static at_status count_readers(at_net *net) {
+    at_plan *P = &net->plan;
+    const at_layer *last = &net->layers[net->nlayers - 1];
+    P->out_tensor = last->fused ? last->src[0] : net->nlayers - 1;
+    for (int l = 0; l < net->nlayers; l++) {
+        const at_layer *L = &net->layers[l];
+        if (L->fused) continue;
+        bool below = L->w_count > 0;
+        for (int i = 0; i < L->nsrc; i++) {
+            P->readers[L->src[i] + 1]++;
+            below = below || P->param_below[L->src[i] + 1];
+        }
+        P->param_below[l + 1] = below;
+    }
+    if (P->out_tensor >= 0 && P->readers[P->out_tensor + 1] > 0)
+        return at_fail(AT_ERR_ARG, "the network's output (layer %d) is also read by another layer",
+                       P->out_tensor);
+    for (int l = 0; l < net->nlayers; l++)
+        if (!net->layers[l].fused && l != P->out_tensor && P->readers[l + 1] == 0)
+            return at_fail(AT_ERR_ARG, "layer %d (%s) is never used: nothing reads its output", l,
+                           net->layers[l].d.name);
+    return AT_OK;
+}
+
+/* Gradient slots in backward order (see the header). */
+static void assign_slots(at_net *net, slot_pool *pool) {
+    at_plan *P = &net->plan;
+    bool input_seen = false; /* the caller's dx: the first writer writes it, later ones add */
+    for (int t = 0; t <= net->nlayers; t++) P->grad_slot[t] = -1;
+    for (int l = net->nlayers - 1; l >= 0; l--) {
+        const at_layer *L = &net->layers[l];
+        if (L->fused) continue;
+        int scratch[2] = {-1, -1};
+        for (int i = 0; i < L->nsrc; i++) {
+            const int t = L->src[i];
+            bool seen;
+            if (t < 0) {
+                seen = input_seen;
+                input_seen = true;
+            } else {
+                seen = P->grad_slot[t + 1] >= 0;
+                if (!seen) P->grad_slot[t + 1] = take_slot(pool, at_tensor_size(net, t));
+            }
+            at_grad_edge *e = &P->edges[l][i];
+            e->target = t < 0 ? -1 : P->grad_slot[t + 1];
+            e->scratch = seen ? (scratch[i] = take_slot(pool, at_tensor_size(net, t))) : -1;
+        }
+        for (int i = 0; i < 2; i++) give_slot(pool, scratch[i]);
+        give_slot(pool, P->grad_slot[l + 1]); /* -1 for the output: its gradient is dlogits */
+    }
+}
+
+static at_status allocate_plan(at_net *net, slot_pool *pool) {
+    at_plan *P = &net->plan;
+    const size_t n = (size_t)net->nlayers + 1, max_slots = 2 * n + 2;
+    P->readers = at_calloc(n, sizeof *P->readers, "plan");
+    P->param_below = at_calloc(n, sizeof *P->param_below, "plan");
+    P->grad_slot = at_calloc(n, sizeof *P->grad_slot, "plan");
+    P->edges = at_calloc(n, sizeof *P->edges, "plan");
+    pool->busy = at_calloc(max_slots, sizeof *pool->busy, "plan");
+    pool->width = at_calloc(max_slots, sizeof *pool->width, "plan");
+    pool->count = 0;
+    bool ok = P->readers && P->param_below && P->grad_slot && P->edges && pool->busy && pool->width;
+    return ok ? AT_OK : AT_ERR_NOMEM;
+}
+
+at_status at_plan_build(at_net *net) {
+    at_plan *P = &net->plan;
+    slot_pool pool = {0, NULL, NULL};
+    at_status s = allocate_plan(net, &pool);
+    if (s == AT_OK) s = count_readers(net);
+    if (s == AT_OK) {
+        assign_slots(net, &pool);
+        P->nslots = pool.count;
+        P->slot_width = pool.width; /* kept: the pool's widths are the slots' */
+        if (getenv("EXP_WIDE")) for (int q = 0; q < pool.count; q++) { int m = at_net_in_size(net); for (int l = 0; l < net->nlayers; l++) m = AT_MAX(m, net->layers[l].out_size); P->slot_width[q] = m; }
+        pool.width = NULL;
+        for (int l = 0; l < net->nlayers; l++)
+            P->max_stats = AT_MAX(P->max_stats, (int)net->layers[l].stats_count);
+    }
+    free(pool.busy);
+    free(pool.width);
+    return s;
+}
+
+void at_plan_free(at_plan *P) {
+    free(P->readers);
+    free(P->param_below);
+    free(P->grad_slot);
+    free(P->edges);
+    free(P->slot_width);
+    memset(P, 0, sizeof *P);
+}
+
+/* ------------------------------------------------------------ allocation */
+
+void at_net_free_buffers(at_net *net) {
+    if (net->act)
+        for (int l = 0; l < net->nlayers; l++) free(net->act[l]);
+    if (net->grad)
+        for (int s = 0; s < net->plan.nslots; s++) free(net->grad[s]);
+    if (net->kept)
+        for (int l = 0; l < net->nlayers; l++) free(net->kept[l]);
+    for (int t = 0; t < net->threads; t++) {
+        if (net->work) free(net->work[t]);
+        if (net->thread_grads) free(net->thread_grads[t]);
+    }
+    free(net->act);
+    free(net->grad);
+    free(net->kept);
+    free(net->work);
+    free(net->thread_grads);
+    free(net->input_copy);
+    free(net->stats);
+    free(net->chunk_owner);
+    free(net->chunk_claimed);
+    net->act = net->grad = net->kept = net->work = net->thread_grads = NULL;
+    net->input_copy = NULL;
+    net->stats = NULL;
+    net->chunk_owner = net->chunk_claimed = NULL;
+    net->last_training = false;
+    net->max_batch = net->threads = 0;
+    net->last_n = 0;
+}
+
+/* The fewest samples a pass hands a thread at a time (exec_cpu.c's take_chunk). */
+enum { MIN_CHUNK = 16 };
+
+static bool allocate_tensors(at_net *net, int max_batch) {
+    bool ok = (net->input_copy = at_alloc_floats((size_t)max_batch * at_net_in_size(net), "activations"));
+    for (int l = 0; ok && l < net->nlayers; l++) {
+        const at_layer *L = &net->layers[l];
+        if (!L->fused)
+            ok = (net->act[l] = at_alloc_floats((size_t)max_batch * L->out_size, "activations"));
+        if (ok && L->kept_per_sample)
+            ok = (net->kept[l] = at_alloc_floats((size_t)max_batch * L->kept_per_sample, "kept rows"));
+    }
+    for (int s = 0; ok && s < net->plan.nslots; s++)
+        ok = (net->grad[s] = at_alloc_floats((size_t)max_batch * net->plan.slot_width[s],
+                                             "activation gradients"));
+    if (ok && getenv("EXP_NAN")) for (int s = 0; s < net->plan.nslots; s++) for (size_t i = 0; i < (size_t)max_batch * net->plan.slot_width[s]; i++) net->grad[s][i] = __builtin_nanf("");
+    return ok;
+}
+
+static bool allocate_threads(at_net *net, int threads, int max_batch) {
+    /* A small pass may run on fewer threads, with larger chunks: size the scratch for a whole
+     * batch on one thread (conv scratch is bounded by its block size). */
+    size_t work = 0;
+    for (int l = 0; l < net->nlayers; l++) {
+        const at_layer *L = &net->layers[l];
+        work = AT_MAX(work, at_layer_ops_for(L->d.kind)->workspace(L, max_batch));
+    }
+    const size_t chunks = (size_t)max_batch / MIN_CHUNK + 1;
+    bool ok = (net->chunk_owner = at_calloc(chunks, sizeof(int), "chunk owners"));
+    ok = ok && (net->chunk_claimed = at_calloc(chunks, sizeof(int), "chunk claims"));
+    ok = ok && (net->stats = at_calloc((size_t)(threads + 1) * (size_t)AT_MAX(net->plan.max_stats, 1),
+                                       sizeof(double), "batch statistics"));
+    for (int t = 0; ok && t < threads; t++) {
+        ok = (net->work[t] = at_alloc_floats(work, "workspace")) != NULL;
+        if (ok && t > 0)
+            ok = (net->thread_grads[t] = at_alloc_floats(net->nparams, "thread gradients")) != NULL;
+    }
+    return ok;
+}
+
+at_status at_net_reserve(at_net *net, int max_batch) {
+    if (max_batch <= 0) return at_fail(AT_ERR_ARG, "batch size must be positive, got %d", max_batch);
+    int threads = at_get_threads();
+    if (max_batch <= net->max_batch && threads == net->threads) return AT_OK;
+    max_batch = AT_MAX(max_batch, net->max_batch);
+    at_net_free_buffers(net);
+    net->act = at_calloc((size_t)net->nlayers, sizeof(float *), "activations");
+    net->kept = at_calloc((size_t)net->nlayers, sizeof(float *), "kept buffers");
+    net->grad = at_calloc((size_t)AT_MAX(net->plan.nslots, 1), sizeof(float *), "gradient slots");
+    net->work = at_calloc((size_t)threads, sizeof(float *), "workspaces");
+    net->thread_grads = at_calloc((size_t)threads, sizeof(float *), "thread gradients");
+    net->threads = threads;
+    bool ok = net->act && net->kept && net->grad && net->work && net->thread_grads;
+    ok = ok && allocate_tensors(net, max_batch) && allocate_threads(net, threads, max_batch);
+    if (!ok) {
+        at_net_free_buffers(net);
+        return AT_ERR_NOMEM;
+    }
+    net->max_batch = max_batch;
+    return AT_OK;
+}
