@@ -439,7 +439,8 @@ typedef struct at_st_tensor {
     int ndim;
     int64_t shape[8];
     size_t count;  /* number of elements */
-    float *data;   /* F32 data (owned by the file object) */
+    float *data;   /* F32 data (owned by the file object); I64 data converted to floats */
+    bool integer;  /* stored as I64 (PyTorch's num_batches_tracked) */
 } at_st_tensor;
 
 typedef struct at_st_meta {
@@ -454,19 +455,22 @@ typedef struct at_st_file {
     at_st_meta *meta;
 } at_st_file;
 
-/* Reads and validates a safetensors file (F32 tensors only; header size, offsets, sizes and
- * names are checked). Errors name the file and what is wrong. */
+/* Reads and validates a safetensors file (F32 tensors, and I64 ones converted to floats, exact
+ * up to 2^24; header size, offsets, sizes and names are checked). Errors name the file and what
+ * is wrong. */
 at_status at_st_read(const char *path, at_st_file **out);
 void at_st_free(at_st_file *f);
 const at_st_tensor *at_st_find(const at_st_file *f, const char *name);
 const char *at_st_meta_get(const at_st_file *f, const char *key);
 
-/* A tensor to write: data points to count floats. */
+/* A tensor to write: data points to count floats; integer: written as I64 (each float a whole
+ * number, such as a counter). */
 typedef struct at_st_entry {
     const char *name;
     int ndim;
     int64_t shape[8];
     const float *data;
+    bool integer;
 } at_st_entry;
 
 /* Writes atomically (temp file in the same directory, fsync, rename). */

@@ -9,9 +9,16 @@ at_status at_model_save(const at_net *net, const char *path, const at_st_meta *e
     return at_model_save_with(net, path, extra, nextra, NULL, 0);
 }
 
+/* A state_dict entry for a parameter or buffer view into `base`. */
+static at_st_entry entry_of(const at_param_info *t, const float *base) {
+    at_st_entry e = {t->name, t->ndim, {0}, base + t->offset, t->is_integer};
+    for (int d = 0; d < t->ndim; d++) e.shape[d] = t->shape[d];
+    return e;
+}
+
 at_status at_model_save_with(const at_net *net, const char *path, const at_st_meta *extra, int nextra,
                              const at_st_entry *tensors, int ntensors) {
-    int nt = at_net_num_tensors(net);
+    const int np = at_net_num_tensors(net), nb = at_net_num_buffers(net), nt = np + nb;
     at_st_entry *entries = at_calloc((size_t)(nt + ntensors), sizeof *entries, "tensor list");
     at_st_meta *meta = at_calloc((size_t)nextra + 4, sizeof *meta, "metadata");
     if (!entries || !meta) {
@@ -19,14 +26,10 @@ at_status at_model_save_with(const at_net *net, const char *path, const at_st_me
         free(meta);
         return AT_ERR_NOMEM;
     }
-    const float *params = at_net_params((at_net *)net);
-    for (int i = 0; i < nt; i++) {
-        const at_param_info *t = at_net_tensor(net, i);
-        entries[i].name = t->name;
-        entries[i].ndim = t->ndim;
-        for (int d = 0; d < t->ndim; d++) entries[i].shape[d] = t->shape[d];
-        entries[i].data = params + t->offset;
-    }
+    /* Parameters, then buffers (BatchNorm's running statistics), as a PyTorch state_dict holds. */
+    for (int i = 0; i < np; i++) entries[i] = entry_of(at_net_tensor(net, i), at_net_params((at_net *)net));
+    for (int i = 0; i < nb; i++)
+        entries[np + i] = entry_of(at_net_buffer(net, i), at_net_buffers((at_net *)net));
     int c, h, w;
     char input[64];
     at_net_in_shape(net, &c, &h, &w);
@@ -44,33 +47,45 @@ at_status at_model_save_with(const at_net *net, const char *path, const at_st_me
     return s;
 }
 
-at_status at_net_load_weights(at_net *net, const at_st_file *f, const char *path) {
-    int nt = at_net_num_tensors(net);
-    float *params = at_net_params(net);
-    for (int i = 0; i < nt; i++) {
-        const at_param_info *t = at_net_tensor(net, i);
-        const at_st_tensor *st = at_st_find(f, t->name);
-        if (!st)
-            return at_fail(AT_ERR_FORMAT, "%s: no tensor '%s' (the model needs %d parameter tensors)",
-                           path, t->name, nt);
-        bool same = st->ndim == t->ndim;
-        for (int d = 0; same && d < t->ndim; d++) same = st->shape[d] == t->shape[d];
-        if (!same) {
-            char want[64], got[64];
-            int wl = 0, gl = 0;
-            for (int d = 0; d < t->ndim; d++)
-                wl += snprintf(want + wl, sizeof want - wl, "%s%d", d ? "x" : "", t->shape[d]);
-            for (int d = 0; d < st->ndim && gl < (int)sizeof got - 24; d++)
-                gl += snprintf(got + gl, sizeof got - gl, "%s%lld", d ? "x" : "",
-                               (long long)st->shape[d]);
-            if (st->ndim == 0) snprintf(got, sizeof got, "scalar");
-            if (t->ndim == 0) snprintf(want, sizeof want, "scalar");
-            return at_fail(AT_ERR_SHAPE, "%s: tensor '%s' has shape %s, the model needs %s", path,
-                           t->name, got, want);
-        }
-        memcpy(params + t->offset, st->data, sizeof(float) * t->size);
+static void shape_text(char *buf, size_t cap, const int64_t *shape, int ndim) {
+    int used = 0;
+    if (ndim == 0) snprintf(buf, cap, "scalar");
+    for (int d = 0; d < ndim && used < (int)cap - 24; d++)
+        used += snprintf(buf + used, cap - (size_t)used, "%s%lld", d ? "x" : "", (long long)shape[d]);
+}
+
+/* Copies one tensor of the file into the view t of `base`, checking it is there with t's shape. */
+static at_status load_view(const at_st_file *f, const char *path, const at_param_info *t,
+                           float *base, int count) {
+    const at_st_tensor *st = at_st_find(f, t->name);
+    if (!st)
+        return at_fail(AT_ERR_FORMAT, "%s: no tensor '%s' (the model needs %d tensors%s)", path,
+                       t->name, count, t->is_integer ? ", BatchNorm's buffers included" : "");
+    bool same = st->ndim == t->ndim;
+    for (int d = 0; same && d < t->ndim; d++) same = st->shape[d] == t->shape[d];
+    /* PyTorch writes num_batches_tracked as a 0-dimensional tensor; accept a [1] one too. */
+    if (t->ndim == 0 && st->count == 1 && st->ndim <= 1) same = true;
+    if (!same) {
+        char want[64], got[64];
+        int64_t ws[4];
+        for (int d = 0; d < t->ndim; d++) ws[d] = t->shape[d];
+        shape_text(want, sizeof want, ws, t->ndim);
+        shape_text(got, sizeof got, st->shape, st->ndim);
+        return at_fail(AT_ERR_SHAPE, "%s: tensor '%s' has shape %s, the model needs %s", path,
+                       t->name, got, want);
     }
+    memcpy(base + t->offset, st->data, sizeof(float) * t->size);
     return AT_OK;
+}
+
+at_status at_net_load_weights(at_net *net, const at_st_file *f, const char *path) {
+    const int np = at_net_num_tensors(net), nb = at_net_num_buffers(net);
+    at_status s = AT_OK;
+    for (int i = 0; s == AT_OK && i < np; i++)
+        s = load_view(f, path, at_net_tensor(net, i), at_net_params(net), np + nb);
+    for (int i = 0; s == AT_OK && i < nb; i++)
+        s = load_view(f, path, at_net_buffer(net, i), at_net_buffers(net), np + nb);
+    return s;
 }
 
 /* Parses "C,H,W". */

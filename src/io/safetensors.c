@@ -96,14 +96,17 @@ static bool known_dtype(const char *s) {
     return false;
 }
 
-static at_status parse_dtype(st_reader *r, const char *name, const cJSON *dtype) {
+/* F32, or I64 (the counters PyTorch keeps as buffers: BatchNorm's num_batches_tracked). */
+static at_status parse_dtype(st_reader *r, at_st_tensor *t, const cJSON *dtype) {
+    const char *name = t->name;
     if (!cJSON_IsString(dtype))
         return at_fail(AT_ERR_FORMAT, "%s: tensor '%s': \"dtype\" missing or not a string", r->path,
                        name);
     const char *s = dtype->valuestring;
-    if (strcmp(s, "F32") == 0) return AT_OK;
+    t->integer = strcmp(s, "I64") == 0;
+    if (strcmp(s, "F32") == 0 || t->integer) return AT_OK;
     if (known_dtype(s))
-        return at_fail(AT_ERR_UNSUPPORTED, "%s: tensor '%s': dtype %s is unsupported (only F32)",
+        return at_fail(AT_ERR_UNSUPPORTED, "%s: tensor '%s': dtype %s is unsupported (only F32 and I64)",
                        r->path, name, s);
     return at_fail(AT_ERR_FORMAT, "%s: tensor '%s': unknown dtype \"%s\"", r->path, name, s);
 }
@@ -154,10 +157,12 @@ static at_status parse_offsets(st_reader *r, int i, const cJSON *offs) {
     if (b > e)
         return at_fail(AT_ERR_FORMAT, "%s: tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64
                        "] has begin > end", r->path, name, b, e);
-    uint64_t want = (uint64_t)r->f->tensors[i].count * sizeof(float);
+    const bool integer = r->f->tensors[i].integer;
+    uint64_t want = (uint64_t)r->f->tensors[i].count * (integer ? 8 : sizeof(float));
     if (e - b != want)
         return at_fail(AT_ERR_FORMAT, "%s: tensor '%s': data_offsets span %" PRIu64
-                       " bytes but the shape needs %" PRIu64 " (F32)", r->path, name, e - b, want);
+                       " bytes but the shape needs %" PRIu64 " (%s)", r->path, name, e - b, want,
+                       integer ? "I64" : "F32");
     r->begin[i] = b;
     r->end[i] = e;
     return AT_OK;
@@ -168,7 +173,7 @@ static at_status parse_entry(st_reader *r, int i, const cJSON *item) {
     if (!(t->name = at_strdup(item->string))) return AT_ERR_NOMEM;
     if (!cJSON_IsObject(item))
         return at_fail(AT_ERR_FORMAT, "%s: tensor '%s': entry is not an object", r->path, t->name);
-    at_status s = parse_dtype(r, t->name, cJSON_GetObjectItemCaseSensitive(item, "dtype"));
+    at_status s = parse_dtype(r, t, cJSON_GetObjectItemCaseSensitive(item, "dtype"));
     if (s == AT_OK) s = parse_shape(r, t, cJSON_GetObjectItemCaseSensitive(item, "shape"));
     if (s == AT_OK) s = parse_offsets(r, i, cJSON_GetObjectItemCaseSensitive(item, "data_offsets"));
     return s;
@@ -291,6 +296,17 @@ static at_status parse_header(st_reader *r, const char *json, size_t len) {
     return s;
 }
 
+/* An I64 tensor, read value by value into its float array. */
+static at_status read_integers(st_reader *r, at_st_tensor *t) {
+    for (size_t i = 0; i < t->count; i++) {
+        int64_t v;
+        at_status s = read_exact(r, &v, sizeof v, "tensor data");
+        if (s != AT_OK) return s;
+        t->data[i] = (float)v;
+    }
+    return AT_OK;
+}
+
 /* Copies the data section into one aligned float array per tensor, in file order. */
 static at_status read_data(st_reader *r, const int *order) {
     for (int k = 0; k < r->f->ntensors; k++) {
@@ -298,7 +314,8 @@ static at_status read_data(st_reader *r, const int *order) {
         if (!(t->data = at_alloc_floats(t->count, "tensor data")))
             return at_fail(AT_ERR_NOMEM, "%s: out of memory for tensor '%s' (%zu floats)", r->path,
                            t->name, t->count);
-        at_status s = read_exact(r, t->data, t->count * sizeof(float), "tensor data");
+        at_status s = t->integer ? read_integers(r, t)
+                                 : read_exact(r, t->data, t->count * sizeof(float), "tensor data");
         if (s != AT_OK) return s;
     }
     return AT_OK;
@@ -413,7 +430,7 @@ static at_status check_write_args(const char *path, const at_st_entry *t, int nt
         uint64_t c = 0;
         at_status s = entry_count(path, &t[i], &c);
         if (s != AT_OK) return s;
-        total += c * sizeof(float);
+        total += c * (t[i].integer ? 8 : sizeof(float));
         if (total > (uint64_t)ST_MAX_INT)
             return at_fail(AT_ERR_ARG, "%s: tensors too large for one file", path);
     }
@@ -457,7 +474,7 @@ static cJSON *tensor_json(const at_st_entry *e, uint64_t begin, uint64_t end) {
     for (int d = 0; d < e->ndim; d++) shape[d] = (uint64_t)e->shape[d];
     cJSON *o = cJSON_CreateObject();
     cJSON *s = json_uint_array(shape, e->ndim), *d = json_uint_array(offs, 2);
-    bool ok = o && s && d && cJSON_AddStringToObject(o, "dtype", "F32");
+    bool ok = o && s && d && cJSON_AddStringToObject(o, "dtype", e->integer ? "I64" : "F32");
     if (ok && cJSON_AddItemToObject(o, "shape", s)) s = NULL;
     else ok = false;
     if (ok && cJSON_AddItemToObject(o, "data_offsets", d)) d = NULL;
@@ -487,10 +504,11 @@ static char *build_header(const char *path, const at_st_entry *t, int nt, const 
     for (int i = 0; ok && i < nt; i++) {
         uint64_t c = 1;
         for (int d = 0; d < t[i].ndim; d++) c *= (uint64_t)t[i].shape[d];
-        cJSON *e = tensor_json(&t[i], pos, pos + c * sizeof(float));
+        const uint64_t bytes = c * (t[i].integer ? 8 : sizeof(float));
+        cJSON *e = tensor_json(&t[i], pos, pos + bytes);
         ok = e && cJSON_AddItemToObject(root, t[i].name, e);
         if (!ok) cJSON_Delete(e);
-        pos += c * sizeof(float);
+        pos += bytes;
     }
     char *text = ok ? cJSON_PrintUnformatted(root) : NULL;
     cJSON_Delete(root);
@@ -501,6 +519,19 @@ static char *build_header(const char *path, const at_st_entry *t, int nt, const 
 static at_status write_all(FILE *fp, const void *p, size_t n, const char *path, const char *tmp) {
     if (n == 0 || fwrite(p, 1, n, fp) == n) return AT_OK;
     return at_fail(AT_ERR_IO, "%s: writing %s failed: %s", path, tmp, strerror(errno));
+}
+
+/* Floats holding whole numbers, written as I64. */
+static at_status write_integers(FILE *fp, const float *v, size_t count, const char *path,
+                                const char *tmp) {
+    at_status s = AT_OK;
+    for (size_t i = 0; i < count && s == AT_OK; i++) {
+        if (!(v[i] >= -9.2e18f && v[i] <= 9.2e18f)) /* NaN, or beyond int64 */
+            return at_fail(AT_ERR_ARG, "%s: an integer tensor holds %g", path, (double)v[i]);
+        const int64_t x = (int64_t)v[i];
+        s = write_all(fp, &x, sizeof x, path, tmp);
+    }
+    return s;
 }
 
 static at_status write_contents(FILE *fp, const char *path, const char *tmp, const char *header,
@@ -517,7 +548,8 @@ static at_status write_contents(FILE *fp, const char *path, const char *tmp, con
     for (int i = 0; i < nt && s == AT_OK; i++) {
         size_t c = 1;
         for (int d = 0; d < t[i].ndim; d++) c *= (size_t)t[i].shape[d];
-        s = write_all(fp, t[i].data, c * sizeof(float), path, tmp);
+        s = t[i].integer ? write_integers(fp, t[i].data, c, path, tmp)
+                         : write_all(fp, t[i].data, c * sizeof(float), path, tmp);
     }
     return s;
 }
