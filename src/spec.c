@@ -1,10 +1,13 @@
 /* Architectures: the built-in models and the spec syntax for custom ones.
  *
- * Spec syntax (docs/architectures.md): comma-separated layers,
- *   conv:OUT:K[:STRIDE[:PAD]]  maxpool:K[:STRIDE[:PAD]]  avgpool:K[:STRIDE[:PAD]]  linear:OUT
- *   relu  leakyrelu[:SLOPE]  tanh  sigmoid  flatten  dropout[:P]  dropout2d[:P]
- * Layers are named by position, as nn.Sequential names its modules ("0.weight", "3.bias"). */
+ * Spec syntax (docs/architectures.md): comma-separated layers, each
+ *   [LABEL=]KEYWORD[:ARG...][:KEY=VALUE...][@FROM]
+ * where each layer file's parse hook says what its arguments mean (conv:OUT:K[:STRIDE[:PAD]]
+ * with groups=G and bias=0, linear:OUT, bn, add:OTHER, ...). A layer reads the one before it,
+ * or FROM (a label or "input"); add:OTHER adds OTHER to it. Layers are named by position, as
+ * nn.Sequential names its modules ("0.weight", "3.bias"); labels only name references. */
 #include "layers/layer.h"
+#include "models/models.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -12,92 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_LAYERS 64
-
-static at_layer_desc layer(at_layer_kind kind, const char *name, int out, int kernel, int stride,
-                           int pad, float alpha) {
-    at_layer_desc d;
-    memset(&d, 0, sizeof d);
-    d.kind = kind;
-    snprintf(d.name, sizeof d.name, "%s", name);
-    d.out = out;
-    d.kernel = kernel;
-    d.stride = stride;
-    d.pad = pad;
-    d.alpha = alpha;
-    return d;
-}
-
-static const char *const builtin_names[] = {"seed-mlp", "seed-cnn", "mlp", "smallcnn"};
-
-bool at_is_builtin_model(const char *name) {
-    for (size_t i = 0; i < sizeof builtin_names / sizeof *builtin_names; i++)
-        if (strcmp(name, builtin_names[i]) == 0) return true;
-    return false;
-}
-
-/* Fills the layers of a built-in model; returns the count or -1 with the error set. */
-static int builtin_layers(const char *name, int c, int h, int w, at_layer_desc *L) {
-    int n = 0;
-    if (strcmp(name, "seed-mlp") == 0) {
-        /* The tutorial's Net: fc2(fc1(x)), no activation in between. */
-        if (c * h * w != 10) {
-            at_fail(AT_ERR_SHAPE, "seed-mlp takes 10 input features, the data has %d", c * h * w);
-            return -1;
-        }
-        L[n++] = layer(AT_LAYER_FLATTEN, "", 0, 0, 0, 0, 0);
-        L[n++] = layer(AT_LAYER_LINEAR, "fc1", 50, 0, 0, 0, 0);
-        L[n++] = layer(AT_LAYER_LINEAR, "fc2", 10, 0, 0, 0, 0);
-    } else if (strcmp(name, "seed-cnn") == 0) {
-        /* The tutorial's LeNet. conv1 pads so that the flattened size stays 16*5*5 = 400:
-         * 32x32 (CIFAR-10) needs none, 28x28 needs 2. */
-        if (h != w || h > 32 || (32 - h) % 2 != 0) {
-            at_fail(AT_ERR_SHAPE,
-                    "seed-cnn needs square images of even size up to 32 (28x28 or 32x32), got %dx%d",
-                    h, w);
-            return -1;
-        }
-        int pad = (32 - h) / 2;
-        L[n++] = layer(AT_LAYER_CONV2D, "conv1", 6, 5, 1, pad, 0);
-        L[n++] = layer(AT_LAYER_RELU, "", 0, 0, 0, 0, 0);
-        L[n++] = layer(AT_LAYER_MAXPOOL2D, "pool", 0, 2, 2, 0, 0);
-        L[n++] = layer(AT_LAYER_CONV2D, "conv2", 16, 5, 1, 0, 0);
-        L[n++] = layer(AT_LAYER_RELU, "", 0, 0, 0, 0, 0);
-        L[n++] = layer(AT_LAYER_MAXPOOL2D, "pool", 0, 2, 2, 0, 0);
-        L[n++] = layer(AT_LAYER_FLATTEN, "", 0, 0, 0, 0, 0);
-        L[n++] = layer(AT_LAYER_LINEAR, "fc1", 120, 0, 0, 0, 0);
-        L[n++] = layer(AT_LAYER_RELU, "", 0, 0, 0, 0, 0);
-        L[n++] = layer(AT_LAYER_LINEAR, "fc2", 84, 0, 0, 0, 0);
-        L[n++] = layer(AT_LAYER_RELU, "", 0, 0, 0, 0, 0);
-        L[n++] = layer(AT_LAYER_LINEAR, "fc3", 10, 0, 0, 0, 0);
-    } else if (strcmp(name, "mlp") == 0) {
-        if (c * h * w != 784) {
-            at_fail(AT_ERR_SHAPE, "mlp takes 784 inputs (28x28 grey images), the data has %d",
-                    c * h * w);
-            return -1;
-        }
-        L[n++] = layer(AT_LAYER_FLATTEN, "0", 0, 0, 0, 0, 0);
-        L[n++] = layer(AT_LAYER_LINEAR, "1", 256, 0, 0, 0, 0);
-        L[n++] = layer(AT_LAYER_RELU, "2", 0, 0, 0, 0, 0);
-        L[n++] = layer(AT_LAYER_LINEAR, "3", 128, 0, 0, 0, 0);
-        L[n++] = layer(AT_LAYER_RELU, "4", 0, 0, 0, 0, 0);
-        L[n++] = layer(AT_LAYER_LINEAR, "5", 10, 0, 0, 0, 0);
-    } else if (strcmp(name, "smallcnn") == 0) {
-        if (c != 1 || h != 28 || w != 28) {
-            at_fail(AT_ERR_SHAPE, "smallcnn takes 1x28x28 images, the data is %dx%dx%d", c, h, w);
-            return -1;
-        }
-        L[n++] = layer(AT_LAYER_CONV2D, "0", 16, 4, 2, 1, 0);
-        L[n++] = layer(AT_LAYER_RELU, "1", 0, 0, 0, 0, 0);
-        L[n++] = layer(AT_LAYER_CONV2D, "2", 32, 4, 2, 1, 0);
-        L[n++] = layer(AT_LAYER_RELU, "3", 0, 0, 0, 0, 0);
-        L[n++] = layer(AT_LAYER_FLATTEN, "4", 0, 0, 0, 0, 0);
-        L[n++] = layer(AT_LAYER_LINEAR, "5", 100, 0, 0, 0, 0);
-        L[n++] = layer(AT_LAYER_RELU, "6", 0, 0, 0, 0, 0);
-        L[n++] = layer(AT_LAYER_LINEAR, "7", 10, 0, 0, 0, 0);
-    }
-    return n;
-}
+#define MAX_LAYERS 128
 
 /* One spec token split into its parts: "[LABEL=]WORD[:ARG...][@FROM]". */
 typedef struct token_parts {
@@ -247,15 +165,16 @@ at_status at_net_from_spec(at_net **out, const char *spec, int c, int h, int w) 
     *out = NULL;
     if (!spec) return at_fail(AT_ERR_ARG, "no architecture given");
     if (at_is_builtin_model(spec)) {
-        n = builtin_layers(spec, c, h, w, L);
-        if (n < 0) return AT_ERR_SHAPE;
+        at_status s = at_builtin_layers(spec, c, h, w, L, MAX_LAYERS, &n);
+        if (s != AT_OK) return s;
     } else {
         at_status s = at_spec_parse(spec, L, &n);
         if (s != AT_OK) {
             if (!strchr(spec, ',') && !strchr(spec, ':'))
                 return at_fail(AT_ERR_ARG,
-                               "unknown model '%s': use seed-mlp, seed-cnn, mlp, smallcnn or a "
-                               "spec such as 'flatten,linear:100,relu,linear:10'",
+                               "unknown model '%s': use seed-mlp, seed-cnn, mlp, smallcnn, resnet8, "
+                               "preact-resnet18[:WIDTH], dscnn or a spec such as "
+                               "'flatten,linear:100,relu,linear:10'",
                                spec);
             return s;
         }
