@@ -77,33 +77,6 @@ static const char *comment_safe(const char *name, char *buf, size_t cap) {
     return buf;
 }
 
-/* PyTorch's print(model) wording for one layer. */
-static void describe_layer(const at_layer_desc *d, const layer_plan *p, char *buf, size_t cap) {
-    switch (d->kind) {
-    case AT_LAYER_LINEAR:
-        snprintf(buf, cap, "Linear(%d, %d)", p->in_c * p->in_h * p->in_w, d->out);
-        break;
-    case AT_LAYER_CONV2D:
-        snprintf(buf, cap, "Conv2d(%d, %d, kernel_size=%d, stride=%d, padding=%d)", p->in_c, d->out,
-                 d->kernel, d->stride, d->pad);
-        break;
-    case AT_LAYER_MAXPOOL2D:
-    case AT_LAYER_AVGPOOL2D:
-        snprintf(buf, cap, "%s(kernel_size=%d, stride=%d, padding=%d)",
-                 d->kind == AT_LAYER_MAXPOOL2D ? "MaxPool2d" : "AvgPool2d", d->kernel, d->stride,
-                 d->pad);
-        break;
-    case AT_LAYER_RELU: snprintf(buf, cap, "ReLU()"); break;
-    case AT_LAYER_LEAKYRELU: snprintf(buf, cap, "LeakyReLU(negative_slope=%g)", (double)d->alpha); break;
-    case AT_LAYER_TANH: snprintf(buf, cap, "Tanh()"); break;
-    case AT_LAYER_SIGMOID: snprintf(buf, cap, "Sigmoid()"); break;
-    case AT_LAYER_FLATTEN: snprintf(buf, cap, "Flatten()"); break;
-    case AT_LAYER_DROPOUT: snprintf(buf, cap, "Dropout(p=%g)", (double)d->alpha); break;
-    case AT_LAYER_DROPOUT2D: snprintf(buf, cap, "Dropout2d(p=%g)", (double)d->alpha); break;
-    default: snprintf(buf, cap, "?"); break;
-    }
-}
-
 /* A float literal that reads back as exactly v: %.9g plus the f suffix, with a '.' added to
  * whole numbers ("1" -> "1.0f"). v must be finite. */
 static void float_literal(float v, char *buf, size_t cap) {
@@ -115,9 +88,28 @@ static void float_literal(float v, char *buf, size_t cap) {
 
 /* ------------------------------------------------------------ planning */
 
+/* The layers this exporter writes: a chain of dense layers. BatchNorm (to be folded into the
+ * layer before it), residual Add, grouped and bias-free convolutions are not written yet. */
+static at_status check_exportable(const at_net *net, int l) {
+    const at_layer_desc *d = at_net_layer(net, l);
+    const bool chain = !d->input[0] && !d->input2[0];
+    const bool plain = d->kind <= AT_LAYER_DROPOUT2D && d->groups <= 1 && !d->no_bias;
+    if (chain && plain) return AT_OK;
+    char what[160];
+    at_net_describe_layer(net, l, what, sizeof what);
+    return at_fail(AT_ERR_UNSUPPORTED,
+                   "C export: layer %d (%s, %s) is not supported yet: the exporter writes chains of "
+                   "Linear, Conv2d (dense, with bias), pooling, activations, Flatten and Dropout",
+                   l, d->name, what);
+}
+
 static at_status make_plan(exporter *e) {
     const at_net *net = e->net;
     const int n = e->nlayers;
+    for (int l = 0; l < n; l++) {
+        at_status s = check_exportable(net, l);
+        if (s != AT_OK) return s;
+    }
     int c, h, w;
     at_net_in_shape(net, &c, &h, &w);
     int last = -1; /* the last layer that computes something writes into the logits */
@@ -199,7 +191,7 @@ static void write_architecture(exporter *e, FILE *fp) {
     for (int l = 0; l < e->nlayers; l++) {
         const at_layer_desc *d = at_net_layer(e->net, l);
         const layer_plan *p = &e->plan[l];
-        describe_layer(d, p, what, sizeof what);
+        at_net_describe_layer(e->net, l, what, sizeof what);
         shape_text(p->out_c, p->out_h, p->out_w, shape, sizeof shape);
         fprintf(fp, " *   (%s): %s -> %s\n", comment_safe(d->name, name, sizeof name), what, shape);
     }
@@ -461,7 +453,7 @@ static at_status write_source(exporter *e) {
     for (int l = 0; l < e->nlayers; l++) {
         const at_layer_desc *d = at_net_layer(e->net, l);
         const layer_plan *p = &e->plan[l];
-        describe_layer(d, p, what, sizeof what);
+        at_net_describe_layer(e->net, l, what, sizeof what);
         shape_text(p->out_c, p->out_h, p->out_w, shape, sizeof shape);
         comment_safe(d->name, name, sizeof name);
         if (p->noop) {
