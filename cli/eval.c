@@ -88,6 +88,18 @@ static bool run_one(at_net *net, const at_dataset *ds, int n, eval_run *r, bool 
 /* The checks of FIELD.md on the runs made (and a few cheap extra runs). */
 static bool sanity_checks(at_net *net, const at_dataset *ds, int n, int clean_correct, eval_run *runs,
                           int nruns, bool extra_runs, sanity *S) {
+    /* 0. BatchNorm statistics that were never trained (eval mode then normalises with mean 0,
+     *    variance 1): the numbers below would describe an untrained normalisation. */
+    {
+        const char *first;
+        int untrained = at_net_untrained_statistics(net, &first);
+        if (at_net_num_buffers(net) > 0)
+            untrained ? check(S, "batchnorm_statistics_trained", false,
+                              "the running statistics of %d BatchNorm layer%s were never updated (%s is 0)",
+                              untrained, untrained > 1 ? "s" : "", first)
+                      : check(S, "batchnorm_statistics_trained", true,
+                              "every BatchNorm layer's running statistics were trained");
+    }
     /* 1. eps = 0 leaves clean accuracy: the runs at eps 0, and each attack kind at eps 0 with a
      *    small budget. */
     {
@@ -537,6 +549,10 @@ int cmd_eval(int argc, char **argv) {
                               data.name);
         goto done;
     }
+    const char *untrained;
+    if (at_net_untrained_statistics(net, &untrained))
+        fprintf(stderr, "advtrain eval: warning: %s: BatchNorm running statistics were never trained (%s is 0): "
+                        "eval mode normalises with mean 0 and variance 1\n", path, untrained);
     at_eval_result r;
     double start = cli_now();
     if ((s = at_evaluate(net, ds, batch, &r)) != AT_OK) {

@@ -206,6 +206,11 @@ const at_param_info *at_net_buffer(const at_net *net, int i);
 const at_param_info *at_net_find_buffer(const at_net *net, const char *name);
 float *at_net_buffers(at_net *net);
 size_t at_net_num_buffer_floats(const at_net *net);
+/* BatchNorm layers whose running statistics were never trained (num_batches_tracked == 0): in
+ * eval mode they normalise with their initial mean 0 and variance 1, so accuracy and
+ * robustness measured on them mean little. Returns the count; *first (if not NULL) receives the
+ * first one's buffer name ("layer1.bn1.num_batches_tracked"). */
+int at_net_untrained_statistics(const at_net *net, const char **first);
 
 /* ---------------------------------------------------------------- losses */
 

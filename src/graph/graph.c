@@ -367,6 +367,18 @@ float *at_net_buffers(at_net *net) { return net->buffers; }
 size_t at_net_num_buffer_floats(const at_net *net) { return net->nbuffer_floats; }
 const char *at_net_spec(const at_net *net) { return net->spec; }
 
+int at_net_untrained_statistics(const at_net *net, const char **first) {
+    int count = 0;
+    if (first) *first = NULL;
+    for (int i = 0; i < net->nbuffers; i++) {
+        const at_param_info *b = &net->buffer_info[i];
+        if (!b->is_integer || net->buffers[b->offset] != 0.0f) continue;
+        if (first && !count) *first = b->name;
+        count++;
+    }
+    return count;
+}
+
 at_status at_net_set_spec(at_net *net, const char *spec) {
     char *copy = at_strdup(spec);
     if (!copy) return AT_ERR_NOMEM;
