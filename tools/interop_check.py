@@ -10,7 +10,8 @@
       - the logits equal those of the model exported by `advtrain export --c` (compiled with cc;
         tests/test_export_c.c holds that code to the library's logits) within 1e-4,
       - the per-sample predictions equal the library's own (adv_pred of the eps-0 attack),
-      - the accuracy equals `advtrain eval --samples N --json` exactly.
+      - the accuracy equals `advtrain eval --samples N --json` exactly, and its mean
+        cross-entropy torch's within 1e-5 (relative).
 (ii)  PyTorch -> advtrain: a smallcnn built in torch (torch.manual_seed, PyTorch's init, then a few
       SGD steps in torch) saved as safetensors with the advtrain metadata: the same four checks with
       `advtrain eval FILE` needing nothing else; and the same weights without metadata evaluated
@@ -18,6 +19,10 @@
 (iii) fine-tuning: `advtrain fit --model smallcnn --weights TORCH_FILE` for 1 epoch on a small
       subset; the result loads back into torch (strict) and torch's accuracy equals advtrain's.
       Skipped, with a message, when this advtrain's fit has no --weights.
+(iv)  BatchNorm models (resnet8, preact-resnet18:4, dscnn): trained by `advtrain fit`, they load
+      into torch strictly, running statistics and num_batches_tracked (I64) included; trained in
+      torch (train mode, so the running statistics move), saved with the metadata, advtrain
+      evaluates them: input, predictions and accuracy checks as above (no exported logits yet).
 
 Predictions are compared except where torch's top two logits are within 1e-4 (a tie that float
 rounding may break either way); accuracies may differ by at most the number of such ties.
@@ -39,11 +44,12 @@ except ImportError as e:
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_eval import find, read_idx  # noqa: E402
-from torch_models import (advtrain_metadata, load_advtrain, load_safetensors,  # noqa: E402
+from torch_models import (advtrain_metadata, build, load_advtrain, load_safetensors,  # noqa: E402
                           save_safetensors, smallcnn)
 
 TIE = 1e-4      # top-2 logit margin below which a prediction is not compared
 LOGIT_TOL = 1e-4
+LOSS_TOL = 1e-5  # relative, on the mean cross-entropy of advtrain eval --json
 
 DRIVER = r"""
 #include <stdio.h>
@@ -105,8 +111,9 @@ class Checker:
         ties = (top2[:, 0] - top2[:, 1]) < TIE
         return z, z.argmax(1), ties
 
-    def compare(self, name, path, model, extra=()):
-        """The four checks of one model file; extra: advtrain flags for files without metadata."""
+    def compare(self, name, path, model, extra=(), logits=True):
+        """The four checks of one model file; extra: advtrain flags for files without metadata;
+        logits=False skips the exported C (not written yet for BatchNorm models)."""
         n = self.n
         z, pred, ties = self.torch_side(model)
         correct = int((pred == self.labels).sum())
@@ -132,7 +139,9 @@ class Checker:
         self.ok(f"{name}: per-sample predictions equal the library's ({n - nties} compared, {nties} ties)")
 
         # logits: the C code advtrain exports from the same file
-        if extra:  # export has no --model; these weights' logits are checked with the metadata
+        if not logits:
+            print(f"  skip {name}: logits (advtrain export does not write BatchNorm models yet)")
+        elif extra:  # export has no --model; these weights' logits are checked with the metadata
             print(f"  skip {name}: logits (advtrain export needs the metadata)")
         elif self.cc is None:
             print(f"  skip {name}: logits (no C compiler: set CC)")
@@ -164,11 +173,16 @@ class Checker:
             raise Mismatch(f"{name}: advtrain eval: {at}/{r['samples']} correct, torch {correct}/{n} "
                            f"({nties} ties)")
         self.ok(f"{name}: accuracy {100.0 * correct / n:.2f}% in both ({correct}/{n})")
+        # the mean cross-entropy: every logit takes part in it
+        loss = torch.nn.functional.cross_entropy(z.double(), self.labels).item()
+        if not abs(r["loss"] - loss) <= LOSS_TOL * max(1.0, loss):
+            raise Mismatch(f"{name}: advtrain eval's loss {r['loss']:.7g}, torch's {loss:.7g}")
+        self.ok(f"{name}: mean cross-entropy {loss:.6f} in both (|diff| {abs(r['loss'] - loss):.2g})")
         return correct
 
-    def fit(self, name, model, *flags, lr="0.05"):
+    def fit(self, name, model, *flags, lr="0.05", subset="1000"):
         path = os.path.join(self.tmp, f"{name}.safetensors")
-        self.run("fit", "--model", model, "--data", self.data_source, "--train-subset", "1000",
+        self.run("fit", "--model", model, "--data", self.data_source, "--train-subset", subset,
                  "--epochs", "1", "--batch", "50", "--lr", lr, "--momentum", "0.9", "--seed", "3",
                  "--threads", "1", "--quiet", "--out", path, *flags)
         return path
@@ -236,6 +250,33 @@ class Checker:
         self.compare("finetuned", path, model)
 
 
+    # (iv)
+    def batchnorm_models(self):
+        print("(iv) BatchNorm, residual and depthwise models, both ways (buffers included)")
+        for arch in ("resnet8", "preact-resnet18:4", "dscnn"):
+            name = arch.replace(":", "-w")
+            path = self.fit(name, arch, subset="400")
+            model, _ = load_advtrain(path)  # strict: parameters and buffers
+            tracked = [int(b) for n, b in model.named_buffers() if n.endswith("num_batches_tracked")]
+            if set(tracked) != {8}:  # 400 images in batches of 50
+                raise Mismatch(f"{name}: num_batches_tracked {sorted(set(tracked))}, expected 8")
+            self.ok(f"{name}: load_state_dict(strict=True) with {len(list(model.buffers()))} buffers, "
+                    "num_batches_tracked 8 after 8 steps")
+            self.compare(name, path, model, logits=False)
+            torch.manual_seed(1)
+            theirs = build(arch, 1, 28)
+            opt = torch.optim.SGD(theirs.parameters(), lr=0.05, momentum=0.9)
+            theirs.train()
+            for i in range(0, 512, 64):  # torch's own training moves weights and running statistics
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(theirs(self.train_x[i:i + 64]), self.train_y[i:i + 64]).backward()
+                opt.step()
+            theirs.eval()
+            tpath = os.path.join(self.tmp, f"torch-{name}.safetensors")
+            save_safetensors(tpath, theirs.state_dict(), advtrain_metadata(arch, (1, 28, 28), self.data_source))
+            self.compare(f"torch-{name}", tpath, theirs, logits=False)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("advtrain")
@@ -257,6 +298,7 @@ def main():
         c.advtrain_to_torch()
         model, bare, _ = c.torch_to_advtrain()
         c.fine_tune(model, bare)
+        c.batchnorm_models()
     except Mismatch as e:
         print(f"interop_check: MISMATCH: {e}", file=sys.stderr)
         print(f"interop_check: {c.passed} passed, 1 failed")

@@ -55,7 +55,125 @@ def smallcnn():
                          nn.Linear(1568, 100), nn.ReLU(), nn.Linear(100, 10))
 
 
+class _ResNet8Stack(nn.Module):
+    """One stack of MLPerf Tiny's ResNet-8: conv-bn-relu-conv-bn plus the input (or its 1x1
+    stride-2 projection, without BN as in MLPerf's model), then ReLU."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1)
+        self.bn2 = nn.BatchNorm2d(cout)
+        if stride != 1:
+            self.shortcut = nn.Conv2d(cin, cout, 1, stride, 0)
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return F.relu(y + (self.shortcut(x) if hasattr(self, "shortcut") else x))
+
+
+class ResNet8(nn.Module):
+    """advtrain's resnet8 (src/models/resnet.c): MLPerf Tiny's image-classification ResNet-8."""
+
+    def __init__(self, channels=1, classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, 16, 3, 1, 1)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.layer1 = _ResNet8Stack(16, 16, 1)
+        self.layer2 = _ResNet8Stack(16, 32, 2)
+        self.layer3 = _ResNet8Stack(32, 64, 2)
+        self.fc = nn.Linear(64, classes)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+class PreActBlock(nn.Module):
+    """Wong et al.'s PreActBlock (fast_adversarial, preact_resnet.py)."""
+
+    def __init__(self, in_planes, planes, stride=1):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(x))
+        shortcut = self.shortcut(out) if hasattr(self, "shortcut") else x
+        out = self.conv1(out)
+        out = self.conv2(F.relu(self.bn2(out)))
+        return out + shortcut
+
+
+class PreActResNet18(nn.Module):
+    """advtrain's preact-resnet18[:W]: PreActResNet18 with first-stage width W (64 = the paper)."""
+
+    def __init__(self, channels=1, width=64, classes=10):
+        super().__init__()
+        self.in_planes = width
+        self.conv1 = nn.Conv2d(channels, width, 3, 1, 1, bias=False)
+        self.layer1 = self._make_layer(width, 1)
+        self.layer2 = self._make_layer(2 * width, 2)
+        self.layer3 = self._make_layer(4 * width, 2)
+        self.layer4 = self._make_layer(8 * width, 2)
+        self.bn = nn.BatchNorm2d(8 * width)
+        self.linear = nn.Linear(8 * width, classes)
+
+    def _make_layer(self, planes, stride):
+        blocks = [PreActBlock(self.in_planes, planes, stride), PreActBlock(planes, planes, 1)]
+        self.in_planes = planes
+        return nn.Sequential(*blocks)
+
+    def forward(self, x):
+        out = self.layer4(self.layer3(self.layer2(self.layer1(self.conv1(x)))))
+        out = F.relu(self.bn(out))
+        return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+class _DSBlock(nn.Module):
+    def __init__(self, ch):
+        super().__init__()
+        self.dw = nn.Conv2d(ch, ch, 3, 1, 1, groups=ch, bias=False)
+        self.bn_dw = nn.BatchNorm2d(ch)
+        self.pw = nn.Conv2d(ch, ch, 1, bias=False)
+        self.bn_pw = nn.BatchNorm2d(ch)
+
+    def forward(self, x):
+        return F.relu(self.bn_pw(self.pw(F.relu(self.bn_dw(self.dw(x))))))
+
+
+class DSCNN(nn.Module):
+    """advtrain's dscnn (src/models/dscnn.c): MLPerf Tiny's DS-CNN shape on images."""
+
+    def __init__(self, channels=1, classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, 64, 3, 2, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.blocks = nn.ModuleList([_DSBlock(64) for _ in range(4)])
+        self.fc = nn.Linear(64, classes)
+
+    def forward(self, x):
+        x = F.dropout(F.relu(self.bn1(self.conv1(x))), 0.2, self.training)
+        for block in self.blocks:
+            x = block(x)
+        x = F.dropout(x, 0.4, self.training)
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
 def build(arch, channels=1, size=28):
+    if arch == "resnet8":
+        return ResNet8(channels)
+    if arch == "preact-resnet18" or arch.startswith("preact-resnet18:"):
+        return PreActResNet18(channels, int(arch.split(":")[1]) if ":" in arch else 64)
+    if arch == "dscnn":
+        return DSCNN(channels)
     if arch == "seed-mlp":
         return SeedMLP()
     if arch == "seed-cnn":
@@ -76,24 +194,28 @@ def load_safetensors(path):
     meta = header.pop("__metadata__", {})
     data = blob[8 + n:]
     tensors = {}
+    dtypes = {"F32": torch.float32, "I64": torch.int64}  # I64: BatchNorm's num_batches_tracked
     for name, info in header.items():
-        if info["dtype"] != "F32":
-            raise ValueError(f"{path}: {name} is {info['dtype']}, expected F32")
+        if info["dtype"] not in dtypes:
+            raise ValueError(f"{path}: {name} is {info['dtype']}, expected F32 or I64")
         begin, end = info["data_offsets"]
-        t = torch.frombuffer(bytearray(data[begin:end]), dtype=torch.float32)
+        t = torch.frombuffer(bytearray(data[begin:end]), dtype=dtypes[info["dtype"]])
         tensors[name] = t.reshape(info["shape"]).clone()
     return tensors, meta
 
 
 def save_safetensors(path, tensors, metadata=None):
-    """Writes float32 tensors (a state_dict) in the safetensors format."""
+    """Writes a state_dict in the safetensors format: float tensors as F32, integer ones (BatchNorm's
+    num_batches_tracked) as I64."""
     header = {}
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
     chunks, offset = [], 0
     for name, t in tensors.items():
-        b = t.detach().to(torch.float32).contiguous().numpy().tobytes()
-        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(b)]}
+        integer = not t.is_floating_point()
+        b = t.detach().to(torch.int64 if integer else torch.float32).contiguous().numpy().tobytes()
+        header[name] = {"dtype": "I64" if integer else "F32", "shape": list(t.shape),
+                        "data_offsets": [offset, offset + len(b)]}
         chunks.append(b)
         offset += len(b)
     text = json.dumps(header).encode()
@@ -174,7 +296,8 @@ def from_spec(spec, channels=1, height=28, width=None):
 
 def module_for(arch, channels=1, height=28, width=None):
     """The nn.Module for a built-in model name or a spec (the advtrain.arch metadata value)."""
-    if arch in ("seed-mlp", "seed-cnn", "mlp", "smallcnn"):
+    if arch in ("seed-mlp", "seed-cnn", "mlp", "smallcnn", "resnet8", "dscnn") or \
+            arch.startswith("preact-resnet18"):
         return build(arch, channels, height)
     return from_spec(arch, channels, height, width)
 
