@@ -22,7 +22,10 @@
 #define NORM_TOL 2e-4
 #define SEED_DROPOUT 4242
 
-enum { KINK_NONE, KINK_RELU, KINK_MAXPOOL };
+/* KINK_ANY: ReLUs inside a chain of layers. Their inputs are watched through networks made of
+ * the chain up to each ReLU: an element is skipped when moving it by +-EPS flips the sign of any
+ * ReLU input. */
+enum { KINK_NONE, KINK_RELU, KINK_MAXPOOL, KINK_ANY };
 
 static at_layer_desc mk(at_layer_kind kind, int out, int kernel, int stride, int pad, float alpha) {
     at_layer_desc d;
@@ -36,6 +39,21 @@ static at_layer_desc mk(at_layer_kind kind, int out, int kernel, int stride, int
     return d;
 }
 
+/* Conv2d with groups and bias=False (no_bias). */
+static at_layer_desc conv_g(int out, int k, int s, int p, int groups, bool no_bias) {
+    at_layer_desc d = mk(AT_LAYER_CONV2D, out, k, s, p, 0);
+    d.groups = groups;
+    d.no_bias = no_bias;
+    return d;
+}
+
+/* d reading node `in` ("" = the node before) and, for an Add, `in2` ("input" = the network's). */
+static at_layer_desc reading(at_layer_desc d, const char *in, const char *in2) {
+    snprintf(d.input, sizeof d.input, "%s", in);
+    snprintf(d.input2, sizeof d.input2, "%s", in2);
+    return d;
+}
+
 typedef struct {
     const char *label;
     at_layer_desc d;
@@ -43,6 +61,12 @@ typedef struct {
     int kink;
     bool training;
     bool distinct; /* inputs distinct within each plane (max pooling: no near-ties) */
+    /* A chain of layers instead of d alone (the head, if any, after its last node); the
+     * forward is then not compared with ref_forward. */
+    const at_layer_desc *chain;
+    int nchain;
+    int min_batch; /* smaller batches skipped (BatchNorm1d in training needs 2 samples) */
+    int max_batch; /* larger batches skipped, if not 0 */
 } gc_case;
 
 static void fill(float *x, size_t n, at_rng *r, float lo, float hi) {
@@ -103,9 +127,27 @@ static bool maxpool_near_tie(const at_layer_desc *d, int C, int H, int W, const 
     return false;
 }
 
+/* How close a numeric gradient must be, and how many elements may be skipped as kinks. */
+typedef struct {
+    double atol, norm_tol, max_skipped;
+    double floor; /* the normalized error's denominator is at least floor*sqrt(elements checked) */
+} gc_tol;
+
+/* One layer: the tolerances above, at most half the elements skipped. */
+static const gc_tol layer_tol = {ATOL, NORM_TOL, 0.5, 0.0};
+/* Chains: the numeric gradient of several float32 layers carries rounding noise of a few 1e-4
+ * (about 1e-7 relative in each of a thousand outputs, over a step of 1e-2), which is what these
+ * bounds allow; a wiring error (a wrong input, a lost gradient, a missed sync point) is an error
+ * of order one. The kernels' own precision is checked in double (test_layers_graph.c). The ReLU
+ * probe skips exactly the elements whose step flips a ReLU input: in training mode a weight
+ * moves every value of its channel, so most of them; what is left is still checked. A gradient
+ * vector whose elements are below atol (an input gradient through pooling and a classifier)
+ * is held to atol, not to its own size, by the floor. */
+static const gc_tol chain_tol = {1e-3, 3e-3, 0.85, 1e-3};
+
 /* Compares analytic and numeric gradients; skip[i] marks kinks. Returns true if all agree. */
 static bool compare(const char *label, const char *what, const float *a, const double *num,
-                    const unsigned char *skip, size_t n) {
+                    const unsigned char *skip, size_t n, const gc_tol *tol) {
     double diff2 = 0, a2 = 0, n2 = 0, worst = 0;
     size_t worst_i = 0, skipped = 0;
     for (size_t i = 0; i < n; i++) {
@@ -117,17 +159,18 @@ static bool compare(const char *label, const char *what, const float *a, const d
         diff2 += d * d;
         a2 += (double)a[i] * a[i];
         n2 += num[i] * num[i];
-        double v = fabs(d) / (ATOL + RTOL * fmax(fabs((double)a[i]), fabs(num[i])));
+        double v = fabs(d) / (tol->atol + RTOL * fmax(fabs((double)a[i]), fabs(num[i])));
         if (!(v <= worst)) {
             worst = v;
             worst_i = i;
         }
     }
-    double norm_err = sqrt(diff2) / (sqrt(a2) + sqrt(n2) + 1e-12);
+    double norm_err =
+        sqrt(diff2) / fmax(sqrt(a2) + sqrt(n2) + 1e-12, tol->floor * sqrt((double)(n - skipped)));
     if (getenv("GC_VERBOSE"))
         fprintf(stderr, "STAT %s %s worst %.3g norm %.3g skipped %zu/%zu\n", label, what, worst,
                 norm_err, skipped, n);
-    bool ok = worst <= 1.0 && norm_err <= NORM_TOL && skipped * 2 <= n;
+    bool ok = worst <= 1.0 && norm_err <= tol->norm_tol && skipped <= tol->max_skipped * n;
     CHECK_MSG(ok,
               "%s %s: worst element %zu analytic %.7g numeric %.7g (%.3g tolerances), normalized "
               "error %.3g, %zu of %zu skipped",
@@ -137,9 +180,29 @@ static bool compare(const char *label, const char *what, const float *a, const d
 
 /* ------------------------------------------------------------ reference forward passes */
 
+/* BatchNorm in eval mode (weight and bias, then running_mean and running_var, PyTorch's order)
+ * and global average pooling, on one sample of C planes. */
+static void ref_forward_planes(const at_layer_desc *d, int C, int area, const float *params,
+                               const float *buffers, const float *x, double *y, int *out_size) {
+    for (int c = 0; c < C; c++) {
+        const float *plane = x + (size_t)c * area;
+        if (d->kind == AT_LAYER_GLOBALAVGPOOL) {
+            double sum = 0;
+            for (int p = 0; p < area; p++) sum += plane[p];
+            y[c] = sum / area;
+            continue;
+        }
+        for (int p = 0; p < area; p++)
+            y[(size_t)c * area + p] = (plane[p] - (double)buffers[c]) /
+                                          sqrt((double)buffers[C + c] + 1e-5) * params[c] +
+                                      params[C + c];
+    }
+    *out_size = d->kind == AT_LAYER_GLOBALAVGPOOL ? C : C * area;
+}
+
 /* Straightforward double-precision forward of one layer on one sample. */
 static void ref_forward(const at_layer_desc *d, int C, int H, int W, const float *params,
-                        const float *x, double *y, int *out_size) {
+                        const float *buffers, const float *x, double *y, int *out_size) {
     switch (d->kind) {
     case AT_LAYER_LINEAR: {
         int in = C * H * W;
@@ -158,21 +221,26 @@ static void ref_forward(const at_layer_desc *d, int C, int H, int W, const float
         const int S = d->stride ? d->stride : (d->kind == AT_LAYER_CONV2D ? 1 : K);
         const int OH = (H + 2 * P - K) / S + 1, OW = (W + 2 * P - K) / S + 1;
         const int OC = d->kind == AT_LAYER_CONV2D ? d->out : C;
+        /* Conv2d groups: output o reads input channels [g*Cg, (g+1)*Cg) of its group g. */
+        const int G = d->kind == AT_LAYER_CONV2D && d->groups > 1 ? d->groups : 1;
+        const int Cg = C / G, Og = OC / G;
         for (int o = 0; o < OC; o++)
             for (int oh = 0; oh < OH; oh++)
                 for (int ow = 0; ow < OW; ow++) {
-                    double acc = d->kind == AT_LAYER_CONV2D   ? params[(size_t)OC * C * K * K + o]
+                    double acc = d->kind == AT_LAYER_CONV2D
+                                     ? (d->no_bias ? 0.0 : params[(size_t)OC * Cg * K * K + o])
                                  : d->kind == AT_LAYER_MAXPOOL2D ? -INFINITY
                                                                  : 0.0;
                     for (int c = 0; c < C; c++) {
                         if (d->kind != AT_LAYER_CONV2D && c != o) continue;
+                        if (d->kind == AT_LAYER_CONV2D && c / Cg != o / Og) continue;
                         for (int ki = 0; ki < K; ki++)
                             for (int kj = 0; kj < K; kj++) {
                                 int ih = oh * S - P + ki, iw = ow * S - P + kj;
                                 if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
                                 double v = x[((size_t)c * H + ih) * W + iw];
                                 if (d->kind == AT_LAYER_CONV2D)
-                                    acc += params[(((size_t)o * C + c) * K + ki) * K + kj] * v;
+                                    acc += params[(((size_t)o * Cg + c % Cg) * K + ki) * K + kj] * v;
                                 else if (d->kind == AT_LAYER_MAXPOOL2D)
                                     acc = fmax(acc, v);
                                 else
@@ -186,6 +254,11 @@ static void ref_forward(const at_layer_desc *d, int C, int H, int W, const float
         *out_size = OC * OH * OW;
         return;
     }
+    case AT_LAYER_BATCHNORM2D:
+    case AT_LAYER_BATCHNORM1D:
+    case AT_LAYER_GLOBALAVGPOOL:
+        ref_forward_planes(d, C, H * W, params, buffers, x, y, out_size);
+        return;
     default: break;
     }
     int n = C * H * W;
@@ -196,6 +269,7 @@ static void ref_forward(const at_layer_desc *d, int C, int H, int W, const float
         case AT_LAYER_LEAKYRELU: y[i] = v > 0 ? v : v * d->alpha; break;
         case AT_LAYER_TANH: y[i] = tanh(v); break;
         case AT_LAYER_SIGMOID: y[i] = 1.0 / (1.0 + exp(-v)); break;
+        case AT_LAYER_ADD: y[i] = v + v; break; /* the cases add the input to itself */
         default: y[i] = v; break; /* flatten, dropout in eval mode */
         }
     }
@@ -204,23 +278,41 @@ static void ref_forward(const at_layer_desc *d, int C, int H, int W, const float
 
 /* ------------------------------------------------------------ one layer */
 
-/* Builds [layer] or [layer, Linear head] with random parameters. */
+static bool is_batchnorm(const at_net *net, int layer) {
+    const at_layer_kind k = at_net_layer(net, layer)->kind;
+    return k == AT_LAYER_BATCHNORM2D || k == AT_LAYER_BATCHNORM1D;
+}
+
+/* Builds [layer] or [layer, Linear head] (or the case's chain, then the head) with random
+ * parameters. */
 static at_net *build(const gc_case *gc, bool head, uint64_t seed) {
-    at_layer_desc L[2];
-    L[0] = gc->d;
-    L[1] = mk(AT_LAYER_LINEAR, 5, 0, 0, 0, 0);
-    snprintf(L[1].name, sizeof L[1].name, "head");
+    enum { MAX_CHAIN = 16 };
+    at_layer_desc L[MAX_CHAIN + 1];
+    const int nl = gc->chain ? gc->nchain : 1;
+    for (int i = 0; i < nl; i++) L[i] = gc->chain ? gc->chain[i] : gc->d;
+    L[nl] = mk(AT_LAYER_LINEAR, 5, 0, 0, 0, 0);
+    snprintf(L[nl].name, sizeof L[nl].name, "head");
     at_net *net = NULL;
-    at_status s = at_net_create(&net, L, head ? 2 : 1, gc->c, gc->h, gc->w);
+    at_status s = at_net_create(&net, L, head ? nl + 1 : nl, gc->c, gc->h, gc->w);
     CHECK_MSG(s == AT_OK, "%s: at_net_create: %s", gc->label, at_error_message());
     if (!net) return NULL;
     at_net_init(net, seed);
-    /* PyTorch's init makes biases small; push them to a useful range too. */
+    /* PyTorch's init makes biases small; push them to a useful range too. BatchNorm starts at
+     * weight 1: spread it, so that a gradient that ignores the weight shows. */
     at_rng r;
     at_rng_seed(&r, seed ^ 0xB1A5);
     for (int t = 0; t < at_net_num_tensors(net); t++) {
         const at_param_info *ti = at_net_tensor(net, t);
         if (ti->is_bias) fill(at_net_params(net) + ti->offset, ti->size, &r, -0.5f, 0.5f);
+        else if (is_batchnorm(net, ti->layer))
+            fill(at_net_params(net) + ti->offset, ti->size, &r, 0.5f, 1.5f);
+    }
+    /* Running statistics away from 0 and 1, for eval mode to use. */
+    for (int b = 0; b < at_net_num_buffers(net); b++) {
+        const at_param_info *bi = at_net_buffer(net, b);
+        float *v = at_net_buffers(net) + bi->offset;
+        if (strstr(bi->name, "running_mean")) fill(v, bi->size, &r, -0.5f, 0.5f);
+        if (strstr(bi->name, "running_var")) fill(v, bi->size, &r, 0.5f, 2.0f);
     }
     at_net_set_training(net, gc->training);
     return net;
@@ -275,6 +367,7 @@ static bool analytic(gc_setup *S, float *grads, float *dx) {
 
 static void check_forward(const gc_case *gc, gc_setup *S) {
     if (gc->training) return; /* dropout in train mode: checked separately */
+    if (gc->chain) return;    /* ref_forward covers one layer */
     const float *y = NULL;
     at_net_seed(S->net, SEED_DROPOUT);
     CHECK_OK(at_net_forward(S->net, S->x, S->n, &y));
@@ -289,7 +382,8 @@ static void check_forward(const gc_case *gc, gc_setup *S) {
     for (int s = 0; s < S->n; s++) {
         int size = 0;
         double *mid = malloc(sizeof(double) * (size_t)first_out);
-        ref_forward(&gc->d, gc->c, gc->h, gc->w, params, S->x + (size_t)s * S->in, mid, &size);
+        ref_forward(&gc->d, gc->c, gc->h, gc->w, params, at_net_buffers(S->net),
+                    S->x + (size_t)s * S->in, mid, &size);
         CHECK_MSG(size == first_out, "%s: reference output size %d, layer says %d", gc->label,
                   size, first_out);
         if (head) {
@@ -298,7 +392,7 @@ static void check_forward(const gc_case *gc, gc_setup *S) {
             for (int i = 0; i < first_out; i++) midf[i] = (float)mid[i];
             const at_param_info *hw = at_net_find_tensor(S->net, "head.weight");
             at_layer_desc hd = mk(AT_LAYER_LINEAR, 5, 0, 0, 0, 0);
-            ref_forward(&hd, first_out, 1, 1, params + hw->offset, midf, ref, &size);
+            ref_forward(&hd, first_out, 1, 1, params + hw->offset, NULL, midf, ref, &size);
             free(midf);
         } else {
             memcpy(ref, mid, sizeof(double) * (size_t)first_out);
@@ -314,8 +408,91 @@ static void check_forward(const gc_case *gc, gc_setup *S) {
     free(ref);
 }
 
+/* The central difference of the objective in v[i] (a parameter or an input) with step h. */
+static double central(gc_setup *S, float *v, size_t i, float h) {
+    const float keep = v[i];
+    v[i] = keep + h;
+    const double lp = objective(S->net, S->x, S->n, S->r);
+    v[i] = keep - h;
+    const double lm = objective(S->net, S->x, S->n, S->r);
+    v[i] = keep;
+    return (lp - lm) / ((double)(keep + h) - (double)(keep - h));
+}
+
+/* The numeric derivative: a chain's Richardson extrapolation (4 D(EPS/2) - D(EPS)) / 3, whose
+ * error is O(EPS^4): BatchNorm over a few samples curves enough for the O(EPS^2) error of D(EPS)
+ * to show in the normalized error. */
+static double numeric(const gc_case *gc, gc_setup *S, float *v, size_t i) {
+    const double d = central(S, v, i, EPS);
+    return gc->chain ? (4.0 * central(S, v, i, 0.5f * EPS) - d) / 3.0 : d;
+}
+
+/* KINK_ANY: the chain up to each ReLU (at most four), as networks of their own, and the sign of
+ * every ReLU input at the unperturbed point. Parameters and buffers are laid out in node order:
+ * a prefix's are the first ones of the whole network. */
+enum { MAX_PROBES = 4 };
+typedef struct {
+    int count;
+    at_net *net[MAX_PROBES];
+    unsigned char *base[MAX_PROBES];
+} relu_probe;
+
+/* The signs (> 0) of prefix p's outputs for the whole network's current parameters and x;
+ * compared with the base when `base` is false, else stored as the base. Returns whether they
+ * are the same. */
+static bool probe_signs(relu_probe *P, int p, gc_setup *S, bool base) {
+    at_net *net = P->net[p];
+    memcpy(at_net_params(net), at_net_params(S->net), sizeof(float) * at_net_num_params(net));
+    memcpy(at_net_buffers(net), at_net_buffers(S->net), sizeof(float) * at_net_num_buffer_floats(net));
+    const float *y = NULL;
+    if (at_net_forward(net, S->x, S->n, &y) != AT_OK || !y) return false;
+    const size_t count = (size_t)S->n * at_net_out_size(net);
+    bool same = true;
+    for (size_t i = 0; i < count; i++) {
+        if (base) P->base[p][i] = y[i] > 0.0f;
+        same = same && P->base[p][i] == (y[i] > 0.0f);
+    }
+    return same;
+}
+
+static void probe_make(relu_probe *P, const gc_case *gc, gc_setup *S) {
+    memset(P, 0, sizeof *P);
+    if (gc->kink != KINK_ANY || !gc->chain) return;
+    for (int k = 1; k < gc->nchain && P->count < MAX_PROBES; k++) {
+        if (gc->chain[k].kind != AT_LAYER_RELU) continue;
+        at_net *net = NULL;
+        CHECK_OK(at_net_create(&net, gc->chain, k, gc->c, gc->h, gc->w));
+        if (!net) continue;
+        at_net_set_training(net, gc->training);
+        P->net[P->count] = net;
+        P->base[P->count] = malloc((size_t)S->n * at_net_out_size(net));
+        probe_signs(P, P->count++, S, true);
+    }
+}
+
+static void probe_free(relu_probe *P) {
+    for (int p = 0; p < P->count; p++) {
+        at_net_free(P->net[p]);
+        free(P->base[p]);
+    }
+}
+
+/* Whether moving v[i] (a parameter when is_param, else an input) by +-EPS flips a ReLU input. */
+static bool probe_crosses(relu_probe *P, gc_setup *S, float *v, size_t i, bool is_param) {
+    const float keep = v[i];
+    bool crossed = false;
+    for (int side = -1; side <= 1 && !crossed; side += 2) {
+        v[i] = keep + (float)side * EPS;
+        for (int p = 0; p < P->count && !crossed; p++)
+            if (!is_param || i < at_net_num_params(P->net[p])) crossed = !probe_signs(P, p, S, false);
+    }
+    v[i] = keep;
+    return crossed;
+}
+
 /* Central differences for every parameter and every input element. */
 static void check_layer(const gc_case *gc, bool head, int n) {
+    if (n < gc->min_batch || (gc->max_batch && n > gc->max_batch)) return;
     gc_setup S;
     if (!setup(&S, gc, head, n, 1000 + (uint64_t)n * 17 + head)) return;
     char label[160];
@@ -330,21 +507,20 @@ static void check_layer(const gc_case *gc, bool head, int n) {
         teardown(&S);
         return;
     }
+    relu_probe probe;
+    probe_make(&probe, gc, &S);
     /* Parameter gradients. */
     if (S.np) {
         double *num = malloc(sizeof(double) * S.np);
+        unsigned char *pskip = calloc(S.np, 1);
         float *p = at_net_params(S.net);
         for (size_t i = 0; i < S.np; i++) {
-            float keep = p[i];
-            p[i] = keep + EPS;
-            double lp = objective(S.net, S.x, n, S.r);
-            p[i] = keep - EPS;
-            double lm = objective(S.net, S.x, n, S.r);
-            p[i] = keep;
-            num[i] = (lp - lm) / ((double)(keep + EPS) - (double)(keep - EPS));
+            pskip[i] = probe.count && probe_crosses(&probe, &S, p, i, true);
+            num[i] = pskip[i] ? 0.0 : numeric(gc, &S, p, i);
         }
-        compare(label, "parameter gradient", ga, num, NULL, S.np);
+        compare(label, "parameter gradient", ga, num, pskip, S.np, gc->chain ? &chain_tol : &layer_tol);
         free(num);
+        free(pskip);
     }
     /* Input gradient. */
     size_t nin = (size_t)n * S.in;
@@ -358,15 +534,11 @@ static void check_layer(const gc_case *gc, bool head, int n) {
             num[i] = 0;
             continue;
         }
-        float keep = S.x[i];
-        S.x[i] = keep + EPS;
-        double lp = objective(S.net, S.x, n, S.r);
-        S.x[i] = keep - EPS;
-        double lm = objective(S.net, S.x, n, S.r);
-        S.x[i] = keep;
-        num[i] = (lp - lm) / ((double)(keep + EPS) - (double)(keep - EPS));
+        skip[i] = probe.count && probe_crosses(&probe, &S, S.x, i, false);
+        num[i] = skip[i] ? 0.0 : numeric(gc, &S, S.x, i);
     }
-    compare(label, "input gradient", S.dx, num, skip, nin);
+    probe_free(&probe);
+    compare(label, "input gradient", S.dx, num, skip, nin, gc->chain ? &chain_tol : &layer_tol);
     free(num);
     free(skip);
     free(ga);
@@ -375,6 +547,7 @@ static void check_layer(const gc_case *gc, bool head, int n) {
 
 /* Flags, accumulation and threads, on the analytic gradients only. */
 static void check_mechanics(const gc_case *gc, bool head, int n) {
+    if (n < gc->min_batch) return;
     gc_setup S;
     if (!setup(&S, gc, head, n, 2000 + (uint64_t)n)) return;
     char label[160];
@@ -470,8 +643,111 @@ static void check_mechanics(const gc_case *gc, bool head, int n) {
     teardown(&S);
 }
 
+/* The graph layers on their own: grouped and bias-free convolutions, BatchNorm, global pooling,
+ * Add. Appends to cases from nc; returns the new count. */
+static int graph_layer_cases(gc_case *cases, int nc) {
+#define CASE(lbl, desc, C, H, W, kink_, train_, distinct_)                                        \
+    cases[nc++] = (gc_case) { lbl, desc, C, H, W, kink_, train_, distinct_ }
+    /* Grouped convolutions (general groups and depthwise, groups = in_channels) and bias=False,
+     * also on both dense paths (direct: stride 1; im2row: stride 2). */
+    CASE("conv g2 k3 s1 p1 4x5x6 -> 6", conv_g(6, 3, 1, 1, 2, false), 4, 5, 6, KINK_NONE, false,
+         false);
+    CASE("conv g2 k3 s2 p0 4x7x6 -> 4 bias=0", conv_g(4, 3, 2, 0, 2, true), 4, 7, 6, KINK_NONE,
+         false, false);
+    CASE("conv g3 k1 s1 p0 6x3x4 -> 3 (pointwise)", conv_g(3, 1, 1, 0, 3, false), 6, 3, 4,
+         KINK_NONE, false, false);
+    CASE("conv depthwise k3 s1 p1 3x5x6", conv_g(3, 3, 1, 1, 3, false), 3, 5, 6, KINK_NONE, false,
+         false);
+    CASE("conv depthwise k3 s2 p1 4x7x6 bias=0", conv_g(4, 3, 2, 1, 4, true), 4, 7, 6, KINK_NONE,
+         false, false);
+    CASE("conv depthwise x2 k3 s1 p0 2x5x5 -> 4", conv_g(4, 3, 1, 0, 2, false), 2, 5, 5,
+         KINK_NONE, false, false);
+    CASE("conv k3 s1 p1 2x5x5 bias=0 (direct)", conv_g(3, 3, 1, 1, 0, true), 2, 5, 5, KINK_NONE,
+         false, false);
+    CASE("conv k3 s2 p1 2x7x6 bias=0 (im2row)", conv_g(4, 3, 2, 1, 1, true), 2, 7, 6, KINK_NONE,
+         false, false);
+    /* BatchNorm: in training mode the objective goes through the batch statistics (batches of 3
+     * and 7, and one sample's 16 pixels); in eval mode it is the running statistics' affine map.
+     * BatchNorm1d in training needs two samples. */
+    CASE("bn 3x4x4 train", mk(AT_LAYER_BATCHNORM2D, 0, 0, 0, 0, 0), 3, 4, 4, KINK_NONE, true, false);
+    CASE("bn 3x4x4 eval", mk(AT_LAYER_BATCHNORM2D, 0, 0, 0, 0, 0), 3, 4, 4, KINK_NONE, false, false);
+    CASE("bn1d 6 train", mk(AT_LAYER_BATCHNORM1D, 0, 0, 0, 0, 0), 6, 1, 1, KINK_NONE, true, false);
+    cases[nc - 1].min_batch = 2;
+    CASE("bn1d 6 eval", mk(AT_LAYER_BATCHNORM1D, 0, 0, 0, 0, 0), 6, 1, 1, KINK_NONE, false, false);
+    CASE("gap 3x4x5", mk(AT_LAYER_GLOBALAVGPOOL, 0, 0, 0, 0, 0), 3, 4, 5, KINK_NONE, false, false);
+    CASE("add input+input", reading(mk(AT_LAYER_ADD, 0, 0, 0, 0, 0), "input", "input"), 2, 3, 4,
+         KINK_NONE, false, false);
+#undef CASE
+    return nc;
+}
+
+/* Chains of the graph layers (nodes named by position, "0", "1", ...): BatchNorm after Linear
+ * and Conv2d, fused ReLUs, skips and branches into an Add, a depthwise-separable block and a
+ * residual network. Appends to cases from nc; returns the new count. */
+static int graph_chain_cases(gc_case *cases, int nc) {
+#define CASE(lbl, desc, C, H, W, kink_, train_, distinct_)                                        \
+    cases[nc++] = (gc_case) { lbl, desc, C, H, W, kink_, train_, distinct_ }
+    static at_layer_desc bn1d_chain[2], bn_relu[3], conv_bn[2], skip[2], branches[4], dscnn[5];
+    static at_layer_desc resnet[13];
+    const at_layer_desc relu = mk(AT_LAYER_RELU, 0, 0, 0, 0, 0);
+    bn1d_chain[0] = mk(AT_LAYER_LINEAR, 6, 0, 0, 0, 0);
+    bn1d_chain[1] = mk(AT_LAYER_BATCHNORM1D, 0, 0, 0, 0, 0);
+    bn_relu[0] = conv_g(4, 3, 1, 1, 0, false);
+    bn_relu[1] = mk(AT_LAYER_BATCHNORM2D, 0, 0, 0, 0, 0);
+    bn_relu[2] = relu; /* fused into the BatchNorm */
+    conv_bn[0] = conv_g(4, 3, 2, 1, 0, true); /* ResNet's conv: no bias before a BatchNorm */
+    conv_bn[1] = mk(AT_LAYER_BATCHNORM2D, 0, 0, 0, 0, 0);
+    skip[0] = conv_g(3, 3, 1, 1, 0, false);
+    skip[1] = reading(mk(AT_LAYER_ADD, 0, 0, 0, 0, 0), "", "input");
+    branches[0] = conv_g(4, 3, 1, 1, 0, false);
+    branches[1] = reading(conv_g(4, 1, 1, 0, 0, false), "input", ""); /* a 1x1 shortcut */
+    branches[2] = reading(mk(AT_LAYER_ADD, 0, 0, 0, 0, 0), "", "0");
+    branches[3] = relu; /* fused into the Add */
+    dscnn[0] = conv_g(4, 3, 1, 1, 4, true); /* depthwise-separable, as DS-CNN */
+    dscnn[1] = mk(AT_LAYER_BATCHNORM2D, 0, 0, 0, 0, 0);
+    dscnn[2] = relu;
+    dscnn[3] = conv_g(6, 1, 1, 0, 0, true);
+    dscnn[4] = mk(AT_LAYER_BATCHNORM2D, 0, 0, 0, 0, 0);
+    /* A residual network: stem, one BasicBlock (conv, bn, relu, conv, bn, + its input, relu),
+     * global pooling and a classifier. */
+    resnet[0] = conv_g(4, 3, 1, 1, 0, true);
+    resnet[1] = mk(AT_LAYER_BATCHNORM2D, 0, 0, 0, 0, 0);
+    resnet[2] = relu;
+    resnet[3] = conv_g(4, 3, 1, 1, 0, true);
+    resnet[4] = mk(AT_LAYER_BATCHNORM2D, 0, 0, 0, 0, 0);
+    resnet[5] = relu;
+    resnet[6] = conv_g(4, 3, 1, 1, 0, true);
+    resnet[7] = mk(AT_LAYER_BATCHNORM2D, 0, 0, 0, 0, 0);
+    resnet[8] = reading(mk(AT_LAYER_ADD, 0, 0, 0, 0, 0), "", "2");
+    resnet[9] = relu;
+    resnet[10] = mk(AT_LAYER_GLOBALAVGPOOL, 0, 0, 0, 0, 0);
+    resnet[11] = mk(AT_LAYER_FLATTEN, 0, 0, 0, 0, 0);
+    resnet[12] = mk(AT_LAYER_LINEAR, 5, 0, 0, 0, 0);
+#define CHAIN(lbl, arr, C, H, W, kink_, train_)                                                   \
+    do {                                                                                          \
+        CASE(lbl, arr[0], C, H, W, kink_, train_, false);                                         \
+        cases[nc - 1].chain = arr;                                                                \
+        cases[nc - 1].nchain = (int)(sizeof arr / sizeof arr[0]);                                 \
+    } while (0)
+    CHAIN("linear 5->6, bn1d train", bn1d_chain, 5, 1, 1, KINK_NONE, true);
+    cases[nc - 1].min_batch = 2;
+    CHAIN("linear 5->6, bn1d eval", bn1d_chain, 5, 1, 1, KINK_NONE, false);
+    CHAIN("conv, bn, relu (fused) train", bn_relu, 2, 5, 5, KINK_ANY, true);
+    CHAIN("conv, bn, relu (fused) eval", bn_relu, 2, 5, 5, KINK_ANY, false);
+    CHAIN("conv bias=0 s2, bn train", conv_bn, 3, 6, 6, KINK_NONE, true);
+    CHAIN("conv, add input (skip)", skip, 3, 5, 5, KINK_NONE, false);
+    CHAIN("conv | 1x1 conv of input, add, relu", branches, 2, 5, 5, KINK_ANY, false);
+    CHAIN("depthwise bias=0, bn, relu, pointwise, bn train", dscnn, 4, 5, 5, KINK_ANY, true);
+    CHAIN("residual network train", resnet, 3, 4, 4, KINK_ANY, true);
+    cases[nc - 1].max_batch = 3; /* at 7 the probe skips 85% of the parameters */
+    CHAIN("residual network eval", resnet, 3, 4, 4, KINK_ANY, false);
+#undef CHAIN
+#undef CASE
+    return nc;
+}
+
 static void test_layers(void) {
-    static gc_case cases[96];
+    static gc_case cases[128];
     int nc = 0;
 #define CASE(lbl, desc, C, H, W, kink_, train_, distinct_)                                        \
     cases[nc++] = (gc_case) { lbl, desc, C, H, W, kink_, train_, distinct_ }
@@ -580,12 +856,16 @@ static void test_layers(void) {
         CASE("dropout2d 0.4 train", d2[0], 3, 2, 3, KINK_NONE, true, false);
         CASE("dropout2d 0.4 eval", d2[0], 3, 2, 3, KINK_NONE, false, false);
     }
+    nc = graph_layer_cases(cases, nc);
+    nc = graph_chain_cases(cases, nc);
 #undef CASE
     const int batches[3] = {1, 3, 7};
     for (int i = 0; i < nc; i++) {
         for (int b = 0; b < 3; b++) {
             check_layer(&cases[i], false, batches[b]);
-            check_layer(&cases[i], true, batches[b]);
+            /* A chain's input gradient through a head of 5 outputs is ~1e-4: a step of 1e-2
+             * moves the loss by a few float ulps, below what differences can measure. */
+            if (!cases[i].chain) check_layer(&cases[i], true, batches[b]);
         }
         check_mechanics(&cases[i], false, 7);
         check_mechanics(&cases[i], true, 3);
@@ -852,13 +1132,26 @@ static double numeric_direction(loss_ctx *L, float *v, const float *v0, const fl
  *    measured against its typical size ||g .* scale|| (< 0.1: float32 rounding of the forward
  *    pass is a few percent of such a small difference).
  * The step is small (1e-4 relative) so that few ReLU / max-pool kinks are crossed. */
-static void check_network(const char *spec, int c, int h, int w, int n, bool mse, bool training) {
+/* warm: training forwards on random batches first, which give BatchNorm running statistics as a
+ * trained network's (eval mode then normalises as it would after training). */
+static void warm_up(at_net *net, int warm, int n) {
+    const size_t count = (size_t)n * at_net_in_size(net);
+    float *x = malloc(sizeof(float) * count);
+    at_rng r;
+    at_rng_seed(&r, 808);
+    at_net_set_training(net, true);
+    for (int i = 0; i < warm; i++) {
+        fill(x, count, &r, 0.0f, 1.0f);
+        CHECK_OK(at_net_forward(net, x, n, NULL));
+    }
+    free(x);
+}
+
+static void check_network_on(at_net *net, const char *spec, int c, int h, int w, int n, bool mse,
+                             bool training, int warm) {
     at_set_threads(2);
-    at_net *net = NULL;
-    at_status st = at_net_from_spec(&net, spec, c, h, w);
-    CHECK_MSG(st == AT_OK, "%s: %s", spec, at_error_message());
-    if (!net) return;
     at_net_init(net, 31);
+    if (warm) warm_up(net, warm, n);
     at_net_set_training(net, training);
     const int in = at_net_in_size(net), k = at_net_out_size(net);
     const size_t np = at_net_num_params(net), nin = (size_t)n * in;
@@ -945,6 +1238,14 @@ static void check_network(const char *spec, int c, int h, int w, int n, bool mse
     at_net_free(net);
 }
 
+/* spec: a built-in name or a spec; the network is freed. */
+static void check_network(const char *spec, int c, int h, int w, int n, bool mse, bool training) {
+    at_net *net = NULL;
+    at_status st = at_net_from_spec(&net, spec, c, h, w);
+    CHECK_MSG(st == AT_OK, "%s: %s", spec, at_error_message());
+    if (net) check_network_on(net, spec, c, h, w, n, mse, training, 0);
+}
+
 static void test_networks(void) {
     check_network("seed-cnn", 1, 28, 28, 3, false, false);
     check_network("seed-cnn", 3, 32, 32, 3, false, false);
@@ -1011,6 +1312,173 @@ static void test_relu_fusion(void) {
                  "flatten,linear:120,leakyrelu:0,linear:84,leakyrelu:0,linear:10", 1, 28, 28, 3);
 }
 
+/* ------------------------------------------------------------ BatchNorm's buffers */
+
+/* PyTorch's running update from the batch x (n samples of C x area), in double. */
+static void expected_running(const float *x, int n, int C, int area, const float *rm0,
+                             const float *rv0, double *rm, double *rv) {
+    for (int c = 0; c < C; c++) {
+        double s = 0, q = 0;
+        for (int i = 0; i < n; i++)
+            for (int p = 0; p < area; p++) s += x[((size_t)i * C + c) * area + p];
+        const double N = (double)n * area, mean = s / N;
+        for (int i = 0; i < n; i++)
+            for (int p = 0; p < area; p++) {
+                const double d = x[((size_t)i * C + c) * area + p] - mean;
+                q += d * d;
+            }
+        rm[c] = 0.1 * mean + 0.9 * rm0[c];
+        rv[c] = 0.1 * (q / (N - 1)) + 0.9 * rv0[c]; /* the unbiased variance */
+    }
+}
+
+static bool running_close(const float *got, const double *want, int C) {
+    for (int c = 0; c < C; c++)
+        if (!(fabs(got[c] - want[c]) <= 1e-7 + 1e-6 * fabs(want[c]))) return false;
+    return true;
+}
+
+/* Through the network: the buffers' names and initial values; eval passes change no bit of
+ * them; a training forward moves them as PyTorch does (one and two threads), its backward leaves
+ * them; a second training forward moves them again from where they are. */
+static void check_bn_buffers(at_layer_kind kind, int C, int H, int W, int n) {
+    const char *label = kind == AT_LAYER_BATCHNORM1D ? "bn1d" : "bn";
+    at_layer_desc d = mk(kind, 0, 0, 0, 0, 0);
+    at_net *net = NULL;
+    CHECK_OK(at_net_create(&net, &d, 1, C, H, W));
+    if (!net) return;
+    at_net_init(net, 3);
+    const at_param_info *rmi = at_net_find_buffer(net, "0.running_mean");
+    const at_param_info *rvi = at_net_find_buffer(net, "0.running_var");
+    const at_param_info *nbi = at_net_find_buffer(net, "0.num_batches_tracked");
+    CHECK_MSG(rmi && rvi && nbi && at_net_num_buffers(net) == 3, "%s: buffers missing", label);
+    if (!rmi || !rvi || !nbi) {
+        at_net_free(net);
+        return;
+    }
+    CHECK(rmi->size == (size_t)C && rvi->size == (size_t)C && nbi->size == 1);
+    CHECK(!rmi->is_integer && !rvi->is_integer && nbi->is_integer && nbi->ndim == 0);
+    float *buf = at_net_buffers(net), *rm = buf + rmi->offset, *rv = buf + rvi->offset;
+    float *nbt = buf + nbi->offset;
+    bool init_ok = *nbt == 0.0f;
+    for (int c = 0; c < C; c++) init_ok = init_ok && rm[c] == 0.0f && rv[c] == 1.0f;
+    CHECK_MSG(init_ok, "%s: running statistics do not start at mean 0, var 1, count 0", label);
+    const int area = H * W, in = C * area;
+    const size_t nb = at_net_num_buffer_floats(net);
+    float *x = malloc(sizeof(float) * (size_t)n * in), *r = malloc(sizeof(float) * (size_t)n * in);
+    float *dx = malloc(sizeof(float) * (size_t)n * in), *snap = malloc(sizeof(float) * nb);
+    float *after = malloc(sizeof(float) * nb);
+    double *want_m = malloc(sizeof(double) * C), *want_v = malloc(sizeof(double) * C);
+    at_rng g;
+    at_rng_seed(&g, 21);
+    for (size_t i = 0; i < (size_t)n * in; i++)
+        x[i] = (float)((i / area) % C) - 1.0f + 2.0f * at_rng_uniform(&g);
+    fill(r, (size_t)n * in, &g, -1.0f, 1.0f);
+    fill(rm, C, &g, -1.0f, 1.0f);
+    fill(rv, C, &g, 0.5f, 2.0f);
+    *nbt = 5.0f;
+    memcpy(snap, buf, sizeof(float) * nb);
+
+    /* Eval mode: nothing changes, forward or backward, with either flag. */
+    CHECK_OK(at_net_forward(net, x, n, NULL));
+    CHECK_OK(at_net_backward(net, r, AT_GRAD_PARAMS | AT_GRAD_INPUT, dx));
+    CHECK_OK(at_net_backward(net, r, AT_GRAD_INPUT, dx));
+    CHECK_MSG(memcmp(buf, snap, sizeof(float) * nb) == 0, "%s: an eval pass changed a buffer", label);
+
+    at_net_set_training(net, true);
+    for (int threads = 1; threads <= 2; threads++) {
+        at_set_threads(threads);
+        memcpy(buf, snap, sizeof(float) * nb);
+        CHECK_OK(at_net_forward(net, x, n, NULL));
+        expected_running(x, n, C, area, snap + rmi->offset, snap + rvi->offset, want_m, want_v);
+        CHECK_MSG(running_close(rm, want_m, C), "%s (%d threads): running_mean not PyTorch's", label,
+                  threads);
+        CHECK_MSG(running_close(rv, want_v, C), "%s (%d threads): running_var not PyTorch's", label,
+                  threads);
+        CHECK_MSG(*nbt == 6.0f, "%s: num_batches_tracked %g after one update from 5", label,
+                  (double)*nbt);
+        memcpy(after, buf, sizeof(float) * nb);
+        CHECK_OK(at_net_backward(net, r, AT_GRAD_PARAMS | AT_GRAD_INPUT, dx));
+        CHECK_MSG(memcmp(buf, after, sizeof(float) * nb) == 0, "%s: backward changed a buffer", label);
+    }
+    /* A second batch (x reversed) moves them on from the first update. */
+    for (size_t i = 0; i < (size_t)n * in / 2; i++) {
+        const float t = x[i];
+        x[i] = x[(size_t)n * in - 1 - i];
+        x[(size_t)n * in - 1 - i] = t;
+    }
+    CHECK_OK(at_net_forward(net, x, n, NULL));
+    expected_running(x, n, C, area, after + rmi->offset, after + rvi->offset, want_m, want_v);
+    CHECK_MSG(running_close(rm, want_m, C) && running_close(rv, want_v, C) && *nbt == 7.0f,
+              "%s: a second training forward does not update from the first", label);
+    /* Back in eval mode: the updated statistics normalise, and stay. */
+    at_net_set_training(net, false);
+    memcpy(after, buf, sizeof(float) * nb);
+    CHECK_OK(at_net_forward(net, x, n, NULL));
+    CHECK(memcmp(buf, after, sizeof(float) * nb) == 0);
+    free(x), free(r), free(dx), free(snap), free(after), free(want_m), free(want_v);
+    at_net_free(net);
+}
+
+/* PyTorch refuses to train BatchNorm on one value per channel (N = n*H*W = 1), and so does the
+ * network, changing nothing. */
+static void check_bn_single_value(at_layer_kind kind, int C) {
+    at_layer_desc d = mk(kind, 0, 0, 0, 0, 0);
+    at_net *net = NULL;
+    CHECK_OK(at_net_create(&net, &d, 1, C, 1, 1));
+    if (!net) return;
+    at_net_init(net, 3);
+    at_net_set_training(net, true);
+    const size_t nb = at_net_num_buffer_floats(net);
+    float *snap = malloc(sizeof(float) * nb), x[16];
+    memcpy(snap, at_net_buffers(net), sizeof(float) * nb);
+    for (int i = 0; i < C; i++) x[i] = (float)i;
+    CHECK_MSG(at_net_forward(net, x, 1, NULL) != AT_OK, "training on one value per channel accepted");
+    CHECK(memcmp(snap, at_net_buffers(net), sizeof(float) * nb) == 0);
+    free(snap);
+    at_net_free(net);
+}
+
+static void test_batchnorm_buffers(void) {
+    check_bn_buffers(AT_LAYER_BATCHNORM2D, 3, 4, 5, 5);
+    check_bn_buffers(AT_LAYER_BATCHNORM2D, 2, 1, 3, 1);
+    check_bn_buffers(AT_LAYER_BATCHNORM1D, 7, 1, 1, 6);
+    check_bn_single_value(AT_LAYER_BATCHNORM1D, 4);
+    check_bn_single_value(AT_LAYER_BATCHNORM2D, 3);
+}
+
+/* The residual network of test_layers along directions, with cross-entropy, in both modes, and
+ * a depthwise-separable one (two threads: the sync points' sums over chunks). The running
+ * statistics come from 20 training batches first: BatchNorm at its initial statistics is the
+ * identity, which leaves the ReLU inputs so close to zero that the step crosses kinks. */
+static void test_graph_networks(void) {
+    at_layer_desc net_desc[13];
+    const int n = 6;
+    for (int dw = 0; dw < 2; dw++) {
+        int k = 0;
+        const char *label = dw ? "depthwise-separable network" : "residual network";
+        net_desc[k++] = conv_g(4, 3, 1, 1, 0, true);
+        net_desc[k++] = mk(AT_LAYER_BATCHNORM2D, 0, 0, 0, 0, 0);
+        net_desc[k++] = mk(AT_LAYER_RELU, 0, 0, 0, 0, 0);
+        net_desc[k++] = dw ? conv_g(4, 3, 2, 1, 4, true) : conv_g(4, 3, 1, 1, 0, true);
+        net_desc[k++] = mk(AT_LAYER_BATCHNORM2D, 0, 0, 0, 0, 0);
+        net_desc[k++] = mk(AT_LAYER_RELU, 0, 0, 0, 0, 0);
+        net_desc[k++] = dw ? conv_g(8, 1, 1, 0, 0, true) : conv_g(4, 3, 1, 1, 0, true);
+        net_desc[k++] = mk(AT_LAYER_BATCHNORM2D, 0, 0, 0, 0, 0);
+        if (!dw) net_desc[k++] = reading(mk(AT_LAYER_ADD, 0, 0, 0, 0, 0), "", "2");
+        net_desc[k++] = mk(AT_LAYER_RELU, 0, 0, 0, 0, 0);
+        net_desc[k++] = mk(AT_LAYER_GLOBALAVGPOOL, 0, 0, 0, 0, 0);
+        net_desc[k++] = mk(AT_LAYER_FLATTEN, 0, 0, 0, 0, 0);
+        net_desc[k++] = mk(AT_LAYER_LINEAR, 10, 0, 0, 0, 0);
+        for (int training = 0; training < 2; training++) {
+            at_net *net = NULL;
+            at_status st = at_net_create(&net, net_desc, k, 3, 8, 8);
+            CHECK_MSG(st == AT_OK, "%s: %s", label, at_error_message());
+            if (net) check_network_on(net, label, 3, 8, 8, n, false, training, 20);
+        }
+    }
+}
+
 int main(void) {
     test_relu_fusion();
     test_layers();
@@ -1018,5 +1486,7 @@ int main(void) {
     test_dropout2d();
     test_maxpool_ties();
     test_networks();
+    test_batchnorm_buffers();
+    test_graph_networks();
     return tu_finish("test_gradcheck");
 }

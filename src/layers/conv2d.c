@@ -18,6 +18,7 @@
 #include "layer.h"
 
 #include "conv2d_direct.h"
+#include "conv2d_grouped.h"
 #include "gemm.h"
 #include "vec.h"
 #include <stddef.h>
@@ -35,16 +36,24 @@ static at_status conv_setup(at_layer *L) {
     if (L->in_h + 2 * d->pad < d->kernel || L->in_w + 2 * d->pad < d->kernel)
         return at_fail(AT_ERR_SHAPE, "conv layer %d: kernel %d larger than its padded %dx%d input",
                        L->index, d->kernel, L->in_h + 2 * d->pad, L->in_w + 2 * d->pad);
+    const int G = at_conv2d_groups(L);
+    if (d->groups < 0 || L->in_c % G != 0 || d->out % G != 0)
+        return at_fail(AT_ERR_SHAPE,
+                       "conv layer %d: groups=%d must be positive and divide both in_channels (%d) "
+                       "and out_channels (%d)",
+                       L->index, d->groups, L->in_c, d->out);
     L->out_c = d->out;
     L->out_h = at_window_out(L->in_h, d->kernel, d->stride, d->pad);
     L->out_w = at_window_out(L->in_w, d->kernel, d->stride, d->pad);
-    L->w_count = (size_t)d->out * L->in_c * d->kernel * d->kernel;
+    /* PyTorch's weight: (out, in/groups, K, K); bias=False leaves no bias tensor at all. */
+    L->w_count = (size_t)d->out * (L->in_c / G) * d->kernel * d->kernel;
     L->w_ndim = 4;
     L->w_shape[0] = d->out;
-    L->w_shape[1] = L->in_c;
+    L->w_shape[1] = L->in_c / G;
     L->w_shape[2] = L->w_shape[3] = d->kernel;
-    L->b_count = (size_t)d->out;
-    L->kept_per_sample = at_conv2d_direct_applies(L)
+    L->b_count = d->no_bias ? 0 : (size_t)d->out;
+    /* Grouped layers rebuild their columns per group in backward (conv2d_grouped.c). */
+    L->kept_per_sample = G > 1 || at_conv2d_direct_applies(L)
                              ? 0
                              : (size_t)L->in_c * d->kernel * d->kernel * L->out_h * L->out_w;
     return AT_OK;
@@ -72,6 +81,7 @@ enum { ROW_SPILL = 8 };
 /* Scratch for one block: the rows (forward) or the tap gradients (backward), then the
  * channel-major GEMM output (forward) or output gradient (backward), then one padded sample. */
 static size_t conv_workspace(const at_layer *L, int n) {
+    if (at_conv2d_groups(L) > 1) return at_conv2d_grouped_workspace(L, n);
     if (at_conv2d_direct_applies(L)) return at_conv2d_direct_workspace(L);
     size_t pixels = (size_t)block_samples(L, n) * L->out_h * L->out_w;
     size_t taps = (size_t)L->in_c * L->d.kernel * L->d.kernel;
@@ -219,6 +229,10 @@ static void col2im(const at_layer *L, const float *col, int n, float *dx) {
 }
 
 static void conv_forward(const at_layer *L, const at_ctx *ctx, const float *x, float *y, int n) {
+    if (at_conv2d_groups(L) > 1) {
+        at_conv2d_grouped_forward(L, ctx, x, y, n);
+        return;
+    }
     if (at_conv2d_direct_applies(L)) {
         at_conv2d_direct_forward(L, ctx, x, y, n);
         return;
@@ -226,7 +240,9 @@ static void conv_forward(const at_layer *L, const at_ctx *ctx, const float *x, f
     const int OC = L->out_c, area = L->out_h * L->out_w;
     const int taps = L->in_c * L->d.kernel * L->d.kernel;
     const int block = block_samples(L, n);
-    const float *Wt = ctx->params + L->w_off, *b = ctx->params + L->b_off;
+    const float *Wt = ctx->params + L->w_off;
+    /* Without a bias (bias=False, b_count 0) b_off is where the next tensor starts: never read. */
+    const float *b = L->b_count ? ctx->params + L->b_off : NULL;
     float *out = ctx->work + (size_t)taps * block * area + ROW_SPILL;
     float *padded = out + (size_t)OC * block * area;
     for (int s0 = 0; s0 < n; s0 += block) {
@@ -244,16 +260,21 @@ static void conv_forward(const at_layer *L, const at_ctx *ctx, const float *x, f
             for (int o = 0; o < OC; o++) {
                 const float *src = res + (size_t)o * pixels + (size_t)s * area;
                 float *dst = dst0 + ((size_t)s * OC + o) * area;
+                const float bo = b ? b[o] : 0.0f;
                 if (L->relu_out)
-                    for (int p = 0; p < area; p++) dst[p] = at_relu(src[p] + b[o]);
+                    for (int p = 0; p < area; p++) dst[p] = at_relu(src[p] + bo);
                 else
-                    for (int p = 0; p < area; p++) dst[p] = src[p] + b[o];
+                    for (int p = 0; p < area; p++) dst[p] = src[p] + bo;
             }
     }
 }
 
 static void conv_backward(const at_layer *L, const at_ctx *ctx, const float *x, const float *y,
                           const float *dy, float *dx, int n, bool param_grads) {
+    if (at_conv2d_groups(L) > 1) {
+        at_conv2d_grouped_backward(L, ctx, x, y, dy, dx, n, param_grads);
+        return;
+    }
     if (at_conv2d_direct_applies(L)) {
         at_conv2d_direct_backward(L, ctx, x, y, dy, dx, n, param_grads);
         return;
@@ -262,7 +283,7 @@ static void conv_backward(const at_layer *L, const at_ctx *ctx, const float *x, 
     const int taps = L->in_c * L->d.kernel * L->d.kernel;
     const int block = block_samples(L, n);
     const float *Wt = ctx->params + L->w_off;
-    float *dW = ctx->grads + L->w_off, *db = ctx->grads + L->b_off;
+    float *dW = ctx->grads + L->w_off, *db = L->b_count ? ctx->grads + L->b_off : NULL;
     float *col = ctx->work, *dyc_buf = ctx->work + (size_t)taps * block * area + ROW_SPILL;
     float *padded = dyc_buf + (size_t)OC * block * area;
     for (int s0 = 0; s0 < n; s0 += block) {
@@ -292,7 +313,8 @@ static void conv_backward(const at_layer *L, const at_ctx *ctx, const float *x, 
                 im2row(L, x + (size_t)s0 * L->in_size, m, col, padded);
             at_gemm(false, false, OC, taps, (int)pixels, 1.0f, dyc, (int)pixels, rows, taps, 1.0f,
                     dW, taps);
-            for (int o = 0; o < OC; o++) db[o] += sum_floats(dyc + (size_t)o * pixels, pixels);
+            for (int o = 0; db && o < OC; o++)
+                db[o] += sum_floats(dyc + (size_t)o * pixels, pixels);
         }
         if (dx) {
             /* The column buffer is free again: it takes the column gradient. */

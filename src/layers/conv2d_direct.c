@@ -17,6 +17,7 @@
  * columns) with each shifted view, the bias gradient its plain sum; per-lane partial sums stay in
  * vectors for the whole chunk and are reduced once at its end, in a fixed order. */
 #include "conv2d_direct.h"
+#include "conv2d_grouped.h"
 #include "vec.h"
 
 #include <string.h>
@@ -229,8 +230,9 @@ enum { DIRECT_MAX_OUT_CHANNELS = 32, DIRECT_MAX_TAPS = 576 };
 
 bool at_conv2d_direct_applies(const at_layer *L) {
     const int taps = L->in_c * L->d.kernel * L->d.kernel;
-    return L->d.stride == 1 && L->d.pad < L->d.kernel && L->out_c <= DIRECT_MAX_OUT_CHANNELS &&
-           taps <= DIRECT_MAX_TAPS;
+    /* Dense layers only: grouped ones go to conv2d_grouped.c. */
+    return at_conv2d_groups(L) == 1 && L->d.stride == 1 && L->d.pad < L->d.kernel &&
+           L->out_c <= DIRECT_MAX_OUT_CHANNELS && taps <= DIRECT_MAX_TAPS;
 }
 
 /* The scatter input gradient runs tiles of the input channels at one kernel position (their
@@ -275,7 +277,9 @@ void at_conv2d_direct_forward(const at_layer *L, const at_ctx *ctx, const float 
                               int n) {
     const padded_layout in = input_layout(L);
     const int OC = L->out_c, taps = L->in_c * L->d.kernel * L->d.kernel;
-    const float *W = ctx->params + L->w_off, *b = ctx->params + L->b_off;
+    const float *W = ctx->params + L->w_off;
+    /* bias=False (b_count 0): the tiles start from zero; b_off is the next tensor's. */
+    const float *b = L->b_count ? ctx->params + L->b_off : NULL;
     float *padded = ctx->work, *flat = padded + in.size, *packed = flat + (size_t)OC * in.flat;
     pack_weights(W, OC, taps, packed);
     for (int s = 0; s < n; s++) {
@@ -517,8 +521,8 @@ static void weight_gradient(const at_layer *L, const float *x, const float *dy,
         for (int s = 0; job && s < m; s++)
             scatter_sample(L, job->packed, g + s * g_stride, job->d, job->dx + (size_t)(s0 + s) * L->in_size);
         /* The bias gradient sums g per lane too: a scalar running sum would be one long chain of
-         * dependent additions, slower than the whole weight gradient. */
-        for (int o = 0; o < OC; o++) {
+         * dependent additions, slower than the whole weight gradient. None for bias=False. */
+        for (int o = 0; db && o < OC; o++) {
             vec acc = load_vec(bias_partial + (size_t)o * VL);
             for (int s = 0; s < m; s++)
                 for (size_t q = 0; q < in.flat; q += VL)
@@ -527,7 +531,7 @@ static void weight_gradient(const at_layer *L, const float *x, const float *dy,
         }
     }
     for (size_t i = 0; i < (size_t)OC * taps; i++) dW[i] += sum_lanes(load_vec(partial + i * VL));
-    for (int o = 0; o < OC; o++) db[o] += sum_lanes(load_vec(bias_partial + (size_t)o * VL));
+    for (int o = 0; db && o < OC; o++) db[o] += sum_lanes(load_vec(bias_partial + (size_t)o * VL));
 }
 
 void at_conv2d_direct_backward(const at_layer *L, const at_ctx *ctx, const float *x,
@@ -535,6 +539,7 @@ void at_conv2d_direct_backward(const at_layer *L, const at_ctx *ctx, const float
                                bool param_grads) {
     const float *mask = L->relu_out ? y : NULL;
     const float *W = ctx->params + L->w_off;
+    float *db = L->b_count ? ctx->grads + L->b_off : NULL; /* bias=False: none */
     float *grad_work = ctx->work + input_gradient_workspace(L);
     if (param_grads && dx && scatter_input_gradient(L)) {
         /* One pass over dy: the scatter takes the input gradient's scratch less its flat dy. */
@@ -542,10 +547,10 @@ void at_conv2d_direct_backward(const at_layer *L, const at_ctx *ctx, const float
         float *d = ctx->work + (size_t)L->out_c * in.flat, *packed = d + in.size;
         scatter_pack(L, W, packed);
         const scatter_job job = {packed, d, dx};
-        weight_gradient(L, x, dy, mask, ctx->grads + L->w_off, ctx->grads + L->b_off, n, grad_work, &job);
+        weight_gradient(L, x, dy, mask, ctx->grads + L->w_off, db, n, grad_work, &job);
         return;
     }
     if (param_grads)
-        weight_gradient(L, x, dy, mask, ctx->grads + L->w_off, ctx->grads + L->b_off, n, grad_work, NULL);
+        weight_gradient(L, x, dy, mask, ctx->grads + L->w_off, db, n, grad_work, NULL);
     if (dx) input_gradient(L, W, dy, mask, dx, n, ctx->work);
 }
