@@ -154,6 +154,12 @@ void at_net_seed(at_net *net, uint64_t seed);
  * pointer, valid until the next call, to n x at_net_out_size() outputs. */
 at_status at_net_forward(at_net *net, const float *x, int n, const float **logits);
 
+/* Eval-mode forward for evaluation only: the same logits as at_net_forward, bit for bit, but
+ * no activation is kept for a backward pass, so a few short-lived buffers serve the whole
+ * network (resnet8 at batch 256: under 2 MB instead of 140). at_net_backward afterwards fails.
+ * AT_ERR_ARG in training mode. *logits: n x at_net_out_size(), valid until the next call. */
+at_status at_net_predict(at_net *net, const float *x, int n, const float **logits);
+
 enum {
     AT_GRAD_PARAMS = 1, /* accumulate (+=) parameter gradients into at_net_grads() */
     AT_GRAD_INPUT = 2   /* write the input gradient into dx */

@@ -94,7 +94,7 @@ at_status at_evaluate(at_net *net, const at_dataset *ds, int batch, at_eval_resu
         for (int i = 0; i < n; i++) b.idx[i] = first + i;
         at_dataset_batch(ds, b.idx, n, b.x, b.y, b.t);
         const float *out;
-        if ((s = at_net_forward(net, b.x, n, &out)) != AT_OK) break;
+        if ((s = at_net_predict(net, b.x, n, &out)) != AT_OK) break;
         float loss;
         int correct;
         s = batch_loss(ds, out, &b, n, k, 0.0f, &loss, &correct);

@@ -877,8 +877,49 @@ static void test_chunk_independence(void) {
     at_set_threads(2);
 }
 
+/* at_net_predict gives at_net_forward's logits bit for bit from its short-lived slots, on one
+ * and two threads, for chains and graphs (BatchNorm with trained statistics, residual adds,
+ * depthwise convs), and leaves nothing for a backward pass. */
+static void test_predict(void) {
+    const char *specs[] = {"seed-cnn", "mlp", "resnet8", "dscnn", "preact-resnet18:4",
+                           "conv:6:3:1:1,bn,a=relu,conv:6:3:1:1,add:a,relu,conv:4:3:2:1,relu,"
+                           "flatten,linear:20,bn1d,relu,linear:7"};
+    const int n = 45;
+    for (size_t k = 0; k < sizeof specs / sizeof *specs; k++) {
+        at_net *net = NULL;
+        CHECK_OK(at_net_from_spec(&net, specs[k], 1, 28, 28));
+        if (!net) continue;
+        at_net_init(net, 9);
+        const int D = at_net_in_size(net), K = at_net_out_size(net);
+        float *x = malloc(sizeof(float) * n * D), *z = malloc(sizeof(float) * n * K);
+        fill_uniform(x, (size_t)n * D, 31);
+        const float *logits = NULL;
+        at_net_set_training(net, true); /* move the running statistics away from 0 and 1 */
+        CHECK_OK(at_net_forward(net, x, n, &logits));
+        at_net_set_training(net, false);
+        for (int threads = 1; threads <= 2; threads++) {
+            at_set_threads(threads);
+            CHECK_OK(at_net_forward(net, x, n, &logits));
+            if (logits) memcpy(z, logits, sizeof(float) * n * K);
+            CHECK_OK(at_net_predict(net, x, n, &logits));
+            CHECK_MSG(logits && memcmp(z, logits, sizeof(float) * n * K) == 0,
+                      "%s, %d thread(s): at_net_predict differs from at_net_forward", specs[k], threads);
+            float *dl = calloc((size_t)n * K, sizeof(float));
+            CHECK(at_net_backward(net, dl, AT_GRAD_PARAMS, NULL) == AT_ERR_ARG);
+            free(dl);
+        }
+        at_net_set_training(net, true);
+        CHECK(at_net_predict(net, x, n, &logits) == AT_ERR_ARG);
+        free(x);
+        free(z);
+        at_net_free(net);
+    }
+    at_set_threads(2);
+}
+
 int main(void) {
     at_set_threads(2);
+    test_predict();
     test_builtin_shapes();
     test_init();
     test_spec();

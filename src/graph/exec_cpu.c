@@ -22,6 +22,8 @@ typedef struct pass {
     at_net *net;
     int n, T;
     bool sync;         /* fixed split, sync points active (training-mode BatchNorm) */
+    const float *x;    /* prediction: the caller's input, read in place */
+    bool infer;        /* prediction: tensors in the plan's short-lived slots */
     bool params, input;
     const float *dlogits;
     float *dx;
@@ -89,13 +91,24 @@ static void sync_point(const pass *P, const at_layer *L, bool forward, bool para
 
 /* ------------------------------------------------------------ forward */
 
+/* Tensor t's rows for the chunk at `begin`: its activation buffer, or in a prediction its slot
+ * (each chunk at the slot's width times begin, whichever tensor the slot holds: threads are not
+ * synchronised between nodes) or the caller's input. */
+static float *tensor_rows(const pass *P, int t, int begin) {
+    const at_net *net = P->net;
+    if (!P->infer) return rows(at_tensor_data(net, t), begin, at_tensor_size(net, t));
+    if (t < 0) return (float *)P->x + (size_t)begin * at_net_in_size(net);
+    const int k = net->plan.infer_slot[t + 1];
+    return rows(net->infer[k], begin, net->plan.infer_width[k]);
+}
+
 static void forward_node(const pass *P, at_ctx *ctx, int l, int begin, int end) {
     at_net *net = P->net;
     const at_layer *L = &net->layers[l];
     const at_layer_ops *ops = at_layer_ops_for(L->d.kind);
-    const float *in = rows(at_tensor_data(net, L->src[0]), begin, L->in_size);
-    float *out = rows(net->act[l], begin, L->out_size);
-    ctx->x2 = L->nsrc == 2 ? rows(at_tensor_data(net, L->src[1]), begin, L->in_size) : NULL;
+    const float *in = tensor_rows(P, L->src[0], begin);
+    float *out = tensor_rows(P, l, begin);
+    ctx->x2 = L->nsrc == 2 ? tensor_rows(P, L->src[1], begin) : NULL;
     /* Only a training forward keeps: attack and evaluation passes need no weight gradient, and
      * writing the kept buffer would cost them time. */
     ctx->kept = net->training ? kept_part(net, l, begin) : NULL;
@@ -113,8 +126,9 @@ static void forward_chunk(const pass *P, at_ctx ctx, const float *x, int begin, 
     at_net *net = P->net;
     /* The input is kept for backward; each thread copies its own samples. */
     const int in_size = at_net_in_size(net);
-    memcpy(rows(net->input_copy, begin, in_size), x + (size_t)begin * in_size,
-           sizeof(float) * (size_t)(end - begin) * in_size);
+    if (!P->infer)
+        memcpy(rows(net->input_copy, begin, in_size), x + (size_t)begin * in_size,
+               sizeof(float) * (size_t)(end - begin) * in_size);
     for (int l = 0; l < net->nlayers && end > begin; l++)
         if (!net->layers[l].fused) forward_node(P, &ctx, l, begin, end);
 }
@@ -166,6 +180,7 @@ static at_status check_batch(const at_net *net, int n) {
 
 static at_status cpu_forward(at_net *net, const float *x, int n) {
     at_status s = check_batch(net, n);
+    if (s == AT_OK && net->training) s = at_plan_reserve_kept(net, n);
     if (s != AT_OK) return s;
     next_dropout_key(net);
     const int T = thread_count_for(net, n);
@@ -174,7 +189,7 @@ static at_status cpu_forward(at_net *net, const float *x, int n) {
      * chunks out as threads free up. */
     const bool dynamic = !net->training;
     const int chunk = dynamic ? dynamic_chunk(n, T) : 0;
-    const pass P = {net, n, T, net->training, false, false, NULL, NULL};
+    const pass P = {net, n, T, net->training, NULL, false, false, false, NULL, NULL};
     int next = 0;
 #pragma omp parallel num_threads(T)
     {
@@ -298,7 +313,7 @@ static at_status cpu_backward(at_net *net, const float *dlogits, bool params, bo
     const int chunk = params ? 0 : net->last_chunk;
     const int chunks = chunk ? (n + chunk - 1) / chunk : 0;
     if (chunks) memset(net->chunk_claimed, 0, sizeof(int) * (size_t)chunks);
-    const pass P = {net, n, T, net->last_training, params, input, dlogits, dx};
+    const pass P = {net, n, T, net->last_training, NULL, false, params, input, dlogits, dx};
 #pragma omp parallel num_threads(T)
     {
         const int t = omp_get_thread_num();
@@ -321,7 +336,7 @@ static at_status cpu_input_gradient(at_net *net, const float *x, int n, at_chunk
     next_dropout_key(net); /* as at_net_forward, so later training passes draw the same masks */
     const int T = thread_count_for(net, n), chunk = dynamic_chunk(n, T);
     const float *z = at_tensor_data(net, net->plan.out_tensor);
-    const pass P = {net, n, T, false, false, true, dlogits, dx};
+    const pass P = {net, n, T, false, NULL, false, false, true, dlogits, dx};
     int next = 0;
 #pragma omp parallel num_threads(T)
     {
@@ -340,7 +355,25 @@ static at_status cpu_input_gradient(at_net *net, const float *x, int n, at_chunk
     return AT_OK;
 }
 
-const at_executor at_cpu_executor = {cpu_forward, cpu_backward, cpu_input_gradient};
+/* An eval-mode forward that keeps nothing for backward: shared-out chunks over the prediction
+ * slots, the input read in place. Each sample's logits are at_net_forward's bits. */
+static at_status cpu_predict(at_net *net, const float *x, int n) {
+    next_dropout_key(net); /* as at_net_forward, so later training passes draw the same masks */
+    const int T = thread_count_for(net, n), chunk = dynamic_chunk(n, T);
+    const pass P = {net, n, T, false, x, true, false, false, NULL, NULL};
+    int next = 0;
+#pragma omp parallel num_threads(T)
+    {
+        const int t = omp_get_thread_num();
+        int begin, end;
+        for (int turn = 0; take_chunk(true, n, T, t, chunk, turn, &next, &begin, &end); turn++)
+            forward_chunk(&P, make_ctx(net, t, begin, false), x, begin, end);
+    }
+    net->last_n = 0; /* nothing for a backward pass */
+    return AT_OK;
+}
+
+const at_executor at_cpu_executor = {cpu_forward, cpu_backward, cpu_input_gradient, cpu_predict};
 
 /* ------------------------------------------------------------ the public passes */
 
@@ -358,6 +391,18 @@ at_status at_net_backward(at_net *net, const float *dlogits, int flags, float *d
         return at_fail(AT_ERR_ARG, "AT_GRAD_INPUT needs an output buffer for the input gradient");
     return net->exec->backward(net, dlogits, (flags & AT_GRAD_PARAMS) != 0,
                                (flags & AT_GRAD_INPUT) != 0, dx);
+}
+
+at_status at_net_predict(at_net *net, const float *x, int n, const float **logits) {
+    if (n <= 0) return at_fail(AT_ERR_ARG, "prediction needs at least one sample (got %d)", n);
+    if (net->training)
+        return at_fail(AT_ERR_ARG, "at_net_predict runs in eval mode (at_net_set_training(net, false))");
+    at_status s = at_plan_reserve_infer(net, n);
+    if (s == AT_OK) s = net->exec->predict(net, x, n);
+    if (s != AT_OK) return s;
+    const int t = net->plan.out_tensor;
+    if (logits) *logits = t < 0 ? x : net->infer[net->plan.infer_slot[t + 1]];
+    return AT_OK;
 }
 
 at_status at_net_input_gradient(at_net *net, const float *x, int n, at_chunk_loss_fn loss, void *user,

@@ -19,6 +19,7 @@ typedef struct at_executor {
     at_status (*backward)(at_net *net, const float *dlogits, bool params, bool input, float *dx);
     at_status (*input_gradient)(at_net *net, const float *x, int n, at_chunk_loss_fn loss,
                                 void *user, float *dlogits, float *dx);
+    at_status (*predict)(at_net *net, const float *x, int n);
 } at_executor;
 
 extern const at_executor at_cpu_executor;
@@ -41,6 +42,11 @@ typedef struct at_plan {
     int nslots;
     int *slot_width;       /* floats per sample of each slot */
     int max_stats;         /* doubles of the largest sync point */
+    /* Prediction (at_net_predict) keeps no activation for a backward pass: a tensor's slot is
+     * free once its last reader has run, so a few slots serve the whole network. */
+    int *infer_slot;       /* per tensor + 1 (-1 for the input: read in place) */
+    int ninfer;
+    int *infer_width;
 } at_plan;
 
 struct at_net {
@@ -61,7 +67,12 @@ struct at_net {
     float *input_copy;     /* the last forward's input */
     float **act;           /* act[v]: node v's output (NULL if fused) */
     float **grad;          /* grad[s]: gradient slot s */
-    float **work;          /* per-thread scratch */
+    float **work;          /* per-thread scratch, sized for work_batch samples */
+    int work_batch;
+    float **infer;         /* prediction slots, sized for infer_batch samples */
+    int infer_batch;
+    int kept_batch;        /* samples the kept buffers hold (allocated by the first training
+                            * forward, within a memory budget) */
     float **thread_grads;  /* per-thread parameter gradients, [0] unused (shared buffer) */
     double *stats;         /* per-thread sums at a sync point, threads x plan.max_stats, + total */
     float **kept;          /* per layer: what its training forward keeps (NULL if nothing) */
@@ -76,9 +87,11 @@ struct at_net {
 
 /* plan.c */
 at_status at_plan_build(at_net *net);
+at_status at_plan_reserve_infer(at_net *net, int n);
+at_status at_plan_reserve_kept(at_net *net, int n);
 void at_plan_free(at_plan *plan);
 void at_net_free_buffers(at_net *net);
-/* The floats of tensor t (-1: the input copy) and of gradient slot s, for all samples. */
+/* The floats of tensor t (-1: the input copy), for all samples. */
 float *at_tensor_data(const at_net *net, int t);
 int at_tensor_size(const at_net *net, int t); /* floats per sample */
 /* Whether a backward pass with these flags needs tensor t's gradient. */

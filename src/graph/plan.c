@@ -6,11 +6,14 @@
  * (the first to reach it) and frees it once its producer has consumed it. A chain therefore
  * alternates between two slots; a tensor read by several nodes (a residual block's input)
  * keeps its slot until all of them have added into it, each reader after the first writing
- * into a scratch slot that is then added. */
+ * into a scratch slot that is then added.
+ *
+ * Prediction (at_net_predict: evaluation, no backward) needs far less: slots assigned in forward
+ * order, each freed after its tensor's last reader. The columns a training forward keeps for the
+ * weight gradient take memory only up to a budget; a layer beyond it rebuilds them. */
 #include "net_internal.h"
 
 #include <string.h>
-#include <stdlib.h>
 
 /* A free-slot list over at most 2 * nlayers + 2 slots, each remembering its widest tensor. */
 typedef struct slot_pool {
@@ -96,9 +99,41 @@ static void assign_slots(at_net *net, slot_pool *pool) {
     }
 }
 
+/* Prediction slots in forward order: a node's output takes a free slot, then the inputs it read
+ * for the last time give theirs back (after, so that output and inputs never share one). */
+static at_status assign_infer_slots(at_net *net, slot_pool *pool) {
+    at_plan *P = &net->plan;
+    int *last = at_calloc((size_t)net->nlayers + 1, sizeof *last, "plan");
+    if (!last) return AT_ERR_NOMEM;
+    for (int l = 0; l < net->nlayers; l++)
+        for (int i = 0; !net->layers[l].fused && i < net->layers[l].nsrc; i++)
+            last[net->layers[l].src[i] + 1] = l;
+    memset(pool->busy, 0, sizeof(bool) * (2 * (size_t)net->nlayers + 4));
+    pool->count = 0;
+    for (int t = 0; t <= net->nlayers; t++) P->infer_slot[t] = -1;
+    for (int l = 0; l < net->nlayers; l++) {
+        const at_layer *L = &net->layers[l];
+        if (L->fused) continue;
+        if (l == P->out_tensor) { /* its own slot, exactly out_size wide: the logits array */
+            P->infer_slot[l + 1] = pool->count;
+            pool->busy[pool->count] = true;
+            pool->width[pool->count++] = L->out_size;
+        } else {
+            P->infer_slot[l + 1] = take_slot(pool, L->out_size);
+        }
+        for (int i = 0; i < L->nsrc; i++) {
+            const int t = L->src[i];
+            if (t >= 0 && last[t + 1] == l && t != P->out_tensor) give_slot(pool, P->infer_slot[t + 1]);
+        }
+    }
+    free(last);
+    return AT_OK;
+}
+
 static at_status allocate_plan(at_net *net, slot_pool *pool) {
     at_plan *P = &net->plan;
-    const size_t n = (size_t)net->nlayers + 1, max_slots = 2 * n + 2;
+    const size_t n = (size_t)net->nlayers + 1, max_slots = 2 * n + 4;
+    P->infer_slot = at_calloc(n, sizeof *P->infer_slot, "plan");
     P->readers = at_calloc(n, sizeof *P->readers, "plan");
     P->param_below = at_calloc(n, sizeof *P->param_below, "plan");
     P->grad_slot = at_calloc(n, sizeof *P->grad_slot, "plan");
@@ -106,7 +141,8 @@ static at_status allocate_plan(at_net *net, slot_pool *pool) {
     pool->busy = at_calloc(max_slots, sizeof *pool->busy, "plan");
     pool->width = at_calloc(max_slots, sizeof *pool->width, "plan");
     pool->count = 0;
-    bool ok = P->readers && P->param_below && P->grad_slot && P->edges && pool->busy && pool->width;
+    bool ok = P->readers && P->param_below && P->grad_slot && P->edges && pool->busy && pool->width &&
+              P->infer_slot;
     return ok ? AT_OK : AT_ERR_NOMEM;
 }
 
@@ -117,12 +153,15 @@ at_status at_plan_build(at_net *net) {
     if (s == AT_OK) s = count_readers(net);
     if (s == AT_OK) {
         assign_slots(net, &pool);
-        P->nslots = pool.count;
-        P->slot_width = pool.width; /* kept: the pool's widths are the slots' */
-        if (getenv("EXP_WIDE")) for (int q = 0; q < pool.count; q++) { int m = at_net_in_size(net); for (int l = 0; l < net->nlayers; l++) m = AT_MAX(m, net->layers[l].out_size); P->slot_width[q] = m; }
-        pool.width = NULL;
         for (int l = 0; l < net->nlayers; l++)
             P->max_stats = AT_MAX(P->max_stats, (int)net->layers[l].stats_count);
+        P->nslots = pool.count;
+        P->slot_width = pool.width; /* kept: the pool's widths are the slots' */
+        pool.width = at_calloc(2 * (size_t)net->nlayers + 4, sizeof *pool.width, "plan");
+        s = pool.width ? assign_infer_slots(net, &pool) : AT_ERR_NOMEM;
+        P->ninfer = pool.count;
+        P->infer_width = pool.width;
+        pool.width = NULL;
     }
     free(pool.busy);
     free(pool.width);
@@ -135,6 +174,8 @@ void at_plan_free(at_plan *P) {
     free(P->grad_slot);
     free(P->edges);
     free(P->slot_width);
+    free(P->infer_slot);
+    free(P->infer_width);
     memset(P, 0, sizeof *P);
 }
 
@@ -147,6 +188,8 @@ void at_net_free_buffers(at_net *net) {
         for (int s = 0; s < net->plan.nslots; s++) free(net->grad[s]);
     if (net->kept)
         for (int l = 0; l < net->nlayers; l++) free(net->kept[l]);
+    if (net->infer)
+        for (int s = 0; s < net->plan.ninfer; s++) free(net->infer[s]);
     for (int t = 0; t < net->threads; t++) {
         if (net->work) free(net->work[t]);
         if (net->thread_grads) free(net->thread_grads[t]);
@@ -154,13 +197,15 @@ void at_net_free_buffers(at_net *net) {
     free(net->act);
     free(net->grad);
     free(net->kept);
+    free(net->infer);
     free(net->work);
     free(net->thread_grads);
     free(net->input_copy);
     free(net->stats);
     free(net->chunk_owner);
     free(net->chunk_claimed);
-    net->act = net->grad = net->kept = net->work = net->thread_grads = NULL;
+    net->act = net->grad = net->kept = net->work = net->thread_grads = net->infer = NULL;
+    net->work_batch = net->infer_batch = net->kept_batch = 0;
     net->input_copy = NULL;
     net->stats = NULL;
     net->chunk_owner = net->chunk_claimed = NULL;
@@ -178,35 +223,78 @@ static bool allocate_tensors(at_net *net, int max_batch) {
         const at_layer *L = &net->layers[l];
         if (!L->fused)
             ok = (net->act[l] = at_alloc_floats((size_t)max_batch * L->out_size, "activations"));
-        if (ok && L->kept_per_sample)
-            ok = (net->kept[l] = at_alloc_floats((size_t)max_batch * L->kept_per_sample, "kept rows"));
     }
     for (int s = 0; ok && s < net->plan.nslots; s++)
         ok = (net->grad[s] = at_alloc_floats((size_t)max_batch * net->plan.slot_width[s],
                                              "activation gradients"));
-    if (ok && getenv("EXP_NAN")) for (int s = 0; s < net->plan.nslots; s++) for (size_t i = 0; i < (size_t)max_batch * net->plan.slot_width[s]; i++) net->grad[s][i] = __builtin_nanf("");
     return ok;
 }
 
-static bool allocate_threads(at_net *net, int threads, int max_batch) {
-    /* A small pass may run on fewer threads, with larger chunks: size the scratch for a whole
-     * batch on one thread (conv scratch is bounded by its block size). */
+/* Per-thread scratch for chunks of up to n samples (a small pass may run on one thread, with
+ * the whole batch as its chunk; conv scratch is bounded by its block size). */
+static bool ensure_work(at_net *net, int n) {
+    if (n <= net->work_batch) return true;
     size_t work = 0;
     for (int l = 0; l < net->nlayers; l++) {
         const at_layer *L = &net->layers[l];
-        work = AT_MAX(work, at_layer_ops_for(L->d.kind)->workspace(L, max_batch));
+        work = AT_MAX(work, at_layer_ops_for(L->d.kind)->workspace(L, n));
     }
+    for (int t = 0; t < net->threads; t++) {
+        free(net->work[t]);
+        if (!(net->work[t] = at_alloc_floats(work, "workspace"))) {
+            net->work_batch = 0;
+            return false;
+        }
+    }
+    net->work_batch = n;
+    return true;
+}
+
+static bool allocate_threads(at_net *net, int threads, int max_batch) {
     const size_t chunks = (size_t)max_batch / MIN_CHUNK + 1;
     bool ok = (net->chunk_owner = at_calloc(chunks, sizeof(int), "chunk owners"));
     ok = ok && (net->chunk_claimed = at_calloc(chunks, sizeof(int), "chunk claims"));
     ok = ok && (net->stats = at_calloc((size_t)(threads + 1) * (size_t)AT_MAX(net->plan.max_stats, 1),
                                        sizeof(double), "batch statistics"));
-    for (int t = 0; ok && t < threads; t++) {
-        ok = (net->work[t] = at_alloc_floats(work, "workspace")) != NULL;
-        if (ok && t > 0)
-            ok = (net->thread_grads[t] = at_alloc_floats(net->nparams, "thread gradients")) != NULL;
+    for (int t = 1; ok && t < threads; t++)
+        ok = (net->thread_grads[t] = at_alloc_floats(net->nparams, "thread gradients")) != NULL;
+    return ok && ensure_work(net, max_batch);
+}
+
+/* Floats all kept buffers together may take: columns beyond it are rebuilt in backward, which
+ * costs an im2row per layer and block (resnet8 at batch 128 would keep 49 MB otherwise). */
+#define KEPT_BUDGET_FLOATS ((size_t)8 << 20)
+
+at_status at_plan_reserve_kept(at_net *net, int n) {
+    if (n <= net->kept_batch) return AT_OK;
+    size_t used = 0;
+    for (int l = 0; l < net->nlayers; l++) {
+        const size_t want = (size_t)n * net->layers[l].kept_per_sample;
+        free(net->kept[l]);
+        net->kept[l] = NULL;
+        if (!want || used + want > KEPT_BUDGET_FLOATS) continue;
+        if (!(net->kept[l] = at_alloc_floats(want, "kept rows"))) return AT_ERR_NOMEM;
+        used += want;
     }
-    return ok;
+    net->kept_batch = n;
+    return AT_OK;
+}
+
+at_status at_plan_reserve_infer(at_net *net, int n) {
+    at_status s = at_net_reserve(net, 1); /* the per-thread parts, for the current thread count */
+    if (s != AT_OK || n <= net->infer_batch) return s;
+    if (!ensure_work(net, n)) return AT_ERR_NOMEM;
+    if (!net->infer && !(net->infer = at_calloc((size_t)AT_MAX(net->plan.ninfer, 1), sizeof(float *), "slots")))
+        return AT_ERR_NOMEM;
+    for (int k = 0; k < net->plan.ninfer; k++) {
+        free(net->infer[k]);
+        if (!(net->infer[k] = at_alloc_floats((size_t)n * net->plan.infer_width[k], "activations"))) {
+            net->infer_batch = 0;
+            return AT_ERR_NOMEM;
+        }
+    }
+    net->infer_batch = n;
+    return AT_OK;
 }
 
 at_status at_net_reserve(at_net *net, int max_batch) {
