@@ -187,6 +187,9 @@ int at_net_num_layers(const at_net *net);
 const at_layer_desc *at_net_layer(const at_net *net, int i);
 /* Output shape of layer i for one sample. */
 void at_net_layer_out_shape(const at_net *net, int i, int *c, int *h, int *w);
+/* The layers layer i reads, as its description names them (src[k] = -1: the network input;
+ * src[1] = -1 when it reads one); returns how many it reads (1, or 2 for an Add). */
+int at_net_layer_inputs(const at_net *net, int i, int src[2]);
 /* A short human-readable description of the architecture, like PyTorch's print(model). */
 at_status at_net_describe(const at_net *net, char *buf, size_t cap);
 /* PyTorch's print(model) wording for layer i alone, e.g. "Conv2d(1, 6, kernel_size=5, ...)". */

@@ -109,6 +109,8 @@ static at_status connect(at_net *net, at_layer *L, const at_layer_ops *ops) {
                        ops->name, L->d.input2);
     }
     if (s != AT_OK) return s;
+    L->described[0] = L->src[0];
+    L->described[1] = L->nsrc == 2 ? L->src[1] : -1;
     shape_of(net, L->src[0], &L->in_c, &L->in_h, &L->in_w);
     if (L->nsrc == 2) {
         int c, h, w;
@@ -385,6 +387,14 @@ at_status at_net_set_spec(at_net *net, const char *spec) {
     free(net->spec);
     net->spec = copy;
     return AT_OK;
+}
+
+int at_net_layer_inputs(const at_net *net, int i, int src[2]) {
+    if (i < 0 || i >= net->nlayers) return 0;
+    const at_layer *L = &net->layers[i];
+    src[0] = L->described[0];
+    src[1] = L->described[1];
+    return L->nsrc;
 }
 
 at_status at_net_describe_layer(const at_net *net, int i, char *buf, size_t cap) {

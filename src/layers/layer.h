@@ -38,6 +38,7 @@ typedef struct at_layer {
     size_t stats_count;
     int index;             /* position in the network */
     int src[2], nsrc;      /* the nodes read (-1: the network input), after resolving fusion */
+    int described[2];      /* the nodes its description names, before fusion */
     bool relu_out;         /* applies the ReLU that reads it, which is then skipped (net.c) */
     bool fused;            /* runs in neither pass: a ReLU that its producer applies, or a
                             * Flatten (its output is its input's floats) */
