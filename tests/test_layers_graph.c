@@ -733,6 +733,12 @@ static void test_conv(void) {
         {"conv dw k5 s1 p2 3x6x40 +relu", conv_desc(3, 5, 1, 2, 3, false), 3, 6, 40, 2, true},
         {"conv dw x2 k3 s1 p0 3x7x6 -> 6", conv_desc(6, 3, 1, 0, 3, false), 3, 7, 6, 3, false},
         {"conv dw k3 s3 p2 2x8x8 bias=0 +relu", conv_desc(2, 3, 3, 2, 2, true), 2, 8, 8, 2, true},
+        /* Stride 1 takes row tiles of four rows by one vector (tails of 3 and 8 lanes here);
+         * padding of K or more adds the input gradient back tap by tap instead. */
+        {"conv dw x2 k3 s1 p1 3x9x37 -> 6", conv_desc(6, 3, 1, 1, 3, false), 3, 9, 37, 2, false},
+        {"conv dw k3 s1 p3 2x5x6 (padding = kernel)", conv_desc(2, 3, 1, 3, 2, false), 2, 5, 6, 2,
+         false},
+        {"conv dw k1 s1 p0 4x3x20 bias=0 +relu", conv_desc(4, 1, 1, 0, 4, true), 4, 3, 20, 3, true},
         /* Dense without bias: the direct path (small, stride 1) and im2row (stride 2, many
          * outputs), with and without a fused ReLU; a dense layer with bias for comparison. */
         {"conv dense direct k3 s1 p1 3x8x9 bias=0", conv_desc(5, 3, 1, 1, 0, true), 3, 8, 9, 3,
