@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # advtrain export --c: the files it writes, their default names, the generated code compiling as
-# strict C99 (and its header as C++), and clear errors with the right exit codes. The logits
+# strict C99 (and its header as C++), and clear errors with the right exit codes; graph models
+# (resnet8 with BatchNorm folded into its convs, a BatchNorm1d spec) from saved files. The logits
 # themselves are compared with the library's in tests/test_export_c.c.
 source "$(dirname "$0")/harness.sh"
 cc="${CC:-cc}"
@@ -56,5 +57,36 @@ int main() { float x[TINY_INPUT_SIZE] = {}; return tiny_predict(x, nullptr) < 0;
         c++ -std=c++11 -Wall -Wextra -Werror -fsyntax-only -I"$tmp/gen" -x c++ -; then ok; else
         bad "tiny.h is not valid C++"; fi
 fi
+
+# --- graph models from saved files: resnet8 (residual Adds, global average pooling, BatchNorm
+# folded into each conv) trained a few steps on CIFAR-10-format files, and a BatchNorm1d spec
+python3 - "$tmp/cifar" <<'EOF'
+import os, random, sys
+out = sys.argv[1]
+os.makedirs(out)
+rng = random.Random(7)
+for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+    with open(os.path.join(out, name), "wb") as f:
+        for _ in range(8):
+            f.write(bytes([rng.randrange(10)]) + bytes(rng.randrange(256) for _ in range(3072)))
+EOF
+"$cli" fit --model resnet8 --data "cifar10:$tmp/cifar" --epochs 1 --batch 20 --lr 0.01 \
+    --out "$tmp/r8.safetensors" --quiet >/dev/null || bad "training resnet8 failed"
+"$cli" fit --model "linear:16,bn1d,relu,linear:10" --data synthetic --epochs 1 --batch 8 \
+    --lr 0.01 --out "$tmp/bn.safetensors" --quiet >/dev/null || bad "training the bn1d spec failed"
+expect 0 "wrote .*r8.h and .*r8.c" -- "$cli" export "$tmp/r8.safetensors" --c "$tmp/graph"
+expect 0 "wrote .*bn.h and .*bn.c" -- "$cli" export "$tmp/bn.safetensors" --c "$tmp/graph"
+shortcut="(layer2.shortcut): Conv2d(16, 32, kernel_size=1, stride=2, padding=0) -> 32x16x16, reads (layer1)"
+if grep -qF "(layer3.bn2) into (layer3.conv2)" "$tmp/graph/r8.h" &&
+    grep -qF "$shortcut" "$tmp/graph/r8.h" && grep -qF "(1) into (0)" "$tmp/graph/bn.h"; then ok; else
+    bad "the headers do not list the folded BatchNorm layers and the shortcut's input"; fi
+if grep -q "malloc" "$tmp/graph/r8.c"; then bad "r8.c allocates"; else ok; fi
+for m in r8 bn; do
+    M=$(echo "$m" | tr a-z A-Z)
+    sed -e "s/tiny/$m/g" -e "s/TINY/$M/g" "$tmp/main.c" >"$tmp/graph/main_$m.c"
+    if "$cc" -std=c99 -Wall -Wextra -Werror -pedantic -Wshadow -Wconversion -Wdouble-promotion \
+        -Wvla -O2 -I"$tmp/graph" "$tmp/graph/main_$m.c" "$tmp/graph/$m.c" -o "$tmp/graph/$m" &&
+        "$tmp/graph/$m" >/dev/null; then ok; else bad "the exported $m.c does not build or run"; fi
+done
 
 finish cli_export
