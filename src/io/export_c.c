@@ -38,7 +38,7 @@ enum { LOC_INPUT = -1, LOC_LOGITS = -2, LOC_NONE = -3 };
 /* A value is what a node computes: -1 the network's input, l the output of node l. Flatten,
  * Dropout and a folded BatchNorm compute nothing: their value is the one they read. */
 typedef struct layer_plan {
-    int src[2];    /* the nodes read, resolved as the graph engine does (-1: the input) */
+    int src[2];    /* the nodes read (at_net_layer_inputs; -1: the input) */
     int nsrc;      /* 2 for Add */
     int in[2];     /* the values read */
     int value;     /* l if the node computes something, else in[0] */
@@ -141,26 +141,6 @@ static at_status check_exportable(const at_net *net, int l) {
                    l, d->name, what);
 }
 
-/* A node's input by name, as the graph engine's resolve_input: "" the node before, "input"
- * the network's input, else the nearest earlier node of that name. */
-static at_status resolve_node(const at_net *net, int l, const char *name, int *src) {
-    if (name[0] == '\0') {
-        *src = l - 1;
-        return AT_OK;
-    }
-    if (strcmp(name, "input") == 0) {
-        *src = -1;
-        return AT_OK;
-    }
-    for (int k = l - 1; k >= 0; k--)
-        if (strcmp(at_net_layer(net, k)->name, name) == 0) {
-            *src = k;
-            return AT_OK;
-        }
-    return at_fail(AT_ERR_ARG, "C export: layer %d reads '%s', but no layer before it has that name",
-                   l, name);
-}
-
 /* A buffer of layer l whose name ends in ".suffix" (BatchNorm's running statistics). */
 static const at_param_info *layer_buffer(const at_net *net, int l, const char *suffix) {
     const size_t ns = strlen(suffix);
@@ -181,10 +161,7 @@ static at_status plan_node(exporter *e, int l) {
     layer_plan *p = &e->plan[l];
     p->fold_into = p->folded_bn = -1;
     p->noop = is_noop(d->kind);
-    p->nsrc = d->kind == AT_LAYER_ADD ? 2 : 1;
-    at_status s = resolve_node(net, l, d->input, &p->src[0]);
-    if (s == AT_OK && p->nsrc == 2) s = resolve_node(net, l, d->input2, &p->src[1]);
-    if (s != AT_OK) return s;
+    p->nsrc = at_net_layer_inputs(net, l, p->src); /* resolved by the library, as it runs them */
     if (p->src[0] < 0)
         at_net_in_shape(net, &p->in_c, &p->in_h, &p->in_w);
     else
