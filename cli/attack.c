@@ -4,6 +4,7 @@
  *   *.idx / *.idx.gz  IDX images (uint8, rounded towards the clean pixel so the 8-bit example
  *                   stays inside the eps-ball) and <stem>-labels.idx[.gz] next to them */
 #include "attack_cli.h"
+#include "outpaths.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -164,6 +165,9 @@ int cmd_attack(int argc, char **argv) {
         else stem -= strlen(".idx");
         snprintf(grid_path, sizeof grid_path, "%.*s.png", (int)stem, out);
     }
+    int bad = out_check_file("attack", "--out", out);
+    if (!bad) bad = out_check_file("attack", grid ? "--grid" : "--grid (from --out)", grid_path);
+    if (bad) return bad;
     if (threads > 0) at_set_threads(threads);
 
     const char *path = positional[0];

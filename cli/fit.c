@@ -6,6 +6,8 @@
  * every human-readable line goes to stderr instead (--quiet silences them). */
 #include "cli.h"
 #include "metrics_log.h"
+#include "outpaths.h"
+#include "rundir.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -30,7 +32,7 @@ typedef struct fit_args {
     const char *adv, *adv_norm;
     float eps, alpha, clean_weight, beta;
     int adv_steps, replays, eps_warmup, robust_val_steps, robust_val_samples;
-    bool no_guard, keep_last;
+    bool no_guard, keep_last, force;
     /* runs: checkpoints, resume, log, config file */
     const char *checkpoint_dir, *resume, *log, *config;
 } fit_args;
@@ -525,16 +527,35 @@ static bool read_config_files(cli_command *cmd, fit_args *a, cli_strings *string
     return !a->config || cli_read_config(cmd, a->config, strings);
 }
 
-/* --checkpoint-dir: the directory, its config.ini, and where resuming starts (0: afresh). */
-static bool prepare_run_dir(const cli_command *cmd, const fit_args *a, FILE *log, int *resume_epoch) {
+/* Before any work starts: every output path (fit --out, --checkpoint-dir, --log), and a fresh
+ * run never writes into a directory that holds another run unless --force says so. */
+static int check_outputs(const fit_args *a) {
+    int bad;
+    if (a->checkpoint_dir && !a->resume) {
+        char found[256];
+        if (rundir_holds_run(a->checkpoint_dir, found, sizeof found) && !a->force) {
+            char fresh[4200];
+            rundir_fresh_name(a->checkpoint_dir, fresh, sizeof fresh);
+            usage_error("--checkpoint-dir %s already holds a run (%s): continue it with --resume %s, "
+                        "start this one in a fresh directory such as --checkpoint-dir %s, or add "
+                        "--force to replace the old run's files",
+                        a->checkpoint_dir, found, a->checkpoint_dir, fresh);
+            return EXIT_USAGE;
+        }
+    }
+    if (a->checkpoint_dir && (bad = out_check_dir("fit", "--checkpoint-dir", a->checkpoint_dir))) return bad;
+    if ((bad = out_check_file("fit", "--out", a->out))) return bad;
+    if (a->log && (bad = out_check_file("fit", "--log", a->log))) return bad;
+    return 0;
+}
+
+/* --resume: the epoch the checkpoint holds (0: none yet) and whether the run is complete. Writes
+ * nothing: a refused resume must leave the run directory as it was. */
+static bool resume_point(const fit_args *a, FILE *log, int *resume_epoch, bool *complete) {
     *resume_epoch = 0;
-    if (!a->checkpoint_dir) return true;
-    if (!cli_make_dir("fit", "--checkpoint-dir", a->checkpoint_dir)) return false;
-    char path[4096];
-    snprintf(path, sizeof path, "%s/config.ini", a->checkpoint_dir);
-    if (!cli_write_config(cmd, path)) return false;
-    if (!a->resume) return true;
+    *complete = false;
     at_status s = at_checkpoint_epoch(a->checkpoint_dir, resume_epoch);
+    char path[4096];
     snprintf(path, sizeof path, "%s/last.safetensors", a->checkpoint_dir);
     FILE *probe = fopen(path, "rb");
     bool absent = !probe && errno == ENOENT; /* an unreadable checkpoint is an error, not a fresh start */
@@ -547,11 +568,38 @@ static bool prepare_run_dir(const cli_command *cmd, const fit_args *a, FILE *log
         fprintf(stderr, "advtrain fit: --resume %s: %s\n", a->resume, at_error_message());
         return false;
     }
-    fprintf(log, "resuming %s after epoch %d\n", a->checkpoint_dir, *resume_epoch);
+    *complete = *resume_epoch >= a->epochs || rundir_early_stopped(a->checkpoint_dir);
     return true;
 }
 
+/* The library's own checks of the checkpoint against this run (architecture, batch, seed,
+ * optimizer, ...), without training: at_train loads it and has no epoch left to run. Only
+ * once it passes do config.ini and the log change. */
+static at_status check_resumable(at_net *net, const at_dataset *train, const at_dataset *val,
+                                 const at_dataset *test, const at_train_config *cfg, int resume_epoch) {
+    at_train_config dry = *cfg;
+    dry.epochs = resume_epoch;
+    dry.checkpoint.resume = true;
+    return at_train(net, train, val, test, &dry, NULL);
+}
+
+/* The run directory's own files, once the run is sure to start: --force clears the old run's,
+ * then config.ini records this one. */
+static bool start_run_dir(const cli_command *cmd, const fit_args *a) {
+    if (!a->checkpoint_dir) return true;
+    if (!a->resume && a->force && !rundir_clear("fit", a->checkpoint_dir)) return false;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.ini", a->checkpoint_dir);
+    return cli_write_config(cmd, path);
+}
+
 static int fit_main(int argc, char **argv, cli_strings *strings);
+
+static bool file_exists(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (f) fclose(f);
+    return f != NULL;
+}
 
 int cmd_fit(int argc, char **argv) {
     cli_strings strings = {0};
@@ -561,7 +609,7 @@ int cmd_fit(int argc, char **argv) {
 }
 
 static int fit_main(int argc, char **argv, cli_strings *strings) {
-    static const char *const not_in_config[] = {"config", "resume", NULL};
+    static const char *const not_in_config[] = {"config", "resume", "force", NULL};
     static const char *const not_recorded[] = {"quiet", "json", NULL};
     fit_args a = {.model = "seed-cnn", .data = "fashion-mnist", .optim = "sgd",
                   .out = "model.safetensors", .init = "pytorch", .epochs = 10, .batch = 128,
@@ -623,6 +671,7 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
         {"no-guard", OPT_FLAG, &a.no_guard, NULL, "fgsm-rs: do not check for catastrophic overfitting", 1, 0},
         {"out", OPT_STRING, &a.out, "FILE", "where to save the model (default model.safetensors; DIR/model.safetensors with --checkpoint-dir)", 1, 0},
         {"checkpoint-dir", OPT_STRING, &a.checkpoint_dir, "DIR", "keep DIR/last.safetensors (full training state, every epoch) and DIR/best.safetensors, DIR/config.ini and DIR/metrics.csv", 1, 0},
+        {"force", OPT_FLAG, &a.force, NULL, "a new run into a --checkpoint-dir that holds another run: remove that run's files first", 1, 0},
         {"resume", OPT_STRING, &a.resume, "DIR", "continue the run in checkpoint DIR (its config.ini; flags given here override): bit-identical to an uninterrupted run", 1, 0},
         {"log", OPT_STRING, &a.log, "FILE", "per-epoch metrics as CSV (default DIR/metrics.csv with --checkpoint-dir); appended on resume", 1, 0},
         {"config", OPT_STRING, &a.config, "FILE", "read settings from an INI file ([fit] section, flag names as keys); flags given here override", 1, 0},
@@ -646,6 +695,7 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
     if (bad) return bad;
     at_init_kind init;
     if (!parse_init(a.init, &init)) return usage_error("--init %s: unknown (pytorch, kaiming or xavier)", a.init);
+    if ((bad = check_outputs(&a))) return bad;
     at_set_threads(a.threads > 0 ? a.threads : at_get_threads());
     a.threads = at_get_threads();
     /* The thread count shapes the result bit for bit: the effective config records it. */
@@ -742,8 +792,36 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
         fflush(log);
     }
     settings = settings_json(&a, &cfg);
-    int resume_epoch;
-    if (!prepare_run_dir(&cmd, &a, log, &resume_epoch)) goto done;
+    settings_text = cJSON_PrintUnformatted(settings);
+    at_st_meta checkpoint_meta[] = {{"advtrain.data", (char *)a.data},
+                                    {"advtrain.settings", settings_text ? settings_text : "{}"}};
+    int resume_epoch = 0;
+    bool complete = false;
+    if (a.resume && !resume_point(&a, log, &resume_epoch, &complete)) goto done;
+    if (complete && file_exists(a.out)) {
+        fprintf(log, "advtrain fit: --resume %s: the run is complete (%d epochs%s) and %s is saved; "
+                     "nothing to do, no file changed. To train longer: advtrain fit --resume %s --epochs %d\n",
+                a.resume, resume_epoch, rundir_early_stopped(a.checkpoint_dir) ? ", stopped early" : "",
+                a.out, a.resume, resume_epoch + 10);
+        status = 0;
+        goto done;
+    }
+    if (a.checkpoint_dir) {
+        cfg.checkpoint.dir = a.checkpoint_dir;
+        cfg.checkpoint.resume = resume_epoch > 0;
+        cfg.checkpoint.meta = checkpoint_meta;
+        cfg.checkpoint.nmeta = 2;
+    }
+    if (resume_epoch > 0 &&
+        (s = check_resumable(train_net, &data.train, has_val ? &val : NULL, &data.test, &cfg, resume_epoch)) != AT_OK) {
+        status = s == AT_ERR_ARG ? EXIT_USAGE : EXIT_RUN_FAILED;
+        fprintf(stderr, "advtrain fit: --resume %s: %s (nothing was changed)\n", a.resume, at_error_message());
+        goto done;
+    }
+    if (resume_epoch > 0)
+        fprintf(log, complete ? "resuming %s: all %d epochs done; saving the final model\n"
+                              : "resuming %s after epoch %d\n", a.checkpoint_dir, resume_epoch);
+    if (!start_run_dir(&cmd, &a)) goto done;
     const char *log_path = a.log;
     char default_log[4096];
     if (!log_path && a.checkpoint_dir) {
@@ -754,15 +832,6 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
     st.metrics = &metrics;
     st.train_net = train_net;
     st.cfg = &cfg;
-    settings_text = cJSON_PrintUnformatted(settings);
-    at_st_meta checkpoint_meta[] = {{"advtrain.data", (char *)a.data},
-                                    {"advtrain.settings", settings_text ? settings_text : "{}"}};
-    if (a.checkpoint_dir) {
-        cfg.checkpoint.dir = a.checkpoint_dir;
-        cfg.checkpoint.resume = resume_epoch > 0;
-        cfg.checkpoint.meta = checkpoint_meta;
-        cfg.checkpoint.nmeta = 2;
-    }
     at_train_callbacks cb = {&st, on_batch, on_epoch};
     s = at_train(train_net, &data.train, has_val ? &val : NULL, &data.test, &cfg, &cb);
     if (!a.json) cli_progress_done();

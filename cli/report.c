@@ -3,6 +3,7 @@
  * curves from metrics.csv, robust accuracy against eps per attack, weight-magnitude histograms
  * (L1 sparsity), a grid of adversarial examples, and the run's settings and final metrics. */
 #include "attack_cli.h"
+#include "outpaths.h"
 #include "report.h"
 
 #include <cjson/cJSON.h>
@@ -1178,6 +1179,8 @@ int cmd_report(int argc, char **argv) {
         fail("--attack: at most %d attacks fit on the plot", REPORT_MAX_SERIES);
         return EXIT_USAGE;
     }
+    int bad = out_check_dir(CMD, "--out", out);
+    if (bad) return bad;
     if (threads > 0) at_set_threads(threads);
 
     int status = EXIT_RUN_FAILED;
