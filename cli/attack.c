@@ -142,7 +142,7 @@ int cmd_attack(int argc, char **argv) {
     }
     float eps[ATK_CLI_MAX];
     int neps, ncfg;
-    if (!atk_cli_parse_eps("attack", set.eps, eps, ATK_CLI_MAX, &neps)) return EXIT_USAGE;
+    if (!cli_parse_eps("attack", set.eps, eps, ATK_CLI_MAX, &neps)) return EXIT_USAGE;
     if (neps != 1) {
         fprintf(stderr, "advtrain attack: --eps takes one value here (eval compares several)\n");
         return EXIT_USAGE;

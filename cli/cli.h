@@ -79,6 +79,10 @@ void cli_print_json(cJSON *o);
 /* Prints "advtrain CMD: what: detail" for a failed library call. */
 void cli_error(const char *cmd, const char *what, at_status s);
 
+/* Parses a comma-separated list of eps on the 0-1 scale ("8/255" accepted) for every
+ * subcommand's --eps (cli/eps.c); prints what is wrong, naming the flag. */
+bool cli_parse_eps(const char *cmd, const char *text, float *eps, int cap, int *count);
+
 /* Loads a data source, translating library errors into a message. */
 bool cli_load_data(const char *cmd, at_data *data, const char *source);
 

@@ -296,7 +296,7 @@ static int eval_attacks(at_net *net, at_dataset *ds, const char *path, const cha
                         bool json, bool sanity_runs, bool strict, const char *data_name) {
     float eps[ATK_CLI_MAX];
     int neps;
-    if (!atk_cli_parse_eps("eval", set->eps, eps, ATK_CLI_MAX, &neps)) return EXIT_USAGE;
+    if (!cli_parse_eps("eval", set->eps, eps, ATK_CLI_MAX, &neps)) return EXIT_USAGE;
     at_attack_config cfgs[ATK_CLI_MAX];
     int ncfg;
     int32_t target_class;
@@ -482,7 +482,7 @@ int cmd_eval(int argc, char **argv) {
         int neps, ncfg;
         at_attack_config cfgs[ATK_CLI_MAX];
         int32_t tc;
-        if (!atk_cli_parse_eps("eval", set.eps, eps, ATK_CLI_MAX, &neps)) return EXIT_USAGE;
+        if (!cli_parse_eps("eval", set.eps, eps, ATK_CLI_MAX, &neps)) return EXIT_USAGE;
         if (!atk_cli_configs("eval", &set, 1 << 30, cfgs, ATK_CLI_MAX, &ncfg, &tc)) return EXIT_USAGE;
         if (cli_find(&cmd, "batch")->seen) set.batch = batch;
     }

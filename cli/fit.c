@@ -5,6 +5,7 @@
  * generalization gap. With --json, stdout holds exactly one JSON object with all of that and
  * every human-readable line goes to stderr instead (--quiet silences them). */
 #include "cli.h"
+#include "fit_watch.h"
 #include "metrics_log.h"
 #include "outpaths.h"
 #include "rundir.h"
@@ -30,6 +31,7 @@ typedef struct fit_args {
     float gamma, min_lr, pct_start, plateau_factor, min_delta;
     /* adversarial training */
     const char *adv, *adv_norm;
+    const char *eps_text; /* "0.1" or "8/255": cli_parse_eps */
     float eps, alpha, clean_weight, beta;
     int adv_steps, replays, eps_warmup, robust_val_steps, robust_val_samples;
     bool no_guard, keep_last, force;
@@ -49,6 +51,9 @@ typedef struct fit_state {
     at_net *train_net;      /* for the penalty columns */
     const at_train_config *cfg;
     bool log_failed;
+    fit_watch watch;        /* explosion and no-learning checks */
+    bool exploded, stalled;
+    float best_robust_val;  /* robust validation accuracy of the best epoch seen */
 } fit_state;
 
 /* The L1 and L2 penalty terms of the current weights (empty cells when the term is off). */
@@ -92,19 +97,54 @@ static void on_batch(void *user, int epoch, int batch, int nbatches, float loss,
     cli_progress(label, batch, nbatches, cli_now() - st->epoch_start, extra);
 }
 
+static void print_epoch(const fit_state *st, const at_epoch_stats *s);
+
 static bool on_epoch(void *user, const at_epoch_stats *s) {
     fit_state *st = user;
     st->last = *s;
     st->epochs_run = s->epoch;
     st->collapses += s->collapsed;
+    if (s->best_epoch == s->epoch) st->best_robust_val = s->robust_val;
     double l1, l2;
     penalty_terms(st, &l1, &l2);
     if (!metrics_log_row(st->metrics, s, l1, l2)) {
         st->log_failed = true;
         return false;
     }
-    if (st->args->quiet) return true;
     if (!st->args->json) cli_progress_done();
+    if (!st->args->quiet) print_epoch(st, s);
+    switch (watch_epoch(&st->watch, s)) {
+    case WATCH_EXPLODED:
+        watch_explain_explosion(&st->watch, s, st->args->lr, stderr);
+        st->exploded = true;
+        return false;
+    case WATCH_STALLED:
+        watch_explain_stall(&st->watch, s, st->cfg->adv.method != AT_ADV_NONE, stderr);
+        st->stalled = true;
+        break;
+    case WATCH_OK: break;
+    }
+    return true;
+}
+
+/* Which epoch's weights the saved model holds, when it is not simply the last one. */
+static void print_kept(const fit_state *st, FILE *f) {
+    const at_epoch_stats *s = &st->last;
+    if (s->best_epoch <= 0 || st->epochs_run <= 0) return;
+    if (st->cfg->adv.method != AT_ADV_NONE && st->cfg->adv.keep_best && !isnan(s->robust_val)) {
+        fprintf(f, "kept the weights of epoch %d of %d: the best robust validation accuracy", s->best_epoch,
+                st->epochs_run);
+        if (!isnan(st->best_robust_val)) fprintf(f, " (%.2f%%)", 100.0 * st->best_robust_val);
+        if (s->best_epoch != s->epoch) fprintf(f, "; the last epoch's was %.2f%% (--keep-last keeps it)",
+                                               100.0 * s->robust_val);
+        fprintf(f, "\n");
+    } else if (st->args->early_stop > 0 && !s->stopping) { /* stopping printed its own line */
+        fprintf(f, "kept the weights of epoch %d of %d: the best validation %s\n", s->best_epoch,
+                st->epochs_run, strcmp(st->args->monitor, "loss") == 0 ? "loss" : "metric");
+    }
+}
+
+static void print_epoch(const fit_state *st, const at_epoch_stats *s) {
     char train[32], val[32], test[32];
     format_metric(train, sizeof train, st->regression, s->train_metric);
     format_metric(val, sizeof val, st->regression, s->val_metric);
@@ -131,7 +171,6 @@ static bool on_epoch(void *user, const at_epoch_stats *s) {
         fprintf(f, "early stopping: no improvement for %d epochs; restoring the weights of epoch %d\n",
                 st->args->early_stop, s->best_epoch);
     fflush(f);
-    return true;
 }
 
 /* ------------------------------------------------------------ settings */
@@ -261,6 +300,8 @@ static int build_config(const cli_command *cmd, fit_args *a, at_train_config *cf
         if (at_adv_method_from_name(a->adv, &m) != AT_OK)
             return usage_error("--adv %s: %s", a->adv, at_error_message());
         if (m != AT_ADV_NONE) {
+            int neps = 0;
+            if (a->eps_text && !cli_parse_eps("fit", a->eps_text, &a->eps, 1, &neps)) return EXIT_USAGE;
             if (a->eps <= 0.0f) return usage_error("--adv %s needs --eps E (0-1 pixel scale, e.g. 0.1)", a->adv);
             cfg->adv = at_adv_train_defaults(m, a->eps);
             if (cli_find(cmd, "alpha")->seen) cfg->adv.alpha = a->alpha;
@@ -430,8 +471,10 @@ static cJSON *results_json(const fit_state *st, const at_net *net, const final_m
     const bool reg = st->regression;
     cJSON_AddStringToObject(o, "metric", reg ? "mse" : "accuracy");
     cJSON_AddNumberToObject(o, "epochs_run", st->epochs_run);
+    if (st->stalled) cJSON_AddBoolToObject(o, "no_learning_warning", true);
     if (st->args->early_stop > 0 || (st->args->adv && st->last.best_epoch > 0)) {
         cJSON_AddNumberToObject(o, "best_epoch", st->last.best_epoch);
+        if (st->last.best_epoch > 0) cJSON_AddNumberToObject(o, "kept_epoch", st->last.best_epoch);
         cJSON_AddBoolToObject(o, "stopped_early", st->last.stopping);
     }
     if (!isnan(st->last.eps)) {
@@ -595,6 +638,42 @@ static bool start_run_dir(const cli_command *cmd, const fit_args *a) {
 
 static int fit_main(int argc, char **argv, cli_strings *strings);
 
+/* The architecture a --weights file records (advtrain.arch), copied into buf; false if none. */
+static bool weights_arch(const char *path, char *buf, size_t cap) {
+    at_st_file *f = NULL;
+    if (at_st_read(path, &f) != AT_OK) return false; /* the load below reports why */
+    const char *arch = at_st_meta_get(f, "advtrain.arch");
+    if (arch) snprintf(buf, cap, "%s", arch);
+    at_st_free(f);
+    return arch && *arch;
+}
+
+/* --weights without --model: the file says what it holds, so train that rather than assume the
+ * default seed-cnn and fail on its first tensor name. */
+static bool model_from_weights(cli_command *cmd, fit_args *a, cli_strings *strings, FILE *log) {
+    cli_option *model = (cli_option *)cli_find(cmd, "model");
+    char arch[1024];
+    if (!a->weights || model->seen || !weights_arch(a->weights, arch, sizeof arch)) return true;
+    if (!(a->model = cli_strings_add(strings, arch))) return false;
+    model->seen = true; /* the effective config records it */
+    if (!a->quiet)
+        fprintf(log, "advtrain fit: --weights %s holds the architecture '%s' (advtrain.arch): "
+                     "training that (give --model to choose another)\n", a->weights, arch);
+    return true;
+}
+
+/* A --weights file that does not fit the model: say which architecture each side has. */
+static void weights_mismatch(const fit_args *a, bool model_given) {
+    char detail[2048];
+    snprintf(detail, sizeof detail, "%s", at_error_message());
+    char arch[1024];
+    bool known = weights_arch(a->weights, arch, sizeof arch);
+    fprintf(stderr, "advtrain fit: --weights %s: %s\n  this run trains '%s' (%s); the file holds %s%s%s\n",
+            a->weights, detail, a->model, model_given ? "--model" : "the default --model",
+            known ? "'" : "no advtrain.arch metadata (e.g. written by PyTorch): give --model",
+            known ? arch : "", known ? "' (its advtrain.arch metadata)" : "");
+}
+
 static bool file_exists(const char *path) {
     FILE *f = fopen(path, "rb");
     if (f) fclose(f);
@@ -657,7 +736,7 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
         {"min-delta", OPT_FLOAT, &a.min_delta, "X", "early stopping: smallest change that counts as an improvement (default 0)", 0, 1e6},
         {"monitor", OPT_STRING, &a.monitor, "loss|metric", "what early stopping and plateau watch: validation loss or accuracy/MSE (default loss)", 1, 0},
         {"adv", OPT_STRING, &a.adv, "METHOD", "adversarial training: fgsm (the tutorial's clean+adversarial loss), fgsm-rs, pgd, trades, free (docs/adversarial-training.md)", 1, 0},
-        {"eps", OPT_FLOAT, &a.eps, "E", "adversarial radius on the 0-1 pixel scale (8/255 = 0.0314)", 0, 1},
+        {"eps", OPT_STRING, &a.eps_text, "E", "adversarial radius on the 0-1 pixel scale (8/255 accepted, = 0.0314)", 1, 0},
         {"alpha", OPT_FLOAT, &a.alpha, "A", "adversarial step (default: fgsm eps, fgsm-rs 1.25 eps, pgd 2.5 eps/steps, trades eps/4)", 0, 1},
         {"steps", OPT_INT, &a.adv_steps, "K", "pgd / trades inner steps (default 7 / 10)", 1, 10000},
         {"adv-norm", OPT_STRING, &a.adv_norm, "linf|l2", "pgd threat model (default linf)", 1, 0},
@@ -696,6 +775,7 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
     at_init_kind init;
     if (!parse_init(a.init, &init)) return usage_error("--init %s: unknown (pytorch, kaiming or xavier)", a.init);
     if ((bad = check_outputs(&a))) return bad;
+    if (!model_from_weights(&cmd, &a, strings, a.json ? stderr : stdout)) return EXIT_RUN_FAILED;
     at_set_threads(a.threads > 0 ? a.threads : at_get_threads());
     a.threads = at_get_threads();
     /* The thread count shapes the result bit for bit: the effective config records it. */
@@ -766,7 +846,7 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
         if (s == AT_OK) s = at_net_load_weights(net, wf, a.weights);
         at_st_free(wf);
         if (s != AT_OK) {
-            fprintf(stderr, "advtrain fit: --weights %s: %s\n", a.weights, at_error_message());
+            weights_mismatch(&a, cli_find(&cmd, "model")->seen);
             goto done;
         }
         if (train_net != net) /* same parameter layout: see with_dropout */
@@ -832,10 +912,16 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
     st.metrics = &metrics;
     st.train_net = train_net;
     st.cfg = &cfg;
+    st.best_robust_val = NAN;
+    watch_init(&st.watch, regression ? 0 : data.train.num_classes, a.epochs);
     at_train_callbacks cb = {&st, on_batch, on_epoch};
     s = at_train(train_net, &data.train, has_val ? &val : NULL, &data.test, &cfg, &cb);
     if (!a.json) cli_progress_done();
     if (st.log_failed) goto done;
+    if (st.exploded) {
+        status = EXIT_RUN_FAILED;
+        goto done;
+    }
     if (s != AT_OK) {
         status = s == AT_ERR_ARG ? EXIT_USAGE : EXIT_RUN_FAILED;
         cli_error("fit", "training failed", s);
@@ -843,6 +929,7 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
     }
     if (train_net != net) /* same parameter layout: see with_dropout */
         memcpy(at_net_params(net), at_net_params(train_net), sizeof(float) * at_net_num_params(net));
+    if (!a.quiet) print_kept(&st, log);
 
     final_metrics m;
     memset(&m, 0, sizeof m);

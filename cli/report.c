@@ -1173,7 +1173,7 @@ int cmd_report(int argc, char **argv) {
     r.seed = set.seed;
     at_attack_config cfgs[ATK_CLI_MAX];
     int32_t target_class;
-    if (!atk_cli_parse_eps(CMD, set.eps, r.eps, ATK_CLI_MAX, &r.neps)) return EXIT_USAGE;
+    if (!cli_parse_eps(CMD, set.eps, r.eps, ATK_CLI_MAX, &r.neps)) return EXIT_USAGE;
     if (!atk_cli_configs(CMD, &set, 1 << 30, cfgs, ATK_CLI_MAX, &r.ncfg, &target_class)) return EXIT_USAGE;
     if (r.ncfg > REPORT_MAX_SERIES) {
         fail("--attack: at most %d attacks fit on the plot", REPORT_MAX_SERIES);
