@@ -291,7 +291,7 @@ int cmd_attack(int argc, char **argv) {
             cli_error("attack", "writing the examples", s);
             goto done;
         }
-        printf("wrote %s: x_adv, x, labels, adv_pred (%d examples, float32)\n", out, n);
+        printf("wrote %s: x_adv, x, labels, adv_pred (%d example%s, float32)\n", out, n, cli_s(n));
     } else {
         char labels_path[4300];
         if (!write_idx(out, x, adv, labels, n, cdim, hdim, wdim, labels_path, sizeof labels_path)) goto done;
@@ -307,8 +307,8 @@ int cmd_attack(int argc, char **argv) {
                 hits += adv_pred[first + i] == labels[first + i] && clean_pred[first + i] == labels[first + i];
             }
         }
-        printf("wrote %s and %s (%d examples, 8-bit pixels rounded towards the clean image; robust accuracy "
-               "on them %.2f%%)\n", out, labels_path, n, 100.0 * hits / n);
+        printf("wrote %s and %s (%d example%s, 8-bit pixels rounded towards the clean image; robust accuracy "
+               "on them %.2f%%)\n", out, labels_path, n, cli_s(n), 100.0 * hits / n);
     }
     int rows = grid_rows < n ? grid_rows : n;
     char title[128], err[256];
@@ -327,7 +327,7 @@ int cmd_attack(int argc, char **argv) {
         fprintf(stderr, "advtrain attack: %s\n", err);
         goto done;
     }
-    printf("wrote %s (%d samples: clean, perturbation, adversarial)\n", grid_path, rows);
+    printf("wrote %s (%d sample%s: clean, perturbation, adversarial)\n", grid_path, rows, cli_s(rows));
     status = 0;
 done:
     free(x);

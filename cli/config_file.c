@@ -151,7 +151,10 @@ bool cli_write_config(const cli_command *cmd, const char *path) {
             char value[900];
             format_value(o, value, sizeof value);
             if (!o->seen && o->type == OPT_STRING && !*value) continue; /* unset, no default */
-            snprintf(line, sizeof line, "%s%s = %s\n", o->seen ? "" : "; ", o->name, value);
+            if (!o->seen && o->note)
+                snprintf(line, sizeof line, "; %s = %s  ; %s\n", o->name, value, o->note);
+            else
+                snprintf(line, sizeof line, "%s%s = %s\n", o->seen ? "" : "; ", o->name, value);
         }
         size_t n = strlen(line);
         if (len + n + 1 > cap) {

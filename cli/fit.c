@@ -43,7 +43,9 @@ typedef struct fit_state {
     const fit_args *args;
     FILE *log; /* stdout, or stderr with --json */
     bool regression;
-    double start, epoch_start;
+    double start, epoch_start, run_start;
+    int first_epoch;  /* the first epoch this process trains (0: none yet) */
+    bool has_val;
     at_epoch_stats last;
     int epochs_run;
     int collapses;
@@ -83,18 +85,46 @@ static void format_metric(char *buf, size_t cap, bool regression, float v) {
         snprintf(buf, cap, "%.2f%%", 100.0 * v);
 }
 
+/* After an epoch's last batch the library evaluates before on_epoch: say what it is doing. */
+static void show_evaluating(const fit_state *st, int epoch, const char *run_eta) {
+    char text[512];
+    const at_adv_train_config *adv = &st->cfg->adv;
+    int n = snprintf(text, sizeof text, "epoch %d/%d: evaluating", epoch, st->args->epochs);
+    if (adv->method != AT_ADV_NONE && st->has_val && adv->robust_val_steps > 0)
+        n += snprintf(text + n, sizeof text - (size_t)n, " robust validation (PGD-%d),", adv->robust_val_steps);
+    if (n > 0 && (size_t)n < sizeof text)
+        snprintf(text + n, sizeof text - (size_t)n, "%s test  (ETA run %s)", st->has_val ? " validation," : "",
+                 run_eta);
+    cli_progress_text(text);
+}
+
 static void on_batch(void *user, int epoch, int batch, int nbatches, float loss, float metric) {
     fit_state *st = user;
     if (st->args->quiet || st->args->json || !cli_is_tty()) return;
-    if (batch == 1) st->epoch_start = cli_now();
+    double now = cli_now();
+    if (st->first_epoch == 0) { /* this process's share of the run: a resumed run starts later */
+        st->first_epoch = epoch;
+        st->run_start = now;
+    }
+    if (batch == 1) st->epoch_start = now;
     if (batch % 8 != 0 && batch != nbatches) return;
-    char label[32], extra[64];
+    /* The whole run's ETA from the pace so far, evaluations of finished epochs included. */
+    double done = (double)(epoch - st->first_epoch) * nbatches + batch;
+    double left = (double)(st->args->epochs - epoch) * nbatches + (nbatches - batch);
+    char epoch_eta[32], run_eta[32], eta[80], label[32], extra[64];
+    cli_format_duration(epoch_eta, sizeof epoch_eta, (now - st->epoch_start) * (nbatches - batch) / batch);
+    cli_format_duration(run_eta, sizeof run_eta, (now - st->run_start) * left / done);
+    if (batch == nbatches) {
+        show_evaluating(st, epoch, run_eta);
+        return;
+    }
+    snprintf(eta, sizeof eta, "%s (run %s)", epoch_eta, run_eta);
     snprintf(label, sizeof label, "epoch %d/%d", epoch, st->args->epochs);
     if (st->regression)
         snprintf(extra, sizeof extra, "loss %.4f", (double)loss);
     else
         snprintf(extra, sizeof extra, "loss %.4f  train %.2f%%", (double)loss, 100.0 * metric);
-    cli_progress(label, batch, nbatches, cli_now() - st->epoch_start, extra);
+    cli_progress_eta(label, batch, nbatches, eta, extra);
 }
 
 static void print_epoch(const fit_state *st, const at_epoch_stats *s);
@@ -168,8 +198,8 @@ static void print_epoch(const fit_state *st, const at_epoch_stats *s) {
                    "%.2f%%; restored the last good weights; continuing with %s, step %.4g\n",
                 s->epoch, 100.0 * s->guard_acc, s->method, (double)s->alpha);
     if (s->stopping)
-        fprintf(f, "early stopping: no improvement for %d epochs; restoring the weights of epoch %d\n",
-                st->args->early_stop, s->best_epoch);
+        fprintf(f, "early stopping: no improvement for %d epoch%s; restoring the weights of epoch %d\n",
+                st->args->early_stop, cli_s(st->args->early_stop), s->best_epoch);
     fflush(f);
 }
 
@@ -332,6 +362,30 @@ static int build_config(const cli_command *cmd, fit_args *a, at_train_config *cf
     else
         return usage_error("--monitor %s: use loss or metric", a->monitor);
     return 0;
+}
+
+/* Settings whose default is worked out from others (0 in fit_args means "the default"): the
+ * effective config and --help show the value the run really uses, so that uncommenting a line
+ * of config.ini reproduces the run instead of failing "out of range" (steps = 0) or silently
+ * changing it (clean-weight = 0). Without --adv the adversarial settings show PGD's defaults. */
+static void effective_defaults(cli_command *cmd, fit_args *a, const at_train_config *cfg, char *note, size_t cap) {
+    const bool adv = cfg->adv.method != AT_ADV_NONE;
+    const at_adv_train_config d = adv ? cfg->adv : at_adv_train_defaults(AT_ADV_PGD, 0.0f);
+    if (!cli_find(cmd, "steps")->seen) a->adv_steps = d.steps;
+    if (!cli_find(cmd, "clean-weight")->seen) a->clean_weight = d.clean_weight;
+    if (!cli_find(cmd, "beta")->seen) a->beta = d.beta;
+    if (!cli_find(cmd, "replays")->seen) a->replays = d.replays;
+    if (!cli_find(cmd, "robust-val-steps")->seen) a->robust_val_steps = d.robust_val_steps;
+    if (!cli_find(cmd, "robust-val-samples")->seen) a->robust_val_samples = d.robust_val_samples;
+    if (!cli_find(cmd, "step-size")->seen) a->step_size = (a->epochs + 2) / 3 > 1 ? (a->epochs + 2) / 3 : 1;
+    /* alpha 0 means each method's own step; the note says which. */
+    static const char *const steps[] = {"", "fgsm: eps", "fgsm-rs: 1.25 eps", "pgd: 2.5 eps/steps",
+                                        "trades: eps/4", "free: eps"};
+    int m = (int)cfg->adv.method;
+    snprintf(note, cap, "0: the method's own step (%s)",
+             adv && m > 0 && m < (int)(sizeof steps / sizeof *steps) ? steps[m]
+                 : "fgsm eps, fgsm-rs 1.25 eps, pgd 2.5 eps/steps, trades eps/4");
+    ((cli_option *)cli_find(cmd, "alpha"))->note = note;
 }
 
 /* The settings of the run, for the model file's metadata and --json. */
@@ -698,7 +752,7 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
                   .plateau_patience = 10, .plateau_factor = 0.1f, .adv_norm = "linf"};
     cli_option opts[] = {
         {"model", OPT_STRING, &a.model, "NAME|SPEC", "seed-mlp, seed-cnn, mlp, smallcnn, or a spec like 'flatten,linear:100,relu,linear:10' (default seed-cnn)", 1, 0},
-        {"data", OPT_STRING, &a.data, "SOURCE", "fashion-mnist, mnist:DIR, idx:DIR, cifar10:DIR, synthetic (default fashion-mnist)", 1, 0},
+        {"data", OPT_STRING, &a.data, "SOURCE", "fashion-mnist, mnist:DIR, fashion-mnist:DIR, idx:DIR, cifar10:DIR, synthetic (default fashion-mnist)", 1, 0},
         {"epochs", OPT_INT, &a.epochs, "N", "passes over the training set (default 10)", 1, 100000},
         {"batch", OPT_INT, &a.batch, "N", "minibatch size (default 128)", 1, 65536},
         {"optim", OPT_STRING, &a.optim, "sgd|adam|adamw", "optimizer (default sgd; adamw: decoupled weight decay, default 0.01)", 1, 0},
@@ -710,7 +764,7 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
         {"seed", OPT_U64, &a.seed, "N", "seed for initialization, shuffling, dropout and augmentation (default 1)", 1, 0},
         {"threads", OPT_INT, &a.threads, "N", "compute threads (default: all cores)", 1, 1024},
         {"val-split", OPT_FLOAT, &a.val_split, "F", "hold out this fraction of the training set for validation", 0, 0.9},
-        {"train-subset", OPT_INT, &a.train_subset, "N", "train on the first N training images only", 1, 100000000},
+        {"train-subset", OPT_INT, &a.train_subset, "N", "train on the first N training images only (default 0: all)", 0, 100000000},
         {"l1", OPT_FLOAT, &a.l1, "X", "L1 penalty X*sum|w| over --reg-layers (default 0)", 0, 100},
         {"l2", OPT_FLOAT, &a.l2, "X", "L2 penalty X*sum w^2 over --reg-layers, no 1/2 (default 0)", 0, 100},
         {"reg-layers", OPT_STRING, &a.reg_layers, "LIST", "what the penalties, decay, prox and max-norm cover: layer names (fc1,3), kinds (linear,conv) or all (default all)", 1, 0},
@@ -732,7 +786,7 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
         {"pct-start", OPT_FLOAT, &a.pct_start, "F", "onecycle: fraction of the steps spent rising (default 0.3)", 0.01, 0.99},
         {"plateau-patience", OPT_INT, &a.plateau_patience, "N", "plateau: epochs without improvement before lr *= factor (default 10)", 0, 100000},
         {"plateau-factor", OPT_FLOAT, &a.plateau_factor, "X", "plateau: factor (default 0.1)", 1e-6, 0.999999},
-        {"early-stop", OPT_INT, &a.early_stop, "PATIENCE", "stop after PATIENCE epochs without validation improvement; restore the best weights (needs --val-split)", 1, 100000},
+        {"early-stop", OPT_INT, &a.early_stop, "PATIENCE", "stop after PATIENCE epochs without validation improvement; restore the best weights (needs --val-split; default 0: off)", 0, 100000},
         {"min-delta", OPT_FLOAT, &a.min_delta, "X", "early stopping: smallest change that counts as an improvement (default 0)", 0, 1e6},
         {"monitor", OPT_STRING, &a.monitor, "loss|metric", "what early stopping and plateau watch: validation loss or accuracy/MSE (default loss)", 1, 0},
         {"adv", OPT_STRING, &a.adv, "METHOD", "adversarial training: fgsm (the tutorial's clean+adversarial loss), fgsm-rs, pgd, trades, free (docs/adversarial-training.md)", 1, 0},
@@ -774,6 +828,8 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
     if (bad) return bad;
     at_init_kind init;
     if (!parse_init(a.init, &init)) return usage_error("--init %s: unknown (pytorch, kaiming or xavier)", a.init);
+    char alpha_note[160];
+    effective_defaults(&cmd, &a, &cfg, alpha_note, sizeof alpha_note);
     if ((bad = check_outputs(&a))) return bad;
     if (!model_from_weights(&cmd, &a, strings, a.json ? stderr : stdout)) return EXIT_RUN_FAILED;
     at_set_threads(a.threads > 0 ? a.threads : at_get_threads());
@@ -852,7 +908,7 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
         if (train_net != net) /* same parameter layout: see with_dropout */
             memcpy(at_net_params(train_net), at_net_params(net), sizeof(float) * at_net_num_params(net));
     }
-    fit_state st = {&a, log, regression, cli_now(), 0, {0}, 0};
+    fit_state st = {.args = &a, .log = log, .regression = regression, .start = cli_now()};
     if (!a.quiet) {
         fprintf(log, "advtrain fit: %s on %s: %d train, %d test, %dx%dx%d", a.model, data.name,
                 data.train.n, data.test.n, data.train.c, data.train.h, data.train.w);
@@ -860,8 +916,8 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
         if (data.train.num_classes) fprintf(log, ", %d classes", data.train.num_classes);
         fprintf(log, "\n  %zu parameters; %s lr %g", at_net_num_params(net), a.optim, (double)a.lr);
         if (strcmp(a.optim, "sgd") == 0) fprintf(log, " momentum %g%s", (double)a.momentum, a.nesterov ? " (nesterov)" : "");
-        fprintf(log, "; batch %d; %d epochs; seed %llu; %d threads\n", a.batch, a.epochs,
-                (unsigned long long)a.seed, a.threads);
+        fprintf(log, "; batch %d; %d epoch%s; seed %llu; %d thread%s\n", a.batch, a.epochs, cli_s(a.epochs),
+                (unsigned long long)a.seed, a.threads, cli_s(a.threads));
         if (cfg.adv.method != AT_ADV_NONE)
             fprintf(log, "  adversarial training: %s, eps %g (0-1 pixel scale, %s)%s\n",
                     at_adv_method_name(cfg.adv.method), (double)cfg.adv.eps,
@@ -872,16 +928,16 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
         fflush(log);
     }
     settings = settings_json(&a, &cfg);
-    settings_text = cJSON_PrintUnformatted(settings);
+    settings_text = cli_json_text(settings);
     at_st_meta checkpoint_meta[] = {{"advtrain.data", (char *)a.data},
                                     {"advtrain.settings", settings_text ? settings_text : "{}"}};
     int resume_epoch = 0;
     bool complete = false;
     if (a.resume && !resume_point(&a, log, &resume_epoch, &complete)) goto done;
     if (complete && file_exists(a.out)) {
-        fprintf(log, "advtrain fit: --resume %s: the run is complete (%d epochs%s) and %s is saved; "
+        fprintf(log, "advtrain fit: --resume %s: the run is complete (%d epoch%s%s) and %s is saved; "
                      "nothing to do, no file changed. To train longer: advtrain fit --resume %s --epochs %d\n",
-                a.resume, resume_epoch, rundir_early_stopped(a.checkpoint_dir) ? ", stopped early" : "",
+                a.resume, resume_epoch, cli_s(resume_epoch), rundir_early_stopped(a.checkpoint_dir) ? ", stopped early" : "",
                 a.out, a.resume, resume_epoch + 10);
         status = 0;
         goto done;
@@ -899,8 +955,9 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
         goto done;
     }
     if (resume_epoch > 0)
-        fprintf(log, complete ? "resuming %s: all %d epochs done; saving the final model\n"
-                              : "resuming %s after epoch %d\n", a.checkpoint_dir, resume_epoch);
+        fprintf(log, complete ? "resuming %s: all %d epoch%s done; saving the final model\n"
+                              : "resuming %s after epoch %d%s\n", a.checkpoint_dir, resume_epoch,
+                complete ? cli_s(resume_epoch) : "");
     if (!start_run_dir(&cmd, &a)) goto done;
     const char *log_path = a.log;
     char default_log[4096];
@@ -913,6 +970,7 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
     st.train_net = train_net;
     st.cfg = &cfg;
     st.best_robust_val = NAN;
+    st.has_val = has_val;
     watch_init(&st.watch, regression ? 0 : data.train.num_classes, a.epochs);
     at_train_callbacks cb = {&st, on_batch, on_epoch};
     s = at_train(train_net, &data.train, has_val ? &val : NULL, &data.test, &cfg, &cb);
@@ -943,7 +1001,7 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
     }
     m.gap = regression ? (double)m.test.mse - m.train.mse : (double)m.train.accuracy - m.test.accuracy;
     results = results_json(&st, net, &m);
-    char *results_str = cJSON_PrintUnformatted(results);
+    char *results_str = cli_json_text(results);
     at_st_meta meta[] = {{"advtrain.data", (char *)a.data},
                          {"advtrain.settings", settings_text ? settings_text : "{}"},
                          {"advtrain.results", results_str ? results_str : "{}"}};

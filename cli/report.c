@@ -429,32 +429,6 @@ static bool kv_from_json(kv_list *l, const char *section, const char *prefix, co
 
 /* ---------------------------------------------------------------- output files */
 
-/* mkdir -p */
-static bool make_dirs(const char *dir) {
-    char path[PATH_CAP];
-    if ((size_t)snprintf(path, sizeof path, "%s", dir) >= sizeof path) {
-        fail("--out %s: path too long", dir);
-        return false;
-    }
-    for (char *p = path + 1;; p++) {
-        if (*p != '/' && *p != '\0') continue;
-        char saved = *p;
-        *p = '\0';
-        if (mkdir(path, 0777) != 0 && errno != EEXIST) {
-            fail("--out %s: cannot create directory %s: %s", dir, path, strerror(errno));
-            return false;
-        }
-        struct stat st;
-        if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
-            fail("--out %s: %s is not a directory", dir, path);
-            return false;
-        }
-        *p = saved;
-        if (!saved) break;
-    }
-    return true;
-}
-
 static void html_esc(FILE *f, const char *s) {
     for (; s && *s; s++) {
         switch (*s) {
@@ -1179,8 +1153,6 @@ int cmd_report(int argc, char **argv) {
         fail("--attack: at most %d attacks fit on the plot", REPORT_MAX_SERIES);
         return EXIT_USAGE;
     }
-    int bad = out_check_dir(CMD, "--out", out);
-    if (bad) return bad;
     if (threads > 0) at_set_threads(threads);
 
     int status = EXIT_RUN_FAILED;
@@ -1230,7 +1202,9 @@ int cmd_report(int argc, char **argv) {
     if (!r.data_source) r.data_source = at_st_meta_get(r.meta, "advtrain.data");
     if (!r.data_source) r.data_source = kv_get(&r.settings, "fit", "data");
     if (!r.data_source) r.data_source = "fashion-mnist";
-    if (!make_dirs(out)) goto done;
+    /* Here, not first: a report that fails on its input leaves no --out directory behind, and
+     * nothing costly (data, attacks) has run yet. */
+    if (out_check_dir(CMD, "--out", out) != 0) goto done;
     {
         /* Fail now, not after the attacks, if nothing can be written there. */
         char probe[PATH_CAP];
