@@ -6,6 +6,7 @@
  * every human-readable line goes to stderr instead (--quiet silences them). */
 #include "cli.h"
 #include "fit_watch.h"
+#include "interrupt.h"
 #include "metrics_log.h"
 #include "outpaths.h"
 #include "rundir.h"
@@ -129,12 +130,36 @@ static void on_batch(void *user, int epoch, int batch, int nbatches, float loss,
 
 static void print_epoch(const fit_state *st, const at_epoch_stats *s);
 
+/* What Ctrl-C prints from now on: done epochs are finished (0: none yet), over when training is
+ * over and only the final evaluation and save remain. */
+static void interrupt_hint(const fit_args *a, int done, bool over) {
+    char t[1024];
+    const char *d = a->checkpoint_dir;
+    if (d && over)
+        snprintf(t, sizeof t, "advtrain fit: interrupted after training, before %s was saved. Save it with: "
+                              "advtrain fit --resume %s\n", a->out, d);
+    else if (d && done > 0)
+        snprintf(t, sizeof t, "advtrain fit: interrupted; epoch %d of %d was the last one finished "
+                              "(checkpoint %s/last.safetensors). Resume with: advtrain fit --resume %s\n",
+                 done, a->epochs, d, d);
+    else if (d)
+        snprintf(t, sizeof t, "advtrain fit: interrupted before epoch 1 ended: no checkpoint yet. Start it "
+                              "again with: advtrain fit --resume %s\n", d);
+    else
+        snprintf(t, sizeof t, "advtrain fit: interrupted%s; %d finished epoch%s lost: without --checkpoint-dir "
+                              "nothing is kept to resume from.\n  Next time add --checkpoint-dir DIR (the training "
+                              "state is saved every epoch), then resume with: advtrain fit --resume DIR\n",
+                 over ? " before the model was saved" : "", done, cli_s(done));
+    cli_interrupt_message(t);
+}
+
 static bool on_epoch(void *user, const at_epoch_stats *s) {
     fit_state *st = user;
     st->last = *s;
     st->epochs_run = s->epoch;
     st->collapses += s->collapsed;
     if (s->best_epoch == s->epoch) st->best_robust_val = s->robust_val;
+    interrupt_hint(st->args, s->epoch, false);
     double l1, l2;
     penalty_terms(st, &l1, &l2);
     if (!metrics_log_row(st->metrics, s, l1, l2)) {
@@ -973,7 +998,10 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
     st.has_val = has_val;
     watch_init(&st.watch, regression ? 0 : data.train.num_classes, a.epochs);
     at_train_callbacks cb = {&st, on_batch, on_epoch};
+    interrupt_hint(&a, resume_epoch, false);
+    cli_interrupt_install();
     s = at_train(train_net, &data.train, has_val ? &val : NULL, &data.test, &cfg, &cb);
+    interrupt_hint(&a, st.epochs_run, true);
     if (!a.json) cli_progress_done();
     if (st.log_failed) goto done;
     if (st.exploded) {
