@@ -649,6 +649,20 @@ static bool read_config_files(cli_command *cmd, fit_args *a, cli_strings *string
     return !a->config || cli_read_config(cmd, a->config, strings);
 }
 
+/* --out or --log replacing one of another run's own files (its model.safetensors, its
+ * metrics.csv) would mix this run with that one, as a fresh --checkpoint-dir would: refused the
+ * same way, unless --force. Other names next to a run (a fine-tuned model) are fine. */
+static int check_foreign_run(const fit_args *a, const char *flag, const char *path) {
+    char dir[4096];
+    rundir_parent(path, dir, sizeof dir);
+    if (a->force || !rundir_run_file(path) || !rundir_is_run(dir) ||
+        (a->checkpoint_dir && rundir_same(dir, a->checkpoint_dir)))
+        return 0;
+    usage_error("%s %s: %s holds another run, and this would replace one of its files: choose another "
+                "path, or add --force", flag, path, dir);
+    return EXIT_USAGE;
+}
+
 /* Before any work starts: every output path (fit --out, --checkpoint-dir, --log), and a fresh
  * run never writes into a directory that holds another run unless --force says so. */
 static int check_outputs(const fit_args *a) {
@@ -668,6 +682,8 @@ static int check_outputs(const fit_args *a) {
     if (a->checkpoint_dir && (bad = out_check_dir("fit", "--checkpoint-dir", a->checkpoint_dir))) return bad;
     if ((bad = out_check_file("fit", "--out", a->out))) return bad;
     if (a->log && (bad = out_check_file("fit", "--log", a->log))) return bad;
+    if ((bad = check_foreign_run(a, "--out", a->out))) return bad;
+    if (a->log && (bad = check_foreign_run(a, "--log", a->log))) return bad;
     return 0;
 }
 

@@ -383,6 +383,15 @@ static bool ini_line(void *user, char *line, int lineno) {
         fail("%s:%d: a value without a key", l->path, lineno);
         return false;
     }
+    /* "0  ; what 0 means" (an INI inline comment fit writes after computed defaults) reads as
+     * "0 (what 0 means)". */
+    char shown[1024];
+    char *note = strstr(value, " ;");
+    if (note) {
+        *note = '\0';
+        snprintf(shown, sizeof shown, "%s (%s)", trim(value), trim(note + 2));
+        value = shown;
+    }
     if (!kv_add(l, l->section, key, value, dflt)) {
         fail("%s: out of memory", l->path);
         return false;

@@ -67,3 +67,29 @@ bool rundir_early_stopped(const char *dir) {
     at_st_free(f);
     return stopped;
 }
+
+bool rundir_is_run(const char *dir) {
+    char a[4096], b[4096];
+    snprintf(a, sizeof a, "%s/config.ini", dir);
+    snprintf(b, sizeof b, "%s/last.safetensors", dir);
+    return exists(a) || exists(b);
+}
+
+bool rundir_same(const char *a, const char *b) {
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+void rundir_parent(const char *path, char *buf, size_t cap) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(buf, cap, ".");
+    else if (slash == path) snprintf(buf, cap, "/");
+    else snprintf(buf, cap, "%.*s", (int)(slash - path), path);
+}
+
+bool rundir_run_file(const char *path) {
+    const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
+    for (const char *const *f = run_files; *f; f++)
+        if (strcmp(base, *f) == 0) return true;
+    return false;
+}

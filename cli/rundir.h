@@ -11,4 +11,12 @@ bool rundir_clear(const char *cmd, const char *dir);
 void rundir_fresh_name(const char *dir, char *buf, size_t cap);
 /* Whether the run's checkpoint says early stopping ended it. */
 bool rundir_early_stopped(const char *dir);
+/* Whether dir is a run directory (config.ini or last.safetensors: a file alone is not). */
+bool rundir_is_run(const char *dir);
+/* Whether two paths name the same existing directory or file. */
+bool rundir_same(const char *a, const char *b);
+/* Whether path's file name is one a run directory holds (model.safetensors, metrics.csv, ...). */
+bool rundir_run_file(const char *path);
+/* The directory part of path ("." when there is none). */
+void rundir_parent(const char *path, char *buf, size_t cap);
 #endif

@@ -24,6 +24,12 @@ sed -e 's/^; \([a-z-]* = \)/\1/' -e '/^checkpoint-dir/d' -e '/^out = /d' "$tmp/r
 expect 0 "saved" -- "$cli" fit --config "$tmp/all.ini" --quiet --out "$tmp/all.safetensors"
 [ "$(tensors "$tmp/all.safetensors")" = "$(tensors "$tmp/r/model.safetensors")" ] && ok ||
     bad "the uncommented config.ini trained other weights"
+# the report's settings table reads config.ini: the same values
+expect 0 "index.html" -- "$cli" report "$tmp/r" --out "$tmp/rep" --samples 20 --attack fgsm --eps 0,0.1
+for kv in "clean-weight</td><td>0.5<" "replays</td><td>8<" "robust-val-steps</td><td>10<" "step-size</td><td>1<" \
+          "alpha</td><td>0 (0: the method&#39;s own step (pgd: 2.5 eps/steps))<"; do
+    grep -qF "$kv" "$tmp/rep/index.html" && ok || bad "report settings lack '$kv'"
+done
 # a run without --adv shows PGD's defaults for the adversarial settings, not 0
 expect 0 "saved" -- "$cli" fit --model mlp --train-subset 100 --epochs 1 --quiet --checkpoint-dir "$tmp/plain"
 grep -qx "; steps = 7" "$tmp/plain/config.ini" && ok || bad "no-adv config.ini steps: $(grep steps "$tmp/plain/config.ini")"

@@ -20,6 +20,16 @@ grep -q "Rerun with: advtrain fit --config $tmp/r/config.ini --checkpoint-dir NE
     ok || bad "config.ini's hint: $(grep Rerun "$tmp/r/config.ini")"
 expect 2 "already holds a run" -- "$cli" fit --config "$tmp/r/config.ini"
 [ "$(sums "$tmp/r")" = "$before" ] && ok || bad "rerunning config.ini changed its run"
+# --out or --log replacing one of the run's own files from another run: refused the same way
+expect 2 "--out $tmp/r/model.safetensors: $tmp/r holds another run" -- \
+    "$cli" fit --model mlp --train-subset 300 --epochs 1 --out "$tmp/r/model.safetensors"
+expect 2 "--log $tmp/r/metrics.csv: $tmp/r holds another run" -- \
+    "$cli" fit --model mlp --train-subset 300 --epochs 1 --log "$tmp/r/metrics.csv" --out "$tmp/elsewhere.safetensors"
+[ "$(sums "$tmp/r")" = "$before" ] && ok || bad "a refused --out/--log changed $tmp/r"
+# another name next to the run (a fine-tuned model) is fine
+expect 0 "saved $tmp/r/finetuned.safetensors" -- "$cli" fit --weights "$tmp/r/best.safetensors" --train-subset 300 --epochs 1 \
+    --threads 2 --quiet --out "$tmp/r/finetuned.safetensors"
+rm -f "$tmp/r/finetuned.safetensors"
 # --force: the old run's files are replaced, the old best.safetensors is gone
 cp -r "$tmp/r" "$tmp/f"
 expect 0 "saved" -- "$cli" fit --model mlp --train-subset 300 --epochs 1 --threads 2 --quiet --checkpoint-dir "$tmp/f" --force
