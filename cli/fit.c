@@ -170,7 +170,7 @@ static bool on_epoch(void *user, const at_epoch_stats *s) {
     if (!st->args->quiet) print_epoch(st, s);
     switch (watch_epoch(&st->watch, s)) {
     case WATCH_EXPLODED:
-        watch_explain_explosion(&st->watch, s, st->args->lr, stderr);
+        watch_explain_explosion(&st->watch, s, st->args->lr, st->args->checkpoint_dir, stderr);
         st->exploded = true;
         return false;
     case WATCH_STALLED:
@@ -733,6 +733,201 @@ static bool start_run_dir(const cli_command *cmd, const fit_args *a) {
 
 static int fit_main(int argc, char **argv, cli_strings *strings);
 
+static bool file_exists(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (f) fclose(f);
+    return f != NULL;
+}
+
+static void weights_mismatch(const fit_args *a, bool model_given);
+
+/* The data for this run: --train-subset, --val-split, and the checks that need the data.
+ * Returns -1 to go on, else the exit status. */
+static int prepare_data(const fit_args *a, const at_train_config *cfg, at_data *data, at_dataset *val,
+                        bool *has_val) {
+    at_status s = AT_OK;
+    if (a->train_subset > 0 && a->train_subset < data->train.n) s = at_dataset_truncate(&data->train, a->train_subset);
+    if (s == AT_OK && a->val_split > 0) {
+        s = at_dataset_split(&data->train, val, a->val_split, a->seed);
+        *has_val = s == AT_OK;
+    }
+    if (s != AT_OK) {
+        cli_error("fit", "preparing the data", s);
+        return EXIT_RUN_FAILED;
+    }
+    if (data->train.targets && a->label_smoothing > 0.0f)
+        return usage_error("--label-smoothing applies to classification; %s is a regression task", a->data);
+    if ((cfg->augment.flip || cfg->augment.crop_pad > 0) &&
+        (!data->train.images || data->train.h < 2 || data->train.w < 2))
+        return usage_error("--augment needs images; %s holds feature vectors", a->data);
+    return -1;
+}
+
+/* The model (*net, saved at the end) and the one trained (*train_net: *net, or *net with
+ * dropout), initialized or loaded from --weights. Returns -1 to go on, else the exit status. */
+static int build_nets(const cli_command *cmd, const fit_args *a, const at_train_config *cfg, at_init_kind init,
+                      const at_data *data, at_net **net, at_net **train_net) {
+    at_status s = at_net_from_spec(net, a->model, data->train.c, data->train.h, data->train.w);
+    if (s != AT_OK) {
+        fprintf(stderr, "advtrain fit: --model %s: %s\n", a->model, at_error_message());
+        return EXIT_USAGE;
+    }
+    bool selection_used = a->l1 > 0 || a->l2 > 0 || a->max_norm > 0 || a->weight_decay > 0;
+    if ((selection_used || cli_find(cmd, "reg-layers")->seen) && at_reg_check(*net, &cfg->reg_select) != AT_OK) {
+        fprintf(stderr, "advtrain fit: --reg-layers %s: %s\n", a->reg_layers, at_error_message());
+        return EXIT_USAGE;
+    }
+    *train_net = *net;
+    if (a->dropout > 0.0f) {
+        int inserted;
+        if ((s = with_dropout(train_net, *net, a->dropout, &inserted)) != AT_OK) {
+            *train_net = *net;
+            cli_error("fit", "adding dropout", s);
+            return EXIT_RUN_FAILED;
+        }
+        if (inserted == 0)
+            return usage_error("--dropout: %s has no hidden Linear layer to apply dropout to "
+                               "(place dropout or dropout2d layers in a spec instead)", a->model);
+    }
+    at_net_init_with(*train_net, init, a->seed);
+    if (!a->weights) return -1;
+    at_st_file *wf = NULL;
+    s = at_st_read(a->weights, &wf);
+    if (s == AT_OK) s = at_net_load_weights(*net, wf, a->weights);
+    at_st_free(wf);
+    if (s != AT_OK) {
+        weights_mismatch(a, cli_find(cmd, "model")->seen);
+        return EXIT_RUN_FAILED;
+    }
+    if (*train_net != *net) /* same parameter layout: see with_dropout */
+        memcpy(at_net_params(*train_net), at_net_params(*net), sizeof(float) * at_net_num_params(*net));
+    return -1;
+}
+
+/* Trains st->train_net (Ctrl-C explained, explosion and stalls watched). Returns -1 when the
+ * run ended well, else the exit status. */
+static int train(fit_state *st, const at_data *data, const at_dataset *val, int resume_epoch) {
+    const fit_args *a = st->args;
+    st->best_robust_val = NAN;
+    watch_init(&st->watch, st->regression ? 0 : data->train.num_classes, a->epochs);
+    at_train_callbacks cb = {st, on_batch, on_epoch};
+    interrupt_hint(a, resume_epoch, false);
+    cli_interrupt_install();
+    at_status s = at_train(st->train_net, &data->train, val, &data->test, st->cfg, &cb);
+    interrupt_hint(a, st->epochs_run, true);
+    if (!a->json) cli_progress_done();
+    if (st->log_failed || st->exploded) return EXIT_RUN_FAILED;
+    if (s != AT_OK) {
+        cli_error("fit", "training failed", s);
+        return s == AT_ERR_ARG ? EXIT_USAGE : EXIT_RUN_FAILED;
+    }
+    return -1;
+}
+
+/* The run's opening lines: data, model, optimizer, adversarial training. */
+static void print_header(FILE *log, const fit_args *a, const at_train_config *cfg, const at_data *data,
+                         const at_dataset *val, const at_net *net) {
+    fprintf(log, "advtrain fit: %s on %s: %d train, %d test, %dx%dx%d", a->model, data->name,
+            data->train.n, data->test.n, data->train.c, data->train.h, data->train.w);
+    if (val) fprintf(log, ", %d validation", val->n);
+    if (data->train.num_classes) fprintf(log, ", %d classes", data->train.num_classes);
+    fprintf(log, "\n  %zu parameters; %s lr %g", at_net_num_params(net), a->optim, (double)a->lr);
+    if (strcmp(a->optim, "sgd") == 0) fprintf(log, " momentum %g%s", (double)a->momentum, a->nesterov ? " (nesterov)" : "");
+    fprintf(log, "; batch %d; %d epoch%s; seed %llu; %d thread%s\n", a->batch, a->epochs, cli_s(a->epochs),
+            (unsigned long long)a->seed, a->threads, cli_s(a->threads));
+    if (cfg->adv.method != AT_ADV_NONE)
+        fprintf(log, "  adversarial training: %s, eps %g (0-1 pixel scale, %s)%s\n",
+                at_adv_method_name(cfg->adv.method), (double)cfg->adv.eps,
+                cfg->adv.norm == AT_NORM_L2 ? "L2" : "L-inf",
+                !val                ? ""
+                : cfg->adv.keep_best ? "; robust validation each epoch, best epoch kept"
+                                     : "; robust validation each epoch, last epoch kept");
+    fflush(log);
+}
+
+/* --resume: where the run stands. Returns -1 to train (cfg resumes from *resume_epoch), else the
+ * exit status: 0 when the run is complete and its model saved (no file is touched), or the
+ * failure when the checkpoint does not fit this run (no file is touched either). */
+static int prepare_resume(const fit_args *a, at_train_config *cfg, at_net *train_net, const at_data *data,
+                          const at_dataset *val, FILE *log, int *resume_epoch) {
+    bool complete;
+    if (!resume_point(a, log, resume_epoch, &complete)) return EXIT_RUN_FAILED;
+    if (complete && file_exists(a->out)) {
+        fprintf(log, "advtrain fit: --resume %s: the run is complete (%d epoch%s%s) and %s is saved; "
+                     "nothing to do, no file changed. To train longer: advtrain fit --resume %s --epochs %d\n",
+                a->resume, *resume_epoch, cli_s(*resume_epoch),
+                rundir_early_stopped(a->checkpoint_dir) ? ", stopped early" : "", a->out, a->resume,
+                *resume_epoch + 10);
+        return 0;
+    }
+    if (*resume_epoch == 0) return -1; /* no checkpoint yet: from epoch 1 */
+    cfg->checkpoint.resume = true;
+    at_status s = check_resumable(train_net, &data->train, val, &data->test, cfg, *resume_epoch);
+    if (s != AT_OK) {
+        fprintf(stderr, "advtrain fit: --resume %s: %s (nothing was changed)\n", a->resume, at_error_message());
+        return s == AT_ERR_ARG ? EXIT_USAGE : EXIT_RUN_FAILED;
+    }
+    if (complete)
+        fprintf(log, "resuming %s: all %d epoch%s done; saving the final model\n", a->checkpoint_dir,
+                *resume_epoch, cli_s(*resume_epoch));
+    else
+        fprintf(log, "resuming %s after epoch %d\n", a->checkpoint_dir, *resume_epoch);
+    return -1;
+}
+
+/* After training: final metrics, the model file with its metadata, the report and the last
+ * line (or the JSON, which takes *settings). Returns the exit status. */
+static int save_results(const fit_state *st, at_net *net, const at_data *data, const at_dataset *val,
+                        const char *settings_text, cJSON **settings) {
+    const fit_args *a = st->args;
+    const bool regression = st->regression;
+    final_metrics m;
+    memset(&m, 0, sizeof m);
+    m.has_val = val != NULL;
+    at_status s = at_evaluate(net, &data->train, 256, &m.train);
+    if (s == AT_OK && val) s = at_evaluate(net, val, 256, &m.val);
+    if (s == AT_OK) s = at_evaluate(net, &data->test, 256, &m.test);
+    if (s != AT_OK) {
+        cli_error("fit", "final evaluation", s);
+        return EXIT_RUN_FAILED;
+    }
+    m.gap = regression ? (double)m.test.mse - m.train.mse : (double)m.train.accuracy - m.test.accuracy;
+    cJSON *results = results_json(st, net, &m);
+    char *results_str = cli_json_text(results);
+    at_st_meta meta[] = {{"advtrain.data", (char *)a->data},
+                         {"advtrain.settings", settings_text ? (char *)settings_text : "{}"},
+                         {"advtrain.results", results_str ? results_str : "{}"}};
+    s = at_model_save(net, a->out, meta, 3);
+    free(results_str);
+    if (s != AT_OK) {
+        cJSON_Delete(results);
+        cli_error("fit", "saving the model", s);
+        return EXIT_RUN_FAILED;
+    }
+    if (!a->quiet) print_report(st->log, st, net, &m);
+    char test[32];
+    format_metric(test, sizeof test, regression, regression ? m.test.mse : m.test.accuracy);
+    FILE *last = a->json ? stderr : stdout;
+    if (a->json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "model", a->model);
+        cJSON_AddStringToObject(o, "data", a->data);
+        cJSON_AddStringToObject(o, "out", a->out);
+        cJSON_AddNumberToObject(o, "seconds", cli_now() - st->start);
+        cJSON_AddItemToObject(o, "settings", *settings);
+        *settings = NULL;
+        cJSON_AddItemToObject(o, "results", results);
+        cli_print_json(o);
+    } else {
+        cJSON_Delete(results);
+    }
+    if (!a->json || !a->quiet)
+        fprintf(last, "saved %s (test %s%s, %.1fs)\n", a->out, regression ? "" : "accuracy ", test,
+                cli_now() - st->start);
+    return 0;
+}
+
+
 /* The architecture a --weights file records (advtrain.arch), copied into buf; false if none. */
 static bool weights_arch(const char *path, char *buf, size_t cap) {
     at_st_file *f = NULL;
@@ -767,12 +962,6 @@ static void weights_mismatch(const fit_args *a, bool model_given) {
             a->weights, detail, a->model, model_given ? "--model" : "the default --model",
             known ? "'" : "no advtrain.arch metadata (e.g. written by PyTorch): give --model",
             known ? arch : "", known ? "' (its advtrain.arch metadata)" : "");
-}
-
-static bool file_exists(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (f) fclose(f);
-    return f != NULL;
 }
 
 int cmd_fit(int argc, char **argv) {
@@ -885,120 +1074,35 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
     at_net *net = NULL, *train_net = NULL;
     at_dataset val = {0};
     bool has_val = false;
-    cJSON *settings = NULL, *results = NULL;
+    cJSON *settings = NULL;
     char *settings_text = NULL;
     metrics_log metrics = {0};
-    at_status s = AT_OK;
-    if (a.train_subset > 0 && a.train_subset < data.train.n)
-        s = at_dataset_truncate(&data.train, a.train_subset);
-    if (s == AT_OK && a.val_split > 0) {
-        s = at_dataset_split(&data.train, &val, a.val_split, a.seed);
-        has_val = s == AT_OK;
-    }
-    if (s != AT_OK) {
-        cli_error("fit", "preparing the data", s);
+    int r = prepare_data(&a, &cfg, &data, &val, &has_val);
+    if (r >= 0) {
+        status = r;
         goto done;
     }
     const bool regression = data.train.targets != NULL;
-    if (regression && a.label_smoothing > 0.0f) {
-        status = usage_error("--label-smoothing applies to classification; %s is a regression task", a.data);
+    if ((r = build_nets(&cmd, &a, &cfg, init, &data, &net, &train_net)) >= 0) {
+        status = r;
         goto done;
-    }
-    if (cfg.augment.flip || cfg.augment.crop_pad > 0) {
-        if (!data.train.images || data.train.h < 2 || data.train.w < 2) {
-            status = usage_error("--augment needs images; %s holds feature vectors", a.data);
-            goto done;
-        }
-    }
-    s = at_net_from_spec(&net, a.model, data.train.c, data.train.h, data.train.w);
-    if (s != AT_OK) {
-        fprintf(stderr, "advtrain fit: --model %s: %s\n", a.model, at_error_message());
-        status = EXIT_USAGE;
-        goto done;
-    }
-    bool selection_used = a.l1 > 0 || a.l2 > 0 || a.max_norm > 0 || a.weight_decay > 0;
-    if ((selection_used || cli_find(&cmd, "reg-layers")->seen) &&
-        (s = at_reg_check(net, &cfg.reg_select)) != AT_OK) {
-        fprintf(stderr, "advtrain fit: --reg-layers %s: %s\n", a.reg_layers, at_error_message());
-        status = EXIT_USAGE;
-        goto done;
-    }
-    train_net = net;
-    if (a.dropout > 0.0f) {
-        int inserted;
-        if ((s = with_dropout(&train_net, net, a.dropout, &inserted)) != AT_OK) {
-            cli_error("fit", "adding dropout", s);
-            goto done;
-        }
-        if (inserted == 0) {
-            status = usage_error("--dropout: %s has no hidden Linear layer to apply dropout to "
-                                 "(place dropout or dropout2d layers in a spec instead)", a.model);
-            goto done;
-        }
-    }
-    at_net_init_with(train_net, init, a.seed);
-    if (a.weights) {
-        at_st_file *wf = NULL;
-        s = at_st_read(a.weights, &wf);
-        if (s == AT_OK) s = at_net_load_weights(net, wf, a.weights);
-        at_st_free(wf);
-        if (s != AT_OK) {
-            weights_mismatch(&a, cli_find(&cmd, "model")->seen);
-            goto done;
-        }
-        if (train_net != net) /* same parameter layout: see with_dropout */
-            memcpy(at_net_params(train_net), at_net_params(net), sizeof(float) * at_net_num_params(net));
     }
     fit_state st = {.args = &a, .log = log, .regression = regression, .start = cli_now()};
-    if (!a.quiet) {
-        fprintf(log, "advtrain fit: %s on %s: %d train, %d test, %dx%dx%d", a.model, data.name,
-                data.train.n, data.test.n, data.train.c, data.train.h, data.train.w);
-        if (has_val) fprintf(log, ", %d validation", val.n);
-        if (data.train.num_classes) fprintf(log, ", %d classes", data.train.num_classes);
-        fprintf(log, "\n  %zu parameters; %s lr %g", at_net_num_params(net), a.optim, (double)a.lr);
-        if (strcmp(a.optim, "sgd") == 0) fprintf(log, " momentum %g%s", (double)a.momentum, a.nesterov ? " (nesterov)" : "");
-        fprintf(log, "; batch %d; %d epoch%s; seed %llu; %d thread%s\n", a.batch, a.epochs, cli_s(a.epochs),
-                (unsigned long long)a.seed, a.threads, cli_s(a.threads));
-        if (cfg.adv.method != AT_ADV_NONE)
-            fprintf(log, "  adversarial training: %s, eps %g (0-1 pixel scale, %s)%s\n",
-                    at_adv_method_name(cfg.adv.method), (double)cfg.adv.eps,
-                    cfg.adv.norm == AT_NORM_L2 ? "L2" : "L-inf",
-                    !has_val ? ""
-                    : cfg.adv.keep_best ? "; robust validation each epoch, best epoch kept"
-                                        : "; robust validation each epoch, last epoch kept");
-        fflush(log);
-    }
+    if (!a.quiet) print_header(log, &a, &cfg, &data, has_val ? &val : NULL, net);
     settings = settings_json(&a, &cfg);
     settings_text = cli_json_text(settings);
     at_st_meta checkpoint_meta[] = {{"advtrain.data", (char *)a.data},
                                     {"advtrain.settings", settings_text ? settings_text : "{}"}};
-    int resume_epoch = 0;
-    bool complete = false;
-    if (a.resume && !resume_point(&a, log, &resume_epoch, &complete)) goto done;
-    if (complete && file_exists(a.out)) {
-        fprintf(log, "advtrain fit: --resume %s: the run is complete (%d epoch%s%s) and %s is saved; "
-                     "nothing to do, no file changed. To train longer: advtrain fit --resume %s --epochs %d\n",
-                a.resume, resume_epoch, cli_s(resume_epoch), rundir_early_stopped(a.checkpoint_dir) ? ", stopped early" : "",
-                a.out, a.resume, resume_epoch + 10);
-        status = 0;
-        goto done;
-    }
     if (a.checkpoint_dir) {
         cfg.checkpoint.dir = a.checkpoint_dir;
-        cfg.checkpoint.resume = resume_epoch > 0;
         cfg.checkpoint.meta = checkpoint_meta;
         cfg.checkpoint.nmeta = 2;
     }
-    if (resume_epoch > 0 &&
-        (s = check_resumable(train_net, &data.train, has_val ? &val : NULL, &data.test, &cfg, resume_epoch)) != AT_OK) {
-        status = s == AT_ERR_ARG ? EXIT_USAGE : EXIT_RUN_FAILED;
-        fprintf(stderr, "advtrain fit: --resume %s: %s (nothing was changed)\n", a.resume, at_error_message());
+    int resume_epoch = 0;
+    if (a.resume && (r = prepare_resume(&a, &cfg, train_net, &data, has_val ? &val : NULL, log, &resume_epoch)) >= 0) {
+        status = r;
         goto done;
     }
-    if (resume_epoch > 0)
-        fprintf(log, complete ? "resuming %s: all %d epoch%s done; saving the final model\n"
-                              : "resuming %s after epoch %d%s\n", a.checkpoint_dir, resume_epoch,
-                complete ? cli_s(resume_epoch) : "");
     if (!start_run_dir(&cmd, &a)) goto done;
     const char *log_path = a.log;
     char default_log[4096];
@@ -1010,78 +1114,20 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
     st.metrics = &metrics;
     st.train_net = train_net;
     st.cfg = &cfg;
-    st.best_robust_val = NAN;
     st.has_val = has_val;
-    watch_init(&st.watch, regression ? 0 : data.train.num_classes, a.epochs);
-    at_train_callbacks cb = {&st, on_batch, on_epoch};
-    interrupt_hint(&a, resume_epoch, false);
-    cli_interrupt_install();
-    s = at_train(train_net, &data.train, has_val ? &val : NULL, &data.test, &cfg, &cb);
-    interrupt_hint(&a, st.epochs_run, true);
-    if (!a.json) cli_progress_done();
-    if (st.log_failed) goto done;
-    if (st.exploded) {
-        status = EXIT_RUN_FAILED;
-        goto done;
-    }
-    if (s != AT_OK) {
-        status = s == AT_ERR_ARG ? EXIT_USAGE : EXIT_RUN_FAILED;
-        cli_error("fit", "training failed", s);
+    if ((r = train(&st, &data, has_val ? &val : NULL, resume_epoch)) >= 0) {
+        status = r;
         goto done;
     }
     if (train_net != net) /* same parameter layout: see with_dropout */
         memcpy(at_net_params(net), at_net_params(train_net), sizeof(float) * at_net_num_params(net));
     if (!a.quiet) print_kept(&st, log);
 
-    final_metrics m;
-    memset(&m, 0, sizeof m);
-    m.has_val = has_val;
-    s = at_evaluate(net, &data.train, 256, &m.train);
-    if (s == AT_OK && has_val) s = at_evaluate(net, &val, 256, &m.val);
-    if (s == AT_OK) s = at_evaluate(net, &data.test, 256, &m.test);
-    if (s != AT_OK) {
-        cli_error("fit", "final evaluation", s);
-        goto done;
-    }
-    m.gap = regression ? (double)m.test.mse - m.train.mse : (double)m.train.accuracy - m.test.accuracy;
-    results = results_json(&st, net, &m);
-    char *results_str = cli_json_text(results);
-    at_st_meta meta[] = {{"advtrain.data", (char *)a.data},
-                         {"advtrain.settings", settings_text ? settings_text : "{}"},
-                         {"advtrain.results", results_str ? results_str : "{}"}};
-    s = at_model_save(net, a.out, meta, 3);
-    free(results_str);
-    if (s != AT_OK) {
-        cli_error("fit", "saving the model", s);
-        goto done;
-    }
-    if (!a.quiet) print_report(log, &st, net, &m);
-    char test[32];
-    format_metric(test, sizeof test, regression, regression ? m.test.mse : m.test.accuracy);
-    if (a.json) {
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "model", a.model);
-        cJSON_AddStringToObject(o, "data", a.data);
-        cJSON_AddStringToObject(o, "out", a.out);
-        cJSON_AddNumberToObject(o, "seconds", cli_now() - st.start);
-        cJSON_AddItemToObject(o, "settings", settings);
-        settings = NULL;
-        cJSON_AddItemToObject(o, "results", results);
-        results = NULL;
-        cli_print_json(o);
-        if (!a.quiet)
-            fprintf(stderr, "saved %s (test %s%s, %.1fs)\n", a.out, regression ? "" : "accuracy ",
-                    test, cli_now() - st.start);
-    } else {
-        printf("saved %s (test %s%s, %.1fs)\n", a.out, regression ? "" : "accuracy ", test,
-               cli_now() - st.start);
-    }
-    status = 0;
+    status = save_results(&st, net, &data, has_val ? &val : NULL, settings_text, &settings);
 done:
     metrics_log_close(&metrics);
     free(settings_text);
     cJSON_Delete(settings);
-    cJSON_Delete(results);
     if (train_net != net) at_net_free(train_net);
     at_net_free(net);
     at_dataset_free(&val);

@@ -49,7 +49,8 @@ watch_event watch_epoch(fit_watch *w, const at_epoch_stats *s) {
     return WATCH_OK;
 }
 
-void watch_explain_explosion(const fit_watch *w, const at_epoch_stats *s, float lr, FILE *f) {
+void watch_explain_explosion(const fit_watch *w, const at_epoch_stats *s, float lr, const char *checkpoint_dir,
+                             FILE *f) {
     fprintf(f, "advtrain fit: training exploded at epoch %d: loss %.3g", s->epoch, (double)s->train_loss);
     if (w->classes >= 2)
         fprintf(f, " (a %d-class model starts near ln %d = %.2f; above %.0f it has diverged)", w->classes,
@@ -58,6 +59,11 @@ void watch_explain_explosion(const fit_watch *w, const at_epoch_stats *s, float 
         fprintf(f, " (10000 times the first epoch's %.3g)", (double)w->first_loss);
     fprintf(f, ". Stopped; no model saved.\n  What usually fixes it: a smaller --lr (this run: %g; try %g), "
                "or --clip-grad 1.\n", (double)lr, (double)lr / 10.0);
+    /* The library saves the epoch's checkpoint after the callback that stopped it, and a resume
+     * keeps the checkpoint's learning rate: only a new run helps. */
+    if (checkpoint_dir)
+        fprintf(f, "  %s/last.safetensors holds the diverged weights: start a new run (in the same directory: "
+                   "add --force) rather than --resume.\n", checkpoint_dir);
 }
 
 void watch_explain_stall(const fit_watch *w, const at_epoch_stats *s, bool adversarial, FILE *f) {

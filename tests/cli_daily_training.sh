@@ -11,7 +11,10 @@ expect 1 "training exploded at epoch 1: loss .*ln 10" -- "$cli" "${base[@]}" --e
 grep -q "What usually fixes it: a smaller --lr" "$tmp/err" && ok || bad "no fix suggested: $(cat "$tmp/err")"
 [ ! -e "$tmp/e.safetensors" ] && ok || bad "an exploded run saved its model"
 grep -q "epoch   2/3" "$tmp/out" && bad "the exploded run went on training" || ok
-expect 1 "training exploded at epoch 2" -- "$cli" "${base[@]}" --epochs 3 --lr 1 --out "$tmp/e.safetensors"
+expect 1 "training exploded at epoch 2" -- "$cli" "${base[@]}" --epochs 3 --lr 1 --checkpoint-dir "$tmp/ex"
+grep -q "$tmp/ex/last.safetensors holds the diverged weights: start a new run" "$tmp/err" && ok ||
+    bad "exploded run with a checkpoint: $(cat "$tmp/err")"
+[ ! -e "$tmp/ex/model.safetensors" ] && ok || bad "an exploded run saved its model"
 expect 1 "training exploded" -- "$cli" "${base[@]}" --epochs 3 --lr 100 --json --out "$tmp/e.safetensors"
 # a sane learning rate is left alone
 expect 0 "saved" -- "$cli" "${base[@]}" --epochs 2 --out "$tmp/ok.safetensors"
