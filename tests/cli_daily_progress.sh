@@ -37,6 +37,12 @@ done
 [ "$(awk '{ if (length($0) > m) m = length($0) } END { print m }' "$tmp/seg200.txt")" -gt 80 ] && ok ||
     bad "at 200 columns the progress line does not use the width"
 
+# --- without $COLUMNS the terminal's own width (TIOCGWINSZ), here set to 60 with stty
+env -u COLUMNS script -qfec "stty cols 60; $cli ${train[*]} --epochs 1 --out $tmp/t60.safetensors" /dev/null >"$tmp/tty60.txt" 2>&1
+segments "$tmp/tty60.txt" >"$tmp/seg60.txt"
+wide=$(awk '{ if (length($0) > m) m = length($0) } END { print m + 0 }' "$tmp/seg60.txt")
+[ "$wide" -gt 0 ] && [ "$wide" -lt 60 ] && ok || bad "at stty cols 60 the progress line is $wide wide"
+
 # --- Ctrl-C on a terminal, with --checkpoint-dir: the line is ended, resume is explained, 130
 COLUMNS=80 script -qfec "bash -c '$cli ${train[*]} --epochs 30 --checkpoint-dir $tmp/run & echo \$! >$tmp/pid; wait \$!; echo exit=\$?'" \
     /dev/null >"$tmp/int.txt" 2>&1 &
