@@ -933,9 +933,10 @@ static bool weights_arch(const char *path, char *buf, size_t cap) {
     at_st_file *f = NULL;
     if (at_st_read(path, &f) != AT_OK) return false; /* the load below reports why */
     const char *arch = at_st_meta_get(f, "advtrain.arch");
-    if (arch) snprintf(buf, cap, "%s", arch);
+    bool found = arch && *arch; /* arch lives in f */
+    if (found) snprintf(buf, cap, "%s", arch);
     at_st_free(f);
-    return arch && *arch;
+    return found;
 }
 
 /* --weights without --model: the file says what it holds, so train that rather than assume the

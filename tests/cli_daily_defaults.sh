@@ -5,6 +5,14 @@
 # prints a real usage message.
 source "$(dirname "$0")/harness.sh"
 
+# The report below draws with PLplot: under AddressSanitizer the same leak suppressions as
+# tests/cli_report.sh (allocations inside PLplot's cairo driver and the font libraries only).
+printf '%s\n' 'leak:libplplot.so' 'leak:drivers/cairo.so' 'leak:libltdl.so' 'leak:libfontconfig.so' \
+    'leak:libexpat.so' 'leak:libpango-1.0.so' 'leak:libpangoft2-1.0.so' 'leak:libpangocairo-1.0.so' \
+    'leak:libcairo.so' 'leak:libglib-2.0.so' 'leak:libgobject-2.0.so' 'leak:libharfbuzz.so' \
+    'leak:libfreetype.so' >"$tmp/lsan-plplot.supp"
+export LSAN_OPTIONS="${LSAN_OPTIONS:+$LSAN_OPTIONS:}suppressions=$tmp/lsan-plplot.supp:print_suppressions=0"
+
 tensors() {
     local n
     n=$(od -An -t u8 -N 8 "$1" | tr -d ' ')
