@@ -390,7 +390,7 @@ static int build_config(const cli_command *cmd, fit_args *a, at_train_config *cf
 }
 
 /* Settings whose default is worked out from others (0 in fit_args means "the default"): the
- * effective config and --help show the value the run really uses, so that uncommenting a line
+ * effective config (and so the report) shows the value the run really uses, so that uncommenting a line
  * of config.ini reproduces the run instead of failing "out of range" (steps = 0) or silently
  * changing it (clean-weight = 0). Without --adv the adversarial settings show PGD's defaults. */
 static void effective_defaults(cli_command *cmd, fit_args *a, const at_train_config *cfg, char *note, size_t cap) {
