@@ -4,6 +4,7 @@
  *   *.idx / *.idx.gz  IDX images (uint8, rounded towards the clean pixel so the 8-bit example
  *                   stays inside the eps-ball) and <stem>-labels.idx[.gz] next to them */
 #include "attack_cli.h"
+#include "outpaths.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -141,7 +142,7 @@ int cmd_attack(int argc, char **argv) {
     }
     float eps[ATK_CLI_MAX];
     int neps, ncfg;
-    if (!atk_cli_parse_eps("attack", set.eps, eps, ATK_CLI_MAX, &neps)) return EXIT_USAGE;
+    if (!cli_parse_eps("attack", set.eps, eps, ATK_CLI_MAX, &neps)) return EXIT_USAGE;
     if (neps != 1) {
         fprintf(stderr, "advtrain attack: --eps takes one value here (eval compares several)\n");
         return EXIT_USAGE;
@@ -164,6 +165,9 @@ int cmd_attack(int argc, char **argv) {
         else stem -= strlen(".idx");
         snprintf(grid_path, sizeof grid_path, "%.*s.png", (int)stem, out);
     }
+    int bad = out_check_file("attack", "--out", out);
+    if (!bad) bad = out_check_file("attack", grid ? "--grid" : "--grid (from --out)", grid_path);
+    if (bad) return bad;
     if (threads > 0) at_set_threads(threads);
 
     const char *path = positional[0];
@@ -287,7 +291,7 @@ int cmd_attack(int argc, char **argv) {
             cli_error("attack", "writing the examples", s);
             goto done;
         }
-        printf("wrote %s: x_adv, x, labels, adv_pred (%d examples, float32)\n", out, n);
+        printf("wrote %s: x_adv, x, labels, adv_pred (%d example%s, float32)\n", out, n, cli_s(n));
     } else {
         char labels_path[4300];
         if (!write_idx(out, x, adv, labels, n, cdim, hdim, wdim, labels_path, sizeof labels_path)) goto done;
@@ -303,8 +307,8 @@ int cmd_attack(int argc, char **argv) {
                 hits += adv_pred[first + i] == labels[first + i] && clean_pred[first + i] == labels[first + i];
             }
         }
-        printf("wrote %s and %s (%d examples, 8-bit pixels rounded towards the clean image; robust accuracy "
-               "on them %.2f%%)\n", out, labels_path, n, 100.0 * hits / n);
+        printf("wrote %s and %s (%d example%s, 8-bit pixels rounded towards the clean image; robust accuracy "
+               "on them %.2f%%)\n", out, labels_path, n, cli_s(n), 100.0 * hits / n);
     }
     int rows = grid_rows < n ? grid_rows : n;
     char title[128], err[256];
@@ -323,7 +327,7 @@ int cmd_attack(int argc, char **argv) {
         fprintf(stderr, "advtrain attack: %s\n", err);
         goto done;
     }
-    printf("wrote %s (%d samples: clean, perturbation, adversarial)\n", grid_path, rows);
+    printf("wrote %s (%d sample%s: clean, perturbation, adversarial)\n", grid_path, rows, cli_s(rows));
     status = 0;
 done:
     free(x);

@@ -19,8 +19,6 @@ typedef struct atk_cli_settings {
     bool last_iterate;   /* PGD: judge last iterates, not the first that fools */
 } atk_cli_settings;
 
-/* Parses a comma-separated list of eps on the 0-1 scale; "8/255" is accepted. */
-bool atk_cli_parse_eps(const char *cmd, const char *text, float *eps, int cap, int *count);
 /* Builds one configuration per listed attack with the settings applied (eps left 0). */
 bool atk_cli_configs(const char *cmd, const atk_cli_settings *s, int num_classes,
                      at_attack_config *cfgs, int cap, int *count, int32_t *target_class);

@@ -19,6 +19,9 @@ typedef struct cli_option {
     const char *help;
     double min, max;  /* accepted range for numbers (min > max: no limit) */
     bool seen;
+    /* What a default value means where the number alone would not say (alpha 0: the method's
+     * own step); the effective config writes it after the value as an INI comment. */
+    const char *note;
 } cli_option;
 
 typedef struct cli_command {
@@ -75,17 +78,37 @@ bool cli_write_text_atomic(const char *cmd, const char *path, const char *text, 
 /* --json output: o on one line of stdout; o is deleted. */
 typedef struct cJSON cJSON;
 void cli_print_json(cJSON *o);
+/* o as one line of JSON, every number in its shortest round-trip form (cli/json.c); its
+ * numbers become raw text, so read none of them back from o afterwards. Free the text. */
+char *cli_json_text(cJSON *o);
+
+/* "s" unless n is 1: "%d epoch%s" with n, cli_s(n) ("1 epoch", "2 epochs"). */
+const char *cli_s(long n);
 
 /* Prints "advtrain CMD: what: detail" for a failed library call. */
 void cli_error(const char *cmd, const char *what, at_status s);
 
+/* Parses a comma-separated list of eps on the 0-1 scale ("8/255" accepted) for every
+ * subcommand's --eps (cli/eps.c); prints what is wrong, naming the flag. */
+bool cli_parse_eps(const char *cmd, const char *text, float *eps, int cap, int *count);
+
 /* Loads a data source, translating library errors into a message. */
 bool cli_load_data(const char *cmd, at_data *data, const char *source);
 
-/* Progress bar on a terminal (stdout): redrawn in place, cleared by cli_progress_done. */
+/* Progress line on a terminal (stdout, cli/progress.c): redrawn in place, fitted to the
+ * terminal's width, cleared by cli_progress_done; nothing when stdout is not a terminal. */
 void cli_progress(const char *label, int done, int total, double elapsed, const char *extra);
+/* The same with the ETA text given (fit: the whole run's). */
+void cli_progress_eta(const char *label, int done, int total, const char *eta, const char *extra);
+/* A phase without a count (fit: "evaluating ..."), as the progress line. */
+void cli_progress_text(const char *text);
 void cli_progress_done(void);
+bool cli_progress_showing(void);
 bool cli_is_tty(void);
+/* Columns: $COLUMNS, else the terminal's, else 80. */
+int cli_term_width(void);
+/* "45s", "12m05s", "1h02m". */
+void cli_format_duration(char *buf, size_t cap, double seconds);
 double cli_now(void);
 
 int cmd_fit(int argc, char **argv);

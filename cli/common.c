@@ -1,4 +1,4 @@
-/* Error reporting, data loading and terminal progress for the subcommands. */
+/* Error reporting, data loading, files and JSON output for the subcommands. */
 #define _POSIX_C_SOURCE 200809L /* mkdir, isatty */
 #include "cli.h"
 
@@ -26,7 +26,7 @@ bool cli_load_data(const char *cmd, at_data *data, const char *source) {
     return true;
 }
 
-bool cli_is_tty(void) { return isatty(STDOUT_FILENO) == 1; }
+const char *cli_s(long n) { return n == 1 ? "" : "s"; }
 
 double cli_now(void) {
     struct timespec ts;
@@ -34,27 +34,8 @@ double cli_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-void cli_progress(const char *label, int done, int total, double elapsed, const char *extra) {
-    if (!cli_is_tty() || total <= 0) return;
-    enum { WIDTH = 28 };
-    int filled = (int)((long)WIDTH * done / total);
-    char bar[WIDTH + 1];
-    for (int i = 0; i < WIDTH; i++) bar[i] = i < filled ? '#' : '.';
-    bar[WIDTH] = '\0';
-    double eta = done > 0 ? elapsed * (total - done) / done : 0.0;
-    printf("\r\033[K%s [%s] %3d%% %d/%d  ETA %.0fs  %s", label, bar, 100 * done / total, done,
-           total, eta, extra ? extra : "");
-    fflush(stdout);
-}
-
-void cli_progress_done(void) {
-    if (!cli_is_tty()) return;
-    printf("\r\033[K");
-    fflush(stdout);
-}
-
 void cli_print_json(cJSON *o) {
-    char *text = cJSON_PrintUnformatted(o);
+    char *text = cli_json_text(o);
     printf("%s\n", text ? text : "{}");
     free(text);
     cJSON_Delete(o);

@@ -1,11 +1,13 @@
 /* Config files for a subcommand: INI read with libinih ("name = value" under [fit], the flag
  * names without "--"), and the effective configuration written back. Flags given on the command
  * line win over the file. */
+#define _POSIX_C_SOURCE 200809L /* stat */
 #include "cli.h"
 
 #include <ini.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 typedef struct config_reader {
     cli_command *cmd;
@@ -70,6 +72,13 @@ static bool cli_listed(const char *const *names, const cli_option *o) {
 bool cli_not_in_config(const cli_command *cmd, const cli_option *o) { return cli_listed(cmd->not_in_config, o); }
 
 bool cli_read_config(cli_command *cmd, const char *path, cli_strings *strings) {
+    /* fopen succeeds on a directory and inih then reads nothing: the defaults would run. */
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "advtrain %s: --config %s: is a directory; give a file (e.g. %s/config.ini, "
+                        "written by --checkpoint-dir)\n", cmd->name, path, path);
+        return false;
+    }
     config_reader *r = calloc(1, sizeof *r);
     if (!r || cmd->noptions > 256) {
         free(r);
@@ -108,6 +117,26 @@ static void format_value(const cli_option *o, char *buf, size_t cap) {
     }
 }
 
+/* The header. A run directory's config.ini names that directory: rerunning it as it stands
+ * would meet the directory's own run (refused), so the hint says how to rerun elsewhere. */
+static void rerun_hint(const cli_command *cmd, const char *path, char *line, size_t cap) {
+    const cli_option *dir = cli_find(cmd, "checkpoint-dir");
+    const char *d = dir && dir->seen ? *(const char *const *)dir->target : NULL;
+    int n = snprintf(line, cap,
+                     "; advtrain %s: the effective configuration of this run. Settings that were\n"
+                     "; given are active; the others show their defaults, commented out.\n",
+                     cmd->name);
+    if (n < 0 || (size_t)n >= cap) return;
+    if (d)
+        snprintf(line + n, cap - (size_t)n,
+                 "; Rerun with: advtrain %s --config %s --checkpoint-dir NEW_DIR\n"
+                 "; Continue it: advtrain %s --resume %s\n[%s]\n",
+                 cmd->name, path, cmd->name, d, cmd->name);
+    else
+        snprintf(line + n, cap - (size_t)n, "; Rerun with: advtrain %s --config %s\n[%s]\n", cmd->name,
+                 path, cmd->name);
+}
+
 bool cli_write_config(const cli_command *cmd, const char *path) {
     size_t cap = 4096, len = 0;
     char *text = malloc(cap);
@@ -115,18 +144,17 @@ bool cli_write_config(const cli_command *cmd, const char *path) {
     for (int i = -1; ok && i < cmd->noptions; i++) {
         char line[1024];
         if (i < 0) {
-            snprintf(line, sizeof line,
-                     "; advtrain %s: the effective configuration of this run. Settings that were\n"
-                     "; given are active; the others show their defaults, commented out.\n"
-                     "; Rerun with: advtrain %s --config %s\n[%s]\n",
-                     cmd->name, cmd->name, path, cmd->name);
+            rerun_hint(cmd, path, line, sizeof line);
         } else {
             const cli_option *o = &cmd->options[i];
             if (cli_not_in_config(cmd, o) || cli_listed(cmd->not_recorded, o)) continue;
             char value[900];
             format_value(o, value, sizeof value);
             if (!o->seen && o->type == OPT_STRING && !*value) continue; /* unset, no default */
-            snprintf(line, sizeof line, "%s%s = %s\n", o->seen ? "" : "; ", o->name, value);
+            if (!o->seen && o->note)
+                snprintf(line, sizeof line, "; %s = %s  ; %s\n", o->name, value, o->note);
+            else
+                snprintf(line, sizeof line, "%s%s = %s\n", o->seen ? "" : "; ", o->name, value);
         }
         size_t n = strlen(line);
         if (len + n + 1 > cap) {

@@ -308,7 +308,7 @@ static int eval_attacks(at_net *net, at_dataset *ds, const char *path, const cha
                         bool json, bool sanity_runs, bool strict, const char *data_name) {
     float eps[ATK_CLI_MAX];
     int neps;
-    if (!atk_cli_parse_eps("eval", set->eps, eps, ATK_CLI_MAX, &neps)) return EXIT_USAGE;
+    if (!cli_parse_eps("eval", set->eps, eps, ATK_CLI_MAX, &neps)) return EXIT_USAGE;
     at_attack_config cfgs[ATK_CLI_MAX];
     int ncfg;
     int32_t target_class;
@@ -338,7 +338,7 @@ static int eval_attacks(at_net *net, at_dataset *ds, const char *path, const cha
             printf("%s (%s) on %s %s, samples %d to %d\n", path, at_net_spec(net), data_name, split,
                    first, first + n - 1);
         else
-            printf("%s (%s) on %s %s, first %d samples\n", path, at_net_spec(net), data_name, split, n);
+            printf("%s (%s) on %s %s, first %d sample%s\n", path, at_net_spec(net), data_name, split, n, cli_s(n));
         printf("clean accuracy %.2f%% (%d/%d)\n", 100.0 * clean.accuracy, clean_correct, n);
         printf("eps on the 0-1 pixel scale (eps x 255 on the 0-255 scale); robust = correct on the clean and the adversarial input\n\n");
         printf("%-10s %-5s %-8s %-7s %-16s %-8s %-11s %9s\n", "attack", "norm", "eps", "x255", "steps", "restarts",
@@ -494,7 +494,7 @@ int cmd_eval(int argc, char **argv) {
         int neps, ncfg;
         at_attack_config cfgs[ATK_CLI_MAX];
         int32_t tc;
-        if (!atk_cli_parse_eps("eval", set.eps, eps, ATK_CLI_MAX, &neps)) return EXIT_USAGE;
+        if (!cli_parse_eps("eval", set.eps, eps, ATK_CLI_MAX, &neps)) return EXIT_USAGE;
         if (!atk_cli_configs("eval", &set, 1 << 30, cfgs, ATK_CLI_MAX, &ncfg, &tc)) return EXIT_USAGE;
         if (cli_find(&cmd, "batch")->seen) set.batch = batch;
     }
@@ -576,11 +576,11 @@ int cmd_eval(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "seconds", seconds);
         cli_print_json(o);
     } else if (regression) {
-        printf("%s on %s %s (%d samples): mse %.5f\n", path, data.name, split, r.samples,
-               (double)r.mse);
+        printf("%s on %s %s (%d sample%s): mse %.5f\n", path, data.name, split, r.samples,
+               cli_s(r.samples), (double)r.mse);
     } else {
-        printf("%s on %s %s (%d samples): accuracy %.2f%%  loss %.4f\n", path, data.name, split,
-               r.samples, 100.0 * r.accuracy, (double)r.loss);
+        printf("%s on %s %s (%d sample%s): accuracy %.2f%%  loss %.4f\n", path, data.name, split,
+               r.samples, cli_s(r.samples), 100.0 * r.accuracy, (double)r.loss);
     }
     status = 0;
 done:

@@ -1,5 +1,6 @@
 /* advtrain export: a saved model as standalone C99 source (docs/export.md). */
 #include "cli.h"
+#include "outpaths.h"
 
 #include <ctype.h>
 #include <string.h>
@@ -60,6 +61,8 @@ int cmd_export(int argc, char **argv) {
             return EXIT_USAGE;
         }
     }
+    int bad = out_check_dir("export", "--c", dir);
+    if (bad) return bad;
     at_net *net = NULL;
     at_status s = at_model_load(&net, path, NULL);
     if (s != AT_OK) {

@@ -5,7 +5,11 @@
  * generalization gap. With --json, stdout holds exactly one JSON object with all of that and
  * every human-readable line goes to stderr instead (--quiet silences them). */
 #include "cli.h"
+#include "fit_watch.h"
+#include "interrupt.h"
 #include "metrics_log.h"
+#include "outpaths.h"
+#include "rundir.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -28,9 +32,10 @@ typedef struct fit_args {
     float gamma, min_lr, pct_start, plateau_factor, min_delta;
     /* adversarial training */
     const char *adv, *adv_norm;
+    const char *eps_text; /* "0.1" or "8/255": cli_parse_eps */
     float eps, alpha, clean_weight, beta;
     int adv_steps, replays, eps_warmup, robust_val_steps, robust_val_samples;
-    bool no_guard, keep_last;
+    bool no_guard, keep_last, force;
     /* runs: checkpoints, resume, log, config file */
     const char *checkpoint_dir, *resume, *log, *config;
 } fit_args;
@@ -39,7 +44,9 @@ typedef struct fit_state {
     const fit_args *args;
     FILE *log; /* stdout, or stderr with --json */
     bool regression;
-    double start, epoch_start;
+    double start, epoch_start, run_start;
+    int first_epoch;  /* the first epoch this process trains (0: none yet) */
+    bool has_val;
     at_epoch_stats last;
     int epochs_run;
     int collapses;
@@ -47,6 +54,9 @@ typedef struct fit_state {
     at_net *train_net;      /* for the penalty columns */
     const at_train_config *cfg;
     bool log_failed;
+    fit_watch watch;        /* explosion and no-learning checks */
+    bool exploded, stalled;
+    float best_robust_val;  /* robust validation accuracy of the best epoch seen */
 } fit_state;
 
 /* The L1 and L2 penalty terms of the current weights (empty cells when the term is off). */
@@ -76,18 +86,71 @@ static void format_metric(char *buf, size_t cap, bool regression, float v) {
         snprintf(buf, cap, "%.2f%%", 100.0 * v);
 }
 
+/* After an epoch's last batch the library evaluates before on_epoch: say what it is doing. */
+static void show_evaluating(const fit_state *st, int epoch, const char *run_eta) {
+    char text[512];
+    const at_adv_train_config *adv = &st->cfg->adv;
+    int n = snprintf(text, sizeof text, "epoch %d/%d: evaluating", epoch, st->args->epochs);
+    if (adv->method != AT_ADV_NONE && st->has_val && adv->robust_val_steps > 0)
+        n += snprintf(text + n, sizeof text - (size_t)n, " robust validation (PGD-%d),", adv->robust_val_steps);
+    if (n > 0 && (size_t)n < sizeof text)
+        snprintf(text + n, sizeof text - (size_t)n, "%s test  (ETA run %s)", st->has_val ? " validation," : "",
+                 run_eta);
+    cli_progress_text(text);
+}
+
 static void on_batch(void *user, int epoch, int batch, int nbatches, float loss, float metric) {
     fit_state *st = user;
     if (st->args->quiet || st->args->json || !cli_is_tty()) return;
-    if (batch == 1) st->epoch_start = cli_now();
+    double now = cli_now();
+    if (st->first_epoch == 0) { /* this process's share of the run: a resumed run starts later */
+        st->first_epoch = epoch;
+        st->run_start = now;
+    }
+    if (batch == 1) st->epoch_start = now;
     if (batch % 8 != 0 && batch != nbatches) return;
-    char label[32], extra[64];
+    /* The whole run's ETA from the pace so far, evaluations of finished epochs included. */
+    double done = (double)(epoch - st->first_epoch) * nbatches + batch;
+    double left = (double)(st->args->epochs - epoch) * nbatches + (nbatches - batch);
+    char epoch_eta[32], run_eta[32], eta[80], label[32], extra[64];
+    cli_format_duration(epoch_eta, sizeof epoch_eta, (now - st->epoch_start) * (nbatches - batch) / batch);
+    cli_format_duration(run_eta, sizeof run_eta, (now - st->run_start) * left / done);
+    if (batch == nbatches) {
+        show_evaluating(st, epoch, run_eta);
+        return;
+    }
+    snprintf(eta, sizeof eta, "%s (run %s)", epoch_eta, run_eta);
     snprintf(label, sizeof label, "epoch %d/%d", epoch, st->args->epochs);
     if (st->regression)
         snprintf(extra, sizeof extra, "loss %.4f", (double)loss);
     else
         snprintf(extra, sizeof extra, "loss %.4f  train %.2f%%", (double)loss, 100.0 * metric);
-    cli_progress(label, batch, nbatches, cli_now() - st->epoch_start, extra);
+    cli_progress_eta(label, batch, nbatches, eta, extra);
+}
+
+static void print_epoch(const fit_state *st, const at_epoch_stats *s);
+
+/* What Ctrl-C prints from now on: done epochs are finished (0: none yet), over when training is
+ * over and only the final evaluation and save remain. */
+static void interrupt_hint(const fit_args *a, int done, bool over) {
+    char t[1024];
+    const char *d = a->checkpoint_dir;
+    if (d && over)
+        snprintf(t, sizeof t, "advtrain fit: interrupted after training, before %s was saved. Save it with: "
+                              "advtrain fit --resume %s\n", a->out, d);
+    else if (d && done > 0)
+        snprintf(t, sizeof t, "advtrain fit: interrupted; epoch %d of %d was the last one finished "
+                              "(checkpoint %s/last.safetensors). Resume with: advtrain fit --resume %s\n",
+                 done, a->epochs, d, d);
+    else if (d)
+        snprintf(t, sizeof t, "advtrain fit: interrupted before epoch 1 ended: no checkpoint yet. Start it "
+                              "again with: advtrain fit --resume %s\n", d);
+    else
+        snprintf(t, sizeof t, "advtrain fit: interrupted%s; %d finished epoch%s lost: without --checkpoint-dir "
+                              "nothing is kept to resume from.\n  Next time add --checkpoint-dir DIR (the training "
+                              "state is saved every epoch), then resume with: advtrain fit --resume DIR\n",
+                 over ? " before the model was saved" : "", done, cli_s(done));
+    cli_interrupt_message(t);
 }
 
 static bool on_epoch(void *user, const at_epoch_stats *s) {
@@ -95,14 +158,48 @@ static bool on_epoch(void *user, const at_epoch_stats *s) {
     st->last = *s;
     st->epochs_run = s->epoch;
     st->collapses += s->collapsed;
+    if (s->best_epoch == s->epoch) st->best_robust_val = s->robust_val;
+    interrupt_hint(st->args, s->epoch, false);
     double l1, l2;
     penalty_terms(st, &l1, &l2);
     if (!metrics_log_row(st->metrics, s, l1, l2)) {
         st->log_failed = true;
         return false;
     }
-    if (st->args->quiet) return true;
     if (!st->args->json) cli_progress_done();
+    if (!st->args->quiet) print_epoch(st, s);
+    switch (watch_epoch(&st->watch, s)) {
+    case WATCH_EXPLODED:
+        watch_explain_explosion(&st->watch, s, st->args->lr, st->args->checkpoint_dir, stderr);
+        st->exploded = true;
+        return false;
+    case WATCH_STALLED:
+        watch_explain_stall(&st->watch, s, st->cfg->adv.method != AT_ADV_NONE, stderr);
+        st->stalled = true;
+        break;
+    case WATCH_OK: break;
+    }
+    return true;
+}
+
+/* Which epoch's weights the saved model holds, when it is not simply the last one. */
+static void print_kept(const fit_state *st, FILE *f) {
+    const at_epoch_stats *s = &st->last;
+    if (s->best_epoch <= 0 || st->epochs_run <= 0) return;
+    if (st->cfg->adv.method != AT_ADV_NONE && st->cfg->adv.keep_best && !isnan(s->robust_val)) {
+        fprintf(f, "kept the weights of epoch %d of %d: the best robust validation accuracy", s->best_epoch,
+                st->epochs_run);
+        if (!isnan(st->best_robust_val)) fprintf(f, " (%.2f%%)", 100.0 * st->best_robust_val);
+        if (s->best_epoch != s->epoch) fprintf(f, "; the last epoch's was %.2f%% (--keep-last keeps it)",
+                                               100.0 * s->robust_val);
+        fprintf(f, "\n");
+    } else if (st->args->early_stop > 0 && !s->stopping) { /* stopping printed its own line */
+        fprintf(f, "kept the weights of epoch %d of %d: the best validation %s\n", s->best_epoch,
+                st->epochs_run, strcmp(st->args->monitor, "loss") == 0 ? "loss" : "metric");
+    }
+}
+
+static void print_epoch(const fit_state *st, const at_epoch_stats *s) {
     char train[32], val[32], test[32];
     format_metric(train, sizeof train, st->regression, s->train_metric);
     format_metric(val, sizeof val, st->regression, s->val_metric);
@@ -126,10 +223,9 @@ static bool on_epoch(void *user, const at_epoch_stats *s) {
                    "%.2f%%; restored the last good weights; continuing with %s, step %.4g\n",
                 s->epoch, 100.0 * s->guard_acc, s->method, (double)s->alpha);
     if (s->stopping)
-        fprintf(f, "early stopping: no improvement for %d epochs; restoring the weights of epoch %d\n",
-                st->args->early_stop, s->best_epoch);
+        fprintf(f, "early stopping: no improvement for %d epoch%s; restoring the weights of epoch %d\n",
+                st->args->early_stop, cli_s(st->args->early_stop), s->best_epoch);
     fflush(f);
-    return true;
 }
 
 /* ------------------------------------------------------------ settings */
@@ -259,6 +355,8 @@ static int build_config(const cli_command *cmd, fit_args *a, at_train_config *cf
         if (at_adv_method_from_name(a->adv, &m) != AT_OK)
             return usage_error("--adv %s: %s", a->adv, at_error_message());
         if (m != AT_ADV_NONE) {
+            int neps = 0;
+            if (a->eps_text && !cli_parse_eps("fit", a->eps_text, &a->eps, 1, &neps)) return EXIT_USAGE;
             if (a->eps <= 0.0f) return usage_error("--adv %s needs --eps E (0-1 pixel scale, e.g. 0.1)", a->adv);
             cfg->adv = at_adv_train_defaults(m, a->eps);
             if (cli_find(cmd, "alpha")->seen) cfg->adv.alpha = a->alpha;
@@ -289,6 +387,30 @@ static int build_config(const cli_command *cmd, fit_args *a, at_train_config *cf
     else
         return usage_error("--monitor %s: use loss or metric", a->monitor);
     return 0;
+}
+
+/* Settings whose default is worked out from others (0 in fit_args means "the default"): the
+ * effective config (and so the report) shows the value the run really uses, so that uncommenting a line
+ * of config.ini reproduces the run instead of failing "out of range" (steps = 0) or silently
+ * changing it (clean-weight = 0). Without --adv the adversarial settings show PGD's defaults. */
+static void effective_defaults(cli_command *cmd, fit_args *a, const at_train_config *cfg, char *note, size_t cap) {
+    const bool adv = cfg->adv.method != AT_ADV_NONE;
+    const at_adv_train_config d = adv ? cfg->adv : at_adv_train_defaults(AT_ADV_PGD, 0.0f);
+    if (!cli_find(cmd, "steps")->seen) a->adv_steps = d.steps;
+    if (!cli_find(cmd, "clean-weight")->seen) a->clean_weight = d.clean_weight;
+    if (!cli_find(cmd, "beta")->seen) a->beta = d.beta;
+    if (!cli_find(cmd, "replays")->seen) a->replays = d.replays;
+    if (!cli_find(cmd, "robust-val-steps")->seen) a->robust_val_steps = d.robust_val_steps;
+    if (!cli_find(cmd, "robust-val-samples")->seen) a->robust_val_samples = d.robust_val_samples;
+    if (!cli_find(cmd, "step-size")->seen) a->step_size = (a->epochs + 2) / 3 > 1 ? (a->epochs + 2) / 3 : 1;
+    /* alpha 0 means each method's own step; the note says which. */
+    static const char *const steps[] = {"", "fgsm: eps", "fgsm-rs: 1.25 eps", "pgd: 2.5 eps/steps",
+                                        "trades: eps/4", "free: eps"};
+    int m = (int)cfg->adv.method;
+    snprintf(note, cap, "0: the method's own step (%s)",
+             adv && m > 0 && m < (int)(sizeof steps / sizeof *steps) ? steps[m]
+                 : "fgsm eps, fgsm-rs 1.25 eps, pgd 2.5 eps/steps, trades eps/4");
+    ((cli_option *)cli_find(cmd, "alpha"))->note = note;
 }
 
 /* The settings of the run, for the model file's metadata and --json. */
@@ -428,8 +550,10 @@ static cJSON *results_json(const fit_state *st, const at_net *net, const final_m
     const bool reg = st->regression;
     cJSON_AddStringToObject(o, "metric", reg ? "mse" : "accuracy");
     cJSON_AddNumberToObject(o, "epochs_run", st->epochs_run);
+    if (st->stalled) cJSON_AddBoolToObject(o, "no_learning_warning", true);
     if (st->args->early_stop > 0 || (st->args->adv && st->last.best_epoch > 0)) {
         cJSON_AddNumberToObject(o, "best_epoch", st->last.best_epoch);
+        if (st->last.best_epoch > 0) cJSON_AddNumberToObject(o, "kept_epoch", st->last.best_epoch);
         cJSON_AddBoolToObject(o, "stopped_early", st->last.stopping);
     }
     if (!isnan(st->last.eps)) {
@@ -525,16 +649,51 @@ static bool read_config_files(cli_command *cmd, fit_args *a, cli_strings *string
     return !a->config || cli_read_config(cmd, a->config, strings);
 }
 
-/* --checkpoint-dir: the directory, its config.ini, and where resuming starts (0: afresh). */
-static bool prepare_run_dir(const cli_command *cmd, const fit_args *a, FILE *log, int *resume_epoch) {
+/* --out or --log replacing one of another run's own files (its model.safetensors, its
+ * metrics.csv) would mix this run with that one, as a fresh --checkpoint-dir would: refused the
+ * same way, unless --force. Other names next to a run (a fine-tuned model) are fine. */
+static int check_foreign_run(const fit_args *a, const char *flag, const char *path) {
+    char dir[4096];
+    rundir_parent(path, dir, sizeof dir);
+    if (a->force || !rundir_run_file(path) || !rundir_is_run(dir) ||
+        (a->checkpoint_dir && rundir_same(dir, a->checkpoint_dir)))
+        return 0;
+    usage_error("%s %s: %s holds another run, and this would replace one of its files: choose another "
+                "path, or add --force", flag, path, dir);
+    return EXIT_USAGE;
+}
+
+/* Before any work starts: every output path (fit --out, --checkpoint-dir, --log), and a fresh
+ * run never writes into a directory that holds another run unless --force says so. */
+static int check_outputs(const fit_args *a) {
+    int bad;
+    if (a->checkpoint_dir && !a->resume) {
+        char found[256];
+        if (rundir_holds_run(a->checkpoint_dir, found, sizeof found) && !a->force) {
+            char fresh[4200];
+            rundir_fresh_name(a->checkpoint_dir, fresh, sizeof fresh);
+            usage_error("--checkpoint-dir %s already holds a run (%s): continue it with --resume %s, "
+                        "start this one in a fresh directory such as --checkpoint-dir %s, or add "
+                        "--force to replace the old run's files",
+                        a->checkpoint_dir, found, a->checkpoint_dir, fresh);
+            return EXIT_USAGE;
+        }
+    }
+    if (a->checkpoint_dir && (bad = out_check_dir("fit", "--checkpoint-dir", a->checkpoint_dir))) return bad;
+    if ((bad = out_check_file("fit", "--out", a->out))) return bad;
+    if (a->log && (bad = out_check_file("fit", "--log", a->log))) return bad;
+    if ((bad = check_foreign_run(a, "--out", a->out))) return bad;
+    if (a->log && (bad = check_foreign_run(a, "--log", a->log))) return bad;
+    return 0;
+}
+
+/* --resume: the epoch the checkpoint holds (0: none yet) and whether the run is complete. Writes
+ * nothing: a refused resume must leave the run directory as it was. */
+static bool resume_point(const fit_args *a, FILE *log, int *resume_epoch, bool *complete) {
     *resume_epoch = 0;
-    if (!a->checkpoint_dir) return true;
-    if (!cli_make_dir("fit", "--checkpoint-dir", a->checkpoint_dir)) return false;
-    char path[4096];
-    snprintf(path, sizeof path, "%s/config.ini", a->checkpoint_dir);
-    if (!cli_write_config(cmd, path)) return false;
-    if (!a->resume) return true;
+    *complete = false;
     at_status s = at_checkpoint_epoch(a->checkpoint_dir, resume_epoch);
+    char path[4096];
     snprintf(path, sizeof path, "%s/last.safetensors", a->checkpoint_dir);
     FILE *probe = fopen(path, "rb");
     bool absent = !probe && errno == ENOENT; /* an unreadable checkpoint is an error, not a fresh start */
@@ -547,11 +706,264 @@ static bool prepare_run_dir(const cli_command *cmd, const fit_args *a, FILE *log
         fprintf(stderr, "advtrain fit: --resume %s: %s\n", a->resume, at_error_message());
         return false;
     }
-    fprintf(log, "resuming %s after epoch %d\n", a->checkpoint_dir, *resume_epoch);
+    *complete = *resume_epoch >= a->epochs || rundir_early_stopped(a->checkpoint_dir);
     return true;
 }
 
+/* The library's own checks of the checkpoint against this run (architecture, batch, seed,
+ * optimizer, ...), without training: at_train loads it and has no epoch left to run. Only
+ * once it passes do config.ini and the log change. */
+static at_status check_resumable(at_net *net, const at_dataset *train, const at_dataset *val,
+                                 const at_dataset *test, const at_train_config *cfg, int resume_epoch) {
+    at_train_config dry = *cfg;
+    dry.epochs = resume_epoch;
+    dry.checkpoint.resume = true;
+    return at_train(net, train, val, test, &dry, NULL);
+}
+
+/* The run directory's own files, once the run is sure to start: --force clears the old run's,
+ * then config.ini records this one. */
+static bool start_run_dir(const cli_command *cmd, const fit_args *a) {
+    if (!a->checkpoint_dir) return true;
+    if (!a->resume && a->force && !rundir_clear("fit", a->checkpoint_dir)) return false;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.ini", a->checkpoint_dir);
+    return cli_write_config(cmd, path);
+}
+
 static int fit_main(int argc, char **argv, cli_strings *strings);
+
+static bool file_exists(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (f) fclose(f);
+    return f != NULL;
+}
+
+static void weights_mismatch(const fit_args *a, bool model_given);
+
+/* The data for this run: --train-subset, --val-split, and the checks that need the data.
+ * Returns -1 to go on, else the exit status. */
+static int prepare_data(const fit_args *a, const at_train_config *cfg, at_data *data, at_dataset *val,
+                        bool *has_val) {
+    at_status s = AT_OK;
+    if (a->train_subset > 0 && a->train_subset < data->train.n) s = at_dataset_truncate(&data->train, a->train_subset);
+    if (s == AT_OK && a->val_split > 0) {
+        s = at_dataset_split(&data->train, val, a->val_split, a->seed);
+        *has_val = s == AT_OK;
+    }
+    if (s != AT_OK) {
+        cli_error("fit", "preparing the data", s);
+        return EXIT_RUN_FAILED;
+    }
+    if (data->train.targets && a->label_smoothing > 0.0f)
+        return usage_error("--label-smoothing applies to classification; %s is a regression task", a->data);
+    if ((cfg->augment.flip || cfg->augment.crop_pad > 0) &&
+        (!data->train.images || data->train.h < 2 || data->train.w < 2))
+        return usage_error("--augment needs images; %s holds feature vectors", a->data);
+    return -1;
+}
+
+/* The model (*net, saved at the end) and the one trained (*train_net: *net, or *net with
+ * dropout), initialized or loaded from --weights. Returns -1 to go on, else the exit status. */
+static int build_nets(const cli_command *cmd, const fit_args *a, const at_train_config *cfg, at_init_kind init,
+                      const at_data *data, at_net **net, at_net **train_net) {
+    at_status s = at_net_from_spec(net, a->model, data->train.c, data->train.h, data->train.w);
+    if (s != AT_OK) {
+        fprintf(stderr, "advtrain fit: --model %s: %s\n", a->model, at_error_message());
+        return EXIT_USAGE;
+    }
+    bool selection_used = a->l1 > 0 || a->l2 > 0 || a->max_norm > 0 || a->weight_decay > 0;
+    if ((selection_used || cli_find(cmd, "reg-layers")->seen) && at_reg_check(*net, &cfg->reg_select) != AT_OK) {
+        fprintf(stderr, "advtrain fit: --reg-layers %s: %s\n", a->reg_layers, at_error_message());
+        return EXIT_USAGE;
+    }
+    *train_net = *net;
+    if (a->dropout > 0.0f) {
+        int inserted;
+        if ((s = with_dropout(train_net, *net, a->dropout, &inserted)) != AT_OK) {
+            *train_net = *net;
+            cli_error("fit", "adding dropout", s);
+            return EXIT_RUN_FAILED;
+        }
+        if (inserted == 0)
+            return usage_error("--dropout: %s has no hidden Linear layer to apply dropout to "
+                               "(place dropout or dropout2d layers in a spec instead)", a->model);
+    }
+    at_net_init_with(*train_net, init, a->seed);
+    if (!a->weights) return -1;
+    at_st_file *wf = NULL;
+    s = at_st_read(a->weights, &wf);
+    if (s == AT_OK) s = at_net_load_weights(*net, wf, a->weights);
+    at_st_free(wf);
+    if (s != AT_OK) {
+        weights_mismatch(a, cli_find(cmd, "model")->seen);
+        return EXIT_RUN_FAILED;
+    }
+    if (*train_net != *net) /* same parameter layout: see with_dropout */
+        memcpy(at_net_params(*train_net), at_net_params(*net), sizeof(float) * at_net_num_params(*net));
+    return -1;
+}
+
+/* Trains st->train_net (Ctrl-C explained, explosion and stalls watched). Returns -1 when the
+ * run ended well, else the exit status. */
+static int train(fit_state *st, const at_data *data, const at_dataset *val, int resume_epoch) {
+    const fit_args *a = st->args;
+    st->best_robust_val = NAN;
+    watch_init(&st->watch, st->regression ? 0 : data->train.num_classes, a->epochs);
+    at_train_callbacks cb = {st, on_batch, on_epoch};
+    interrupt_hint(a, resume_epoch, false);
+    cli_interrupt_install();
+    at_status s = at_train(st->train_net, &data->train, val, &data->test, st->cfg, &cb);
+    interrupt_hint(a, st->epochs_run, true);
+    if (!a->json) cli_progress_done();
+    if (st->log_failed || st->exploded) return EXIT_RUN_FAILED;
+    if (s != AT_OK) {
+        cli_error("fit", "training failed", s);
+        return s == AT_ERR_ARG ? EXIT_USAGE : EXIT_RUN_FAILED;
+    }
+    return -1;
+}
+
+/* The run's opening lines: data, model, optimizer, adversarial training. */
+static void print_header(FILE *log, const fit_args *a, const at_train_config *cfg, const at_data *data,
+                         const at_dataset *val, const at_net *net) {
+    fprintf(log, "advtrain fit: %s on %s: %d train, %d test, %dx%dx%d", a->model, data->name,
+            data->train.n, data->test.n, data->train.c, data->train.h, data->train.w);
+    if (val) fprintf(log, ", %d validation", val->n);
+    if (data->train.num_classes) fprintf(log, ", %d classes", data->train.num_classes);
+    fprintf(log, "\n  %zu parameters; %s lr %g", at_net_num_params(net), a->optim, (double)a->lr);
+    if (strcmp(a->optim, "sgd") == 0) fprintf(log, " momentum %g%s", (double)a->momentum, a->nesterov ? " (nesterov)" : "");
+    fprintf(log, "; batch %d; %d epoch%s; seed %llu; %d thread%s\n", a->batch, a->epochs, cli_s(a->epochs),
+            (unsigned long long)a->seed, a->threads, cli_s(a->threads));
+    if (cfg->adv.method != AT_ADV_NONE)
+        fprintf(log, "  adversarial training: %s, eps %g (0-1 pixel scale, %s)%s\n",
+                at_adv_method_name(cfg->adv.method), (double)cfg->adv.eps,
+                cfg->adv.norm == AT_NORM_L2 ? "L2" : "L-inf",
+                !val                ? ""
+                : cfg->adv.keep_best ? "; robust validation each epoch, best epoch kept"
+                                     : "; robust validation each epoch, last epoch kept");
+    fflush(log);
+}
+
+/* --resume: where the run stands. Returns -1 to train (cfg resumes from *resume_epoch), else the
+ * exit status: 0 when the run is complete and its model saved (no file is touched), or the
+ * failure when the checkpoint does not fit this run (no file is touched either). */
+static int prepare_resume(const fit_args *a, at_train_config *cfg, at_net *train_net, const at_data *data,
+                          const at_dataset *val, FILE *log, int *resume_epoch) {
+    bool complete;
+    if (!resume_point(a, log, resume_epoch, &complete)) return EXIT_RUN_FAILED;
+    if (complete && file_exists(a->out)) {
+        fprintf(log, "advtrain fit: --resume %s: the run is complete (%d epoch%s%s) and %s is saved; "
+                     "nothing to do, no file changed. To train longer: advtrain fit --resume %s --epochs %d\n",
+                a->resume, *resume_epoch, cli_s(*resume_epoch),
+                rundir_early_stopped(a->checkpoint_dir) ? ", stopped early" : "", a->out, a->resume,
+                *resume_epoch + 10);
+        return 0;
+    }
+    if (*resume_epoch == 0) return -1; /* no checkpoint yet: from epoch 1 */
+    cfg->checkpoint.resume = true;
+    at_status s = check_resumable(train_net, &data->train, val, &data->test, cfg, *resume_epoch);
+    if (s != AT_OK) {
+        fprintf(stderr, "advtrain fit: --resume %s: %s (nothing was changed)\n", a->resume, at_error_message());
+        return s == AT_ERR_ARG ? EXIT_USAGE : EXIT_RUN_FAILED;
+    }
+    if (complete)
+        fprintf(log, "resuming %s: all %d epoch%s done; saving the final model\n", a->checkpoint_dir,
+                *resume_epoch, cli_s(*resume_epoch));
+    else
+        fprintf(log, "resuming %s after epoch %d\n", a->checkpoint_dir, *resume_epoch);
+    return -1;
+}
+
+/* After training: final metrics, the model file with its metadata, the report and the last
+ * line (or the JSON, which takes *settings). Returns the exit status. */
+static int save_results(const fit_state *st, at_net *net, const at_data *data, const at_dataset *val,
+                        const char *settings_text, cJSON **settings) {
+    const fit_args *a = st->args;
+    const bool regression = st->regression;
+    final_metrics m;
+    memset(&m, 0, sizeof m);
+    m.has_val = val != NULL;
+    at_status s = at_evaluate(net, &data->train, 256, &m.train);
+    if (s == AT_OK && val) s = at_evaluate(net, val, 256, &m.val);
+    if (s == AT_OK) s = at_evaluate(net, &data->test, 256, &m.test);
+    if (s != AT_OK) {
+        cli_error("fit", "final evaluation", s);
+        return EXIT_RUN_FAILED;
+    }
+    m.gap = regression ? (double)m.test.mse - m.train.mse : (double)m.train.accuracy - m.test.accuracy;
+    cJSON *results = results_json(st, net, &m);
+    char *results_str = cli_json_text(results);
+    at_st_meta meta[] = {{"advtrain.data", (char *)a->data},
+                         {"advtrain.settings", settings_text ? (char *)settings_text : "{}"},
+                         {"advtrain.results", results_str ? results_str : "{}"}};
+    s = at_model_save(net, a->out, meta, 3);
+    free(results_str);
+    if (s != AT_OK) {
+        cJSON_Delete(results);
+        cli_error("fit", "saving the model", s);
+        return EXIT_RUN_FAILED;
+    }
+    if (!a->quiet) print_report(st->log, st, net, &m);
+    char test[32];
+    format_metric(test, sizeof test, regression, regression ? m.test.mse : m.test.accuracy);
+    FILE *last = a->json ? stderr : stdout;
+    if (a->json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "model", a->model);
+        cJSON_AddStringToObject(o, "data", a->data);
+        cJSON_AddStringToObject(o, "out", a->out);
+        cJSON_AddNumberToObject(o, "seconds", cli_now() - st->start);
+        cJSON_AddItemToObject(o, "settings", *settings);
+        *settings = NULL;
+        cJSON_AddItemToObject(o, "results", results);
+        cli_print_json(o);
+    } else {
+        cJSON_Delete(results);
+    }
+    if (!a->json || !a->quiet)
+        fprintf(last, "saved %s (test %s%s, %.1fs)\n", a->out, regression ? "" : "accuracy ", test,
+                cli_now() - st->start);
+    return 0;
+}
+
+
+/* The architecture a --weights file records (advtrain.arch), copied into buf; false if none. */
+static bool weights_arch(const char *path, char *buf, size_t cap) {
+    at_st_file *f = NULL;
+    if (at_st_read(path, &f) != AT_OK) return false; /* the load below reports why */
+    const char *arch = at_st_meta_get(f, "advtrain.arch");
+    bool found = arch && *arch; /* arch lives in f */
+    if (found) snprintf(buf, cap, "%s", arch);
+    at_st_free(f);
+    return found;
+}
+
+/* --weights without --model: the file says what it holds, so train that rather than assume the
+ * default seed-cnn and fail on its first tensor name. */
+static bool model_from_weights(cli_command *cmd, fit_args *a, cli_strings *strings, FILE *log) {
+    cli_option *model = (cli_option *)cli_find(cmd, "model");
+    char arch[1024];
+    if (!a->weights || model->seen || !weights_arch(a->weights, arch, sizeof arch)) return true;
+    if (!(a->model = cli_strings_add(strings, arch))) return false;
+    model->seen = true; /* the effective config records it */
+    if (!a->quiet)
+        fprintf(log, "advtrain fit: --weights %s holds the architecture '%s' (advtrain.arch): "
+                     "training that (give --model to choose another)\n", a->weights, arch);
+    return true;
+}
+
+/* A --weights file that does not fit the model: say which architecture each side has. */
+static void weights_mismatch(const fit_args *a, bool model_given) {
+    char detail[2048];
+    snprintf(detail, sizeof detail, "%s", at_error_message());
+    char arch[1024];
+    bool known = weights_arch(a->weights, arch, sizeof arch);
+    fprintf(stderr, "advtrain fit: --weights %s: %s\n  this run trains '%s' (%s); the file holds %s%s%s\n",
+            a->weights, detail, a->model, model_given ? "--model" : "the default --model",
+            known ? "'" : "no advtrain.arch metadata (e.g. written by PyTorch): give --model",
+            known ? arch : "", known ? "' (its advtrain.arch metadata)" : "");
+}
 
 int cmd_fit(int argc, char **argv) {
     cli_strings strings = {0};
@@ -561,7 +973,7 @@ int cmd_fit(int argc, char **argv) {
 }
 
 static int fit_main(int argc, char **argv, cli_strings *strings) {
-    static const char *const not_in_config[] = {"config", "resume", NULL};
+    static const char *const not_in_config[] = {"config", "resume", "force", NULL};
     static const char *const not_recorded[] = {"quiet", "json", NULL};
     fit_args a = {.model = "seed-cnn", .data = "fashion-mnist", .optim = "sgd",
                   .out = "model.safetensors", .init = "pytorch", .epochs = 10, .batch = 128,
@@ -571,7 +983,7 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
                   .plateau_patience = 10, .plateau_factor = 0.1f, .adv_norm = "linf"};
     cli_option opts[] = {
         {"model", OPT_STRING, &a.model, "NAME|SPEC", "seed-mlp, seed-cnn, mlp, smallcnn, or a spec like 'flatten,linear:100,relu,linear:10' (default seed-cnn)", 1, 0},
-        {"data", OPT_STRING, &a.data, "SOURCE", "fashion-mnist, mnist:DIR, idx:DIR, cifar10:DIR, synthetic (default fashion-mnist)", 1, 0},
+        {"data", OPT_STRING, &a.data, "SOURCE", "fashion-mnist, mnist:DIR, fashion-mnist:DIR, idx:DIR, cifar10:DIR, synthetic (default fashion-mnist)", 1, 0},
         {"epochs", OPT_INT, &a.epochs, "N", "passes over the training set (default 10)", 1, 100000},
         {"batch", OPT_INT, &a.batch, "N", "minibatch size (default 128)", 1, 65536},
         {"optim", OPT_STRING, &a.optim, "sgd|adam|adamw", "optimizer (default sgd; adamw: decoupled weight decay, default 0.01)", 1, 0},
@@ -583,7 +995,7 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
         {"seed", OPT_U64, &a.seed, "N", "seed for initialization, shuffling, dropout and augmentation (default 1)", 1, 0},
         {"threads", OPT_INT, &a.threads, "N", "compute threads (default: all cores)", 1, 1024},
         {"val-split", OPT_FLOAT, &a.val_split, "F", "hold out this fraction of the training set for validation", 0, 0.9},
-        {"train-subset", OPT_INT, &a.train_subset, "N", "train on the first N training images only", 1, 100000000},
+        {"train-subset", OPT_INT, &a.train_subset, "N", "train on the first N training images only (default 0: all)", 0, 100000000},
         {"l1", OPT_FLOAT, &a.l1, "X", "L1 penalty X*sum|w| over --reg-layers (default 0)", 0, 100},
         {"l2", OPT_FLOAT, &a.l2, "X", "L2 penalty X*sum w^2 over --reg-layers, no 1/2 (default 0)", 0, 100},
         {"reg-layers", OPT_STRING, &a.reg_layers, "LIST", "what the penalties, decay, prox and max-norm cover: layer names (fc1,3), kinds (linear,conv) or all (default all)", 1, 0},
@@ -605,11 +1017,11 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
         {"pct-start", OPT_FLOAT, &a.pct_start, "F", "onecycle: fraction of the steps spent rising (default 0.3)", 0.01, 0.99},
         {"plateau-patience", OPT_INT, &a.plateau_patience, "N", "plateau: epochs without improvement before lr *= factor (default 10)", 0, 100000},
         {"plateau-factor", OPT_FLOAT, &a.plateau_factor, "X", "plateau: factor (default 0.1)", 1e-6, 0.999999},
-        {"early-stop", OPT_INT, &a.early_stop, "PATIENCE", "stop after PATIENCE epochs without validation improvement; restore the best weights (needs --val-split)", 1, 100000},
+        {"early-stop", OPT_INT, &a.early_stop, "PATIENCE", "stop after PATIENCE epochs without validation improvement; restore the best weights (needs --val-split; default 0: off)", 0, 100000},
         {"min-delta", OPT_FLOAT, &a.min_delta, "X", "early stopping: smallest change that counts as an improvement (default 0)", 0, 1e6},
         {"monitor", OPT_STRING, &a.monitor, "loss|metric", "what early stopping and plateau watch: validation loss or accuracy/MSE (default loss)", 1, 0},
         {"adv", OPT_STRING, &a.adv, "METHOD", "adversarial training: fgsm (the tutorial's clean+adversarial loss), fgsm-rs, pgd, trades, free (docs/adversarial-training.md)", 1, 0},
-        {"eps", OPT_FLOAT, &a.eps, "E", "adversarial radius on the 0-1 pixel scale (8/255 = 0.0314)", 0, 1},
+        {"eps", OPT_STRING, &a.eps_text, "E", "adversarial radius on the 0-1 pixel scale (8/255 accepted, = 0.0314)", 1, 0},
         {"alpha", OPT_FLOAT, &a.alpha, "A", "adversarial step (default: fgsm eps, fgsm-rs 1.25 eps, pgd 2.5 eps/steps, trades eps/4)", 0, 1},
         {"steps", OPT_INT, &a.adv_steps, "K", "pgd / trades inner steps (default 7 / 10)", 1, 10000},
         {"adv-norm", OPT_STRING, &a.adv_norm, "linf|l2", "pgd threat model (default linf)", 1, 0},
@@ -623,6 +1035,7 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
         {"no-guard", OPT_FLAG, &a.no_guard, NULL, "fgsm-rs: do not check for catastrophic overfitting", 1, 0},
         {"out", OPT_STRING, &a.out, "FILE", "where to save the model (default model.safetensors; DIR/model.safetensors with --checkpoint-dir)", 1, 0},
         {"checkpoint-dir", OPT_STRING, &a.checkpoint_dir, "DIR", "keep DIR/last.safetensors (full training state, every epoch) and DIR/best.safetensors, DIR/config.ini and DIR/metrics.csv", 1, 0},
+        {"force", OPT_FLAG, &a.force, NULL, "a new run into a --checkpoint-dir that holds another run: remove that run's files first", 1, 0},
         {"resume", OPT_STRING, &a.resume, "DIR", "continue the run in checkpoint DIR (its config.ini; flags given here override): bit-identical to an uninterrupted run", 1, 0},
         {"log", OPT_STRING, &a.log, "FILE", "per-epoch metrics as CSV (default DIR/metrics.csv with --checkpoint-dir); appended on resume", 1, 0},
         {"config", OPT_STRING, &a.config, "FILE", "read settings from an INI file ([fit] section, flag names as keys); flags given here override", 1, 0},
@@ -646,6 +1059,10 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
     if (bad) return bad;
     at_init_kind init;
     if (!parse_init(a.init, &init)) return usage_error("--init %s: unknown (pytorch, kaiming or xavier)", a.init);
+    char alpha_note[160];
+    effective_defaults(&cmd, &a, &cfg, alpha_note, sizeof alpha_note);
+    if ((bad = check_outputs(&a))) return bad;
+    if (!model_from_weights(&cmd, &a, strings, a.json ? stderr : stdout)) return EXIT_RUN_FAILED;
     at_set_threads(a.threads > 0 ? a.threads : at_get_threads());
     a.threads = at_get_threads();
     /* The thread count shapes the result bit for bit: the effective config records it. */
@@ -658,92 +1075,36 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
     at_net *net = NULL, *train_net = NULL;
     at_dataset val = {0};
     bool has_val = false;
-    cJSON *settings = NULL, *results = NULL;
+    cJSON *settings = NULL;
     char *settings_text = NULL;
     metrics_log metrics = {0};
-    at_status s = AT_OK;
-    if (a.train_subset > 0 && a.train_subset < data.train.n)
-        s = at_dataset_truncate(&data.train, a.train_subset);
-    if (s == AT_OK && a.val_split > 0) {
-        s = at_dataset_split(&data.train, &val, a.val_split, a.seed);
-        has_val = s == AT_OK;
-    }
-    if (s != AT_OK) {
-        cli_error("fit", "preparing the data", s);
+    int r = prepare_data(&a, &cfg, &data, &val, &has_val);
+    if (r >= 0) {
+        status = r;
         goto done;
     }
     const bool regression = data.train.targets != NULL;
-    if (regression && a.label_smoothing > 0.0f) {
-        status = usage_error("--label-smoothing applies to classification; %s is a regression task", a.data);
+    if ((r = build_nets(&cmd, &a, &cfg, init, &data, &net, &train_net)) >= 0) {
+        status = r;
         goto done;
     }
-    if (cfg.augment.flip || cfg.augment.crop_pad > 0) {
-        if (!data.train.images || data.train.h < 2 || data.train.w < 2) {
-            status = usage_error("--augment needs images; %s holds feature vectors", a.data);
-            goto done;
-        }
-    }
-    s = at_net_from_spec(&net, a.model, data.train.c, data.train.h, data.train.w);
-    if (s != AT_OK) {
-        fprintf(stderr, "advtrain fit: --model %s: %s\n", a.model, at_error_message());
-        status = EXIT_USAGE;
-        goto done;
-    }
-    bool selection_used = a.l1 > 0 || a.l2 > 0 || a.max_norm > 0 || a.weight_decay > 0;
-    if ((selection_used || cli_find(&cmd, "reg-layers")->seen) &&
-        (s = at_reg_check(net, &cfg.reg_select)) != AT_OK) {
-        fprintf(stderr, "advtrain fit: --reg-layers %s: %s\n", a.reg_layers, at_error_message());
-        status = EXIT_USAGE;
-        goto done;
-    }
-    train_net = net;
-    if (a.dropout > 0.0f) {
-        int inserted;
-        if ((s = with_dropout(&train_net, net, a.dropout, &inserted)) != AT_OK) {
-            cli_error("fit", "adding dropout", s);
-            goto done;
-        }
-        if (inserted == 0) {
-            status = usage_error("--dropout: %s has no hidden Linear layer to apply dropout to "
-                                 "(place dropout or dropout2d layers in a spec instead)", a.model);
-            goto done;
-        }
-    }
-    at_net_init_with(train_net, init, a.seed);
-    if (a.weights) {
-        at_st_file *wf = NULL;
-        s = at_st_read(a.weights, &wf);
-        if (s == AT_OK) s = at_net_load_weights(net, wf, a.weights);
-        at_st_free(wf);
-        if (s != AT_OK) {
-            fprintf(stderr, "advtrain fit: --weights %s: %s\n", a.weights, at_error_message());
-            goto done;
-        }
-        if (train_net != net) /* same parameter layout: see with_dropout */
-            memcpy(at_net_params(train_net), at_net_params(net), sizeof(float) * at_net_num_params(net));
-    }
-    fit_state st = {&a, log, regression, cli_now(), 0, {0}, 0};
-    if (!a.quiet) {
-        fprintf(log, "advtrain fit: %s on %s: %d train, %d test, %dx%dx%d", a.model, data.name,
-                data.train.n, data.test.n, data.train.c, data.train.h, data.train.w);
-        if (has_val) fprintf(log, ", %d validation", val.n);
-        if (data.train.num_classes) fprintf(log, ", %d classes", data.train.num_classes);
-        fprintf(log, "\n  %zu parameters; %s lr %g", at_net_num_params(net), a.optim, (double)a.lr);
-        if (strcmp(a.optim, "sgd") == 0) fprintf(log, " momentum %g%s", (double)a.momentum, a.nesterov ? " (nesterov)" : "");
-        fprintf(log, "; batch %d; %d epochs; seed %llu; %d threads\n", a.batch, a.epochs,
-                (unsigned long long)a.seed, a.threads);
-        if (cfg.adv.method != AT_ADV_NONE)
-            fprintf(log, "  adversarial training: %s, eps %g (0-1 pixel scale, %s)%s\n",
-                    at_adv_method_name(cfg.adv.method), (double)cfg.adv.eps,
-                    cfg.adv.norm == AT_NORM_L2 ? "L2" : "L-inf",
-                    !has_val ? ""
-                    : cfg.adv.keep_best ? "; robust validation each epoch, best epoch kept"
-                                        : "; robust validation each epoch, last epoch kept");
-        fflush(log);
-    }
+    fit_state st = {.args = &a, .log = log, .regression = regression, .start = cli_now()};
+    if (!a.quiet) print_header(log, &a, &cfg, &data, has_val ? &val : NULL, net);
     settings = settings_json(&a, &cfg);
-    int resume_epoch;
-    if (!prepare_run_dir(&cmd, &a, log, &resume_epoch)) goto done;
+    settings_text = cli_json_text(settings);
+    at_st_meta checkpoint_meta[] = {{"advtrain.data", (char *)a.data},
+                                    {"advtrain.settings", settings_text ? settings_text : "{}"}};
+    if (a.checkpoint_dir) {
+        cfg.checkpoint.dir = a.checkpoint_dir;
+        cfg.checkpoint.meta = checkpoint_meta;
+        cfg.checkpoint.nmeta = 2;
+    }
+    int resume_epoch = 0;
+    if (a.resume && (r = prepare_resume(&a, &cfg, train_net, &data, has_val ? &val : NULL, log, &resume_epoch)) >= 0) {
+        status = r;
+        goto done;
+    }
+    if (!start_run_dir(&cmd, &a)) goto done;
     const char *log_path = a.log;
     char default_log[4096];
     if (!log_path && a.checkpoint_dir) {
@@ -754,76 +1115,20 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
     st.metrics = &metrics;
     st.train_net = train_net;
     st.cfg = &cfg;
-    settings_text = cJSON_PrintUnformatted(settings);
-    at_st_meta checkpoint_meta[] = {{"advtrain.data", (char *)a.data},
-                                    {"advtrain.settings", settings_text ? settings_text : "{}"}};
-    if (a.checkpoint_dir) {
-        cfg.checkpoint.dir = a.checkpoint_dir;
-        cfg.checkpoint.resume = resume_epoch > 0;
-        cfg.checkpoint.meta = checkpoint_meta;
-        cfg.checkpoint.nmeta = 2;
-    }
-    at_train_callbacks cb = {&st, on_batch, on_epoch};
-    s = at_train(train_net, &data.train, has_val ? &val : NULL, &data.test, &cfg, &cb);
-    if (!a.json) cli_progress_done();
-    if (st.log_failed) goto done;
-    if (s != AT_OK) {
-        status = s == AT_ERR_ARG ? EXIT_USAGE : EXIT_RUN_FAILED;
-        cli_error("fit", "training failed", s);
+    st.has_val = has_val;
+    if ((r = train(&st, &data, has_val ? &val : NULL, resume_epoch)) >= 0) {
+        status = r;
         goto done;
     }
     if (train_net != net) /* same parameter layout: see with_dropout */
         memcpy(at_net_params(net), at_net_params(train_net), sizeof(float) * at_net_num_params(net));
+    if (!a.quiet) print_kept(&st, log);
 
-    final_metrics m;
-    memset(&m, 0, sizeof m);
-    m.has_val = has_val;
-    s = at_evaluate(net, &data.train, 256, &m.train);
-    if (s == AT_OK && has_val) s = at_evaluate(net, &val, 256, &m.val);
-    if (s == AT_OK) s = at_evaluate(net, &data.test, 256, &m.test);
-    if (s != AT_OK) {
-        cli_error("fit", "final evaluation", s);
-        goto done;
-    }
-    m.gap = regression ? (double)m.test.mse - m.train.mse : (double)m.train.accuracy - m.test.accuracy;
-    results = results_json(&st, net, &m);
-    char *results_str = cJSON_PrintUnformatted(results);
-    at_st_meta meta[] = {{"advtrain.data", (char *)a.data},
-                         {"advtrain.settings", settings_text ? settings_text : "{}"},
-                         {"advtrain.results", results_str ? results_str : "{}"}};
-    s = at_model_save(net, a.out, meta, 3);
-    free(results_str);
-    if (s != AT_OK) {
-        cli_error("fit", "saving the model", s);
-        goto done;
-    }
-    if (!a.quiet) print_report(log, &st, net, &m);
-    char test[32];
-    format_metric(test, sizeof test, regression, regression ? m.test.mse : m.test.accuracy);
-    if (a.json) {
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "model", a.model);
-        cJSON_AddStringToObject(o, "data", a.data);
-        cJSON_AddStringToObject(o, "out", a.out);
-        cJSON_AddNumberToObject(o, "seconds", cli_now() - st.start);
-        cJSON_AddItemToObject(o, "settings", settings);
-        settings = NULL;
-        cJSON_AddItemToObject(o, "results", results);
-        results = NULL;
-        cli_print_json(o);
-        if (!a.quiet)
-            fprintf(stderr, "saved %s (test %s%s, %.1fs)\n", a.out, regression ? "" : "accuracy ",
-                    test, cli_now() - st.start);
-    } else {
-        printf("saved %s (test %s%s, %.1fs)\n", a.out, regression ? "" : "accuracy ", test,
-               cli_now() - st.start);
-    }
-    status = 0;
+    status = save_results(&st, net, &data, has_val ? &val : NULL, settings_text, &settings);
 done:
     metrics_log_close(&metrics);
     free(settings_text);
     cJSON_Delete(settings);
-    cJSON_Delete(results);
     if (train_net != net) at_net_free(train_net);
     at_net_free(net);
     at_dataset_free(&val);

@@ -112,6 +112,29 @@ bool cli_parse(cli_command *cmd, int argc, char **argv, bool *help) {
     return true;
 }
 
+enum { HELP_WIDTH = 100, HELP_INDENT = 29 }; /* "  " + 26 columns of flag + " " */
+
+/* text word-wrapped to HELP_WIDTH columns, continuation lines indented under the first. */
+static void print_wrapped(FILE *out, const char *text) {
+    int col = HELP_INDENT;
+    const char *p = text;
+    while (*p) {
+        size_t word = strcspn(p, " ");
+        if (col > HELP_INDENT && col + 1 + (int)word > HELP_WIDTH) {
+            fprintf(out, "\n%*s", HELP_INDENT, "");
+            col = HELP_INDENT;
+        } else if (col > HELP_INDENT) {
+            fputc(' ', out);
+            col++;
+        }
+        fwrite(p, 1, word, out);
+        col += (int)word;
+        p += word;
+        while (*p == ' ') p++;
+    }
+    fputc('\n', out);
+}
+
 void cli_print_help(const cli_command *cmd, FILE *out) {
     fprintf(out, "usage: %s\n\n%s\n\noptions:\n", cmd->usage, cmd->summary);
     for (int i = 0; i < cmd->noptions; i++) {
@@ -119,7 +142,11 @@ void cli_print_help(const cli_command *cmd, FILE *out) {
         char left[64];
         snprintf(left, sizeof left, "--%s%s%s", o->name, o->metavar ? " " : "",
                  o->metavar ? o->metavar : "");
-        fprintf(out, "  %-26s %s\n", left, o->help);
+        if (strlen(left) > 26) /* a long flag gets a line of its own */
+            fprintf(out, "  %s\n%*s", left, HELP_INDENT, "");
+        else
+            fprintf(out, "  %-26s ", left);
+        print_wrapped(out, o->help);
     }
     fprintf(out, "  %-26s %s\n", "--help", "show this help");
 }

@@ -3,6 +3,7 @@
  * curves from metrics.csv, robust accuracy against eps per attack, weight-magnitude histograms
  * (L1 sparsity), a grid of adversarial examples, and the run's settings and final metrics. */
 #include "attack_cli.h"
+#include "outpaths.h"
 #include "report.h"
 
 #include <cjson/cJSON.h>
@@ -382,6 +383,15 @@ static bool ini_line(void *user, char *line, int lineno) {
         fail("%s:%d: a value without a key", l->path, lineno);
         return false;
     }
+    /* "0  ; what 0 means" (an INI inline comment fit writes after computed defaults) reads as
+     * "0 (what 0 means)". */
+    char shown[1024];
+    char *note = strstr(value, " ;");
+    if (note) {
+        *note = '\0';
+        snprintf(shown, sizeof shown, "%s (%s)", trim(value), trim(note + 2));
+        value = shown;
+    }
     if (!kv_add(l, l->section, key, value, dflt)) {
         fail("%s: out of memory", l->path);
         return false;
@@ -427,32 +437,6 @@ static bool kv_from_json(kv_list *l, const char *section, const char *prefix, co
 }
 
 /* ---------------------------------------------------------------- output files */
-
-/* mkdir -p */
-static bool make_dirs(const char *dir) {
-    char path[PATH_CAP];
-    if ((size_t)snprintf(path, sizeof path, "%s", dir) >= sizeof path) {
-        fail("--out %s: path too long", dir);
-        return false;
-    }
-    for (char *p = path + 1;; p++) {
-        if (*p != '/' && *p != '\0') continue;
-        char saved = *p;
-        *p = '\0';
-        if (mkdir(path, 0777) != 0 && errno != EEXIST) {
-            fail("--out %s: cannot create directory %s: %s", dir, path, strerror(errno));
-            return false;
-        }
-        struct stat st;
-        if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
-            fail("--out %s: %s is not a directory", dir, path);
-            return false;
-        }
-        *p = saved;
-        if (!saved) break;
-    }
-    return true;
-}
 
 static void html_esc(FILE *f, const char *s) {
     for (; s && *s; s++) {
@@ -1172,7 +1156,7 @@ int cmd_report(int argc, char **argv) {
     r.seed = set.seed;
     at_attack_config cfgs[ATK_CLI_MAX];
     int32_t target_class;
-    if (!atk_cli_parse_eps(CMD, set.eps, r.eps, ATK_CLI_MAX, &r.neps)) return EXIT_USAGE;
+    if (!cli_parse_eps(CMD, set.eps, r.eps, ATK_CLI_MAX, &r.neps)) return EXIT_USAGE;
     if (!atk_cli_configs(CMD, &set, 1 << 30, cfgs, ATK_CLI_MAX, &r.ncfg, &target_class)) return EXIT_USAGE;
     if (r.ncfg > REPORT_MAX_SERIES) {
         fail("--attack: at most %d attacks fit on the plot", REPORT_MAX_SERIES);
@@ -1227,7 +1211,9 @@ int cmd_report(int argc, char **argv) {
     if (!r.data_source) r.data_source = at_st_meta_get(r.meta, "advtrain.data");
     if (!r.data_source) r.data_source = kv_get(&r.settings, "fit", "data");
     if (!r.data_source) r.data_source = "fashion-mnist";
-    if (!make_dirs(out)) goto done;
+    /* Here, not first: a report that fails on its input leaves no --out directory behind, and
+     * nothing costly (data, attacks) has run yet. */
+    if (out_check_dir(CMD, "--out", out) != 0) goto done;
     {
         /* Fail now, not after the attacks, if nothing can be written there. */
         char probe[PATH_CAP];

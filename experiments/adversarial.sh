@@ -11,16 +11,23 @@
 # set: clean accuracy, PGD-20 (eps on the 0-1 scale, step 2.5*eps/20, random start, 1 restart)
 # on all 10,000 images, and auto (APGD-CE + APGD-T + Square, per-sample worst case) on the first
 # AUTO_SAMPLES images (default 1000). It prints one markdown table row.
-# EPOCHS=N overrides the epochs of eps03*, fgsm-rs-eps03*; THREADS=N the threads of eps03-wide*; ADVTRAIN=PATH runs another advtrain binary; EVAL_ONLY=1 evaluates an existing model file of
-# the row without training it again (the training time then reads "-").
+# EPOCHS=N overrides the epochs of eps03*, fgsm-rs-eps03*; THREADS=N the threads of eps03-wide*;
+# ADVTRAIN=PATH runs another advtrain binary; EVAL_ONLY=1 evaluates an existing model file of
+# the row without training it again (the training time then reads "-"). Models, logs and
+# rows.md go to OUT_DIR (default ~/.local/share/advtrain/experiments, outside the repository).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-cli="${ADVTRAIN:-./build/advtrain}"
-row="${1:?usage: experiments/adversarial.sh ROW [SEED]}"
+usage() {
+    sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//' >&2
+    exit 2
+}
+[ $# -ge 1 ] && [ $# -le 2 ] || usage
+case "$1" in -h|--help) usage ;; esac
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+cli="${ADVTRAIN:-$repo/build/advtrain}"
+row="$1"
 seed="${2:-1}"
-out="${OUT_DIR:-experiments/out}"
+out="${OUT_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/advtrain/experiments}"
 auto_samples="${AUTO_SAMPLES:-1000}"
-mkdir -p "$out"
 recipe=(--epochs 10 --batch 128 --lr 0.05 --momentum 0.9 --seed "$seed")
 eps=0.1
 case "$row" in
@@ -73,8 +80,10 @@ case "$row" in
            [ "$row" = eps03-wide-lr02 ] && { lr=0.02; epochs=25; keep=(--keep-last); }
            recipe=(--epochs "${EPOCHS:-$epochs}" --batch 128 --lr "$lr" --momentum 0.9 --seed "$seed" --schedule cosine --threads "${THREADS:-2}")
            args=(--adv pgd --eps 0.3 --steps 10 --eps-warmup 3 --val-split 0.05 --robust-val-samples 500 "${keep[@]}") ;;
-    *) echo "unknown row $row" >&2; exit 2 ;;
+    *) echo "experiments/adversarial.sh: unknown row '$row'" >&2; usage ;;
 esac
+mkdir -p "$out"
+echo "experiments/adversarial.sh: writing $row to $out" >&2
 file="$out/$row-s$seed.safetensors"
 if [ "${EVAL_ONLY:-0}" = 1 ]; then
     train_s=-

@@ -8,7 +8,7 @@ expect 2 "--eps sets the adversarial training radius" -- "$cli" fit "${small[@]}
 expect 2 "unknown adversarial training method 'madry'" -- "$cli" fit "${small[@]}" --adv madry --eps 0.1
 expect 2 "L2 norm is available with pgd only" -- "$cli" fit "${small[@]}" --adv trades --eps 0.1 --adv-norm l2
 expect 2 "--adv-norm l3: use linf or l2" -- "$cli" fit "${small[@]}" --adv pgd --eps 0.1 --adv-norm l3
-expect 2 "--eps 2: out of range" -- "$cli" fit "${small[@]}" --adv pgd --eps 2
+expect 2 "--eps 2: eps is on the 0-1 pixel scale; for 2 on the 0-255 scale write 2/255" -- "$cli" fit "${small[@]}" --adv pgd --eps 2
 expect 2 "adversarial training needs an image classification" -- "$cli" fit --model seed-mlp --data synthetic --epochs 1 --adv pgd --eps 0.1
 
 # every method trains and saves; the settings are in the model file

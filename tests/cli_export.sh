@@ -25,8 +25,9 @@ expect 1 "$tmp/missing.safetensors" -- "$cli" export "$tmp/missing.safetensors" 
 printf 'not a model' >"$tmp/junk.safetensors"
 expect 1 "$tmp/junk.safetensors" -- "$cli" export "$tmp/junk.safetensors" --c "$tmp/gen"
 touch "$tmp/a_file"
-expect 1 "$tmp/a_file: not a directory" -- "$cli" export "$model" --c "$tmp/a_file"
-expect 1 "$tmp/no/such/dir" -- "$cli" export "$model" --c "$tmp/no/such/dir"
+expect 1 "$tmp/a_file: exists and is not a directory" -- "$cli" export "$model" --c "$tmp/a_file"
+# missing parents are created, as for every output path (tests/cli_daily_outputs.sh)
+expect 0 "wrote $tmp/no/such/dir/" -- "$cli" export "$model" --c "$tmp/no/such/dir"
 
 # --- the default prefix comes from the file name; DIR is created
 expect 0 "wrote .*seed_mlp.h and .*seed_mlp.c" -- "$cli" export "$model" --c "$tmp/gen"

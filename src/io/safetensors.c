@@ -337,12 +337,14 @@ static at_status read_header(st_reader *r, char **json, size_t *len) {
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--) n = n << 8 | b[i];
     if (n == 0) return at_fail(AT_ERR_FORMAT, "%s: header length is 0", r->path);
+    /* Any other file (text, an IDX file, a PNG) lands here with a nonsense length: say first
+     * that it is not a safetensors file, the length second. */
     if (n > ST_MAX_HEADER)
-        return at_fail(AT_ERR_FORMAT, "%s: header length %" PRIu64 " exceeds the 100 MB limit",
-                       r->path, n);
+        return at_fail(AT_ERR_FORMAT, "%s: not a safetensors file (its first 8 bytes give a header "
+                       "length of %" PRIu64 ", beyond the 100 MB limit)", r->path, n);
     if (n > size - 8)
-        return at_fail(AT_ERR_FORMAT, "%s: header length %" PRIu64 " runs past the end of the file"
-                       " (%" PRIu64 " bytes)", r->path, n, size);
+        return at_fail(AT_ERR_FORMAT, "%s: not a safetensors file, or a truncated one (header length "
+                       "%" PRIu64 " runs past the end of the file, %" PRIu64 " bytes)", r->path, n, size);
     if (!(*json = at_alloc((size_t)n + 1, "safetensors header"))) return AT_ERR_NOMEM;
     (*json)[n] = '\0';
     *len = (size_t)n;
