@@ -20,7 +20,7 @@
 
 typedef struct fit_args {
     const char *model, *data, *optim, *out, *init, *weights;
-    int epochs, batch, threads, train_subset;
+    int epochs, batch, threads, train_subset, width;
     float lr, momentum, val_split;
     bool nesterov, quiet, json;
     uint64_t seed;
@@ -965,6 +965,18 @@ static void weights_mismatch(const fit_args *a, bool model_given) {
             known ? arch : "", known ? "' (its advtrain.arch metadata)" : "");
 }
 
+/* --width W names the model preact-resnet18:W, the form model files record. */
+static int apply_width(fit_args *a, cli_strings *strings) {
+    if (a->width <= 0) return 0;
+    if (strncmp(a->model, "preact-resnet18", 15) != 0 || (a->model[15] && a->model[15] != ':'))
+        return usage_error("--width %d: only preact-resnet18 takes a width (--model is %s)", a->width,
+                           a->model);
+    char name[64];
+    snprintf(name, sizeof name, "preact-resnet18:%d", a->width);
+    a->model = cli_strings_add(strings, name);
+    return a->model ? 0 : EXIT_RUN_FAILED;
+}
+
 int cmd_fit(int argc, char **argv) {
     cli_strings strings = {0};
     int status = fit_main(argc, argv, &strings);
@@ -982,7 +994,8 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
                   .monitor = "loss", .step_size = 0, .gamma = 0.1f, .pct_start = 0.3f,
                   .plateau_patience = 10, .plateau_factor = 0.1f, .adv_norm = "linf"};
     cli_option opts[] = {
-        {"model", OPT_STRING, &a.model, "NAME|SPEC", "seed-mlp, seed-cnn, mlp, smallcnn, or a spec like 'flatten,linear:100,relu,linear:10' (default seed-cnn)", 1, 0},
+        {"model", OPT_STRING, &a.model, "NAME|SPEC", "seed-mlp, seed-cnn, mlp, smallcnn, resnet8, preact-resnet18[:W], dscnn, or a spec like 'flatten,linear:100,relu,linear:10' (default seed-cnn)", 1, 0},
+        {"width", OPT_INT, &a.width, "W", "preact-resnet18: the first stage's channels (64 as in the paper; W, 2W, 4W, 8W after)", 1, 1024},
         {"data", OPT_STRING, &a.data, "SOURCE", "fashion-mnist, mnist:DIR, fashion-mnist:DIR, idx:DIR, cifar10:DIR, synthetic (default fashion-mnist)", 1, 0},
         {"epochs", OPT_INT, &a.epochs, "N", "passes over the training set (default 10)", 1, 100000},
         {"batch", OPT_INT, &a.batch, "N", "minibatch size (default 128)", 1, 65536},
@@ -1061,6 +1074,7 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
     if (!parse_init(a.init, &init)) return usage_error("--init %s: unknown (pytorch, kaiming or xavier)", a.init);
     char alpha_note[160];
     effective_defaults(&cmd, &a, &cfg, alpha_note, sizeof alpha_note);
+    if ((bad = apply_width(&a, strings))) return bad;
     if ((bad = check_outputs(&a))) return bad;
     if (!model_from_weights(&cmd, &a, strings, a.json ? stderr : stdout)) return EXIT_RUN_FAILED;
     at_set_threads(a.threads > 0 ? a.threads : at_get_threads());

@@ -56,7 +56,7 @@ kill -9 "$pid" 2>/dev/null
 wait "$pid" 2>/dev/null
 rows=$(($(wc -l <"$tmp/part/metrics.csv") - 1))
 [ "$rows" -lt 3 ] && ok || bad "the run ended before it could be killed ($rows rows)"
-expect 0 "resuming .*part after epoch" -- "$cli" fit --resume "$tmp/part" --quiet
+expect 0 "resuming .*part after epoch|no checkpoint in" -- "$cli" fit --resume "$tmp/part" --quiet
 [ "$(tensors "$tmp/whole.safetensors")" = "$(tensors "$tmp/part.safetensors")" ] && ok ||
     bad "resumed resnet8 differs from the uninterrupted run (weights or running statistics)"
 
@@ -69,6 +69,12 @@ expect 2 "layer 2 \(add\) adds a 4x32x32 input to a 4x30x30 one" -- "$cli" fit -
 expect 0 "saved" -- "$cli" fit --model "$spec" --data "cifar10:$tmp/cifar" --epochs 1 --batch 50 \
     --out "$tmp/spec.safetensors"
 expect 0 "accuracy" -- "$cli" eval "$tmp/spec.safetensors"
+
+# --- --width names preact-resnet18:W (the form the model file records), and only for it
+expect 0 "saved" -- "$cli" fit --model preact-resnet18 --width 4 --data "cifar10:$tmp/cifar" --epochs 1 \
+    --batch 50 --train-subset 100 --out "$tmp/pw4.safetensors"
+grep -q '"advtrain.arch":"preact-resnet18:4"' "$tmp/pw4.safetensors" && ok || bad "--width 4 not recorded as preact-resnet18:4"
+expect 2 "only preact-resnet18 takes a width" -- "$cli" fit --model resnet8 --width 4 --epochs 1
 
 # --- attacks on a BatchNorm model change nothing in the file's tensors
 before=$(tensors "$tmp/whole.safetensors")
