@@ -22,7 +22,7 @@
 (iv)  BatchNorm models (resnet8, preact-resnet18:4, dscnn): trained by `advtrain fit`, they load
       into torch strictly, running statistics and num_batches_tracked (I64) included; trained in
       torch (train mode, so the running statistics move), saved with the metadata, advtrain
-      evaluates them: input, predictions and accuracy checks as above (no exported logits yet).
+      evaluates them: the checks above, the logits through the exported C (BatchNorm folded).
 
 Predictions are compared except where torch's top two logits are within 1e-4 (a tie that float
 rounding may break either way); accuracies may differ by at most the number of such ties.
@@ -262,7 +262,7 @@ class Checker:
                 raise Mismatch(f"{name}: num_batches_tracked {sorted(set(tracked))}, expected 8")
             self.ok(f"{name}: load_state_dict(strict=True) with {len(list(model.buffers()))} buffers, "
                     "num_batches_tracked 8 after 8 steps")
-            self.compare(name, path, model, logits=False)
+            self.compare(name, path, model)
             torch.manual_seed(1)
             theirs = build(arch, 1, 28)
             opt = torch.optim.SGD(theirs.parameters(), lr=0.05, momentum=0.9)
@@ -274,7 +274,7 @@ class Checker:
             theirs.eval()
             tpath = os.path.join(self.tmp, f"torch-{name}.safetensors")
             save_safetensors(tpath, theirs.state_dict(), advtrain_metadata(arch, (1, 28, 28), self.data_source))
-            self.compare(f"torch-{name}", tpath, theirs, logits=False)
+            self.compare(f"torch-{name}", tpath, theirs)
 
 
 def main():
