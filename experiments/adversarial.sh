@@ -6,7 +6,7 @@
 # ROW: pgd | trades | trades-beta1 | trades-beta3 | fgsm-rs | fgsm-rs-onecycle | fgsm-rs-noguard |
 #      fgsm-rs-onecycle-val | fgsm-rs-onecycle-val-8ep | fgsm-rs-guard2 | free | pgd-eps08 | pgd-eps12 |
 #      fgsm-rs-eps03-noguard | fgsm-rs-eps03 | standard | tutorial-fgsm | eps03 | eps03-wide |
-#      eps03-wide-lr02
+#      eps03-wide-lr02 | pgd-resnet8 | pgd-preact16
 # Each row trains with `advtrain fit` (time measured), then evaluates on the Fashion-MNIST test
 # set: clean accuracy, PGD-20 (eps on the 0-1 scale, step 2.5*eps/20, random start, 1 restart)
 # on all 10,000 images, and auto (APGD-CE + APGD-T + Square, per-sample worst case) on the first
@@ -33,6 +33,8 @@ eps=0.1
 case "$row" in
     standard) model=smallcnn; args=() ;;
     pgd) model=smallcnn; args=(--adv pgd --eps 0.1 --steps 7) ;;
+    pgd-resnet8) model=resnet8; args=(--adv pgd --eps 0.1 --steps 7) ;;
+    pgd-preact16) model=preact-resnet18:16; args=(--adv pgd --eps 0.1 --steps 7) ;;
     trades) model=smallcnn; args=(--adv trades --eps 0.1 --steps 7 --beta 6) ;;
     trades-beta1) model=smallcnn; args=(--adv trades --eps 0.1 --steps 7 --beta 1) ;;
     trades-beta3) model=smallcnn; args=(--adv trades --eps 0.1 --steps 7 --beta 3) ;;
