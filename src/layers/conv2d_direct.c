@@ -88,11 +88,37 @@ static void copy_masked(float *dst, const float *src, const float *mask, int cou
 /* src (NCHW planes, masked as copy_masked does when mask is not NULL) into padded planes. */
 static void pad_planes(const padded_layout *p, const float *src, const float *mask, float *dst) {
     memset(dst, 0, sizeof(float) * p->size);
+    if (p->pad == 0 && p->pitch == p->in_w) { /* 1x1: the planes are contiguous rows */
+        for (int c = 0; c < p->channels; c++) {
+            const size_t from = (size_t)c * p->in_h * p->in_w;
+            copy_masked(dst + (size_t)c * p->plane, src + from, mask ? mask + from : NULL,
+                        p->in_h * p->in_w);
+        }
+        return;
+    }
     for (int c = 0; c < p->channels; c++)
         for (int h = 0; h < p->in_h; h++) {
             size_t from = ((size_t)c * p->in_h + h) * p->in_w;
             copy_masked(dst + (size_t)c * p->plane + (size_t)(h + p->pad) * p->pitch + p->pad,
                         src + from, mask ? mask + from : NULL, p->in_w);
+        }
+}
+
+/* One sample's input in the forward layout: padded planes, or for a strided 1x1 layer the
+ * subsampled ones (the buffer's tail past the planes zeroed, as pad_planes leaves it). */
+static void input_planes(const at_layer *L, const padded_layout *p, const float *src, float *dst) {
+    const int S = L->d.stride;
+    if (S == 1) {
+        pad_planes(p, src, NULL, dst);
+        return;
+    }
+    const size_t planes = (size_t)p->channels * p->plane;
+    memset(dst + planes, 0, sizeof(float) * (p->size - planes));
+    for (int c = 0; c < p->channels; c++)
+        for (int h = 0; h < p->in_h; h++) {
+            const float *from = src + ((size_t)c * L->in_h + (size_t)h * S) * L->in_w;
+            float *to = dst + (size_t)c * p->plane + (size_t)h * p->pitch;
+            for (int w = 0; w < p->in_w; w++) to[w] = from[(size_t)w * S];
         }
 }
 
@@ -205,6 +231,14 @@ static void unflatten(const padded_layout *p, int planes, const float *flat, boo
 static void flatten(const padded_layout *p, int planes, const float *src, const float *mask,
                     float *flat) {
     memset(flat, 0, sizeof(float) * planes * p->flat);
+    if (p->out_cols == p->pitch) { /* 1x1: no discarded columns, one copy per plane */
+        const int area = p->out_rows * p->out_cols;
+        for (int o = 0; o < planes; o++) {
+            const size_t from = (size_t)o * area;
+            copy_masked(flat + (size_t)o * p->flat, src + from, mask ? mask + from : NULL, area);
+        }
+        return;
+    }
     for (int o = 0; o < planes; o++)
         for (int h = 0; h < p->out_rows; h++) {
             size_t from = ((size_t)o * p->out_rows + h) * p->out_cols;
@@ -213,26 +247,39 @@ static void flatten(const padded_layout *p, int planes, const float *src, const 
         }
 }
 
-/* The forward input layout and the input-gradient layout (output gradient padded by K-1-P). */
+/* The forward input layout and the input-gradient layout (output gradient padded by K-1-P). A
+ * strided 1x1 layer reads only every stride-th pixel: its "padded" input is that subsampled
+ * input (out_h x out_w per channel), on which it is a stride-1 1x1 convolution. */
 static padded_layout input_layout(const at_layer *L) {
+    if (L->d.stride > 1) return layout(L->in_c, L->out_h, L->out_w, 0, 1);
     return layout(L->in_c, L->in_h, L->in_w, L->d.pad, L->d.kernel);
 }
 static padded_layout dy_layout(const at_layer *L) {
     return layout(L->out_c, L->out_h, L->out_w, L->d.kernel - 1 - L->d.pad, L->d.kernel);
 }
 
-/* Stride 1 only (the shifted views need it) and padding below the kernel (the input gradient
- * pads dy by K-1-P). Measured against im2col + GEMM on 28x28 inputs, one thread: the direct path
+/* Otherwise stride 1 only (the shifted views need it) and padding below the kernel (the input
+ * gradient pads dy by K-1-P). Measured against im2col + GEMM on 28x28 inputs, one thread: the direct path
  * is 1.15-1.4x faster up to 32 output channels (16 -> 16, 32 -> 32 at 3x3, 16 -> 32 at 5x5)
  * and on par at 64 (8, 32 and 64 -> 64 at 3x3), where the GEMM's larger tiles pay for the
  * packing. The tap limit keeps the layers within what was measured. */
 enum { DIRECT_MAX_OUT_CHANNELS = 32, DIRECT_MAX_TAPS = 576 };
 
+/* Strided 1x1 layers without padding (ResNet's projection shortcuts): im2row copied one float
+ * per channel and pixel, which cost resnet8's two shortcuts 5.5% of a training step for 2% of
+ * its multiply-adds; here they subsample the input once and run as stride-1 1x1 layers. */
+static bool strided_pointwise(const at_layer *L) {
+    return L->d.kernel == 1 && L->d.pad == 0 && L->d.stride > 1 && L->out_c <= 64 &&
+           L->in_c <= DIRECT_MAX_TAPS;
+}
+
 bool at_conv2d_direct_applies(const at_layer *L) {
     const int taps = L->in_c * L->d.kernel * L->d.kernel;
     /* Dense layers only: grouped ones go to conv2d_grouped.c. */
-    return at_conv2d_groups(L) == 1 && L->d.stride == 1 && L->d.pad < L->d.kernel &&
-           L->out_c <= DIRECT_MAX_OUT_CHANNELS && taps <= DIRECT_MAX_TAPS;
+    if (at_conv2d_groups(L) != 1) return false;
+    if (strided_pointwise(L)) return true;
+    return L->d.stride == 1 && L->d.pad < L->d.kernel && L->out_c <= DIRECT_MAX_OUT_CHANNELS &&
+           taps <= DIRECT_MAX_TAPS;
 }
 
 /* The scatter input gradient runs tiles of the input channels at one kernel position (their
@@ -241,6 +288,7 @@ bool at_conv2d_direct_applies(const at_layer *L) {
  * and where padding is at least K-1 the transposed convolution multiplies no more zeros than the
  * scatter (conv1 of seed-cnn, pad 2 of a 5x5 kernel, costs the same either way). */
 static bool scatter_input_gradient(const at_layer *L) {
+    if (L->d.stride > 1) return false; /* a strided 1x1 layer: the transposed path spreads dx */
     const padded_layout in = input_layout(L), g = dy_layout(L);
     const size_t scatter = in.flat * L->in_c, transposed = g.flat * L->in_c; /* x OC*K*K each */
     return L->in_c >= 4 && scatter < transposed;
@@ -283,7 +331,7 @@ void at_conv2d_direct_forward(const at_layer *L, const at_ctx *ctx, const float 
     float *padded = ctx->work, *flat = padded + in.size, *packed = flat + (size_t)OC * in.flat;
     pack_weights(W, OC, taps, packed);
     for (int s = 0; s < n; s++) {
-        pad_planes(&in, x + (size_t)s * L->in_size, NULL, padded);
+        input_planes(L, &in, x + (size_t)s * L->in_size, padded);
         shifted_gemm(OC, packed, b, views_of(&in, padded), in.flat, flat);
         unflatten(&in, OC, flat, L->relu_out, y + (size_t)s * L->out_size);
     }
@@ -385,6 +433,19 @@ static void input_gradient_scatter(const at_layer *L, const float *W, const floa
     }
 }
 
+/* A strided 1x1 layer's input gradient: the flat result (C planes of out_h x out_w) at every
+ * stride-th pixel of dx, zero elsewhere (no output reads those pixels). */
+static void spread(const at_layer *L, const padded_layout *g, const float *flat, float *dx) {
+    const int S = L->d.stride;
+    memset(dx, 0, sizeof(float) * L->in_size);
+    for (int c = 0; c < L->in_c; c++)
+        for (int h = 0; h < g->out_rows; h++) {
+            const float *from = flat + (size_t)c * g->flat + (size_t)h * g->pitch;
+            float *to = dx + ((size_t)c * L->in_h + (size_t)h * S) * L->in_w;
+            for (int w = 0; w < g->out_cols; w++) to[(size_t)w * S] = from[w];
+        }
+}
+
 /* dx = dy padded by K-1-P convolved with W flipped in space and with in/out channels swapped.
  * mask: the output of a fused ReLU (dy is zero where it is not positive), or NULL. */
 static void input_gradient(const at_layer *L, const float *W, const float *dy, const float *mask,
@@ -401,7 +462,10 @@ static void input_gradient(const at_layer *L, const float *W, const float *dy, c
         const size_t at = (size_t)s * L->out_size;
         pad_planes(&g, dy + at, mask ? mask + at : NULL, padded);
         shifted_gemm(C, packed, NULL, views_of(&g, padded), g.flat, flat);
-        unflatten(&g, C, flat, false, dx + (size_t)s * L->in_size);
+        if (L->d.stride > 1)
+            spread(L, &g, flat, dx + (size_t)s * L->in_size);
+        else
+            unflatten(&g, C, flat, false, dx + (size_t)s * L->in_size);
     }
 }
 
@@ -513,7 +577,7 @@ static void weight_gradient(const at_layer *L, const float *x, const float *dy,
         const int m = AT_MIN(GRAD_CHUNK, n - s0);
         for (int s = 0; s < m; s++) {
             const size_t at = (size_t)(s0 + s) * L->out_size;
-            pad_planes(&in, x + (size_t)(s0 + s) * L->in_size, NULL, padded + s * in.size);
+            input_planes(L, &in, x + (size_t)(s0 + s) * L->in_size, padded + s * in.size);
             flatten(&in, OC, dy + at, mask ? mask + at : NULL, g + s * g_stride);
         }
         const grad_chunk c = {g, padded, in.flat, g_stride, in.size, m, taps, offset};
