@@ -133,9 +133,23 @@ static void forward_chunk(const pass *P, at_ctx ctx, const float *x, int begin, 
         if (!net->layers[l].fused) forward_node(P, &ctx, l, begin, end);
 }
 
+/* What a shared-out chunk's activations may take: a chunk goes through every layer forward and
+ * back before the next, so its tensors are read again while still in cache if they fit. */
+enum { CHUNK_BYTES = 8 << 20 };
+
 /* Samples per shared-out chunk: about four per thread, so that a thread on a slower core takes
- * fewer of them, and at least 16, so that the products stay efficient. */
-static int dynamic_chunk(int n, int T) { return AT_MAX(MIN_CHUNK, (n + 4 * T - 1) / (4 * T)); }
+ * fewer of them, and at least 16, so that the products stay efficient; fewer where a chunk's
+ * activations would pass CHUNK_BYTES (resnet8 at 28x28: 0.58 MB a sample, so chunks of 64 of
+ * pgd20-eval's 512 went to memory between the layers; seed-cnn, smallcnn and mlp take 30-40 KB
+ * a sample and keep their chunks). */
+static int dynamic_chunk(const at_net *net, int n, int T) {
+    size_t floats = (size_t)at_net_in_size(net);
+    for (int l = 0; l < net->nlayers; l++)
+        if (!net->layers[l].fused) floats += (size_t)net->layers[l].out_size;
+    const size_t fit = CHUNK_BYTES / (sizeof(float) * AT_MAX(floats, 1));
+    const int even = (n + 4 * T - 1) / (4 * T);
+    return AT_MAX(MIN_CHUNK, (int)AT_MIN((size_t)even, fit));
+}
 
 /* The next samples [begin, end) thread t works on, false when there are none. A fixed split
  * gives each thread one slice (turn 0); a shared one hands out `chunk` samples at a time from
@@ -188,7 +202,7 @@ static at_status cpu_forward(at_net *net, const float *x, int n) {
      * per thread, in a fixed order, and sync points need every thread); other passes share
      * chunks out as threads free up. */
     const bool dynamic = !net->training;
-    const int chunk = dynamic ? dynamic_chunk(n, T) : 0;
+    const int chunk = dynamic ? dynamic_chunk(net, n, T) : 0;
     const pass P = {net, n, T, net->training, NULL, false, false, false, NULL, NULL};
     int next = 0;
 #pragma omp parallel num_threads(T)
@@ -334,7 +348,7 @@ static at_status cpu_backward(at_net *net, const float *dlogits, bool params, bo
 static at_status cpu_input_gradient(at_net *net, const float *x, int n, at_chunk_loss_fn loss,
                                     void *user, float *dlogits, float *dx) {
     next_dropout_key(net); /* as at_net_forward, so later training passes draw the same masks */
-    const int T = thread_count_for(net, n), chunk = dynamic_chunk(n, T);
+    const int T = thread_count_for(net, n), chunk = dynamic_chunk(net, n, T);
     const float *z = at_tensor_data(net, net->plan.out_tensor);
     const pass P = {net, n, T, false, NULL, false, false, true, dlogits, dx};
     int next = 0;
@@ -359,7 +373,7 @@ static at_status cpu_input_gradient(at_net *net, const float *x, int n, at_chunk
  * slots, the input read in place. Each sample's logits are at_net_forward's bits. */
 static at_status cpu_predict(at_net *net, const float *x, int n) {
     next_dropout_key(net); /* as at_net_forward, so later training passes draw the same masks */
-    const int T = thread_count_for(net, n), chunk = dynamic_chunk(n, T);
+    const int T = thread_count_for(net, n), chunk = dynamic_chunk(net, n, T);
     const pass P = {net, n, T, false, x, true, false, false, NULL, NULL};
     int next = 0;
 #pragma omp parallel num_threads(T)
