@@ -12,7 +12,8 @@ process inherits this one's; the OPENBLAS_* / OMP_* / MKL_* values are printed):
              (how advtrain's layers call GEMM). The ceiling is the best of the three. And the
              arithmetic peak: --threads threads doing nothing but independent vector
              multiply-adds, the bound no float32 implementation of a workload can pass.
-  workloads  for mlp, seed-cnn, smallcnn x plain, l1l2, fgsm, pgd7, pgd20-eval: advtrain at
+  workloads  for mlp, seed-cnn, smallcnn x plain, l1l2, fgsm, pgd7, pgd20-eval (and resnet8 x
+             plain, pgd7, pgd20-eval: 2x, or 70% of the arithmetic peak if lower): advtrain at
              --threads and each PyTorch (the newest from PyPI in .venv-peers, Debian's
              python3-torch at /usr/bin/python3) at 1 and at --threads threads, each PyTorch at its
              best thread count (by median). Target: advtrain / faster PyTorch >= 3 (plain, l1l2),
@@ -52,7 +53,11 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ("mlp", "seed-cnn", "smallcnn")
 MODES = ("plain", "l1l2", "fgsm", "pgd7", "pgd20-eval")
-WORKLOADS = [(m, mode) for m in MODELS for mode in MODES]
+# The graph engine's model (issue 20): at least 2x the faster PyTorch, or 70% of the measured
+# arithmetic peak, whichever is lower.
+GRAPH_WORKLOADS = [("resnet8", mode) for mode in ("plain", "pgd7", "pgd20-eval")]
+WORKLOADS = [(m, mode) for m in MODELS for mode in MODES] + GRAPH_WORKLOADS
+GRAPH_TARGET_RATIO, GRAPH_PEAK_SHARE = 2.0, 0.70
 SECTIONS = ("ceiling", "workloads", "scaling", "memory", "attacks")
 TARGET_RATIO = {"plain": 3.0, "l1l2": 3.0, "fgsm": 5.0, "pgd7": 5.0, "pgd20-eval": 5.0}
 TARGET_SCALING = 1.6
@@ -204,7 +209,8 @@ def section_workloads(a, sides, workloads, ceiling, arith_peak):
         fastest = max(best_torch, key=lambda n: statistics.median(best_torch[n][1])) if best_torch else None
         ratios = [o / t for o, t in zip(our_rates, best_torch[fastest][1])] if fastest else []
         gflops = statistics.median(r["gflops"] for r in ours)
-        target = TARGET_RATIO[mode]
+        graph = (model, mode) in GRAPH_WORKLOADS
+        target = GRAPH_TARGET_RATIO if graph else TARGET_RATIO[mode]
         flops = ours[0]["flops_per_sample"]
         needs = target * statistics.median(best_torch[fastest][1]) * flops / 1e9 if fastest else None
         row = {"model": model, "mode": mode, "batches": batches, "advtrain": our_rates, "gflops": gflops,
@@ -214,6 +220,9 @@ def section_workloads(a, sides, workloads, ceiling, arith_peak):
                "torch": {n: {"threads": t, "rates": v} for n, (t, v) in best_torch.items()},
                "fastest": fastest, "ratios": ratios, "peak_mb": peaks, "walls": walls, "target": target,
                "pass": bool(ratios) and statistics.median(ratios) >= target}
+        if graph and arith_peak:  # or the peak-capped figure, whichever is lower
+            row["peak_target"] = GRAPH_PEAK_SHARE
+            row["pass"] = row["pass"] or gflops >= GRAPH_PEAK_SHARE * arith_peak
         rows.append(row)
         log(f"{model:9s} {mode:11s} advtrain {statistics.median(our_rates):9.0f}/s  ratio {mmm(ratios)} "
             f"(target {target:g}x: {verdict(row['pass'])})")
@@ -421,7 +430,8 @@ def markdown(a, info, sides, res, command, elapsed):
             needs = "-"
             if r.get("needs_gflops") is not None:
                 needs = f"{r['needs_gflops']:.0f}" + (f" ({100 * r['needs_fraction']:.0f}%)" if r.get("needs_fraction") else "")
-            cells += [mmm(r["ratios"]), f">= {r['target']:g}x", needs, verdict(r["pass"]),
+            goal = f">= {r['target']:g}x" + (f" or {100 * r['peak_target']:.0f}% of peak" if r.get("peak_target") else "")
+            cells += [mmm(r["ratios"]), goal, needs, verdict(r["pass"]),
                       " / ".join(f"{r['peak_mb'].get(k, 0):.0f}" for k in ["advtrain"] + [n for n, _ in sides])]
             L.append("| " + " | ".join(cells) + " |")
         L.append("")
