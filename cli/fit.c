@@ -995,7 +995,7 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
                   .plateau_patience = 10, .plateau_factor = 0.1f, .adv_norm = "linf"};
     cli_option opts[] = {
         {"model", OPT_STRING, &a.model, "NAME|SPEC", "seed-mlp, seed-cnn, mlp, smallcnn, resnet8, preact-resnet18[:W], dscnn, or a spec like 'flatten,linear:100,relu,linear:10' (default seed-cnn)", 1, 0},
-        {"width", OPT_INT, &a.width, "W", "preact-resnet18: the first stage's channels (64 as in the paper; W, 2W, 4W, 8W after)", 1, 1024},
+        {"width", OPT_INT, &a.width, "W", "preact-resnet18: the first stage's channels (W, 2W, 4W, 8W after; default 0: the paper's 64)", 0, 1024},
         {"data", OPT_STRING, &a.data, "SOURCE", "fashion-mnist, mnist:DIR, fashion-mnist:DIR, idx:DIR, cifar10:DIR, synthetic (default fashion-mnist)", 1, 0},
         {"epochs", OPT_INT, &a.epochs, "N", "passes over the training set (default 10)", 1, 100000},
         {"batch", OPT_INT, &a.batch, "N", "minibatch size (default 128)", 1, 65536},
