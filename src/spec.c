@@ -82,11 +82,11 @@ static at_status split_token(const char *token, token_parts *t) {
     if (s != AT_OK) return s;
     size_t word = strcspn(p, ":@");
     t->ops = at_layer_ops_named(p, word);
-    if (!t->ops)
-        return at_fail(AT_ERR_ARG,
-                       "unknown layer '%s' in spec (known: conv, maxpool, avgpool, linear, relu, "
-                       "leakyrelu, tanh, sigmoid, flatten, dropout, dropout2d, bn, bn1d, add, gap)",
-                       token);
+    if (!t->ops) {
+        char known[256];
+        at_layer_keywords(known, sizeof known);
+        return at_fail(AT_ERR_ARG, "unknown layer '%s' in spec (known: %s)", token, known);
+    }
     for (size_t i = word; s == AT_OK && i < body;) {
         size_t len = strcspn(p + i + 1, ":@");
         if (i + 1 + len > body) len = body - i - 1;
@@ -170,12 +170,14 @@ at_status at_net_from_spec(at_net **out, const char *spec, int c, int h, int w) 
     } else {
         at_status s = at_spec_parse(spec, L, &n);
         if (s != AT_OK) {
-            if (!strchr(spec, ',') && !strchr(spec, ':'))
+            if (!strchr(spec, ',') && !strchr(spec, ':')) {
+                char names[256];
+                at_builtin_names(names, sizeof names);
                 return at_fail(AT_ERR_ARG,
-                               "unknown model '%s': use seed-mlp, seed-cnn, mlp, smallcnn, resnet8, "
-                               "preact-resnet18[:WIDTH], dscnn or a spec such as "
+                               "unknown model '%s': use %s or a spec such as "
                                "'flatten,linear:100,relu,linear:10'",
-                               spec);
+                               spec, names);
+            }
             return s;
         }
     }

@@ -14,8 +14,6 @@
 #include <omp.h>
 #include <string.h>
 
-/* The fewest samples a pass hands a thread at a time (take_chunk). */
-enum { MIN_CHUNK = 16 };
 
 /* What every thread of one pass shares. */
 typedef struct pass {

@@ -24,6 +24,10 @@ typedef struct at_executor {
 
 extern const at_executor at_cpu_executor;
 
+/* The fewest samples a pass hands a thread at a time (exec_cpu.c's take_chunk; plan.c sizes the
+ * chunk bookkeeping by it). */
+enum { MIN_CHUNK = 16 };
+
 /* Where a backward pass puts one input gradient of a node: straight into the tensor's gradient
  * (the first reader in backward order writes it), or into scratch that is then added (a tensor
  * with several readers accumulates). */

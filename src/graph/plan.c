@@ -214,9 +214,6 @@ void at_net_free_buffers(at_net *net) {
     net->last_n = 0;
 }
 
-/* The fewest samples a pass hands a thread at a time (exec_cpu.c's take_chunk). */
-enum { MIN_CHUNK = 16 };
-
 static bool allocate_tensors(at_net *net, int max_batch) {
     bool ok = (net->input_copy = at_alloc_floats((size_t)max_batch * at_net_in_size(net), "activations"));
     for (int l = 0; ok && l < net->nlayers; l++) {

@@ -124,6 +124,8 @@ const at_layer_ops *at_layer_ops_for(at_layer_kind kind);
 /* The kind whose spec keyword is word[0..len), NULL if none; and the kind of a table. */
 const at_layer_ops *at_layer_ops_named(const char *word, size_t len);
 at_layer_kind at_layer_kind_of(const at_layer_ops *ops);
+/* Every kind's spec keyword, comma-separated (for messages). */
+void at_layer_keywords(char *buf, size_t cap);
 
 /* Each kind's table, defined in its file; registry.c maps kinds to them. */
 extern const at_layer_ops at_linear_ops, at_conv2d_ops, at_maxpool2d_ops, at_avgpool2d_ops,

@@ -2,6 +2,7 @@
  * enum value in include/advtrain.h and one line here (docs/architectures.md). */
 #include "layer.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static const at_layer_ops *const kinds[AT_LAYER_KIND_COUNT] = {
@@ -31,6 +32,15 @@ const at_layer_ops *at_layer_ops_named(const char *word, size_t len) {
         if (kinds[k] && strlen(kinds[k]->name) == len && strncmp(kinds[k]->name, word, len) == 0)
             return kinds[k];
     return NULL;
+}
+
+void at_layer_keywords(char *buf, size_t cap) {
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int k = 0; k < AT_LAYER_KIND_COUNT && used < cap; k++) {
+        int w = snprintf(buf + used, cap - used, "%s%s", used ? ", " : "", kinds[k]->name);
+        if (w > 0) used += (size_t)w;
+    }
 }
 
 at_layer_kind at_layer_kind_of(const at_layer_ops *ops) {

@@ -2,20 +2,21 @@
  * ("preact-resnet18:16"). */
 #include "models.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static const struct {
     const char *name;
     at_model_fn build;
-    bool takes_arg;
+    const char *arg; /* what follows "name:", NULL if nothing */
 } models[] = {
-    {"seed-mlp", at_model_seed_mlp, false},
-    {"seed-cnn", at_model_seed_cnn, false},
-    {"mlp", at_model_mlp, false},
-    {"smallcnn", at_model_smallcnn, false},
-    {"resnet8", at_model_resnet8, false},
-    {"preact-resnet18", at_model_preact_resnet18, true},
-    {"dscnn", at_model_dscnn, false},
+    {"seed-mlp", at_model_seed_mlp, NULL},
+    {"seed-cnn", at_model_seed_cnn, NULL},
+    {"mlp", at_model_mlp, NULL},
+    {"smallcnn", at_model_smallcnn, NULL},
+    {"resnet8", at_model_resnet8, NULL},
+    {"preact-resnet18", at_model_preact_resnet18, "WIDTH"},
+    {"dscnn", at_model_dscnn, NULL},
 };
 
 /* The entry `spec` names, and its argument (NULL if none); -1 if none. */
@@ -24,9 +25,20 @@ static int find(const char *spec, const char **arg) {
     *arg = spec[len] == ':' ? spec + len + 1 : NULL;
     for (int i = 0; i < (int)(sizeof models / sizeof *models); i++)
         if (strlen(models[i].name) == len && strncmp(spec, models[i].name, len) == 0 &&
-            (models[i].takes_arg || !*arg))
+            (models[i].arg || !*arg))
             return i;
     return -1;
+}
+
+void at_builtin_names(char *buf, size_t cap) {
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < sizeof models / sizeof *models && used < cap; i++) {
+        int w = snprintf(buf + used, cap - used, "%s%s%s%s%s", used ? ", " : "", models[i].name,
+                         models[i].arg ? "[:" : "", models[i].arg ? models[i].arg : "",
+                         models[i].arg ? "]" : "");
+        if (w > 0) used += (size_t)w;
+    }
 }
 
 bool at_is_builtin_model(const char *name) {

@@ -35,6 +35,8 @@ at_status at_model_resnet8(at_builder *b, const char *arg, int c, int h, int w);
 at_status at_model_preact_resnet18(at_builder *b, const char *arg, int c, int h, int w);
 at_status at_model_dscnn(at_builder *b, const char *arg, int c, int h, int w);
 
+/* The built-in models' names, comma-separated (for messages). */
+void at_builtin_names(char *buf, size_t cap);
 /* Builds the built-in model `spec` names into L (capacity cap); *n receives the count. */
 at_status at_builtin_layers(const char *spec, int c, int h, int w, at_layer_desc *L, int cap, int *n);
 #endif
