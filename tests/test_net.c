@@ -820,18 +820,25 @@ static void fixed_loss(void *user, const float *z, int begin, int end, float *dl
 }
 
 static void test_chunk_independence(void) {
+    /* resnet8 and preact-resnet18 keep their forward-only tensors (a branch's last BatchNorm or
+     * convolution, a 1x1 shortcut) in gradient slots wider than them: the fused pass runs one
+     * chunk's forward next to another's backward in the same slots. */
     const char *specs[] = {"smallcnn", "mlp", "seed-cnn",
                            "conv:8:3:1:1,tanh,maxpool:2,conv:6:3:2,avgpool:2,flatten,dropout:0.3,"
-                           "linear:12,sigmoid,linear:5"};
+                           "linear:12,sigmoid,linear:5",
+                           "resnet8", "preact-resnet18:4", "dscnn"};
     const int n = 77, pieces[] = {5, 1, 33, 38};
-    for (int k = 0; k < 4; k++) {
+    for (size_t k = 0; k < sizeof specs / sizeof *specs; k++) {
         at_net *net = NULL;
         CHECK_OK(at_net_from_spec(&net, specs[k], 1, 28, 28));
         if (!net) continue;
         at_net_init(net, 7);
-        at_net_set_training(net, false);
         const int D = at_net_in_size(net), K = at_net_out_size(net);
         float *x = malloc(sizeof(float) * n * D), *dz = malloc(sizeof(float) * n * K);
+        at_net_set_training(net, true); /* running statistics away from 0 and 1 */
+        fill_uniform(x, (size_t)n * D, 20);
+        CHECK_OK(at_net_forward(net, x, n, NULL));
+        at_net_set_training(net, false);
         float *z[4], *dx[4];
         fill_uniform(x, (size_t)n * D, 21);
         fill_uniform(dz, (size_t)n * K, 22);
@@ -908,6 +915,19 @@ static void test_predict(void) {
             CHECK(at_net_backward(net, dl, AT_GRAD_PARAMS, NULL) == AT_ERR_ARG);
             free(dl);
         }
+        /* Predictions take the activations of the last forward when they fit (n), slots of
+         * their own when not (3n), and the activations again once a forward grew them. */
+        float *x3 = malloc(sizeof(float) * 3 * n * D);
+        for (int i = 0; i < 3; i++) memcpy(x3 + (size_t)i * n * D, x, sizeof(float) * n * D);
+        for (int pass = 0; pass < 2; pass++) {
+            if (pass == 1) CHECK_OK(at_net_forward(net, x3, 3 * n, NULL));
+            CHECK_OK(at_net_predict(net, x3, 3 * n, &logits));
+            for (int i = 0; logits && i < 3; i++)
+                CHECK_MSG(memcmp(z, logits + (size_t)i * n * K, sizeof(float) * n * K) == 0,
+                          "%s: at_net_predict of 3n samples (%s) differs in part %d", specs[k],
+                          pass ? "after a forward of 3n" : "slots of its own", i);
+        }
+        free(x3);
         at_net_set_training(net, true);
         CHECK(at_net_predict(net, x, n, &logits) == AT_ERR_ARG);
         free(x);

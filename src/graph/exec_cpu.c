@@ -94,7 +94,7 @@ static void sync_point(const pass *P, const at_layer *L, bool forward, bool para
  * synchronised between nodes) or the caller's input. */
 static float *tensor_rows(const pass *P, int t, int begin) {
     const at_net *net = P->net;
-    if (!P->infer) return rows(at_tensor_data(net, t), begin, at_tensor_size(net, t));
+    if (!P->infer) return rows(at_tensor_data(net, t), begin, at_tensor_stride(net, t));
     if (t < 0) return (float *)P->x + (size_t)begin * at_net_in_size(net);
     const int k = net->plan.infer_slot[t + 1];
     return rows(net->infer[k], begin, net->plan.infer_width[k]);
@@ -255,9 +255,8 @@ static void backward_node(const pass *P, at_ctx *ctx, int l, int begin, int end)
     const float *dy = l == net->plan.out_tensor
                           ? P->dlogits + (size_t)begin * L->out_size
                           : slot_rows(net, net->plan.grad_slot[l + 1], begin);
-    const float *x = rows(at_tensor_data(net, L->src[0]), begin, L->in_size);
-    const float *y = rows(net->act[l], begin, L->out_size);
-    ctx->x2 = L->nsrc == 2 ? rows(at_tensor_data(net, L->src[1]), begin, L->in_size) : NULL;
+    const float *x = tensor_rows(P, L->src[0], begin), *y = tensor_rows(P, l, begin);
+    ctx->x2 = L->nsrc == 2 ? tensor_rows(P, L->src[1], begin) : NULL;
     ctx->dx2 = d_in[1];
     ctx->kept = net->last_training ? kept_part(net, l, begin) : NULL;
     if (P->sync && ops->backward_stats) {
@@ -410,6 +409,7 @@ at_status at_net_predict(at_net *net, const float *x, int n, const float **logit
     if (net->training)
         return at_fail(AT_ERR_ARG, "at_net_predict runs in eval mode (at_net_set_training(net, false))");
     at_status s = at_plan_reserve_infer(net, n);
+    if (s == AT_OK) net->last_n = 0; /* no backward: its slots may lie over the activations */
     if (s == AT_OK) s = net->exec->predict(net, x, n);
     if (s != AT_OK) return s;
     const int t = net->plan.out_tensor;

@@ -46,6 +46,7 @@ typedef struct at_plan {
     int nslots;
     int *slot_width;       /* floats per sample of each slot */
     int max_stats;         /* doubles of the largest sync point */
+    int *fwd_slot;         /* per node: the gradient slot its forward-only output lives in, or -1 */
     /* Prediction (at_net_predict) keeps no activation for a backward pass: a tensor's slot is
      * free once its last reader has run, so a few slots serve the whole network. */
     int *infer_slot;       /* per tensor + 1 (-1 for the input: read in place) */
@@ -69,12 +70,15 @@ struct at_net {
     /* Buffers sized by at_net_reserve. */
     int max_batch, threads;
     float *input_copy;     /* the last forward's input */
-    float **act;           /* act[v]: node v's output (NULL if fused) */
+    float **act;           /* act[v]: node v's output (NULL if fused), in the arena */
+    float *arena;          /* all activations of a training or attack pass, in one block */
+    size_t arena_floats;
     float **grad;          /* grad[s]: gradient slot s */
     float **work;          /* per-thread scratch, sized for work_batch samples */
     int work_batch;
     float **infer;         /* prediction slots, sized for infer_batch samples */
     int infer_batch;
+    bool infer_in_arena;   /* the slots lie in the arena (a prediction ends the last forward) */
     int kept_batch;        /* samples the kept buffers hold (allocated by the first training
                             * forward, within a memory budget) */
     float **thread_grads;  /* per-thread parameter gradients, [0] unused (shared buffer) */
@@ -95,9 +99,11 @@ at_status at_plan_reserve_infer(at_net *net, int n);
 at_status at_plan_reserve_kept(at_net *net, int n);
 void at_plan_free(at_plan *plan);
 void at_net_free_buffers(at_net *net);
-/* The floats of tensor t (-1: the input copy), for all samples. */
+/* The floats of tensor t (-1: the input copy), for all samples: sample i's at i * stride (the
+ * size, or a gradient slot's width for a forward-only tensor). */
 float *at_tensor_data(const at_net *net, int t);
 int at_tensor_size(const at_net *net, int t); /* floats per sample */
+int at_tensor_stride(const at_net *net, int t);
 /* Whether a backward pass with these flags needs tensor t's gradient. */
 bool at_plan_needs_grad(const at_net *net, int t, bool params, bool input);
 #endif

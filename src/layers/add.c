@@ -50,4 +50,5 @@ static void add_describe(const at_layer *L, char *buf, size_t cap) { snprintf(bu
 const at_layer_ops at_add_ops = {.name = "add", .inputs = 2, .setup = add_setup,
                                  .workspace = add_workspace, .forward = add_forward,
                                  .backward = add_backward, .fuses_relu = add_fuses_relu,
+                                 .output_dead_in_backward = true, .inputs_dead_in_backward = true,
                                  .spec_word = add_word, .describe = add_describe};

@@ -317,12 +317,14 @@ static void bn1d_describe(const at_layer *L, char *buf, size_t cap) {
 
 const at_layer_ops at_batchnorm2d_ops = {
     .name = "bn", .setup = bn_setup, .workspace = bn_workspace, .forward = bn_forward,
-    .backward = bn_backward, .fuses_relu = bn_fuses_relu, .describe = bn2d_describe,
+    .backward = bn_backward, .fuses_relu = bn_fuses_relu,
+    .output_dead_in_backward = true, .describe = bn2d_describe,
     .init = bn_init, .forward_stats = bn_forward_stats, .forward_reduce = bn_forward_reduce,
     .backward_stats = bn_backward_stats, .backward_reduce = bn_backward_reduce};
 
 const at_layer_ops at_batchnorm1d_ops = {
     .name = "bn1d", .setup = bn1d_setup, .workspace = bn_workspace, .forward = bn_forward,
-    .backward = bn_backward, .fuses_relu = bn_fuses_relu, .describe = bn1d_describe,
+    .backward = bn_backward, .fuses_relu = bn_fuses_relu,
+    .output_dead_in_backward = true, .describe = bn1d_describe,
     .init = bn_init, .forward_stats = bn_forward_stats, .forward_reduce = bn_forward_reduce,
     .backward_stats = bn_backward_stats, .backward_reduce = bn_backward_reduce};

@@ -375,5 +375,6 @@ static void conv_describe(const at_layer *L, char *buf, size_t cap) {
 const at_layer_ops at_conv2d_ops = {.name = "conv", .setup = conv_setup,
                                     .workspace = conv_workspace, .forward = conv_forward,
                                     .backward = conv_backward, .fuses_relu = conv_fuses_relu,
+                                    .output_dead_in_backward = true,
                                     .min_args = 2, .max_args = 4, .parse = conv_parse,
                                     .spec_word = conv_word, .describe = conv_describe};

@@ -85,6 +85,10 @@ typedef struct at_layer_ops {
      * writes max(y, 0); its backward receives the gradient of that output and must zero it where
      * y <= 0, reading the y it is given (the ReLU's output). */
     bool (*fuses_relu)(const at_layer *L);
+    /* What backward does not read, so that the plan may keep a tensor only during the forward
+     * (plan.c): output_dead_in_backward, y but to gate a fused ReLU; inputs_dead_in_backward,
+     * x and x2 (Add). */
+    bool output_dead_in_backward, inputs_dead_in_backward;
 
     /* The spec syntax (spec.c): "name:ARG:ARG...:key=value". parse fills d (kind and name are
      * set) from the positional numbers and the named values (keys[i] = vals[i]); count within

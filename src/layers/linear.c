@@ -77,5 +77,6 @@ static void linear_describe(const at_layer *L, char *buf, size_t cap) {
 const at_layer_ops at_linear_ops = {.name = "linear", .setup = linear_setup,
                                     .workspace = linear_workspace, .forward = linear_forward,
                                     .backward = linear_backward, .fuses_relu = linear_fuses_relu,
+                                    .output_dead_in_backward = true,
                                     .min_args = 1, .max_args = 1, .parse = linear_parse,
                                     .spec_word = linear_word, .describe = linear_describe};
