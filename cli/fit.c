@@ -99,8 +99,25 @@ static void show_evaluating(const fit_state *st, int epoch, const char *run_eta)
     cli_progress_text(text);
 }
 
+/* A test hook (tests/cli_signals.sh): ADVTRAIN_TEST_SIGNAL_AFTER=N sends this process SIGTERM
+ * (ADVTRAIN_TEST_SIGNAL=INT: SIGINT) after its N-th batch, ADVTRAIN_TEST_SIGNAL_TWICE=1 a second
+ * one right after, so that a stop lands mid-epoch at a known step whatever the machine's speed. */
+static void test_signal_hook(void) {
+    static long batches, after = -1;
+    if (after < 0) {
+        const char *v = getenv("ADVTRAIN_TEST_SIGNAL_AFTER");
+        after = v ? atol(v) : 0;
+    }
+    if (after <= 0 || ++batches != after) return;
+    const char *name = getenv("ADVTRAIN_TEST_SIGNAL"), *twice = getenv("ADVTRAIN_TEST_SIGNAL_TWICE");
+    const int sig = name && strcmp(name, "INT") == 0 ? SIGINT : SIGTERM;
+    raise(sig);
+    if (twice && strcmp(twice, "1") == 0) raise(sig);
+}
+
 static void on_batch(void *user, int epoch, int batch, int nbatches, float loss, float metric) {
     fit_state *st = user;
+    test_signal_hook();
     if (st->args->quiet || st->args->json || !cli_is_tty()) return;
     double now = cli_now();
     if (st->first_epoch == 0) { /* this process's share of the run: a resumed run starts later */
@@ -687,6 +704,15 @@ static int check_outputs(const fit_args *a) {
     return 0;
 }
 
+static void resume_message(const fit_args *a, FILE *log, int epoch) {
+    int done = 0, batches = 0;
+    at_checkpoint_progress(a->checkpoint_dir, &done, &batches);
+    if (batches > 0)
+        fprintf(log, "resuming %s in epoch %d after batch %d\n", a->checkpoint_dir, epoch + 1, batches);
+    else
+        fprintf(log, "resuming %s after epoch %d\n", a->checkpoint_dir, epoch);
+}
+
 /* --resume: the epoch the checkpoint holds (0: none yet) and whether the run is complete. Writes
  * nothing: a refused resume must leave the run directory as it was. */
 static bool resume_point(const fit_args *a, FILE *log, int *resume_epoch, bool *complete) {
@@ -804,18 +830,38 @@ static int build_nets(const cli_command *cmd, const fit_args *a, const at_train_
     return -1;
 }
 
+/* After a signal stopped training between two steps: where the checkpoint stands, how to go on;
+ * the exit status is 128 + the signal, as if it had ended the process. */
+static int stopped_on_request(const fit_args *a, int sig) {
+    int epoch = 0, batches = 0;
+    at_checkpoint_progress(a->checkpoint_dir, &epoch, &batches);
+    if (batches > 0)
+        fprintf(stderr, "advtrain fit: stopped by %s during epoch %d after batch %d; the checkpoint "
+                        "%s/last.safetensors holds it. Resume with: advtrain fit --resume %s\n",
+                sig == SIGTERM ? "SIGTERM" : "Ctrl-C", epoch + 1, batches, a->checkpoint_dir, a->checkpoint_dir);
+    else
+        fprintf(stderr, "advtrain fit: stopped by %s after epoch %d; the checkpoint %s/last.safetensors "
+                        "holds it. Resume with: advtrain fit --resume %s\n",
+                sig == SIGTERM ? "SIGTERM" : "Ctrl-C", epoch, a->checkpoint_dir, a->checkpoint_dir);
+    return 128 + (sig ? sig : SIGINT);
+}
+
 /* Trains st->train_net (Ctrl-C explained, explosion and stalls watched). Returns -1 when the
  * run ended well, else the exit status. */
 static int train(fit_state *st, const at_data *data, const at_dataset *val, int resume_epoch) {
     const fit_args *a = st->args;
     st->best_robust_val = NAN;
     watch_init(&st->watch, st->regression ? 0 : data->train.num_classes, a->epochs);
-    at_train_callbacks cb = {st, on_batch, on_epoch};
+    at_train_callbacks cb = {st, on_batch, on_epoch, NULL};
     interrupt_hint(a, resume_epoch, false);
     cli_interrupt_install();
+    /* With checkpoints a signal stops training between two steps and keeps that step. */
+    if (a->checkpoint_dir) cb.stop = cli_interrupt_graceful(true);
     at_status s = at_train(st->train_net, &data->train, val, &data->test, st->cfg, &cb);
+    cli_interrupt_graceful(false);
     interrupt_hint(a, st->epochs_run, true);
     if (!a->json) cli_progress_done();
+    if (s == AT_ERR_INTERRUPTED) return stopped_on_request(a, *cb.stop);
     if (st->log_failed || st->exploded) return EXIT_RUN_FAILED;
     if (s != AT_OK) {
         cli_error("fit", "training failed", s);
@@ -871,7 +917,7 @@ static int prepare_resume(const fit_args *a, at_train_config *cfg, at_net *train
         fprintf(log, "resuming %s: all %d epoch%s done; saving the final model\n", a->checkpoint_dir,
                 *resume_epoch, cli_s(*resume_epoch));
     else
-        fprintf(log, "resuming %s after epoch %d\n", a->checkpoint_dir, *resume_epoch);
+        resume_message(a, log, *resume_epoch);
     return -1;
 }
 

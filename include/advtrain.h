@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <signal.h> /* sig_atomic_t */
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -30,7 +31,8 @@ typedef enum at_status {
     AT_ERR_IO,          /* file missing, unreadable or unwritable */
     AT_ERR_FORMAT,      /* file exists but is truncated, corrupted or malformed */
     AT_ERR_NAN,         /* a loss or value became NaN or infinite */
-    AT_ERR_UNSUPPORTED  /* valid request this build cannot do */
+    AT_ERR_UNSUPPORTED, /* valid request this build cannot do */
+    AT_ERR_INTERRUPTED  /* stopped on request (at_train_callbacks.stop) between two steps */
 } at_status;
 
 const char *at_status_name(at_status s);
@@ -756,8 +758,10 @@ typedef enum at_monitor { AT_MONITOR_VAL_LOSS, AT_MONITOR_VAL_METRIC } at_monito
  * whenever the epoch is the best so far: by robust validation accuracy when adversarial training
  * measures it, else by the validation value early stopping monitors (no best file without a
  * validation set). Both are model files (at_model_load reads them); writes are atomic (temporary
- * file, fsync, rename), so a killed process leaves the previous checkpoint intact. With resume,
- * training continues after the epoch DIR/last.safetensors holds and ends with the same weights,
+ * file, fsync, rename), so a killed process leaves the previous checkpoint intact. A stop request
+ * (at_train_callbacks.stop) writes last.safetensors mid-epoch. Weights that are not finite are
+ * never written: at_train fails with AT_ERR_NAN and the previous files stay. With resume,
+ * training continues after the step DIR/last.safetensors holds and ends with the same weights,
  * bit for bit, as an uninterrupted run with the same configuration and thread count. DIR must
  * exist; a missing last.safetensors fails with AT_ERR_IO. */
 typedef struct at_checkpoint_config {
@@ -769,6 +773,8 @@ typedef struct at_checkpoint_config {
 
 /* The last completed epoch saved in DIR/last.safetensors (AT_ERR_IO when there is none). */
 at_status at_checkpoint_epoch(const char *dir, int *epoch);
+/* The same, and the batches of the next epoch it holds (0 unless written by a stop request). */
+at_status at_checkpoint_progress(const char *dir, int *epoch, int *batches);
 
 /* Everything after `optim` is regularization and is off in at_train_defaults(). Per step, in
  * this order: batch (+ augmentation, input noise, mixup), forward, loss (+ penalty), backward,
@@ -834,6 +840,10 @@ typedef struct at_train_callbacks {
                      float running_metric);
     /* After every epoch (may be NULL). Returning false stops training. */
     bool (*on_epoch)(void *user, const at_epoch_stats *stats);
+    /* May be NULL. When *stop becomes non-zero (a signal handler may set it), at_train finishes
+     * the step under way, writes DIR/last.safetensors there, mid-epoch (with checkpoint.dir),
+     * and returns AT_ERR_INTERRUPTED; resuming continues with the next step, bit for bit. */
+    volatile sig_atomic_t *stop;
 } at_train_callbacks;
 
 /* Trains net on `train` with minibatch SGD/Adam; evaluates on val and test (either may be NULL)

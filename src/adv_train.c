@@ -351,6 +351,11 @@ void adv_trainer_save_state(adv_trainer *t, ckpt_state *c) {
     ckpt_put_int(c, "adv_collapses", t->collapses);
     ckpt_put_rng(c, "adv_rng", at_adv_workspace_rng(t->ws));
     if (t->best_params) ckpt_put_floats(c, "adv_best_params", t->best_params, np);
+    if (t->method == AT_ADV_FREE) { /* the perturbation goes on across batches and epochs */
+        size_t count;
+        const float *delta = at_adv_workspace_delta(t->ws, &count);
+        ckpt_put_floats(c, "adv_free_delta", delta, count);
+    }
     if (t->good_params) {
         ckpt_put_floats(c, "adv_good_params", t->good_params, np);
         ckpt_put_floats(c, "adv_good_state", t->good_state, state_count);
@@ -382,6 +387,12 @@ at_status adv_trainer_load_state(adv_trainer *t, const ckpt_state *c) {
         return s;
     if (t->best_params && best_epoch > 0 &&
         (s = ckpt_get_floats(c, "adv_best_params", t->best_params, np)) != AT_OK)
+        return s;
+    size_t count;
+    float *delta = at_adv_workspace_delta(t->ws, &count);
+    /* Checkpoints before 2026-12 did not keep it (their resumed runs started from zero). */
+    if (t->method == AT_ADV_FREE && ckpt_has_floats(c, "adv_free_delta") &&
+        (s = ckpt_get_floats(c, "adv_free_delta", delta, count)) != AT_OK)
         return s;
     if (t->good_params && ((s = ckpt_get_floats(c, "adv_good_params", t->good_params, np)) != AT_OK ||
                            (s = ckpt_get_floats(c, "adv_good_state", t->good_state, state_count)) != AT_OK))

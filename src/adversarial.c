@@ -20,6 +20,11 @@ struct at_adv_workspace {
 
 at_rng *at_adv_workspace_rng(at_adv_workspace *ws) { return &ws->rng; }
 
+float *at_adv_workspace_delta(at_adv_workspace *ws, size_t *count) {
+    *count = (size_t)ws->cap * ws->D;
+    return ws->delta;
+}
+
 void at_adv_workspace_free(at_adv_workspace *ws) {
     if (!ws) return;
     free(ws->x_adv);

@@ -120,6 +120,16 @@ at_status ckpt_open(ckpt_state *c, const char *path) {
     return AT_OK;
 }
 
+bool ckpt_has(const ckpt_state *c, const char *key) {
+    return cJSON_GetObjectItemCaseSensitive(c->json, key) != NULL;
+}
+
+bool ckpt_has_floats(const ckpt_state *c, const char *name) {
+    char full[128];
+    snprintf(full, sizeof full, "%s%s", TENSOR_PREFIX, name);
+    return at_st_find(c->file, full) != NULL;
+}
+
 static at_status missing(const ckpt_state *c, const char *key, const char *what) {
     return at_fail(AT_ERR_FORMAT, "%s: training state '%s' is missing or not %s", c->path, key, what);
 }

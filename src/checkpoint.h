@@ -44,6 +44,9 @@ at_status ckpt_get_num(const ckpt_state *c, const char *key, double *v);
 at_status ckpt_get_u64(const ckpt_state *c, const char *key, uint64_t *v);
 at_status ckpt_get_rng(const ckpt_state *c, const char *key, at_rng *r);
 const char *ckpt_get_str(const ckpt_state *c, const char *key); /* NULL when missing */
+/* For what later versions added: a state key, a float array. */
+bool ckpt_has(const ckpt_state *c, const char *key);
+bool ckpt_has_floats(const ckpt_state *c, const char *name);
 at_status ckpt_get_floats(const ckpt_state *c, const char *name, float *data, size_t count);
 
 /* dir/name in buf; AT_ERR_ARG when it does not fit. */

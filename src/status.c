@@ -21,6 +21,7 @@ const char *at_status_name(at_status s) {
     case AT_ERR_FORMAT: return "malformed file";
     case AT_ERR_NAN: return "non-finite value";
     case AT_ERR_UNSUPPORTED: return "unsupported";
+    case AT_ERR_INTERRUPTED: return "interrupted";
     }
     return "unknown status";
 }

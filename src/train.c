@@ -275,7 +275,16 @@ typedef struct best_tracker {
     int epoch;
 } best_tracker;
 
-/* Everything the loop carries from one epoch to the next, for checkpoints. */
+/* What an epoch accumulates over its batches. A checkpoint written mid-epoch (a stop request)
+ * keeps it, so that the resumed epoch reports what an uninterrupted one would. */
+typedef struct epoch_sums {
+    int batches; /* batches done */
+    double loss, penalty, norm, seconds;
+    long hits, adv_hits;
+    float eps;
+} epoch_sums;
+
+/* Everything the loop carries from one step to the next, for checkpoints. */
 typedef struct loop_state {
     at_net *net;
     at_optim *opt;
@@ -292,29 +301,84 @@ static const char *optim_name(at_optim_kind kind) {
     return kind == AT_OPTIM_SGD ? "sgd" : kind == AT_OPTIM_ADAM ? "adam" : "adamw";
 }
 
+/* AT_ERR_NAN naming the first parameter that is not finite: such weights are never saved. */
+static at_status check_finite(at_net *net, int epoch) {
+    const float *w = at_net_params(net);
+    for (int i = 0; i < at_net_num_tensors(net); i++) {
+        const at_param_info *t = at_net_tensor(net, i);
+        for (size_t j = 0; j < t->size; j++)
+            if (!isfinite(w[t->offset + j]))
+                return at_fail(AT_ERR_NAN, "%s holds %g after epoch %d: training diverged (try a "
+                                           "smaller learning rate); the previous checkpoint is kept",
+                               t->name, (double)w[t->offset + j], epoch);
+    }
+    return AT_OK;
+}
+
+static void put_partial(ckpt_state *c, const epoch_sums *p) {
+    ckpt_put_int(c, "epoch_batches", p->batches);
+    ckpt_put_num(c, "epoch_loss", p->loss);
+    ckpt_put_num(c, "epoch_penalty", p->penalty);
+    ckpt_put_num(c, "epoch_norm", p->norm);
+    ckpt_put_num(c, "epoch_seconds", p->seconds);
+    ckpt_put_int(c, "epoch_hits", p->hits);
+    ckpt_put_int(c, "epoch_adv_hits", p->adv_hits);
+    ckpt_put_num(c, "epoch_eps", p->eps);
+}
+
+/* An epoch-end checkpoint has no epoch_batches: the next epoch starts from nothing. */
+static at_status get_partial(const ckpt_state *c, epoch_sums *p, int nbatches) {
+    memset(p, 0, sizeof *p);
+    int64_t batches = 0, hits = 0, adv_hits = 0;
+    double eps = 0;
+    if (!ckpt_has(c, "epoch_batches")) return AT_OK;
+    at_status s = ckpt_get_int(c, "epoch_batches", &batches);
+    if (s == AT_OK && (batches < 0 || batches >= nbatches))
+        s = at_fail(AT_ERR_FORMAT, "%s: epoch_batches %lld out of range", c->path, (long long)batches);
+    if (s == AT_OK) s = ckpt_get_num(c, "epoch_loss", &p->loss);
+    if (s == AT_OK) s = ckpt_get_num(c, "epoch_penalty", &p->penalty);
+    if (s == AT_OK) s = ckpt_get_num(c, "epoch_norm", &p->norm);
+    if (s == AT_OK) s = ckpt_get_num(c, "epoch_seconds", &p->seconds);
+    if (s == AT_OK) s = ckpt_get_int(c, "epoch_hits", &hits);
+    if (s == AT_OK) s = ckpt_get_int(c, "epoch_adv_hits", &adv_hits);
+    if (s == AT_OK) s = ckpt_get_num(c, "epoch_eps", &eps);
+    p->batches = (int)batches;
+    p->hits = (long)hits;
+    p->adv_hits = (long)adv_hits;
+    p->eps = (float)eps;
+    return s;
+}
+
+/* best.safetensors when this epoch is the best so far, with its epoch in the metadata. */
+static at_status save_best(const loop_state *L, const at_checkpoint_config *ck, int epoch) {
+    char best[4096], epoch_text[16];
+    at_status s = ckpt_path(best, sizeof best, ck->dir, "best.safetensors");
+    if (s != AT_OK) return s;
+    snprintf(epoch_text, sizeof epoch_text, "%d", epoch);
+    at_st_meta *meta = at_calloc((size_t)ck->nmeta + 1, sizeof *meta, "metadata");
+    if (!meta) return AT_ERR_NOMEM;
+    for (int i = 0; i < ck->nmeta; i++) meta[i] = ck->meta[i];
+    meta[ck->nmeta] = (at_st_meta){"advtrain.best_epoch", epoch_text};
+    s = at_model_save(L->net, best, meta, ck->nmeta + 1);
+    free(meta);
+    return s;
+}
+
+/* last.safetensors after `epoch` completed epochs and, mid-epoch, the next one's part p. */
 static at_status save_checkpoint(const loop_state *L, const at_train_config *cfg,
-                                 const at_dataset *train, int epoch, bool best_now, bool stopped) {
+                                 const at_dataset *train, int epoch, const epoch_sums *p,
+                                 bool best_now, bool stopped) {
     const at_checkpoint_config *ck = &cfg->checkpoint;
     char path[4096];
-    at_status s = ckpt_path(path, sizeof path, ck->dir, "last.safetensors");
+    at_status s = check_finite(L->net, p ? epoch + 1 : epoch);
+    if (s == AT_OK) s = ckpt_path(path, sizeof path, ck->dir, "last.safetensors");
+    if (s == AT_OK && best_now) s = save_best(L, ck, epoch);
     if (s != AT_OK) return s;
-    if (best_now) {
-        char best[4096], epoch_text[16];
-        if ((s = ckpt_path(best, sizeof best, ck->dir, "best.safetensors")) != AT_OK) return s;
-        snprintf(epoch_text, sizeof epoch_text, "%d", epoch);
-        at_st_meta *meta = at_calloc((size_t)ck->nmeta + 1, sizeof *meta, "metadata");
-        if (!meta) return AT_ERR_NOMEM;
-        for (int i = 0; i < ck->nmeta; i++) meta[i] = ck->meta[i];
-        meta[ck->nmeta] = (at_st_meta){"advtrain.best_epoch", epoch_text};
-        s = at_model_save(L->net, best, meta, ck->nmeta + 1);
-        free(meta);
-        if (s != AT_OK) return s;
-    }
     ckpt_state c;
     if ((s = ckpt_begin(&c)) != AT_OK) return s;
     size_t state_count;
     const float *state = at_optim_state(L->opt, &state_count);
-    ckpt_put_int(&c, "version", 1);
+    ckpt_put_int(&c, "version", p ? 2 : 1);
     ckpt_put_int(&c, "epoch", epoch);
     ckpt_put_int(&c, "epochs", cfg->epochs);
     ckpt_put_int(&c, "early_stopped", stopped);
@@ -340,6 +404,7 @@ static at_status save_checkpoint(const loop_state *L, const at_train_config *cfg
     ckpt_put_num(&c, "best_value", L->best->best);
     ckpt_put_int(&c, "best_epoch", L->best->epoch);
     if (L->adv) adv_trainer_save_state(L->adv, &c);
+    if (p) put_partial(&c, p);
     s = ckpt_write(&c, L->net, path, ck->meta, ck->nmeta);
     ckpt_end(&c);
     return s;
@@ -353,7 +418,8 @@ static at_status mismatch(const char *path, const char *what, long long was, lon
 
 /* Restores the loop from DIR/last.safetensors; *epoch receives the epoch it completed. */
 static at_status load_checkpoint(const loop_state *L, const at_train_config *cfg,
-                                 const at_dataset *train, int *epoch, bool *stopped) {
+                                 const at_dataset *train, int *epoch, epoch_sums *part,
+                                 bool *stopped) {
     char path[4096];
     at_status s = ckpt_path(path, sizeof path, cfg->checkpoint.dir, "last.safetensors");
     if (s != AT_OK) return s;
@@ -407,6 +473,7 @@ static at_status load_checkpoint(const loop_state *L, const at_train_config *cfg
     if (s == AT_OK) s = ckpt_get_num(&c, "best_value", &best_value);
     if (s == AT_OK) s = ckpt_get_int(&c, "best_epoch", &best_epoch);
     if (s == AT_OK && L->adv) s = adv_trainer_load_state(L->adv, &c);
+    if (s == AT_OK) s = get_partial(&c, part, (train->n + cfg->batch - 1) / cfg->batch);
     ckpt_end(&c);
     if (s != AT_OK) return s;
     at_optim_set_lr(L->opt, (float)lr);
@@ -427,23 +494,273 @@ static at_status load_checkpoint(const loop_state *L, const at_train_config *cfg
     return AT_OK;
 }
 
-at_status at_checkpoint_epoch(const char *dir, int *epoch) {
-    *epoch = 0;
+at_status at_checkpoint_progress(const char *dir, int *epoch, int *batches) {
+    *epoch = *batches = 0;
     char path[4096];
     at_status s = ckpt_path(path, sizeof path, dir, "last.safetensors");
     if (s != AT_OK) return s;
     ckpt_state c;
-    int64_t ep = 0;
+    int64_t ep = 0, b = 0;
     if ((s = ckpt_open(&c, path)) == AT_OK) s = ckpt_get_int(&c, "epoch", &ep);
+    if (s == AT_OK && ckpt_has(&c, "epoch_batches")) s = ckpt_get_int(&c, "epoch_batches", &b);
     ckpt_end(&c);
     *epoch = (int)ep;
+    *batches = (int)b;
     return s;
+}
+
+at_status at_checkpoint_epoch(const char *dir, int *epoch) {
+    int batches;
+    return at_checkpoint_progress(dir, epoch, &batches);
 }
 
 static at_status evaluate_or_nan(at_net *net, const at_dataset *ds, int batch, at_eval_result *r) {
     r->loss = r->accuracy = r->mse = NAN;
     if (!ds) return AT_OK;
     return at_evaluate(net, ds, batch > 256 ? batch : 256, r);
+}
+
+/* One training run: what at_train sets up once and its steps share. */
+typedef struct trainer {
+    at_net *net;
+    const at_dataset *train, *val, *test;
+    const at_train_config *cfg;
+    const at_train_callbacks *cb;
+    int k, nbatches, replays;
+    bool maximize;
+    at_schedule_config sc;
+    at_schedule sched;
+    at_optim *opt;
+    batch_buffers b;
+    train_extra e;
+    adv_trainer *adv;
+    at_rng rng, aug;
+    early_stopping es;
+    int64_t step;
+    best_tracker best;
+    loop_state loop;
+} trainer;
+
+static bool stop_requested(const trainer *T) { return T->cb && T->cb->stop && *T->cb->stop; }
+
+/* The gradient of one batch (Free-AT: of one replay) into the network's gradients. */
+static at_status batch_gradients(trainer *T, const float *x, const float *soft, int n, float eps,
+                                 float *loss, int *correct, int *adv_correct) {
+    at_net *net = T->net;
+    at_net_zero_grad(net);
+    if (T->adv) return adv_trainer_gradients(T->adv, x, T->b.y, soft, n, eps, loss, correct, adv_correct);
+    const float *out;
+    at_status s = at_net_forward(net, x, n, &out);
+    if (s == AT_OK && soft)
+        s = at_cross_entropy_soft(out, soft, n, T->k, loss, T->b.dlogits, correct);
+    else if (s == AT_OK)
+        s = batch_loss(T->train, out, &T->b, n, T->k, T->cfg->label_smoothing, loss, correct);
+    if (s == AT_OK) s = at_net_backward(net, T->b.dlogits, AT_GRAD_PARAMS, NULL);
+    return s;
+}
+
+/* Batch bi of the epoch: gradients and optimizer step(s), added into the epoch's sums. */
+static at_status train_batch(trainer *T, int epoch, int bi, epoch_sums *p) {
+    const at_train_config *cfg = T->cfg;
+    const int first = bi * cfg->batch, n = AT_MIN(cfg->batch, T->train->n - first);
+    at_dataset_batch(T->train, T->b.idx + first, n, T->b.x, T->b.y, T->b.t);
+    const float *soft, *x = prepare_inputs(T->train, cfg, &T->b, &T->e, n, T->k, &T->aug, &soft);
+    float loss = NAN, penalty = 0.0f, norm = NAN;
+    int correct = 0;
+    at_status s = AT_OK;
+    if (T->sc.kind == AT_SCHEDULE_ONECYCLE) apply_schedule(T->opt, &T->sched, (int)T->step);
+    /* Free-AT replays each batch; every other method computes one gradient. */
+    for (int r = 0; r < T->replays && s == AT_OK; r++) {
+        int adv_correct = 0;
+        if (T->adv) p->eps = adv_trainer_eps(T->adv, T->step);
+        s = batch_gradients(T, x, soft, n, p->eps, &loss, &correct, &adv_correct);
+        if (s == AT_ERR_NAN)
+            return at_fail(AT_ERR_NAN, "the training loss became %g at epoch %d, batch %d: training "
+                                       "diverged (try a smaller learning rate)",
+                           (double)loss, epoch, bi + 1);
+        if (s == AT_OK) s = regularized_step(T->net, T->opt, cfg, &penalty, &norm);
+        if (s == AT_ERR_NAN)
+            return at_fail(AT_ERR_NAN, "%s at epoch %d, batch %d: training diverged (try a smaller "
+                                       "learning rate)",
+                           at_error_message(), epoch, bi + 1);
+        if (adv_correct < 0) p->adv_hits = -1; /* not measured by this method */
+        if (p->adv_hits >= 0) p->adv_hits += adv_correct;
+    }
+    if (s != AT_OK) return s;
+    /* Free-AT reports its last replay of the batch. */
+    p->loss += (double)loss * n;
+    p->penalty += penalty;
+    p->norm += norm;
+    p->hits += correct;
+    p->batches = bi + 1;
+    if (T->cb && T->cb->on_batch) {
+        const float running = (float)(p->loss / (first + n));
+        T->cb->on_batch(T->cb->user, epoch, bi + 1, T->nbatches, running,
+                        is_regression(T->train) ? running : (float)((double)p->hits / (first + n)));
+    }
+    return AT_OK;
+}
+
+/* A stop request between two batches: the step count and sums so far in last.safetensors. */
+static at_status interrupt(trainer *T, int epoch, const epoch_sums *p) {
+    at_status s = AT_OK;
+    if (T->cfg->checkpoint.dir)
+        s = save_checkpoint(&T->loop, T->cfg, T->train, epoch - 1, p, false, false);
+    if (s != AT_OK) return s;
+    return at_fail(AT_ERR_INTERRUPTED, "stopped on request at epoch %d, batch %d of %d%s", epoch,
+                   p->batches, T->nbatches, T->cfg->checkpoint.dir ? " (checkpoint written)" : "");
+}
+
+/* The batches of an epoch, from where p left off. */
+static at_status train_epoch(trainer *T, int epoch, epoch_sums *p) {
+    at_status s = AT_OK;
+    const double start = now_seconds();
+    at_net_set_training(T->net, true);
+    for (int bi = p->batches; bi < T->nbatches && s == AT_OK; bi++, T->step++) {
+        if (stop_requested(T)) {
+            p->seconds += now_seconds() - start;
+            at_net_set_training(T->net, false);
+            return interrupt(T, epoch, p);
+        }
+        s = train_batch(T, epoch, bi, p);
+    }
+    at_net_set_training(T->net, false);
+    p->seconds += now_seconds() - start;
+    return s;
+}
+
+/* The epoch's statistics from its sums, before evaluation. */
+static at_epoch_stats epoch_stats(const trainer *T, int epoch, const epoch_sums *p) {
+    at_epoch_stats st;
+    memset(&st, 0, sizeof st);
+    const int n = T->train->n;
+    st.epoch = epoch;
+    st.epochs = T->cfg->epochs;
+    st.lr = at_optim_lr(T->opt);
+    st.seconds = p->seconds;
+    st.train_loss = (float)(p->loss / n);
+    st.train_metric = is_regression(T->train) ? st.train_loss : (float)((double)p->hits / n);
+    st.penalty = (float)(p->penalty / T->nbatches);
+    st.grad_norm = T->cfg->clip_grad > 0.0f ? (float)(p->norm / T->nbatches) : NAN;
+    st.eps = T->adv ? p->eps : NAN;
+    st.adv_metric = T->adv && p->adv_hits >= 0 ? (float)((double)p->adv_hits / ((double)n * T->replays)) : NAN;
+    st.robust_val = st.guard_acc = NAN;
+    return st;
+}
+
+/* The plateau schedule and early stopping watch `monitored` (st gets the best epoch and whether
+ * to stop). */
+static void watch_monitored(trainer *T, int epoch, double monitored, at_epoch_stats *st) {
+    if (T->sc.kind == AT_SCHEDULE_PLATEAU)
+        at_optim_set_lr(T->opt, at_schedule_observe(&T->sched, (float)monitored));
+    if (T->cfg->early_stop <= 0) return;
+    early_stopping *es = &T->es;
+    if (improves(monitored, es->best, T->cfg->min_delta, T->maximize)) {
+        es->best = monitored;
+        es->best_epoch = epoch;
+        es->wait = 0;
+        memcpy(T->e.best, at_net_params(T->net), sizeof(float) * at_net_num_params(T->net));
+    } else {
+        es->wait++;
+    }
+    if (!(T->adv && st->best_epoch > 0)) st->best_epoch = es->best_epoch;
+    st->stopping = es->wait >= T->cfg->early_stop;
+}
+
+/* The best epoch for best.safetensors (larger is better for both choices below). */
+static bool is_best(trainer *T, int epoch, const at_epoch_stats *st, double monitored) {
+    if (isnan(st->robust_val) && !T->val) return false;
+    double v = !isnan(st->robust_val) ? st->robust_val : T->maximize ? monitored : -monitored;
+    if (T->best.epoch != 0 && !(v > T->best.best)) return false;
+    T->best.best = v;
+    T->best.epoch = epoch;
+    return true;
+}
+
+/* After an epoch's batches: evaluation, schedule, early stopping, the callback and the
+ * checkpoint. *finish: training ends after this epoch. */
+static at_status end_epoch(trainer *T, int epoch, const epoch_sums *p, bool *finish) {
+    at_epoch_stats st = epoch_stats(T, epoch, p);
+    at_status s = T->adv ? adv_trainer_end_epoch(T->adv, epoch, &st) : AT_OK;
+    at_eval_result rv, rt;
+    if (s == AT_OK) s = evaluate_or_nan(T->net, T->val, T->cfg->batch, &rv);
+    if (s == AT_OK) s = evaluate_or_nan(T->net, T->test, T->cfg->batch, &rt);
+    if (s != AT_OK) return s;
+    st.val_loss = rv.loss;
+    st.val_metric = T->val ? at_eval_metric(T->val, &rv) : NAN;
+    st.test_metric = T->test ? at_eval_metric(T->test, &rt) : NAN;
+    const double monitored = T->cfg->monitor == AT_MONITOR_VAL_LOSS
+                                 ? (T->val ? st.val_loss : st.train_loss)
+                                 : (T->val ? st.val_metric : st.train_metric);
+    watch_monitored(T, epoch, monitored, &st);
+    const bool best_now = is_best(T, epoch, &st, monitored);
+    /* The callback (which may log this epoch) runs before the checkpoint: a run killed in
+     * between repeats the epoch and its log line. */
+    const bool go_on = !(T->cb && T->cb->on_epoch) || T->cb->on_epoch(T->cb->user, &st);
+    if (T->cfg->checkpoint.dir &&
+        (s = save_checkpoint(&T->loop, T->cfg, T->train, epoch, NULL, best_now, st.stopping)) != AT_OK)
+        return s;
+    *finish = !go_on || st.stopping;
+    return AT_OK;
+}
+
+/* Everything sized once before the first step. */
+static at_status setup(trainer *T) {
+    const at_train_config *cfg = T->cfg;
+    at_status s = at_optim_create(&T->opt, T->net, &cfg->optim);
+    if (s == AT_OK && cfg->optim.weight_decay > 0.0f) s = at_optim_set_decay_select(T->opt, &cfg->reg_select);
+    if (s == AT_OK) s = alloc_batch(&T->b, T->train, cfg->batch, T->k);
+    if (s == AT_OK) s = alloc_extra(&T->e, T->net, T->train, cfg, T->k);
+    if (s == AT_OK) s = at_net_reserve(T->net, cfg->batch);
+    if (s == AT_OK && cfg->adv.method != AT_ADV_NONE)
+        s = adv_trainer_create(&T->adv, T->net, T->opt, cfg, T->train, T->val, T->nbatches);
+    T->replays = T->adv ? adv_trainer_replays(T->adv) : 1;
+    at_rng_seed(&T->rng, cfg->seed);
+    at_rng_seed(&T->aug, cfg->seed ^ 0x61756700A5A5A5A5ull); /* its own stream: shuffles stay put */
+    at_net_seed(T->net, cfg->seed ^ 0x5DEECE66Dull);
+    for (int i = 0; s == AT_OK && i < T->train->n; i++) T->b.idx[i] = i;
+    T->es = (early_stopping){T->maximize ? -INFINITY : INFINITY, 0, 0};
+    T->best = (best_tracker){-INFINITY, 0};
+    T->loop = (loop_state){T->net, T->opt, &T->sched, T->adv, &T->aug, &T->es, &T->e, &T->best, &T->step};
+    return s;
+}
+
+static void teardown(trainer *T) {
+    adv_trainer_free(T->adv);
+    free_extra(&T->e);
+    free_batch(&T->b);
+    at_optim_free(T->opt);
+}
+
+/* The schedule the run follows (the step schedule's default step: a third of the epochs). */
+static at_status init_schedule(trainer *T) {
+    const at_train_config *cfg = T->cfg;
+    T->k = at_net_out_size(T->net);
+    T->nbatches = (T->train->n + cfg->batch - 1) / cfg->batch;
+    /* The plateau schedule and early stopping watch a loss (lower is better) or the metric. */
+    T->maximize = cfg->monitor == AT_MONITOR_VAL_METRIC && !is_regression(T->train);
+    T->sc = cfg->schedule;
+    if (T->sc.kind == AT_SCHEDULE_STEP && T->sc.step_size == 0)
+        T->sc.step_size = AT_MAX(1, (cfg->epochs + 2) / 3);
+    int total = T->sc.kind == AT_SCHEDULE_ONECYCLE ? cfg->epochs * T->nbatches : cfg->epochs;
+    return at_schedule_init(&T->sched, &T->sc, cfg->optim.lr, total, T->maximize);
+}
+
+/* The epochs from the first one not done (resume: after the checkpoint's), p: its part done. */
+static at_status run_epochs(trainer *T, int done, epoch_sums *p, bool stopped) {
+    at_status s = AT_OK;
+    for (int epoch = done + 1; epoch <= T->cfg->epochs && !stopped && s == AT_OK; epoch++) {
+        apply_schedule(T->opt, &T->sched, epoch - 1);
+        at_rng_shuffle(&T->rng, T->b.idx, T->train->n);
+        if (epoch > done + 1) memset(p, 0, sizeof *p);
+        if ((s = train_epoch(T, epoch, p)) != AT_OK) break;
+        if ((s = end_epoch(T, epoch, p, &stopped)) != AT_OK) break;
+        if (!stopped && epoch < T->cfg->epochs && stop_requested(T)) {
+            memset(p, 0, sizeof *p);
+            return interrupt(T, epoch + 1, p);
+        }
+    }
+    return s;
 }
 
 at_status at_train(at_net *net, const at_dataset *train, const at_dataset *val,
@@ -454,182 +771,26 @@ at_status at_train(at_net *net, const at_dataset *train, const at_dataset *val,
     if (s == AT_OK && test) s = check_compatible(net, test, "test");
     if (s == AT_OK) s = check_train_config(net, train, val, cfg);
     if (s != AT_OK) return s;
-    const int k = at_net_out_size(net);
-    const int nbatches = (train->n + cfg->batch - 1) / cfg->batch;
-    /* The plateau schedule and early stopping watch a loss (lower is better) or the metric. */
-    const bool maximize = cfg->monitor == AT_MONITOR_VAL_METRIC && !is_regression(train);
-    at_schedule_config sc = cfg->schedule;
-    if (sc.kind == AT_SCHEDULE_STEP && sc.step_size == 0)
-        sc.step_size = AT_MAX(1, (cfg->epochs + 2) / 3);
-    at_schedule sched;
-    int sched_total = sc.kind == AT_SCHEDULE_ONECYCLE ? cfg->epochs * nbatches : cfg->epochs;
-    if ((s = at_schedule_init(&sched, &sc, cfg->optim.lr, sched_total, maximize)) != AT_OK)
-        return s;
-
-    at_optim *opt;
-    if ((s = at_optim_create(&opt, net, &cfg->optim)) != AT_OK) return s;
-    if (cfg->optim.weight_decay > 0.0f &&
-        (s = at_optim_set_decay_select(opt, &cfg->reg_select)) != AT_OK) {
-        at_optim_free(opt);
-        return s;
-    }
-    batch_buffers b;
-    train_extra e;
-    if ((s = alloc_batch(&b, train, cfg->batch, k)) != AT_OK) {
-        at_optim_free(opt);
-        return s;
-    }
-    adv_trainer *adv = NULL;
-    if ((s = alloc_extra(&e, net, train, cfg, k)) != AT_OK) goto done_batch;
-    if ((s = at_net_reserve(net, cfg->batch)) != AT_OK) goto done;
-    if (cfg->adv.method != AT_ADV_NONE &&
-        (s = adv_trainer_create(&adv, net, opt, cfg, train, val, nbatches)) != AT_OK)
-        goto done;
-    const int replays = adv ? adv_trainer_replays(adv) : 1;
-    at_rng rng, aug;
-    at_rng_seed(&rng, cfg->seed);
-    at_rng_seed(&aug, cfg->seed ^ 0x61756700A5A5A5A5ull); /* its own stream: shuffles stay put */
-    at_net_seed(net, cfg->seed ^ 0x5DEECE66Dull);
-    for (int i = 0; i < train->n; i++) b.idx[i] = i;
-    early_stopping es = {maximize ? -INFINITY : INFINITY, 0, 0};
-    int64_t step = 0;
-    best_tracker best = {-INFINITY, 0};
-    loop_state loop = {net, opt, &sched, adv, &aug, &es, &e, &best, &step};
-    int done_epochs = 0;
+    trainer *T = at_calloc(1, sizeof *T, "the training loop");
+    if (!T) return AT_ERR_NOMEM;
+    *T = (trainer){.net = net, .train = train, .val = val, .test = test, .cfg = cfg, .cb = cb};
+    if ((s = init_schedule(T)) == AT_OK) s = setup(T);
+    int done = 0;
+    epoch_sums part = {0};
     bool stopped = false; /* early stopping had ended the run that wrote the checkpoint */
-    if (cfg->checkpoint.dir && cfg->checkpoint.resume) {
-        if ((s = load_checkpoint(&loop, cfg, train, &done_epochs, &stopped)) != AT_OK) goto done;
+    if (s == AT_OK && cfg->checkpoint.dir && cfg->checkpoint.resume) {
+        s = load_checkpoint(&T->loop, cfg, train, &done, &part, &stopped);
         /* The sample order evolves one shuffle per epoch: replaying them restores it and the
          * shuffling RNG without storing either. */
-        for (int epoch = 1; epoch <= done_epochs; epoch++) at_rng_shuffle(&rng, b.idx, train->n);
+        for (int epoch = 1; s == AT_OK && epoch <= done; epoch++) at_rng_shuffle(&T->rng, T->b.idx, train->n);
     }
-    for (int epoch = done_epochs + 1; epoch <= cfg->epochs && !stopped && s == AT_OK; epoch++) {
-        double start = now_seconds(), loss_sum = 0.0, penalty_sum = 0.0, norm_sum = 0.0;
-        long hits = 0, adv_hits = 0;
-        float eps = 0.0f;
-        apply_schedule(opt, &sched, epoch - 1);
-        at_rng_shuffle(&rng, b.idx, train->n);
-        at_net_set_training(net, true);
-        for (int bi = 0; bi < nbatches; bi++, step++) {
-            int first = bi * cfg->batch, n = AT_MIN(cfg->batch, train->n - first);
-            at_dataset_batch(train, b.idx + first, n, b.x, b.y, b.t);
-            const float *soft, *x = prepare_inputs(train, cfg, &b, &e, n, k, &aug, &soft);
-            const float *out;
-            float loss, penalty = 0.0f, norm = NAN;
-            int correct;
-            if (sc.kind == AT_SCHEDULE_ONECYCLE) apply_schedule(opt, &sched, (int)step);
-            /* Free-AT replays each batch; every other method computes one gradient. */
-            for (int r = 0; r < replays && s == AT_OK; r++) {
-                int adv_correct = 0;
-                at_net_zero_grad(net);
-                if (adv) {
-                    eps = adv_trainer_eps(adv, step);
-                    s = adv_trainer_gradients(adv, x, b.y, soft, n, eps, &loss, &correct, &adv_correct);
-                } else {
-                    if ((s = at_net_forward(net, x, n, &out)) != AT_OK) break;
-                    if (soft)
-                        s = at_cross_entropy_soft(out, soft, n, k, &loss, b.dlogits, &correct);
-                    else
-                        s = batch_loss(train, out, &b, n, k, cfg->label_smoothing, &loss, &correct);
-                    if (s == AT_OK) s = at_net_backward(net, b.dlogits, AT_GRAD_PARAMS, NULL);
-                }
-                if (s == AT_ERR_NAN) {
-                    s = at_fail(AT_ERR_NAN,
-                                "the training loss became %g at epoch %d, batch %d: training "
-                                "diverged (try a smaller learning rate)",
-                                (double)loss, epoch, bi + 1);
-                    break;
-                }
-                if (s != AT_OK) break;
-                if ((s = regularized_step(net, opt, cfg, &penalty, &norm)) != AT_OK) {
-                    if (s == AT_ERR_NAN)
-                        s = at_fail(AT_ERR_NAN, "%s at epoch %d, batch %d: training diverged (try a "
-                                                "smaller learning rate)",
-                                    at_error_message(), epoch, bi + 1);
-                    break;
-                }
-                if (adv_correct < 0) adv_hits = -1; /* not measured by this method */
-                if (adv_hits >= 0) adv_hits += adv_correct;
-            }
-            if (s != AT_OK) break;
-            /* Free-AT reports its last replay of the batch. */
-            loss_sum += (double)loss * n;
-            penalty_sum += penalty;
-            norm_sum += norm;
-            hits += correct;
-            if (cb && cb->on_batch) {
-                const float running_loss = (float)(loss_sum / (first + n));
-                cb->on_batch(cb->user, epoch, bi + 1, nbatches, running_loss,
-                             is_regression(train) ? running_loss : (float)((double)hits / (first + n)));
-            }
-        }
-        at_net_set_training(net, false);
-        if (s != AT_OK) break;
-        at_epoch_stats st;
-        memset(&st, 0, sizeof st);
-        st.epoch = epoch;
-        st.epochs = cfg->epochs;
-        st.lr = at_optim_lr(opt);
-        st.seconds = now_seconds() - start;
-        st.train_loss = (float)(loss_sum / train->n);
-        st.train_metric = is_regression(train) ? st.train_loss : (float)((double)hits / train->n);
-        st.penalty = (float)(penalty_sum / nbatches);
-        st.grad_norm = cfg->clip_grad > 0.0f ? (float)(norm_sum / nbatches) : NAN;
-        st.eps = adv ? eps : NAN;
-        st.adv_metric = adv && adv_hits >= 0 ? (float)((double)adv_hits / ((double)train->n * replays)) : NAN;
-        st.robust_val = st.guard_acc = NAN;
-        if (adv && (s = adv_trainer_end_epoch(adv, epoch, &st)) != AT_OK) break;
-        at_eval_result rv, rt;
-        if ((s = evaluate_or_nan(net, val, cfg->batch, &rv)) != AT_OK) break;
-        if ((s = evaluate_or_nan(net, test, cfg->batch, &rt)) != AT_OK) break;
-        st.val_loss = rv.loss;
-        st.val_metric = val ? at_eval_metric(val, &rv) : NAN;
-        st.test_metric = test ? at_eval_metric(test, &rt) : NAN;
-        /* What the plateau schedule and early stopping watch. */
-        double monitored = cfg->monitor == AT_MONITOR_VAL_LOSS
-                               ? (val ? st.val_loss : st.train_loss)
-                               : (val ? st.val_metric : st.train_metric);
-        if (sc.kind == AT_SCHEDULE_PLATEAU)
-            at_optim_set_lr(opt, at_schedule_observe(&sched, (float)monitored));
-        if (cfg->early_stop > 0) {
-            if (improves(monitored, es.best, cfg->min_delta, maximize)) {
-                es.best = monitored;
-                es.best_epoch = epoch;
-                es.wait = 0;
-                memcpy(e.best, at_net_params(net), sizeof(float) * at_net_num_params(net));
-            } else {
-                es.wait++;
-            }
-            if (!(adv && st.best_epoch > 0)) st.best_epoch = es.best_epoch;
-            st.stopping = es.wait >= cfg->early_stop;
-        }
-        /* The best epoch for best.safetensors (larger is better for both choices below). */
-        bool best_now = false;
-        if (!isnan(st.robust_val) || val) {
-            double v = !isnan(st.robust_val) ? st.robust_val : maximize ? monitored : -monitored;
-            if (best.epoch == 0 || v > best.best) {
-                best.best = v;
-                best.epoch = epoch;
-                best_now = true;
-            }
-        }
-        /* The callback (which may log this epoch) runs before the checkpoint: a run killed in
-         * between repeats the epoch and its log line. */
-        bool go_on = !(cb && cb->on_epoch) || cb->on_epoch(cb->user, &st);
-        if (cfg->checkpoint.dir && (s = save_checkpoint(&loop, cfg, train, epoch, best_now, st.stopping)) != AT_OK)
-            break;
-        if (!go_on || st.stopping) break;
-    }
+    if (s == AT_OK) s = run_epochs(T, done, &part, stopped);
     /* Keras's restore_best_weights, whether training stopped early or ran out of epochs. */
-    if (s == AT_OK && cfg->early_stop > 0 && es.best_epoch > 0)
-        memcpy(at_net_params(net), e.best, sizeof(float) * at_net_num_params(net));
+    if (s == AT_OK && cfg->early_stop > 0 && T->es.best_epoch > 0)
+        memcpy(at_net_params(net), T->e.best, sizeof(float) * at_net_num_params(net));
     /* The best robust epoch wins over the last one (robust overfitting, Rice et al. 2020). */
-    if (s == AT_OK && adv) adv_trainer_finish(adv);
-done:
-    adv_trainer_free(adv);
-    free_extra(&e);
-done_batch:
-    free_batch(&b);
-    at_optim_free(opt);
+    if (s == AT_OK && T->adv) adv_trainer_finish(T->adv);
+    teardown(T);
+    free(T);
     return s;
 }

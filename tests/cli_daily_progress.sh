@@ -43,7 +43,8 @@ segments "$tmp/tty60.txt" >"$tmp/seg60.txt"
 wide=$(awk '{ if (length($0) > m) m = length($0) } END { print m + 0 }' "$tmp/seg60.txt")
 [ "$wide" -gt 0 ] && [ "$wide" -lt 60 ] && ok || bad "at stty cols 60 the progress line is $wide wide"
 
-# --- Ctrl-C on a terminal, with --checkpoint-dir: the line is ended, resume is explained, 130
+# --- Ctrl-C on a terminal, with --checkpoint-dir: the step finishes, its checkpoint is written,
+# the line is ended, resume is explained, 130 (tests/cli_signals.sh checks the resumed bits)
 COLUMNS=80 script -qfec "bash -c '$cli ${train[*]} --epochs 30 --checkpoint-dir $tmp/run & echo \$! >$tmp/pid; wait \$!; echo exit=\$?'" \
     /dev/null >"$tmp/int.txt" 2>&1 &
 spid=$!
@@ -52,9 +53,9 @@ kill -INT "$(cat "$tmp/pid")"
 wait "$spid"
 grep -q "exit=130" "$tmp/int.txt" && ok || bad "Ctrl-C: not exit 130: $(tail -c 300 "$tmp/int.txt")"
 last=$(tr '\r' '\n' <"$tmp/int.txt" | sed 's/\x1b\[K//g' | grep -v '^$' | tail -2 | head -1)
-[[ "$last" == "advtrain fit: interrupted; epoch "*" was the last one finished"*"Resume with: advtrain fit --resume $tmp/run" ]] && ok ||
+[[ "$last" == "advtrain fit: stopped by Ctrl-C "*"the checkpoint $tmp/run/last.safetensors holds it. Resume with: advtrain fit --resume $tmp/run" ]] && ok ||
     bad "Ctrl-C message (on a line of its own): '$last'"
-expect 0 "resuming $tmp/run after epoch" -- "$cli" fit --resume "$tmp/run" --epochs 3 --quiet
+expect 0 "resuming $tmp/run (after epoch|in epoch)" -- "$cli" fit --resume "$tmp/run" --epochs 3 --quiet
 
 # --- Ctrl-C without --checkpoint-dir: nothing kept, and how to keep it next time
 "$cli" "${train[@]}" --epochs 30 --out "$tmp/n.safetensors" >"$tmp/n.out" 2>"$tmp/n.err" &
