@@ -99,16 +99,28 @@ static void show_evaluating(const fit_state *st, int epoch, const char *run_eta)
     cli_progress_text(text);
 }
 
-/* A test hook (tests/cli_signals.sh): ADVTRAIN_TEST_SIGNAL_AFTER=N sends this process SIGTERM
- * (ADVTRAIN_TEST_SIGNAL=INT: SIGINT) after its N-th batch, ADVTRAIN_TEST_SIGNAL_TWICE=1 a second
- * one right after, so that a stop lands mid-epoch at a known step whatever the machine's speed. */
-static void test_signal_hook(void) {
-    static long batches, after = -1;
-    if (after < 0) {
-        const char *v = getenv("ADVTRAIN_TEST_SIGNAL_AFTER");
-        after = v ? atol(v) : 0;
+/* Test hooks, so that a fault lands at a known step whatever the machine's speed: after this
+ * process's N-th batch, ADVTRAIN_TEST_SIGNAL_AFTER=N sends it SIGTERM (ADVTRAIN_TEST_SIGNAL=INT:
+ * SIGINT; ADVTRAIN_TEST_SIGNAL_TWICE=1: a second one right after; tests/cli_signals.sh), and
+ * ADVTRAIN_TEST_NAN_AFTER=N turns the first weight into NaN, ADVTRAIN_TEST_EXPLODE_AFTER=N
+ * multiplies every parameter by 1e30 (finite, as after a huge step: the next loss is not;
+ * tests/cli_nan.sh). */
+static long env_count(const char *name) {
+    const char *v = getenv(name);
+    return v ? atol(v) : 0;
+}
+
+static void test_hooks(at_net *net) {
+    static long batches, signal_after = -1, nan_after, explode_after;
+    if (signal_after < 0) {
+        signal_after = env_count("ADVTRAIN_TEST_SIGNAL_AFTER");
+        nan_after = env_count("ADVTRAIN_TEST_NAN_AFTER");
+        explode_after = env_count("ADVTRAIN_TEST_EXPLODE_AFTER");
     }
-    if (after <= 0 || ++batches != after) return;
+    batches++;
+    if (batches == nan_after) at_net_params(net)[0] = NAN;
+    for (size_t i = 0; batches == explode_after && i < at_net_num_params(net); i++) at_net_params(net)[i] *= 1e30f;
+    if (batches != signal_after) return;
     const char *name = getenv("ADVTRAIN_TEST_SIGNAL"), *twice = getenv("ADVTRAIN_TEST_SIGNAL_TWICE");
     const int sig = name && strcmp(name, "INT") == 0 ? SIGINT : SIGTERM;
     raise(sig);
@@ -117,7 +129,7 @@ static void test_signal_hook(void) {
 
 static void on_batch(void *user, int epoch, int batch, int nbatches, float loss, float metric) {
     fit_state *st = user;
-    test_signal_hook();
+    test_hooks(st->train_net);
     if (st->args->quiet || st->args->json || !cli_is_tty()) return;
     double now = cli_now();
     if (st->first_epoch == 0) { /* this process's share of the run: a resumed run starts later */

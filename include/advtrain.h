@@ -507,7 +507,8 @@ at_status at_model_save(const at_net *net, const char *path, const at_st_meta *e
  * the file object (caller frees with at_st_free) for reading further metadata. */
 at_status at_model_load(at_net **out, const char *path, at_st_file **meta);
 /* Loads weights (e.g. written by PyTorch) into an existing network; every parameter must be
- * present with the right shape. */
+ * present with the right shape. Both fail with AT_ERR_NAN, naming the tensor, if a value is not
+ * finite. */
 at_status at_net_load_weights(at_net *net, const at_st_file *f, const char *path);
 
 

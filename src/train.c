@@ -223,11 +223,33 @@ static void apply_schedule(at_optim *opt, at_schedule *sched, int t) {
         at_optim_set_lr(opt, at_schedule_lr(sched, t));
 }
 
+/* AT_ERR_NAN naming the first tensor whose gradient is not finite: the step is not taken. The
+ * scan compares exponent bits (all ones: infinite or NaN), which vectorizes, unlike a float sum. */
+static at_status check_gradients(at_net *net) {
+    const float *g = at_net_grads(net);
+    const size_t n = at_net_num_params(net);
+    uint32_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t b;
+        memcpy(&b, g + i, sizeof b);
+        bad |= (b & 0x7f800000u) == 0x7f800000u;
+    }
+    if (!bad) return AT_OK;
+    for (int i = 0; i < at_net_num_tensors(net); i++) {
+        const at_param_info *t = at_net_tensor(net, i);
+        for (size_t j = 0; j < t->size; j++)
+            if (!isfinite(g[t->offset + j]))
+                return at_fail(AT_ERR_NAN, "the gradient of %s became %g", t->name, (double)g[t->offset + j]);
+    }
+    return at_fail(AT_ERR_NAN, "a gradient became non-finite");
+}
+
 /* The regularization steps around the optimizer: penalty gradients, clipping, the step itself,
  * proximal L1 and max-norm. *penalty and *norm receive the penalty and the gradient norm. */
 static at_status regularized_step(at_net *net, at_optim *opt, const at_train_config *cfg,
                                   float *penalty, float *norm) {
-    at_status s = AT_OK;
+    at_status s = check_gradients(net);
+    if (s != AT_OK) return s;
     const float l1_grad = cfg->prox_l1 ? 0.0f : cfg->l1;
     *penalty = 0.0f;
     if (l1_grad > 0.0f || cfg->l2 > 0.0f)
@@ -301,20 +323,6 @@ static const char *optim_name(at_optim_kind kind) {
     return kind == AT_OPTIM_SGD ? "sgd" : kind == AT_OPTIM_ADAM ? "adam" : "adamw";
 }
 
-/* AT_ERR_NAN naming the first parameter that is not finite: such weights are never saved. */
-static at_status check_finite(at_net *net, int epoch) {
-    const float *w = at_net_params(net);
-    for (int i = 0; i < at_net_num_tensors(net); i++) {
-        const at_param_info *t = at_net_tensor(net, i);
-        for (size_t j = 0; j < t->size; j++)
-            if (!isfinite(w[t->offset + j]))
-                return at_fail(AT_ERR_NAN, "%s holds %g after epoch %d: training diverged (try a "
-                                           "smaller learning rate); the previous checkpoint is kept",
-                               t->name, (double)w[t->offset + j], epoch);
-    }
-    return AT_OK;
-}
-
 static void put_partial(ckpt_state *c, const epoch_sums *p) {
     ckpt_put_int(c, "epoch_batches", p->batches);
     ckpt_put_num(c, "epoch_loss", p->loss);
@@ -370,8 +378,7 @@ static at_status save_checkpoint(const loop_state *L, const at_train_config *cfg
                                  bool best_now, bool stopped) {
     const at_checkpoint_config *ck = &cfg->checkpoint;
     char path[4096];
-    at_status s = check_finite(L->net, p ? epoch + 1 : epoch);
-    if (s == AT_OK) s = ckpt_path(path, sizeof path, ck->dir, "last.safetensors");
+    at_status s = ckpt_path(path, sizeof path, ck->dir, "last.safetensors");
     if (s == AT_OK && best_now) s = save_best(L, ck, epoch);
     if (s != AT_OK) return s;
     ckpt_state c;
@@ -579,10 +586,13 @@ static at_status train_batch(trainer *T, int epoch, int bi, epoch_sums *p) {
                                        "diverged (try a smaller learning rate)",
                            (double)loss, epoch, bi + 1);
         if (s == AT_OK) s = regularized_step(T->net, T->opt, cfg, &penalty, &norm);
-        if (s == AT_ERR_NAN)
+        if (s == AT_ERR_NAN) {
+            char what[512]; /* at_fail must not format its own message into itself */
+            snprintf(what, sizeof what, "%s", at_error_message());
             return at_fail(AT_ERR_NAN, "%s at epoch %d, batch %d: training diverged (try a smaller "
                                        "learning rate)",
-                           at_error_message(), epoch, bi + 1);
+                           what, epoch, bi + 1);
+        }
         if (adv_correct < 0) p->adv_hits = -1; /* not measured by this method */
         if (p->adv_hits >= 0) p->adv_hits += adv_correct;
     }

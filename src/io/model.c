@@ -2,6 +2,7 @@
  * with the architecture in the metadata so that a model file is all `advtrain eval` needs. */
 #include "internal.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -16,9 +17,35 @@ static at_st_entry entry_of(const at_param_info *t, const float *base) {
     return e;
 }
 
+/* The index of the first value of v[0..n) that is infinite or NaN, n if none. */
+static size_t first_non_finite(const float *v, size_t n) {
+    size_t j = 0;
+    while (j < n && isfinite(v[j])) j++;
+    return j;
+}
+
+/* AT_ERR_NAN naming the first parameter or buffer that is not finite: a diverged run's weights
+ * are never written over a good file. */
+static at_status check_finite(const at_net *net, const char *path) {
+    for (int i = 0; i < at_net_num_tensors(net) + at_net_num_buffers(net); i++) {
+        const bool param = i < at_net_num_tensors(net);
+        const at_param_info *t = param ? at_net_tensor(net, i) : at_net_buffer(net, i - at_net_num_tensors(net));
+        const float *v = (param ? at_net_params((at_net *)net) : at_net_buffers((at_net *)net)) + t->offset;
+        const size_t j = first_non_finite(v, t->size);
+        if (j < t->size)
+            return at_fail(AT_ERR_NAN, "%s not written: %s holds %g at index %zu, the weights are not "
+                                       "finite (training diverged: try a smaller learning rate); a "
+                                       "previous %s is kept",
+                           path, t->name, (double)v[j], j, path);
+    }
+    return AT_OK;
+}
+
 at_status at_model_save_with(const at_net *net, const char *path, const at_st_meta *extra, int nextra,
                              const at_st_entry *tensors, int ntensors) {
     const int np = at_net_num_tensors(net), nb = at_net_num_buffers(net), nt = np + nb;
+    at_status s = check_finite(net, path);
+    if (s != AT_OK) return s;
     at_st_entry *entries = at_calloc((size_t)(nt + ntensors), sizeof *entries, "tensor list");
     at_st_meta *meta = at_calloc((size_t)nextra + 4, sizeof *meta, "metadata");
     if (!entries || !meta) {
@@ -41,7 +68,7 @@ at_status at_model_save_with(const at_net *net, const char *path, const at_st_me
     meta[nm++] = (at_st_meta){"advtrain.input", input};
     for (int i = 0; i < nextra; i++) meta[nm++] = extra[i];
     for (int i = 0; i < ntensors; i++) entries[nt + i] = tensors[i];
-    at_status s = at_st_write(path, entries, nt + ntensors, meta, nm);
+    s = at_st_write(path, entries, nt + ntensors, meta, nm);
     free(entries);
     free(meta);
     return s;
@@ -75,6 +102,13 @@ static at_status load_view(const at_st_file *f, const char *path, const at_param
                        t->name, got, want);
     }
     memcpy(base + t->offset, st->data, sizeof(float) * t->size);
+    /* A diverged run's weights would only give NaN logits: refuse them here, where the tensor
+     * can be named, rather than report a meaningless accuracy. */
+    const size_t j = first_non_finite(base + t->offset, t->size);
+    if (j < t->size)
+        return at_fail(AT_ERR_NAN, "%s: tensor '%s' holds %g at index %zu: the model's weights are "
+                                   "not finite (a diverged training run?)",
+                       path, t->name, (double)base[t->offset + j], j);
     return AT_OK;
 }
 
