@@ -324,8 +324,8 @@ static int usage_error(const char *fmt, ...) {
 }
 
 /* Fills cfg from the flags; returns 0 or EXIT_USAGE after printing why. */
-static int build_config(const cli_command *cmd, fit_args *a, at_train_config *cfg) {
-    *cfg = at_train_defaults();
+/* --optim and its settings into cfg->optim (0, or the usage exit status). */
+static int optimizer_config(const cli_command *cmd, fit_args *a, at_train_config *cfg) {
     if (strcmp(a->optim, "sgd") == 0) {
         cfg->optim = at_optim_defaults(AT_OPTIM_SGD);
         cfg->optim.momentum = a->momentum;
@@ -346,10 +346,11 @@ static int build_config(const cli_command *cmd, fit_args *a, at_train_config *cf
     cfg->optim.lr = a->lr;
     cfg->optim.weight_decay = a->weight_decay;
     cfg->optim.decoupled = a->decoupled;
-    cfg->epochs = a->epochs;
-    cfg->batch = a->batch;
-    cfg->seed = a->seed;
+    return 0;
+}
 
+/* Regularizers, augmentation, the schedule and early stopping. */
+static int regularization_config(const fit_args *a, at_train_config *cfg) {
     cfg->l1 = a->l1;
     cfg->l2 = a->l2;
     cfg->prox_l1 = a->prox_l1;
@@ -379,36 +380,6 @@ static int build_config(const cli_command *cmd, fit_args *a, at_train_config *cf
     cfg->min_delta = a->min_delta;
     if (a->early_stop > 0 && a->val_split <= 0.0f)
         return usage_error("--early-stop watches a validation set: add --val-split F (e.g. 0.1)");
-    if (a->adv) {
-        at_adv_method m;
-        if (at_adv_method_from_name(a->adv, &m) != AT_OK)
-            return usage_error("--adv %s: %s", a->adv, at_error_message());
-        if (m != AT_ADV_NONE) {
-            int neps = 0;
-            if (a->eps_text && !cli_parse_eps("fit", a->eps_text, &a->eps, 1, &neps)) return EXIT_USAGE;
-            if (a->eps <= 0.0f) return usage_error("--adv %s needs --eps E (0-1 pixel scale, e.g. 0.1)", a->adv);
-            cfg->adv = at_adv_train_defaults(m, a->eps);
-            if (cli_find(cmd, "alpha")->seen) cfg->adv.alpha = a->alpha;
-            if (cli_find(cmd, "steps")->seen) cfg->adv.steps = a->adv_steps;
-            if (cli_find(cmd, "clean-weight")->seen) cfg->adv.clean_weight = a->clean_weight;
-            if (cli_find(cmd, "beta")->seen) cfg->adv.beta = a->beta;
-            if (cli_find(cmd, "replays")->seen) cfg->adv.replays = a->replays;
-            if (cli_find(cmd, "robust-val-steps")->seen) cfg->adv.robust_val_steps = a->robust_val_steps;
-            if (cli_find(cmd, "robust-val-samples")->seen) cfg->adv.robust_val_samples = a->robust_val_samples;
-            cfg->adv.warmup_epochs = a->eps_warmup;
-            cfg->adv.guard = !a->no_guard;
-            cfg->adv.keep_best = !a->keep_last;
-            if (strcmp(a->adv_norm, "linf") == 0)
-                cfg->adv.norm = AT_NORM_LINF;
-            else if (strcmp(a->adv_norm, "l2") == 0)
-                cfg->adv.norm = AT_NORM_L2;
-            else
-                return usage_error("--adv-norm %s: use linf or l2", a->adv_norm);
-        }
-    } else if (cli_find(cmd, "eps")->seen) {
-        return usage_error("--eps sets the adversarial training radius: add --adv METHOD "
-                           "(fgsm, fgsm-rs, pgd, trades, free)");
-    }
     if (strcmp(a->monitor, "loss") == 0)
         cfg->monitor = AT_MONITOR_VAL_LOSS;
     else if (strcmp(a->monitor, "metric") == 0)
@@ -416,6 +387,51 @@ static int build_config(const cli_command *cmd, fit_args *a, at_train_config *cf
     else
         return usage_error("--monitor %s: use loss or metric", a->monitor);
     return 0;
+}
+
+/* --adv METHOD and its settings into cfg->adv. */
+static int adversarial_config(const cli_command *cmd, fit_args *a, at_train_config *cfg) {
+    if (!a->adv) {
+        if (cli_find(cmd, "eps")->seen)
+            return usage_error("--eps sets the adversarial training radius: add --adv METHOD "
+                               "(fgsm, fgsm-rs, pgd, trades, free)");
+        return 0;
+    }
+    at_adv_method m;
+    if (at_adv_method_from_name(a->adv, &m) != AT_OK) return usage_error("--adv %s: %s", a->adv, at_error_message());
+    if (m == AT_ADV_NONE) return 0;
+    int neps = 0;
+    if (a->eps_text && !cli_parse_eps("fit", a->eps_text, &a->eps, 1, &neps)) return EXIT_USAGE;
+    if (a->eps <= 0.0f) return usage_error("--adv %s needs --eps E (0-1 pixel scale, e.g. 0.1)", a->adv);
+    cfg->adv = at_adv_train_defaults(m, a->eps);
+    if (cli_find(cmd, "alpha")->seen) cfg->adv.alpha = a->alpha;
+    if (cli_find(cmd, "steps")->seen) cfg->adv.steps = a->adv_steps;
+    if (cli_find(cmd, "clean-weight")->seen) cfg->adv.clean_weight = a->clean_weight;
+    if (cli_find(cmd, "beta")->seen) cfg->adv.beta = a->beta;
+    if (cli_find(cmd, "replays")->seen) cfg->adv.replays = a->replays;
+    if (cli_find(cmd, "robust-val-steps")->seen) cfg->adv.robust_val_steps = a->robust_val_steps;
+    if (cli_find(cmd, "robust-val-samples")->seen) cfg->adv.robust_val_samples = a->robust_val_samples;
+    cfg->adv.warmup_epochs = a->eps_warmup;
+    cfg->adv.guard = !a->no_guard;
+    cfg->adv.keep_best = !a->keep_last;
+    if (strcmp(a->adv_norm, "linf") == 0)
+        cfg->adv.norm = AT_NORM_LINF;
+    else if (strcmp(a->adv_norm, "l2") == 0)
+        cfg->adv.norm = AT_NORM_L2;
+    else
+        return usage_error("--adv-norm %s: use linf or l2", a->adv_norm);
+    return 0;
+}
+
+static int build_config(const cli_command *cmd, fit_args *a, at_train_config *cfg) {
+    *cfg = at_train_defaults();
+    int bad = optimizer_config(cmd, a, cfg);
+    cfg->epochs = a->epochs;
+    cfg->batch = a->batch;
+    cfg->seed = a->seed;
+    if (!bad) bad = regularization_config(a, cfg);
+    if (!bad) bad = adversarial_config(cmd, a, cfg);
+    return bad;
 }
 
 /* Settings whose default is worked out from others (0 in fit_args means "the default"): the
@@ -1042,168 +1058,194 @@ int cmd_fit(int argc, char **argv) {
     return status;
 }
 
-static int fit_main(int argc, char **argv, cli_strings *strings) {
-    static const char *const not_in_config[] = {"config", "resume", "force", NULL};
-    static const char *const not_recorded[] = {"quiet", "json", NULL};
-    fit_args a = {.model = "seed-cnn", .data = "fashion-mnist", .optim = "sgd",
+/* What fit does without flags. */
+static fit_args fit_defaults(void) {
+    return (fit_args){.model = "seed-cnn", .data = "fashion-mnist", .optim = "sgd",
                   .out = "model.safetensors", .init = "pytorch", .epochs = 10, .batch = 128,
                   .threads = 0, .lr = 0.05f, .momentum = 0.9f, .seed = 1,
                   .reg_layers = "all", .augment = "none", .schedule = "constant",
                   .monitor = "loss", .step_size = 0, .gamma = 0.1f, .pct_start = 0.3f,
                   .plateau_patience = 10, .plateau_factor = 0.1f, .adv_norm = "linf"};
-    cli_option opts[] = {
-        {"model", OPT_STRING, &a.model, "NAME|SPEC", "seed-mlp, seed-cnn, mlp, smallcnn, resnet8, preact-resnet18[:W], dscnn, or a spec like 'flatten,linear:100,relu,linear:10' (default seed-cnn)", 1, 0},
-        {"width", OPT_INT, &a.width, "W", "preact-resnet18: the first stage's channels (W, 2W, 4W, 8W after; default 0: the paper's 64)", 0, 1024},
-        {"data", OPT_STRING, &a.data, "SOURCE", "fashion-mnist, mnist:DIR, fashion-mnist:DIR, idx:DIR, cifar10:DIR, synthetic (default fashion-mnist)", 1, 0},
-        {"epochs", OPT_INT, &a.epochs, "N", "passes over the training set (default 10)", 1, 100000},
-        {"batch", OPT_INT, &a.batch, "N", "minibatch size (default 128)", 1, 65536},
-        {"optim", OPT_STRING, &a.optim, "sgd|adam|adamw", "optimizer (default sgd; adamw: decoupled weight decay, default 0.01)", 1, 0},
-        {"lr", OPT_FLOAT, &a.lr, "X", "learning rate (default 0.05 for sgd, 1e-3 for adam/adamw; the peak for onecycle)", 0, 100},
-        {"momentum", OPT_FLOAT, &a.momentum, "X", "SGD momentum (default 0.9)", 0, 0.999999},
-        {"nesterov", OPT_FLAG, &a.nesterov, NULL, "Nesterov momentum (SGD)", 1, 0},
-        {"init", OPT_STRING, &a.init, "pytorch|kaiming|xavier", "weight initialization (default pytorch)", 1, 0},
-        {"weights", OPT_STRING, &a.weights, "FILE", "start from these weights (safetensors from advtrain or PyTorch, state_dict names) instead of a random init: fine-tuning", 1, 0},
-        {"seed", OPT_U64, &a.seed, "N", "seed for initialization, shuffling, dropout and augmentation (default 1)", 1, 0},
-        {"threads", OPT_INT, &a.threads, "N", "compute threads (default: all cores)", 1, 1024},
-        {"val-split", OPT_FLOAT, &a.val_split, "F", "hold out this fraction of the training set for validation", 0, 0.9},
-        {"train-subset", OPT_INT, &a.train_subset, "N", "train on the first N training images only (default 0: all)", 0, 100000000},
-        {"l1", OPT_FLOAT, &a.l1, "X", "L1 penalty X*sum|w| over --reg-layers (default 0)", 0, 100},
-        {"l2", OPT_FLOAT, &a.l2, "X", "L2 penalty X*sum w^2 over --reg-layers, no 1/2 (default 0)", 0, 100},
-        {"reg-layers", OPT_STRING, &a.reg_layers, "LIST", "what the penalties, decay, prox and max-norm cover: layer names (fc1,3), kinds (linear,conv) or all (default all)", 1, 0},
-        {"reg-bias", OPT_FLAG, &a.reg_bias, NULL, "cover biases too (default: weights only)", 1, 0},
-        {"weight-decay", OPT_FLOAT, &a.weight_decay, "X", "weight decay on --reg-layers: coupled g += X*w (PyTorch SGD/Adam) unless --decoupled", 0, 100},
-        {"decoupled", OPT_FLAG, &a.decoupled, NULL, "decoupled decay w -= lr*X*w before the update (AdamW; SGDW with sgd)", 1, 0},
-        {"prox-l1", OPT_FLAG, &a.prox_l1, NULL, "apply --l1 as a proximal step after each update (exact zeros)", 1, 0},
-        {"max-norm", OPT_FLOAT, &a.max_norm, "C", "rescale each unit's incoming weights to L2 norm <= C after each update", 0, 1e6},
-        {"dropout", OPT_FLOAT, &a.dropout, "P", "dropout P on the input of every Linear layer but the first, in training", 0, 0.95},
-        {"label-smoothing", OPT_FLOAT, &a.label_smoothing, "E", "cross-entropy targets (1-E)*onehot + E/K (default 0)", 0, 0.99},
-        {"clip-grad", OPT_FLOAT, &a.clip_grad, "N", "clip the global gradient norm to N (default off)", 0, 1e6},
-        {"augment", OPT_STRING, &a.augment, "LIST", "image augmentation: crop[:PAD] (zero padding, default 4), flip; comma list (default none)", 1, 0},
-        {"noise", OPT_FLOAT, &a.noise, "SIGMA", "Gaussian input noise std for training (images clamped to [0,1])", 0, 10},
-        {"mixup", OPT_FLOAT, &a.mixup, "ALPHA", "mixup with lambda ~ Beta(ALPHA, ALPHA) (default off)", 0, 100},
-        {"schedule", OPT_STRING, &a.schedule, "KIND", "learning rate: constant, step, cosine, onecycle, plateau (default constant)", 1, 0},
-        {"step-size", OPT_INT, &a.step_size, "N", "step schedule: epochs between decays (default a third of --epochs)", 1, 100000},
-        {"gamma", OPT_FLOAT, &a.gamma, "X", "step schedule: decay factor (default 0.1)", 1e-6, 1},
-        {"min-lr", OPT_FLOAT, &a.min_lr, "X", "cosine: final learning rate; plateau: lower bound (default 0)", 0, 100},
-        {"pct-start", OPT_FLOAT, &a.pct_start, "F", "onecycle: fraction of the steps spent rising (default 0.3)", 0.01, 0.99},
-        {"plateau-patience", OPT_INT, &a.plateau_patience, "N", "plateau: epochs without improvement before lr *= factor (default 10)", 0, 100000},
-        {"plateau-factor", OPT_FLOAT, &a.plateau_factor, "X", "plateau: factor (default 0.1)", 1e-6, 0.999999},
-        {"early-stop", OPT_INT, &a.early_stop, "PATIENCE", "stop after PATIENCE epochs without validation improvement; restore the best weights (needs --val-split; default 0: off)", 0, 100000},
-        {"min-delta", OPT_FLOAT, &a.min_delta, "X", "early stopping: smallest change that counts as an improvement (default 0)", 0, 1e6},
-        {"monitor", OPT_STRING, &a.monitor, "loss|metric", "what early stopping and plateau watch: validation loss or accuracy/MSE (default loss)", 1, 0},
-        {"adv", OPT_STRING, &a.adv, "METHOD", "adversarial training: fgsm (the tutorial's clean+adversarial loss), fgsm-rs, pgd, trades, free (docs/adversarial-training.md)", 1, 0},
-        {"eps", OPT_STRING, &a.eps_text, "E", "adversarial radius on the 0-1 pixel scale (8/255 accepted, = 0.0314)", 1, 0},
-        {"alpha", OPT_FLOAT, &a.alpha, "A", "adversarial step (default: fgsm eps, fgsm-rs 1.25 eps, pgd 2.5 eps/steps, trades eps/4)", 0, 1},
-        {"steps", OPT_INT, &a.adv_steps, "K", "pgd / trades inner steps (default 7 / 10)", 1, 10000},
-        {"adv-norm", OPT_STRING, &a.adv_norm, "linf|l2", "pgd threat model (default linf)", 1, 0},
-        {"clean-weight", OPT_FLOAT, &a.clean_weight, "W", "fgsm: loss = W*clean + (1-W)*adversarial (default 0.5)", 0, 1},
-        {"beta", OPT_FLOAT, &a.beta, "B", "trades: weight of the KL term (default 6)", 0, 1000},
-        {"replays", OPT_INT, &a.replays, "M", "free: replays of each batch (default 8; an epoch costs M plain epochs)", 1, 100},
-        {"eps-warmup", OPT_INT, &a.eps_warmup, "N", "ramp eps linearly from 0 over the first N epochs (default 0)", 0, 100000},
-        {"robust-val-steps", OPT_INT, &a.robust_val_steps, "K", "PGD steps of the per-epoch robust validation (default 10; needs --val-split)", 0, 10000},
-        {"robust-val-samples", OPT_INT, &a.robust_val_samples, "N", "validation samples it attacks (default 1000)", 0, 100000000},
-        {"keep-last", OPT_FLAG, &a.keep_last, NULL, "keep the last epoch's weights instead of the best robust validation epoch's", 1, 0},
-        {"no-guard", OPT_FLAG, &a.no_guard, NULL, "fgsm-rs: do not check for catastrophic overfitting", 1, 0},
-        {"out", OPT_STRING, &a.out, "FILE", "where to save the model (default model.safetensors; DIR/model.safetensors with --checkpoint-dir)", 1, 0},
-        {"checkpoint-dir", OPT_STRING, &a.checkpoint_dir, "DIR", "keep DIR/last.safetensors (full training state, every epoch) and DIR/best.safetensors, DIR/config.ini and DIR/metrics.csv", 1, 0},
-        {"force", OPT_FLAG, &a.force, NULL, "a new run into a --checkpoint-dir that holds another run: remove that run's files first", 1, 0},
-        {"resume", OPT_STRING, &a.resume, "DIR", "continue the run in checkpoint DIR (its config.ini; flags given here override): bit-identical to an uninterrupted run", 1, 0},
-        {"log", OPT_STRING, &a.log, "FILE", "per-epoch metrics as CSV (default DIR/metrics.csv with --checkpoint-dir); appended on resume", 1, 0},
-        {"config", OPT_STRING, &a.config, "FILE", "read settings from an INI file ([fit] section, flag names as keys); flags given here override", 1, 0},
-        {"json", OPT_FLAG, &a.json, NULL, "print one JSON object (settings, results, per-layer norms) on stdout; progress goes to stderr", 1, 0},
-        {"quiet", OPT_FLAG, &a.quiet, NULL, "print only errors and the final line (or the JSON)", 1, 0},
+}
+
+enum { FIT_MAX_OPTIONS = 80 };
+
+/* fit's flags, pointing into a; returns how many. */
+static int fit_options(fit_args *a, cli_option *out) {
+    const cli_option opts[] = {
+        {"model", OPT_STRING, &a->model, "NAME|SPEC", "seed-mlp, seed-cnn, mlp, smallcnn, resnet8, preact-resnet18[:W], dscnn, or a spec like 'flatten,linear:100,relu,linear:10' (default seed-cnn)", 1, 0},
+        {"width", OPT_INT, &a->width, "W", "preact-resnet18: the first stage's channels (W, 2W, 4W, 8W after; default 0: the paper's 64)", 0, 1024},
+        {"data", OPT_STRING, &a->data, "SOURCE", "fashion-mnist, mnist:DIR, fashion-mnist:DIR, idx:DIR, cifar10:DIR, synthetic (default fashion-mnist)", 1, 0},
+        {"epochs", OPT_INT, &a->epochs, "N", "passes over the training set (default 10)", 1, 100000},
+        {"batch", OPT_INT, &a->batch, "N", "minibatch size (default 128)", 1, 65536},
+        {"optim", OPT_STRING, &a->optim, "sgd|adam|adamw", "optimizer (default sgd; adamw: decoupled weight decay, default 0.01)", 1, 0},
+        {"lr", OPT_FLOAT, &a->lr, "X", "learning rate (default 0.05 for sgd, 1e-3 for adam/adamw; the peak for onecycle)", 0, 100},
+        {"momentum", OPT_FLOAT, &a->momentum, "X", "SGD momentum (default 0.9)", 0, 0.999999},
+        {"nesterov", OPT_FLAG, &a->nesterov, NULL, "Nesterov momentum (SGD)", 1, 0},
+        {"init", OPT_STRING, &a->init, "pytorch|kaiming|xavier", "weight initialization (default pytorch)", 1, 0},
+        {"weights", OPT_STRING, &a->weights, "FILE", "start from these weights (safetensors from advtrain or PyTorch, state_dict names) instead of a random init: fine-tuning", 1, 0},
+        {"seed", OPT_U64, &a->seed, "N", "seed for initialization, shuffling, dropout and augmentation (default 1)", 1, 0},
+        {"threads", OPT_INT, &a->threads, "N", "compute threads (default: all cores)", 1, 1024},
+        {"val-split", OPT_FLOAT, &a->val_split, "F", "hold out this fraction of the training set for validation", 0, 0.9},
+        {"train-subset", OPT_INT, &a->train_subset, "N", "train on the first N training images only (default 0: all)", 0, 100000000},
+        {"l1", OPT_FLOAT, &a->l1, "X", "L1 penalty X*sum|w| over --reg-layers (default 0)", 0, 100},
+        {"l2", OPT_FLOAT, &a->l2, "X", "L2 penalty X*sum w^2 over --reg-layers, no 1/2 (default 0)", 0, 100},
+        {"reg-layers", OPT_STRING, &a->reg_layers, "LIST", "what the penalties, decay, prox and max-norm cover: layer names (fc1,3), kinds (linear,conv) or all (default all)", 1, 0},
+        {"reg-bias", OPT_FLAG, &a->reg_bias, NULL, "cover biases too (default: weights only)", 1, 0},
+        {"weight-decay", OPT_FLOAT, &a->weight_decay, "X", "weight decay on --reg-layers: coupled g += X*w (PyTorch SGD/Adam) unless --decoupled", 0, 100},
+        {"decoupled", OPT_FLAG, &a->decoupled, NULL, "decoupled decay w -= lr*X*w before the update (AdamW; SGDW with sgd)", 1, 0},
+        {"prox-l1", OPT_FLAG, &a->prox_l1, NULL, "apply --l1 as a proximal step after each update (exact zeros)", 1, 0},
+        {"max-norm", OPT_FLOAT, &a->max_norm, "C", "rescale each unit's incoming weights to L2 norm <= C after each update", 0, 1e6},
+        {"dropout", OPT_FLOAT, &a->dropout, "P", "dropout P on the input of every Linear layer but the first, in training", 0, 0.95},
+        {"label-smoothing", OPT_FLOAT, &a->label_smoothing, "E", "cross-entropy targets (1-E)*onehot + E/K (default 0)", 0, 0.99},
+        {"clip-grad", OPT_FLOAT, &a->clip_grad, "N", "clip the global gradient norm to N (default off)", 0, 1e6},
+        {"augment", OPT_STRING, &a->augment, "LIST", "image augmentation: crop[:PAD] (zero padding, default 4), flip; comma list (default none)", 1, 0},
+        {"noise", OPT_FLOAT, &a->noise, "SIGMA", "Gaussian input noise std for training (images clamped to [0,1])", 0, 10},
+        {"mixup", OPT_FLOAT, &a->mixup, "ALPHA", "mixup with lambda ~ Beta(ALPHA, ALPHA) (default off)", 0, 100},
+        {"schedule", OPT_STRING, &a->schedule, "KIND", "learning rate: constant, step, cosine, onecycle, plateau (default constant)", 1, 0},
+        {"step-size", OPT_INT, &a->step_size, "N", "step schedule: epochs between decays (default a third of --epochs)", 1, 100000},
+        {"gamma", OPT_FLOAT, &a->gamma, "X", "step schedule: decay factor (default 0.1)", 1e-6, 1},
+        {"min-lr", OPT_FLOAT, &a->min_lr, "X", "cosine: final learning rate; plateau: lower bound (default 0)", 0, 100},
+        {"pct-start", OPT_FLOAT, &a->pct_start, "F", "onecycle: fraction of the steps spent rising (default 0.3)", 0.01, 0.99},
+        {"plateau-patience", OPT_INT, &a->plateau_patience, "N", "plateau: epochs without improvement before lr *= factor (default 10)", 0, 100000},
+        {"plateau-factor", OPT_FLOAT, &a->plateau_factor, "X", "plateau: factor (default 0.1)", 1e-6, 0.999999},
+        {"early-stop", OPT_INT, &a->early_stop, "PATIENCE", "stop after PATIENCE epochs without validation improvement; restore the best weights (needs --val-split; default 0: off)", 0, 100000},
+        {"min-delta", OPT_FLOAT, &a->min_delta, "X", "early stopping: smallest change that counts as an improvement (default 0)", 0, 1e6},
+        {"monitor", OPT_STRING, &a->monitor, "loss|metric", "what early stopping and plateau watch: validation loss or accuracy/MSE (default loss)", 1, 0},
+        {"adv", OPT_STRING, &a->adv, "METHOD", "adversarial training: fgsm (the tutorial's clean+adversarial loss), fgsm-rs, pgd, trades, free (docs/adversarial-training.md)", 1, 0},
+        {"eps", OPT_STRING, &a->eps_text, "E", "adversarial radius on the 0-1 pixel scale (8/255 accepted, = 0.0314)", 1, 0},
+        {"alpha", OPT_FLOAT, &a->alpha, "A", "adversarial step (default: fgsm eps, fgsm-rs 1.25 eps, pgd 2.5 eps/steps, trades eps/4)", 0, 1},
+        {"steps", OPT_INT, &a->adv_steps, "K", "pgd / trades inner steps (default 7 / 10)", 1, 10000},
+        {"adv-norm", OPT_STRING, &a->adv_norm, "linf|l2", "pgd threat model (default linf)", 1, 0},
+        {"clean-weight", OPT_FLOAT, &a->clean_weight, "W", "fgsm: loss = W*clean + (1-W)*adversarial (default 0.5)", 0, 1},
+        {"beta", OPT_FLOAT, &a->beta, "B", "trades: weight of the KL term (default 6)", 0, 1000},
+        {"replays", OPT_INT, &a->replays, "M", "free: replays of each batch (default 8; an epoch costs M plain epochs)", 1, 100},
+        {"eps-warmup", OPT_INT, &a->eps_warmup, "N", "ramp eps linearly from 0 over the first N epochs (default 0)", 0, 100000},
+        {"robust-val-steps", OPT_INT, &a->robust_val_steps, "K", "PGD steps of the per-epoch robust validation (default 10; needs --val-split)", 0, 10000},
+        {"robust-val-samples", OPT_INT, &a->robust_val_samples, "N", "validation samples it attacks (default 1000)", 0, 100000000},
+        {"keep-last", OPT_FLAG, &a->keep_last, NULL, "keep the last epoch's weights instead of the best robust validation epoch's", 1, 0},
+        {"no-guard", OPT_FLAG, &a->no_guard, NULL, "fgsm-rs: do not check for catastrophic overfitting", 1, 0},
+        {"out", OPT_STRING, &a->out, "FILE", "where to save the model (default model.safetensors; DIR/model.safetensors with --checkpoint-dir)", 1, 0},
+        {"checkpoint-dir", OPT_STRING, &a->checkpoint_dir, "DIR", "keep DIR/last.safetensors (full training state, every epoch) and DIR/best.safetensors, DIR/config.ini and DIR/metrics.csv", 1, 0},
+        {"force", OPT_FLAG, &a->force, NULL, "a new run into a --checkpoint-dir that holds another run: remove that run's files first", 1, 0},
+        {"resume", OPT_STRING, &a->resume, "DIR", "continue the run in checkpoint DIR (its config.ini; flags given here override): bit-identical to an uninterrupted run", 1, 0},
+        {"log", OPT_STRING, &a->log, "FILE", "per-epoch metrics as CSV (default DIR/metrics.csv with --checkpoint-dir); appended on resume", 1, 0},
+        {"config", OPT_STRING, &a->config, "FILE", "read settings from an INI file ([fit] section, flag names as keys); flags given here override", 1, 0},
+        {"json", OPT_FLAG, &a->json, NULL, "print one JSON object (settings, results, per-layer norms) on stdout; progress goes to stderr", 1, 0},
+        {"quiet", OPT_FLAG, &a->quiet, NULL, "print only errors and the final line (or the JSON)", 1, 0},
     };
+    _Static_assert(sizeof opts / sizeof *opts <= FIT_MAX_OPTIONS, "FIT_MAX_OPTIONS too small");
+    memcpy(out, opts, sizeof opts);
+    return (int)(sizeof opts / sizeof *opts);
+}
+
+/* Flags, config files and every check that needs no data: -1 to go on, else the exit status. */
+static int fit_setup(cli_command *cmd, int argc, char **argv, fit_args *a, cli_strings *strings,
+                     at_train_config *cfg, at_init_kind *init) {
+    int early = cli_start(cmd, argc, argv);
+    if (early >= 0) return early;
+    if (!read_config_files(cmd, a, strings)) return EXIT_USAGE;
+    if (a->checkpoint_dir && !cli_find(cmd, "out")->seen) { /* the run's model stays with the run */
+        char out[4096];
+        snprintf(out, sizeof out, "%s/model.safetensors", a->checkpoint_dir);
+        if (!(a->out = cli_strings_add(strings, out))) return EXIT_RUN_FAILED;
+    }
+    int bad = build_config(cmd, a, cfg);
+    if (bad) return bad;
+    if (!parse_init(a->init, init)) return usage_error("--init %s: unknown (pytorch, kaiming or xavier)", a->init);
+    static char alpha_note[160]; /* the alpha option's note points here until the run ends */
+    effective_defaults(cmd, a, cfg, alpha_note, sizeof alpha_note);
+    if ((bad = apply_width(a, strings))) return bad;
+    if ((bad = check_outputs(a))) return bad;
+    if (!model_from_weights(cmd, a, strings, a->json ? stderr : stdout)) return EXIT_RUN_FAILED;
+    at_set_threads(a->threads > 0 ? a->threads : at_get_threads());
+    a->threads = at_get_threads();
+    /* The thread count shapes the result bit for bit: the effective config records it. */
+    ((cli_option *)cli_find(cmd, "threads"))->seen = true;
+    return -1;
+}
+
+/* What a run holds from loading the data to saving the model (fit_run_free releases it). */
+typedef struct fit_run {
+    at_data data;
+    at_net *net, *train_net;
+    at_dataset val;
+    bool has_val;
+    cJSON *settings;
+    char *settings_text;
+    metrics_log metrics;
+} fit_run;
+
+static void fit_run_free(fit_run *R) {
+    metrics_log_close(&R->metrics);
+    free(R->settings_text);
+    cJSON_Delete(R->settings);
+    if (R->train_net != R->net) at_net_free(R->train_net);
+    at_net_free(R->net);
+    at_dataset_free(&R->val);
+    at_data_free(&R->data);
+}
+
+/* The metrics log: --log, or DIR/metrics.csv with --checkpoint-dir, or none. */
+static bool open_metrics(const fit_args *a, fit_run *R, int resume_epoch) {
+    const char *log_path = a->log;
+    char default_log[4096];
+    if (!log_path && a->checkpoint_dir) {
+        snprintf(default_log, sizeof default_log, "%s/metrics.csv", a->checkpoint_dir);
+        log_path = default_log;
+    }
+    return !log_path || metrics_log_open(&R->metrics, log_path, R->data.train.targets != NULL, resume_epoch);
+}
+
+/* Data, networks, resume, training and saving: the exit status. */
+static int fit_run_all(const cli_command *cmd, fit_args *a, at_train_config *cfg, at_init_kind init,
+                       fit_run *R) {
+    FILE *log = a->json ? stderr : stdout;
+    int r = prepare_data(a, cfg, &R->data, &R->val, &R->has_val);
+    if (r >= 0) return r;
+    const at_dataset *val = R->has_val ? &R->val : NULL;
+    if ((r = build_nets(cmd, a, cfg, init, &R->data, &R->net, &R->train_net)) >= 0) return r;
+    fit_state st = {.args = a, .log = log, .regression = R->data.train.targets != NULL, .start = cli_now()};
+    if (!a->quiet) print_header(log, a, cfg, &R->data, val, R->net);
+    R->settings = settings_json(a, cfg);
+    R->settings_text = cli_json_text(R->settings);
+    at_st_meta checkpoint_meta[] = {{"advtrain.data", (char *)a->data},
+                                    {"advtrain.settings", R->settings_text ? R->settings_text : "{}"}};
+    if (a->checkpoint_dir) {
+        cfg->checkpoint.dir = a->checkpoint_dir;
+        cfg->checkpoint.meta = checkpoint_meta;
+        cfg->checkpoint.nmeta = 2;
+    }
+    int resume_epoch = 0;
+    if (a->resume && (r = prepare_resume(a, cfg, R->train_net, &R->data, val, log, &resume_epoch)) >= 0) return r;
+    if (!start_run_dir(cmd, a) || !open_metrics(a, R, resume_epoch)) return EXIT_RUN_FAILED;
+    st.metrics = &R->metrics;
+    st.train_net = R->train_net;
+    st.cfg = cfg;
+    st.has_val = R->has_val;
+    if ((r = train(&st, &R->data, val, resume_epoch)) >= 0) return r;
+    if (R->train_net != R->net) /* same parameter layout: see with_dropout */
+        memcpy(at_net_params(R->net), at_net_params(R->train_net), sizeof(float) * at_net_num_params(R->net));
+    if (!a->quiet) print_kept(&st, log);
+    return save_results(&st, R->net, &R->data, val, R->settings_text, &R->settings);
+}
+
+static int fit_main(int argc, char **argv, cli_strings *strings) {
+    static const char *const not_in_config[] = {"config", "resume", "force", NULL};
+    static const char *const not_recorded[] = {"quiet", "json", NULL};
+    fit_args a = fit_defaults();
+    cli_option opts[FIT_MAX_OPTIONS];
     cli_command cmd = {"fit", "advtrain fit [--model NAME|SPEC] [--data SOURCE] [options]",
                        "Train a model and save it as safetensors (PyTorch state_dict names).\n"
                        "Regularization: docs/regularization.md.",
-                       opts, (int)(sizeof opts / sizeof *opts), NULL, 0, 0, not_in_config, not_recorded};
-    int early = cli_start(&cmd, argc, argv);
-    if (early >= 0) return early;
-    if (!read_config_files(&cmd, &a, strings)) return EXIT_USAGE;
-    if (a.checkpoint_dir && !cli_find(&cmd, "out")->seen) { /* the run's model stays with the run */
-        char out[4096];
-        snprintf(out, sizeof out, "%s/model.safetensors", a.checkpoint_dir);
-        if (!(a.out = cli_strings_add(strings, out))) return EXIT_RUN_FAILED;
-    }
+                       opts, fit_options(&a, opts), NULL, 0, 0, not_in_config, not_recorded};
     at_train_config cfg;
-    int bad = build_config(&cmd, &a, &cfg);
-    if (bad) return bad;
-    at_init_kind init;
-    if (!parse_init(a.init, &init)) return usage_error("--init %s: unknown (pytorch, kaiming or xavier)", a.init);
-    char alpha_note[160];
-    effective_defaults(&cmd, &a, &cfg, alpha_note, sizeof alpha_note);
-    if ((bad = apply_width(&a, strings))) return bad;
-    if ((bad = check_outputs(&a))) return bad;
-    if (!model_from_weights(&cmd, &a, strings, a.json ? stderr : stdout)) return EXIT_RUN_FAILED;
-    at_set_threads(a.threads > 0 ? a.threads : at_get_threads());
-    a.threads = at_get_threads();
-    /* The thread count shapes the result bit for bit: the effective config records it. */
-    ((cli_option *)cli_find(&cmd, "threads"))->seen = true;
-    FILE *log = a.json ? stderr : stdout;
-
-    at_data data;
-    if (!cli_load_data("fit", &data, a.data)) return EXIT_RUN_FAILED;
-    int status = EXIT_RUN_FAILED;
-    at_net *net = NULL, *train_net = NULL;
-    at_dataset val = {0};
-    bool has_val = false;
-    cJSON *settings = NULL;
-    char *settings_text = NULL;
-    metrics_log metrics = {0};
-    int r = prepare_data(&a, &cfg, &data, &val, &has_val);
-    if (r >= 0) {
-        status = r;
-        goto done;
-    }
-    const bool regression = data.train.targets != NULL;
-    if ((r = build_nets(&cmd, &a, &cfg, init, &data, &net, &train_net)) >= 0) {
-        status = r;
-        goto done;
-    }
-    fit_state st = {.args = &a, .log = log, .regression = regression, .start = cli_now()};
-    if (!a.quiet) print_header(log, &a, &cfg, &data, has_val ? &val : NULL, net);
-    settings = settings_json(&a, &cfg);
-    settings_text = cli_json_text(settings);
-    at_st_meta checkpoint_meta[] = {{"advtrain.data", (char *)a.data},
-                                    {"advtrain.settings", settings_text ? settings_text : "{}"}};
-    if (a.checkpoint_dir) {
-        cfg.checkpoint.dir = a.checkpoint_dir;
-        cfg.checkpoint.meta = checkpoint_meta;
-        cfg.checkpoint.nmeta = 2;
-    }
-    int resume_epoch = 0;
-    if (a.resume && (r = prepare_resume(&a, &cfg, train_net, &data, has_val ? &val : NULL, log, &resume_epoch)) >= 0) {
-        status = r;
-        goto done;
-    }
-    if (!start_run_dir(&cmd, &a)) goto done;
-    const char *log_path = a.log;
-    char default_log[4096];
-    if (!log_path && a.checkpoint_dir) {
-        snprintf(default_log, sizeof default_log, "%s/metrics.csv", a.checkpoint_dir);
-        log_path = default_log;
-    }
-    if (log_path && !metrics_log_open(&metrics, log_path, regression, resume_epoch)) goto done;
-    st.metrics = &metrics;
-    st.train_net = train_net;
-    st.cfg = &cfg;
-    st.has_val = has_val;
-    if ((r = train(&st, &data, has_val ? &val : NULL, resume_epoch)) >= 0) {
-        status = r;
-        goto done;
-    }
-    if (train_net != net) /* same parameter layout: see with_dropout */
-        memcpy(at_net_params(net), at_net_params(train_net), sizeof(float) * at_net_num_params(net));
-    if (!a.quiet) print_kept(&st, log);
-
-    status = save_results(&st, net, &data, has_val ? &val : NULL, settings_text, &settings);
-done:
-    metrics_log_close(&metrics);
-    free(settings_text);
-    cJSON_Delete(settings);
-    if (train_net != net) at_net_free(train_net);
-    at_net_free(net);
-    at_dataset_free(&val);
-    at_data_free(&data);
+    at_init_kind init = AT_INIT_PYTORCH;
+    int status = fit_setup(&cmd, argc, argv, &a, strings, &cfg, &init);
+    if (status >= 0) return status;
+    fit_run R = {0};
+    if (!cli_load_data("fit", &R.data, a.data)) return EXIT_RUN_FAILED;
+    status = fit_run_all(&cmd, &a, &cfg, init, &R);
+    fit_run_free(&R);
     return status;
 }
