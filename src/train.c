@@ -77,38 +77,49 @@ static at_status batch_loss(const at_dataset *ds, const float *out, const batch_
     return at_cross_entropy(out, b->y, n, k, smoothing, loss, b->dlogits, correct);
 }
 
-at_status at_evaluate(at_net *net, const at_dataset *ds, int batch, at_eval_result *r) {
+/* at_evaluate with buffers b for batches of `batch` samples, allocated by the caller (the
+ * training loop allocates them once: memory stays flat from epoch to epoch). */
+static at_status evaluate_with(at_net *net, const at_dataset *ds, int batch, batch_buffers *b,
+                               at_eval_result *r) {
     memset(r, 0, sizeof *r);
-    if (batch <= 0) batch = 256;
     at_status s = check_compatible(net, ds, "evaluation");
     if (s != AT_OK) return s;
-    batch_buffers b;
     const int k = at_net_out_size(net);
-    if ((s = alloc_batch(&b, ds, batch, k)) != AT_OK) return s;
     bool was_training = at_net_is_training(net);
     at_net_set_training(net, false);
     double loss_sum = 0.0;
     long hits = 0;
     for (int first = 0; first < ds->n && s == AT_OK; first += batch) {
         int n = AT_MIN(batch, ds->n - first);
-        for (int i = 0; i < n; i++) b.idx[i] = first + i;
-        at_dataset_batch(ds, b.idx, n, b.x, b.y, b.t);
+        for (int i = 0; i < n; i++) b->idx[i] = first + i;
+        at_dataset_batch(ds, b->idx, n, b->x, b->y, b->t);
         const float *out;
-        if ((s = at_net_predict(net, b.x, n, &out)) != AT_OK) break;
+        if ((s = at_net_predict(net, b->x, n, &out)) != AT_OK) break;
         float loss;
         int correct;
-        s = batch_loss(ds, out, &b, n, k, 0.0f, &loss, &correct);
+        s = batch_loss(ds, out, b, n, k, 0.0f, &loss, &correct);
         loss_sum += (double)loss * n;
         hits += correct;
     }
     at_net_set_training(net, was_training);
-    free_batch(&b);
     r->samples = ds->n;
     r->loss = (float)(loss_sum / ds->n);
     if (is_regression(ds))
         r->mse = r->loss;
     else
         r->accuracy = (float)((double)hits / ds->n);
+    return s;
+}
+
+at_status at_evaluate(at_net *net, const at_dataset *ds, int batch, at_eval_result *r) {
+    memset(r, 0, sizeof *r);
+    if (batch <= 0) batch = 256;
+    at_status s = check_compatible(net, ds, "evaluation");
+    batch_buffers b;
+    if (s == AT_OK) s = alloc_batch(&b, ds, batch, at_net_out_size(net));
+    if (s != AT_OK) return s;
+    s = evaluate_with(net, ds, batch, &b, r);
+    free_batch(&b);
     return s;
 }
 
@@ -521,11 +532,6 @@ at_status at_checkpoint_epoch(const char *dir, int *epoch) {
     return at_checkpoint_progress(dir, epoch, &batches);
 }
 
-static at_status evaluate_or_nan(at_net *net, const at_dataset *ds, int batch, at_eval_result *r) {
-    r->loss = r->accuracy = r->mse = NAN;
-    if (!ds) return AT_OK;
-    return at_evaluate(net, ds, batch > 256 ? batch : 256, r);
-}
 
 /* One training run: what at_train sets up once and its steps share. */
 typedef struct trainer {
@@ -538,7 +544,8 @@ typedef struct trainer {
     at_schedule_config sc;
     at_schedule sched;
     at_optim *opt;
-    batch_buffers b;
+    batch_buffers b, eval; /* a training batch; an evaluation batch (eval_batch samples) */
+    int eval_batch;
     train_extra e;
     adv_trainer *adv;
     at_rng rng, aug;
@@ -639,6 +646,13 @@ static at_status train_epoch(trainer *T, int epoch, epoch_sums *p) {
     return s;
 }
 
+/* Validation or test metrics (NAN without the split) in the buffers allocated once. */
+static at_status evaluate_or_nan(trainer *T, const at_dataset *ds, at_eval_result *r) {
+    r->loss = r->accuracy = r->mse = NAN;
+    if (!ds) return AT_OK;
+    return evaluate_with(T->net, ds, T->eval_batch, &T->eval, r);
+}
+
 /* The epoch's statistics from its sums, before evaluation. */
 static at_epoch_stats epoch_stats(const trainer *T, int epoch, const epoch_sums *p) {
     at_epoch_stats st;
@@ -693,8 +707,8 @@ static at_status end_epoch(trainer *T, int epoch, const epoch_sums *p, bool *fin
     at_epoch_stats st = epoch_stats(T, epoch, p);
     at_status s = T->adv ? adv_trainer_end_epoch(T->adv, epoch, &st) : AT_OK;
     at_eval_result rv, rt;
-    if (s == AT_OK) s = evaluate_or_nan(T->net, T->val, T->cfg->batch, &rv);
-    if (s == AT_OK) s = evaluate_or_nan(T->net, T->test, T->cfg->batch, &rt);
+    if (s == AT_OK) s = evaluate_or_nan(T, T->val, &rv);
+    if (s == AT_OK) s = evaluate_or_nan(T, T->test, &rt);
     if (s != AT_OK) return s;
     st.val_loss = rv.loss;
     st.val_metric = T->val ? at_eval_metric(T->val, &rv) : NAN;
@@ -720,6 +734,8 @@ static at_status setup(trainer *T) {
     at_status s = at_optim_create(&T->opt, T->net, &cfg->optim);
     if (s == AT_OK && cfg->optim.weight_decay > 0.0f) s = at_optim_set_decay_select(T->opt, &cfg->reg_select);
     if (s == AT_OK) s = alloc_batch(&T->b, T->train, cfg->batch, T->k);
+    T->eval_batch = AT_MAX(cfg->batch, 256);
+    if (s == AT_OK) s = alloc_batch(&T->eval, T->train, T->eval_batch, T->k);
     if (s == AT_OK) s = alloc_extra(&T->e, T->net, T->train, cfg, T->k);
     if (s == AT_OK) s = at_net_reserve(T->net, cfg->batch);
     if (s == AT_OK && cfg->adv.method != AT_ADV_NONE)
@@ -739,6 +755,7 @@ static void teardown(trainer *T) {
     adv_trainer_free(T->adv);
     free_extra(&T->e);
     free_batch(&T->b);
+    free_batch(&T->eval);
     at_optim_free(T->opt);
 }
 
