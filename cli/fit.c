@@ -26,7 +26,7 @@ typedef struct fit_args {
     uint64_t seed;
     /* regularization */
     float l1, l2, weight_decay, max_norm, dropout, label_smoothing, clip_grad, noise, mixup;
-    const char *reg_layers, *augment, *schedule, *monitor;
+    const char *reg_layers, *augment, *schedule, *monitor, *on_nonfinite;
     bool reg_bias, decoupled, prox_l1;
     int step_size, plateau_patience, early_stop;
     float gamma, min_lr, pct_start, plateau_factor, min_delta;
@@ -247,6 +247,10 @@ static void print_epoch(const fit_state *st, const at_epoch_stats *s) {
         if (!isnan(s->guard_acc)) fprintf(f, "  guard (PGD-10) %.2f%%", 100.0 * s->guard_acc);
         fprintf(f, "\n");
     }
+    if (s->skipped > 0)
+        fprintf(f, "           %d batch%s skipped: a non-finite loss or gradient (--on-nonfinite skip); "
+                   "lr halved each time, now %g\n",
+                s->skipped, s->skipped == 1 ? "" : "es", (double)s->lr);
     if (s->collapsed)
         fprintf(f, "catastrophic overfitting at epoch %d: PGD accuracy on the held-out batch fell to "
                    "%.2f%%; restored the last good weights; continuing with %s, step %.4g\n",
@@ -380,6 +384,9 @@ static int regularization_config(const fit_args *a, at_train_config *cfg) {
     cfg->min_delta = a->min_delta;
     if (a->early_stop > 0 && a->val_split <= 0.0f)
         return usage_error("--early-stop watches a validation set: add --val-split F (e.g. 0.1)");
+    if (strcmp(a->on_nonfinite, "stop") != 0 && strcmp(a->on_nonfinite, "skip") != 0)
+        return usage_error("--on-nonfinite %s: use stop or skip", a->on_nonfinite);
+    cfg->skip_nonfinite = strcmp(a->on_nonfinite, "skip") == 0;
     if (strcmp(a->monitor, "loss") == 0)
         cfg->monitor = AT_MONITOR_VAL_LOSS;
     else if (strcmp(a->monitor, "metric") == 0)
@@ -1065,7 +1072,8 @@ static fit_args fit_defaults(void) {
                   .threads = 0, .lr = 0.05f, .momentum = 0.9f, .seed = 1,
                   .reg_layers = "all", .augment = "none", .schedule = "constant",
                   .monitor = "loss", .step_size = 0, .gamma = 0.1f, .pct_start = 0.3f,
-                  .plateau_patience = 10, .plateau_factor = 0.1f, .adv_norm = "linf"};
+                  .plateau_patience = 10, .plateau_factor = 0.1f, .adv_norm = "linf",
+                  .on_nonfinite = "stop"};
 }
 
 enum { FIT_MAX_OPTIONS = 80 };
@@ -1098,6 +1106,7 @@ static int fit_options(fit_args *a, cli_option *out) {
         {"max-norm", OPT_FLOAT, &a->max_norm, "C", "rescale each unit's incoming weights to L2 norm <= C after each update", 0, 1e6},
         {"dropout", OPT_FLOAT, &a->dropout, "P", "dropout P on the input of every Linear layer but the first, in training", 0, 0.95},
         {"label-smoothing", OPT_FLOAT, &a->label_smoothing, "E", "cross-entropy targets (1-E)*onehot + E/K (default 0)", 0, 0.99},
+        {"on-nonfinite", OPT_STRING, &a->on_nonfinite, "stop|skip", "a loss or gradient that is not finite: stop (default), or skip the batch and halve the learning rate (10 in a row stop)", 1, 0},
         {"clip-grad", OPT_FLOAT, &a->clip_grad, "N", "clip the global gradient norm to N (default off)", 0, 1e6},
         {"augment", OPT_STRING, &a->augment, "LIST", "image augmentation: crop[:PAD] (zero padding, default 4), flip; comma list (default none)", 1, 0},
         {"noise", OPT_FLOAT, &a->noise, "SIGMA", "Gaussian input noise std for training (images clamped to [0,1])", 0, 10},

@@ -803,6 +803,10 @@ typedef struct at_train_config {
     at_monitor monitor;
     at_adv_train_config adv;  /* adversarial training (off in at_train_defaults) */
     at_checkpoint_config checkpoint; /* off in at_train_defaults */
+    /* A step whose loss or gradient is not finite: false (default) stops training with
+     * AT_ERR_NAN; true skips the batch (no update) and halves the learning rate from then on
+     * (schedules included), counted in at_epoch_stats.skipped; 10 skipped in a row stop. */
+    bool skip_nonfinite;
 } at_train_config;
 
 at_train_config at_train_defaults(void);
@@ -831,6 +835,7 @@ typedef struct at_epoch_stats {
                            the last good epoch; alpha is the step used from now on */
     float alpha;        /* the FGSM-RS step size in use (0-1 pixel scale) */
     const char *method; /* adversarial training method now in use ("fgsm-rs", "pgd") */
+    int skipped;        /* batches skipped for a non-finite loss or gradient (skip_nonfinite) */
 } at_epoch_stats;
 
 typedef struct at_train_callbacks {

@@ -229,10 +229,6 @@ static bool improves(double current, double best, double min_delta, bool maximiz
 }
 
 /* Learning rate for this epoch's start (epoch-wise schedules) or this step (one-cycle). */
-static void apply_schedule(at_optim *opt, at_schedule *sched, int t) {
-    if (sched->cfg.kind != AT_SCHEDULE_CONSTANT && sched->cfg.kind != AT_SCHEDULE_PLATEAU)
-        at_optim_set_lr(opt, at_schedule_lr(sched, t));
-}
 
 /* AT_ERR_NAN naming the first tensor whose gradient is not finite: the step is not taken. The
  * scan compares exponent bits (all ones: infinite or NaN), which vectorizes, unlike a float sum. */
@@ -315,6 +311,8 @@ typedef struct epoch_sums {
     double loss, penalty, norm, seconds;
     long hits, adv_hits;
     float eps;
+    int skipped;  /* batches skipped for a non-finite loss or gradient */
+    long samples; /* in the batches not skipped */
 } epoch_sums;
 
 /* Everything the loop carries from one step to the next, for checkpoints. */
@@ -328,6 +326,8 @@ typedef struct loop_state {
     train_extra *extra;
     best_tracker *best;
     int64_t *step;
+    float *lr_scale;
+    int *skipped_in_row;
 } loop_state;
 
 static const char *optim_name(at_optim_kind kind) {
@@ -343,6 +343,8 @@ static void put_partial(ckpt_state *c, const epoch_sums *p) {
     ckpt_put_int(c, "epoch_hits", p->hits);
     ckpt_put_int(c, "epoch_adv_hits", p->adv_hits);
     ckpt_put_num(c, "epoch_eps", p->eps);
+    ckpt_put_int(c, "epoch_skipped", p->skipped);
+    ckpt_put_int(c, "epoch_samples", p->samples);
 }
 
 /* An epoch-end checkpoint has no epoch_batches: the next epoch starts from nothing. */
@@ -361,6 +363,11 @@ static at_status get_partial(const ckpt_state *c, epoch_sums *p, int nbatches) {
     if (s == AT_OK) s = ckpt_get_int(c, "epoch_hits", &hits);
     if (s == AT_OK) s = ckpt_get_int(c, "epoch_adv_hits", &adv_hits);
     if (s == AT_OK) s = ckpt_get_num(c, "epoch_eps", &eps);
+    int64_t skipped = 0, samples = 0;
+    if (s == AT_OK) s = ckpt_get_int(c, "epoch_skipped", &skipped);
+    if (s == AT_OK) s = ckpt_get_int(c, "epoch_samples", &samples);
+    p->skipped = (int)skipped;
+    p->samples = (long)samples;
     p->batches = (int)batches;
     p->hits = (long)hits;
     p->adv_hits = (long)adv_hits;
@@ -412,6 +419,8 @@ static at_status save_checkpoint(const loop_state *L, const at_train_config *cfg
     ckpt_put_rng(&c, "rng_augment", L->aug);
     ckpt_put_u64(&c, "forward_count", at_net_forward_count(L->net));
     ckpt_put_num(&c, "schedule_lr", L->sched->lr);
+    ckpt_put_num(&c, "lr_scale", *L->lr_scale);
+    ckpt_put_int(&c, "skipped_in_row", *L->skipped_in_row);
     ckpt_put_num(&c, "schedule_best", L->sched->best);
     ckpt_put_int(&c, "schedule_bad_epochs", L->sched->bad_epochs);
     ckpt_put_int(&c, "schedule_cooldown_left", L->sched->cooldown_left);
@@ -480,6 +489,10 @@ static at_status load_checkpoint(const loop_state *L, const at_train_config *cfg
     if (s == AT_OK) s = ckpt_get_rng(&c, "rng_augment", L->aug);
     if (s == AT_OK) s = ckpt_get_u64(&c, "forward_count", &forward);
     if (s == AT_OK) s = ckpt_get_num(&c, "schedule_lr", &sched_lr);
+    double lr_scale = 1.0;
+    int64_t in_row = 0;
+    if (s == AT_OK && ckpt_has(&c, "lr_scale")) s = ckpt_get_num(&c, "lr_scale", &lr_scale);
+    if (s == AT_OK && ckpt_has(&c, "skipped_in_row")) s = ckpt_get_int(&c, "skipped_in_row", &in_row);
     if (s == AT_OK) s = ckpt_get_num(&c, "schedule_best", &sched_best);
     if (s == AT_OK) s = ckpt_get_int(&c, "schedule_bad_epochs", &bad);
     if (s == AT_OK) s = ckpt_get_int(&c, "schedule_cooldown_left", &cool);
@@ -498,6 +511,8 @@ static at_status load_checkpoint(const loop_state *L, const at_train_config *cfg
     at_optim_set_steps(L->opt, optim_steps);
     at_net_set_forward_count(L->net, forward);
     L->sched->lr = (float)sched_lr;
+    *L->lr_scale = (float)lr_scale;
+    *L->skipped_in_row = (int)in_row;
     L->sched->best = sched_best;
     L->sched->bad_epochs = (int)bad;
     L->sched->cooldown_left = (int)cool;
@@ -552,10 +567,20 @@ typedef struct trainer {
     early_stopping es;
     int64_t step;
     best_tracker best;
+    float lr_scale;     /* halved by every skipped non-finite step (skip_nonfinite) */
+    int skipped_in_row; /* such steps since the last good one */
     loop_state loop;
 } trainer;
 
 static bool stop_requested(const trainer *T) { return T->cb && T->cb->stop && *T->cb->stop; }
+
+/* Learning rate for this epoch's start (epoch-wise schedules) or this step (one-cycle), times
+ * what skipped non-finite steps took off. */
+static void apply_schedule(trainer *T, int t) {
+    const at_schedule_kind kind = T->sched.cfg.kind;
+    if (kind != AT_SCHEDULE_CONSTANT && kind != AT_SCHEDULE_PLATEAU)
+        at_optim_set_lr(T->opt, T->lr_scale * at_schedule_lr(&T->sched, t));
+}
 
 /* The gradient of one batch (Free-AT: of one replay) into the network's gradients. */
 static at_status batch_gradients(trainer *T, const float *x, const float *soft, int n, float eps,
@@ -574,6 +599,25 @@ static at_status batch_gradients(trainer *T, const float *x, const float *soft, 
 }
 
 /* Batch bi of the epoch: gradients and optimizer step(s), added into the epoch's sums. */
+/* A step whose loss or gradient is not finite (the error set, AT_ERR_NAN): with skip_nonfinite
+ * the batch is dropped and the learning rate halved for the rest of the run, else (or after 10
+ * such batches in a row) training stops, naming the epoch and batch. */
+static at_status nonfinite_step(trainer *T, int epoch, int bi, epoch_sums *p) {
+    char what[512]; /* at_fail must not format its own message into itself */
+    snprintf(what, sizeof what, "%s", at_error_message());
+    if (T->cfg->skip_nonfinite && T->skipped_in_row < 10) {
+        p->skipped++;
+        T->skipped_in_row++;
+        T->lr_scale *= 0.5f;
+        at_optim_set_lr(T->opt, 0.5f * at_optim_lr(T->opt));
+        return AT_OK;
+    }
+    return at_fail(AT_ERR_NAN, "%s at epoch %d, batch %d: training diverged (try a smaller learning "
+                               "rate%s)",
+                   what, epoch, bi + 1, T->cfg->skip_nonfinite ? "; 10 batches in a row were skipped" : "");
+}
+
+/* Batch bi of the epoch: gradients and optimizer step(s), added into the epoch's sums. */
 static at_status train_batch(trainer *T, int epoch, int bi, epoch_sums *p) {
     const at_train_config *cfg = T->cfg;
     const int first = bi * cfg->batch, n = AT_MIN(cfg->batch, T->train->n - first);
@@ -582,38 +626,33 @@ static at_status train_batch(trainer *T, int epoch, int bi, epoch_sums *p) {
     float loss = NAN, penalty = 0.0f, norm = NAN;
     int correct = 0;
     at_status s = AT_OK;
-    if (T->sc.kind == AT_SCHEDULE_ONECYCLE) apply_schedule(T->opt, &T->sched, (int)T->step);
+    if (T->sc.kind == AT_SCHEDULE_ONECYCLE) apply_schedule(T, (int)T->step);
+    p->batches = bi + 1;
     /* Free-AT replays each batch; every other method computes one gradient. */
     for (int r = 0; r < T->replays && s == AT_OK; r++) {
         int adv_correct = 0;
         if (T->adv) p->eps = adv_trainer_eps(T->adv, T->step);
         s = batch_gradients(T, x, soft, n, p->eps, &loss, &correct, &adv_correct);
         if (s == AT_ERR_NAN)
-            return at_fail(AT_ERR_NAN, "the training loss became %g at epoch %d, batch %d: training "
-                                       "diverged (try a smaller learning rate)",
-                           (double)loss, epoch, bi + 1);
-        if (s == AT_OK) s = regularized_step(T->net, T->opt, cfg, &penalty, &norm);
-        if (s == AT_ERR_NAN) {
-            char what[512]; /* at_fail must not format its own message into itself */
-            snprintf(what, sizeof what, "%s", at_error_message());
-            return at_fail(AT_ERR_NAN, "%s at epoch %d, batch %d: training diverged (try a smaller "
-                                       "learning rate)",
-                           what, epoch, bi + 1);
-        }
+            at_fail(AT_ERR_NAN, "the training loss became %g", (double)loss);
+        else if (s == AT_OK)
+            s = regularized_step(T->net, T->opt, cfg, &penalty, &norm);
+        if (s == AT_ERR_NAN) return nonfinite_step(T, epoch, bi, p);
         if (adv_correct < 0) p->adv_hits = -1; /* not measured by this method */
         if (p->adv_hits >= 0) p->adv_hits += adv_correct;
     }
     if (s != AT_OK) return s;
     /* Free-AT reports its last replay of the batch. */
+    T->skipped_in_row = 0;
+    p->samples += n;
     p->loss += (double)loss * n;
     p->penalty += penalty;
     p->norm += norm;
     p->hits += correct;
-    p->batches = bi + 1;
     if (T->cb && T->cb->on_batch) {
-        const float running = (float)(p->loss / (first + n));
+        const float running = (float)(p->loss / p->samples);
         T->cb->on_batch(T->cb->user, epoch, bi + 1, T->nbatches, running,
-                        is_regression(T->train) ? running : (float)((double)p->hits / (first + n)));
+                        is_regression(T->train) ? running : (float)((double)p->hits / p->samples));
     }
     return AT_OK;
 }
@@ -662,8 +701,9 @@ static at_epoch_stats epoch_stats(const trainer *T, int epoch, const epoch_sums 
     st.epochs = T->cfg->epochs;
     st.lr = at_optim_lr(T->opt);
     st.seconds = p->seconds;
-    st.train_loss = (float)(p->loss / n);
-    st.train_metric = is_regression(T->train) ? st.train_loss : (float)((double)p->hits / n);
+    st.train_loss = (float)(p->loss / p->samples);
+    st.train_metric = is_regression(T->train) ? st.train_loss : (float)((double)p->hits / p->samples);
+    st.skipped = p->skipped;
     st.penalty = (float)(p->penalty / T->nbatches);
     st.grad_norm = T->cfg->clip_grad > 0.0f ? (float)(p->norm / T->nbatches) : NAN;
     st.eps = T->adv ? p->eps : NAN;
@@ -676,7 +716,7 @@ static at_epoch_stats epoch_stats(const trainer *T, int epoch, const epoch_sums 
  * to stop). */
 static void watch_monitored(trainer *T, int epoch, double monitored, at_epoch_stats *st) {
     if (T->sc.kind == AT_SCHEDULE_PLATEAU)
-        at_optim_set_lr(T->opt, at_schedule_observe(&T->sched, (float)monitored));
+        at_optim_set_lr(T->opt, T->lr_scale * at_schedule_observe(&T->sched, (float)monitored));
     if (T->cfg->early_stop <= 0) return;
     early_stopping *es = &T->es;
     if (improves(monitored, es->best, T->cfg->min_delta, T->maximize)) {
@@ -747,7 +787,9 @@ static at_status setup(trainer *T) {
     for (int i = 0; s == AT_OK && i < T->train->n; i++) T->b.idx[i] = i;
     T->es = (early_stopping){T->maximize ? -INFINITY : INFINITY, 0, 0};
     T->best = (best_tracker){-INFINITY, 0};
-    T->loop = (loop_state){T->net, T->opt, &T->sched, T->adv, &T->aug, &T->es, &T->e, &T->best, &T->step};
+    T->lr_scale = 1.0f;
+    T->loop = (loop_state){T->net, T->opt, &T->sched, T->adv, &T->aug, &T->es, &T->e, &T->best, &T->step,
+                           &T->lr_scale, &T->skipped_in_row};
     return s;
 }
 
@@ -777,7 +819,7 @@ static at_status init_schedule(trainer *T) {
 static at_status run_epochs(trainer *T, int done, epoch_sums *p, bool stopped) {
     at_status s = AT_OK;
     for (int epoch = done + 1; epoch <= T->cfg->epochs && !stopped && s == AT_OK; epoch++) {
-        apply_schedule(T->opt, &T->sched, epoch - 1);
+        apply_schedule(T, epoch - 1);
         at_rng_shuffle(&T->rng, T->b.idx, T->train->n);
         if (epoch > done + 1) memset(p, 0, sizeof *p);
         if ((s = train_epoch(T, epoch, p)) != AT_OK) break;

@@ -2,7 +2,8 @@
 # Numeric faults (issue 24), injected at a known step by test hooks (cli/fit.c): weights blown up
 # mid-epoch (ADVTRAIN_TEST_EXPLODE_AFTER) stop training at the next step, where the loss or a
 # gradient stops being finite, naming the epoch and batch; a weight turned NaN
-# (ADVTRAIN_TEST_NAN_AFTER) is refused before any checkpoint is written, naming the tensor. Either way the epoch-1
+# (ADVTRAIN_TEST_NAN_AFTER) is refused before any checkpoint is written, naming the tensor; with
+# --on-nonfinite skip such steps are skipped, each halving the learning rate, 10 in a row stop. Either way the epoch-1
 # checkpoint stays as it was (its tensors equal a 1-epoch run's), no model file is written,
 # and --resume from it works (after the hook's fault it ends bit for bit as an uninterrupted
 # run). eval refuses a model file holding a NaN, naming the tensor.
@@ -41,6 +42,15 @@ expect 0 "resuming .*nan after epoch 1" -- "$cli" fit --resume "$tmp/nan" --quie
 expect 1 "nofile.safetensors not written: 0.weight holds nan" -- \
     env ADVTRAIN_TEST_NAN_AFTER=16 "$cli" "${run[@]}" --epochs 2 --out "$tmp/nofile.safetensors"
 [ ! -e "$tmp/nofile.safetensors" ] && ok || bad "a NaN model file was written"
+
+# --- --on-nonfinite skip: the blown-up batches are skipped, each halving the learning rate; once
+# 10 in a row are skipped training stops, naming the cause
+expect 1 "at epoch 3, batch [0-9]+: training diverged .*10 batches in a row were skipped" -- \
+    env ADVTRAIN_TEST_EXPLODE_AFTER=10 "$cli" fit --model smallcnn --train-subset 1000 --threads 2 --epochs 4 \
+    --on-nonfinite skip --out "$tmp/skip.safetensors"
+grep -q "6 batches skipped: a non-finite loss or gradient (--on-nonfinite skip); lr halved each time, now 0.00078125" "$tmp/out" &&
+    ok || bad "--on-nonfinite skip: epoch line: $(grep skipped "$tmp/out")"
+expect 2 "--on-nonfinite maybe: use stop or skip" -- "$cli" "${run[@]}" --on-nonfinite maybe
 
 # --- eval (and attack) refuse a model file with a NaN weight, naming the tensor
 python3 - "$tmp/one.safetensors" "$tmp/bad.safetensors" <<'PY'
