@@ -3,6 +3,7 @@
  * curves from metrics.csv, robust accuracy against eps per attack, weight-magnitude histograms
  * (L1 sparsity), a grid of adversarial examples, and the run's settings and final metrics. */
 #include "attack_cli.h"
+#include "metrics_log.h"
 #include "outpaths.h"
 #include "report.h"
 
@@ -170,11 +171,6 @@ static double metrics_at(const metrics *m, int row, int col) {
     return col < 0 || row < 0 ? NAN : m->v[(size_t)row * m->ncols + col];
 }
 
-static bool ends_with(const char *s, const char *suffix) {
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && strcmp(s + a - b, suffix) == 0;
-}
-
 /* Counts the comma-separated fields of a line. */
 static int count_fields(const char *line) {
     int n = 1;
@@ -214,11 +210,13 @@ static bool metrics_line(void *user, char *line, int lineno) {
                 return false;
             }
             m->ncols = i + 1;
-            if (strcmp(name, "epoch") == 0) m->epoch_col = i;
+            if (strcmp(name, metrics_column_name(MC_EPOCH, false)) == 0) m->epoch_col = i;
             p = comma ? comma + 1 : p + strlen(p);
         }
         if (m->epoch_col < 0) {
-            fail("%s:%d: the header has no 'epoch' column (expected epoch,lr,train_loss,...)", m->path, lineno);
+            fail("%s:%d: the header has no '%s' column (expected %s,%s,%s,...)", m->path, lineno,
+                 metrics_column_name(MC_EPOCH, false), metrics_column_name(MC_EPOCH, false),
+                 metrics_column_name(MC_LR, false), metrics_column_name(MC_TRAIN_LOSS, false));
             return false;
         }
         return true;
@@ -269,7 +267,7 @@ static bool metrics_line(void *user, char *line, int lineno) {
             fail("%s:%d: epoch '%.40s' is not a whole number >= 0", m->path, lineno, cell);
             return false;
         }
-        if (ends_with(col, "_acc") && isfinite(v) && (v < 0.0 || v > 1.0)) {
+        if (metrics_column_is_accuracy(col) && isfinite(v) && (v < 0.0 || v > 1.0)) {
             fail("%s:%d: column '%s' holds %.40s: accuracies are fractions in [0,1]", m->path, lineno, col, cell);
             return false;
         }
@@ -506,21 +504,107 @@ static bool emit_png_status(bool ok, const char *path, const char *err) {
     return ok;
 }
 
-/* loss.png and accuracy.png (mse.png for regression) from metrics.csv. */
-static bool draw_curves(report *r) {
+/* A curve of the training plots: a metrics.csv column and its legend. */
+typedef struct curve {
+    metrics_column col;
+    const char *legend;
+} curve;
+
+/* The metric plot shows the first three for regression (the others are accuracies). */
+static const curve LOSS_CURVES[] = {{MC_TRAIN_LOSS, "train"}, {MC_VAL_LOSS, "validation"}};
+static const curve METRIC_CURVES[] = {{MC_TRAIN_METRIC, "train"},
+                                      {MC_VAL_METRIC, "validation"},
+                                      {MC_TEST_METRIC, "test"},
+                                      {MC_ROBUST_VAL_ACC, "robust val. (PGD)"},
+                                      {MC_ADV_TRAIN_ACC, "adv. training"}};
+
+/* One of the training plots: its file, its curves and their scale, its axes. */
+typedef struct curve_plot {
+    const char *file;
+    const curve *curves;
+    int ncurves;
+    double scale;
+    report_axes ax;
+} curve_plot;
+
+/* loss.png, then accuracy.png (mse.png for regression). */
+static curve_plot loss_plot(const report *r) {
+    curve_plot p = {"loss.png", LOSS_CURVES, 2, 1.0, {0}};
+    p.ax.title = r->regression ? "Loss (mean squared error) per epoch" : "Loss (cross-entropy) per epoch";
+    p.ax.ylabel = "loss";
+    p.ax.yhi = 1e30;
+    return p;
+}
+
+static curve_plot metric_plot(const report *r) {
+    if (r->regression) {
+        curve_plot p = {"mse.png", METRIC_CURVES, 3, 1.0, {0}};
+        p.ax.title = "Mean squared error per epoch";
+        p.ax.ylabel = "MSE";
+        p.ax.yhi = 1e30;
+        return p;
+    }
+    curve_plot p = {"accuracy.png", METRIC_CURVES, 5, 100.0, {0}};
+    p.ax.title = "Accuracy per epoch";
+    p.ax.ylabel = "accuracy (%)";
+    p.ax.yhi = 100.0;
+    return p;
+}
+
+/* The plot's series: every curve whose column has a value (ys: room for REPORT_MAX_SERIES). */
+static int curve_series(const report *r, const curve_plot *p, const double *x, double *ys,
+                        report_series *series) {
     const metrics *m = &r->csv;
+    int ns = 0;
+    for (int c = 0; c < p->ncurves; c++) {
+        int col = metrics_col(m, metrics_column_name(p->curves[c].col, r->regression));
+        if (col < 0) continue;
+        double *y = ys + (size_t)ns * m->nrows;
+        bool any = false;
+        for (int i = 0; i < m->nrows; i++) {
+            y[i] = p->scale * metrics_at(m, i, col);
+            any = any || isfinite(y[i]);
+        }
+        if (!any) continue;
+        series[ns++] = (report_series){p->curves[c].legend, x, y, m->nrows};
+    }
+    return ns;
+}
+
+/* Draws one plot against the epochs x; *drawn stays false when no curve has a value. */
+static bool draw_curve_plot(report *r, curve_plot *p, const double *x, double *ys, bool *drawn) {
+    report_series series[REPORT_MAX_SERIES];
+    int ns = curve_series(r, p, x, ys, series);
+    if (!ns) return true;
+    p->ax.whole_x = true;
+    p->ax.xlabel = "epoch";
+    char path[PATH_CAP], err[PATH_CAP + 256];
+    if (!join(path, sizeof path, r->out, p->file)) return false;
+    *drawn = emit_png_status(report_line_plot(path, &p->ax, series, ns, err, sizeof err), path, err);
+    return *drawn;
+}
+
+/* Whether metrics.csv has epochs to plot; if not, the note says why. */
+static bool have_curves(report *r) {
     if (!r->has_csv) {
         snprintf(r->note_curves, sizeof r->note_curves,
                  r->run_dir ? "No training curves: the run directory has no metrics.csv."
                             : "No training curves: the input is a model file, which keeps no per-epoch history. "
                               "Run advtrain report on the run directory written by advtrain fit --checkpoint-dir "
                               "DIR to see them.");
-        return true;
+        return false;
     }
-    if (m->nrows == 0) {
+    if (r->csv.nrows == 0) {
         snprintf(r->note_curves, sizeof r->note_curves, "No training curves: metrics.csv has no epochs yet.");
-        return true;
+        return false;
     }
+    return true;
+}
+
+/* loss.png and accuracy.png (mse.png for regression) from metrics.csv. */
+static bool draw_curves(report *r) {
+    const metrics *m = &r->csv;
+    if (!have_curves(r)) return true;
     double *x = malloc(sizeof(double) * (size_t)m->nrows);
     double *ys = malloc(sizeof(double) * (size_t)m->nrows * REPORT_MAX_SERIES);
     if (!x || !ys) {
@@ -530,66 +614,9 @@ static bool draw_curves(report *r) {
         return false;
     }
     for (int i = 0; i < m->nrows; i++) x[i] = metrics_at(m, i, m->epoch_col);
-    bool ok = true;
-    char path[PATH_CAP], err[PATH_CAP + 256];
-    for (int plot = 0; plot < 2 && ok; plot++) {
-        static const char *const loss_cols[][2] = {{"train_loss", "train"}, {"val_loss", "validation"}};
-        static const char *const acc_cols[][2] = {{"train_acc", "train"},
-                                                  {"val_acc", "validation"},
-                                                  {"test_acc", "test"},
-                                                  {"robust_val_acc", "robust val. (PGD)"},
-                                                  {"adv_train_acc", "adv. training"}};
-        static const char *const mse_cols[][2] = {{"train_mse", "train"}, {"val_mse", "validation"}, {"test_mse", "test"}};
-        const char *const(*cols)[2] = plot == 0 ? loss_cols : (r->regression ? mse_cols : acc_cols);
-        int ncols = plot == 0 ? 2 : (r->regression ? 3 : 5);
-        double scale = plot == 1 && !r->regression ? 100.0 : 1.0;
-        report_series series[REPORT_MAX_SERIES];
-        int ns = 0;
-        for (int c = 0; c < ncols; c++) {
-            int col = metrics_col(m, cols[c][0]);
-            if (col < 0) continue;
-            double *y = ys + (size_t)ns * m->nrows;
-            bool any = false;
-            for (int i = 0; i < m->nrows; i++) {
-                y[i] = scale * metrics_at(m, i, col);
-                any = any || isfinite(y[i]);
-            }
-            if (!any) continue;
-            series[ns++] = (report_series){cols[c][1], x, y, m->nrows};
-        }
-        const char *name = plot == 0 ? "loss.png" : (r->regression ? "mse.png" : "accuracy.png");
-        if (!ns) continue;
-        report_axes ax;
-        memset(&ax, 0, sizeof ax);
-        ax.whole_x = true;
-        ax.xlabel = "epoch";
-        if (plot == 0) {
-            ax.title = r->regression ? "Loss (mean squared error) per epoch" : "Loss (cross-entropy) per epoch";
-            ax.ylabel = "loss";
-            ax.ylo = 0.0;
-            ax.yhi = 1e30;
-        } else if (r->regression) {
-            ax.title = "Mean squared error per epoch";
-            ax.ylabel = "MSE";
-            ax.ylo = 0.0;
-            ax.yhi = 1e30;
-        } else {
-            ax.title = "Accuracy per epoch";
-            ax.ylabel = "accuracy (%)";
-            ax.ylo = 0.0;
-            ax.yhi = 100.0;
-        }
-        if (!join(path, sizeof path, r->out, name)) {
-            ok = false;
-            break;
-        }
-        ok = emit_png_status(report_line_plot(path, &ax, series, ns, err, sizeof err), path, err);
-        if (ok && plot == 0) r->loss_png = true;
-        if (ok && plot == 1) {
-            r->acc_png = true;
-            r->acc_name = name;
-        }
-    }
+    curve_plot loss = loss_plot(r), metric = metric_plot(r);
+    bool ok = draw_curve_plot(r, &loss, x, ys, &r->loss_png) && draw_curve_plot(r, &metric, x, ys, &r->acc_png);
+    if (r->acc_png) r->acc_name = metric.file;
     free(x);
     free(ys);
     if (ok && !r->loss_png && !r->acc_png)
@@ -799,14 +826,16 @@ static int best_row(const report *r, char *why, size_t cap) {
             return i;
         }
     static const struct {
-        const char *col, *why;
+        metrics_column col;
+        bool regression; /* the column's regression name */
+        const char *why;
         int sign;
-    } rules[] = {{"robust_val_acc", "highest robust validation accuracy", 1},
-                 {"val_acc", "highest validation accuracy", 1},
-                 {"val_mse", "lowest validation MSE", -1},
-                 {"val_loss", "lowest validation loss", -1}};
+    } rules[] = {{MC_ROBUST_VAL_ACC, false, "highest robust validation accuracy", 1},
+                 {MC_VAL_METRIC, false, "highest validation accuracy", 1},
+                 {MC_VAL_METRIC, true, "lowest validation MSE", -1},
+                 {MC_VAL_LOSS, false, "lowest validation loss", -1}};
     for (size_t k = 0; k < sizeof rules / sizeof *rules; k++) {
-        int col = metrics_col(m, rules[k].col), best = -1;
+        int col = metrics_col(m, metrics_column_name(rules[k].col, rules[k].regression)), best = -1;
         for (int i = 0; col >= 0 && i < m->nrows; i++) {
             double v = metrics_at(m, i, col);
             if (isfinite(v) && (best < 0 || rules[k].sign * (v - metrics_at(m, best, col)) > 0)) best = i;
@@ -822,7 +851,7 @@ static int best_row(const report *r, char *why, size_t cap) {
 static void cell_value(FILE *f, const char *col, double v) {
     if (isnan(v))
         fputs("&mdash;", f);
-    else if (ends_with(col, "_acc"))
+    else if (metrics_column_is_accuracy(col))
         fprintf(f, "%.2f%%", 100.0 * v);
     else
         fprintf(f, "%.6g", v);
@@ -945,7 +974,7 @@ static void write_html_body(FILE *f, const report *r) {
         char why[PATH_CAP];
         int best = best_row(r, why, sizeof why);
         double total = 0.0;
-        int secs = metrics_col(m, "seconds");
+        int secs = metrics_col(m, metrics_column_name(MC_SECONDS, false));
         for (int i = 0; secs >= 0 && i < m->nrows; i++)
             if (isfinite(metrics_at(m, i, secs))) total += metrics_at(m, i, secs);
         fprintf(f, "<p>From metrics.csv: %d epoch%s", m->nrows, m->nrows == 1 ? "" : "s");
@@ -1237,7 +1266,9 @@ int cmd_report(int argc, char **argv) {
         goto done;
     }
     r.regression = !test->labels;
-    if (r.has_csv && (metrics_col(&r.csv, "train_mse") >= 0 || metrics_col(&r.csv, "val_mse") >= 0)) r.regression = true;
+    if (r.has_csv && (metrics_col(&r.csv, metrics_column_name(MC_TRAIN_METRIC, true)) >= 0 ||
+                      metrics_col(&r.csv, metrics_column_name(MC_VAL_METRIC, true)) >= 0))
+        r.regression = true;
     if (r.samples > test->n) r.samples = test->n;
 
     if (!draw_curves(&r)) goto done;
