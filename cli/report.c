@@ -66,52 +66,9 @@ static char *read_text(const char *path, size_t *len) {
         fail("cannot read %s: %s", path, strerror(errno));
         return NULL;
     }
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    bool too_big = false;
-    while (buf) {
-        if (n + 1 >= cap) {
-            if (cap > ((size_t)1 << 30)) {
-                too_big = true;
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            char *bigger = realloc(buf, cap * 2);
-            if (!bigger) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = bigger;
-            cap *= 2;
-        }
-        size_t got = fread(buf + n, 1, cap - 1 - n, f);
-        n += got;
-        if (got == 0) break;
-    }
-    bool err = ferror(f);
+    char *text = cli_read_text(CMD, path, f, len);
     fclose(f);
-    if (!buf) {
-        if (too_big)
-            fail("%s: larger than 1 GiB", path);
-        else
-            fail("%s: out of memory", path);
-        return NULL;
-    }
-    if (err) {
-        fail("error reading %s", path);
-        free(buf);
-        return NULL;
-    }
-    buf[n] = '\0';
-    if (memchr(buf, '\0', n)) {
-        fail("%s: not a text file (it holds NUL bytes)", path);
-        free(buf);
-        return NULL;
-    }
-    *len = n;
-    return buf;
+    return text;
 }
 
 static char *dup_text(const char *s) {
@@ -119,13 +76,6 @@ static char *dup_text(const char *s) {
     char *d = malloc(n);
     if (d) memcpy(d, s, n);
     return d;
-}
-
-static char *trim(char *s) {
-    while (*s == ' ' || *s == '\t' || *s == '\r') s++;
-    char *e = s + strlen(s);
-    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r')) *--e = '\0';
-    return s;
 }
 
 /* Splits buf into lines in place: calls fn(user, line, lineno) for each; stops on false. */
@@ -180,7 +130,7 @@ static int count_fields(const char *line) {
 
 static bool metrics_line(void *user, char *line, int lineno) {
     metrics *m = user;
-    char *t = trim(line);
+    char *t = cli_trim(line);
     if (!*t) return true; /* blank lines are skipped */
     int nf = count_fields(t);
     if (!m->names) {
@@ -195,7 +145,7 @@ static bool metrics_line(void *user, char *line, int lineno) {
         for (int i = 0; i < nf; i++) {
             char *comma = strchr(p, ',');
             if (comma) *comma = '\0';
-            char *name = trim(p);
+            char *name = cli_trim(p);
             if (!*name) {
                 fail("%s:%d: header column %d has no name", m->path, lineno, i + 1);
                 return false;
@@ -244,7 +194,7 @@ static bool metrics_line(void *user, char *line, int lineno) {
     for (int i = 0; i < nf; i++) {
         char *comma = strchr(p, ',');
         if (comma) *comma = '\0';
-        char *cell = trim(p);
+        char *cell = cli_trim(p);
         p = comma ? comma + 1 : p + strlen(p);
         const char *col = m->names[i];
         if (!*cell) {
@@ -303,8 +253,6 @@ typedef struct kv {
 typedef struct kv_list {
     kv *items;
     int n, cap;
-    const char *path; /* config.ini parsing */
-    char section[128];
 } kv_list;
 
 static bool kv_add(kv_list *l, const char *section, const char *key, const char *value, bool dflt) {
@@ -346,67 +294,42 @@ static const char *kv_get(const kv_list *l, const char *section, const char *key
     return NULL;
 }
 
-static bool ini_line(void *user, char *line, int lineno) {
-    kv_list *l = user;
-    char *t = trim(line);
-    bool dflt = false;
-    if (*t == ';' || *t == '#') {
-        /* `advtrain fit` writes the settings left at their defaults as "; key = value" inside the
-         * section: keep those (marked), skip any other comment. */
-        char *c = trim(t + 1);
-        size_t keylen = strspn(c, "abcdefghijklmnopqrstuvwxyz0123456789_-.");
-        if (!*l->section || keylen == 0 || strncmp(trim(c + keylen), "=", 1) != 0) return true;
-        t = c;
-        dflt = true;
-    }
-    if (!*t) return true;
-    if (*t == '[') {
-        char *close = strchr(t, ']');
-        if (!close || *trim(close + 1)) {
-            fail("%s:%d: malformed section header '%.60s' (expected [name])", l->path, lineno, t);
-            return false;
-        }
-        *close = '\0';
-        snprintf(l->section, sizeof l->section, "%s", trim(t + 1));
-        return true;
-    }
-    char *eq = strchr(t, '=');
-    if (!eq) {
-        fail("%s:%d: malformed line '%.60s' (expected key = value or [section])", l->path, lineno, t);
+/* One setting of config.ini. */
+static bool ini_setting(void *user, const cli_ini_entry *e, char *why, size_t cap) {
+    if (!*e->key) {
+        snprintf(why, cap, "a value without a key");
         return false;
     }
-    *eq = '\0';
-    char *key = trim(t), *value = trim(eq + 1);
-    if (!*key) {
-        fail("%s:%d: a value without a key", l->path, lineno);
-        return false;
-    }
-    /* "0  ; what 0 means" (an INI inline comment fit writes after computed defaults) reads as
-     * "0 (what 0 means)". */
+    /* "0  ; what 0 means" (the note fit writes after a computed default) reads as "0 (what 0 means)". */
     char shown[1024];
-    char *note = strstr(value, " ;");
-    if (note) {
-        *note = '\0';
-        snprintf(shown, sizeof shown, "%s (%s)", trim(value), trim(note + 2));
-        value = shown;
-    }
-    if (!kv_add(l, l->section, key, value, dflt)) {
-        fail("%s: out of memory", l->path);
+    if (*e->note) snprintf(shown, sizeof shown, "%s (%s)", e->value, e->note);
+    if (!kv_add(user, e->section, e->key, *e->note ? shown : e->value, e->dflt)) {
+        snprintf(why, cap, "out of memory");
         return false;
     }
     return true;
 }
 
+/* config.ini with its commented-out defaults (cli_ini_parse, libinih). */
 static bool ini_load(const char *path, kv_list *l) {
     memset(l, 0, sizeof *l);
-    l->path = path;
     size_t len;
-    char *buf = read_text(path, &len);
-    if (!buf) return false;
-    bool ok = for_lines(buf, ini_line, l);
-    free(buf);
-    if (!ok) kv_free(l);
-    return ok;
+    char *text = read_text(path, &len);
+    if (!text) return false;
+    cli_ini_error err;
+    bool ok = cli_ini_parse(text, true, ini_setting, l, &err);
+    free(text);
+    if (ok) return true;
+    if (!err.line)
+        fail("%s: %s", path, err.what);
+    else if (*err.what)
+        fail("%s:%d: %s", path, err.line, err.what);
+    else if (err.text[0] == '[')
+        fail("%s:%d: malformed section header '%.60s' (expected [name])", path, err.line, err.text);
+    else
+        fail("%s:%d: malformed line '%.60s' (expected key = value or [section])", path, err.line, err.text);
+    kv_free(l);
+    return false;
 }
 
 /* Flattens a JSON object into key/value pairs ("train.accuracy" = "0.85"); arrays are skipped. */
