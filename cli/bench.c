@@ -2,9 +2,8 @@
  * workloads as bench/torch_bench.py so the two can be compared side by side; and, with
  * --mode sgemm, this machine's SGEMM ceiling to compare the workloads' GFLOP/s with. */
 #include "cli.h"
-#include "../src/gemm.h" /* at_gemm_blas, at_gemm_own: the two SGEMMs behind every layer */
 
-#include <cblas.h>
+#include <cblas.h> /* OpenBLAS's own threads and core name, for --mode sgemm */
 #include <cjson/cJSON.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -77,19 +76,24 @@ static at_status pgd(bench *b, int n, float eps, float alpha, int steps, const f
 
 /* ------------------------------------------------------------ --mode sgemm */
 
-typedef void (*gemm_fn)(bool, bool, int, int, int, float, const float *, int, const float *, int,
-                        float, float *, int);
-
 static void fill(float *p, size_t count, uint64_t seed) {
     at_rng rng;
     at_rng_seed(&rng, seed);
     for (size_t i = 0; i < count; i++) p[i] = 2.0f * at_rng_uniform(&rng) - 1.0f;
 }
 
+/* `reps` n x n x n products c = a b through kernel; false if one fails. */
+static bool products(at_gemm_kernel kernel, int n, int reps, const float *a, const float *b, float *c) {
+    bool ok = true;
+    for (int r = 0; r < reps; r++)
+        ok = at_sgemm(kernel, false, false, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n) == AT_OK && ok;
+    return ok;
+}
+
 /* GFLOP/s of `reps` n x n x n products: `threads` OpenMP threads each run their own single-threaded
  * products at once (how advtrain's layers use GEMM: each thread a share of the batch), so the
  * figure is the whole machine's. Returns a negative number when memory runs out. */
-static double gemm_per_thread(gemm_fn fn, int n, int reps, int warmup, int threads) {
+static double gemm_per_thread(at_gemm_kernel kernel, int n, int reps, int warmup, int threads) {
     const size_t nn = (size_t)n * n;
     double seconds = 0.0;
     int failed = 0;
@@ -101,12 +105,11 @@ static double gemm_per_thread(gemm_fn fn, int n, int reps, int warmup, int threa
         } else {
             fill(a, nn, 1 + (uint64_t)omp_get_thread_num());
             fill(b, nn, 101 + (uint64_t)omp_get_thread_num());
-            for (int r = 0; r < warmup; r++) fn(false, false, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+            failed = !products(kernel, n, warmup, a, b, c);
         }
 #pragma omp barrier
         double start = cli_now();
-        if (a && b && c)
-            for (int r = 0; r < reps; r++) fn(false, false, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        if (a && b && c && !products(kernel, n, reps, a, b, c)) failed = 1;
 #pragma omp barrier
 #pragma omp master
         seconds = cli_now() - start;
@@ -128,12 +131,12 @@ static double gemm_openblas_threaded(int n, int reps, int warmup, int threads) {
         fill(a, nn, 1);
         fill(b, nn, 101);
         openblas_set_num_threads(threads);
-        for (int r = 0; r < warmup; r++) at_gemm_blas(false, false, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        bool ok = products(AT_GEMM_OPENBLAS, n, warmup, a, b, c);
         double start = cli_now();
-        for (int r = 0; r < reps; r++) at_gemm_blas(false, false, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        ok = products(AT_GEMM_OPENBLAS, n, reps, a, b, c) && ok;
         double seconds = cli_now() - start;
         openblas_set_num_threads(1); /* back to advtrain's setting (at_set_threads) */
-        gflops = 2.0 * n * (double)n * n * reps / seconds / 1e9;
+        if (ok) gflops = 2.0 * n * (double)n * n * reps / seconds / 1e9;
     }
     free(a);
     free(b);
@@ -152,8 +155,9 @@ static double fma_peak(int threads) {
 #pragma omp parallel num_threads(threads) reduction(+ : flops)
         {
 #pragma omp barrier
-            double start = cli_now();
-            flops += at_fma_burn(iters);
+            double start = cli_now(), done = 0.0;
+            at_fma_burn(iters, &done); /* iters > 0: cannot fail */
+            flops += done;
 #pragma omp barrier
 #pragma omp master
             seconds = cli_now() - start;
@@ -167,8 +171,8 @@ static int run_sgemm(int n, int reps, int warmup, bool json) {
     const int threads = at_get_threads();
     double peak = fma_peak(threads);
     /* the per-thread runs first: OpenBLAS's own threads keep spinning a while after a call */
-    double own = gemm_per_thread(at_gemm_own, n, reps, warmup, threads);
-    double blas1 = gemm_per_thread(at_gemm_blas, n, reps, warmup, threads);
+    double own = gemm_per_thread(AT_GEMM_OWN, n, reps, warmup, threads);
+    double blas1 = gemm_per_thread(AT_GEMM_OPENBLAS, n, reps, warmup, threads);
     double blas = gemm_openblas_threaded(n, reps, warmup, threads);
     if (own < 0 || blas1 < 0 || blas < 0) {
         fprintf(stderr, "advtrain bench: out of memory for %dx%d matrices\n", n, n);
