@@ -2,9 +2,8 @@
  * workloads as bench/torch_bench.py so the two can be compared side by side; and, with
  * --mode sgemm, this machine's SGEMM ceiling to compare the workloads' GFLOP/s with. */
 #include "cli.h"
-#include "../src/gemm.h" /* at_gemm_blas, at_gemm_own: the two SGEMMs behind every layer */
 
-#include <cblas.h>
+#include <cblas.h> /* OpenBLAS's own threads and core name, for --mode sgemm */
 #include <cjson/cJSON.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -18,8 +17,8 @@ typedef struct bench {
     at_net *net;
     at_optim *opt;
     int batch, in_size, classes;
-    float *x, *dlogits;
-    int32_t *y;
+    float *x, *dlogits; /* dlogits: inside x's block */
+    int32_t *y, *idx;   /* idx: inside y's block */
     at_adv_workspace *ws; /* crafting buffers and the random-start RNG */
 } bench;
 
@@ -77,19 +76,24 @@ static at_status pgd(bench *b, int n, float eps, float alpha, int steps, const f
 
 /* ------------------------------------------------------------ --mode sgemm */
 
-typedef void (*gemm_fn)(bool, bool, int, int, int, float, const float *, int, const float *, int,
-                        float, float *, int);
-
 static void fill(float *p, size_t count, uint64_t seed) {
     at_rng rng;
     at_rng_seed(&rng, seed);
     for (size_t i = 0; i < count; i++) p[i] = 2.0f * at_rng_uniform(&rng) - 1.0f;
 }
 
+/* `reps` n x n x n products c = a b through kernel; false if one fails. */
+static bool products(at_gemm_kernel kernel, int n, int reps, const float *a, const float *b, float *c) {
+    bool ok = true;
+    for (int r = 0; r < reps; r++)
+        ok = at_sgemm(kernel, false, false, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n) == AT_OK && ok;
+    return ok;
+}
+
 /* GFLOP/s of `reps` n x n x n products: `threads` OpenMP threads each run their own single-threaded
  * products at once (how advtrain's layers use GEMM: each thread a share of the batch), so the
  * figure is the whole machine's. Returns a negative number when memory runs out. */
-static double gemm_per_thread(gemm_fn fn, int n, int reps, int warmup, int threads) {
+static double gemm_per_thread(at_gemm_kernel kernel, int n, int reps, int warmup, int threads) {
     const size_t nn = (size_t)n * n;
     double seconds = 0.0;
     int failed = 0;
@@ -101,12 +105,11 @@ static double gemm_per_thread(gemm_fn fn, int n, int reps, int warmup, int threa
         } else {
             fill(a, nn, 1 + (uint64_t)omp_get_thread_num());
             fill(b, nn, 101 + (uint64_t)omp_get_thread_num());
-            for (int r = 0; r < warmup; r++) fn(false, false, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+            failed = !products(kernel, n, warmup, a, b, c);
         }
 #pragma omp barrier
         double start = cli_now();
-        if (a && b && c)
-            for (int r = 0; r < reps; r++) fn(false, false, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        if (a && b && c && !products(kernel, n, reps, a, b, c)) failed = 1;
 #pragma omp barrier
 #pragma omp master
         seconds = cli_now() - start;
@@ -128,12 +131,12 @@ static double gemm_openblas_threaded(int n, int reps, int warmup, int threads) {
         fill(a, nn, 1);
         fill(b, nn, 101);
         openblas_set_num_threads(threads);
-        for (int r = 0; r < warmup; r++) at_gemm_blas(false, false, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        bool ok = products(AT_GEMM_OPENBLAS, n, warmup, a, b, c);
         double start = cli_now();
-        for (int r = 0; r < reps; r++) at_gemm_blas(false, false, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        ok = products(AT_GEMM_OPENBLAS, n, reps, a, b, c) && ok;
         double seconds = cli_now() - start;
         openblas_set_num_threads(1); /* back to advtrain's setting (at_set_threads) */
-        gflops = 2.0 * n * (double)n * n * reps / seconds / 1e9;
+        if (ok) gflops = 2.0 * n * (double)n * n * reps / seconds / 1e9;
     }
     free(a);
     free(b);
@@ -152,8 +155,9 @@ static double fma_peak(int threads) {
 #pragma omp parallel num_threads(threads) reduction(+ : flops)
         {
 #pragma omp barrier
-            double start = cli_now();
-            flops += at_fma_burn(iters);
+            double start = cli_now(), done = 0.0;
+            at_fma_burn(iters, &done); /* iters > 0: cannot fail */
+            flops += done;
 #pragma omp barrier
 #pragma omp master
             seconds = cli_now() - start;
@@ -167,8 +171,8 @@ static int run_sgemm(int n, int reps, int warmup, bool json) {
     const int threads = at_get_threads();
     double peak = fma_peak(threads);
     /* the per-thread runs first: OpenBLAS's own threads keep spinning a while after a call */
-    double own = gemm_per_thread(at_gemm_own, n, reps, warmup, threads);
-    double blas1 = gemm_per_thread(at_gemm_blas, n, reps, warmup, threads);
+    double own = gemm_per_thread(AT_GEMM_OWN, n, reps, warmup, threads);
+    double blas1 = gemm_per_thread(AT_GEMM_OPENBLAS, n, reps, warmup, threads);
     double blas = gemm_openblas_threaded(n, reps, warmup, threads);
     if (own < 0 || blas1 < 0 || blas < 0) {
         fprintf(stderr, "advtrain bench: out of memory for %dx%d matrices\n", n, n);
@@ -222,19 +226,25 @@ static at_status run_batch(bench *b, bench_mode mode) {
     return AT_OK;
 }
 
-int cmd_bench(int argc, char **argv) {
-    const char *model = "smallcnn", *mode_name = "plain", *data_source = "fashion-mnist";
-    int batches = 50, threads = 0, warmup = 3, size = 1024;
-    bool json = false;
+typedef struct bench_args {
+    const char *model, *mode_name, *data_source;
+    int batches, threads, warmup, size;
+    bool json, sgemm;
+    bench_mode mode; /* unless sgemm */
+} bench_args;
+
+/* Parses the command line into a; -1 to go on, else the exit code. */
+static int bench_parse(int argc, char **argv, bench_args *a) {
+    *a = (bench_args){"smallcnn", "plain", "fashion-mnist", 50, 0, 3, 1024, false, false, MODE_PLAIN};
     cli_option opts[] = {
-        {"model", OPT_STRING, &model, "NAME|SPEC", "model (default smallcnn)", 1, 0},
-        {"mode", OPT_STRING, &mode_name, "MODE", "plain, l1l2, fgsm, pgd7, pgd20-eval, or sgemm: this machine's SGEMM GFLOP/s at --size (OpenBLAS on --threads threads, and OpenBLAS and advtrain's kernel single-threaded, --threads at once) (default plain)", 1, 0},
-        {"batches", OPT_INT, &batches, "N", "timed batches of 128 (default 50; pgd20-eval: 512 images each; sgemm: products)", 1, 1000000},
-        {"warmup", OPT_INT, &warmup, "N", "untimed batches first (default 3)", 0, 1000},
-        {"size", OPT_INT, &size, "N", "sgemm: N x N x N products (default 1024)", 1, 16384},
-        {"threads", OPT_INT, &threads, "N", "compute threads (default: all cores)", 1, 1024},
-        {"data", OPT_STRING, &data_source, "SOURCE", "dataset (default fashion-mnist)", 1, 0},
-        {"json", OPT_FLAG, &json, NULL, "print one JSON object", 1, 0},
+        {"model", OPT_STRING, &a->model, "NAME|SPEC", "model (default smallcnn)", 1, 0},
+        {"mode", OPT_STRING, &a->mode_name, "MODE", "plain, l1l2, fgsm, pgd7, pgd20-eval, or sgemm: this machine's SGEMM GFLOP/s at --size (OpenBLAS on --threads threads, and OpenBLAS and advtrain's kernel single-threaded, --threads at once) (default plain)", 1, 0},
+        {"batches", OPT_INT, &a->batches, "N", "timed batches of 128 (default 50; pgd20-eval: 512 images each; sgemm: products)", 1, 1000000},
+        {"warmup", OPT_INT, &a->warmup, "N", "untimed batches first (default 3)", 0, 1000},
+        {"size", OPT_INT, &a->size, "N", "sgemm: N x N x N products (default 1024)", 1, 16384},
+        {"threads", OPT_INT, &a->threads, "N", "compute threads (default: all cores)", 1, 1024},
+        {"data", OPT_STRING, &a->data_source, "SOURCE", "dataset (default fashion-mnist)", 1, 0},
+        {"json", OPT_FLAG, &a->json, NULL, "print one JSON object", 1, 0},
     };
     cli_command cmd = {"bench", "advtrain bench [--model M] [--mode MODE|sgemm] [--batches N] [--threads T] [--json]",
                        "Measure samples per second of one workload (batch 128, SGD lr 0.01 momentum 0.9).",
@@ -243,86 +253,108 @@ int cmd_bench(int argc, char **argv) {
     if (early >= 0) return early;
     int mode = -1;
     for (int i = 0; i < (int)(sizeof mode_names / sizeof *mode_names); i++)
-        if (strcmp(mode_name, mode_names[i]) == 0) mode = i;
-    bool sgemm = strcmp(mode_name, "sgemm") == 0;
-    if (mode < 0 && !sgemm) {
-        fprintf(stderr, "advtrain bench: --mode %s: unknown (plain, l1l2, fgsm, pgd7, pgd20-eval, sgemm)\n", mode_name);
+        if (strcmp(a->mode_name, mode_names[i]) == 0) mode = i;
+    a->sgemm = strcmp(a->mode_name, "sgemm") == 0;
+    if (mode < 0 && !a->sgemm) {
+        fprintf(stderr, "advtrain bench: --mode %s: unknown (plain, l1l2, fgsm, pgd7, pgd20-eval, sgemm)\n", a->mode_name);
         return EXIT_USAGE;
     }
-    if (!sgemm && cli_find(&cmd, "size")->seen) {
+    if (!a->sgemm && cli_find(&cmd, "size")->seen) {
         fprintf(stderr, "advtrain bench: --size applies to --mode sgemm only\n");
         return EXIT_USAGE;
     }
-    at_set_threads(threads > 0 ? threads : at_get_threads());
-    if (sgemm) return run_sgemm(size, batches, warmup, json);
-    at_data data;
-    if (!cli_load_data("bench", &data, data_source)) return EXIT_RUN_FAILED;
-    const at_dataset *ds = mode == MODE_PGD20_EVAL ? &data.test : &data.train;
-    bench b;
-    memset(&b, 0, sizeof b);
-    b.batch = mode == MODE_PGD20_EVAL ? 512 : 128;
-    int status = EXIT_RUN_FAILED;
-    at_status s = at_net_from_spec(&b.net, model, ds->c, ds->h, ds->w);
+    if (mode >= 0) a->mode = (bench_mode)mode;
+    return -1;
+}
+
+/* The network (seed 1), its SGD optimizer, the batch buffers and the crafting workspace; 0, or
+ * the exit code after printing why. */
+static int bench_setup(bench *b, const char *model, const at_dataset *ds, bench_mode mode) {
+    memset(b, 0, sizeof *b);
+    b->batch = mode == MODE_PGD20_EVAL ? 512 : 128;
+    at_status s = at_net_from_spec(&b->net, model, ds->c, ds->h, ds->w);
     if (s != AT_OK) {
         fprintf(stderr, "advtrain bench: --model %s: %s\n", model, at_error_message());
-        at_data_free(&data);
         return EXIT_USAGE;
     }
-    at_net_init(b.net, 1);
+    at_net_init(b->net, 1);
     at_optim_config oc = at_optim_defaults(AT_OPTIM_SGD);
     oc.lr = 0.01f;
     oc.momentum = 0.9f;
-    b.in_size = at_net_in_size(b.net);
-    b.classes = at_net_out_size(b.net);
-    size_t xs = (size_t)b.batch * b.in_size;
-    b.x = malloc(sizeof(float) * xs);
-    b.dlogits = malloc(sizeof(float) * (size_t)b.batch * b.classes);
-    b.y = malloc(sizeof(int32_t) * (size_t)b.batch);
-    int32_t *idx = malloc(sizeof(int32_t) * (size_t)b.batch);
-    if (!b.x || !b.dlogits || !b.y || !idx) {
+    b->in_size = at_net_in_size(b->net);
+    b->classes = at_net_out_size(b->net);
+    /* one block of floats (inputs, logit gradients), one of indices (labels, sample numbers) */
+    b->x = malloc(sizeof(float) * (size_t)b->batch * (b->in_size + b->classes));
+    b->y = malloc(sizeof(int32_t) * (size_t)b->batch * 2);
+    if (!b->x || !b->y) {
         fprintf(stderr, "advtrain bench: out of memory\n");
-        goto done;
+        return EXIT_RUN_FAILED;
     }
-    if ((s = at_optim_create(&b.opt, b.net, &oc)) != AT_OK || (s = at_net_reserve(b.net, b.batch)) != AT_OK ||
-        (s = at_adv_workspace_create(&b.ws, b.net, b.batch, 1)) != AT_OK) {
+    b->dlogits = b->x + (size_t)b->batch * b->in_size;
+    b->idx = b->y + b->batch;
+    if ((s = at_optim_create(&b->opt, b->net, &oc)) != AT_OK || (s = at_net_reserve(b->net, b->batch)) != AT_OK ||
+        (s = at_adv_workspace_create(&b->ws, b->net, b->batch, 1)) != AT_OK) {
         cli_error("bench", "setting up", s);
-        goto done;
+        return EXIT_RUN_FAILED;
     }
-    at_net_set_training(b.net, mode != MODE_PGD20_EVAL);
+    at_net_set_training(b->net, mode != MODE_PGD20_EVAL);
+    return 0;
+}
+
+static void bench_free(bench *b) {
+    at_optim_free(b->opt);
+    at_adv_workspace_free(b->ws);
+    at_net_free(b->net);
+    free(b->x); /* and dlogits */
+    free(b->y); /* and idx */
+}
+
+/* Runs warmup + batches consecutive batches of ds; *seconds: the time of the last `batches`. */
+static bool bench_time(bench *b, const at_dataset *ds, bench_mode mode, int warmup, int batches, double *seconds) {
     double start = 0.0;
     int next = 0;
     for (int it = 0; it < warmup + batches; it++) {
         if (it == warmup) start = cli_now();
-        for (int i = 0; i < b.batch; i++) idx[i] = (next + i) % ds->n;
-        next = (next + b.batch) % ds->n;
-        at_dataset_batch(ds, idx, b.batch, b.x, b.y, NULL);
-        if ((s = run_batch(&b, (bench_mode)mode)) != AT_OK) {
+        for (int i = 0; i < b->batch; i++) b->idx[i] = (next + i) % ds->n;
+        next = (next + b->batch) % ds->n;
+        at_dataset_batch(ds, b->idx, b->batch, b->x, b->y, NULL);
+        at_status s = run_batch(b, mode);
+        if (s != AT_OK) {
             cli_error("bench", "running the workload", s);
-            goto done;
+            return false;
         }
     }
-    double seconds = cli_now() - start;
-    double samples = (double)batches * b.batch;
-    /* The floating-point work a step needs, counted the same for any implementation: a training
-     * step is the forward, the weight gradients and the input gradients above the lowest layer
-     * with weights; an attack step the forward and every input gradient (the input's included). */
-    double first, fwd = forward_macs(b.net, &first);
-    double train_step = 2.0 * (3.0 * fwd - first), attack_step = 2.0 * 2.0 * fwd, flops = 0.0;
-    switch ((bench_mode)mode) {
+    *seconds = cli_now() - start;
+    return true;
+}
+
+/* The floating-point work of one sample's step, counted the same for any implementation: a
+ * training step is the forward, the weight gradients and the input gradients above the lowest
+ * layer with weights; an attack step the forward and every input gradient (the input's
+ * included). */
+static double workload_flops(const at_net *net, bench_mode mode) {
+    double first, fwd = forward_macs(net, &first);
+    double train_step = 2.0 * (3.0 * fwd - first), attack_step = 2.0 * 2.0 * fwd;
+    switch (mode) {
     case MODE_PLAIN:
-    case MODE_L1L2: flops = train_step; break;
-    case MODE_FGSM: flops = 1 * attack_step + train_step; break;
-    case MODE_PGD7: flops = 7 * attack_step + train_step; break;
-    case MODE_PGD20_EVAL: flops = 20 * attack_step; break;
+    case MODE_L1L2: return train_step;
+    case MODE_FGSM: return 1 * attack_step + train_step;
+    case MODE_PGD7: return 7 * attack_step + train_step;
+    case MODE_PGD20_EVAL: return 20 * attack_step;
     }
+    return 0.0;
+}
+
+static void print_result(const bench_args *a, const bench *b, double seconds, double flops) {
+    double samples = (double)a->batches * b->batch;
     double gflops = flops * samples / seconds / 1e9;
-    if (json) {
+    if (a->json) {
         cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "model", model);
-        cJSON_AddStringToObject(o, "mode", mode_name);
+        cJSON_AddStringToObject(o, "model", a->model);
+        cJSON_AddStringToObject(o, "mode", a->mode_name);
         cJSON_AddNumberToObject(o, "threads", at_get_threads());
-        cJSON_AddNumberToObject(o, "batch", b.batch);
-        cJSON_AddNumberToObject(o, "batches", batches);
+        cJSON_AddNumberToObject(o, "batch", b->batch);
+        cJSON_AddNumberToObject(o, "batches", a->batches);
         cJSON_AddNumberToObject(o, "seconds", seconds);
         cJSON_AddNumberToObject(o, "samples_per_s", samples / seconds);
         cJSON_AddNumberToObject(o, "gflops", gflops);
@@ -331,18 +363,30 @@ int cmd_bench(int argc, char **argv) {
         cli_print_json(o);
     } else {
         printf("%s %s: %.0f samples/s (%d threads, %d batches of %d, %.2fs, ~%.1f GFLOP/s, gemm: %s)\n",
-               model, mode_name, samples / seconds, at_get_threads(), batches, b.batch, seconds,
+               a->model, a->mode_name, samples / seconds, at_get_threads(), a->batches, b->batch, seconds,
                gflops, at_gemm_backend_name());
     }
-    status = 0;
-done:
-    at_optim_free(b.opt);
-    at_net_free(b.net);
-    free(b.x);
-    at_adv_workspace_free(b.ws);
-    free(b.dlogits);
-    free(b.y);
-    free(idx);
+}
+
+/* A training or attack workload on the data source's images. */
+static int run_workload(const bench_args *a) {
+    at_data data;
+    if (!cli_load_data("bench", &data, a->data_source)) return EXIT_RUN_FAILED;
+    const at_dataset *ds = a->mode == MODE_PGD20_EVAL ? &data.test : &data.train;
+    bench b;
+    int status = bench_setup(&b, a->model, ds, a->mode);
+    double seconds;
+    if (status == 0 && !bench_time(&b, ds, a->mode, a->warmup, a->batches, &seconds)) status = EXIT_RUN_FAILED;
+    if (status == 0) print_result(a, &b, seconds, workload_flops(b.net, a->mode));
+    bench_free(&b);
     at_data_free(&data);
     return status;
+}
+
+int cmd_bench(int argc, char **argv) {
+    bench_args a;
+    int early = bench_parse(argc, argv, &a);
+    if (early >= 0) return early;
+    at_set_threads(a.threads > 0 ? a.threads : at_get_threads());
+    return a.sgemm ? run_sgemm(a.size, a.batches, a.warmup, a.json) : run_workload(&a);
 }

@@ -63,6 +63,26 @@ void cli_strings_free(cli_strings *s);
  * names. Options already set on the command line keep their values. Prints what is wrong
  * (file, line, key) and returns false on error. */
 bool cli_read_config(cli_command *cmd, const char *path, cli_strings *strings);
+
+/* One setting of an INI text, as cli_ini_parse hands it over. */
+typedef struct cli_ini_entry {
+    const char *section; /* "" before any [section] */
+    const char *key, *value;
+    const char *note;    /* "value  ; note": the comment after the value ("" if none) */
+    bool dflt;           /* "; key = value" inside a section: a default the effective
+                            configuration shows commented out (cli_write_config) */
+} cli_ini_entry;
+/* Takes one setting; false, with the reason in why, refuses it (the parse stops there). */
+typedef bool (*cli_ini_fn)(void *user, const cli_ini_entry *e, char *why, size_t cap);
+/* Where an INI text failed. */
+typedef struct cli_ini_error {
+    int line;       /* 1-based; 0: out of memory */
+    char what[512]; /* the callback's reason; "" where the line itself is not INI */
+    char text[64];  /* the start of that line, trimmed */
+} cli_ini_error;
+/* Parses INI text with libinih, calling fn for each setting in order; the commented-out
+ * defaults of an effective configuration too when defaults is true. Prints nothing. */
+bool cli_ini_parse(const char *text, bool defaults, cli_ini_fn fn, void *user, cli_ini_error *err);
 /* Writes every option as an INI file: given ones active, defaults commented out. Atomic. */
 bool cli_write_config(const cli_command *cmd, const char *path);
 bool cli_not_in_config(const cli_command *cmd, const cli_option *o);
@@ -71,9 +91,12 @@ bool cli_not_in_config(const cli_command *cmd, const cli_option *o);
  * "advtrain CMD: path: why" and returns false on failure. */
 /* The shortest decimal that reads back as v ("0.05", not "0.0500000007"). */
 void cli_format_float(char *buf, size_t cap, float v);
-/* Creates directory path and its missing parents (mkdir -p); fine if it is already there. */
-bool cli_make_dir(const char *cmd, const char *flag, const char *path);
 bool cli_write_text_atomic(const char *cmd, const char *path, const char *text, size_t len);
+/* All of f (opened from path) as one NUL-terminated text (free it); NULL after printing
+ * "advtrain CMD: path: why" (out of memory, a read error, over 1 GiB, NUL bytes). */
+char *cli_read_text(const char *cmd, const char *path, FILE *f, size_t *len);
+/* s without its leading and trailing blanks (spaces, tabs, CRs), cut in place. */
+char *cli_trim(char *s);
 
 /* --json output: o on one line of stdout; o is deleted. */
 typedef struct cJSON cJSON;

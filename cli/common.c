@@ -1,15 +1,11 @@
 /* Error reporting, data loading, files and JSON output for the subcommands. */
-#define _POSIX_C_SOURCE 200809L /* mkdir, isatty */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include "cli.h"
 
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <stdlib.h>
-#include <sys/stat.h>
-
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 void cli_error(const char *cmd, const char *what, at_status s) {
     const char *detail = at_error_message();
@@ -54,30 +50,55 @@ void cli_format_float(char *buf, size_t cap, float v) {
     }
 }
 
-bool cli_make_dir(const char *cmd, const char *flag, const char *path) {
-    /* mkdir -p: each parent in turn, then the directory itself */
-    char buf[4096];
-    size_t len = strlen(path);
-    if (len == 0 || len >= sizeof buf) {
-        fprintf(stderr, "advtrain %s: %s '%s': empty or too long a path\n", cmd, flag, path);
-        return false;
-    }
-    memcpy(buf, path, len + 1);
-    for (size_t i = 1; i <= len; i++) {
-        if (buf[i] != '/' && buf[i] != '\0') continue;
-        char saved = buf[i];
-        buf[i] = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST) {
-            fprintf(stderr, "advtrain %s: %s %s: cannot create %s: %s\n", cmd, flag, path, buf,
-                    strerror(errno));
-            return false;
+char *cli_trim(char *s) {
+    while (*s == ' ' || *s == '\t' || *s == '\r') s++;
+    char *e = s + strlen(s);
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r')) *--e = '\0';
+    return s;
+}
+
+/* Reads f into *buf (grown by doubling); false when memory or the 1 GiB cap runs out. */
+static bool read_all(FILE *f, char **buf, size_t *n, bool *too_big) {
+    size_t cap = 4096;
+    *n = 0;
+    *too_big = false;
+    *buf = malloc(cap);
+    while (*buf) {
+        if (*n + 1 >= cap) {
+            *too_big = cap > ((size_t)1 << 30);
+            char *bigger = *too_big ? NULL : realloc(*buf, cap * 2);
+            if (!bigger) break;
+            *buf = bigger;
+            cap *= 2;
         }
-        buf[i] = saved;
+        size_t got = fread(*buf + *n, 1, cap - 1 - *n, f);
+        *n += got;
+        if (got == 0) return true;
     }
-    struct stat st;
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        fprintf(stderr, "advtrain %s: %s %s: exists and is not a directory\n", cmd, flag, path);
-        return false;
+    free(*buf);
+    *buf = NULL;
+    return false;
+}
+
+char *cli_read_text(const char *cmd, const char *path, FILE *f, size_t *len) {
+    char *buf;
+    size_t n;
+    bool too_big;
+    if (!read_all(f, &buf, &n, &too_big)) {
+        fprintf(stderr, "advtrain %s: %s: %s\n", cmd, path, too_big ? "larger than 1 GiB" : "out of memory");
+        return NULL;
     }
-    return true;
+    if (ferror(f)) {
+        fprintf(stderr, "advtrain %s: error reading %s\n", cmd, path);
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\0';
+    if (memchr(buf, '\0', n)) {
+        fprintf(stderr, "advtrain %s: %s: not a text file (it holds NUL bytes)\n", cmd, path);
+        free(buf);
+        return NULL;
+    }
+    *len = n;
+    return buf;
 }

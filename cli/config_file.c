@@ -1,20 +1,139 @@
 /* Config files for a subcommand: INI read with libinih ("name = value" under [fit], the flag
  * names without "--"), and the effective configuration written back. Flags given on the command
- * line win over the file. */
+ * line win over the file. The effective configuration's own conventions (defaults commented out,
+ * notes after values) are written and read here, for `advtrain report` too. */
 #define _POSIX_C_SOURCE 200809L /* stat */
 #include "cli.h"
 
+#include <ctype.h>
 #include <ini.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+/* ---------------------------------------------------------------- reading INI text */
+
+/* libinih parses each line; the lines reach it through next_line, which first reads what INI
+ * leaves to comments: "; key = value" inside a section is a setting left at its default (shown
+ * commented out by cli_write_config), and "value  ; note" says what a default means. libinih
+ * (as Debian builds it) reads at most 199 bytes of a line: a longer setting's value is kept
+ * here and the key alone passed on. Leading blanks are dropped: libinih would take an indented
+ * line for the continuation of the previous value, which no option joins (fit would replace
+ * the value with the continuation). */
+typedef struct ini_text {
+    const char *next; /* what is left of the text */
+    int lineno;
+    char *line;       /* the current line (a copy: the text stays whole for messages) */
+    size_t cap;
+    bool defaults, nomem;
+    /* the current line beyond INI */
+    bool dflt;
+    const char *note, *value; /* value: a value too long for libinih, else NULL */
+    cli_ini_fn fn;
+    void *user;
+    cli_ini_error *err;
+    int refused; /* the line fn refused (0: none) */
+} ini_text;
+
+static const char DEFAULT_KEY_CHARS[] = "abcdefghijklmnopqrstuvwxyz0123456789_-.";
+
+/* Cuts "  ; note" off the value starting at v (libinih's rule: a ';' after a blank) and keeps
+ * the note. */
+static void lift_note(ini_text *t, char *v) {
+    for (bool was_space = false; *v; was_space = isspace((unsigned char)*v), v++)
+        if (was_space && *v == ';') {
+            *v = '\0';
+            t->note = cli_trim(v + 1);
+            return;
+        }
+}
+
+/* What libinih is to see of line p (within num bytes): comments shrink to ";", an effective
+ * configuration's default loses its ';', a setting its note, a long setting its value. */
+static const char *shape_line(ini_text *t, char *p, int num) {
+    p += strspn(p, " \t");
+    if (*p == ';' || *p == '#') {
+        char *c = p + 1 + strspn(p + 1, " \t");
+        size_t keylen = strspn(c, DEFAULT_KEY_CHARS);
+        if (!t->defaults || keylen == 0 || c[keylen + strspn(c + keylen, " \t")] != '=') return ";";
+        t->dflt = true;
+        p = c;
+    }
+    char *sep = strpbrk(p, "=:");
+    if (*p == '[' || !sep) return p; /* a section, or not INI (libinih says so) */
+    lift_note(t, sep + 1);
+    if (strlen(p) < (size_t)num) return p;
+    t->value = cli_trim(sep + 1);
+    sep[1] = '\0';
+    return p;
+}
+
+/* libinih's line reader (fgets-like): the next line, shaped. */
+static char *next_line(char *str, int num, void *stream) {
+    ini_text *t = stream;
+    if (!*t->next || t->refused || t->nomem) return NULL; /* the end, or stop at the refusal */
+    size_t len = strcspn(t->next, "\n");
+    if (len + 1 > t->cap) {
+        char *bigger = realloc(t->line, len + 1);
+        if (!bigger) {
+            t->nomem = true;
+            return NULL;
+        }
+        t->line = bigger;
+        t->cap = len + 1;
+    }
+    memcpy(t->line, t->next, len);
+    t->line[len] = '\0';
+    t->next += len + (t->next[len] == '\n');
+    t->lineno++;
+    t->dflt = false;
+    t->note = "";
+    t->value = NULL;
+    char *p = t->line;
+    if (t->lineno == 1 && strncmp(p, "\xEF\xBB\xBF", 3) == 0) p += 3; /* a UTF-8 byte order mark */
+    snprintf(str, (size_t)num, "%s", shape_line(t, p, num));
+    return str;
+}
+
+static int on_ini_entry(void *user, const char *section, const char *name, const char *value) {
+    ini_text *t = user;
+    if (t->dflt && !*section) return 1; /* "; key = value" above every section: a comment */
+    cli_ini_entry e = {section, name, t->value ? t->value : value, t->note, t->dflt};
+    if (t->fn(t->user, &e, t->err->what, sizeof t->err->what)) return 1;
+    t->refused = t->lineno;
+    return 0;
+}
+
+/* Line n (1-based) of text, trimmed, into buf. */
+static void line_text(const char *text, int n, char *buf, size_t cap) {
+    for (int i = 1; i < n && strchr(text, '\n'); i++) text = strchr(text, '\n') + 1;
+    char line[256];
+    snprintf(line, sizeof line, "%.*s", (int)strcspn(text, "\n"), text);
+    snprintf(buf, cap, "%s", cli_trim(line));
+}
+
+bool cli_ini_parse(const char *text, bool defaults, cli_ini_fn fn, void *user, cli_ini_error *err) {
+    memset(err, 0, sizeof *err);
+    ini_text t = {.next = text, .defaults = defaults, .fn = fn, .user = user, .err = err};
+    int line = ini_parse_stream(next_line, &t, on_ini_entry, &t);
+    free(t.line);
+    if (t.nomem || line < 0) {
+        snprintf(err->what, sizeof err->what, "out of memory");
+        return false;
+    }
+    if (line == 0) return true;
+    err->line = line;
+    if (line != t.refused) err->what[0] = '\0'; /* libinih's own error: the line is not INI */
+    line_text(text, line, err->text, sizeof err->text);
+    return false;
+}
+
+/* ---------------------------------------------------------------- the config file of a subcommand */
+
 typedef struct config_reader {
     cli_command *cmd;
-    const char *path;
     bool from_command_line[256]; /* which options the command line already set */
     cli_strings *strings;
-    char error[512];
 } config_reader;
 
 static bool parse_bool(const char *v, bool *out) {
@@ -26,41 +145,40 @@ static bool parse_bool(const char *v, bool *out) {
     return false;
 }
 
-static int on_entry(void *user, const char *section, const char *name, const char *value) {
+static bool on_entry(void *user, const cli_ini_entry *e, char *why, size_t cap) {
     config_reader *r = user;
-    if (*section && strcmp(section, r->cmd->name) != 0) {
-        snprintf(r->error, sizeof r->error, "section [%s]: advtrain %s reads [%s] only", section,
-                 r->cmd->name, r->cmd->name);
-        return 0;
+    if (*e->section && strcmp(e->section, r->cmd->name) != 0) {
+        snprintf(why, cap, "section [%s]: advtrain %s reads [%s] only", e->section, r->cmd->name, r->cmd->name);
+        return false;
     }
-    cli_option *o = (cli_option *)cli_find(r->cmd, name);
+    cli_option *o = (cli_option *)cli_find(r->cmd, e->key);
     if (!o || cli_not_in_config(r->cmd, o)) {
-        snprintf(r->error, sizeof r->error, "'%s' is not a setting of advtrain %s (see advtrain %s --help)",
-                 name, r->cmd->name, r->cmd->name);
-        return 0;
+        snprintf(why, cap, "'%s' is not a setting of advtrain %s (see advtrain %s --help)", e->key, r->cmd->name,
+                 r->cmd->name);
+        return false;
     }
     int index = (int)(o - r->cmd->options);
-    if (r->from_command_line[index]) return 1; /* the command line wins */
+    if (r->from_command_line[index]) return true; /* the command line wins */
     if (o->type == OPT_FLAG) {
         bool on;
-        if (!parse_bool(value, &on)) {
-            snprintf(r->error, sizeof r->error, "%s = %s: use true or false", name, value);
-            return 0;
+        if (!parse_bool(e->value, &on)) {
+            snprintf(why, cap, "%s = %s: use true or false", e->key, e->value);
+            return false;
         }
         *(bool *)o->target = on;
         o->seen = true;
-        return 1;
+        return true;
     }
-    const char *copy = cli_strings_add(r->strings, value);
+    const char *copy = cli_strings_add(r->strings, e->value);
     if (!copy) {
-        snprintf(r->error, sizeof r->error, "out of memory");
-        return 0;
+        snprintf(why, cap, "out of memory");
+        return false;
     }
     if (!cli_set_option(r->cmd, o, copy)) {
-        snprintf(r->error, sizeof r->error, "%s = %s: invalid (the message above says why)", name, value);
-        return 0;
+        snprintf(why, cap, "%s = %s: invalid (the message above says why)", e->key, e->value);
+        return false;
     }
-    return 1;
+    return true;
 }
 
 static bool cli_listed(const char *const *names, const cli_option *o) {
@@ -71,34 +189,48 @@ static bool cli_listed(const char *const *names, const cli_option *o) {
 
 bool cli_not_in_config(const cli_command *cmd, const cli_option *o) { return cli_listed(cmd->not_in_config, o); }
 
-bool cli_read_config(cli_command *cmd, const char *path, cli_strings *strings) {
-    /* fopen succeeds on a directory and inih then reads nothing: the defaults would run. */
+/* The file's text; NULL after printing why. */
+static char *config_text(const cli_command *cmd, const char *path) {
+    /* fopen succeeds on a directory, which then reads as empty: the defaults would run. */
     struct stat st;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
         fprintf(stderr, "advtrain %s: --config %s: is a directory; give a file (e.g. %s/config.ini, "
                         "written by --checkpoint-dir)\n", cmd->name, path, path);
-        return false;
+        return NULL;
     }
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "advtrain %s: cannot open config file %s\n", cmd->name, path);
+        return NULL;
+    }
+    size_t len;
+    char *text = cli_read_text(cmd->name, path, f, &len);
+    fclose(f);
+    return text;
+}
+
+bool cli_read_config(cli_command *cmd, const char *path, cli_strings *strings) {
+    char *text = config_text(cmd, path);
+    if (!text) return false;
     config_reader *r = calloc(1, sizeof *r);
     if (!r || cmd->noptions > 256) {
-        free(r);
         fprintf(stderr, "advtrain %s: cannot read %s: out of memory\n", cmd->name, path);
+        free(r);
+        free(text);
         return false;
     }
     r->cmd = cmd;
-    r->path = path;
     r->strings = strings;
     for (int i = 0; i < cmd->noptions; i++) r->from_command_line[i] = cmd->options[i].seen;
-    int line = ini_parse(path, on_entry, r);
-    bool ok = line == 0;
-    if (line == -1)
-        fprintf(stderr, "advtrain %s: cannot open config file %s\n", cmd->name, path);
-    else if (line == -2)
+    cli_ini_error err;
+    bool ok = cli_ini_parse(text, false, on_entry, r, &err);
+    if (!ok && err.line == 0)
         fprintf(stderr, "advtrain %s: out of memory reading %s\n", cmd->name, path);
-    else if (line > 0)
-        fprintf(stderr, "advtrain %s: %s line %d: %s\n", cmd->name, path, line,
-                *r->error ? r->error : "not 'name = value', '[section]' or a ; comment");
+    else if (!ok)
+        fprintf(stderr, "advtrain %s: %s line %d: %s\n", cmd->name, path, err.line,
+                *err.what ? err.what : "not 'name = value', '[section]' or a ; comment");
     free(r);
+    free(text);
     return ok;
 }
 

@@ -3,6 +3,7 @@
  * curves from metrics.csv, robust accuracy against eps per attack, weight-magnitude histograms
  * (L1 sparsity), a grid of adversarial examples, and the run's settings and final metrics. */
 #include "attack_cli.h"
+#include "metrics_log.h"
 #include "outpaths.h"
 #include "report.h"
 
@@ -65,52 +66,9 @@ static char *read_text(const char *path, size_t *len) {
         fail("cannot read %s: %s", path, strerror(errno));
         return NULL;
     }
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    bool too_big = false;
-    while (buf) {
-        if (n + 1 >= cap) {
-            if (cap > ((size_t)1 << 30)) {
-                too_big = true;
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            char *bigger = realloc(buf, cap * 2);
-            if (!bigger) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = bigger;
-            cap *= 2;
-        }
-        size_t got = fread(buf + n, 1, cap - 1 - n, f);
-        n += got;
-        if (got == 0) break;
-    }
-    bool err = ferror(f);
+    char *text = cli_read_text(CMD, path, f, len);
     fclose(f);
-    if (!buf) {
-        if (too_big)
-            fail("%s: larger than 1 GiB", path);
-        else
-            fail("%s: out of memory", path);
-        return NULL;
-    }
-    if (err) {
-        fail("error reading %s", path);
-        free(buf);
-        return NULL;
-    }
-    buf[n] = '\0';
-    if (memchr(buf, '\0', n)) {
-        fail("%s: not a text file (it holds NUL bytes)", path);
-        free(buf);
-        return NULL;
-    }
-    *len = n;
-    return buf;
+    return text;
 }
 
 static char *dup_text(const char *s) {
@@ -118,13 +76,6 @@ static char *dup_text(const char *s) {
     char *d = malloc(n);
     if (d) memcpy(d, s, n);
     return d;
-}
-
-static char *trim(char *s) {
-    while (*s == ' ' || *s == '\t' || *s == '\r') s++;
-    char *e = s + strlen(s);
-    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r')) *--e = '\0';
-    return s;
 }
 
 /* Splits buf into lines in place: calls fn(user, line, lineno) for each; stops on false. */
@@ -170,11 +121,6 @@ static double metrics_at(const metrics *m, int row, int col) {
     return col < 0 || row < 0 ? NAN : m->v[(size_t)row * m->ncols + col];
 }
 
-static bool ends_with(const char *s, const char *suffix) {
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && strcmp(s + a - b, suffix) == 0;
-}
-
 /* Counts the comma-separated fields of a line. */
 static int count_fields(const char *line) {
     int n = 1;
@@ -182,101 +128,119 @@ static int count_fields(const char *line) {
     return n;
 }
 
-static bool metrics_line(void *user, char *line, int lineno) {
-    metrics *m = user;
-    char *t = trim(line);
-    if (!*t) return true; /* blank lines are skipped */
-    int nf = count_fields(t);
+/* The field at *p (cut at its comma, trimmed); *p moves to the next one. */
+static char *next_field(char **p) {
+    char *field = *p, *comma = strchr(field, ',');
+    if (comma) *comma = '\0';
+    *p = comma ? comma + 1 : field + strlen(field);
+    return cli_trim(field);
+}
+
+/* The header row t of nf column names: unique, non-empty, an epoch among them. */
+static bool metrics_header(metrics *m, char *t, int nf, int lineno) {
+    m->names = calloc((size_t)nf, sizeof *m->names);
     if (!m->names) {
-        /* The header row. */
-        m->names = calloc((size_t)nf, sizeof *m->names);
-        if (!m->names) {
+        fail("%s: out of memory", m->path);
+        return false;
+    }
+    m->epoch_col = -1;
+    for (int i = 0; i < nf; i++) {
+        char *name = next_field(&t);
+        if (!*name) {
+            fail("%s:%d: header column %d has no name", m->path, lineno, i + 1);
+            return false;
+        }
+        for (int j = 0; j < i; j++)
+            if (strcmp(m->names[j], name) == 0) {
+                fail("%s:%d: column '%s' appears twice in the header", m->path, lineno, name);
+                return false;
+            }
+        if (!(m->names[i] = dup_text(name))) {
             fail("%s: out of memory", m->path);
             return false;
         }
-        m->epoch_col = -1;
-        char *p = t;
-        for (int i = 0; i < nf; i++) {
-            char *comma = strchr(p, ',');
-            if (comma) *comma = '\0';
-            char *name = trim(p);
-            if (!*name) {
-                fail("%s:%d: header column %d has no name", m->path, lineno, i + 1);
-                return false;
-            }
-            for (int j = 0; j < i; j++)
-                if (strcmp(m->names[j], name) == 0) {
-                    fail("%s:%d: column '%s' appears twice in the header", m->path, lineno, name);
-                    return false;
-                }
-            if (!(m->names[i] = dup_text(name))) {
-                fail("%s: out of memory", m->path);
-                return false;
-            }
-            m->ncols = i + 1;
-            if (strcmp(name, "epoch") == 0) m->epoch_col = i;
-            p = comma ? comma + 1 : p + strlen(p);
-        }
-        if (m->epoch_col < 0) {
-            fail("%s:%d: the header has no 'epoch' column (expected epoch,lr,train_loss,...)", m->path, lineno);
+        m->ncols = i + 1;
+        if (strcmp(name, metrics_column_name(MC_EPOCH, false)) == 0) m->epoch_col = i;
+    }
+    if (m->epoch_col < 0) {
+        fail("%s:%d: the header has no '%s' column (expected %s,%s,%s,...)", m->path, lineno,
+             metrics_column_name(MC_EPOCH, false), metrics_column_name(MC_EPOCH, false),
+             metrics_column_name(MC_LR, false), metrics_column_name(MC_TRAIN_LOSS, false));
+        return false;
+    }
+    return true;
+}
+
+/* Room for one more row. */
+static bool metrics_grow(metrics *m) {
+    if (m->nrows < m->cap) return true;
+    int cap = m->cap ? 2 * m->cap : 64;
+    if (cap > 10000000) {
+        fail("%s: too many rows", m->path);
+        return false;
+    }
+    double *v = realloc(m->v, sizeof(double) * (size_t)cap * m->ncols);
+    if (!v) {
+        fail("%s: out of memory", m->path);
+        return false;
+    }
+    m->v = v;
+    m->cap = cap;
+    return true;
+}
+
+/* The number in column i's cell (NAN when empty: not measured), checked against what the
+ * column holds. */
+static bool metrics_cell(const metrics *m, int i, const char *cell, int lineno, double *out) {
+    const char *col = m->names[i];
+    if (!*cell) {
+        if (i == m->epoch_col) {
+            fail("%s:%d: the epoch cell is empty", m->path, lineno);
             return false;
         }
+        *out = NAN;
         return true;
     }
+    char *end;
+    errno = 0;
+    double v = strtod(cell, &end);
+    if (end == cell || *end || errno == ERANGE) {
+        fail("%s:%d: column '%s': '%.40s' is not a number (metrics.csv holds numbers only)", m->path, lineno, col,
+             cell);
+        return false;
+    }
+    if (i == m->epoch_col && (!isfinite(v) || v < 0 || v != floor(v) || v > 1e9)) {
+        fail("%s:%d: epoch '%.40s' is not a whole number >= 0", m->path, lineno, cell);
+        return false;
+    }
+    if (metrics_column_is_accuracy(col) && isfinite(v) && (v < 0.0 || v > 1.0)) {
+        fail("%s:%d: column '%s' holds %.40s: accuracies are fractions in [0,1]", m->path, lineno, col, cell);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+/* A data row t of nf fields. */
+static bool metrics_row(metrics *m, char *t, int nf, int lineno) {
     if (nf != m->ncols) {
         fail("%s:%d: malformed line: %d fields, the header has %d columns", m->path, lineno, nf, m->ncols);
         return false;
     }
-    if (m->nrows == m->cap) {
-        int cap = m->cap ? 2 * m->cap : 64;
-        if (cap > 10000000) {
-            fail("%s: too many rows", m->path);
-            return false;
-        }
-        double *v = realloc(m->v, sizeof(double) * (size_t)cap * m->ncols);
-        if (!v) {
-            fail("%s: out of memory", m->path);
-            return false;
-        }
-        m->v = v;
-        m->cap = cap;
-    }
+    if (!metrics_grow(m)) return false;
     double *row = m->v + (size_t)m->nrows * m->ncols;
-    char *p = t;
-    for (int i = 0; i < nf; i++) {
-        char *comma = strchr(p, ',');
-        if (comma) *comma = '\0';
-        char *cell = trim(p);
-        p = comma ? comma + 1 : p + strlen(p);
-        const char *col = m->names[i];
-        if (!*cell) {
-            if (i == m->epoch_col) {
-                fail("%s:%d: the epoch cell is empty", m->path, lineno);
-                return false;
-            }
-            row[i] = NAN; /* not measured */
-            continue;
-        }
-        char *end;
-        errno = 0;
-        double v = strtod(cell, &end);
-        if (end == cell || *end || errno == ERANGE) {
-            fail("%s:%d: column '%s': '%.40s' is not a number (metrics.csv holds numbers only)", m->path, lineno,
-                 col, cell);
-            return false;
-        }
-        if (i == m->epoch_col && (!isfinite(v) || v < 0 || v != floor(v) || v > 1e9)) {
-            fail("%s:%d: epoch '%.40s' is not a whole number >= 0", m->path, lineno, cell);
-            return false;
-        }
-        if (ends_with(col, "_acc") && isfinite(v) && (v < 0.0 || v > 1.0)) {
-            fail("%s:%d: column '%s' holds %.40s: accuracies are fractions in [0,1]", m->path, lineno, col, cell);
-            return false;
-        }
-        row[i] = v;
-    }
+    for (int i = 0; i < nf; i++)
+        if (!metrics_cell(m, i, next_field(&t), lineno, &row[i])) return false;
     m->nrows++;
     return true;
+}
+
+static bool metrics_line(void *user, char *line, int lineno) {
+    metrics *m = user;
+    char *t = cli_trim(line);
+    if (!*t) return true; /* blank lines are skipped */
+    int nf = count_fields(t);
+    return m->names ? metrics_row(m, t, nf, lineno) : metrics_header(m, t, nf, lineno);
 }
 
 static bool metrics_load(const char *path, metrics *m) {
@@ -305,8 +269,6 @@ typedef struct kv {
 typedef struct kv_list {
     kv *items;
     int n, cap;
-    const char *path; /* config.ini parsing */
-    char section[128];
 } kv_list;
 
 static bool kv_add(kv_list *l, const char *section, const char *key, const char *value, bool dflt) {
@@ -348,67 +310,42 @@ static const char *kv_get(const kv_list *l, const char *section, const char *key
     return NULL;
 }
 
-static bool ini_line(void *user, char *line, int lineno) {
-    kv_list *l = user;
-    char *t = trim(line);
-    bool dflt = false;
-    if (*t == ';' || *t == '#') {
-        /* `advtrain fit` writes the settings left at their defaults as "; key = value" inside the
-         * section: keep those (marked), skip any other comment. */
-        char *c = trim(t + 1);
-        size_t keylen = strspn(c, "abcdefghijklmnopqrstuvwxyz0123456789_-.");
-        if (!*l->section || keylen == 0 || strncmp(trim(c + keylen), "=", 1) != 0) return true;
-        t = c;
-        dflt = true;
-    }
-    if (!*t) return true;
-    if (*t == '[') {
-        char *close = strchr(t, ']');
-        if (!close || *trim(close + 1)) {
-            fail("%s:%d: malformed section header '%.60s' (expected [name])", l->path, lineno, t);
-            return false;
-        }
-        *close = '\0';
-        snprintf(l->section, sizeof l->section, "%s", trim(t + 1));
-        return true;
-    }
-    char *eq = strchr(t, '=');
-    if (!eq) {
-        fail("%s:%d: malformed line '%.60s' (expected key = value or [section])", l->path, lineno, t);
+/* One setting of config.ini. */
+static bool ini_setting(void *user, const cli_ini_entry *e, char *why, size_t cap) {
+    if (!*e->key) {
+        snprintf(why, cap, "a value without a key");
         return false;
     }
-    *eq = '\0';
-    char *key = trim(t), *value = trim(eq + 1);
-    if (!*key) {
-        fail("%s:%d: a value without a key", l->path, lineno);
-        return false;
-    }
-    /* "0  ; what 0 means" (an INI inline comment fit writes after computed defaults) reads as
-     * "0 (what 0 means)". */
+    /* "0  ; what 0 means" (the note fit writes after a computed default) reads as "0 (what 0 means)". */
     char shown[1024];
-    char *note = strstr(value, " ;");
-    if (note) {
-        *note = '\0';
-        snprintf(shown, sizeof shown, "%s (%s)", trim(value), trim(note + 2));
-        value = shown;
-    }
-    if (!kv_add(l, l->section, key, value, dflt)) {
-        fail("%s: out of memory", l->path);
+    if (*e->note) snprintf(shown, sizeof shown, "%s (%s)", e->value, e->note);
+    if (!kv_add(user, e->section, e->key, *e->note ? shown : e->value, e->dflt)) {
+        snprintf(why, cap, "out of memory");
         return false;
     }
     return true;
 }
 
+/* config.ini with its commented-out defaults (cli_ini_parse, libinih). */
 static bool ini_load(const char *path, kv_list *l) {
     memset(l, 0, sizeof *l);
-    l->path = path;
     size_t len;
-    char *buf = read_text(path, &len);
-    if (!buf) return false;
-    bool ok = for_lines(buf, ini_line, l);
-    free(buf);
-    if (!ok) kv_free(l);
-    return ok;
+    char *text = read_text(path, &len);
+    if (!text) return false;
+    cli_ini_error err;
+    bool ok = cli_ini_parse(text, true, ini_setting, l, &err);
+    free(text);
+    if (ok) return true;
+    if (!err.line)
+        fail("%s: %s", path, err.what);
+    else if (*err.what)
+        fail("%s:%d: %s", path, err.line, err.what);
+    else if (err.text[0] == '[')
+        fail("%s:%d: malformed section header '%.60s' (expected [name])", path, err.line, err.text);
+    else
+        fail("%s:%d: malformed line '%.60s' (expected key = value or [section])", path, err.line, err.text);
+    kv_free(l);
+    return false;
 }
 
 /* Flattens a JSON object into key/value pairs ("train.accuracy" = "0.85"); arrays are skipped. */
@@ -506,21 +443,107 @@ static bool emit_png_status(bool ok, const char *path, const char *err) {
     return ok;
 }
 
-/* loss.png and accuracy.png (mse.png for regression) from metrics.csv. */
-static bool draw_curves(report *r) {
+/* A curve of the training plots: a metrics.csv column and its legend. */
+typedef struct curve {
+    metrics_column col;
+    const char *legend;
+} curve;
+
+/* The metric plot shows the first three for regression (the others are accuracies). */
+static const curve LOSS_CURVES[] = {{MC_TRAIN_LOSS, "train"}, {MC_VAL_LOSS, "validation"}};
+static const curve METRIC_CURVES[] = {{MC_TRAIN_METRIC, "train"},
+                                      {MC_VAL_METRIC, "validation"},
+                                      {MC_TEST_METRIC, "test"},
+                                      {MC_ROBUST_VAL_ACC, "robust val. (PGD)"},
+                                      {MC_ADV_TRAIN_ACC, "adv. training"}};
+
+/* One of the training plots: its file, its curves and their scale, its axes. */
+typedef struct curve_plot {
+    const char *file;
+    const curve *curves;
+    int ncurves;
+    double scale;
+    report_axes ax;
+} curve_plot;
+
+/* loss.png, then accuracy.png (mse.png for regression). */
+static curve_plot loss_plot(const report *r) {
+    curve_plot p = {"loss.png", LOSS_CURVES, 2, 1.0, {0}};
+    p.ax.title = r->regression ? "Loss (mean squared error) per epoch" : "Loss (cross-entropy) per epoch";
+    p.ax.ylabel = "loss";
+    p.ax.yhi = 1e30;
+    return p;
+}
+
+static curve_plot metric_plot(const report *r) {
+    if (r->regression) {
+        curve_plot p = {"mse.png", METRIC_CURVES, 3, 1.0, {0}};
+        p.ax.title = "Mean squared error per epoch";
+        p.ax.ylabel = "MSE";
+        p.ax.yhi = 1e30;
+        return p;
+    }
+    curve_plot p = {"accuracy.png", METRIC_CURVES, 5, 100.0, {0}};
+    p.ax.title = "Accuracy per epoch";
+    p.ax.ylabel = "accuracy (%)";
+    p.ax.yhi = 100.0;
+    return p;
+}
+
+/* The plot's series: every curve whose column has a value (ys: room for REPORT_MAX_SERIES). */
+static int curve_series(const report *r, const curve_plot *p, const double *x, double *ys,
+                        report_series *series) {
     const metrics *m = &r->csv;
+    int ns = 0;
+    for (int c = 0; c < p->ncurves; c++) {
+        int col = metrics_col(m, metrics_column_name(p->curves[c].col, r->regression));
+        if (col < 0) continue;
+        double *y = ys + (size_t)ns * m->nrows;
+        bool any = false;
+        for (int i = 0; i < m->nrows; i++) {
+            y[i] = p->scale * metrics_at(m, i, col);
+            any = any || isfinite(y[i]);
+        }
+        if (!any) continue;
+        series[ns++] = (report_series){p->curves[c].legend, x, y, m->nrows};
+    }
+    return ns;
+}
+
+/* Draws one plot against the epochs x; *drawn stays false when no curve has a value. */
+static bool draw_curve_plot(report *r, curve_plot *p, const double *x, double *ys, bool *drawn) {
+    report_series series[REPORT_MAX_SERIES];
+    int ns = curve_series(r, p, x, ys, series);
+    if (!ns) return true;
+    p->ax.whole_x = true;
+    p->ax.xlabel = "epoch";
+    char path[PATH_CAP], err[PATH_CAP + 256];
+    if (!join(path, sizeof path, r->out, p->file)) return false;
+    *drawn = emit_png_status(report_line_plot(path, &p->ax, series, ns, err, sizeof err), path, err);
+    return *drawn;
+}
+
+/* Whether metrics.csv has epochs to plot; if not, the note says why. */
+static bool have_curves(report *r) {
     if (!r->has_csv) {
         snprintf(r->note_curves, sizeof r->note_curves,
                  r->run_dir ? "No training curves: the run directory has no metrics.csv."
                             : "No training curves: the input is a model file, which keeps no per-epoch history. "
                               "Run advtrain report on the run directory written by advtrain fit --checkpoint-dir "
                               "DIR to see them.");
-        return true;
+        return false;
     }
-    if (m->nrows == 0) {
+    if (r->csv.nrows == 0) {
         snprintf(r->note_curves, sizeof r->note_curves, "No training curves: metrics.csv has no epochs yet.");
-        return true;
+        return false;
     }
+    return true;
+}
+
+/* loss.png and accuracy.png (mse.png for regression) from metrics.csv. */
+static bool draw_curves(report *r) {
+    const metrics *m = &r->csv;
+    if (!have_curves(r)) return true;
     double *x = malloc(sizeof(double) * (size_t)m->nrows);
     double *ys = malloc(sizeof(double) * (size_t)m->nrows * REPORT_MAX_SERIES);
     if (!x || !ys) {
@@ -530,66 +553,9 @@ static bool draw_curves(report *r) {
         return false;
     }
     for (int i = 0; i < m->nrows; i++) x[i] = metrics_at(m, i, m->epoch_col);
-    bool ok = true;
-    char path[PATH_CAP], err[PATH_CAP + 256];
-    for (int plot = 0; plot < 2 && ok; plot++) {
-        static const char *const loss_cols[][2] = {{"train_loss", "train"}, {"val_loss", "validation"}};
-        static const char *const acc_cols[][2] = {{"train_acc", "train"},
-                                                  {"val_acc", "validation"},
-                                                  {"test_acc", "test"},
-                                                  {"robust_val_acc", "robust val. (PGD)"},
-                                                  {"adv_train_acc", "adv. training"}};
-        static const char *const mse_cols[][2] = {{"train_mse", "train"}, {"val_mse", "validation"}, {"test_mse", "test"}};
-        const char *const(*cols)[2] = plot == 0 ? loss_cols : (r->regression ? mse_cols : acc_cols);
-        int ncols = plot == 0 ? 2 : (r->regression ? 3 : 5);
-        double scale = plot == 1 && !r->regression ? 100.0 : 1.0;
-        report_series series[REPORT_MAX_SERIES];
-        int ns = 0;
-        for (int c = 0; c < ncols; c++) {
-            int col = metrics_col(m, cols[c][0]);
-            if (col < 0) continue;
-            double *y = ys + (size_t)ns * m->nrows;
-            bool any = false;
-            for (int i = 0; i < m->nrows; i++) {
-                y[i] = scale * metrics_at(m, i, col);
-                any = any || isfinite(y[i]);
-            }
-            if (!any) continue;
-            series[ns++] = (report_series){cols[c][1], x, y, m->nrows};
-        }
-        const char *name = plot == 0 ? "loss.png" : (r->regression ? "mse.png" : "accuracy.png");
-        if (!ns) continue;
-        report_axes ax;
-        memset(&ax, 0, sizeof ax);
-        ax.whole_x = true;
-        ax.xlabel = "epoch";
-        if (plot == 0) {
-            ax.title = r->regression ? "Loss (mean squared error) per epoch" : "Loss (cross-entropy) per epoch";
-            ax.ylabel = "loss";
-            ax.ylo = 0.0;
-            ax.yhi = 1e30;
-        } else if (r->regression) {
-            ax.title = "Mean squared error per epoch";
-            ax.ylabel = "MSE";
-            ax.ylo = 0.0;
-            ax.yhi = 1e30;
-        } else {
-            ax.title = "Accuracy per epoch";
-            ax.ylabel = "accuracy (%)";
-            ax.ylo = 0.0;
-            ax.yhi = 100.0;
-        }
-        if (!join(path, sizeof path, r->out, name)) {
-            ok = false;
-            break;
-        }
-        ok = emit_png_status(report_line_plot(path, &ax, series, ns, err, sizeof err), path, err);
-        if (ok && plot == 0) r->loss_png = true;
-        if (ok && plot == 1) {
-            r->acc_png = true;
-            r->acc_name = name;
-        }
-    }
+    curve_plot loss = loss_plot(r), metric = metric_plot(r);
+    bool ok = draw_curve_plot(r, &loss, x, ys, &r->loss_png) && draw_curve_plot(r, &metric, x, ys, &r->acc_png);
+    if (r->acc_png) r->acc_name = metric.file;
     free(x);
     free(ys);
     if (ok && !r->loss_png && !r->acc_png)
@@ -688,6 +654,10 @@ static bool draw_robustness(report *r) {
     return r->robust_png;
 }
 
+/* The tensors the weights section shows: weights of rank 2 and more (no biases, no BatchNorm
+ * vectors). */
+static bool is_weight(const at_param_info *p) { return !p->is_bias && p->ndim >= 2; }
+
 static bool draw_weights(report *r) {
     report_hist panels[REPORT_MAX_PANELS];
     char names[REPORT_MAX_PANELS][96];
@@ -695,7 +665,7 @@ static bool draw_weights(report *r) {
     int np = 0;
     for (int t = 0; t < at_net_num_tensors(r->net); t++) {
         const at_param_info *p = at_net_tensor(r->net, t);
-        if (p->is_bias || p->ndim < 2) continue;
+        if (!is_weight(p)) continue;
         r->weight_tensors++;
         if (np == REPORT_MAX_PANELS) continue;
         int len = snprintf(names[np], sizeof names[np], "%s ", p->name);
@@ -799,14 +769,16 @@ static int best_row(const report *r, char *why, size_t cap) {
             return i;
         }
     static const struct {
-        const char *col, *why;
+        metrics_column col;
+        bool regression; /* the column's regression name */
+        const char *why;
         int sign;
-    } rules[] = {{"robust_val_acc", "highest robust validation accuracy", 1},
-                 {"val_acc", "highest validation accuracy", 1},
-                 {"val_mse", "lowest validation MSE", -1},
-                 {"val_loss", "lowest validation loss", -1}};
+    } rules[] = {{MC_ROBUST_VAL_ACC, false, "highest robust validation accuracy", 1},
+                 {MC_VAL_METRIC, false, "highest validation accuracy", 1},
+                 {MC_VAL_METRIC, true, "lowest validation MSE", -1},
+                 {MC_VAL_LOSS, false, "lowest validation loss", -1}};
     for (size_t k = 0; k < sizeof rules / sizeof *rules; k++) {
-        int col = metrics_col(m, rules[k].col), best = -1;
+        int col = metrics_col(m, metrics_column_name(rules[k].col, rules[k].regression)), best = -1;
         for (int i = 0; col >= 0 && i < m->nrows; i++) {
             double v = metrics_at(m, i, col);
             if (isfinite(v) && (best < 0 || rules[k].sign * (v - metrics_at(m, best, col)) > 0)) best = i;
@@ -822,7 +794,7 @@ static int best_row(const report *r, char *why, size_t cap) {
 static void cell_value(FILE *f, const char *col, double v) {
     if (isnan(v))
         fputs("&mdash;", f);
-    else if (ends_with(col, "_acc"))
+    else if (metrics_column_is_accuracy(col))
         fprintf(f, "%.2f%%", 100.0 * v);
     else
         fprintf(f, "%.6g", v);
@@ -865,8 +837,8 @@ static void kv_table(FILE *f, const kv_list *l) {
     fprintf(f, "</table>\n");
 }
 
-static void write_html_body(FILE *f, const report *r) {
-    const at_net *net = r->net;
+/* The page up to the first section: title, style, what was reported on. */
+static void html_head(FILE *f, const report *r) {
     fprintf(f, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>advtrain report: ");
     html_esc(f, r->input);
     fprintf(f, "</title>\n<style>\n"
@@ -893,8 +865,11 @@ static void write_html_body(FILE *f, const report *r) {
         fprintf(f, "</code>.");
     }
     fprintf(f, " Written by <code>advtrain report</code> %s.</p>\n", AT_VERSION);
+}
 
-    /* Model */
+/* The network: architecture, input, parameters, data, layers. */
+static void html_model(FILE *f, const report *r) {
+    const at_net *net = r->net;
     int c, h, w;
     at_net_in_shape(net, &c, &h, &w);
     fprintf(f, "<h2>Model</h2>\n<table class=\"kv\">\n<tr><th>architecture</th><td><code>");
@@ -924,8 +899,10 @@ static void write_html_body(FILE *f, const report *r) {
         fprintf(f, "</pre></td></tr>\n");
     }
     fprintf(f, "</table>\n");
+}
 
-    /* Settings */
+/* The settings of the run (config.ini) or of the model file. */
+static void html_settings(FILE *f, const report *r) {
     fprintf(f, "<h2>Settings</h2>\n");
     if (r->settings.n) {
         fprintf(f, "<p>From ");
@@ -936,8 +913,32 @@ static void write_html_body(FILE *f, const report *r) {
         note(f, r->run_dir ? "No settings: the run directory has no config.ini."
                            : "No settings: the model file has no advtrain.settings metadata.");
     }
+}
 
-    /* Final metrics */
+/* The last and the best epoch's value of every column (best < 0: none). */
+static void html_metrics_table(FILE *f, const metrics *m, int last, int best) {
+    fprintf(f, "<table>\n<tr><th>column</th><th>last epoch (%.0f)</th>", metrics_at(m, last, m->epoch_col));
+    if (best >= 0) fprintf(f, "<th>best epoch (%.0f)</th>", metrics_at(m, best, m->epoch_col));
+    fprintf(f, "</tr>\n");
+    for (int col = 0; col < m->ncols; col++) {
+        if (col == m->epoch_col) continue;
+        fprintf(f, "<tr><td>");
+        html_esc(f, m->names[col]);
+        fprintf(f, "</td><td class=\"num\">");
+        cell_value(f, m->names[col], metrics_at(m, last, col));
+        fprintf(f, "</td>");
+        if (best >= 0) {
+            fprintf(f, "<td class=\"num\">");
+            cell_value(f, m->names[col], metrics_at(m, best, col));
+            fprintf(f, "</td>");
+        }
+        fprintf(f, "</tr>\n");
+    }
+    fprintf(f, "</table>\n");
+}
+
+/* The last and best epochs of metrics.csv, or the model file's recorded results. */
+static void html_final_metrics(FILE *f, const report *r) {
     fprintf(f, "<h2>Final metrics</h2>\n");
     const metrics *m = &r->csv;
     if (r->has_csv && m->nrows > 0) {
@@ -945,7 +946,7 @@ static void write_html_body(FILE *f, const report *r) {
         char why[PATH_CAP];
         int best = best_row(r, why, sizeof why);
         double total = 0.0;
-        int secs = metrics_col(m, "seconds");
+        int secs = metrics_col(m, metrics_column_name(MC_SECONDS, false));
         for (int i = 0; secs >= 0 && i < m->nrows; i++)
             if (isfinite(metrics_at(m, i, secs))) total += metrics_at(m, i, secs);
         fprintf(f, "<p>From metrics.csv: %d epoch%s", m->nrows, m->nrows == 1 ? "" : "s");
@@ -956,38 +957,46 @@ static void write_html_body(FILE *f, const report *r) {
             fprintf(f, ")");
         }
         fprintf(f, ". Accuracies in %%; &mdash; = not measured.</p>\n");
-        fprintf(f, "<table>\n<tr><th>column</th><th>last epoch (%.0f)</th>", metrics_at(m, last, m->epoch_col));
-        if (best >= 0) fprintf(f, "<th>best epoch (%.0f)</th>", metrics_at(m, best, m->epoch_col));
-        fprintf(f, "</tr>\n");
-        for (int col = 0; col < m->ncols; col++) {
-            if (col == m->epoch_col) continue;
-            fprintf(f, "<tr><td>");
-            html_esc(f, m->names[col]);
-            fprintf(f, "</td><td class=\"num\">");
-            cell_value(f, m->names[col], metrics_at(m, last, col));
-            fprintf(f, "</td>");
-            if (best >= 0) {
-                fprintf(f, "<td class=\"num\">");
-                cell_value(f, m->names[col], metrics_at(m, best, col));
-                fprintf(f, "</td>");
-            }
-            fprintf(f, "</tr>\n");
-        }
-        fprintf(f, "</table>\n");
+        html_metrics_table(f, m, last, best);
     } else if (r->results.n) {
         fprintf(f, "<p>From the model file&rsquo;s advtrain.results metadata (measured when it was saved).</p>\n");
         kv_table(f, &r->results);
     } else {
         note(f, r->has_csv ? "metrics.csv has no epochs yet." : "No final metrics recorded.");
     }
+}
 
-    /* Curves */
+/* The training curves drawn by draw_curves. */
+static void html_curves(FILE *f, const report *r) {
     fprintf(f, "<h2>Training curves</h2>\n");
     if (r->loss_png) img(f, "loss.png", "training and validation loss per epoch");
     if (r->acc_png) img(f, r->acc_name, r->regression ? "MSE per epoch" : "accuracy per epoch");
     if (*r->note_curves) note(f, r->note_curves);
+}
 
-    /* Robustness */
+/* One attack at one eps: a row of the robustness table (its data- attributes for scripts). */
+static void html_robust_row(FILE *f, const robust_run *run) {
+    char eps[32], budget[48];
+    float_text(run->cfg.eps, eps, sizeof eps);
+    atk_cli_budget_text(&run->cfg, &run->res, budget, sizeof budget);
+    const char *norm = run->cfg.norm == AT_NORM_L2 ? "l2" : "linf";
+    fprintf(f, "<tr data-attack=\"");
+    html_esc(f, run->name);
+    fprintf(f, "\" data-eps=\"%s\" data-steps=\"%d\" data-restarts=\"%d\" data-robust=\"%d\" "
+               "data-samples=\"%d\"><td>",
+            eps, run->res.steps, run->res.restarts, run->res.robust, run->res.samples);
+    html_esc(f, run->name);
+    fprintf(f, "</td><td>%s</td><td class=\"num\">%s</td><td class=\"num\">%.3g</td><td class=\"num\">",
+            norm, eps, (double)run->cfg.eps * 255.0);
+    html_esc(f, budget);
+    fprintf(f, "</td><td class=\"num\">%d</td><td class=\"num\">%d/%d</td><td class=\"num\">%.2f%%</td>"
+               "<td class=\"num\">%.1f</td></tr>\n",
+            run->res.restarts, run->res.robust, run->res.samples,
+            run->res.samples ? 100.0 * run->res.robust / run->res.samples : 0.0, run->res.seconds);
+}
+
+/* The robustness plot and table from run_attacks. */
+static void html_robustness(FILE *f, const report *r) {
     fprintf(f, "<h2>Robustness</h2>\n");
     if (r->runs) {
         int n = r->runs[0].res.samples;
@@ -1000,31 +1009,35 @@ static void write_html_body(FILE *f, const report *r) {
         if (r->robust_png) img(f, "robustness.png", "robust accuracy against eps, one line per attack");
         fprintf(f, "<table class=\"robust\">\n<tr><th>attack</th><th>norm</th><th>eps</th><th>eps &times; 255</th>"
                    "<th>steps</th><th>restarts</th><th>robust</th><th>robust accuracy</th><th>seconds</th></tr>\n");
-        for (int i = 0; i < r->ncfg * r->neps; i++) {
-            const robust_run *run = &r->runs[i];
-            char eps[32], budget[48];
-            float_text(run->cfg.eps, eps, sizeof eps);
-            atk_cli_budget_text(&run->cfg, &run->res, budget, sizeof budget);
-            const char *norm = run->cfg.norm == AT_NORM_L2 ? "l2" : "linf";
-            fprintf(f, "<tr data-attack=\"");
-            html_esc(f, run->name);
-            fprintf(f, "\" data-eps=\"%s\" data-steps=\"%d\" data-restarts=\"%d\" data-robust=\"%d\" "
-                       "data-samples=\"%d\"><td>",
-                    eps, run->res.steps, run->res.restarts, run->res.robust, run->res.samples);
-            html_esc(f, run->name);
-            fprintf(f, "</td><td>%s</td><td class=\"num\">%s</td><td class=\"num\">%.3g</td><td class=\"num\">",
-                    norm, eps, (double)run->cfg.eps * 255.0);
-            html_esc(f, budget);
-            fprintf(f, "</td><td class=\"num\">%d</td><td class=\"num\">%d/%d</td><td class=\"num\">%.2f%%</td>"
-                       "<td class=\"num\">%.1f</td></tr>\n",
-                    run->res.restarts, run->res.robust, run->res.samples,
-                    run->res.samples ? 100.0 * run->res.robust / run->res.samples : 0.0, run->res.seconds);
-        }
+        for (int i = 0; i < r->ncfg * r->neps; i++) html_robust_row(f, &r->runs[i]);
         fprintf(f, "</table>\n");
     }
     if (*r->note_robust) note(f, r->note_robust);
+}
 
-    /* Weights */
+/* One weight tensor: a row of the weights table (sparsity, norms). */
+static void html_weight_row(FILE *f, const at_net *net, int t, const float *params) {
+    const at_param_info *p = at_net_tensor(net, t);
+    at_tensor_stats ts;
+    at_tensor_stats_of(net, t, &ts);
+    size_t tiny = 0;
+    for (size_t i = 0; i < p->size; i++) tiny += fabsf(params[p->offset + i]) < 1e-6f;
+    char shape[64];
+    int len = 0;
+    for (int d = 0; d < p->ndim; d++)
+        len += snprintf(shape + len, sizeof shape - (size_t)len, "%s%d", d ? " x " : "", p->shape[d]);
+    double cnt = ts.count ? (double)ts.count : 1.0;
+    fprintf(f, "<tr><td>");
+    html_esc(f, p->name);
+    fprintf(f, "</td><td>%s</td><td class=\"num\">%zu</td><td class=\"num\">%zu (%.2f%%)</td>"
+               "<td class=\"num\">%zu (%.2f%%)</td><td class=\"num\">%.4g</td><td class=\"num\">%.4g</td>"
+               "<td class=\"num\">%.4g</td></tr>\n",
+            shape, ts.count, ts.zeros, 100.0 * ts.zeros / cnt, tiny, 100.0 * tiny / cnt, ts.l1, ts.l2,
+            (double)ts.max_abs);
+}
+
+/* The weight histograms and a table of every weight tensor. */
+static void html_weights(FILE *f, const report *r) {
     fprintf(f, "<h2>Weights</h2>\n");
     if (r->weights_png) {
         fprintf(f, "<p>Magnitudes |w| of each weight tensor (biases left out) in log-spaced bins, counts on a log "
@@ -1038,30 +1051,14 @@ static void write_html_body(FILE *f, const report *r) {
     }
     fprintf(f, "<table>\n<tr><th>tensor</th><th>shape</th><th>count</th><th>exact zeros</th><th>|w| &lt; 1e-6</th>"
                "<th>L1 (sum |w|)</th><th>L2 (norm)</th><th>max |w|</th></tr>\n");
-    const float *params = at_net_params((at_net *)net);
-    for (int t = 0; t < at_net_num_tensors(net); t++) {
-        const at_param_info *p = at_net_tensor(net, t);
-        if (p->is_bias || p->ndim < 2) continue;
-        at_tensor_stats ts;
-        at_tensor_stats_of(net, t, &ts);
-        size_t tiny = 0;
-        for (size_t i = 0; i < p->size; i++) tiny += fabsf(params[p->offset + i]) < 1e-6f;
-        char shape[64];
-        int len = 0;
-        for (int d = 0; d < p->ndim; d++)
-            len += snprintf(shape + len, sizeof shape - (size_t)len, "%s%d", d ? " x " : "", p->shape[d]);
-        double cnt = ts.count ? (double)ts.count : 1.0;
-        fprintf(f, "<tr><td>");
-        html_esc(f, p->name);
-        fprintf(f, "</td><td>%s</td><td class=\"num\">%zu</td><td class=\"num\">%zu (%.2f%%)</td>"
-                   "<td class=\"num\">%zu (%.2f%%)</td><td class=\"num\">%.4g</td><td class=\"num\">%.4g</td>"
-                   "<td class=\"num\">%.4g</td></tr>\n",
-                shape, ts.count, ts.zeros, 100.0 * ts.zeros / cnt, tiny, 100.0 * tiny / cnt, ts.l1, ts.l2,
-                (double)ts.max_abs);
-    }
+    const float *params = at_net_params(r->net);
+    for (int t = 0; t < at_net_num_tensors(r->net); t++)
+        if (is_weight(at_net_tensor(r->net, t))) html_weight_row(f, r->net, t, params);
     fprintf(f, "</table>\n");
+}
 
-    /* Examples */
+/* The adversarial examples drawn by draw_examples. */
+static void html_examples(FILE *f, const report *r) {
     fprintf(f, "<h2>Adversarial examples</h2>\n");
     if (r->examples_png) {
         img(f, "examples.png", "clean images, perturbations and adversarial examples");
@@ -1070,6 +1067,17 @@ static void write_html_body(FILE *f, const report *r) {
         fprintf(f, "</p>\n");
     }
     if (*r->note_examples) note(f, r->note_examples);
+}
+
+static void write_html_body(FILE *f, const report *r) {
+    html_head(f, r);
+    html_model(f, r);
+    html_settings(f, r);
+    html_final_metrics(f, r);
+    html_curves(f, r);
+    html_robustness(f, r);
+    html_weights(f, r);
+    html_examples(f, r);
     fprintf(f, "</body>\n</html>\n");
 }
 
@@ -1120,7 +1128,8 @@ static bool open_run_dir(report *r, char *model_path, size_t cap) {
     return true;
 }
 
-int cmd_report(int argc, char **argv) {
+/* Parses the command line into r and cfgs (the attacks); -1 to go on, else the exit code. */
+static int report_args(int argc, char **argv, report *r, at_attack_config *cfgs) {
     const char *out = NULL, *data_source = NULL;
     int samples = 500, threads = 0;
     atk_cli_settings set;
@@ -1148,121 +1157,128 @@ int cmd_report(int argc, char **argv) {
         fail("--out DIR is required (usage: %s)", cmd.usage);
         return EXIT_USAGE;
     }
-    report r;
-    memset(&r, 0, sizeof r);
-    r.input = positional[0];
-    r.out = out;
-    r.samples = samples;
-    r.seed = set.seed;
-    at_attack_config cfgs[ATK_CLI_MAX];
+    r->input = positional[0];
+    r->out = out;
+    r->data_source = data_source; /* NULL: found in open_input */
+    r->samples = samples;
+    r->seed = set.seed;
     int32_t target_class;
-    if (!cli_parse_eps(CMD, set.eps, r.eps, ATK_CLI_MAX, &r.neps)) return EXIT_USAGE;
-    if (!atk_cli_configs(CMD, &set, 1 << 30, cfgs, ATK_CLI_MAX, &r.ncfg, &target_class)) return EXIT_USAGE;
-    if (r.ncfg > REPORT_MAX_SERIES) {
+    if (!cli_parse_eps(CMD, set.eps, r->eps, ATK_CLI_MAX, &r->neps)) return EXIT_USAGE;
+    if (!atk_cli_configs(CMD, &set, 1 << 30, cfgs, ATK_CLI_MAX, &r->ncfg, &target_class)) return EXIT_USAGE;
+    if (r->ncfg > REPORT_MAX_SERIES) {
         fail("--attack: at most %d attacks fit on the plot", REPORT_MAX_SERIES);
         return EXIT_USAGE;
     }
     if (threads > 0) at_set_threads(threads);
+    return -1;
+}
 
-    int status = EXIT_RUN_FAILED;
+/* A JSON object of the model file's metadata (key) as key/value pairs in l. */
+static bool kv_from_meta(kv_list *l, const at_st_file *meta, const char *key) {
+    const char *json = at_st_meta_get(meta, key);
+    cJSON *o = json ? cJSON_Parse(json) : NULL;
+    bool ok = kv_from_json(l, "", "", o);
+    cJSON_Delete(o);
+    if (!ok) fail("out of memory");
+    return ok;
+}
+
+/* The model (a file, or a run directory's best or last), its settings and results, and the
+ * data source: --data, else the model's, else the settings', else Fashion-MNIST. */
+static bool open_input(report *r, char *model_path, size_t cap) {
+    struct stat st;
+    if (stat(r->input, &st) != 0) {
+        fail("%s: %s", r->input, strerror(errno));
+        return false;
+    }
+    r->run_dir = S_ISDIR(st.st_mode);
+    if (r->run_dir && !open_run_dir(r, model_path, cap)) return false;
+    r->model_path = r->run_dir ? model_path : r->input;
+    at_status s = at_model_load(&r->net, r->model_path, &r->meta);
+    if (s != AT_OK) {
+        cli_error(CMD, "cannot load the model", s);
+        return false;
+    }
+    at_net_set_training(r->net, false); /* eval mode: dropout off */
+    if (!r->settings.n) {
+        if (!kv_from_meta(&r->settings, r->meta, "advtrain.settings")) return false;
+        r->settings_from = "the model file's advtrain.settings metadata";
+    }
+    if (!r->run_dir && !kv_from_meta(&r->results, r->meta, "advtrain.results")) return false;
+    if (!r->data_source) r->data_source = at_st_meta_get(r->meta, "advtrain.data");
+    if (!r->data_source) r->data_source = kv_get(&r->settings, "fit", "data");
+    if (!r->data_source) r->data_source = "fashion-mnist";
+    return true;
+}
+
+/* --out, created if missing and checked writable. Here, not first: a report that fails on its
+ * input leaves no --out directory behind, and nothing costly (data, attacks) has run yet. */
+static bool prepare_out(const report *r) {
+    if (out_check_dir(CMD, "--out", r->out) != 0) return false;
+    /* Fail now, not after the attacks, if nothing can be written there. */
+    char probe[PATH_CAP];
+    if (!join(probe, sizeof probe, r->out, ".report-probe.tmp")) return false;
+    FILE *f = fopen(probe, "wb");
+    if (!f) {
+        fail("--out %s: cannot write there: %s", r->out, strerror(errno));
+        return false;
+    }
+    fclose(f);
+    remove(probe);
+    return true;
+}
+
+/* The data source's test split, checked against the model; regression or classes. */
+static bool load_test_data(report *r, at_data *data) {
+    if (!cli_load_data(CMD, data, r->data_source)) return false;
+    snprintf(r->data_name, sizeof r->data_name, "%s", data->name);
+    const at_dataset *test = &data->test;
+    if (at_dataset_sample_size(test) != at_net_in_size(r->net)) {
+        int c, h, w;
+        at_net_in_shape(r->net, &c, &h, &w);
+        fail("%s takes %dx%dx%d inputs, but %s has %dx%dx%d samples (see --data)", r->model_path, c, h, w,
+             r->data_source, test->c, test->h, test->w);
+        return false;
+    }
+    r->regression = !test->labels;
+    if (r->has_csv && (metrics_col(&r->csv, metrics_column_name(MC_TRAIN_METRIC, true)) >= 0 ||
+                       metrics_col(&r->csv, metrics_column_name(MC_VAL_METRIC, true)) >= 0))
+        r->regression = true;
+    if (r->samples > test->n) r->samples = test->n;
+    return true;
+}
+
+/* The robustness curve and the adversarial examples, or notes on why there are none. */
+static bool draw_attacks(report *r, const at_dataset *test, const at_attack_config *cfgs) {
+    if (r->regression || !test->labels) {
+        snprintf(r->note_robust, sizeof r->note_robust,
+                 "No robustness measurements: %s is a regression dataset, and the attacks need classes.",
+                 r->data_source);
+        snprintf(r->note_examples, sizeof r->note_examples, "No adversarial examples (regression data).");
+        return true;
+    }
+    if (at_net_out_size(r->net) != test->num_classes) {
+        fail("%s has %d outputs, but %s has %d classes (see --data)", r->model_path, at_net_out_size(r->net),
+             r->data_source, test->num_classes);
+        return false;
+    }
+    if (!run_attacks(r, test, cfgs) || !draw_robustness(r)) return false;
+    if (test->h > 1 && test->w > 1) return draw_examples(r, test);
+    snprintf(r->note_examples, sizeof r->note_examples, "No adversarial examples: the samples are vectors, not images.");
+    return true;
+}
+
+int cmd_report(int argc, char **argv) {
+    report r;
+    memset(&r, 0, sizeof r);
+    at_attack_config cfgs[ATK_CLI_MAX];
+    int early = report_args(argc, argv, &r, cfgs);
+    if (early >= 0) return early;
     at_data data;
     memset(&data, 0, sizeof data);
     char model_path[PATH_CAP];
-    struct stat st;
-    if (stat(r.input, &st) != 0) {
-        fail("%s: %s", r.input, strerror(errno));
-        return EXIT_RUN_FAILED;
-    }
-    if (S_ISDIR(st.st_mode)) {
-        r.run_dir = true;
-        if (!open_run_dir(&r, model_path, sizeof model_path)) goto done;
-        r.model_path = model_path;
-    } else {
-        r.model_path = r.input;
-    }
-    at_status s = at_model_load(&r.net, r.model_path, &r.meta);
-    if (s != AT_OK) {
-        cli_error(CMD, "cannot load the model", s);
-        goto done;
-    }
-    at_net_set_training(r.net, false); /* eval mode: dropout off */
-    if (!r.settings.n) {
-        const char *json = at_st_meta_get(r.meta, "advtrain.settings");
-        cJSON *o = json ? cJSON_Parse(json) : NULL;
-        bool ok = kv_from_json(&r.settings, "", "", o);
-        cJSON_Delete(o);
-        if (!ok) {
-            fail("out of memory");
-            goto done;
-        }
-        r.settings_from = "the model file's advtrain.settings metadata";
-    }
-    if (!r.run_dir) {
-        const char *json = at_st_meta_get(r.meta, "advtrain.results");
-        cJSON *o = json ? cJSON_Parse(json) : NULL;
-        bool ok = kv_from_json(&r.results, "", "", o);
-        cJSON_Delete(o);
-        if (!ok) {
-            fail("out of memory");
-            goto done;
-        }
-    }
-    r.data_source = data_source;
-    if (!r.data_source) r.data_source = at_st_meta_get(r.meta, "advtrain.data");
-    if (!r.data_source) r.data_source = kv_get(&r.settings, "fit", "data");
-    if (!r.data_source) r.data_source = "fashion-mnist";
-    /* Here, not first: a report that fails on its input leaves no --out directory behind, and
-     * nothing costly (data, attacks) has run yet. */
-    if (out_check_dir(CMD, "--out", out) != 0) goto done;
-    {
-        /* Fail now, not after the attacks, if nothing can be written there. */
-        char probe[PATH_CAP];
-        if (!join(probe, sizeof probe, out, ".report-probe.tmp")) goto done;
-        FILE *f = fopen(probe, "wb");
-        if (!f) {
-            fail("--out %s: cannot write there: %s", out, strerror(errno));
-            goto done;
-        }
-        fclose(f);
-        remove(probe);
-    }
-    if (!cli_load_data(CMD, &data, r.data_source)) goto done;
-    snprintf(r.data_name, sizeof r.data_name, "%s", data.name);
-    at_dataset *test = &data.test;
-    if (at_dataset_sample_size(test) != at_net_in_size(r.net)) {
-        int c, h, w;
-        at_net_in_shape(r.net, &c, &h, &w);
-        fail("%s takes %dx%dx%d inputs, but %s has %dx%dx%d samples (see --data)", r.model_path, c, h, w,
-             r.data_source, test->c, test->h, test->w);
-        goto done;
-    }
-    r.regression = !test->labels;
-    if (r.has_csv && (metrics_col(&r.csv, "train_mse") >= 0 || metrics_col(&r.csv, "val_mse") >= 0)) r.regression = true;
-    if (r.samples > test->n) r.samples = test->n;
-
-    if (!draw_curves(&r)) goto done;
-    if (r.regression || !test->labels) {
-        snprintf(r.note_robust, sizeof r.note_robust,
-                 "No robustness measurements: %s is a regression dataset, and the attacks need classes.",
-                 r.data_source);
-        snprintf(r.note_examples, sizeof r.note_examples, "No adversarial examples (regression data).");
-    } else if (at_net_out_size(r.net) != test->num_classes) {
-        fail("%s has %d outputs, but %s has %d classes (see --data)", r.model_path, at_net_out_size(r.net),
-             r.data_source, test->num_classes);
-        goto done;
-    } else {
-        if (!run_attacks(&r, test, cfgs) || !draw_robustness(&r)) goto done;
-        if (test->h > 1 && test->w > 1) {
-            if (!draw_examples(&r, test)) goto done;
-        } else {
-            snprintf(r.note_examples, sizeof r.note_examples,
-                     "No adversarial examples: the samples are vectors, not images.");
-        }
-    }
-    if (!draw_weights(&r)) goto done;
-    if (!write_html(&r)) goto done;
-    status = 0;
-done:
+    bool ok = open_input(&r, model_path, sizeof model_path) && prepare_out(&r) && load_test_data(&r, &data) &&
+              draw_curves(&r) && draw_attacks(&r, &data.test, cfgs) && draw_weights(&r) && write_html(&r);
     free(r.runs);
     metrics_free(&r.csv);
     kv_free(&r.settings);
@@ -1270,5 +1286,5 @@ done:
     at_st_free(r.meta);
     at_net_free(r.net);
     at_data_free(&data);
-    return status;
+    return ok ? 0 : EXIT_RUN_FAILED;
 }

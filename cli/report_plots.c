@@ -119,69 +119,77 @@ static void pad_range(double *lo, double *hi, double frac) {
     *hi += frac * span;
 }
 
-bool report_line_plot(const char *path, const report_axes *ax, const report_series *series, int nseries,
-                      char *err, size_t errcap) {
-    if (nseries < 1 || nseries > REPORT_MAX_SERIES) {
-        snprintf(err, errcap, "%s: %d series (1 to %d can be drawn)", path, nseries, REPORT_MAX_SERIES);
-        return false;
-    }
-    double xmin = INFINITY, xmax = -INFINITY, ymin = INFINITY, ymax = -INFINITY;
-    int points = 0, longest = 0;
+/* What a line plot spans: x and y ranges over the finite points. */
+typedef struct plot_range {
+    double xmin, xmax, ymin, ymax;
+    int points;  /* finite (x, y) pairs */
+    int longest; /* the longest series */
+} plot_range;
+
+static plot_range data_range(const report_series *series, int nseries) {
+    plot_range g = {INFINITY, -INFINITY, INFINITY, -INFINITY, 0, 0};
     for (int s = 0; s < nseries; s++) {
-        longest = series[s].n > longest ? series[s].n : longest;
+        g.longest = series[s].n > g.longest ? series[s].n : g.longest;
         for (int i = 0; i < series[s].n; i++) {
             double x = series[s].x[i], y = series[s].y[i];
             if (!isfinite(x) || !isfinite(y)) continue;
-            points++;
-            xmin = fmin(xmin, x);
-            xmax = fmax(xmax, x);
-            ymin = fmin(ymin, y);
-            ymax = fmax(ymax, y);
+            g.points++;
+            g.xmin = fmin(g.xmin, x);
+            g.xmax = fmax(g.xmax, x);
+            g.ymin = fmin(g.ymin, y);
+            g.ymax = fmax(g.ymax, y);
         }
     }
-    if (!points) {
-        snprintf(err, errcap, "%s: no finite values to plot", path);
-        return false;
+    return g;
+}
+
+/* The drawn window: the data's range padded, or the axes' fixed y range, within their limits. */
+static void window(const report_axes *ax, plot_range *g) {
+    if (ax->whole_x && g->xmax - g->xmin < 1.0) {
+        g->xmin -= 0.5;
+        g->xmax += 0.5;
     }
-    if (ax->whole_x && xmax - xmin < 1.0) {
-        xmin -= 0.5;
-        xmax += 0.5;
-    }
-    pad_range(&xmin, &xmax, 0.02);
+    pad_range(&g->xmin, &g->xmax, 0.02);
     if (ax->ymin < ax->ymax) {
-        ymin = ax->ymin;
-        ymax = ax->ymax;
-    } else {
-        pad_range(&ymin, &ymax, 0.06);
-        if (ax->ylo < ax->yhi) {
-            ymin = fmax(ymin, ax->ylo);
-            ymax = fmin(ymax, ax->yhi);
-            if (!(ymax > ymin)) {
-                ymin = ax->ylo;
-                ymax = ax->yhi;
-            }
+        g->ymin = ax->ymin;
+        g->ymax = ax->ymax;
+        return;
+    }
+    pad_range(&g->ymin, &g->ymax, 0.06);
+    if (ax->ylo < ax->yhi) {
+        g->ymin = fmax(g->ymin, ax->ylo);
+        g->ymax = fmin(g->ymax, ax->yhi);
+        if (!(g->ymax > g->ymin)) {
+            g->ymin = ax->ylo;
+            g->ymax = ax->yhi;
         }
     }
-    double xtick = 0.0;
-    PLINT nxsub = 0;
-    if (ax->whole_x && xmax - xmin <= 12.5) {
-        xtick = 1.0;
-        nxsub = 1;
-    }
-    /* The legend goes right of the plot: leave room for its longest name. */
+}
+
+/* The plot's right edge (page fraction): the legend goes right of it, with room for its
+ * longest name. */
+static double plot_right(const report_series *series, int nseries) {
     size_t longest_name = 0;
     for (int s = 0; s < nseries; s++) {
         size_t len = series[s].name ? strlen(series[s].name) : 0;
         longest_name = len > longest_name ? len : longest_name;
     }
     double right = 0.95 - (0.0105 * (double)longest_name + 0.12);
-    right = right < 0.5 ? 0.5 : (right > 0.8 ? 0.8 : right);
-    char tmp[4200];
-    if (!begin(path, tmp, sizeof tmp, 960, 500, 1, 1, err, errcap)) return false;
+    return right < 0.5 ? 0.5 : (right > 0.8 ? 0.8 : right);
+}
+
+/* Grid, axes, labels and title of the current page. */
+static void draw_frame(const report_axes *ax, const plot_range *g, double right) {
+    double xtick = 0.0;
+    PLINT nxsub = 0;
+    if (ax->whole_x && g->xmax - g->xmin <= 12.5) {
+        xtick = 1.0;
+        nxsub = 1;
+    }
     pladv(0);
     plschr(0.0, 1.0);
     plvpor(0.085, right, 0.12, 0.90);
-    plwind(xmin, xmax, ymin, ymax);
+    plwind(g->xmin, g->xmax, g->ymin, g->ymax);
     plwidth(0.5);
     plcol0(COL_GRID);
     plbox("g", xtick, nxsub, "g", 0.0, 0);
@@ -196,20 +204,15 @@ bool report_line_plot(const char *path, const report_axes *ax, const report_seri
     plschr(0.0, 1.15);
     plmtex("t", 1.2, 0.0, 0.0, title); /* left-aligned: a long title runs on over the legend */
     plschr(0.0, 1.0);
+}
 
-    /* Markers on every point when there are few; isolated points always. */
+/* Each series as lines broken at missing values; markers on every point when there are few,
+ * on isolated points always. False when out of memory. */
+static bool draw_lines(const report_series *series, int nseries, int longest) {
     bool markers = longest <= 40;
     double *bx = malloc(sizeof(double) * (size_t)(longest > 0 ? longest : 1));
     double *by = malloc(sizeof(double) * (size_t)(longest > 0 ? longest : 1));
-    if (!bx || !by) {
-        free(bx);
-        free(by);
-        plend();
-        remove(tmp);
-        snprintf(err, errcap, "%s: out of memory", path);
-        return false;
-    }
-    for (int s = 0; s < nseries; s++) {
+    for (int s = 0; bx && by && s < nseries; s++) {
         plcol0(COL_SERIES + s);
         plwidth(2.0);
         int i = 0;
@@ -226,11 +229,14 @@ bool report_line_plot(const char *path, const report_axes *ax, const report_seri
             if (m == 0) i++;
         }
     }
+    bool ok = bx && by;
     free(bx);
     free(by);
-    plwidth(1.0);
+    return ok;
+}
 
-    /* The legend, outside the plot on the right. */
+/* The legend, outside the plot on the right. */
+static void draw_legend(const report_series *series, int nseries) {
     PLINT opt[REPORT_MAX_SERIES], text_col[REPORT_MAX_SERIES], line_col[REPORT_MAX_SERIES],
         line_style[REPORT_MAX_SERIES], sym_col[REPORT_MAX_SERIES], sym_num[REPORT_MAX_SERIES];
     PLFLT line_w[REPORT_MAX_SERIES], sym_scale[REPORT_MAX_SERIES];
@@ -251,6 +257,32 @@ bool report_line_plot(const char *path, const report_axes *ax, const report_seri
     PLFLT lw, lh;
     pllegend(&lw, &lh, PL_LEGEND_BACKGROUND | PL_LEGEND_BOUNDING_BOX, PL_POSITION_RIGHT | PL_POSITION_OUTSIDE, 0.02, 0.0, 0.07, COL_BG, COL_INK, 1, 0, 0, nseries, opt, 0.8, 0.9, 2.0, 0.0, text_col,
              text, NULL, NULL, NULL, NULL, line_col, line_style, line_w, sym_col, sym_scale, sym_num, symbols);
+}
+
+bool report_line_plot(const char *path, const report_axes *ax, const report_series *series, int nseries,
+                      char *err, size_t errcap) {
+    if (nseries < 1 || nseries > REPORT_MAX_SERIES) {
+        snprintf(err, errcap, "%s: %d series (1 to %d can be drawn)", path, nseries, REPORT_MAX_SERIES);
+        return false;
+    }
+    plot_range g = data_range(series, nseries);
+    if (!g.points) {
+        snprintf(err, errcap, "%s: no finite values to plot", path);
+        return false;
+    }
+    window(ax, &g);
+    double right = plot_right(series, nseries);
+    char tmp[4200];
+    if (!begin(path, tmp, sizeof tmp, 960, 500, 1, 1, err, errcap)) return false;
+    draw_frame(ax, &g, right);
+    if (!draw_lines(series, nseries, g.longest)) {
+        plend();
+        remove(tmp);
+        snprintf(err, errcap, "%s: out of memory", path);
+        return false;
+    }
+    plwidth(1.0);
+    draw_legend(series, nseries);
     return finish(path, tmp, err, errcap);
 }
 

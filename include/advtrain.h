@@ -52,6 +52,22 @@ int at_get_threads(void);
  * pre-AVX kernels on an unrecognised CPU. */
 const char *at_gemm_backend_name(void);
 
+/* For benchmarks: the two single-threaded SGEMMs every layer runs on (at_gemm_backend_name says
+ * which one the layers use), and the arithmetic peak they are measured against. */
+typedef enum at_gemm_kernel {
+    AT_GEMM_OPENBLAS, /* cblas_sgemm, on as many threads as OpenBLAS is set to (advtrain sets 1) */
+    AT_GEMM_OWN       /* advtrain's packed, register-blocked kernel */
+} at_gemm_kernel;
+/* C = alpha op(A) op(B) + beta C, row-major, op(A) m x k and op(B) k x n (A, B transposed when
+ * trans_a, trans_b), C m x n, through the kernel named. AT_ERR_ARG for a negative size, a NULL
+ * matrix or a leading dimension shorter than a stored row. */
+at_status at_sgemm(at_gemm_kernel kernel, bool trans_a, bool trans_b, int m, int n, int k, float alpha,
+                   const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
+/* One core's arithmetic peak: runs iters rounds of 12 independent vector multiply-adds (as wide as
+ * the kernel's vectors, no loads) and sets *flops to the operations done (2 per lane and
+ * multiply-add); time it to get FLOP/s. */
+at_status at_fma_burn(long iters, double *flops);
+
 /* ---------------------------------------------------------------- random numbers */
 
 /* xoshiro256** seeded through splitmix64: the library never touches rand(). */

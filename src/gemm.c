@@ -345,7 +345,8 @@ void at_gemm_own(bool trans_a, bool trans_b, int m, int n, int k, float alpha, c
     }
 }
 
-double at_fma_burn(long iters) {
+at_status at_fma_burn(long iters, double *flops) {
+    if (iters < 0 || !flops) return at_fail(AT_ERR_ARG, "at_fma_burn: iters %ld < 0 or flops NULL", iters);
     enum { CHAINS = 12 }; /* enough independent chains to cover the FMA latency on both pipes */
     vec acc[CHAINS];
     const vec mul = splat(0.999999f), add = splat(1e-7f);
@@ -356,7 +357,8 @@ double at_fma_burn(long iters) {
     volatile float sink = 0.0f;
     for (int i = 0; i < CHAINS; i++) sink += sum_lanes(acc[i]);
     (void)sink;
-    return 2.0 * VL * CHAINS * (double)iters;
+    *flops = 2.0 * VL * CHAINS * (double)iters;
+    return AT_OK;
 }
 
 void at_gemm_blas(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a,
@@ -410,4 +412,24 @@ void at_gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const
         at_gemm_own(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     else
         at_gemm_blas(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+/* Whether a row-major matrix whose op() is rows x cols can be stored with leading dimension ld. */
+static bool ld_fits(bool trans, int rows, int cols, int ld) { return ld >= AT_MAX(1, trans ? rows : cols); }
+
+at_status at_sgemm(at_gemm_kernel kernel, bool trans_a, bool trans_b, int m, int n, int k, float alpha,
+                   const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc) {
+    if (m < 0 || n < 0 || k < 0) return at_fail(AT_ERR_ARG, "at_sgemm: negative size %d x %d x %d", m, n, k);
+    if ((m && n && !c) || (m && n && k && (!a || !b))) return at_fail(AT_ERR_ARG, "at_sgemm: a matrix is NULL");
+    /* OpenBLAS would print its own message for these. */
+    if (!ld_fits(trans_a, m, k, lda) || !ld_fits(trans_b, k, n, ldb) || !ld_fits(false, m, n, ldc))
+        return at_fail(AT_ERR_ARG, "at_sgemm: a leading dimension is shorter than a row (lda %d, ldb %d, ldc %d)",
+                       lda, ldb, ldc);
+    if (kernel == AT_GEMM_OWN)
+        at_gemm_own(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    else if (kernel == AT_GEMM_OPENBLAS)
+        at_gemm_blas(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    else
+        return at_fail(AT_ERR_ARG, "at_sgemm: unknown kernel %d", (int)kernel);
+    return AT_OK;
 }

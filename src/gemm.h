@@ -20,8 +20,5 @@ void at_gemm_own(bool trans_a, bool trans_b, int m, int n, int k, float alpha, c
 /* Which one at_gemm uses: "OpenBLAS (<core>)" or "advtrain kernel (OpenBLAS chose <core>)". */
 const char *at_gemm_backend(void);
 
-/* The arithmetic peak of one core, for benchmarks: runs `iters` rounds of 12 independent vector
- * multiply-adds (as wide as the kernel's vectors: no loads, no dependencies the pipes must wait
- * on) and returns the floating-point operations done (2 per lane per multiply-add). */
-double at_fma_burn(long iters);
+/* at_sgemm and at_fma_burn (advtrain.h) give benchmarks these two and the arithmetic peak. */
 #endif

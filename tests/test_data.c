@@ -552,6 +552,9 @@ static void test_bad_idx(void) {
     /* Bad sources. */
     CHECK_FAIL(at_data_load(&d, "imagenet"), AT_ERR_ARG, "cifar10:DIR");
     CHECK(strstr(at_error_message(), "imagenet") != NULL);
+    /* the list is built from the sources' table (src/data/sources.c) */
+    CHECK(strstr(at_error_message(), "valid forms: fashion-mnist, fashion-mnist:DIR, mnist:DIR, idx:DIR, "
+                                     "cifar10:DIR, synthetic, synthetic:SEED") != NULL);
     CHECK_FAIL(at_data_load(&d, "mnist:"), AT_ERR_ARG, "directory");
     CHECK_FAIL(at_data_load(&d, "cifar10"), AT_ERR_ARG, "valid forms");
     CHECK_FAIL(at_data_load(&d, NULL), AT_ERR_ARG, "fashion-mnist");

@@ -1,5 +1,6 @@
 /* The own SGEMM kernel and the dispatching at_gemm against a double-precision reference, over
- * shapes that hit every edge of the blocking (partial MR/NR tiles, several KC and MC blocks). */
+ * shapes that hit every edge of the blocking (partial MR/NR tiles, several KC and MC blocks);
+ * the public at_sgemm (both kernels, argument checks) and at_fma_burn. */
 #include "advtrain.h"
 #include "gemm.h"
 #include "testutil.h"
@@ -97,6 +98,35 @@ static void check_path_bits(bool tb, int m, int n, int k, at_rng *rng) {
     free(c2);
 }
 
+/* The public entry point (what advtrain bench runs), through each kernel. */
+static void sgemm_own(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda, const float *b,
+                      int ldb, float beta, float *c, int ldc) {
+    CHECK_OK(at_sgemm(AT_GEMM_OWN, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc));
+}
+
+static void sgemm_openblas(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda,
+                           const float *b, int ldb, float beta, float *c, int ldc) {
+    CHECK_OK(at_sgemm(AT_GEMM_OPENBLAS, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc));
+}
+
+/* Arguments OpenBLAS would print about (or crash on) are refused with AT_ERR_ARG. */
+static void check_sgemm_arguments(void) {
+    float a[6] = {0}, b[6] = {0}, c[4] = {0};
+    CHECK(at_sgemm(AT_GEMM_OPENBLAS, false, false, -1, 2, 3, 1.0f, a, 3, b, 2, 0.0f, c, 2) == AT_ERR_ARG);
+    CHECK(at_sgemm(AT_GEMM_OPENBLAS, false, false, 2, 2, 3, 1.0f, a, 2, b, 2, 0.0f, c, 2) == AT_ERR_ARG); /* lda < k */
+    CHECK(at_sgemm(AT_GEMM_OPENBLAS, true, false, 2, 2, 3, 1.0f, a, 1, b, 2, 0.0f, c, 2) == AT_ERR_ARG); /* lda < m */
+    CHECK(at_sgemm(AT_GEMM_OWN, false, true, 2, 2, 3, 1.0f, a, 3, b, 2, 0.0f, c, 2) == AT_ERR_ARG);     /* ldb < k */
+    CHECK(at_sgemm(AT_GEMM_OWN, false, false, 2, 2, 3, 1.0f, a, 3, b, 2, 0.0f, c, 1) == AT_ERR_ARG);    /* ldc < n */
+    CHECK(at_sgemm(AT_GEMM_OWN, false, false, 2, 2, 3, 1.0f, NULL, 3, b, 2, 0.0f, c, 2) == AT_ERR_ARG);
+    CHECK(at_sgemm((at_gemm_kernel)7, false, false, 2, 2, 3, 1.0f, a, 3, b, 2, 0.0f, c, 2) == AT_ERR_ARG);
+    CHECK(strstr(at_error_message(), "at_sgemm") != NULL);
+    CHECK_OK(at_sgemm(AT_GEMM_OPENBLAS, false, false, 2, 2, 3, 1.0f, a, 3, b, 2, 0.0f, c, 2));
+    double flops = -1.0;
+    CHECK_OK(at_fma_burn(1000, &flops));
+    CHECK(flops >= 2.0 * 4 * 12 * 1000); /* at least 4 lanes (SSE) */
+    CHECK(at_fma_burn(-1, &flops) == AT_ERR_ARG);
+}
+
 int main(void) {
     at_rng rng;
     at_rng_seed(&rng, 7);
@@ -105,7 +135,10 @@ int main(void) {
     for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
         check_shape(at_gemm_own, "own", shapes[i][0], shapes[i][1], shapes[i][2], &rng);
         check_shape(at_gemm, "at_gemm", shapes[i][0], shapes[i][1], shapes[i][2], &rng);
+        check_shape(sgemm_own, "at_sgemm own", shapes[i][0], shapes[i][1], shapes[i][2], &rng);
+        check_shape(sgemm_openblas, "at_sgemm openblas", shapes[i][0], shapes[i][1], shapes[i][2], &rng);
     }
+    check_sgemm_arguments();
     /* smallcnn's products (convolution forwards, fc1 forward, conv1's weight gradient), ragged
      * edges past the block length of k, more rows than one group */
     const int nt[][3] = {{32, 245, 256}, {16, 1176, 16}, {64, 100, 1568}, {5, 13, 300}, {17, 9, 513},
