@@ -28,6 +28,7 @@ static const struct {
     [MC_L1_PENALTY] = {"l1_penalty", NULL, "%.6g"},
     [MC_L2_PENALTY] = {"l2_penalty", NULL, "%.6g"},
     [MC_SECONDS] = {"seconds", NULL, "%.3f"},
+    [MC_SKIPPED] = {"skipped_batches", NULL, "%.0f"},
 };
 
 const char *metrics_column_name(metrics_column c, bool regression) {
@@ -146,7 +147,7 @@ bool metrics_log_row(metrics_log *m, const at_epoch_stats *s, double l1_penalty,
         [MC_ADV_TRAIN_ACC] = s->adv_metric, [MC_ROBUST_VAL_ACC] = s->robust_val,
         [MC_GUARD_ACC] = s->guard_acc,   [MC_PENALTY] = s->penalty,
         [MC_L1_PENALTY] = l1_penalty,    [MC_L2_PENALTY] = l2_penalty,
-        [MC_SECONDS] = s->seconds,
+        [MC_SECONDS] = s->seconds,       [MC_SKIPPED] = s->skipped,
     };
     for (int c = 0; c < MC_COUNT; c++) cell(f, c, v[c]);
     fputc('\n', f);

@@ -22,6 +22,7 @@ typedef enum metrics_column {
     MC_L1_PENALTY,
     MC_L2_PENALTY,
     MC_SECONDS,
+    MC_SKIPPED,      /* batches skipped for a non-finite loss or gradient (--on-nonfinite skip) */
     MC_COUNT
 } metrics_column;
 

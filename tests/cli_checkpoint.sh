@@ -43,13 +43,13 @@ expect 0 "resuming .*part after epoch|no checkpoint in" -- "$cli" fit --resume "
     bad "resumed best.safetensors differs from the uninterrupted run's"
 
 # --- the CSV: header, epochs 1..5 once each, the same numbers (all but the seconds column)
-head -1 "$tmp/part/metrics.csv" | grep -q '^epoch,lr,train_loss,train_acc,val_loss,val_acc,test_acc,eps,adv_train_acc,robust_val_acc,guard_acc,penalty,l1_penalty,l2_penalty,seconds$' &&
+head -1 "$tmp/part/metrics.csv" | grep -q '^epoch,lr,train_loss,train_acc,val_loss,val_acc,test_acc,eps,adv_train_acc,robust_val_acc,guard_acc,penalty,l1_penalty,l2_penalty,seconds,skipped_batches$' &&
     ok || bad "metrics.csv header: $(head -1 "$tmp/part/metrics.csv")"
 [ "$(cut -d, -f1 "$tmp/part/metrics.csv" | tail -n +2 | tr '\n' ' ')" = "1 2 3 4 5 " ] && ok ||
     bad "metrics.csv epochs: $(cut -d, -f1 "$tmp/part/metrics.csv" | tr '\n' ' ')"
 [ "$(cut -d, -f1-14 "$tmp/whole/metrics.csv")" = "$(cut -d, -f1-14 "$tmp/part/metrics.csv")" ] && ok ||
     bad "resumed metrics differ from the uninterrupted run's"
-awk -F, 'NR > 1 && ($2 != 0.05 || $3 <= 0 || $4 < 0 || $4 > 1 || $6 < 0 || $6 > 1 || $12 <= 0 || $13 <= 0 || $14 != "" || $15 <= 0) { bad = 1 } END { exit bad }' \
+awk -F, 'NR > 1 && ($2 != 0.05 || $3 <= 0 || $4 < 0 || $4 > 1 || $6 < 0 || $6 > 1 || $12 <= 0 || $13 <= 0 || $14 != "" || $15 <= 0 || $16 != 0) { bad = 1 } END { exit bad }' \
     "$tmp/part/metrics.csv" && ok || bad "implausible metrics.csv rows: $(cat "$tmp/part/metrics.csv")"
 
 # --- resuming a finished run changes nothing (not even a separate --log: tests/cli_daily_rundir.sh)

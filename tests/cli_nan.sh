@@ -47,9 +47,11 @@ expect 1 "nofile.safetensors not written: 0.weight holds nan" -- \
 # 10 in a row are skipped training stops, naming the cause
 expect 1 "at epoch 3, batch [0-9]+: training diverged .*10 batches in a row were skipped" -- \
     env ADVTRAIN_TEST_EXPLODE_AFTER=10 "$cli" fit --model smallcnn --train-subset 1000 --threads 2 --epochs 4 \
-    --on-nonfinite skip --out "$tmp/skip.safetensors"
+    --on-nonfinite skip --out "$tmp/skip.safetensors" --log "$tmp/skip.csv"
 grep -q "6 batches skipped: a non-finite loss or gradient (--on-nonfinite skip); lr halved each time, now 0.00078125" "$tmp/out" &&
     ok || bad "--on-nonfinite skip: epoch line: $(grep skipped "$tmp/out")"
+[ "$(awk -F, '$1 == 2 { print $16 }' "$tmp/skip.csv")" = 6 ] && ok ||
+    bad "--on-nonfinite skip: the log's skipped_batches: $(cat "$tmp/skip.csv")"
 expect 2 "--on-nonfinite maybe: use stop or skip" -- "$cli" "${run[@]}" --on-nonfinite maybe
 
 # --- eval (and attack) refuse a model file with a NaN weight, naming the tensor
