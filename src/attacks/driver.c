@@ -150,79 +150,47 @@ bool at_attack_uses_gradients(at_attack_kind kind) {
 
 /* ------------------------------------------------------------ workspaces */
 
+/* What a call holds beside the batch's rows: the dataset's samples of the batch (x, y, idx), the
+ * examples when the caller keeps none, and the attack's own workspace. */
 typedef struct call_buffers {
-    float *x, *adv, *clean_logits, *xs, *xa, *grad, *dlogits, *loss;
-    int32_t *y, *ids, *row_target, *pred, *target, *idx;
-    uint8_t *todo, *bad, *keep;
-    at_rng *rng;
-    void *ws; /* the attack's own workspace */
+    float *x, *adv;
+    int32_t *y, *idx;
+    void *ws;
 } call_buffers;
 
-/* Lays out (base == NULL: only measures) every buffer for batches of `cap`. */
-static void layout(atk_arena *a, call_buffers *cb, int cap, int D, int K, size_t ws_bytes, bool own_x,
-                   bool own_adv) {
-    size_t rows = (size_t)cap * D;
+/* Lays out (base == NULL: only measures) every buffer for batches of b->cap: the batch's rows
+ * straight into b. */
+static void layout(atk_arena *a, atk_batch *b, call_buffers *cb, size_t ws_bytes, bool own_x, bool own_adv) {
+    const int cap = b->cap;
+    const size_t images = (size_t)cap * b->D, logits = (size_t)cap * b->K;
     memset(cb, 0, sizeof *cb);
-    if (own_x) {
-        cb->x = atk_carve(a, sizeof(float) * rows);
-        cb->y = atk_carve(a, sizeof(int32_t) * cap);
-        cb->idx = atk_carve(a, sizeof(int32_t) * cap);
-    }
-    if (own_adv) cb->adv = atk_carve(a, sizeof(float) * rows);
-    cb->clean_logits = atk_carve(a, sizeof(float) * (size_t)cap * K);
-    cb->xs = atk_carve(a, sizeof(float) * rows);
-    cb->xa = atk_carve(a, sizeof(float) * rows);
-    cb->grad = atk_carve(a, sizeof(float) * rows);
-    cb->dlogits = atk_carve(a, sizeof(float) * (size_t)cap * K);
-    cb->loss = atk_carve(a, sizeof(float) * cap);
+    float **image_rows[] = {own_x ? &cb->x : NULL, own_adv ? &cb->adv : NULL, &b->xs, &b->xa, &b->grad};
+    int32_t **int_rows[] = {own_x ? &cb->y : NULL, own_x ? &cb->idx : NULL, &b->ids, &b->row_target, &b->pred,
+                            &b->target};
+    uint8_t **byte_rows[] = {&b->todo, &b->bad, &b->keep};
+    for (size_t k = 0; k < sizeof image_rows / sizeof *image_rows; k++)
+        if (image_rows[k]) *image_rows[k] = atk_carve(a, sizeof(float) * images);
+    for (size_t k = 0; k < sizeof int_rows / sizeof *int_rows; k++)
+        if (int_rows[k]) *int_rows[k] = atk_carve(a, sizeof(int32_t) * cap);
+    for (size_t k = 0; k < sizeof byte_rows / sizeof *byte_rows; k++) *byte_rows[k] = atk_carve(a, cap);
+    b->clean_logits = atk_carve(a, sizeof(float) * logits);
+    b->dlogits = atk_carve(a, sizeof(float) * logits);
+    b->loss = atk_carve(a, sizeof(float) * cap);
+    b->rng = atk_carve(a, sizeof(at_rng) * cap);
     cb->ws = ws_bytes ? atk_carve(a, ws_bytes) : NULL;
-    cb->ids = atk_carve(a, sizeof(int32_t) * cap);
-    cb->row_target = atk_carve(a, sizeof(int32_t) * cap);
-    cb->pred = atk_carve(a, sizeof(int32_t) * cap);
-    cb->target = atk_carve(a, sizeof(int32_t) * cap);
-    cb->todo = atk_carve(a, cap);
-    cb->bad = atk_carve(a, cap);
-    cb->keep = atk_carve(a, cap);
-    cb->rng = atk_carve(a, sizeof(at_rng) * cap);
 }
 
 /* One allocation for every buffer of a call (*mem, for free()). */
-static at_status allocate(call_buffers *cb, char **mem, const at_attack_config *cfg, int cap, int D, int K,
-                          bool own_x, bool own_adv) {
-    const at_attack_method *m = method_of(cfg->kind);
-    const size_t ws_bytes = m->workspace ? m->workspace(cfg, cap, D) : 0;
+static at_status allocate(atk_batch *b, call_buffers *cb, char **mem, bool own_x, bool own_adv) {
+    const at_attack_method *m = method_of(b->cfg->kind);
+    const size_t ws_bytes = m->workspace ? m->workspace(b->cfg, b->cap, b->D) : 0;
     atk_arena a = {NULL, 0};
-    layout(&a, cb, cap, D, K, ws_bytes, own_x, own_adv);
+    layout(&a, b, cb, ws_bytes, own_x, own_adv);
     *mem = at_alloc(a.used + 64, "attack workspaces");
     if (!*mem) return AT_ERR_NOMEM;
     a = (atk_arena){*mem, 0};
-    layout(&a, cb, cap, D, K, ws_bytes, own_x, own_adv);
+    layout(&a, b, cb, ws_bytes, own_x, own_adv);
     return AT_OK;
-}
-
-static void bind_batch(atk_batch *b, const call_buffers *cb, at_net *net, const at_attack_config *cfg, int cap,
-                       at_attack_result *res) {
-    memset(b, 0, sizeof *b);
-    b->net = net;
-    b->cfg = cfg;
-    b->D = at_net_in_size(net);
-    b->K = at_net_out_size(net);
-    b->cap = cap;
-    b->clean_logits = cb->clean_logits;
-    b->target = cb->target;
-    b->todo = cb->todo;
-    b->bad = cb->bad;
-    b->rng = cb->rng;
-    b->ids = cb->ids;
-    b->row_target = cb->row_target;
-    b->pred = cb->pred;
-    b->keep = cb->keep;
-    b->xs = cb->xs;
-    b->xa = cb->xa;
-    b->grad = cb->grad;
-    b->dlogits = cb->dlogits;
-    b->loss = cb->loss;
-    b->res = res;
 }
 
 /* ------------------------------------------------------------ one batch */
@@ -379,9 +347,10 @@ static at_status attack_call(at_net *net, const at_attack_config *user_cfg, cons
     res->alpha = cfg.alpha; /* 0 where the kind takes no step size */
 
     const int cap = n < cfg.batch ? n : cfg.batch;
+    atk_batch b = {.net = net, .cfg = &cfg, .D = D, .K = K, .cap = cap, .res = res};
     call_buffers cb;
     char *mem;
-    if ((s = allocate(&cb, &mem, &cfg, cap, D, K, src->ds != NULL, x_adv == NULL)) != AT_OK) return s;
+    if ((s = allocate(&b, &cb, &mem, src->ds != NULL, x_adv == NULL)) != AT_OK) return s;
     if ((s = at_net_reserve(net, cap)) != AT_OK) {
         free(mem);
         return s;
@@ -389,8 +358,6 @@ static at_status attack_call(at_net *net, const at_attack_config *user_cfg, cons
     bool was_training = at_net_is_training(net);
     at_net_set_training(net, false);
     double start = atk_now();
-    atk_batch b;
-    bind_batch(&b, &cb, net, &cfg, cap, res);
     s = run_batches(&b, &cb, src, n, x_adv, adv_pred);
     res->seconds = atk_now() - start;
     at_net_set_training(net, was_training);
