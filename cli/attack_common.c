@@ -144,7 +144,8 @@ void atk_cli_help_texts(atk_cli_help *h, const char *before) {
         char budget[48];
         if (at_attack_check(&c, 1 << 30, &r) != AT_OK) continue;
         at_attack_budget_text(&r, budget, sizeof budget);
-        int w = snprintf(budgets + used, sizeof budgets - used, "%s%s %s", used ? ", " : "", at_attack_name(&c), budget);
+        int w = snprintf(budgets + used, sizeof budgets - used, "%s%s %s", used ? ", " : "", at_attack_name(&c),
+                         budget);
         if (w > 0) used += (size_t)w;
     }
     snprintf(h->steps, sizeof h->steps, "iterations of the iterative attacks (default budgets: %s)", budgets);

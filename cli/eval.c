@@ -667,7 +667,8 @@ int cmd_eval(int argc, char **argv) {
     int early = cli_start(&cmd, argc, argv);
     if (early >= 0) return early;
     if (set.attacks && cli_find(&cmd, "batch")->seen) set.batch = batch;
-    const eval_options o = {data_source, model_spec, split, batch, threads, samples, offset, json, strict, no_sanity, set};
+    const eval_options o = {data_source, model_spec, split, batch, threads, samples,
+                            offset, json, strict, no_sanity, set};
     if (!usage_ok(&cmd, &o)) return EXIT_USAGE;
     if (threads > 0) at_set_threads(threads);
     atk_cli_model m;

@@ -79,7 +79,8 @@ static at_status auto_check(at_attack_config *cfg, int K) {
         return at_fail(AT_ERR_ARG, "auto takes no target: its APGD-T member aims at the top classes itself");
     cfg->loss = AT_ATTACK_LOSS_CE; /* each member has its own */
     if (K < 4)
-        return at_fail(AT_ERR_ARG, "the targeted DLR loss of auto's APGD-T needs at least 4 classes, the model has %d", K);
+        return at_fail(AT_ERR_ARG, "the targeted DLR loss of auto's APGD-T needs at least 4 classes, the model has %d",
+                       K);
     return AT_OK;
 }
 
