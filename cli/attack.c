@@ -92,13 +92,255 @@ static bool write_idx(const char *path, const float *x, const float *adv, const 
     return ok;
 }
 
+/* What `advtrain attack` was asked for. */
+typedef struct attack_options {
+    const char *data_source, *model_spec, *split, *out, *grid;
+    int samples, threads, grid_rows, batch;
+    atk_cli_settings set;
+    /* From the above: the attack, its eps, the --target class (-1: none), the grid's path. */
+    at_attack_config cfg;
+    float eps;
+    int32_t target_class;
+    char grid_path[4200];
+} attack_options;
+
+/* The attacked samples: clean and adversarial images, labels, predictions, targets. */
+typedef struct attack_buffers {
+    float *x, *adv;
+    int32_t *labels, *clean_pred, *adv_pred, *targets;
+} attack_buffers;
+
+/* One allocation holds them all, from b->x. */
+static bool buffers_alloc(attack_buffers *b, int n, int D) {
+    const size_t images = (size_t)n * D;
+    b->x = malloc(sizeof(float) * 2 * images + sizeof(int32_t) * 4 * (size_t)n);
+    if (!b->x) {
+        fprintf(stderr, "advtrain attack: out of memory for %d samples\n", n);
+        return false;
+    }
+    b->adv = b->x + images;
+    b->labels = (int32_t *)(b->adv + images);
+    b->clean_pred = b->labels + n;
+    b->adv_pred = b->clean_pred + n;
+    b->targets = b->adv_pred + n;
+    return true;
+}
+
+/* The network's class for each of n samples of x. */
+static bool predict(at_net *net, const float *x, int n, int32_t *pred) {
+    const int D = at_net_in_size(net), K = at_net_out_size(net);
+    for (int first = 0; first < n; first += 256) {
+        int m = n - first < 256 ? n - first : 256;
+        const float *z;
+        at_status s = at_net_forward(net, x + (size_t)first * D, m, &z);
+        if (s != AT_OK) {
+            cli_error("attack", "forward pass", s);
+            return false;
+        }
+        for (int i = 0; i < m; i++) pred[first + i] = at_argmax(z + (size_t)i * K, K);
+    }
+    return true;
+}
+
+static bool write_safetensors(const attack_options *o, const atk_cli_model *m, const attack_buffers *b, int n,
+                              const at_attack_result *res, const char *path) {
+    int c, h, w;
+    at_net_in_shape(m->net, &c, &h, &w);
+    float *lf = malloc(sizeof(float) * (size_t)n * 2);
+    if (!lf) return false;
+    for (int i = 0; i < n; i++) {
+        lf[i] = (float)b->labels[i];
+        lf[n + i] = (float)b->adv_pred[i];
+    }
+    at_st_entry entries[4] = {
+        {"x_adv", 4, {n, c, h, w}, b->adv},
+        {"x", 4, {n, c, h, w}, b->x},
+        {"labels", 1, {n}, lf},
+        {"adv_pred", 1, {n}, lf + n},
+    };
+    char steps[32], restarts[32], seed[32], epsv[32], rob[32];
+    snprintf(steps, sizeof steps, "%d", res->steps);
+    snprintf(restarts, sizeof restarts, "%d", res->restarts);
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)o->cfg.seed);
+    snprintf(epsv, sizeof epsv, "%.9g", (double)o->eps);
+    snprintf(rob, sizeof rob, "%.6f", (double)res->robust / n);
+    at_st_meta meta[] = {
+        {"advtrain.attack", (char *)at_attack_name(&o->cfg)}, {"advtrain.eps", epsv},
+        {"advtrain.eps_scale", "0-1 pixels"}, {"advtrain.norm", o->cfg.norm == AT_NORM_L2 ? "l2" : "linf"},
+        {"advtrain.steps", steps},           {"advtrain.restarts", restarts},
+        {"advtrain.seed", seed},             {"advtrain.model", (char *)path},
+        {"advtrain.data", (char *)m->data_source}, {"advtrain.robust_accuracy", rob},
+    };
+    at_status s = at_st_write(o->out, entries, 4, meta, (int)(sizeof meta / sizeof *meta));
+    free(lf);
+    if (s != AT_OK) {
+        cli_error("attack", "writing the examples", s);
+        return false;
+    }
+    printf("wrote %s: x_adv, x, labels, adv_pred (%d example%s, float32)\n", o->out, n, cli_s(n));
+    return true;
+}
+
+/* The IDX files; then the examples become what they hold (8-bit), and their accuracy is
+ * reported: that is what other tools will see. */
+static bool write_idx_files(const attack_options *o, const atk_cli_model *m, attack_buffers *b, int n) {
+    int c, h, w;
+    at_net_in_shape(m->net, &c, &h, &w);
+    const int D = at_net_in_size(m->net);
+    char labels_path[4300];
+    if (!write_idx(o->out, b->x, b->adv, b->labels, n, c, h, w, labels_path, sizeof labels_path)) return false;
+    for (size_t i = 0; i < (size_t)n * D; i++) b->adv[i] = quantize(b->adv[i], b->x[i]) / 255.0f;
+    if (!predict(m->net, b->adv, n, b->adv_pred)) return false;
+    int hits = 0;
+    for (int i = 0; i < n; i++) hits += b->adv_pred[i] == b->labels[i] && b->clean_pred[i] == b->labels[i];
+    printf("wrote %s and %s (%d example%s, 8-bit pixels rounded towards the clean image; robust accuracy "
+           "on them %.2f%%)\n", o->out, labels_path, n, cli_s(n), 100.0 * hits / n);
+    return true;
+}
+
+static bool write_grid(const attack_options *o, const atk_cli_model *m, const attack_buffers *b, int n) {
+    int c, h, w;
+    at_net_in_shape(m->net, &c, &h, &w);
+    const int D = at_net_in_size(m->net), K = at_net_out_size(m->net);
+    const float eps = o->eps;
+    int rows = o->grid_rows < n ? o->grid_rows : n;
+    char title[128], err[256];
+    snprintf(title, sizeof title, "%s EPS %.4g %s", at_attack_name(&o->cfg), (double)eps,
+             o->cfg.norm == AT_NORM_L2 ? "L2" : "LINF");
+    const char *const *names = strncmp(m->data_source, "fashion-mnist", 13) == 0 && K == 10 ? FASHION_NAMES : NULL;
+    float scale = o->cfg.norm == AT_NORM_LINF && eps > 0 ? eps : 0.0f;
+    if (scale == 0.0f) {
+        for (size_t i = 0; i < (size_t)rows * D; i++) {
+            float d = fabsf(b->adv[i] - b->x[i]);
+            scale = d > scale ? d : scale;
+        }
+        if (scale == 0.0f) scale = 1.0f;
+    }
+    if (!grid_write_png(o->grid_path, title, b->x, b->adv, b->labels, b->clean_pred, b->adv_pred, rows, c, h, w, scale,
+                        names, err, sizeof err)) {
+        fprintf(stderr, "advtrain attack: %s\n", err);
+        return false;
+    }
+    printf("wrote %s (%d sample%s: clean, perturbation, adversarial)\n", o->grid_path, rows, cli_s(rows));
+    return true;
+}
+
+/* The attack on the selected samples, then the clean predictions for the grid. */
+static bool run_attack(const attack_options *o, const atk_cli_model *m, attack_buffers *b, int n,
+                       at_attack_result *res) {
+    for (int i = 0; i < n; i++) {
+        b->clean_pred[i] = i; /* sample order for at_dataset_batch */
+        b->targets[i] = o->target_class;
+    }
+    at_dataset_batch(m->ds, b->clean_pred, n, b->x, b->labels, NULL);
+    at_attack_config cfg = o->cfg;
+    if (o->target_class >= 0) cfg.targets = b->targets;
+    const char *name = at_attack_name(&cfg);
+    char label[96];
+    snprintf(label, sizeof label, "%s eps %g", name, (double)o->eps);
+    cfg.progress = atk_cli_progress;
+    cfg.user = label;
+    at_status s = at_attack_run(m->net, &cfg, b->x, b->labels, n, b->adv, b->adv_pred, res);
+    if (s != AT_OK) {
+        cli_error("attack", name, s);
+        return false;
+    }
+    return predict(m->net, b->x, n, b->clean_pred);
+}
+
+/* Attacks the first --samples samples and writes the examples and the grid. */
+static int attack_model(const attack_options *o, const atk_cli_model *m, const char *path) {
+    at_dataset *ds = m->ds;
+    if (!ds->labels) {
+        fprintf(stderr, "advtrain attack: %s is a regression dataset; attacks need classes\n", m->data_source);
+        return EXIT_RUN_FAILED;
+    }
+    at_status s;
+    if (o->samples < ds->n && (s = at_dataset_truncate(ds, o->samples)) != AT_OK) {
+        cli_error("attack", "selecting samples", s);
+        return EXIT_RUN_FAILED;
+    }
+    const int n = ds->n, K = at_net_out_size(m->net);
+    attack_buffers b = {0};
+    int status = EXIT_RUN_FAILED;
+    at_attack_result res;
+    if (!buffers_alloc(&b, n, at_dataset_sample_size(ds))) goto done;
+    if (o->target_class >= K) {
+        fprintf(stderr, "advtrain attack: --target %d: the model has %d classes\n", o->target_class, K);
+        status = EXIT_USAGE;
+        goto done;
+    }
+    if (!run_attack(o, m, &b, n, &res)) goto done;
+    char eps_text[48];
+    atk_cli_eps_text(o->eps, eps_text, sizeof eps_text);
+    printf("%s on %s (%s %s, first %d): eps %s, 0-1 pixel scale\n", at_attack_name(&o->cfg), path, m->data.name,
+           o->split, n, eps_text);
+    printf("clean accuracy %.2f%%, robust accuracy %.2f%% (%.1fs)\n", 100.0 * res.clean_correct / n,
+           100.0 * res.robust / n, res.seconds);
+    if (res.targeted) printf("target reached on %d of %d attacked samples\n", res.target_hits, res.targeted);
+    bool ok = ends_with(o->out, ".safetensors") ? write_safetensors(o, m, &b, n, &res, path)
+                                                : write_idx_files(o, m, &b, n);
+    if (ok && write_grid(o, m, &b, n)) status = 0;
+done:
+    free(b.x);
+    return status;
+}
+
+/* The grid's path: --grid, else the output's with .png. */
+static void grid_path_of(attack_options *o) {
+    if (o->grid) {
+        snprintf(o->grid_path, sizeof o->grid_path, "%s", o->grid);
+        return;
+    }
+    size_t stem = strlen(o->out);
+    if (ends_with(o->out, ".safetensors")) stem -= strlen(".safetensors");
+    else if (ends_with(o->out, ".idx.gz")) stem -= strlen(".idx.gz");
+    else stem -= strlen(".idx");
+    snprintf(o->grid_path, sizeof o->grid_path, "%.*s.png", (int)stem, o->out);
+}
+
+/* Usage errors, before anything is loaded; fills o->cfg, o->eps, o->target_class. */
+static bool usage_ok(const cli_command *cmd, attack_options *o) {
+    if (!o->set.attacks || !o->set.eps || !o->out) {
+        fprintf(stderr, "advtrain attack: --attack, --eps and --out are required (usage: %s)\n", cmd->usage);
+        return false;
+    }
+    if (!ends_with(o->out, ".safetensors") && !ends_with(o->out, ".idx") && !ends_with(o->out, ".idx.gz")) {
+        fprintf(stderr, "advtrain attack: --out %s: name it .safetensors, .idx or .idx.gz\n", o->out);
+        return false;
+    }
+    if (strcmp(o->split, "test") != 0 && strcmp(o->split, "train") != 0) {
+        fprintf(stderr, "advtrain attack: --split %s: use test or train\n", o->split);
+        return false;
+    }
+    float eps[ATK_CLI_MAX];
+    int neps, ncfg;
+    if (!cli_parse_eps("attack", o->set.eps, eps, ATK_CLI_MAX, &neps)) return false;
+    if (neps != 1) {
+        fprintf(stderr, "advtrain attack: --eps takes one value here (eval compares several)\n");
+        return false;
+    }
+    o->set.batch = o->batch;
+    at_attack_config cfgs[ATK_CLI_MAX];
+    if (!atk_cli_configs("attack", &o->set, 1 << 30, cfgs, ATK_CLI_MAX, &ncfg, &o->target_class)) return false;
+    if (ncfg != 1) {
+        fprintf(stderr, "advtrain attack: --attack takes one attack here (eval compares several)\n");
+        return false;
+    }
+    o->cfg = cfgs[0];
+    o->cfg.eps = o->eps = eps[0];
+    return true;
+}
+
 int cmd_attack(int argc, char **argv) {
     const char *data_source = NULL, *model_spec = NULL, *split = "test", *out = NULL, *grid = NULL;
     int samples = 100, threads = 0, grid_rows = 8, batch = 0;
     atk_cli_settings set;
     memset(&set, 0, sizeof set);
+    atk_cli_help help;
+    atk_cli_help_texts(&help, "one of: ");
     cli_option opts[] = {
-        {"attack", OPT_STRING, &set.attacks, "NAME", "fgsm, pgd, pgd-l2, cw, apgd-ce, apgd-dlr, apgd-t, square or auto", 1, 0},
+        {"attack", OPT_STRING, &set.attacks, "NAME", help.attack, 1, 0},
         {"eps", OPT_STRING, &set.eps, "EPS", "radius on the 0-1 pixel scale (8/255 accepted)", 1, 0},
         {"out", OPT_STRING, &out, "FILE", "adversarial examples: FILE.safetensors, FILE.idx or FILE.idx.gz", 1, 0},
         {"grid", OPT_STRING, &grid, "FILE.png", "image grid (default: the output name with .png)", 1, 0},
@@ -108,10 +350,10 @@ int cmd_attack(int argc, char **argv) {
         {"model", OPT_STRING, &model_spec, "NAME|SPEC", "architecture, for weight files without advtrain metadata", 1, 0},
         {"split", OPT_STRING, &split, "test|train", "which split (default test)", 1, 0},
         {"norm", OPT_STRING, &set.norm, "linf|l2", "threat model (default linf)", 1, 0},
-        {"steps", OPT_INT, &set.steps, "K", "iterations (pgd default 20, apgd/auto 100)", 1, 1000000},
+        {"steps", OPT_INT, &set.steps, "K", help.steps, 1, 1000000},
         {"restarts", OPT_INT, &set.restarts, "R", "random restarts (default 1)", 1, 10000},
         {"alpha", OPT_FLOAT, &set.alpha, "A", "PGD step size (default 2.5*eps/steps)", 1e-9, 10},
-        {"queries", OPT_INT, &set.queries, "Q", "Square queries (default 5000)", 1, 10000000},
+        {"queries", OPT_INT, &set.queries, "Q", "Square queries (defaults: the q under --steps)", 1, 10000000},
         {"target", OPT_STRING, &set.target, "T", "targeted: random, least-likely or a class number", 1, 0},
         {"seed", OPT_U64, &set.seed, "S", "random starts and Square's search (default 0)", 1, 0},
         {"all", OPT_FLAG, &set.all, NULL, "also attack samples that are misclassified already", 1, 0},
@@ -127,217 +369,17 @@ int cmd_attack(int argc, char **argv) {
                        opts, (int)(sizeof opts / sizeof *opts), positional, 1, 0};
     int early = cli_start(&cmd, argc, argv);
     if (early >= 0) return early;
-    if (!set.attacks || !set.eps || !out) {
-        fprintf(stderr, "advtrain attack: --attack, --eps and --out are required (usage: %s)\n", cmd.usage);
-        return EXIT_USAGE;
-    }
-    bool st = ends_with(out, ".safetensors"), idx = ends_with(out, ".idx") || ends_with(out, ".idx.gz");
-    if (!st && !idx) {
-        fprintf(stderr, "advtrain attack: --out %s: name it .safetensors, .idx or .idx.gz\n", out);
-        return EXIT_USAGE;
-    }
-    if (strcmp(split, "test") != 0 && strcmp(split, "train") != 0) {
-        fprintf(stderr, "advtrain attack: --split %s: use test or train\n", split);
-        return EXIT_USAGE;
-    }
-    float eps[ATK_CLI_MAX];
-    int neps, ncfg;
-    if (!cli_parse_eps("attack", set.eps, eps, ATK_CLI_MAX, &neps)) return EXIT_USAGE;
-    if (neps != 1) {
-        fprintf(stderr, "advtrain attack: --eps takes one value here (eval compares several)\n");
-        return EXIT_USAGE;
-    }
-    set.batch = batch;
-    at_attack_config cfgs[ATK_CLI_MAX];
-    int32_t target_class;
-    if (!atk_cli_configs("attack", &set, 1 << 30, cfgs, ATK_CLI_MAX, &ncfg, &target_class)) return EXIT_USAGE;
-    if (ncfg != 1) {
-        fprintf(stderr, "advtrain attack: --attack takes one attack here (eval compares several)\n");
-        return EXIT_USAGE;
-    }
-    char grid_path[4200];
-    if (grid) {
-        snprintf(grid_path, sizeof grid_path, "%s", grid);
-    } else {
-        size_t stem = strlen(out);
-        if (ends_with(out, ".safetensors")) stem -= strlen(".safetensors");
-        else if (ends_with(out, ".idx.gz")) stem -= strlen(".idx.gz");
-        else stem -= strlen(".idx");
-        snprintf(grid_path, sizeof grid_path, "%.*s.png", (int)stem, out);
-    }
+    attack_options o = {data_source, model_spec, split, out, grid, samples, threads, grid_rows, batch, set};
+    if (!usage_ok(&cmd, &o)) return EXIT_USAGE;
+    grid_path_of(&o);
     int bad = out_check_file("attack", "--out", out);
-    if (!bad) bad = out_check_file("attack", grid ? "--grid" : "--grid (from --out)", grid_path);
+    if (!bad) bad = out_check_file("attack", grid ? "--grid" : "--grid (from --out)", o.grid_path);
     if (bad) return bad;
     if (threads > 0) at_set_threads(threads);
-
-    const char *path = positional[0];
-    at_net *net = NULL;
-    at_st_file *file = NULL;
-    at_data data;
-    memset(&data, 0, sizeof data);
-    float *x = NULL, *adv = NULL;
-    int32_t *labels = NULL, *clean_pred = NULL, *adv_pred = NULL, *targets = NULL;
+    atk_cli_model m;
     int status = EXIT_RUN_FAILED;
-    at_status s = at_st_read(path, &file);
-    if (s != AT_OK) {
-        cli_error("attack", "cannot read the model", s);
-        return EXIT_RUN_FAILED;
-    }
-    if (!data_source) data_source = at_st_meta_get(file, "advtrain.data");
-    if (!data_source) data_source = "fashion-mnist";
-    if (!cli_load_data("attack", &data, data_source)) goto done;
-    at_dataset *ds = strcmp(split, "train") == 0 ? &data.train : &data.test;
-    if (!ds->labels) {
-        fprintf(stderr, "advtrain attack: %s is a regression dataset; attacks need classes\n", data_source);
-        goto done;
-    }
-    if (samples < ds->n && (s = at_dataset_truncate(ds, samples)) != AT_OK) {
-        cli_error("attack", "selecting samples", s);
-        goto done;
-    }
-    if (model_spec) {
-        s = at_net_from_spec(&net, model_spec, ds->c, ds->h, ds->w);
-        if (s == AT_OK) s = at_net_load_weights(net, file, path);
-    } else {
-        s = at_model_load(&net, path, NULL);
-    }
-    if (s != AT_OK) {
-        cli_error("attack", "cannot load the model", s);
-        goto done;
-    }
-    const int n = ds->n, D = at_dataset_sample_size(ds), K = at_net_out_size(net);
-    x = malloc(sizeof(float) * (size_t)n * D);
-    adv = malloc(sizeof(float) * (size_t)n * D);
-    labels = malloc(sizeof(int32_t) * (size_t)n);
-    clean_pred = malloc(sizeof(int32_t) * (size_t)n);
-    adv_pred = malloc(sizeof(int32_t) * (size_t)n);
-    targets = malloc(sizeof(int32_t) * (size_t)n);
-    if (!x || !adv || !labels || !clean_pred || !adv_pred || !targets) {
-        fprintf(stderr, "advtrain attack: out of memory for %d samples\n", n);
-        goto done;
-    }
-    if (target_class >= K) {
-        fprintf(stderr, "advtrain attack: --target %d: the model has %d classes\n", target_class, K);
-        status = EXIT_USAGE;
-        goto done;
-    }
-    for (int i = 0; i < n; i++) {
-        clean_pred[i] = i; /* sample order for at_dataset_batch */
-        targets[i] = target_class;
-    }
-    at_dataset_batch(ds, clean_pred, n, x, labels, NULL);
-    at_attack_config cfg = cfgs[0];
-    cfg.eps = eps[0];
-    if (target_class >= 0) cfg.targets = targets;
-    const char *name = at_attack_name(&cfg);
-    char label[96];
-    snprintf(label, sizeof label, "%s eps %g", name, (double)eps[0]);
-    cfg.progress = atk_cli_progress;
-    cfg.user = label;
-    at_attack_result res;
-    if ((s = at_attack_run(net, &cfg, x, labels, n, adv, adv_pred, &res)) != AT_OK) {
-        cli_error("attack", name, s);
-        goto done;
-    }
-    /* Clean predictions for the grid. */
-    for (int first = 0; first < n; first += 256) {
-        int m = n - first < 256 ? n - first : 256;
-        const float *z;
-        if ((s = at_net_forward(net, x + (size_t)first * D, m, &z)) != AT_OK) {
-            cli_error("attack", "forward pass", s);
-            goto done;
-        }
-        for (int i = 0; i < m; i++) clean_pred[first + i] = at_argmax(z + (size_t)i * K, K);
-    }
-    char eps_text[48];
-    atk_cli_eps_text(eps[0], eps_text, sizeof eps_text);
-    printf("%s on %s (%s %s, first %d): eps %s, 0-1 pixel scale\n", name, path, data.name, split, n, eps_text);
-    printf("clean accuracy %.2f%%, robust accuracy %.2f%% (%.1fs)\n", 100.0 * res.clean_correct / n,
-           100.0 * res.robust / n, res.seconds);
-    if (res.targeted)
-        printf("target reached on %d of %d attacked samples\n", res.target_hits, res.targeted);
-
-    int cdim, hdim, wdim;
-    at_net_in_shape(net, &cdim, &hdim, &wdim);
-    if (st) {
-        float *lf = malloc(sizeof(float) * (size_t)n * 2);
-        if (!lf) goto done;
-        for (int i = 0; i < n; i++) {
-            lf[i] = (float)labels[i];
-            lf[n + i] = (float)adv_pred[i];
-        }
-        at_st_entry entries[4] = {
-            {"x_adv", 4, {n, cdim, hdim, wdim}, adv},
-            {"x", 4, {n, cdim, hdim, wdim}, x},
-            {"labels", 1, {n}, lf},
-            {"adv_pred", 1, {n}, lf + n},
-        };
-        char steps[32], restarts[32], seed[32], epsv[32], rob[32];
-        snprintf(steps, sizeof steps, "%d", res.steps);
-        snprintf(restarts, sizeof restarts, "%d", res.restarts);
-        snprintf(seed, sizeof seed, "%llu", (unsigned long long)cfg.seed);
-        snprintf(epsv, sizeof epsv, "%.9g", (double)eps[0]);
-        snprintf(rob, sizeof rob, "%.6f", (double)res.robust / n);
-        at_st_meta meta[] = {
-            {"advtrain.attack", (char *)name},   {"advtrain.eps", epsv},
-            {"advtrain.eps_scale", "0-1 pixels"}, {"advtrain.norm", cfg.norm == AT_NORM_L2 ? "l2" : "linf"},
-            {"advtrain.steps", steps},           {"advtrain.restarts", restarts},
-            {"advtrain.seed", seed},             {"advtrain.model", (char *)path},
-            {"advtrain.data", (char *)data_source}, {"advtrain.robust_accuracy", rob},
-        };
-        s = at_st_write(out, entries, 4, meta, (int)(sizeof meta / sizeof *meta));
-        free(lf);
-        if (s != AT_OK) {
-            cli_error("attack", "writing the examples", s);
-            goto done;
-        }
-        printf("wrote %s: x_adv, x, labels, adv_pred (%d example%s, float32)\n", out, n, cli_s(n));
-    } else {
-        char labels_path[4300];
-        if (!write_idx(out, x, adv, labels, n, cdim, hdim, wdim, labels_path, sizeof labels_path)) goto done;
-        /* What the 8-bit file holds is what other tools will see: report its accuracy too. */
-        int hits = 0;
-        for (size_t i = 0; i < (size_t)n * D; i++) adv[i] = quantize(adv[i], x[i]) / 255.0f;
-        for (int first = 0; first < n; first += 256) {
-            int m = n - first < 256 ? n - first : 256;
-            const float *z;
-            if ((s = at_net_forward(net, adv + (size_t)first * D, m, &z)) != AT_OK) goto done;
-            for (int i = 0; i < m; i++) {
-                adv_pred[first + i] = at_argmax(z + (size_t)i * K, K);
-                hits += adv_pred[first + i] == labels[first + i] && clean_pred[first + i] == labels[first + i];
-            }
-        }
-        printf("wrote %s and %s (%d example%s, 8-bit pixels rounded towards the clean image; robust accuracy "
-               "on them %.2f%%)\n", out, labels_path, n, cli_s(n), 100.0 * hits / n);
-    }
-    int rows = grid_rows < n ? grid_rows : n;
-    char title[128], err[256];
-    snprintf(title, sizeof title, "%s EPS %.4g %s", name, (double)eps[0], cfg.norm == AT_NORM_L2 ? "L2" : "LINF");
-    const char *const *names = strncmp(data_source, "fashion-mnist", 13) == 0 && K == 10 ? FASHION_NAMES : NULL;
-    float scale = cfg.norm == AT_NORM_LINF && eps[0] > 0 ? eps[0] : 0.0f;
-    if (scale == 0.0f) {
-        for (size_t i = 0; i < (size_t)rows * D; i++) {
-            float d = fabsf(adv[i] - x[i]);
-            scale = d > scale ? d : scale;
-        }
-        if (scale == 0.0f) scale = 1.0f;
-    }
-    if (!grid_write_png(grid_path, title, x, adv, labels, clean_pred, adv_pred, rows, cdim, hdim, wdim, scale, names,
-                        err, sizeof err)) {
-        fprintf(stderr, "advtrain attack: %s\n", err);
-        goto done;
-    }
-    printf("wrote %s (%d sample%s: clean, perturbation, adversarial)\n", grid_path, rows, cli_s(rows));
-    status = 0;
-done:
-    free(x);
-    free(adv);
-    free(labels);
-    free(clean_pred);
-    free(adv_pred);
-    free(targets);
-    at_net_free(net);
-    at_st_free(file);
-    at_data_free(&data);
+    if (atk_cli_open("attack", &m, positional[0], data_source, model_spec, split))
+        status = attack_model(&o, &m, positional[0]);
+    atk_cli_close(&m);
     return status;
 }

@@ -545,7 +545,8 @@ typedef enum at_attack_kind {
     AT_ATTACK_PGD,    /* Madry et al. 2018: random start, `steps` steps of size alpha, restarts */
     AT_ATTACK_APGD,   /* Croce & Hein 2020 Auto-PGD: CE or DLR loss; targeted DLR = APGD-T */
     AT_ATTACK_SQUARE, /* Andriushchenko et al. 2020: score-based random search (L-inf only) */
-    AT_ATTACK_AUTO    /* APGD-CE, APGD-T, then Square on the survivors: per-sample worst case */
+    AT_ATTACK_AUTO,   /* APGD-CE, APGD-T, then Square on the survivors: per-sample worst case */
+    AT_ATTACK_KIND_COUNT
 } at_attack_kind;
 
 typedef enum at_attack_norm { AT_NORM_LINF, AT_NORM_L2 } at_attack_norm;
@@ -610,6 +611,22 @@ at_attack_config at_attack_defaults(at_attack_kind kind);
 at_status at_attack_from_name(const char *name, at_attack_config *cfg);
 /* The name of a configuration ("pgd", "apgd-t", ...). */
 const char *at_attack_name(const at_attack_config *cfg);
+/* Every name at_attack_from_name knows, comma-separated (for help texts and messages). */
+void at_attack_names(char *buf, size_t cap);
+/* The checks at_attack_run makes on a configuration, for a classifier with num_classes outputs,
+ * without running it (the targets array of AT_TARGET_GIVEN is checked against the samples when
+ * the attack runs). resolved (may be NULL) receives cfg with the defaults of its unset fields
+ * filled in, as the attack would run it. */
+at_status at_attack_check(const at_attack_config *cfg, int num_classes, at_attack_config *resolved);
+/* Sets the budget from the two numbers a front end asks for (0 keeps the kind's): iterations,
+ * the steps of the iterative attacks (FGSM keeps its single step, Square takes none), and
+ * queries, the budget of the score-based search (Square's steps, auto's square_queries). */
+void at_attack_set_budget(at_attack_config *cfg, int iterations, int queries);
+/* The budget of a resolved configuration (at_attack_check) in a few characters: "20" (steps),
+ * "9x100" (top classes x steps), "5000q" (queries), "100+9x100+5000q" (auto's members). */
+void at_attack_budget_text(const at_attack_config *cfg, char *buf, size_t cap);
+/* Whether the kind follows input gradients (all but Square): gradient masking shows in them. */
+bool at_attack_uses_gradients(at_attack_kind kind);
 
 #define AT_ATTACK_MAX_MEMBERS 4
 typedef struct at_attack_member {

@@ -109,6 +109,11 @@ expect 2 "needs --attack" -- "$cli" eval "$model" --eps 0.1
 expect 2 "Square attack is L-inf only" -- "$cli" eval "$model" --attack square --norm l2 --eps 0.5
 expect 2 "norm.*linf or l2" -- "$cli" eval "$model" --attack pgd --norm l1 --eps 0.1
 expect 2 "--target" -- "$cli" eval "$model" --attack auto --target random --eps 0.1
+expect 2 "--target random: the Square attack is untargeted" -- "$cli" eval "$model" --attack square --target random --eps 0.1
+expect 2 "--target 2: apgd-t aims at targets of its own" -- "$cli" eval "$model" --attack apgd-t --target 2 --eps 0.1
+# the help lists what the library's table knows: every name, every kind's default budget
+expect 0 "square, auto, auto-l2" -- "$cli" eval --help
+expect 0 "square 5000q, auto 100\+9x100\+5000q" -- "$cli" attack --help
 expect 2 "not a number" -- "$cli" eval "$model" --attack pgd --eps 0.1,abc
 expect 2 "required" -- "$cli" attack "$model" --attack pgd --eps 0.1
 expect 2 "one value" -- "$cli" attack "$model" --attack pgd --eps 0.1,0.2 --out "$tmp/x.safetensors"

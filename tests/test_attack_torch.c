@@ -183,6 +183,54 @@ static void check_names(void) {
     CHECK(c.steps == 5000 && c.p_init == 0.8f);
 }
 
+/* The table of attacks as the front ends see it: every kind checks out with its defaults, and
+ * budgets, checks and the gradient flag say what each kind takes. */
+static void check_table(void) {
+    char names[512], budget[48];
+    at_attack_names(names, sizeof names);
+    CHECK(strstr(names, "fgsm, fgsm-l2, pgd") == names && strstr(names, "square, auto, auto-l2") != NULL);
+    for (int k = 0; k < AT_ATTACK_KIND_COUNT; k++) {
+        at_attack_config c = at_attack_defaults((at_attack_kind)k), r;
+        CHECK_MSG(at_attack_check(&c, 10, &r) == AT_OK, "kind %d: %s", k, at_error_message());
+        CHECK(at_attack_uses_gradients((at_attack_kind)k) == (k != AT_ATTACK_SQUARE));
+    }
+    CHECK(!at_attack_uses_gradients(AT_ATTACK_KIND_COUNT));
+    const struct {
+        const char *name;
+        int iterations, queries;
+        const char *budget;
+    } cases[] = {{"fgsm", 7, 300, "1"}, {"pgd", 7, 300, "7"}, {"apgd-t", 7, 300, "9x7"}, {"square", 7, 300, "300q"},
+                 {"auto", 7, 300, "7+9x7+300q"}, {"auto-l2", 0, 0, "100+9x100"}, {"apgd-t", 0, 0, "9x100"}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        at_attack_config c, r;
+        CHECK_OK(at_attack_from_name(cases[i].name, &c));
+        at_attack_set_budget(&c, cases[i].iterations, cases[i].queries);
+        CHECK_OK(at_attack_check(&c, 10, &r));
+        at_attack_budget_text(&r, budget, sizeof budget);
+        CHECK_MSG(strcmp(budget, cases[i].budget) == 0, "%s: budget %s, want %s", cases[i].name, budget, cases[i].budget);
+    }
+    at_attack_config c, r;
+    at_attack_from_name("pgd", &c);
+    c.eps = 0.1f;
+    CHECK_OK(at_attack_check(&c, 10, &r));
+    CHECK(r.steps == 20 && r.alpha == 2.5f * 0.1f / 20.0f && c.alpha == 0.0f);
+    at_attack_from_name("fgsm", &c);
+    c.eps = 0.1f;
+    CHECK_OK(at_attack_check(&c, 10, &r));
+    CHECK(r.steps == 1 && r.alpha == 0.1f);
+    at_attack_from_name("square", &c);
+    c.norm = AT_NORM_L2;
+    CHECK(at_attack_check(&c, 10, NULL) == AT_ERR_UNSUPPORTED && strstr(at_error_message(), "L-inf only"));
+    CHECK(strcmp(at_attack_name(&c), "square-l2") == 0);
+    at_attack_from_name("auto", &c);
+    c.target = AT_TARGET_RANDOM;
+    CHECK(at_attack_check(&c, 10, NULL) == AT_ERR_ARG && strstr(at_error_message(), "no target"));
+    at_attack_from_name("apgd-t", &c);
+    CHECK(at_attack_check(&c, 3, NULL) == AT_ERR_ARG && strstr(at_error_message(), "4 classes"));
+    c.target = AT_TARGET_GIVEN; /* the targets array is checked against the samples, when they run */
+    CHECK_OK(at_attack_check(&c, 10, NULL));
+}
+
 static void check_errors(fx *f) {
     at_attack_config c = at_attack_defaults(AT_ATTACK_PGD);
     at_attack_result r;
@@ -318,6 +366,7 @@ int main(void) {
     check_attack_fixture("attack_smallcnn", "smallcnn");
     check_attack_fixture("attack_mlp", "mlp");
     check_names();
+    check_table();
     fx f;
     if (load(&f, "attack_smallcnn", "smallcnn")) {
         check_errors(&f);

@@ -1,12 +1,14 @@
-/* Pieces shared by the attacks (src/attacks only).
+/* The attacks' shared pieces (src/attacks only): the batch every attack works on, the helpers
+ * (helpers.c, which calls into no attack) and the table entry each attack file defines (driver.c
+ * lists them).
  *
  * One call of at_attack_run / at_attack_dataset cuts the samples into batches of at most `cap`
  * and runs the attack on each batch through an atk_batch: the clean inputs, labels and logits of
  * the batch, the output rows, a per-sample "still robust" flag and one random generator per
  * sample. Attacks keep the state of the samples they are still working on in compact rows
  * (row j belongs to batch sample ids[j]) so the network always sees one contiguous block, and
- * drop rows (atk_compact) when samples are done. Every buffer is carved out of one arena that
- * is allocated before the first batch. */
+ * drop rows (atk_compact) when samples are done. Every buffer, the attack's own workspace
+ * included, is carved out of one arena that is allocated before the first batch. */
 #ifndef ADVTRAIN_ATTACK_H
 #define ADVTRAIN_ATTACK_H
 #include "internal.h"
@@ -15,7 +17,7 @@
 
 typedef struct atk_batch {
     at_net *net;
-    const at_attack_config *cfg; /* defaults resolved */
+    const at_attack_config *cfg; /* the call's, defaults resolved */
     int D, K;                    /* floats per sample, classes */
     int cap;                     /* largest batch */
     int n;                       /* samples in this batch */
@@ -29,25 +31,27 @@ typedef struct atk_batch {
     uint8_t *bad;                /* n: met a NaN or infinite loss or gradient */
     at_rng *rng;                 /* n: one generator per sample */
 
-    /* Workspaces (cap rows each unless noted). */
+    /* Rows every attack may use (cap rows each unless noted). */
     int32_t *ids;                /* compact row -> batch sample */
     int32_t *row_target;         /* target class of each compact row (targeted losses) */
     int32_t *pred;               /* prediction of each compact row */
     uint8_t *keep;
     float *xs;                   /* clean inputs of the compact rows */
     float *xa;                   /* current iterate */
-    float *grad;                 /* input gradient */
+    float *grad;                 /* input gradient (an attack without gradients may reuse it) */
     float *dlogits;              /* cap x K */
     float *loss;                 /* cap */
-    float *ws[4];                /* extra cap x D rows (APGD: previous, best, best gradient) */
-    float *fs[4];                /* extra per-row floats (APGD step, best losses; Square) */
-    float *hist;                 /* APGD loss history: cap x (hist_len) */
-    int hist_len;
-    uint8_t *flags;              /* per-row bytes */
 
     at_attack_result *res;
     bool counted_grad;           /* zero/non-finite gradient statistics taken for this batch */
 } atk_batch;
+
+/* ---- an arena: atk_carve hands out pieces at 64-byte offsets; with base NULL it only measures */
+typedef struct atk_arena {
+    char *base;
+    size_t used;
+} atk_arena;
+void *atk_carve(atk_arena *a, size_t bytes);
 
 /* ---- losses: value to maximize and d value / d logits for one sample */
 float atk_sample_loss(at_attack_loss loss, bool targeted, const float *z, int K, int y, int t,
@@ -87,14 +91,9 @@ int atk_compact(int m, const uint8_t *keep, const atk_rows *rows, int nrows);
 
 /* Fills b->ids and b->xs with the batch samples still to attack (todo[i] != 0); returns how many. */
 int atk_gather_active(atk_batch *b);
-
-/* ---- the attacks, on the batch's samples with todo[i] set; they write b->adv and clear
- * b->todo[i] of the samples they fool (or bring to their target). */
-at_status atk_fgsm(atk_batch *b, const at_attack_config *cfg);
-at_status atk_pgd(atk_batch *b, const at_attack_config *cfg);
-at_status atk_apgd(atk_batch *b, const at_attack_config *cfg);
-at_status atk_square(atk_batch *b, const at_attack_config *cfg);
-at_status atk_auto(atk_batch *b, const at_attack_config *cfg);
+/* atk_gather_active, then each row's target: with `top` the (pass+1)-th highest-scoring class of
+ * the clean input (AT_TARGET_TOP tries one per pass), else the sample's own target. */
+int atk_gather_targets(atk_batch *b, bool top, int pass);
 
 /* Success test of a single-target or untargeted attack for batch sample i with prediction p. */
 static inline bool atk_fooled(const atk_batch *b, int i, int p) {
@@ -107,9 +106,46 @@ static inline bool atk_success(const atk_batch *b, bool top, int i, int p) {
 }
 
 double atk_now(void);
-/* Restarts every sample's generator from the call's seed (as at the start of the call). */
+/* Starts every sample's generator from the call's seed and the sample's index. */
 void atk_reseed(atk_batch *b);
 
-/* Sizes of the workspaces an attack needs: extra D rows, extra floats per row, history length. */
-void atk_workspace_needs(const at_attack_config *cfg, int *wrows, int *frows, int *hist_len);
+/* ---- the table of attacks: one entry per kind, defined in the attack's own file and listed in
+ * driver.c */
+
+/* A named configuration: the kind's defaults with this norm, loss and target mode (zero: L-inf,
+ * cross-entropy, untargeted). */
+typedef struct atk_preset {
+    const char *name;
+    at_attack_norm norm;
+    at_attack_loss loss;
+    at_attack_target target;
+} atk_preset;
+
+enum { ATK_MAX_PRESETS = 6 };
+
+typedef struct at_attack_method {
+    /* The names at_attack_from_name knows for this kind, its default first (unused ones have
+     * no name). */
+    atk_preset presets[ATK_MAX_PRESETS];
+    /* at_attack_name: the first preset of the configuration's norm for which names() holds
+     * (NULL: the first of that norm); `unnamed` if there is none (NULL: "attack"). */
+    bool (*names)(const atk_preset *p, const at_attack_config *cfg);
+    const char *unnamed;
+    bool gradients; /* follows input gradients (at_attack_uses_gradients) */
+    /* The kind's own defaults, on top of the fields every kind shares (at_attack_defaults). */
+    void (*defaults)(at_attack_config *cfg);
+    /* Fills in what the kind alone decides (its step size) and refuses what it cannot do; the
+     * shared fields, steps included, are resolved and checked before. K: classes. */
+    at_status (*check)(at_attack_config *cfg, int K);
+    /* at_attack_set_budget (NULL: iterations are the steps) and at_attack_budget_text (NULL:
+     * the steps, times the target classes under AT_TARGET_TOP). */
+    void (*set_budget)(at_attack_config *cfg, int iterations, int queries);
+    void (*budget_text)(const at_attack_config *cfg, char *buf, size_t cap);
+    /* Bytes of the attack's own workspace for batches of cap samples of D floats (NULL: none). */
+    size_t (*workspace)(const at_attack_config *cfg, int cap, int D);
+    /* Attacks the batch's samples with todo[i] set, with the resolved cfg: writes b->adv and
+     * clears b->todo[i] of the samples it fools (or brings to their target). ws: the workspace
+     * (a piece of the call's arena), as the previous batch left it. */
+    at_status (*run)(atk_batch *b, const at_attack_config *cfg, void *ws);
+} at_attack_method;
 #endif

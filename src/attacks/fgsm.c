@@ -6,26 +6,11 @@
 
 #include <string.h>
 
-/* One ascent step of size `step` along the gradient direction of the norm, then projection. */
-void atk_ascent_step(at_attack_norm norm, float step, float eps, const float *x, float *v,
-                     const float *g, int D) {
-    if (norm == AT_NORM_LINF) {
-        for (int k = 0; k < D; k++) v[k] += step * (float)((g[k] > 0.0f) - (g[k] < 0.0f));
-    } else {
-        double nrm = atk_l2(g, D);
-        float scale = (float)(step / (nrm + 1e-12));
-        if (nrm > 0.0)
-            for (int k = 0; k < D; k++) v[k] += scale * g[k];
-    }
-    atk_project(norm, eps, x, v, D);
-}
-
-at_status atk_fgsm(atk_batch *b, const at_attack_config *cfg) {
+static at_status fgsm_attack(atk_batch *b, const at_attack_config *cfg, void *ws) {
     const int D = b->D;
-    int m = atk_gather_active(b);
+    int m = atk_gather_targets(b, false, 0);
     if (m == 0) return AT_OK;
     bool targeted = cfg->target != AT_TARGET_NONE;
-    for (int j = 0; j < m; j++) b->row_target[j] = b->target[b->ids[j]];
     memcpy(b->xa, b->xs, sizeof(float) * (size_t)m * D);
     at_status s = atk_loss_grad(b, cfg->loss, targeted, targeted ? b->row_target : NULL, m, NULL);
     if (s != AT_OK) return s;
@@ -37,3 +22,22 @@ at_status atk_fgsm(atk_batch *b, const at_attack_config *cfg) {
     }
     return AT_OK;
 }
+
+static void fgsm_defaults(at_attack_config *cfg) { cfg->steps = 1; }
+
+static at_status fgsm_check(at_attack_config *cfg, int K) {
+    cfg->steps = 1; /* one step whatever was asked: alpha sets how far it goes */
+    if (cfg->alpha == 0.0f) cfg->alpha = cfg->eps;
+    if (cfg->target == AT_TARGET_TOP)
+        return at_fail(AT_ERR_ARG, "FGSM takes one target per sample (given, random or least-likely), not the top classes");
+    return AT_OK;
+}
+
+/* Its single step takes no budget. */
+static void fgsm_set_budget(at_attack_config *cfg, int iterations, int queries) {}
+
+const at_attack_method at_fgsm_method = {
+    .presets = {{"fgsm"}, {"fgsm-l2", .norm = AT_NORM_L2}},
+    .gradients = true,
+    .defaults = fgsm_defaults, .check = fgsm_check, .set_budget = fgsm_set_budget, .run = fgsm_attack,
+};

@@ -79,19 +79,14 @@ static at_status pgd_run(atk_batch *b, const at_attack_config *cfg, int *m_io, b
     return AT_OK;
 }
 
-at_status atk_pgd(atk_batch *b, const at_attack_config *cfg) {
+static at_status pgd_attack(atk_batch *b, const at_attack_config *cfg, void *ws) {
     const int D = b->D, K = b->K;
     const bool top = cfg->target == AT_TARGET_TOP, targeted = cfg->target != AT_TARGET_NONE;
     const int passes = top ? cfg->target_classes : 1;
     for (int pass = 0; pass < passes; pass++) {
         for (int r = 0; r < cfg->restarts; r++) {
-            int m = atk_gather_active(b);
+            int m = atk_gather_targets(b, top, pass);
             if (m == 0) return AT_OK;
-            for (int j = 0; j < m; j++) {
-                int i = b->ids[j];
-                b->row_target[j] = top ? atk_ranked_class(b->clean_logits + (size_t)i * K, K, pass + 1)
-                                       : b->target[i];
-            }
             at_status s = pgd_run(b, cfg, &m, targeted, top);
             if (s != AT_OK) return s;
             for (int j = 0; j < m; j++)
@@ -106,3 +101,23 @@ at_status atk_pgd(atk_batch *b, const at_attack_config *cfg) {
     }
     return AT_OK;
 }
+
+static void pgd_defaults(at_attack_config *cfg) { cfg->steps = 20; }
+
+static at_status pgd_check(at_attack_config *cfg, int K) {
+    if (cfg->alpha == 0.0f) cfg->alpha = 2.5f * cfg->eps / (float)cfg->steps; /* Madry et al. */
+    return AT_OK;
+}
+
+/* The CE name stands for any loss but the CW margin. */
+static bool pgd_names(const atk_preset *p, const at_attack_config *cfg) {
+    return p->loss == (cfg->loss == AT_ATTACK_LOSS_CW ? AT_ATTACK_LOSS_CW : AT_ATTACK_LOSS_CE);
+}
+
+const at_attack_method at_pgd_method = {
+    .presets = {{"pgd"}, {"pgd-l2", .norm = AT_NORM_L2}, {"cw", .loss = AT_ATTACK_LOSS_CW},
+                {"cw-l2", .norm = AT_NORM_L2, .loss = AT_ATTACK_LOSS_CW}},
+    .names = pgd_names,
+    .gradients = true,
+    .defaults = pgd_defaults, .check = pgd_check, .run = pgd_attack,
+};
