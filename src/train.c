@@ -3,6 +3,7 @@
  * max-norm; per epoch: evaluation, learning-rate schedule, early stopping. With adversarial
  * training (adv_train.c) the method supplies the batch gradient. Nothing is allocated per step:
  * every buffer is sized before the first batch. */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include "adv_train.h"
 #include "checkpoint.h"
 

@@ -2,6 +2,7 @@
  * gradients, projections, row compaction, and the batch driver behind at_attack_run and
  * at_attack_dataset (clean pass, per-sample generators and targets, the attack, the final pass
  * and the sanity measurements). */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include "attack.h"
 
 #include <math.h>

@@ -154,11 +154,10 @@ static inline f8 masked(f8 v, i8 mask) { return (f8)((i8)v & mask); }
 /* dst[S*i] += v[i] for stride 1 or 2; with stride 2 the odd positions in between get + 0, which
  * changes no value. Updates 8*S floats from dst. */
 static inline void add8(float *dst, f8 v, int S) {
-    const i8 low = {0, 8, 1, 9, 2, 10, 3, 11}, high = {4, 12, 5, 13, 6, 14, 7, 15};
     const f8 zero = {0};
     if (S == 2) {
-        store8(dst, load8(dst) + __builtin_shuffle(v, zero, low));
-        store8(dst + 8, load8(dst + 8) + __builtin_shuffle(v, zero, high));
+        store8(dst, load8(dst) + SHUFFLE8(v, zero, 0, 8, 1, 9, 2, 10, 3, 11));
+        store8(dst + 8, load8(dst + 8) + SHUFFLE8(v, zero, 4, 12, 5, 13, 6, 14, 7, 15));
     } else {
         store8(dst, load8(dst) + v);
     }
