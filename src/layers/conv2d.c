@@ -339,7 +339,8 @@ static at_status conv_parse(at_layer_desc *d, const double *args, int count, con
     d->stride = count > 2 ? (int)args[2] : 1;
     d->pad = count > 3 ? (int)args[3] : 0;
     for (int k = 0; k < nkeys; k++) {
-        const bool whole = vals[k] == (double)(int)vals[k] && vals[k] >= 0 && vals[k] < 1e6;
+        /* The range before the conversion to int, which is undefined outside it. */
+        const bool whole = vals[k] >= 0 && vals[k] < 1e6 && vals[k] == (double)(int)vals[k];
         if (strcmp(keys[k], "groups") == 0 && whole && vals[k] >= 1)
             d->groups = (int)vals[k];
         else if (strcmp(keys[k], "bias") == 0 && (vals[k] == 0 || vals[k] == 1))
