@@ -146,11 +146,19 @@ at_status at_model_load(at_net **out, const char *path, at_st_file **meta) {
     } else if (!parse_input_shape(input, &c, &h, &w)) {
         s = at_fail(AT_ERR_FORMAT, "%s: advtrain.input metadata '%s' is not 'C,H,W'", path, input);
     } else {
-        s = at_net_from_spec(out, arch, c, h, w);
+        /* Every parameter and buffer must be in the file: a network far larger than the file's
+         * values fails here, before its parameters are allocated (a 100-byte file could ask for
+         * gigabytes). The slack of 2^24 values leaves a network that is merely not this file's
+         * to the tensor-by-tensor check below, which names the first tensor that differs. */
+        size_t values = 0;
+        for (int i = 0; i < f->ntensors; i++) values += f->tensors[i].count;
+        s = at_net_from_spec_bounded(out, arch, c, h, w, values + ((size_t)1 << 24));
         if (s != AT_OK) {
-            char why[512];
+            char why[512], held[64] = "";
             snprintf(why, sizeof why, "%s", at_error_message());
-            s = at_fail(s, "%s: architecture '%s' in the metadata: %s", path, arch, why);
+            if (s == AT_ERR_FORMAT) /* the bound */
+                snprintf(held, sizeof held, " (the file holds %zu values)", values);
+            s = at_fail(s, "%s: architecture '%s' in the metadata: %s%s", path, arch, why, held);
         }
     }
     if (s == AT_OK) s = at_net_load_weights(*out, f, path);

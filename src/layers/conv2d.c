@@ -42,6 +42,16 @@ static at_status conv_setup(at_layer *L) {
                        "conv layer %d: groups=%d must be positive and divide both in_channels (%d) "
                        "and out_channels (%d)",
                        L->index, d->groups, L->in_c, d->out);
+    /* Before anything multiplies them (taps = in * K * K below and in the kernels): the weight
+     * and the zero-padded input of one sample must each fit AT_MAX_COUNT floats. */
+    if (at_count(d->out, L->in_c / G, d->kernel, d->kernel) < 0)
+        return at_fail(AT_ERR_SHAPE, "conv layer %d: a weight of %d x %d x %d x %d is too large (at most "
+                                     "%d values)",
+                       L->index, d->out, L->in_c / G, d->kernel, d->kernel, AT_MAX_COUNT);
+    if (at_count(L->in_c, L->in_h + 2 * d->pad, L->in_w + 2 * d->pad, 1) < 0)
+        return at_fail(AT_ERR_SHAPE, "conv layer %d: its zero-padded input, %d x %d x %d, is too large "
+                                     "(at most %d values)",
+                       L->index, L->in_c, L->in_h + 2 * d->pad, L->in_w + 2 * d->pad, AT_MAX_COUNT);
     L->out_c = d->out;
     L->out_h = at_window_out(L->in_h, d->kernel, d->stride, d->pad);
     L->out_w = at_window_out(L->in_w, d->kernel, d->stride, d->pad);

@@ -83,21 +83,30 @@ void fuzz_check_message(at_status s, const char *call) {
     if (s != AT_OK && !*at_error_message()) fuzz_fail("failure without a message from", call);
 }
 
-/* Floats the network's activations take for one sample: the input and every layer output. */
-static int64_t activation_floats(const at_net *net) {
+/* Floats one sample takes in the network's activations and in the largest scratch buffers:
+ * the input, every layer output, and the zero-padded input of every convolution (a padding far
+ * beyond the kernel is valid, and costs its padded plane). */
+int64_t fuzz_sample_floats(const at_net *net) {
     int c, h, w;
     at_net_in_shape(net, &c, &h, &w);
     int64_t total = (int64_t)c * h * w;
     for (int i = 0; i < at_net_num_layers(net); i++) {
         at_net_layer_out_shape(net, i, &c, &h, &w);
         total += (int64_t)c * h * w;
+        const at_layer_desc *d = at_net_layer(net, i);
+        int src[2];
+        if (d->kind != AT_LAYER_CONV2D) continue;
+        at_net_layer_inputs(net, i, src);
+        if (src[0] < 0) at_net_in_shape(net, &c, &h, &w);
+        else at_net_layer_out_shape(net, src[0], &c, &h, &w);
+        total += (int64_t)c * (h + 2 * d->pad) * (w + 2 * d->pad);
     }
     return total;
 }
 
 void fuzz_predict_small(at_net *net) {
     /* The harness's own bound: a big architecture is valid, but too slow to run per input. */
-    if (activation_floats(net) > (1 << 20) || at_net_num_params(net) > ((size_t)1 << 22)) return;
+    if (fuzz_sample_floats(net) > (1 << 20) || at_net_num_params(net) > ((size_t)1 << 22)) return;
     float *x = calloc((size_t)at_net_in_size(net), sizeof *x);
     if (!x) fuzz_fail("out of memory", "input sample");
     const float *logits = NULL;

@@ -31,9 +31,14 @@ void fuzz_fail(const char *what, const char *detail);
  * at_error_message() is empty. With ADVTRAIN_FUZZ_VERBOSE set, prints the status and message. */
 void fuzz_check_message(at_status s, const char *call);
 
+/* Floats one sample takes in the network's activations and its convolutions' padded inputs: what
+ * the harness bounds before running a network (a big network is valid, but too slow to run per
+ * input). */
+int64_t fuzz_sample_floats(const at_net *net);
+
 /* Runs the network once on one zero sample (at_net_predict) when its activations are small
  * enough for a fuzzing run (the limit is the harness's, not the library's); aborts if the
- * prediction fails or gives a non-finite value, for zero weights or initialized ones alike. */
+ * prediction fails for another reason than memory. */
 void fuzz_predict_small(at_net *net);
 
 /* The training run of the checkpoint target (fuzz_checkpoint.c) and of its seeds: a "linear:4"

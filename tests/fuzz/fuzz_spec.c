@@ -1,11 +1,12 @@
 /* Fuzz target: the spec syntax (at_spec_parse, at_net_from_spec, docs/architectures.md).
  *
  * The input, as a NUL-terminated string, is parsed into a small table (the capacity check) and
- * built for a few input shapes: images of MNIST's and CIFAR-10's size, a feature vector and a
+ * built (at_net_from_spec, with a bound on its size: see build) for a few input shapes: images of MNIST's and CIFAR-10's size, a feature vector and a
  * single value. Every network that builds is described (into a large buffer and a tiny one)
  * and, when small, run: a prediction on a zero sample, and a training-mode forward and backward
  * pass (parameter and input gradients) on two samples. */
 #include "fuzz_common.h"
+#include "internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -36,18 +37,18 @@ static void train_pass(at_net *net) {
 }
 
 static bool small(const at_net *net) {
-    int64_t floats = at_net_in_size(net);
-    for (int i = 0; i < at_net_num_layers(net); i++) {
-        int c, h, w;
-        at_net_layer_out_shape(net, i, &c, &h, &w);
-        floats += (int64_t)c * h * w;
-    }
-    return floats <= 200000 && at_net_num_params(net) <= 200000;
+    return fuzz_sample_floats(net) <= 200000 && at_net_num_params(net) <= 200000;
 }
+
+/* Networks of up to 2^22 parameters and buffers (16 MB). A spec may ask for 2^31 values per
+ * weight tensor, valid but gigabytes each: at_net_from_spec_bounded is at_net_from_spec with a
+ * bound on them (model files use it, bounded by the file), failing before it allocates. */
+#define SPEC_MAX_FLOATS ((size_t)1 << 22)
 
 static void build(const char *spec, int k) {
     at_net *net = NULL;
-    at_status s = at_net_from_spec(&net, spec, shapes[k][0], shapes[k][1], shapes[k][2]);
+    at_status s = at_net_from_spec_bounded(&net, spec, shapes[k][0], shapes[k][1], shapes[k][2],
+                                           SPEC_MAX_FLOATS);
     fuzz_check_message(s, "at_net_from_spec");
     if (s != AT_OK) {
         if (net) fuzz_fail("at_net_from_spec failed but returned a network", NULL);
