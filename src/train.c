@@ -351,7 +351,7 @@ static void put_partial(ckpt_state *c, const epoch_sums *p) {
 }
 
 /* An epoch-end checkpoint has no epoch_batches: the next epoch starts from nothing. */
-static at_status get_partial(const ckpt_state *c, epoch_sums *p, int nbatches) {
+static at_status get_partial(const ckpt_state *c, epoch_sums *p, int nbatches, int batch) {
     memset(p, 0, sizeof *p);
     int64_t batches = 0, hits = 0, adv_hits = 0;
     double eps = 0;
@@ -366,9 +366,13 @@ static at_status get_partial(const ckpt_state *c, epoch_sums *p, int nbatches) {
     if (s == AT_OK) s = ckpt_get_int_in(c, "epoch_hits", 0, CKPT_MAX_COUNT, &hits);
     if (s == AT_OK) s = ckpt_get_int_in(c, "epoch_adv_hits", 0, CKPT_MAX_COUNT, &adv_hits);
     if (s == AT_OK) s = ckpt_get_num_in(c, "epoch_eps", 0, FLT_MAX, &eps);
-    int64_t skipped = 0, samples = 0;
-    if (s == AT_OK) s = ckpt_get_int_in(c, "epoch_skipped", 0, INT_MAX, &skipped);
-    if (s == AT_OK) s = ckpt_get_int_in(c, "epoch_samples", 0, CKPT_MAX_COUNT, &samples);
+    /* A checkpoint from before --on-nonfinite skip has neither count: no batch was skipped, and
+     * the batches done, all before the epoch's last, were full. */
+    int64_t skipped = 0, samples = batches * (int64_t)batch;
+    if (s == AT_OK && ckpt_has(c, "epoch_skipped"))
+        s = ckpt_get_int_in(c, "epoch_skipped", 0, INT_MAX, &skipped);
+    if (s == AT_OK && ckpt_has(c, "epoch_samples"))
+        s = ckpt_get_int_in(c, "epoch_samples", 0, CKPT_MAX_COUNT, &samples);
     p->skipped = (int)skipped;
     p->samples = (long)samples;
     p->batches = (int)batches;
@@ -507,7 +511,7 @@ static at_status load_checkpoint(const loop_state *L, const at_train_config *cfg
     if (s == AT_OK) s = ckpt_get_num(&c, "best_value", &best_value);
     if (s == AT_OK) s = ckpt_get_int_in(&c, "best_epoch", 0, CKPT_MAX_EPOCH, &best_epoch);
     if (s == AT_OK && L->adv) s = adv_trainer_load_state(L->adv, &c);
-    if (s == AT_OK) s = get_partial(&c, part, (train->n + cfg->batch - 1) / cfg->batch);
+    if (s == AT_OK) s = get_partial(&c, part, (train->n + cfg->batch - 1) / cfg->batch, cfg->batch);
     ckpt_end(&c);
     if (s != AT_OK) return s;
     at_optim_set_lr(L->opt, (float)lr);
