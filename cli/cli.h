@@ -95,7 +95,7 @@ bool cli_write_text_atomic(const char *cmd, const char *path, const char *text, 
 /* All of f (opened from path) as one NUL-terminated text (free it); NULL after printing
  * "advtrain CMD: path: why" (out of memory, a read error, over 1 GiB, NUL bytes). */
 char *cli_read_text(const char *cmd, const char *path, FILE *f, size_t *len);
-/* s without its leading and trailing blanks (spaces, tabs, CRs), cut in place. */
+/* s without its leading and trailing blanks (isspace: spaces, tabs, CR, LF, VT, FF), cut in place. */
 char *cli_trim(char *s);
 
 /* --json output: o on one line of stdout; o is deleted. */

@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -51,9 +52,11 @@ void cli_format_float(char *buf, size_t cap, float v) {
 }
 
 char *cli_trim(char *s) {
-    while (*s == ' ' || *s == '\t' || *s == '\r') s++;
+    /* isspace()'s blanks, as libinih trims: a value longer than its line buffer is trimmed here
+     * (config_file.c), and must come out as a shorter one would */
+    while (isspace((unsigned char)*s)) s++;
     char *e = s + strlen(s);
-    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r')) *--e = '\0';
+    while (e > s && isspace((unsigned char)e[-1])) *--e = '\0';
     return s;
 }
 

@@ -7,6 +7,7 @@
 
 #include <ctype.h>
 #include <ini.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -51,7 +52,8 @@ static void lift_note(ini_text *t, char *v) {
 /* What libinih is to see of line p (within num bytes): comments shrink to ";", an effective
  * configuration's default loses its ';', a setting its note, a long setting its value. */
 static const char *shape_line(ini_text *t, char *p, int num) {
-    p += strspn(p, " \t");
+    /* every blank libinih's isspace() sees: a line starting with '\r' was a continuation too */
+    p += strspn(p, " \t\r\v\f");
     if (*p == ';' || *p == '#') {
         char *c = p + 1 + strspn(p + 1, " \t");
         size_t keylen = strspn(c, DEFAULT_KEY_CHARS);
@@ -234,74 +236,117 @@ bool cli_read_config(cli_command *cmd, const char *path, cli_strings *strings) {
     return ok;
 }
 
-/* One option's value as the config file writes it. */
-static void format_value(const cli_option *o, char *buf, size_t cap) {
+/* The text of a config file being written; `failed` once an allocation failed. */
+typedef struct text_buf {
+    char *p;
+    size_t len, cap;
+    bool failed;
+} text_buf;
+
+static void append(text_buf *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void append(text_buf *t, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = t->failed ? -1 : vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        t->failed = true;
+        return;
+    }
+    if (t->len + (size_t)n + 1 > t->cap) {
+        size_t cap = 2 * (t->len + (size_t)n + 1);
+        char *bigger = realloc(t->p, cap);
+        if (!bigger) {
+            t->failed = true;
+            return;
+        }
+        t->p = bigger;
+        t->cap = cap;
+    }
+    va_start(ap, fmt);
+    vsnprintf(t->p + t->len, t->cap - t->len, fmt, ap);
+    va_end(ap);
+    t->len += (size_t)n;
+}
+
+/* One option's value as the config file writes it: a string option's own text (any length: a
+ * fixed buffer cut long specs short), else the number or flag formatted into num. */
+static const char *value_text(const cli_option *o, char *num, size_t cap) {
     switch (o->type) {
-    case OPT_INT: snprintf(buf, cap, "%d", *(const int *)o->target); break;
-    case OPT_U64: snprintf(buf, cap, "%llu", (unsigned long long)*(const uint64_t *)o->target); break;
-    case OPT_FLOAT: cli_format_float(buf, cap, *(const float *)o->target); break;
+    case OPT_INT: snprintf(num, cap, "%d", *(const int *)o->target); break;
+    case OPT_U64: snprintf(num, cap, "%llu", (unsigned long long)*(const uint64_t *)o->target); break;
+    case OPT_FLOAT: cli_format_float(num, cap, *(const float *)o->target); break;
     case OPT_STRING: {
         const char *s = *(const char *const *)o->target;
-        snprintf(buf, cap, "%s", s ? s : "");
-        break;
+        return s ? s : "";
     }
-    case OPT_FLAG: snprintf(buf, cap, "%s", *(const bool *)o->target ? "true" : "false"); break;
+    case OPT_FLAG: snprintf(num, cap, "%s", *(const bool *)o->target ? "true" : "false"); break;
     }
+    return num;
 }
 
 /* The header. A run directory's config.ini names that directory: rerunning it as it stands
  * would meet the directory's own run (refused), so the hint says how to rerun elsewhere. */
-static void rerun_hint(const cli_command *cmd, const char *path, char *line, size_t cap) {
+static void rerun_hint(const cli_command *cmd, const char *path, text_buf *t) {
     const cli_option *dir = cli_find(cmd, "checkpoint-dir");
     const char *d = dir && dir->seen ? *(const char *const *)dir->target : NULL;
-    int n = snprintf(line, cap,
-                     "; advtrain %s: the effective configuration of this run. Settings that were\n"
-                     "; given are active; the others show their defaults, commented out.\n",
-                     cmd->name);
-    if (n < 0 || (size_t)n >= cap) return;
+    append(t, "; advtrain %s: the effective configuration of this run. Settings that were\n"
+              "; given are active; the others show their defaults, commented out.\n",
+           cmd->name);
     if (d)
-        snprintf(line + n, cap - (size_t)n,
-                 "; Rerun with: advtrain %s --config %s --checkpoint-dir NEW_DIR\n"
-                 "; Continue it: advtrain %s --resume %s\n[%s]\n",
-                 cmd->name, path, cmd->name, d, cmd->name);
+        append(t, "; Rerun with: advtrain %s --config %s --checkpoint-dir NEW_DIR\n"
+                  "; Continue it: advtrain %s --resume %s\n[%s]\n",
+               cmd->name, path, cmd->name, d, cmd->name);
     else
-        snprintf(line + n, cap - (size_t)n, "; Rerun with: advtrain %s --config %s\n[%s]\n", cmd->name,
-                 path, cmd->name);
+        append(t, "; Rerun with: advtrain %s --config %s\n[%s]\n", cmd->name, path, cmd->name);
+}
+
+/* Whether `name =v` reads back as v: the reader trims blanks around the value, cuts it at a ';'
+ * after a blank (a note) and reads one line. INI has no quoting, so such a value cannot be
+ * recorded at all. */
+static bool ini_value_survives(const char *v) {
+    size_t n = strlen(v);
+    if (n > 0 && (isspace((unsigned char)v[0]) || isspace((unsigned char)v[n - 1]))) return false;
+    if (strchr(v, '\n')) return false;
+    for (size_t i = 1; i < n; i++)
+        if (v[i] == ';' && isspace((unsigned char)v[i - 1])) return false;
+    return true;
+}
+
+/* One option's line; false (with the message printed) if its value would not read back. */
+static bool option_line(const cli_command *cmd, const cli_option *o, const char *path, text_buf *t) {
+    char num[64];
+    const char *value = value_text(o, num, sizeof num);
+    if (!o->seen && o->type == OPT_STRING && !*value) return true; /* unset, no default */
+    if (o->seen && !ini_value_survives(value)) {
+        /* A config file that reruns the run differently is worse than none. */
+        fprintf(stderr, "advtrain %s: cannot record --%s '%s' in %s: an INI value may not start or "
+                        "end with a blank, hold ' ;' or a newline\n",
+                cmd->name, o->name, value, path);
+        return false;
+    }
+    if (!o->seen && o->note)
+        append(t, "; %s = %s  ; %s\n", o->name, value, o->note);
+    else /* "name = ;x" would read as an empty value and a note; "name =;x" reads ";x" */
+        append(t, "%s%s =%s%s\n", o->seen ? "" : "; ", o->name, value[0] == ';' ? "" : " ", value);
+    return true;
 }
 
 bool cli_write_config(const cli_command *cmd, const char *path) {
-    size_t cap = 4096, len = 0;
-    char *text = malloc(cap);
-    bool ok = text != NULL;
-    for (int i = -1; ok && i < cmd->noptions; i++) {
-        char line[1024];
-        if (i < 0) {
-            rerun_hint(cmd, path, line, sizeof line);
-        } else {
-            const cli_option *o = &cmd->options[i];
-            if (cli_not_in_config(cmd, o) || cli_listed(cmd->not_recorded, o)) continue;
-            char value[900];
-            format_value(o, value, sizeof value);
-            if (!o->seen && o->type == OPT_STRING && !*value) continue; /* unset, no default */
-            if (!o->seen && o->note)
-                snprintf(line, sizeof line, "; %s = %s  ; %s\n", o->name, value, o->note);
-            else
-                snprintf(line, sizeof line, "%s%s = %s\n", o->seen ? "" : "; ", o->name, value);
-        }
-        size_t n = strlen(line);
-        if (len + n + 1 > cap) {
-            char *bigger = realloc(text, cap = 2 * (len + n + 1));
-            if (!bigger) ok = false;
-            else text = bigger;
-        }
-        if (ok) {
-            memcpy(text + len, line, n + 1);
-            len += n;
-        }
+    text_buf t = {0};
+    rerun_hint(cmd, path, &t);
+    bool ok = true;
+    for (int i = 0; ok && i < cmd->noptions; i++) {
+        const cli_option *o = &cmd->options[i];
+        if (cli_not_in_config(cmd, o) || cli_listed(cmd->not_recorded, o)) continue;
+        ok = option_line(cmd, o, path, &t);
     }
-    if (ok) ok = cli_write_text_atomic(cmd->name, path, text, len);
-    else fprintf(stderr, "advtrain %s: out of memory writing %s\n", cmd->name, path);
-    free(text);
+    if (ok && t.failed) {
+        fprintf(stderr, "advtrain %s: out of memory writing %s\n", cmd->name, path);
+        ok = false;
+    }
+    if (ok) ok = cli_write_text_atomic(cmd->name, path, t.p, t.len);
+    free(t.p);
     return ok;
 }
 

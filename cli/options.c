@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,12 +31,15 @@ bool cli_set_option(const cli_command *cmd, cli_option *o, const char *value) {
     case OPT_INT: {
         long v = strtol(value, &end, 10);
         if (end == value || *end || errno) return bad_value(cmd, o, value, "not a whole number");
-        if (!in_range(o, (double)v)) return bad_value(cmd, o, value, "out of range");
+        /* an unranged option still holds an int: 3000000000 must not wrap around */
+        if (!in_range(o, (double)v) || v < INT_MIN || v > INT_MAX)
+            return bad_value(cmd, o, value, "out of range");
         *(int *)o->target = (int)v;
         break;
     }
     case OPT_U64: {
-        if (value[0] == '-') return bad_value(cmd, o, value, "must not be negative");
+        /* strtoull skips leading spaces and then negates "-1" into 2^64 - 1 */
+        if (strchr(value, '-')) return bad_value(cmd, o, value, "must not be negative");
         unsigned long long v = strtoull(value, &end, 10);
         if (end == value || *end || errno) return bad_value(cmd, o, value, "not a whole number");
         *(uint64_t *)o->target = (uint64_t)v;
@@ -43,7 +47,8 @@ bool cli_set_option(const cli_command *cmd, cli_option *o, const char *value) {
     }
     case OPT_FLOAT: {
         double v = strtod(value, &end);
-        if (end == value || *end || errno || !isfinite(v))
+        /* finite as the float it is stored in: 1e39 is a finite double but an infinite float */
+        if (end == value || *end || errno || !isfinite(v) || !isfinite((float)v))
             return bad_value(cmd, o, value, "not a finite number");
         if (!in_range(o, v)) return bad_value(cmd, o, value, "out of range");
         *(float *)o->target = (float)v;

@@ -2,8 +2,10 @@
 # Installs the Debian 12 packages advtrain needs to build, test and train on Fashion-MNIST.
 # Idempotent: does nothing when everything is already installed.
 set -euo pipefail
+# clang, its runtimes (libFuzzer, ASan, UBSan) and its OpenMP: the fuzz build (scripts/fuzz.sh).
 packages=(build-essential cmake pkg-config libopenblas-dev libcjson-dev zlib1g-dev libpng-dev libinih-dev
           libplplot-dev plplot-driver-cairo
+          clang libclang-rt-14-dev libomp-dev
           dataset-fashion-mnist)
 missing=()
 for p in "${packages[@]}"; do

@@ -3,6 +3,8 @@
  * catastrophic overfitting (Wong et al. 2020; Rice et al. 2020 for robust overfitting). */
 #include "adv_train.h"
 
+#include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 
@@ -377,12 +379,16 @@ at_status adv_trainer_load_state(adv_trainer *t, const ckpt_state *c) {
     double alpha, best_robust, best_guard;
     int64_t steps, best_epoch, collapses;
     at_status s;
-    if ((s = ckpt_get_num(c, "adv_alpha", &alpha)) != AT_OK ||
-        (s = ckpt_get_int(c, "adv_steps", &steps)) != AT_OK ||
-        (s = ckpt_get_num(c, "adv_best_robust", &best_robust)) != AT_OK ||
-        (s = ckpt_get_int(c, "adv_best_epoch", &best_epoch)) != AT_OK ||
-        (s = ckpt_get_num(c, "adv_best_guard", &best_guard)) != AT_OK ||
-        (s = ckpt_get_int(c, "adv_collapses", &collapses)) != AT_OK ||
+    /* The ranges a run produces (accuracies from -1, the initial value; pgd and trades take 1 to
+     * 10000 steps, as at_train checks): a corrupted step count would otherwise wrap into an int,
+     * a negative one silently skip the attack. */
+    const int64_t min_steps = m == AT_ADV_PGD || m == AT_ADV_TRADES ? 1 : 0;
+    if ((s = ckpt_get_num_in(c, "adv_alpha", 0, FLT_MAX, &alpha)) != AT_OK ||
+        (s = ckpt_get_int_in(c, "adv_steps", min_steps, 10000, &steps)) != AT_OK ||
+        (s = ckpt_get_num_in(c, "adv_best_robust", -1, 1, &best_robust)) != AT_OK ||
+        (s = ckpt_get_int_in(c, "adv_best_epoch", 0, CKPT_MAX_EPOCH, &best_epoch)) != AT_OK ||
+        (s = ckpt_get_num_in(c, "adv_best_guard", -1, 1, &best_guard)) != AT_OK ||
+        (s = ckpt_get_int_in(c, "adv_collapses", 0, INT_MAX, &collapses)) != AT_OK ||
         (s = ckpt_get_rng(c, "adv_rng", at_adv_workspace_rng(t->ws))) != AT_OK)
         return s;
     if (t->best_params && best_epoch > 0 &&

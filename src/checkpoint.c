@@ -157,6 +157,22 @@ at_status ckpt_get_int(const ckpt_state *c, const char *key, int64_t *v) {
     return AT_OK;
 }
 
+at_status ckpt_get_int_in(const ckpt_state *c, const char *key, int64_t lo, int64_t hi, int64_t *v) {
+    at_status s = ckpt_get_int(c, key, v);
+    if (s == AT_OK && (*v < lo || *v > hi))
+        s = at_fail(AT_ERR_FORMAT, "%s: training state '%s' is %lld, outside %lld..%lld", c->path, key,
+                    (long long)*v, (long long)lo, (long long)hi);
+    return s;
+}
+
+at_status ckpt_get_num_in(const ckpt_state *c, const char *key, double lo, double hi, double *v) {
+    at_status s = ckpt_get_num(c, key, v);
+    if (s == AT_OK && !(*v >= lo && *v <= hi))
+        s = at_fail(AT_ERR_FORMAT, "%s: training state '%s' is %g, outside %g..%g", c->path, key, *v,
+                    lo, hi);
+    return s;
+}
+
 static bool parse_hex(const char *s, size_t len, uint64_t *v) {
     if (len == 0 || len > 16) return false;
     uint64_t x = 0;

@@ -9,6 +9,10 @@
 #include <cjson/cJSON.h>
 
 enum { CKPT_MAX_TENSORS = 8 };
+/* Bounds of what a checkpoint may hold (ckpt_get_int_in): epochs, and counters (ckpt_get_int
+ * reads integers up to 2^53). */
+#define CKPT_MAX_EPOCH 1000000
+#define CKPT_MAX_COUNT 9007199254740992LL
 
 /* One checkpoint being written (json, tensors) or read (json, file). */
 typedef struct ckpt_state {
@@ -41,6 +45,10 @@ at_status ckpt_open(ckpt_state *c, const char *path);
 /* Each getter fails with AT_ERR_FORMAT naming the file and the key when it is missing or wrong. */
 at_status ckpt_get_int(const ckpt_state *c, const char *key, int64_t *v);
 at_status ckpt_get_num(const ckpt_state *c, const char *key, double *v);
+/* The same, and AT_ERR_FORMAT naming the key unless lo <= v <= hi: a corrupted counter must not
+ * reach an int (where it would wrap) or a loop bound. */
+at_status ckpt_get_int_in(const ckpt_state *c, const char *key, int64_t lo, int64_t hi, int64_t *v);
+at_status ckpt_get_num_in(const ckpt_state *c, const char *key, double lo, double hi, double *v);
 at_status ckpt_get_u64(const ckpt_state *c, const char *key, uint64_t *v);
 at_status ckpt_get_rng(const ckpt_state *c, const char *key, at_rng *r);
 const char *ckpt_get_str(const ckpt_state *c, const char *key); /* NULL when missing */

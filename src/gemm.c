@@ -25,25 +25,30 @@ enum { MR = 4 };
 #endif
 enum { NR = 2 * VL, KC = 256, MC = 16 * MR, NC = 2048 };
 
+/* The index lists of the three rounds (SHUFFLE8, vec.h). */
+#define LO2 0, 8, 1, 9, 4, 12, 5, 13
+#define HI2 2, 10, 3, 11, 6, 14, 7, 15
+#define LO4 0, 1, 8, 9, 4, 5, 12, 13
+#define HI4 2, 3, 10, 11, 6, 7, 14, 15
+#define LO8 0, 1, 2, 3, 8, 9, 10, 11
+#define HI8 4, 5, 6, 7, 12, 13, 14, 15
+
 /* out[k] = (r[0][k], ..., r[7][k]): three rounds of pairwise interleaving, 24 shuffles in all. */
 static inline void transpose8(const f8 r[8], f8 out[8]) {
-    const i8 lo2 = {0, 8, 1, 9, 4, 12, 5, 13}, hi2 = {2, 10, 3, 11, 6, 14, 7, 15};
-    const i8 lo4 = {0, 1, 8, 9, 4, 5, 12, 13}, hi4 = {2, 3, 10, 11, 6, 7, 14, 15};
-    const i8 lo8 = {0, 1, 2, 3, 8, 9, 10, 11}, hi8 = {4, 5, 6, 7, 12, 13, 14, 15};
     f8 t[8], u[8];
     for (int i = 0; i < 8; i += 2) {
-        t[i] = __builtin_shuffle(r[i], r[i + 1], lo2);
-        t[i + 1] = __builtin_shuffle(r[i], r[i + 1], hi2);
+        t[i] = SHUFFLE8(r[i], r[i + 1], LO2);
+        t[i + 1] = SHUFFLE8(r[i], r[i + 1], HI2);
     }
     for (int i = 0; i < 8; i += 4) {
-        u[i] = __builtin_shuffle(t[i], t[i + 2], lo4);
-        u[i + 1] = __builtin_shuffle(t[i], t[i + 2], hi4);
-        u[i + 2] = __builtin_shuffle(t[i + 1], t[i + 3], lo4);
-        u[i + 3] = __builtin_shuffle(t[i + 1], t[i + 3], hi4);
+        u[i] = SHUFFLE8(t[i], t[i + 2], LO4);
+        u[i + 1] = SHUFFLE8(t[i], t[i + 2], HI4);
+        u[i + 2] = SHUFFLE8(t[i + 1], t[i + 3], LO4);
+        u[i + 3] = SHUFFLE8(t[i + 1], t[i + 3], HI4);
     }
     for (int i = 0; i < 4; i++) {
-        out[i] = __builtin_shuffle(u[i], u[i + 4], lo8);
-        out[i + 4] = __builtin_shuffle(u[i], u[i + 4], hi8);
+        out[i] = SHUFFLE8(u[i], u[i + 4], LO8);
+        out[i + 4] = SHUFFLE8(u[i], u[i + 4], HI8);
     }
 }
 

@@ -38,6 +38,14 @@ float *at_adv_workspace_delta(at_adv_workspace *ws, size_t *count);
 at_status at_model_save_with(const at_net *net, const char *path, const at_st_meta *extra, int nextra,
                              const at_st_entry *tensors, int ntensors);
 
+/* at_net_create and at_net_from_spec that fail with AT_ERR_FORMAT, before allocating the
+ * parameters, when the parameters and buffers would take more than max_floats floats: a model
+ * file's network can hold no more values than the file (io/model.c). */
+at_status at_net_create_bounded(at_net **out, const at_layer_desc *layers, int nlayers, int in_c,
+                                int in_h, int in_w, size_t max_floats);
+at_status at_net_from_spec_bounded(at_net **out, const char *spec, int in_c, int in_h, int in_w,
+                                   size_t max_floats);
+
 /* Atomic write (io/atomic_file.c): write() fills the temporary file fp; on success it replaces
  * path, else path is untouched and the temporary file removed. */
 #include <stdio.h>

@@ -11,6 +11,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,6 +161,11 @@ at_status at_spec_parse(const char *spec, at_layer_desc *layers, int *nlayers) {
 }
 
 at_status at_net_from_spec(at_net **out, const char *spec, int c, int h, int w) {
+    return at_net_from_spec_bounded(out, spec, c, h, w, SIZE_MAX);
+}
+
+at_status at_net_from_spec_bounded(at_net **out, const char *spec, int c, int h, int w,
+                                   size_t max_floats) {
     at_layer_desc L[MAX_LAYERS];
     int n = MAX_LAYERS;
     *out = NULL;
@@ -181,7 +187,7 @@ at_status at_net_from_spec(at_net **out, const char *spec, int c, int h, int w) 
             return s;
         }
     }
-    at_status s = at_net_create(out, L, n, c, h, w);
+    at_status s = at_net_create_bounded(out, L, n, c, h, w, max_floats);
     if (s == AT_OK) s = at_net_set_spec(*out, spec);
     if (s != AT_OK) {
         at_net_free(*out);

@@ -7,6 +7,7 @@
 #include <omp.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <string.h>
 
 static _Thread_local char error_message[1024];
@@ -49,8 +50,9 @@ void *at_calloc(size_t count, size_t size, const char *what) {
 }
 
 float *at_alloc_floats(size_t count, const char *what) {
-    size_t bytes = (count * sizeof(float) + 63) & ~(size_t)63;
-    float *p = aligned_alloc(64, bytes ? bytes : 64);
+    /* A count whose byte size would wrap around must fail, not allocate a few bytes. */
+    size_t bytes = count > (SIZE_MAX - 63) / sizeof(float) ? 0 : (count * sizeof(float) + 63) & ~(size_t)63;
+    float *p = bytes || !count ? aligned_alloc(64, bytes ? bytes : 64) : NULL;
     if (!p) {
         at_fail(AT_ERR_NOMEM, "out of memory allocating %zu floats for %s", count, what);
         return NULL;

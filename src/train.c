@@ -3,9 +3,12 @@
  * max-norm; per epoch: evaluation, learning-rate schedule, early stopping. With adversarial
  * training (adv_train.c) the method supplies the batch gradient. Nothing is allocated per step:
  * every buffer is sized before the first batch. */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include "adv_train.h"
 #include "checkpoint.h"
 
+#include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -348,7 +351,7 @@ static void put_partial(ckpt_state *c, const epoch_sums *p) {
 }
 
 /* An epoch-end checkpoint has no epoch_batches: the next epoch starts from nothing. */
-static at_status get_partial(const ckpt_state *c, epoch_sums *p, int nbatches) {
+static at_status get_partial(const ckpt_state *c, epoch_sums *p, int nbatches, int batch) {
     memset(p, 0, sizeof *p);
     int64_t batches = 0, hits = 0, adv_hits = 0;
     double eps = 0;
@@ -360,12 +363,16 @@ static at_status get_partial(const ckpt_state *c, epoch_sums *p, int nbatches) {
     if (s == AT_OK) s = ckpt_get_num(c, "epoch_penalty", &p->penalty);
     if (s == AT_OK) s = ckpt_get_num(c, "epoch_norm", &p->norm);
     if (s == AT_OK) s = ckpt_get_num(c, "epoch_seconds", &p->seconds);
-    if (s == AT_OK) s = ckpt_get_int(c, "epoch_hits", &hits);
-    if (s == AT_OK) s = ckpt_get_int(c, "epoch_adv_hits", &adv_hits);
-    if (s == AT_OK) s = ckpt_get_num(c, "epoch_eps", &eps);
-    int64_t skipped = 0, samples = 0;
-    if (s == AT_OK) s = ckpt_get_int(c, "epoch_skipped", &skipped);
-    if (s == AT_OK) s = ckpt_get_int(c, "epoch_samples", &samples);
+    if (s == AT_OK) s = ckpt_get_int_in(c, "epoch_hits", 0, CKPT_MAX_COUNT, &hits);
+    if (s == AT_OK) s = ckpt_get_int_in(c, "epoch_adv_hits", 0, CKPT_MAX_COUNT, &adv_hits);
+    if (s == AT_OK) s = ckpt_get_num_in(c, "epoch_eps", 0, FLT_MAX, &eps);
+    /* A checkpoint from before --on-nonfinite skip has neither count: no batch was skipped, and
+     * the batches done, all before the epoch's last, were full. */
+    int64_t skipped = 0, samples = batches * (int64_t)batch;
+    if (s == AT_OK && ckpt_has(c, "epoch_skipped"))
+        s = ckpt_get_int_in(c, "epoch_skipped", 0, INT_MAX, &skipped);
+    if (s == AT_OK && ckpt_has(c, "epoch_samples"))
+        s = ckpt_get_int_in(c, "epoch_samples", 0, CKPT_MAX_COUNT, &samples);
     p->skipped = (int)skipped;
     p->samples = (long)samples;
     p->batches = (int)batches;
@@ -465,7 +472,7 @@ static at_status load_checkpoint(const loop_state *L, const at_train_config *cfg
     if (!arch || strcmp(arch, at_net_spec(L->net)) != 0)
         s = at_fail(AT_ERR_ARG, "%s holds the architecture '%s', this run trains '%s'", path,
                     arch ? arch : "(none)", at_net_spec(L->net));
-    if (s == AT_OK) s = ckpt_get_int(&c, "epoch", &ep);
+    if (s == AT_OK) s = ckpt_get_int_in(&c, "epoch", 0, CKPT_MAX_EPOCH, &ep);
     if (s == AT_OK) s = ckpt_get_int(&c, "batch", &batch);
     if (s == AT_OK) s = ckpt_get_u64(&c, "seed", &seed);
     if (s == AT_OK) s = ckpt_get_int(&c, "train_samples", &n);
@@ -479,32 +486,32 @@ static at_status load_checkpoint(const loop_state *L, const at_train_config *cfg
     if (s == AT_OK && (!adversarial || strcmp(adversarial, at_adv_method_name(cfg->adv.method)) != 0))
         s = at_fail(AT_ERR_ARG, "%s was written with adversarial training '%s', this run uses '%s'",
                     path, adversarial ? adversarial : "(unknown)", at_adv_method_name(cfg->adv.method));
-    if (s == AT_OK && (ep < 0 || ep > 1000000)) s = at_fail(AT_ERR_FORMAT, "%s: epoch %lld out of range", path, (long long)ep);
     if (s == AT_OK) s = at_net_load_weights(L->net, c.file, path);
-    if (s == AT_OK) s = ckpt_get_int(&c, "step", &step);
-    if (s == AT_OK) s = ckpt_get_int(&c, "early_stopped", &stop);
-    if (s == AT_OK) s = ckpt_get_num(&c, "lr", &lr);
-    if (s == AT_OK) s = ckpt_get_int(&c, "optim_steps", &optim_steps);
+    if (s == AT_OK) s = ckpt_get_int_in(&c, "step", 0, INT_MAX, &step);
+    if (s == AT_OK) s = ckpt_get_int_in(&c, "early_stopped", 0, 1, &stop);
+    if (s == AT_OK) s = ckpt_get_num_in(&c, "lr", 0, FLT_MAX, &lr);
+    if (s == AT_OK) s = ckpt_get_int_in(&c, "optim_steps", 0, CKPT_MAX_COUNT, &optim_steps);
     if (s == AT_OK) s = ckpt_get_floats(&c, "optim_state", state, state_count);
     if (s == AT_OK) s = ckpt_get_rng(&c, "rng_augment", L->aug);
     if (s == AT_OK) s = ckpt_get_u64(&c, "forward_count", &forward);
-    if (s == AT_OK) s = ckpt_get_num(&c, "schedule_lr", &sched_lr);
+    if (s == AT_OK) s = ckpt_get_num_in(&c, "schedule_lr", 0, FLT_MAX, &sched_lr);
     double lr_scale = 1.0;
     int64_t in_row = 0;
-    if (s == AT_OK && ckpt_has(&c, "lr_scale")) s = ckpt_get_num(&c, "lr_scale", &lr_scale);
-    if (s == AT_OK && ckpt_has(&c, "skipped_in_row")) s = ckpt_get_int(&c, "skipped_in_row", &in_row);
+    if (s == AT_OK && ckpt_has(&c, "lr_scale")) s = ckpt_get_num_in(&c, "lr_scale", 0, 1, &lr_scale);
+    if (s == AT_OK && ckpt_has(&c, "skipped_in_row"))
+        s = ckpt_get_int_in(&c, "skipped_in_row", 0, INT_MAX, &in_row);
     if (s == AT_OK) s = ckpt_get_num(&c, "schedule_best", &sched_best);
-    if (s == AT_OK) s = ckpt_get_int(&c, "schedule_bad_epochs", &bad);
-    if (s == AT_OK) s = ckpt_get_int(&c, "schedule_cooldown_left", &cool);
+    if (s == AT_OK) s = ckpt_get_int_in(&c, "schedule_bad_epochs", 0, INT_MAX, &bad);
+    if (s == AT_OK) s = ckpt_get_int_in(&c, "schedule_cooldown_left", 0, INT_MAX, &cool);
     if (s == AT_OK) s = ckpt_get_num(&c, "early_best", &early_best);
-    if (s == AT_OK) s = ckpt_get_int(&c, "early_best_epoch", &ebest);
-    if (s == AT_OK) s = ckpt_get_int(&c, "early_wait", &wait);
+    if (s == AT_OK) s = ckpt_get_int_in(&c, "early_best_epoch", 0, CKPT_MAX_EPOCH, &ebest);
+    if (s == AT_OK) s = ckpt_get_int_in(&c, "early_wait", 0, INT_MAX, &wait);
     if (s == AT_OK && L->extra->best && ebest > 0)
         s = ckpt_get_floats(&c, "early_best_params", L->extra->best, at_net_num_params(L->net));
     if (s == AT_OK) s = ckpt_get_num(&c, "best_value", &best_value);
-    if (s == AT_OK) s = ckpt_get_int(&c, "best_epoch", &best_epoch);
+    if (s == AT_OK) s = ckpt_get_int_in(&c, "best_epoch", 0, CKPT_MAX_EPOCH, &best_epoch);
     if (s == AT_OK && L->adv) s = adv_trainer_load_state(L->adv, &c);
-    if (s == AT_OK) s = get_partial(&c, part, (train->n + cfg->batch - 1) / cfg->batch);
+    if (s == AT_OK) s = get_partial(&c, part, (train->n + cfg->batch - 1) / cfg->batch, cfg->batch);
     ckpt_end(&c);
     if (s != AT_OK) return s;
     at_optim_set_lr(L->opt, (float)lr);
@@ -534,8 +541,8 @@ at_status at_checkpoint_progress(const char *dir, int *epoch, int *batches) {
     if (s != AT_OK) return s;
     ckpt_state c;
     int64_t ep = 0, b = 0;
-    if ((s = ckpt_open(&c, path)) == AT_OK) s = ckpt_get_int(&c, "epoch", &ep);
-    if (s == AT_OK && ckpt_has(&c, "epoch_batches")) s = ckpt_get_int(&c, "epoch_batches", &b);
+    if ((s = ckpt_open(&c, path)) == AT_OK) s = ckpt_get_int_in(&c, "epoch", 0, CKPT_MAX_EPOCH, &ep);
+    if (s == AT_OK && ckpt_has(&c, "epoch_batches")) s = ckpt_get_int_in(&c, "epoch_batches", 0, INT_MAX, &b);
     ckpt_end(&c);
     *epoch = (int)ep;
     *batches = (int)b;

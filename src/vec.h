@@ -50,9 +50,17 @@ static inline float sum_floats(const float *p, size_t n) {
 }
 /* Eight floats whatever the target's width (one ymm register with AVX): the unit of the 8 x 8
  * transposes that pack GEMM panels (gemm.c) and of the short-row adds of col2im
- * (layers/conv2d.c), which shuffle with __builtin_shuffle and mask with i8. */
+ * (layers/conv2d.c), which shuffle with SHUFFLE8 and mask with i8. */
 typedef float f8 __attribute__((vector_size(8 * sizeof(float))));
 typedef int i8 __attribute__((vector_size(8 * sizeof(int))));
+/* Lanes of a and b side by side (b's are 8..15) picked by 8 constant indices: SHUFFLE8(a, b,
+ * 0, 8, 1, 9, ...). GCC's __builtin_shuffle takes the indices as a vector; clang has only
+ * __builtin_shufflevector (the fuzz build, tests/fuzz, uses clang). */
+#if defined(__clang__)
+#define SHUFFLE8(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define SHUFFLE8(a, b, ...) __builtin_shuffle(a, b, (i8){__VA_ARGS__})
+#endif
 
 static inline f8 load8(const float *p) {
     f8 v;

@@ -1,6 +1,7 @@
 /* The helpers every attack uses: the losses and their logit gradients, the network passes, the
  * projections and ascent step, row compaction, per-sample generators and the arena. Nothing here
  * calls into an attack: the attack files and the driver call these. */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime (GCC's -fopenmp made it visible; clang's does not) */
 #include "attack.h"
 
 #include <math.h>

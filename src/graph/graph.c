@@ -12,6 +12,7 @@
 #include "net_internal.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -123,6 +124,37 @@ static at_status connect(at_net *net, at_layer *L, const at_layer_ops *ops) {
     return AT_OK;
 }
 
+/* The numbers of a description within AT_MAX_ARG, as the spec syntax bounds them (layer.h). */
+static at_status check_desc(const at_layer *L, const at_layer_ops *ops) {
+    const at_layer_desc *d = &L->d;
+    if (d->out > AT_MAX_ARG || d->kernel > AT_MAX_ARG || d->stride > AT_MAX_ARG ||
+        d->pad > AT_MAX_ARG || d->groups > AT_MAX_ARG)
+        return at_fail(AT_ERR_SHAPE, "layer %d (%s): out %d, kernel %d, stride %d, padding %d, groups %d: "
+                                     "each must be at most %d",
+                       L->index, ops->name, d->out, d->kernel, d->stride, d->pad, d->groups, AT_MAX_ARG);
+    return AT_OK;
+}
+
+/* What setup computed, within the limits of layer.h: the output of one sample and the weight
+ * (its shape's product, computed without overflow, is the count setup gave). */
+static at_status check_sizes(const at_layer *L, const at_layer_ops *ops) {
+    if (L->out_c <= 0 || L->out_h <= 0 || L->out_w <= 0)
+        return at_fail(AT_ERR_SHAPE, "layer %d (%s) would produce an empty %dx%dx%d output", L->index,
+                       ops->name, L->out_c, L->out_h, L->out_w);
+    if (L->out_h >= AT_MAX_SIDE || L->out_w >= AT_MAX_SIDE || at_count(L->out_c, L->out_h, L->out_w, 1) < 0)
+        return at_fail(AT_ERR_SHAPE, "layer %d (%s) would produce a %dx%dx%d output per sample: too large "
+                                     "(at most %d values, sides below %d)",
+                       L->index, ops->name, L->out_c, L->out_h, L->out_w, AT_MAX_COUNT, AT_MAX_SIDE);
+    if (L->w_count) {
+        int64_t w = 1;
+        for (int d = 0; d < L->w_ndim && w >= 0; d++) w = at_count(w, L->w_shape[d], 1, 1);
+        if (w < 0 || (size_t)w != L->w_count)
+            return at_fail(AT_ERR_SHAPE, "layer %d (%s): its weight is too large (at most %d values)",
+                           L->index, ops->name, AT_MAX_COUNT);
+    }
+    return AT_OK;
+}
+
 /* Connects and sets up node l, and places its parameters and per-pass state. */
 static at_status add_node(at_net *net, int l, size_t *offset) {
     at_layer *L = &net->layers[l];
@@ -130,12 +162,11 @@ static at_status add_node(at_net *net, int l, size_t *offset) {
     if (L->d.name[0] == '\0') snprintf(L->d.name, sizeof L->d.name, "%d", l);
     const at_layer_ops *ops = at_layer_ops_for(L->d.kind);
     if (!ops) return at_fail(AT_ERR_ARG, "layer %d has an unknown kind (%d)", l, (int)L->d.kind);
-    at_status s = connect(net, L, ops);
+    at_status s = check_desc(L, ops);
+    if (s == AT_OK) s = connect(net, L, ops);
     if (s == AT_OK) s = ops->setup(L);
+    if (s == AT_OK) s = check_sizes(L, ops);
     if (s != AT_OK) return s;
-    if (L->out_c <= 0 || L->out_h <= 0 || L->out_w <= 0)
-        return at_fail(AT_ERR_SHAPE, "layer %d (%s) would produce an empty %dx%dx%d output", l,
-                       ops->name, L->out_c, L->out_h, L->out_w);
     L->out_size = L->out_c * L->out_h * L->out_w;
     L->w_off = *offset;
     *offset += L->w_count;
@@ -228,14 +259,29 @@ static at_status allocate(at_net *net, int nlayers, size_t nparams) {
     return net->buffers ? AT_OK : AT_ERR_NOMEM;
 }
 
-static at_status build(at_net *net, const at_layer_desc *layers, int nlayers) {
+/* Fails, before anything large is allocated, when the parameters and buffers would take more
+ * than max_floats floats (a model file's network can hold no more than the file does). */
+static at_status check_bound(const at_net *net, size_t nparams, size_t max_floats) {
+    size_t floats = nparams;
+    for (int l = 0; l < net->nlayers; l++)
+        for (int b = 0; b < net->layers[l].nbufs; b++) floats += (size_t)net->layers[l].bufs[b].count;
+    if (floats > max_floats)
+        return at_fail(AT_ERR_FORMAT, "the network has %zu parameter and buffer values, over the limit "
+                                      "of %zu",
+                       floats, max_floats);
+    return AT_OK;
+}
+
+static at_status build(at_net *net, const at_layer_desc *layers, int nlayers, size_t max_floats) {
     size_t offset = 0;
     for (int l = 0; l < nlayers; l++) {
         net->layers[l].d = layers[l];
         at_status s = add_node(net, l, &offset);
         if (s != AT_OK) return s;
     }
-    at_status s = allocate(net, nlayers, offset);
+    at_status s = check_bound(net, offset, max_floats);
+    if (s != AT_OK) return s;
+    s = allocate(net, nlayers, offset);
     if (s == AT_OK) s = check_unique_names(net->tensors, net->ntensors);
     if (s == AT_OK) s = check_unique_names(net->buffer_info, net->nbuffers);
     if (s != AT_OK) return s;
@@ -248,10 +294,19 @@ static at_status build(at_net *net, const at_layer_desc *layers, int nlayers) {
 
 at_status at_net_create(at_net **out, const at_layer_desc *layers, int nlayers, int in_c,
                         int in_h, int in_w) {
+    return at_net_create_bounded(out, layers, nlayers, in_c, in_h, in_w, SIZE_MAX);
+}
+
+at_status at_net_create_bounded(at_net **out, const at_layer_desc *layers, int nlayers, int in_c,
+                                int in_h, int in_w, size_t max_floats) {
     *out = NULL;
     if (nlayers <= 0 || !layers) return at_fail(AT_ERR_ARG, "a network needs at least one layer");
     if (in_c <= 0 || in_h <= 0 || in_w <= 0)
         return at_fail(AT_ERR_SHAPE, "input shape %dx%dx%d is not positive", in_c, in_h, in_w);
+    if (in_h >= AT_MAX_SIDE || in_w >= AT_MAX_SIDE || at_count(in_c, in_h, in_w, 1) < 0)
+        return at_fail(AT_ERR_SHAPE, "input shape %dx%dx%d is too large (at most %d values per sample, "
+                                     "sides below %d)",
+                       in_c, in_h, in_w, AT_MAX_COUNT, AT_MAX_SIDE);
     at_net *net = at_calloc(1, sizeof *net, "a network");
     if (!net) return AT_ERR_NOMEM;
     net->layers = at_calloc((size_t)nlayers, sizeof *net->layers, "layers");
@@ -262,7 +317,7 @@ at_status at_net_create(at_net **out, const at_layer_desc *layers, int nlayers, 
     net->in_h = in_h;
     net->in_w = in_w;
     net->exec = &at_cpu_executor;
-    at_status s = net->layers && net->tensors && net->spec ? build(net, layers, nlayers) : AT_ERR_NOMEM;
+    at_status s = net->layers && net->tensors && net->spec ? build(net, layers, nlayers, max_floats) : AT_ERR_NOMEM;
     if (s != AT_OK) {
         at_net_free(net);
         return s;

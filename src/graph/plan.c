@@ -326,10 +326,12 @@ at_status at_plan_reserve_kept(at_net *net, int n) {
     if (n <= net->kept_batch) return AT_OK;
     size_t used = 0;
     for (int l = 0; l < net->nlayers; l++) {
-        const size_t want = (size_t)n * net->layers[l].kept_per_sample;
+        const size_t per = net->layers[l].kept_per_sample;
         free(net->kept[l]);
         net->kept[l] = NULL;
-        if (!want || used + want > KEPT_BUDGET_FLOATS) continue;
+        /* (beyond the budget: n * per is not formed, it could wrap around) */
+        if (!per || (size_t)n > (KEPT_BUDGET_FLOATS - used) / per) continue;
+        const size_t want = (size_t)n * per;
         if (!(net->kept[l] = at_alloc_floats(want, "kept rows"))) return AT_ERR_NOMEM;
         used += want;
     }

@@ -2,8 +2,10 @@
  * with the architecture in the metadata so that a model file is all `advtrain eval` needs. */
 #include "internal.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 at_status at_model_save(const at_net *net, const char *path, const at_st_meta *extra, int nextra) {
@@ -122,11 +124,21 @@ at_status at_net_load_weights(at_net *net, const at_st_file *f, const char *path
     return s;
 }
 
+/* One positive decimal of "C,H,W" up to max, followed by `sep`; NULL if not. strtol, not
+ * sscanf's %d, whose result is undefined for a number beyond int. */
+static const char *parse_dim(const char *s, long max, char sep, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (end == s || errno || v <= 0 || v > max || *end != sep) return NULL;
+    *out = (int)v;
+    return end + (sep != '\0');
+}
+
 /* Parses "C,H,W". */
 static bool parse_input_shape(const char *s, int *c, int *h, int *w) {
-    char tail;
-    return s && sscanf(s, "%d,%d,%d%c", c, h, w, &tail) == 3 && *c > 0 && *h > 0 && *w > 0 &&
-           *c <= 4096 && *h <= 65536 && *w <= 65536;
+    return s && (s = parse_dim(s, 4096, ',', c)) && (s = parse_dim(s, 65536, ',', h)) &&
+           parse_dim(s, 65536, '\0', w);
 }
 
 at_status at_model_load(at_net **out, const char *path, at_st_file **meta) {
@@ -146,11 +158,19 @@ at_status at_model_load(at_net **out, const char *path, at_st_file **meta) {
     } else if (!parse_input_shape(input, &c, &h, &w)) {
         s = at_fail(AT_ERR_FORMAT, "%s: advtrain.input metadata '%s' is not 'C,H,W'", path, input);
     } else {
-        s = at_net_from_spec(out, arch, c, h, w);
+        /* Every parameter and buffer must be in the file: a network far larger than the file's
+         * values fails here, before its parameters are allocated (a 100-byte file could ask for
+         * gigabytes). The slack of 2^24 values leaves a network that is merely not this file's
+         * to the tensor-by-tensor check below, which names the first tensor that differs. */
+        size_t values = 0;
+        for (int i = 0; i < f->ntensors; i++) values += f->tensors[i].count;
+        s = at_net_from_spec_bounded(out, arch, c, h, w, values + ((size_t)1 << 24));
         if (s != AT_OK) {
-            char why[512];
+            char why[512], held[64] = "";
             snprintf(why, sizeof why, "%s", at_error_message());
-            s = at_fail(s, "%s: architecture '%s' in the metadata: %s", path, arch, why);
+            if (s == AT_ERR_FORMAT) /* the bound */
+                snprintf(held, sizeof held, " (the file holds %zu values)", values);
+            s = at_fail(s, "%s: architecture '%s' in the metadata: %s%s", path, arch, why, held);
         }
     }
     if (s == AT_OK) s = at_net_load_weights(*out, f, path);

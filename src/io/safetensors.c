@@ -523,14 +523,16 @@ static at_status write_all(FILE *fp, const void *p, size_t n, const char *path, 
     return at_fail(AT_ERR_IO, "%s: writing %s failed: %s", path, tmp, strerror(errno));
 }
 
-/* Floats holding whole numbers, written as I64. */
+/* Floats holding whole numbers, written as I64. Every int64 reads (at_st_read) as a float in
+ * [-2^63, 2^63], so all of that range is written: 2^63, which INT64_MAX reads as, goes back as
+ * INT64_MAX, and a tensor that was read can always be written again. */
 static at_status write_integers(FILE *fp, const float *v, size_t count, const char *path,
                                 const char *tmp) {
     at_status s = AT_OK;
     for (size_t i = 0; i < count && s == AT_OK; i++) {
-        if (!(v[i] >= -9.2e18f && v[i] <= 9.2e18f)) /* NaN, or beyond int64 */
+        if (!(v[i] >= -0x1p63f && v[i] <= 0x1p63f)) /* NaN, or beyond int64 */
             return at_fail(AT_ERR_ARG, "%s: an integer tensor holds %g", path, (double)v[i]);
-        const int64_t x = (int64_t)v[i];
+        const int64_t x = v[i] == 0x1p63f ? INT64_MAX : (int64_t)v[i];
         s = write_all(fp, &x, sizeof x, path, tmp);
     }
     return s;

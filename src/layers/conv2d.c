@@ -42,6 +42,16 @@ static at_status conv_setup(at_layer *L) {
                        "conv layer %d: groups=%d must be positive and divide both in_channels (%d) "
                        "and out_channels (%d)",
                        L->index, d->groups, L->in_c, d->out);
+    /* Before anything multiplies them (taps = in * K * K below and in the kernels): the weight
+     * and the zero-padded input of one sample must each fit AT_MAX_COUNT floats. */
+    if (at_count(d->out, L->in_c / G, d->kernel, d->kernel) < 0)
+        return at_fail(AT_ERR_SHAPE, "conv layer %d: a weight of %d x %d x %d x %d is too large (at most "
+                                     "%d values)",
+                       L->index, d->out, L->in_c / G, d->kernel, d->kernel, AT_MAX_COUNT);
+    if (at_count(L->in_c, L->in_h + 2 * d->pad, L->in_w + 2 * d->pad, 1) < 0)
+        return at_fail(AT_ERR_SHAPE, "conv layer %d: its zero-padded input, %d x %d x %d, is too large "
+                                     "(at most %d values)",
+                       L->index, L->in_c, L->in_h + 2 * d->pad, L->in_w + 2 * d->pad, AT_MAX_COUNT);
     L->out_c = d->out;
     L->out_h = at_window_out(L->in_h, d->kernel, d->stride, d->pad);
     L->out_w = at_window_out(L->in_w, d->kernel, d->stride, d->pad);
@@ -154,11 +164,10 @@ static inline f8 masked(f8 v, i8 mask) { return (f8)((i8)v & mask); }
 /* dst[S*i] += v[i] for stride 1 or 2; with stride 2 the odd positions in between get + 0, which
  * changes no value. Updates 8*S floats from dst. */
 static inline void add8(float *dst, f8 v, int S) {
-    const i8 low = {0, 8, 1, 9, 2, 10, 3, 11}, high = {4, 12, 5, 13, 6, 14, 7, 15};
     const f8 zero = {0};
     if (S == 2) {
-        store8(dst, load8(dst) + __builtin_shuffle(v, zero, low));
-        store8(dst + 8, load8(dst + 8) + __builtin_shuffle(v, zero, high));
+        store8(dst, load8(dst) + SHUFFLE8(v, zero, 0, 8, 1, 9, 2, 10, 3, 11));
+        store8(dst + 8, load8(dst + 8) + SHUFFLE8(v, zero, 4, 12, 5, 13, 6, 14, 7, 15));
     } else {
         store8(dst, load8(dst) + v);
     }
@@ -340,7 +349,8 @@ static at_status conv_parse(at_layer_desc *d, const double *args, int count, con
     d->stride = count > 2 ? (int)args[2] : 1;
     d->pad = count > 3 ? (int)args[3] : 0;
     for (int k = 0; k < nkeys; k++) {
-        const bool whole = vals[k] == (double)(int)vals[k] && vals[k] >= 0 && vals[k] < 1e6;
+        /* The range before the conversion to int, which is undefined outside it. */
+        const bool whole = vals[k] >= 0 && vals[k] < 1e6 && vals[k] == (double)(int)vals[k];
         if (strcmp(keys[k], "groups") == 0 && whole && vals[k] >= 1)
             d->groups = (int)vals[k];
         else if (strcmp(keys[k], "bias") == 0 && (vals[k] == 0 || vals[k] == 1))

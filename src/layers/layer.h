@@ -8,6 +8,9 @@
 #include "internal.h"
 #include "vec.h"
 
+#include <limits.h>
+#include <stdint.h>
+
 /* A buffer of a layer (state saved with the model, never trained): its name after the module's,
  * e.g. "running_mean", and its size. */
 typedef struct at_buffer_desc {
@@ -148,6 +151,24 @@ static inline void at_relu_grad(float *dx, const float *dy, const float *gate, s
         store_vec(dx + i, (vec)((ivec)load_vec(dy + i) & keep));
     }
     for (; i < count; i++) dx[i] = gate[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+/* Limits of what a network may hold, checked when it is built (graph.c, conv2d.c) so that no
+ * size computed from a layer description or a model file overflows. Kernels index a sample's
+ * tensor and a weight tensor with int: each holds at most AT_MAX_COUNT floats. Heights and
+ * widths stay below AT_MAX_SIDE and the numbers of a layer description below AT_MAX_ARG (the
+ * spec syntax's bound), so that in_h + 2 * pad and window sizes cannot overflow an int. */
+#define AT_MAX_COUNT INT_MAX
+#define AT_MAX_SIDE (1 << 24)
+#define AT_MAX_ARG 1000000
+
+/* a * b * c * d for non-negative factors, or -1 when it exceeds AT_MAX_COUNT. */
+static inline int64_t at_count(int64_t a, int64_t b, int64_t c, int64_t d) {
+    int64_t p;
+    if (__builtin_mul_overflow(a, b, &p) || __builtin_mul_overflow(p, c, &p) ||
+        __builtin_mul_overflow(p, d, &p) || p > AT_MAX_COUNT)
+        return -1;
+    return p;
 }
 
 /* Output size of a convolution or pooling window along one axis (floor mode, as PyTorch). */
