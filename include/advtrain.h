@@ -729,6 +729,8 @@ typedef struct at_eval_result {
     float mse;      /* regression, else 0 */
 } at_eval_result;
 
+/* A loss that is not finite (a diverging run's logits overflow) is reported as such, with the
+ * accuracy still counted: it is not an error. */
 at_status at_evaluate(at_net *net, const at_dataset *ds, int batch, at_eval_result *out);
 /* The figure of merit reported for a dataset: accuracy for classification, MSE for regression. */
 float at_eval_metric(const at_dataset *ds, const at_eval_result *r);
