@@ -760,7 +760,7 @@ static void test_training_determinism(void) {
 }
 
 /* A training forward keeps the conv rows (im2row) for the weight gradient; an evaluation forward
- * does not, and backward rebuilds them. Both must give the same gradients, bit for bit: with
+ * does not, and backward rebuilds them. Both must give the same gradients (tu_same_chunked): with
  * several blocks per chunk, an odd batch, one and two threads (each thread's chunk at its own
  * offset of the kept buffer), kernels 3, 4 and 5 (inlined copies) with and without padding. */
 static void test_kept_columns(void) {
@@ -787,9 +787,9 @@ static void test_kept_columns(void) {
                 CHECK_OK(at_net_backward(net, dz, AT_GRAD_PARAMS | AT_GRAD_INPUT, dx[pass]));
                 memcpy(g[pass], at_net_grads(net), sizeof(float) * np);
             }
-            CHECK_MSG(memcmp(g[0], g[1], sizeof(float) * np) == 0,
+            CHECK_MSG(tu_same_chunked(at_gemm_backend_name(), g[0], g[1], np),
                       "%s, %d threads: weight gradients from kept and rebuilt rows differ", specs[k], threads);
-            CHECK_MSG(memcmp(dx[0], dx[1], sizeof(float) * n * D) == 0,
+            CHECK_MSG(tu_same_chunked(at_gemm_backend_name(), dx[0], dx[1], (size_t)n * D),
                       "%s, %d threads: input gradients differ", specs[k], threads);
             free(x);
             free(dz);
@@ -805,7 +805,8 @@ static void test_kept_columns(void) {
 /* Passes without weight gradients (evaluation, attack steps) hand samples out to threads in
  * chunks as the threads free up, so each sample's logits and input gradient must not depend on
  * which chunk it lands in: a batch on two threads, on one thread and cut into pieces of other
- * sizes (one sample alone among them) must agree bit for bit. */
+ * sizes (one sample alone among them) must agree (bit for bit with advtrain's GEMM kernel:
+ * tu_same_chunked). */
 /* at_net_input_gradient's loss: the fixed output gradient of its rows, and a copy of their logits. */
 typedef struct {
     const float *dz;
@@ -868,9 +869,9 @@ static void test_chunk_independence(void) {
         }
         const char *ways[] = {"", "one thread", "pieces of the batch", "the fused pass (at_net_input_gradient)"};
         for (int way = 1; way < 4; way++) {
-            CHECK_MSG(memcmp(z[0], z[way], sizeof(float) * n * K) == 0, "%s: logits on 2 threads differ from %s",
+            CHECK_MSG(tu_same_chunked(at_gemm_backend_name(), z[0], z[way], (size_t)n * K), "%s: logits on 2 threads differ from %s",
                       specs[k], ways[way]);
-            CHECK_MSG(memcmp(dx[0], dx[way], sizeof(float) * n * D) == 0,
+            CHECK_MSG(tu_same_chunked(at_gemm_backend_name(), dx[0], dx[way], (size_t)n * D),
                       "%s: input gradients on 2 threads differ from %s", specs[k], ways[way]);
         }
         for (int way = 0; way < 4; way++) {
@@ -884,7 +885,7 @@ static void test_chunk_independence(void) {
     at_set_threads(2);
 }
 
-/* at_net_predict gives at_net_forward's logits bit for bit from its short-lived slots, on one
+/* at_net_predict gives at_net_forward's logits (tu_same_chunked) from its short-lived slots, on one
  * and two threads, for chains and graphs (BatchNorm with trained statistics, residual adds,
  * depthwise convs), and leaves nothing for a backward pass. */
 static void test_predict(void) {
@@ -923,7 +924,7 @@ static void test_predict(void) {
             if (pass == 1) CHECK_OK(at_net_forward(net, x3, 3 * n, NULL));
             CHECK_OK(at_net_predict(net, x3, 3 * n, &logits));
             for (int i = 0; logits && i < 3; i++)
-                CHECK_MSG(memcmp(z, logits + (size_t)i * n * K, sizeof(float) * n * K) == 0,
+                CHECK_MSG(tu_same_chunked(at_gemm_backend_name(), z, logits + (size_t)i * n * K, (size_t)n * K),
                           "%s: at_net_predict of 3n samples (%s) differs in part %d", specs[k],
                           pass ? "after a forward of 3n" : "slots of its own", i);
         }
