@@ -664,6 +664,39 @@ at_status at_attack_run(at_net *net, const at_attack_config *cfg, const float *x
 at_status at_attack_dataset(at_net *net, const at_attack_config *cfg, const at_dataset *ds, int n,
                             float *x_adv, int32_t *adv_pred, at_attack_result *res);
 
+/* ---------------------------------------------------------------- sanity checks */
+
+/* One attack run of a robustness evaluation: its configuration and its result. */
+typedef struct at_sanity_run {
+    at_attack_config cfg;
+    at_attack_result res;
+} at_sanity_run;
+
+/* One check: its name (stable: "eps0_equals_clean", "inside_ball_and_box", "monotone_in_eps",
+ * "pgd_below_fgsm", "ensemble_not_weaker", "gradients_nonzero_finite", "square_not_stronger",
+ * "unbounded_eps_breaks_model", "batchnorm_statistics_trained"), whether it passed, and one
+ * sentence with the numbers (the first failure, or what was compared). */
+typedef struct at_sanity_check {
+    const char *name;
+    bool passed;
+    char detail[512];
+} at_sanity_check;
+
+#define AT_SANITY_MAX_CHECKS 16
+typedef struct at_sanity_report {
+    int nchecks, passed, failed;
+    at_sanity_check checks[AT_SANITY_MAX_CHECKS];
+} at_sanity_report;
+
+/* The sanity checks of docs/robustness.md on the attack runs an evaluation made on the first n
+ * samples of ds (n <= 0: all), of which clean_correct are classified correctly. With extra_runs,
+ * a few cheap runs complete them: each attack at eps 0 (at most 5 iterations, 50 queries), FGSM
+ * at each PGD run's eps when none was made, and PGD-10 at eps 1. A check with nothing to compare
+ * is left out of the report. The model is left as it was. Fails only when an extra run fails. */
+at_status at_robustness_sanity(at_net *net, const at_dataset *ds, int n, int clean_correct,
+                               const at_sanity_run *runs, int nruns, bool extra_runs,
+                               at_sanity_report *report);
+
 /* ---------------------------------------------------------------- C export */
 
 /* Writes the network as standalone C99 for microcontrollers (docs/export.md): DIR/PREFIX.h and

@@ -12,7 +12,9 @@
  *    gradients underflow to exactly 0) gets flagged with zero gradients, CE-PGD fails on it,
  *    and Square and the scale-free DLR loss still break it;
  *  - dropping the finished samples' rows (atk_compact) keeps exactly the others, each row whole
- *    in every array. */
+ *    in every array;
+ *  - the library's sanity checks (at_robustness_sanity) pass on honest runs without touching the
+ *    model, fire on the masked model, and each fires on a result broken the way it looks for. */
 #include "attack_model.h"
 #include "attacks/attack.h"
 
@@ -159,6 +161,88 @@ static void check_large_eps_and_targets(at_net *net, const at_dataset *ds) {
     free(given);
 }
 
+/* The check of that name in the report, or NULL. */
+static const at_sanity_check *find_check(const at_sanity_report *r, const char *name) {
+    for (int i = 0; i < r->nchecks; i++)
+        if (strcmp(r->checks[i].name, name) == 0) return &r->checks[i];
+    return NULL;
+}
+
+/* Whether the named check is in the report with that outcome (printing it otherwise). */
+static bool check_is(const at_sanity_report *r, const char *name, bool passed) {
+    const at_sanity_check *c = find_check(r, name);
+    if (c && c->passed == passed) return true;
+    printf("  %s: %s\n", name, c ? c->detail : "not in the report");
+    return false;
+}
+
+static at_sanity_run sanity_run(at_net *net, const at_dataset *ds, const char *name, float eps) {
+    at_sanity_run r;
+    memset(&r, 0, sizeof r);
+    CHECK_OK(at_attack_from_name(name, &r.cfg));
+    r.cfg.eps = eps;
+    if (r.cfg.kind == AT_ATTACK_PGD) r.cfg.steps = 10;
+    CHECK_OK(at_attack_dataset(net, &r.cfg, ds, 0, NULL, NULL, &r.res));
+    return r;
+}
+
+/* Honest runs pass every check, with the extra runs, and leave parameters and buffers as they
+ * were; then each check fires on a copy of the runs broken the way it looks for. */
+static void check_library_sanity(at_net *net, const at_dataset *ds) {
+    at_sanity_run runs[3] = {sanity_run(net, ds, "fgsm", 0.05f), sanity_run(net, ds, "pgd", 0.05f),
+                             sanity_run(net, ds, "pgd", 0.1f)};
+    const int clean = runs[0].res.clean_correct;
+    const size_t np = at_net_num_params(net);
+    float *before = malloc(sizeof(float) * np);
+    memcpy(before, at_net_params(net), sizeof(float) * np);
+    at_sanity_report rep;
+    CHECK_OK(at_robustness_sanity(net, ds, 0, clean, runs, 3, true, &rep));
+    CHECK_MSG(rep.failed == 0 && rep.nchecks == 6, "honest runs: %d checks, %d failed", rep.nchecks, rep.failed);
+    const char *all[] = {"eps0_equals_clean", "inside_ball_and_box", "monotone_in_eps", "pgd_below_fgsm",
+                         "gradients_nonzero_finite", "unbounded_eps_breaks_model"};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) CHECK_MSG(check_is(&rep, all[i], true), "%s", all[i]);
+    CHECK_MSG(memcmp(before, at_net_params(net), sizeof(float) * np) == 0, "the checks changed the model");
+    free(before);
+
+    /* Broken copies, without extra runs. */
+    at_sanity_run bad[3];
+    memcpy(bad, runs, sizeof bad);
+    bad[2].res.robust = bad[1].res.robust + 1; /* more robust at the larger eps */
+    CHECK_OK(at_robustness_sanity(net, ds, 0, clean, bad, 3, false, &rep));
+    CHECK(check_is(&rep, "monotone_in_eps", false) && check_is(&rep, "pgd_below_fgsm", true));
+    memcpy(bad, runs, sizeof bad);
+    bad[1].res.robust = bad[0].res.robust + 1; /* PGD weaker than FGSM */
+    bad[0].res.outside_ball = 1;
+    bad[2].res.zero_grad = 3;
+    CHECK_OK(at_robustness_sanity(net, ds, 0, clean, bad, 3, false, &rep));
+    CHECK(check_is(&rep, "pgd_below_fgsm", false) && check_is(&rep, "inside_ball_and_box", false) &&
+          check_is(&rep, "gradients_nonzero_finite", false) && !find_check(&rep, "eps0_equals_clean"));
+    memcpy(bad, runs, sizeof bad);
+    bad[0].cfg.eps = 0.0f; /* an FGSM at eps 0 that lost a sample */
+    bad[0].res.robust = clean - 1;
+    CHECK_OK(at_robustness_sanity(net, ds, 0, clean, bad, 1, false, &rep));
+    CHECK(check_is(&rep, "eps0_equals_clean", false));
+
+    /* An ensemble that is weaker than a member, and whose Square member fooled many more. */
+    at_sanity_run ens[2] = {runs[1], runs[1]};
+    CHECK_OK(at_attack_from_name("auto", &ens[1].cfg));
+    ens[1].cfg.eps = 0.05f;
+    ens[1].res.nmembers = 3;
+    const int n = ens[1].res.samples, hold = runs[1].res.robust;
+    const int members[3] = {hold, hold, hold - n / 100 - 1};
+    for (int k = 0; k < 3; k++) ens[1].res.members[k].robust = members[k];
+    ens[1].res.robust = hold - n / 100 - 1;
+    CHECK_OK(at_robustness_sanity(net, ds, 0, clean, ens, 2, false, &rep));
+    CHECK(check_is(&rep, "ensemble_not_weaker", true) && check_is(&rep, "square_not_stronger", false));
+    ens[1].res.robust = hold + 1;
+    CHECK_OK(at_robustness_sanity(net, ds, 0, clean, ens, 2, false, &rep));
+    CHECK(check_is(&rep, "ensemble_not_weaker", false));
+
+    CHECK(at_robustness_sanity(net, ds, 0, clean, runs, 3, false, NULL) == AT_ERR_ARG);
+    CHECK(at_robustness_sanity(net, ds, 0, ds->n + 1, runs, 3, false, &rep) == AT_ERR_ARG);
+    CHECK(at_robustness_sanity(net, ds, 0, clean, NULL, 3, false, &rep) == AT_ERR_ARG);
+}
+
 static void check_masking(at_net *net, const at_dataset *ds) {
     /* Scale the last layer by 1e4: predictions and robustness are unchanged, but the softmax
      * saturates and cross-entropy gradients underflow to zero. */
@@ -182,6 +266,13 @@ static void check_masking(at_net *net, const at_dataset *ds) {
     CHECK_MSG(sq.robust < pgd.robust, "Square (%d) does not beat the masked CE-PGD (%d)", sq.robust, pgd.robust);
     CHECK_MSG(dlr.robust < pgd.robust, "the scale-free DLR loss (%d) does not beat the masked CE-PGD (%d)", dlr.robust,
               pgd.robust);
+    /* The library's checks flag it: zero gradients, and Square ahead of the gradient attack. */
+    at_sanity_run runs[2] = {{.res = pgd}, {.cfg = c, .res = sq}};
+    CHECK_OK(at_attack_from_name("pgd", &runs[0].cfg));
+    runs[0].cfg.eps = 0.05f;
+    at_sanity_report rep;
+    CHECK_OK(at_robustness_sanity(net, ds, 0, pgd.clean_correct, runs, 2, false, &rep));
+    CHECK(check_is(&rep, "gradients_nonzero_finite", false) && check_is(&rep, "square_not_stronger", false));
     for (size_t i = 0; i < w->size; i++) p[w->offset + i] /= 1e4f;
     for (size_t i = 0; i < b->size; i++) p[b->offset + i] /= 1e4f;
 }
@@ -243,6 +334,7 @@ int main(void) {
     if (net) {
         check_eps_sweep(net, &data.test);
         check_large_eps_and_targets(net, &data.test);
+        check_library_sanity(net, &data.test);
         check_masking(net, &data.test);
         check_first_success(net, &data.test);
     }
