@@ -1,7 +1,8 @@
 /* Checkpoints: a run interrupted after epoch 2 and resumed from DIR/last.safetensors ends with
  * bit-identical weights to an uninterrupted run (plain training with dropout, augmentation,
  * mixup, a plateau schedule and early stopping; adversarial FGSM-RS with its guard, robust
- * validation, Adam and one-cycle); best.safetensors follows the best epoch; mismatched resumes
+ * validation, Adam and one-cycle), and one stopped mid-epoch (*stop, as on SIGTERM) resumed from
+ * there, also from a checkpoint of the format before --on-nonfinite skip; best.safetensors follows the best epoch; mismatched resumes
  * fail with a message; and a process killed with SIGKILL in the middle of saving leaves the
  * previous file intact. */
 #define _DEFAULT_SOURCE /* mkdtemp, kill */
@@ -128,6 +129,88 @@ static at_train_config adversarial_config(void) {
     return c;
 }
 
+/* Stops mid-epoch: sets *stop after a chosen batch; records each epoch's statistics. */
+typedef struct mid_stopper {
+    volatile sig_atomic_t flag;
+    int epoch, batch; /* 1-based; 0: never */
+    at_epoch_stats stats[8]; /* by epoch - 1 */
+} mid_stopper;
+
+static void stop_at_batch(void *user, int epoch, int batch, int nbatches, float loss, float metric) {
+    (void)nbatches, (void)loss, (void)metric;
+    mid_stopper *m = user;
+    if (epoch == m->epoch && batch == m->batch) m->flag = 1;
+}
+
+static bool record_epoch(void *user, const at_epoch_stats *st) {
+    if (st->epoch >= 1 && st->epoch <= 8) ((mid_stopper *)user)->stats[st->epoch - 1] = *st;
+    return true;
+}
+
+static at_status run_mid(at_net *net, at_train_config cfg, const char *dir, bool resume, mid_stopper *m) {
+    cfg.checkpoint.dir = dir;
+    cfg.checkpoint.resume = resume;
+    at_train_callbacks cb = {m, stop_at_batch, record_epoch, &m->flag};
+    return at_train(net, &data.train, &val, &data.test, &cfg, &cb);
+}
+
+/* Makes dir/last.safetensors look written by a version before --on-nonfinite skip: its state
+ * keys epoch_skipped, epoch_samples, lr_scale and skipped_in_row renamed in place (same length,
+ * so the header and the tensors' offsets stay valid), which the reader ignores as unknown. */
+static void make_older_checkpoint(const char *dir) {
+    char path[400];
+    snprintf(path, sizeof path, "%s/last.safetensors", dir);
+    FILE *f = fopen(path, "r+b");
+    CHECK(f != NULL);
+    if (!f) return;
+    static char buf[1 << 22];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    const char *keys[] = {"epoch_skipped", "epoch_samples", "lr_scale", "skipped_in_row"};
+    for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) {
+        const size_t len = strlen(keys[k]);
+        bool found = false;
+        for (size_t i = 0; i + len <= n; i++)
+            if (memcmp(buf + i, keys[k], len) == 0) {
+                buf[i] = 'X';
+                found = true;
+            }
+        CHECK_MSG(found, "%s: no key %s", path, keys[k]);
+    }
+    rewind(f);
+    CHECK(fwrite(buf, 1, n, f) == n);
+    CHECK(fclose(f) == 0);
+}
+
+/* A stop request mid-epoch writes a checkpoint there; resuming from it ends with the weights and
+ * the last epoch's statistics of the uninterrupted run, bit for bit, also from a checkpoint of
+ * the format before --on-nonfinite skip. */
+static void check_mid_epoch_resume(const char *name, at_train_config cfg, bool older) {
+    char whole[320], parts[340];
+    make_dir(whole, sizeof whole, name);
+    snprintf(parts, sizeof parts, "%s-resumed", whole);
+    mkdir(parts, 0700);
+    mid_stopper never = {0, 0, 0, {{0}}}, at = {0, 2, 5, {{0}}}, after = {0, 0, 0, {{0}}};
+    at_net *ref = fresh_net(11), *first = fresh_net(11), *resumed = fresh_net(99);
+    CHECK_OK(run_mid(ref, cfg, whole, false, &never));
+    CHECK(run_mid(first, cfg, parts, false, &at) == AT_ERR_INTERRUPTED);
+    int epoch = -1, batches = -1;
+    CHECK_OK(at_checkpoint_progress(parts, &epoch, &batches));
+    CHECK_MSG(epoch == 1 && batches == 5, "%s: checkpoint holds epoch %d, batch %d", name, epoch, batches);
+    if (older) make_older_checkpoint(parts);
+    CHECK_OK(run_mid(resumed, cfg, parts, true, &after));
+    CHECK_MSG(same_params(ref, resumed), "%s: weights resumed mid-epoch differ from the uninterrupted run", name);
+    for (int e = 2; e <= cfg.epochs; e++) { /* the interrupted epoch's sums came from the checkpoint */
+        const at_epoch_stats *a = &after.stats[e - 1], *b = &never.stats[e - 1];
+        CHECK_MSG(a->epoch == e && a->train_loss == b->train_loss && a->train_metric == b->train_metric &&
+                      a->test_metric == b->test_metric,
+                  "%s: epoch %d: loss %.9g vs %.9g, metric %.9g vs %.9g", name, e, (double)a->train_loss,
+                  (double)b->train_loss, (double)a->train_metric, (double)b->train_metric);
+    }
+    at_net_free(ref);
+    at_net_free(first);
+    at_net_free(resumed);
+}
+
 static void check_bad_resumes(void) {
     char dir[320];
     make_dir(dir, sizeof dir, "plain-resumed");
@@ -195,6 +278,9 @@ int main(void) {
     if (!mkdtemp(root)) return 1;
     check_resume_equivalence("plain", plain_config());
     check_resume_equivalence("adversarial", adversarial_config());
+    check_mid_epoch_resume("plain-mid", plain_config(), false);
+    check_mid_epoch_resume("adversarial-mid", adversarial_config(), false);
+    check_mid_epoch_resume("plain-mid-older", plain_config(), true);
     check_bad_resumes();
     check_kill_during_save();
     char cmd[300];
