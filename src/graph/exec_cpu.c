@@ -95,7 +95,7 @@ static void sync_point(const pass *P, const at_layer *L, bool forward, bool para
 static float *tensor_rows(const pass *P, int t, int begin) {
     const at_net *net = P->net;
     if (!P->infer) return rows(at_tensor_data(net, t), begin, at_tensor_stride(net, t));
-    if (t < 0) return (float *)P->x + (size_t)begin * at_net_in_size(net);
+    if (t < 0) return (float *)P->x + (size_t)begin * net_in_size(net);
     const int k = net->plan.infer_slot[t + 1];
     return rows(net->infer[k], begin, net->plan.infer_width[k]);
 }
@@ -123,7 +123,7 @@ static void forward_node(const pass *P, at_ctx *ctx, int l, int begin, int end) 
 static void forward_chunk(const pass *P, at_ctx ctx, const float *x, int begin, int end) {
     at_net *net = P->net;
     /* The input is kept for backward; each thread copies its own samples. */
-    const int in_size = at_net_in_size(net);
+    const int in_size = net_in_size(net);
     if (!P->infer)
         memcpy(rows(net->input_copy, begin, in_size), x + (size_t)begin * in_size,
                sizeof(float) * (size_t)(end - begin) * in_size);
@@ -141,7 +141,7 @@ enum { CHUNK_BYTES = 8 << 20 };
  * pgd20-eval's 512 went to memory between the layers; seed-cnn, smallcnn and mlp take 30-40 KB
  * a sample and keep their chunks). */
 static int dynamic_chunk(const at_net *net, int n, int T) {
-    size_t floats = (size_t)at_net_in_size(net);
+    size_t floats = (size_t)net_in_size(net);
     for (int l = 0; l < net->nlayers; l++)
         if (!net->layers[l].fused) floats += (size_t)net->layers[l].out_size;
     const size_t fit = CHUNK_BYTES / (sizeof(float) * AT_MAX(floats, 1));
@@ -279,7 +279,7 @@ static void backward_chunk(const pass *P, at_ctx ctx, int begin, int end) {
         if (!net->layers[l].fused) backward_node(P, &ctx, l, begin, end);
     /* Nothing but Flattens: the input gradient is the output gradient. */
     if (P->input && net->plan.out_tensor < 0) {
-        const int size = at_net_in_size(net);
+        const int size = net_in_size(net);
         memcpy(rows(P->dx, begin, size), P->dlogits + (size_t)begin * size,
                sizeof(float) * (size_t)(end - begin) * size);
     }

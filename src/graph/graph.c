@@ -380,7 +380,7 @@ void at_net_seed(at_net *net, uint64_t seed) {
 
 /* ------------------------------------------------------------ queries */
 
-int at_net_in_size(const at_net *net) { return net->in_c * net->in_h * net->in_w; }
+int at_net_in_size(const at_net *net) { return net_in_size(net); }
 int at_net_out_size(const at_net *net) { return net->layers[net->nlayers - 1].out_size; }
 void at_net_in_shape(const at_net *net, int *c, int *h, int *w) {
     *c = net->in_c;

@@ -93,6 +93,11 @@ struct at_net {
     int last_chunk; /* chunk size of the last forward; 0: it split the batch in fixed parts */
 };
 
+/* Floats per input sample. The public at_net_in_size is graph.c's; the planner and the executor,
+ * which graph.c calls, use this one so that they do not call back into graph.c. */
+static inline int net_in_size(const at_net *net) { return net->in_c * net->in_h * net->in_w; }
+
+
 /* plan.c */
 at_status at_plan_build(at_net *net);
 at_status at_plan_reserve_infer(at_net *net, int n);

@@ -40,7 +40,7 @@ static void give_slot(slot_pool *p, int s) {
 }
 
 int at_tensor_size(const at_net *net, int t) {
-    return t < 0 ? at_net_in_size(net) : net->layers[t].out_size;
+    return t < 0 ? net_in_size(net) : net->layers[t].out_size;
 }
 
 float *at_tensor_data(const at_net *net, int t) { return t < 0 ? net->input_copy : net->act[t]; }
@@ -266,7 +266,7 @@ void at_net_free_buffers(at_net *net) {
 static size_t lines(size_t floats) { return (floats + 15) & ~(size_t)15; }
 
 static bool allocate_tensors(at_net *net, int max_batch) {
-    bool ok = (net->input_copy = at_alloc_floats((size_t)max_batch * at_net_in_size(net), "activations"));
+    bool ok = (net->input_copy = at_alloc_floats((size_t)max_batch * net_in_size(net), "activations"));
     size_t total = 0;
     for (int l = 0; l < net->nlayers; l++)
         if (!net->layers[l].fused && net->plan.fwd_slot[l] < 0)
