@@ -39,6 +39,20 @@ typedef struct atk_cli_help {
 } atk_cli_help;
 void atk_cli_help_texts(atk_cli_help *h, const char *before);
 
+/* The option rows `attack` and `eval` share (rows of a cli_option table: one definition of their
+ * names, ranges and help). */
+#define ATK_CLI_OPTIONS(set, help)                                                                                \
+    {"norm", OPT_STRING, &(set).norm, "linf|l2", "threat model (default linf; l2 turns pgd into pgd-l2, ...)", 1, 0}, \
+    {"steps", OPT_INT, &(set).steps, "K", (help).steps, 1, 1000000},                                              \
+    {"restarts", OPT_INT, &(set).restarts, "R", "random restarts (default 1)", 1, 10000},                       \
+    {"alpha", OPT_FLOAT, &(set).alpha, "A", "PGD step size (default 2.5*eps/steps)", 1e-9, 10},                  \
+    {"queries", OPT_INT, &(set).queries, "Q", "queries of square and of auto's Square (defaults: the q under --steps)", 1, 10000000}, \
+    {"target", OPT_STRING, &(set).target, "T", "targeted attack: random, least-likely or a class number", 1, 0}, \
+    {"seed", OPT_U64, &(set).seed, "S", "random starts and Square's search (default 0)", 1, 0},                 \
+    {"all", OPT_FLAG, &(set).all, NULL, "attack misclassified samples too (they never count as robust)", 1, 0},  \
+    {"last-iterate", OPT_FLAG, &(set).last_iterate, NULL,                                                       \
+     "pgd, cw: judge each sample's last iterate (as torchattacks) instead of stopping at the first iterate that fools the model", 1, 0}
+
 /* The model and data of a subcommand that attacks: MODEL.safetensors (or weights read into
  * --model SPEC), the data source the model was trained on unless one is given, and the split
  * (test or train). */

@@ -597,6 +597,38 @@ static void add_metric(cJSON *o, const char *split, bool regression, const at_ev
 }
 
 /* The results: metrics, gap, per-layer weight norms and sparsity. */
+/* Calls fn for every weight tensor (biases left out) with its layer kind and statistics, and
+ * sums their counts and zeros. */
+typedef void (*weight_fn)(void *user, const at_param_info *p, const char *kind, const at_tensor_stats *ts);
+static void each_weight(const at_net *net, weight_fn fn, void *user, size_t *total, size_t *zeros) {
+    for (int t = 0; t < at_net_num_tensors(net); t++) {
+        const at_param_info *p = at_net_tensor(net, t);
+        if (p->is_bias) continue;
+        at_tensor_stats ts;
+        at_tensor_stats_of(net, t, &ts);
+        *total += ts.count;
+        *zeros += ts.zeros;
+        fn(user, p, kind_name(at_net_layer(net, p->layer)->kind), &ts);
+    }
+}
+
+static void weight_json(void *layers, const at_param_info *p, const char *kind, const at_tensor_stats *ts) {
+    cJSON *l = cJSON_CreateObject();
+    cJSON_AddStringToObject(l, "name", p->name);
+    cJSON_AddStringToObject(l, "kind", kind);
+    cJSON_AddNumberToObject(l, "count", (double)ts->count);
+    cJSON_AddNumberToObject(l, "l1", ts->l1);
+    cJSON_AddNumberToObject(l, "l2", ts->l2);
+    cJSON_AddNumberToObject(l, "zeros", (double)ts->zeros);
+    cJSON_AddNumberToObject(l, "zero_fraction", ts->count ? (double)ts->zeros / ts->count : 0.0);
+    cJSON_AddItemToArray(layers, l);
+}
+
+static void weight_line(void *file, const at_param_info *p, const char *kind, const at_tensor_stats *ts) {
+    fprintf(file, "%-14s %-7s %9zu %12.4g %10.4g %7.2f%%\n", p->name, kind, ts->count, ts->l1, ts->l2,
+            ts->count ? 100.0 * ts->zeros / ts->count : 0.0);
+}
+
 static cJSON *results_json(const fit_state *st, const at_net *net, const final_metrics *m) {
     cJSON *o = cJSON_CreateObject();
     const bool reg = st->regression;
@@ -619,25 +651,8 @@ static cJSON *results_json(const fit_state *st, const at_net *net, const final_m
     if (m->has_val) add_metric(o, "val", reg, &m->val);
     add_metric(o, "test", reg, &m->test);
     cJSON_AddNumberToObject(o, "generalization_gap", m->gap);
-    cJSON *layers = cJSON_AddArrayToObject(o, "layers");
     size_t total = 0, zeros = 0;
-    for (int t = 0; t < at_net_num_tensors(net); t++) {
-        const at_param_info *p = at_net_tensor(net, t);
-        if (p->is_bias) continue;
-        at_tensor_stats ts;
-        at_tensor_stats_of(net, t, &ts);
-        total += ts.count;
-        zeros += ts.zeros;
-        cJSON *l = cJSON_CreateObject();
-        cJSON_AddStringToObject(l, "name", p->name);
-        cJSON_AddStringToObject(l, "kind", kind_name(at_net_layer(net, p->layer)->kind));
-        cJSON_AddNumberToObject(l, "count", (double)ts.count);
-        cJSON_AddNumberToObject(l, "l1", ts.l1);
-        cJSON_AddNumberToObject(l, "l2", ts.l2);
-        cJSON_AddNumberToObject(l, "zeros", (double)ts.zeros);
-        cJSON_AddNumberToObject(l, "zero_fraction", ts.count ? (double)ts.zeros / ts.count : 0.0);
-        cJSON_AddItemToArray(layers, l);
-    }
+    each_weight(net, weight_json, cJSON_AddArrayToObject(o, "layers"), &total, &zeros);
     cJSON_AddNumberToObject(o, "weights_zero_fraction", total ? (double)zeros / total : 0.0);
     return o;
 }
@@ -646,17 +661,7 @@ static void print_report(FILE *f, const fit_state *st, const at_net *net, const 
     fprintf(f, "\n%-14s %-7s %9s %12s %10s %8s\n", "weights", "kind", "count", "L1 (sum|w|)",
             "L2 (norm)", "zeros");
     size_t total = 0, zeros = 0;
-    for (int t = 0; t < at_net_num_tensors(net); t++) {
-        const at_param_info *p = at_net_tensor(net, t);
-        if (p->is_bias) continue;
-        at_tensor_stats ts;
-        at_tensor_stats_of(net, t, &ts);
-        total += ts.count;
-        zeros += ts.zeros;
-        fprintf(f, "%-14s %-7s %9zu %12.4g %10.4g %7.2f%%\n", p->name,
-                kind_name(at_net_layer(net, p->layer)->kind), ts.count, ts.l1, ts.l2,
-                ts.count ? 100.0 * ts.zeros / ts.count : 0.0);
-    }
+    each_weight(net, weight_line, f, &total, &zeros);
     fprintf(f, "%-14s %-7s %9zu %12s %10s %7.2f%%\n", "all weights", "", total, "", "",
             total ? 100.0 * zeros / total : 0.0);
     char tr[32], va[32], te[32];

@@ -226,21 +226,16 @@ static at_status apgd_run(atk_batch *b, const apgd_ws *w, const at_attack_config
     return AT_OK;
 }
 
+static at_status apgd_once(atk_batch *b, const at_attack_config *cfg, void *state, int m, bool last) {
+    (void)last; /* every run keeps its best examples; the caller's final pass judges them */
+    return apgd_run(b, state, cfg, m, cfg->target != AT_TARGET_NONE, cfg->target == AT_TARGET_TOP);
+}
+
 static at_status apgd_attack(atk_batch *b, const at_attack_config *cfg, void *ws) {
     atk_arena a = {ws, 0};
     apgd_ws w;
     apgd_layout(&a, &w, b->cap, b->D, cfg->steps);
-    const bool top = cfg->target == AT_TARGET_TOP, targeted = cfg->target != AT_TARGET_NONE;
-    const int passes = top ? cfg->target_classes : 1;
-    for (int pass = 0; pass < passes; pass++) {
-        for (int r = 0; r < cfg->restarts; r++) {
-            int m = atk_gather_targets(b, top, pass);
-            if (m == 0) return AT_OK;
-            at_status s = apgd_run(b, &w, cfg, m, targeted, top);
-            if (s != AT_OK) return s;
-        }
-    }
-    return AT_OK;
+    return atk_each_run(b, cfg, apgd_once, &w);
 }
 
 static void apgd_defaults(at_attack_config *cfg) { cfg->steps = 100; }

@@ -94,6 +94,11 @@ int atk_gather_active(atk_batch *b);
 /* atk_gather_active, then each row's target: with `top` the (pass+1)-th highest-scoring class of
  * the clean input (AT_TARGET_TOP tries one per pass), else the sample's own target. */
 int atk_gather_targets(atk_batch *b, bool top, int pass);
+/* The runs of an iterative attack: one per restart and, with AT_TARGET_TOP, per target rank
+ * (pass), each on the samples still to do (their targets gathered, m of them); none once every
+ * sample is done. `last` tells the final run, whose examples the caller's final pass judges. */
+typedef at_status (*atk_run_fn)(atk_batch *b, const at_attack_config *cfg, void *state, int m, bool last);
+at_status atk_each_run(atk_batch *b, const at_attack_config *cfg, atk_run_fn run, void *state);
 
 /* Success test of a single-target or untargeted attack for batch sample i with prediction p. */
 static inline bool atk_fooled(const atk_batch *b, int i, int p) {

@@ -266,6 +266,19 @@ int atk_gather_targets(atk_batch *b, bool top, int pass) {
     return m;
 }
 
+at_status atk_each_run(atk_batch *b, const at_attack_config *cfg, atk_run_fn run, void *state) {
+    const bool top = cfg->target == AT_TARGET_TOP;
+    const int passes = top ? cfg->target_classes : 1;
+    for (int pass = 0; pass < passes; pass++)
+        for (int r = 0; r < cfg->restarts; r++) {
+            int m = atk_gather_targets(b, top, pass);
+            if (m == 0) return AT_OK;
+            at_status s = run(b, cfg, state, m, pass == passes - 1 && r == cfg->restarts - 1);
+            if (s != AT_OK) return s;
+        }
+    return AT_OK;
+}
+
 int atk_ranked_class(const float *z, int K, int rank) {
     for (int j = 0; j < K; j++) {
         int r = 0;

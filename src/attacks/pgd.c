@@ -79,27 +79,27 @@ static at_status pgd_run(atk_batch *b, const at_attack_config *cfg, int *m_io, b
     return AT_OK;
 }
 
-static at_status pgd_attack(atk_batch *b, const at_attack_config *cfg, void *ws) {
+/* One run: its examples into b->adv; samples they fool are done (not after the last run, whose
+ * examples the caller's final pass judges). */
+static at_status pgd_once(atk_batch *b, const at_attack_config *cfg, void *state, int m, bool last) {
+    (void)state;
     const int D = b->D, K = b->K;
     const bool top = cfg->target == AT_TARGET_TOP, targeted = cfg->target != AT_TARGET_NONE;
-    const int passes = top ? cfg->target_classes : 1;
-    for (int pass = 0; pass < passes; pass++) {
-        for (int r = 0; r < cfg->restarts; r++) {
-            int m = atk_gather_targets(b, top, pass);
-            if (m == 0) return AT_OK;
-            at_status s = pgd_run(b, cfg, &m, targeted, top);
-            if (s != AT_OK) return s;
-            for (int j = 0; j < m; j++)
-                memcpy(b->adv + (size_t)b->ids[j] * D, b->xa + (size_t)j * D, sizeof(float) * (size_t)D);
-            /* After the last run the caller's final pass judges every example: no pass here. */
-            if (m == 0 || (pass == passes - 1 && r == cfg->restarts - 1)) continue;
-            const float *z;
-            if ((s = atk_forward(b, b->xa, m, &z)) != AT_OK) return s;
-            for (int j = 0; j < m; j++)
-                if (atk_success(b, top, b->ids[j], at_argmax(z + (size_t)j * K, K))) b->todo[b->ids[j]] = 0;
-        }
-    }
+    at_status s = pgd_run(b, cfg, &m, targeted, top);
+    if (s != AT_OK) return s;
+    for (int j = 0; j < m; j++)
+        memcpy(b->adv + (size_t)b->ids[j] * D, b->xa + (size_t)j * D, sizeof(float) * (size_t)D);
+    if (m == 0 || last) return AT_OK;
+    const float *z;
+    if ((s = atk_forward(b, b->xa, m, &z)) != AT_OK) return s;
+    for (int j = 0; j < m; j++)
+        if (atk_success(b, top, b->ids[j], at_argmax(z + (size_t)j * K, K))) b->todo[b->ids[j]] = 0;
     return AT_OK;
+}
+
+static at_status pgd_attack(atk_batch *b, const at_attack_config *cfg, void *ws) {
+    (void)ws;
+    return atk_each_run(b, cfg, pgd_once, NULL);
 }
 
 static void pgd_defaults(at_attack_config *cfg) { cfg->steps = 20; }
