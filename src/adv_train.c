@@ -212,7 +212,7 @@ at_status adv_trainer_gradients(adv_trainer *t, const float *x, const int32_t *y
         if (s == AT_OK)
             s = at_adversarial_loss(t->net, t->ws, &a, x, y, soft, n, 1.0f - c->clean_weight,
                                     &adv_loss, adv_correct);
-        *loss = c->clean_weight * clean_loss + (1.0f - c->clean_weight) * adv_loss;
+        if (s == AT_OK) *loss = c->clean_weight * clean_loss + (1.0f - c->clean_weight) * adv_loss;
         return s;
     case AT_ADV_FGSM_RS:
     case AT_ADV_PGD:
