@@ -697,6 +697,24 @@ at_status at_robustness_sanity(at_net *net, const at_dataset *ds, int n, int cle
                                const at_sanity_run *runs, int nruns, bool extra_runs,
                                at_sanity_report *report);
 
+/* ---------------------------------------------------------------- certified bounds */
+
+/* Interval bounds (IBP, Gowal et al. 2018) of the outputs of n inputs whose features lie in
+ * [lo, hi] (n x at_net_in_size each): every output any such input produces in eval mode lies in
+ * [out_lo, out_hi] (n x at_net_out_size), up to float rounding. Runs in eval mode whatever the
+ * network's mode (restored) and changes nothing in it. AT_ERR_ARG if a bound is NaN or lo > hi
+ * somewhere, or if a layer kind has no bound rule (naming it). */
+at_status at_net_interval_bounds(at_net *net, const float *lo, const float *hi, int n, float *out_lo,
+                                 float *out_hi);
+
+/* Lower bounds of the margins z_y - z_j of a classifier over the L-inf ball of radius eps around
+ * each of n inputs x, clipped to the pixel box [0,1]: margins is n x K (K = at_net_out_size),
+ * +inf at j = y. Interval bounds, with a final Linear layer folded into the margin (Gowal et
+ * al.'s elision, tighter than the difference of two logit intervals). A sample whose margins
+ * are all > 0 is verified: no input of the ball changes its prediction. */
+at_status at_net_margin_bounds(at_net *net, const float *x, const int32_t *y, int n, float eps,
+                               float *margins);
+
 /* ---------------------------------------------------------------- C export */
 
 /* Writes the network as standalone C99 for microcontrollers (docs/export.md): DIR/PREFIX.h and

@@ -95,15 +95,19 @@ static void sigmoid_describe(const at_layer *L, char *buf, size_t cap) {
 
 const at_layer_ops at_relu_ops = {.name = "relu", .setup = same_shape_setup,
                                   .workspace = no_workspace, .forward = relu_forward,
-                                  .backward = relu_backward, .describe = relu_describe};
+                                  .backward = relu_backward, .describe = relu_describe,
+                                  .bound_rule = AT_BOUND_MONOTONE};
 const at_layer_ops at_leakyrelu_ops = {.name = "leakyrelu", .setup = leakyrelu_setup,
                                        .workspace = no_workspace, .forward = leakyrelu_forward,
                                        .backward = leakyrelu_backward, .max_args = 1,
                                        .parse = leakyrelu_parse, .spec_word = leakyrelu_word,
-                                       .describe = leakyrelu_describe};
+                                       .describe = leakyrelu_describe,
+                                       .bound_rule = AT_BOUND_MONOTONE};
 const at_layer_ops at_tanh_ops = {.name = "tanh", .setup = same_shape_setup,
                                   .workspace = no_workspace, .forward = tanh_forward,
-                                  .backward = tanh_backward, .describe = tanh_describe};
+                                  .backward = tanh_backward, .describe = tanh_describe,
+                                  .bound_rule = AT_BOUND_MONOTONE};
 const at_layer_ops at_sigmoid_ops = {.name = "sigmoid", .setup = same_shape_setup,
                                      .workspace = no_workspace, .forward = sigmoid_forward,
-                                     .backward = sigmoid_backward, .describe = sigmoid_describe};
+                                     .backward = sigmoid_backward, .describe = sigmoid_describe,
+                                     .bound_rule = AT_BOUND_MONOTONE};

@@ -51,4 +51,5 @@ const at_layer_ops at_add_ops = {.name = "add", .inputs = 2, .setup = add_setup,
                                  .workspace = add_workspace, .forward = add_forward,
                                  .backward = add_backward, .fuses_relu = add_fuses_relu,
                                  .output_dead_in_backward = true, .inputs_dead_in_backward = true,
-                                 .spec_word = add_word, .describe = add_describe};
+                                 .spec_word = add_word, .describe = add_describe,
+                                 .bound_rule = AT_BOUND_AFFINE};

@@ -304,6 +304,16 @@ static void bn_init(const at_layer *L, float *params, float *buffers) {
     buffers[L->buf_off + 2 * (size_t)C] = 0.0f;
 }
 
+/* Eval mode is y = gamma (x - mean) / sqrt(var + eps) + beta per channel: its |A| scales by
+ * |gamma| / sqrt(var + eps), which is the same forward with |gamma|, beta 0 and mean 0. */
+static void bn_abs_map(const at_layer *L, float *params, float *buffers) {
+    for (int c = 0; c < L->in_c; c++) {
+        params[L->w_off + c] = fabsf(params[L->w_off + c]);
+        params[L->b_off + c] = 0.0f;
+        buffers[L->buf_off + c] = 0.0f;
+    }
+}
+
 /* PyTorch's repr of the module with its defaults. */
 #define BN_OPTIONS "eps=1e-05, momentum=0.1, affine=True, track_running_stats=True"
 
@@ -320,11 +330,13 @@ const at_layer_ops at_batchnorm2d_ops = {
     .backward = bn_backward, .fuses_relu = bn_fuses_relu,
     .output_dead_in_backward = true, .describe = bn2d_describe,
     .init = bn_init, .forward_stats = bn_forward_stats, .forward_reduce = bn_forward_reduce,
-    .backward_stats = bn_backward_stats, .backward_reduce = bn_backward_reduce};
+    .backward_stats = bn_backward_stats, .backward_reduce = bn_backward_reduce,
+    .bound_rule = AT_BOUND_AFFINE, .abs_map = bn_abs_map};
 
 const at_layer_ops at_batchnorm1d_ops = {
     .name = "bn1d", .setup = bn1d_setup, .workspace = bn_workspace, .forward = bn_forward,
     .backward = bn_backward, .fuses_relu = bn_fuses_relu,
     .output_dead_in_backward = true, .describe = bn1d_describe,
     .init = bn_init, .forward_stats = bn_forward_stats, .forward_reduce = bn_forward_reduce,
-    .backward_stats = bn_backward_stats, .backward_reduce = bn_backward_reduce};
+    .backward_stats = bn_backward_stats, .backward_reduce = bn_backward_reduce,
+    .bound_rule = AT_BOUND_AFFINE, .abs_map = bn_abs_map};

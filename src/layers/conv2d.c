@@ -387,4 +387,5 @@ const at_layer_ops at_conv2d_ops = {.name = "conv", .setup = conv_setup,
                                     .backward = conv_backward, .fuses_relu = conv_fuses_relu,
                                     .output_dead_in_backward = true,
                                     .min_args = 2, .max_args = 4, .parse = conv_parse,
-                                    .spec_word = conv_word, .describe = conv_describe};
+                                    .spec_word = conv_word, .describe = conv_describe,
+                                    .bound_rule = AT_BOUND_AFFINE};

@@ -82,7 +82,8 @@ const at_layer_ops at_dropout_ops = {.name = "dropout", .setup = dropout_setup,
                                      .workspace = dropout_workspace, .forward = dropout_forward,
                                      .backward = dropout_backward, .max_args = 1,
                                      .parse = dropout_parse, .spec_word = dropout_word,
-                                     .describe = dropout_describe};
+                                     .describe = dropout_describe,
+                                     .bound_rule = AT_BOUND_AFFINE};
 
 /* ------------------------------------------------------------ Dropout2d */
 
@@ -120,4 +121,5 @@ const at_layer_ops at_dropout2d_ops = {.name = "dropout2d", .setup = dropout_set
                                        .forward = dropout2d_forward,
                                        .backward = dropout2d_backward, .max_args = 1,
                                        .parse = dropout_parse, .spec_word = dropout_word,
-                                       .describe = dropout_describe};
+                                       .describe = dropout_describe,
+                                       .bound_rule = AT_BOUND_AFFINE};

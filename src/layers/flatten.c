@@ -29,4 +29,5 @@ static void flatten_describe(const at_layer *L, char *buf, size_t cap) {
 
 const at_layer_ops at_flatten_ops = {.name = "flatten", .setup = flatten_setup,
                                      .workspace = flatten_workspace, .forward = flatten_forward,
-                                     .backward = flatten_backward, .describe = flatten_describe};
+                                     .backward = flatten_backward, .describe = flatten_describe,
+                                     .bound_rule = AT_BOUND_MONOTONE};

@@ -41,4 +41,5 @@ static void gap_describe(const at_layer *L, char *buf, size_t cap) {
 
 const at_layer_ops at_globalavgpool_ops = {.name = "gap", .setup = gap_setup,
                                            .workspace = gap_workspace, .forward = gap_forward,
-                                           .backward = gap_backward, .describe = gap_describe};
+                                           .backward = gap_backward, .describe = gap_describe,
+                                           .bound_rule = AT_BOUND_AFFINE};

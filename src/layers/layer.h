@@ -71,6 +71,16 @@ typedef struct at_ctx {
     float *dx2;
 } at_ctx;
 
+/* How interval bounds pass through a layer kind in eval mode (certified robustness,
+ * src/certify/ibp.c). */
+typedef enum at_bound_rule {
+    AT_BOUND_NONE,     /* no rule: bound propagation refuses the network, naming the layer */
+    AT_BOUND_AFFINE,   /* y = A x + c (x2 too for Add): the centre of the box goes through forward,
+                        * its radius through |A| (abs_map) */
+    AT_BOUND_MONOTONE, /* every output non-decreasing in every input: forward of the lower and of
+                        * the upper bound */
+} at_bound_rule;
+
 typedef struct at_layer_ops {
     const char *name; /* spec keyword */
     /* 2 for a node that reads two inputs of the same shape (Add: ctx->x2, ctx->dx2; its spec's
@@ -120,6 +130,12 @@ typedef struct at_layer_ops {
     /* Writes the parameter gradients that are batch sums into ctx->grads when param_grads. */
     void (*backward_reduce)(const at_layer *L, const at_ctx *ctx, const double *sum, int n,
                             bool param_grads);
+
+    /* Certified bounds: the rule, and for AT_BOUND_AFFINE with parameters the map |A| (no
+     * offset) written over copies of the network's parameters and buffers; NULL: the default,
+     * weight |w| and bias 0 (Linear, Conv2d). */
+    at_bound_rule bound_rule;
+    void (*abs_map)(const at_layer *L, float *params, float *buffers);
 } at_layer_ops;
 
 /* Spec helpers shared by the layer files (spec_args.c): AT_ERR_ARG, naming the token, unless

@@ -79,4 +79,5 @@ const at_layer_ops at_linear_ops = {.name = "linear", .setup = linear_setup,
                                     .backward = linear_backward, .fuses_relu = linear_fuses_relu,
                                     .output_dead_in_backward = true,
                                     .min_args = 1, .max_args = 1, .parse = linear_parse,
-                                    .spec_word = linear_word, .describe = linear_describe};
+                                    .spec_word = linear_word, .describe = linear_describe,
+                                    .bound_rule = AT_BOUND_AFFINE};

@@ -266,9 +266,11 @@ const at_layer_ops at_maxpool2d_ops = {.name = "maxpool", .setup = pool_setup,
                                        .workspace = pool_workspace, .forward = maxpool_forward,
                                        .backward = maxpool_backward, .min_args = 1, .max_args = 3,
                                        .parse = pool_parse, .spec_word = pool_word,
-                                       .describe = pool_describe};
+                                       .describe = pool_describe,
+                                       .bound_rule = AT_BOUND_MONOTONE};
 const at_layer_ops at_avgpool2d_ops = {.name = "avgpool", .setup = pool_setup,
                                        .workspace = pool_workspace, .forward = avgpool_forward,
                                        .backward = avgpool_backward, .min_args = 1, .max_args = 3,
                                        .parse = pool_parse, .spec_word = pool_word,
-                                       .describe = pool_describe};
+                                       .describe = pool_describe,
+                                       .bound_rule = AT_BOUND_AFFINE};

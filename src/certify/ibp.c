@@ -1,0 +1,324 @@
+/* Interval bound propagation (IBP; Gowal et al. 2018, "On the effectiveness of interval bound
+ * propagation for training verifiably robust models"): from a box of inputs, a box that holds
+ * every logit any input of the box can produce, in eval mode.
+ *
+ * Each layer kind says how a box passes through it (at_layer_ops.bound_rule): an affine layer
+ * (Linear, Conv2d, BatchNorm in eval mode, average pooling, Add, Dropout in eval) maps the
+ * box's centre with its own forward and its radius with |A| (the same forward on a copy of the
+ * parameters with every coefficient made non-negative and no offset: at_layer_ops.abs_map); a
+ * monotone one (ReLU, LeakyReLU, Tanh, Sigmoid, max pooling) maps the lower and the upper
+ * bound. So the rule for a kind is one line in its table, and its kernels are the forward's.
+ *
+ * The margins z_y - z_j, what verification needs, fold the last Linear layer into the margin
+ * (Gowal et al.'s elision): (W_y - W_j) h + b_y - b_j over the box of h is tighter than the
+ * difference of two logit intervals. Bounds are computed in float, like the forward: sound up
+ * to its rounding (the tests allow 1e-5 of the largest value, as auto_LiRPA's comparisons do).
+ *
+ * Chunks of samples go to the threads; each thread has its own bounds of every tensor. */
+#include "graph/net_internal.h"
+
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+enum { CHUNK = 16 };
+
+/* The network's |A| parameters and buffers, and what a thread needs for a chunk. */
+typedef struct bound_net {
+    at_net *net;
+    float *abs_params, *abs_buffers;
+    int stop;   /* nodes [0, stop) are propagated */
+    size_t per_thread;
+} bound_net;
+
+typedef struct thread_bufs {
+    float **lo, **hi;  /* per tensor + 1 (index t + 1), CHUNK rows each; fused nodes alias */
+    float *mid, *rad, *mid2, *rad2, *ymid, *yrad, *work;
+} thread_bufs;
+
+static size_t max_tensor(const at_net *net) {
+    size_t m = (size_t)net_in_size(net);
+    for (int l = 0; l < net->nlayers; l++) m = AT_MAX(m, (size_t)net->layers[l].out_size);
+    return m;
+}
+
+static size_t max_work(const at_net *net) {
+    size_t w = 0;
+    for (int l = 0; l < net->nlayers; l++) {
+        const at_layer *L = &net->layers[l];
+        if (!L->fused) w = AT_MAX(w, at_layer_ops_for(L->d.kind)->workspace(L, CHUNK));
+    }
+    return w;
+}
+
+/* The first node without a bound rule before stop, or -1. */
+static int unsupported(const at_net *net, int stop) {
+    for (int l = 0; l < stop; l++)
+        if (!net->layers[l].fused && at_layer_ops_for(net->layers[l].d.kind)->bound_rule == AT_BOUND_NONE) return l;
+    return -1;
+}
+
+/* |A| of every affine node: weights |w| and biases 0 unless the kind maps its own. */
+static at_status make_abs(bound_net *B) {
+    const at_net *net = B->net;
+    B->abs_params = at_alloc_floats(AT_MAX(net->nparams, 1), "bound parameters");
+    B->abs_buffers = at_alloc_floats(AT_MAX(net->nbuffer_floats, 1), "bound buffers");
+    if (!B->abs_params || !B->abs_buffers) return AT_ERR_NOMEM;
+    memcpy(B->abs_params, net->params, sizeof(float) * net->nparams);
+    if (net->nbuffer_floats) memcpy(B->abs_buffers, net->buffers, sizeof(float) * net->nbuffer_floats);
+    for (int l = 0; l < B->stop; l++) {
+        const at_layer *L = &net->layers[l];
+        const at_layer_ops *ops = at_layer_ops_for(L->d.kind);
+        if (L->fused || ops->bound_rule != AT_BOUND_AFFINE) continue;
+        if (ops->abs_map) {
+            ops->abs_map(L, B->abs_params, B->abs_buffers);
+            continue;
+        }
+        for (size_t i = 0; i < L->w_count; i++) B->abs_params[L->w_off + i] = fabsf(B->abs_params[L->w_off + i]);
+        memset(B->abs_params + L->b_off, 0, sizeof(float) * L->b_count);
+    }
+    return AT_OK;
+}
+
+/* One thread's buffers, carved out of one block: every non-fused tensor's bounds, then scratch. */
+static size_t thread_floats(const at_net *net) {
+    size_t f = 2 * (size_t)CHUNK * net_in_size(net);
+    for (int l = 0; l < net->nlayers; l++)
+        if (!net->layers[l].fused) f += 2 * (size_t)CHUNK * net->layers[l].out_size;
+    return f + 6 * (size_t)CHUNK * max_tensor(net) + max_work(net);
+}
+
+static void carve(const at_net *net, float *block, float **lo, float **hi, thread_bufs *T) {
+    const size_t big = (size_t)CHUNK * max_tensor(net);
+    T->lo = lo;
+    T->hi = hi;
+    lo[0] = block;
+    hi[0] = block + (size_t)CHUNK * net_in_size(net);
+    block = hi[0] + (size_t)CHUNK * net_in_size(net);
+    for (int l = 0; l < net->nlayers; l++) {
+        const at_layer *L = &net->layers[l];
+        if (L->fused) { /* its tensor is its source's */
+            lo[l + 1] = lo[L->src[0] + 1];
+            hi[l + 1] = hi[L->src[0] + 1];
+            continue;
+        }
+        lo[l + 1] = block;
+        hi[l + 1] = block + (size_t)CHUNK * L->out_size;
+        block += 2 * (size_t)CHUNK * L->out_size;
+    }
+    float **s[] = {&T->mid, &T->rad, &T->mid2, &T->rad2, &T->ymid, &T->yrad};
+    for (int i = 0; i < 6; i++, block += big) *s[i] = block;
+    T->work = block;
+}
+
+static void centre_radius(const float *lo, const float *hi, size_t count, float *mid, float *rad) {
+    for (size_t i = 0; i < count; i++) {
+        mid[i] = 0.5f * (lo[i] + hi[i]);
+        rad[i] = 0.5f * (hi[i] - lo[i]);
+    }
+}
+
+/* An affine node: centre through the forward, radius through |A|, then the fused ReLU. */
+static void affine_bounds(const bound_net *B, const thread_bufs *T, at_ctx ctx, int l, int n) {
+    const at_net *net = B->net;
+    at_layer A = net->layers[l];
+    const at_layer_ops *ops = at_layer_ops_for(A.d.kind);
+    const bool relu = A.relu_out;
+    A.relu_out = false;
+    const size_t in = (size_t)n * A.in_size, out = (size_t)n * A.out_size;
+    centre_radius(T->lo[A.src[0] + 1], T->hi[A.src[0] + 1], in, T->mid, T->rad);
+    if (A.nsrc == 2) centre_radius(T->lo[A.src[1] + 1], T->hi[A.src[1] + 1], in, T->mid2, T->rad2);
+    ctx.x2 = T->mid2;
+    ops->forward(&A, &ctx, T->mid, T->ymid, n);
+    ctx.params = B->abs_params;
+    ctx.buffers = B->abs_buffers;
+    ctx.x2 = T->rad2;
+    ops->forward(&A, &ctx, T->rad, T->yrad, n);
+    float *lo = T->lo[l + 1], *hi = T->hi[l + 1];
+    for (size_t i = 0; i < out; i++) {
+        lo[i] = T->ymid[i] - T->yrad[i];
+        hi[i] = T->ymid[i] + T->yrad[i];
+        if (relu) {
+            lo[i] = at_relu(lo[i]);
+            hi[i] = at_relu(hi[i]);
+        }
+    }
+}
+
+/* Nodes [0, B->stop) on the chunk's n samples, whose input bounds are in T->lo[0], T->hi[0]. */
+static void propagate(const bound_net *B, const thread_bufs *T, int n) {
+    const at_net *net = B->net;
+    const at_ctx ctx = {.params = net->params, .work = T->work, .buffers = net->buffers};
+    for (int l = 0; l < B->stop; l++) {
+        const at_layer *L = &net->layers[l];
+        if (L->fused) continue;
+        const at_layer_ops *ops = at_layer_ops_for(L->d.kind);
+        if (ops->bound_rule == AT_BOUND_AFFINE) {
+            affine_bounds(B, T, ctx, l, n);
+            continue;
+        }
+        ops->forward(L, &ctx, T->lo[L->src[0] + 1], T->lo[l + 1], n);
+        ops->forward(L, &ctx, T->hi[L->src[0] + 1], T->hi[l + 1], n);
+    }
+}
+
+/* What is done with a chunk's bounds once propagated: rows [begin, begin + n) of the batch. */
+typedef void (*chunk_done)(const bound_net *B, const thread_bufs *T, void *user, int begin, int n);
+/* How a chunk's input box is made: rows [begin, begin + n) into lo, hi. */
+typedef void (*chunk_input)(const at_net *net, void *user, int begin, int n, float *lo, float *hi);
+
+static at_status run_chunks(bound_net *B, int total, chunk_input input, chunk_done done, void *user) {
+    at_net *net = B->net;
+    const int l = unsupported(net, B->stop);
+    if (l >= 0)
+        return at_fail(AT_ERR_ARG, "bound propagation: node %d (%s) has no bound rule", l,
+                       at_layer_ops_for(net->layers[l].d.kind)->name);
+    at_status s = make_abs(B);
+    const int T = AT_MAX(1, AT_MIN(at_get_threads(), (total + CHUNK - 1) / CHUNK));
+    const size_t floats = thread_floats(net);
+    float *block = s == AT_OK ? at_alloc_floats(floats * (size_t)T, "bound buffers") : NULL;
+    float **ptrs = block ? at_calloc(2 * (size_t)T * (net->nlayers + 1), sizeof(float *), "bound tensors") : NULL;
+    if (s == AT_OK && !ptrs) s = AT_ERR_NOMEM;
+    const bool was_training = net->training;
+    net->training = false;
+#pragma omp parallel num_threads(T) if (s == AT_OK && T > 1)
+    {
+        const int t = omp_get_thread_num();
+        thread_bufs bufs;
+        if (s == AT_OK) {
+            float **lo = ptrs + 2 * (size_t)t * (net->nlayers + 1);
+            carve(net, block + floats * (size_t)t, lo, lo + net->nlayers + 1, &bufs);
+            for (int begin = t * CHUNK; begin < total; begin += T * CHUNK) {
+                const int n = AT_MIN(CHUNK, total - begin);
+                input(net, user, begin, n, bufs.lo[0], bufs.hi[0]);
+                propagate(B, &bufs, n);
+                done(B, &bufs, user, begin, n);
+            }
+        }
+    }
+    net->training = was_training;
+    free(ptrs);
+    free(block);
+    free(B->abs_params);
+    free(B->abs_buffers);
+    return s;
+}
+
+/* ------------------------------------------------------------ logit bounds */
+
+typedef struct box_job {
+    const float *lo, *hi;
+    float *out_lo, *out_hi;
+} box_job;
+
+static void box_input(const at_net *net, void *user, int begin, int n, float *lo, float *hi) {
+    const box_job *J = user;
+    const size_t D = (size_t)net_in_size(net);
+    memcpy(lo, J->lo + begin * D, sizeof(float) * n * D);
+    memcpy(hi, J->hi + begin * D, sizeof(float) * n * D);
+}
+
+static void box_done(const bound_net *B, const thread_bufs *T, void *user, int begin, int n) {
+    const box_job *J = user;
+    const at_net *net = B->net;
+    const int t = net->plan.out_tensor;
+    const size_t K = (size_t)at_net_out_size(net);
+    memcpy(J->out_lo + begin * K, T->lo[t + 1], sizeof(float) * n * K);
+    memcpy(J->out_hi + begin * K, T->hi[t + 1], sizeof(float) * n * K);
+}
+
+/* Whether lo <= hi everywhere, with no NaN. */
+static bool valid_box(const float *lo, const float *hi, size_t count) {
+    for (size_t i = 0; i < count; i++)
+        if (!(lo[i] <= hi[i])) return false;
+    return true;
+}
+
+at_status at_net_interval_bounds(at_net *net, const float *lo, const float *hi, int n, float *out_lo,
+                                 float *out_hi) {
+    if (!net || n < 0 || (n > 0 && (!lo || !hi || !out_lo || !out_hi)))
+        return at_fail(AT_ERR_ARG, "at_net_interval_bounds: NULL argument or negative count");
+    if (!valid_box(lo, hi, (size_t)n * net_in_size(net)))
+        return at_fail(AT_ERR_ARG, "at_net_interval_bounds: a lower bound is above its upper bound, or NaN");
+    bound_net B = {.net = net, .stop = net->nlayers};
+    box_job J = {lo, hi, out_lo, out_hi};
+    return n ? run_chunks(&B, n, box_input, box_done, &J) : AT_OK;
+}
+
+/* ------------------------------------------------------------ margin bounds */
+
+typedef struct margin_job {
+    const float *x;
+    const int32_t *y;
+    float eps;
+    float *margins;
+    int elide; /* the final Linear node folded into the margins, or -1 */
+} margin_job;
+
+/* The L-inf ball of radius eps around x, inside the pixel box [0, 1]. */
+static void ball_input(const at_net *net, void *user, int begin, int n, float *lo, float *hi) {
+    const margin_job *J = user;
+    const size_t D = (size_t)net_in_size(net);
+    const float *x = J->x + begin * D;
+    for (size_t i = 0; i < n * D; i++) {
+        lo[i] = fmaxf(x[i] - J->eps, 0.0f);
+        hi[i] = fminf(x[i] + J->eps, 1.0f);
+    }
+}
+
+/* Lower bound of (W_y - W_j) h + b_y - b_j over the box of h (centre mid, radius rad). */
+static float folded_margin(const float *W, const float *b, int D, int y, int j, const float *mid,
+                           const float *rad) {
+    const float *wy = W + (size_t)y * D, *wj = W + (size_t)j * D;
+    double centre = (double)b[y] - b[j], spread = 0.0;
+    for (int i = 0; i < D; i++) {
+        const double c = (double)wy[i] - wj[i];
+        centre += c * mid[i];
+        spread += fabs(c) * rad[i];
+    }
+    return (float)(centre - spread);
+}
+
+static void margin_done(const bound_net *B, const thread_bufs *T, void *user, int begin, int n) {
+    const margin_job *J = user;
+    const at_net *net = B->net;
+    const int K = at_net_out_size(net);
+    for (int r = 0; r < n; r++) {
+        const int y = J->y[begin + r];
+        float *m = J->margins + (size_t)(begin + r) * K;
+        if (J->elide >= 0) {
+            const at_layer *L = &net->layers[J->elide];
+            const int D = L->in_size, src = L->src[0] + 1;
+            centre_radius(T->lo[src] + (size_t)r * D, T->hi[src] + (size_t)r * D, (size_t)D, T->mid, T->rad);
+            for (int j = 0; j < K; j++)
+                m[j] = j == y ? INFINITY
+                              : folded_margin(net->params + L->w_off, net->params + L->b_off, D, y, j, T->mid, T->rad);
+        } else {
+            const int t = net->plan.out_tensor + 1;
+            const float *lo = T->lo[t] + (size_t)r * K, *hi = T->hi[t] + (size_t)r * K;
+            for (int j = 0; j < K; j++) m[j] = j == y ? INFINITY : lo[y] - hi[j];
+        }
+    }
+}
+
+/* The node folded into the margins: the network's last node when it is a Linear without a
+ * fused ReLU; -1 otherwise. */
+static int elided_node(const at_net *net) {
+    const int t = net->plan.out_tensor;
+    const at_layer *L = &net->layers[t];
+    return L->d.kind == AT_LAYER_LINEAR && !L->relu_out ? t : -1;
+}
+
+at_status at_net_margin_bounds(at_net *net, const float *x, const int32_t *y, int n, float eps, float *margins) {
+    if (!net || n < 0 || (n > 0 && (!x || !y || !margins)))
+        return at_fail(AT_ERR_ARG, "at_net_margin_bounds: NULL argument or negative count");
+    if (!(eps >= 0.0f) || !isfinite(eps))
+        return at_fail(AT_ERR_ARG, "at_net_margin_bounds: eps %g must be finite and >= 0", (double)eps);
+    const int K = at_net_out_size(net);
+    for (int i = 0; i < n; i++)
+        if (y[i] < 0 || y[i] >= K)
+            return at_fail(AT_ERR_ARG, "at_net_margin_bounds: label %d of sample %d outside 0..%d", y[i], i, K - 1);
+    margin_job J = {x, y, eps, margins, elided_node(net)};
+    bound_net B = {.net = net, .stop = J.elide >= 0 ? J.elide : net->nlayers};
+    return n ? run_chunks(&B, n, ball_input, margin_done, &J) : AT_OK;
+}

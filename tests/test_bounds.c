@@ -1,0 +1,193 @@
+/* Certified bounds (src/certify/ibp.c) are sound: for random networks of every layer kind (BatchNorm
+ * with negative scales and trained statistics, residual adds, depthwise and bias-free convs, both
+ * poolings, global pooling, dropout, the smooth activations) and random boxes, every sampled input's
+ * logits lie inside the interval bounds, and every sampled margin z_y - z_j above its bound. The
+ * bounds are not vacuous: at eps 0 they are the logits themselves, they grow with eps and nest,
+ * and the folded last layer gives margins at least as tight as the logit intervals. The network is
+ * left as it was (parameters, buffers, mode). Bad input is refused. */
+#include "advtrain.h"
+#include "testutil.h"
+
+#include <stdint.h>
+
+static uint64_t rng_state = 88172645463325252ull;
+static float uniform(void) { /* xorshift64: the test's own reproducible numbers */
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((rng_state >> 40) * (1.0 / 16777216.0));
+}
+
+typedef struct spec_case {
+    const char *spec;
+    int c, h, w;
+} spec_case;
+
+static const spec_case cases[] = {
+    {"flatten,linear:20,tanh,linear:12,sigmoid,linear:5", 1, 6, 6},
+    {"conv:4:3:1:1,bn,relu,maxpool:2,conv:6:3:1:1,relu,avgpool:2,flatten,linear:7", 2, 8, 8},
+    {"conv:4:3:1:1:bias=0,bn,a=relu,conv:4:3:1:1,bn,add:a,relu,conv:8:3:2:1,leakyrelu:0.1,"
+     "conv:8:3:1:1:groups=8,bn,relu,gap,flatten,linear:5", 1, 8, 8},
+    {"flatten,dropout:0.3,linear:16,bn1d,relu,linear:16,relu,linear:4", 1, 5, 5},
+    {"resnet8", 1, 28, 28},
+    {"preact-resnet18:4", 1, 28, 28},
+    {"dscnn", 1, 28, 28},
+};
+
+/* Random BatchNorm scales (negative ones too) and shifts, then running statistics away from 0/1. */
+static void randomize(at_net *net, int n, int D) {
+    for (int t = 0; t < at_net_num_tensors(net); t++) {
+        const at_param_info *p = at_net_tensor(net, t);
+        const at_layer_kind kind = at_net_layer(net, p->layer)->kind;
+        if (kind != AT_LAYER_BATCHNORM2D && kind != AT_LAYER_BATCHNORM1D) continue;
+        float *v = at_net_params(net) + p->offset;
+        for (size_t i = 0; i < p->size; i++) v[i] = 3.0f * uniform() - 1.5f;
+    }
+    float *x = malloc(sizeof(float) * (size_t)n * D);
+    for (size_t i = 0; i < (size_t)n * D; i++) x[i] = uniform();
+    at_net_set_training(net, true);
+    CHECK_OK(at_net_forward(net, x, n, NULL));
+    at_net_set_training(net, false);
+    free(x);
+}
+
+static float largest(const float *a, const float *b, size_t n) {
+    float m = 1.0f;
+    for (size_t i = 0; i < n; i++) m = fmaxf(m, fmaxf(fabsf(a[i]), fabsf(b[i])));
+    return m;
+}
+
+/* A point of the box: uniform inside, or a corner (each coordinate lo or hi). */
+static void sample_point(const float *lo, const float *hi, int D, int kind, float *x) {
+    for (int i = 0; i < D; i++) {
+        const float u = uniform();
+        x[i] = kind == 0 ? lo[i] + u * (hi[i] - lo[i]) : (u < 0.5f ? lo[i] : hi[i]);
+        x[i] = fminf(fmaxf(x[i], lo[i]), hi[i]);
+    }
+}
+
+/* Every sampled point's logits inside [lo, hi] of its box (tolerance: float rounding). */
+static void check_sound(at_net *net, const char *spec, const float *blo, const float *bhi, int n, float eps,
+                        const float *zlo, const float *zhi) {
+    const int D = at_net_in_size(net), K = at_net_out_size(net), points = 24;
+    float *x = malloc(sizeof(float) * (size_t)points * D);
+    int outside = 0;
+    for (int s = 0; s < n; s++) {
+        for (int p = 0; p < points; p++) sample_point(blo + (size_t)s * D, bhi + (size_t)s * D, D, p % 3 == 0, x + (size_t)p * D);
+        const float *z = NULL;
+        CHECK_OK(at_net_predict(net, x, points, &z));
+        const float *lo = zlo + (size_t)s * K, *hi = zhi + (size_t)s * K;
+        const float tol = 1e-5f * largest(lo, hi, (size_t)K);
+        for (int p = 0; z && p < points; p++)
+            for (int k = 0; k < K; k++) {
+                const float v = z[(size_t)p * K + k];
+                if (!(v >= lo[k] - tol && v <= hi[k] + tol) && outside++ == 0)
+                    printf("  %s eps %g: sample %d point %d logit %d = %.9g outside [%.9g, %.9g]\n", spec,
+                           (double)eps, s, p, k, (double)v, (double)lo[k], (double)hi[k]);
+            }
+    }
+    CHECK_MSG(outside == 0, "%s eps %g: %d sampled logits outside the interval bounds", spec, (double)eps, outside);
+    free(x);
+}
+
+/* Margins: sampled ones above the bound; the bound at least the logit intervals' lo_y - hi_j. */
+static void check_margins(at_net *net, const char *spec, const float *x0, const int32_t *y, int n, float eps,
+                          const float *zlo, const float *zhi) {
+    const int D = at_net_in_size(net), K = at_net_out_size(net), points = 16;
+    float *m = malloc(sizeof(float) * (size_t)n * K), *x = malloc(sizeof(float) * (size_t)points * D);
+    float *lo = malloc(sizeof(float) * D), *hi = malloc(sizeof(float) * D);
+    CHECK_OK(at_net_margin_bounds(net, x0, y, n, eps, m));
+    int below = 0, looser = 0;
+    for (int s = 0; s < n; s++) {
+        for (int i = 0; i < D; i++) {
+            lo[i] = fmaxf(x0[(size_t)s * D + i] - eps, 0.0f);
+            hi[i] = fminf(x0[(size_t)s * D + i] + eps, 1.0f);
+        }
+        for (int p = 0; p < points; p++) sample_point(lo, hi, D, p % 2, x + (size_t)p * D);
+        const float *z = NULL;
+        CHECK_OK(at_net_predict(net, x, points, &z));
+        const float *ms = m + (size_t)s * K;
+        const float tol = 1e-5f * largest(zlo + (size_t)s * K, zhi + (size_t)s * K, (size_t)K);
+        CHECK(isinf(ms[y[s]]) && ms[y[s]] > 0);
+        for (int j = 0; j < K; j++) {
+            if (j == y[s]) continue;
+            looser += ms[j] < zlo[(size_t)s * K + y[s]] - zhi[(size_t)s * K + j] - tol;
+            for (int p = 0; z && p < points; p++)
+                below += z[(size_t)p * K + y[s]] - z[(size_t)p * K + j] < ms[j] - tol;
+        }
+    }
+    CHECK_MSG(below == 0, "%s eps %g: %d sampled margins below their bound", spec, (double)eps, below);
+    CHECK_MSG(looser == 0, "%s eps %g: %d folded margins looser than the logit intervals", spec, (double)eps, looser);
+    free(m);
+    free(x);
+    free(lo);
+    free(hi);
+}
+
+static void check_case(const spec_case *c) {
+    at_net *net = NULL;
+    CHECK_OK(at_net_from_spec(&net, c->spec, c->c, c->h, c->w));
+    if (!net) return;
+    at_net_init(net, 17);
+    const int D = at_net_in_size(net), K = at_net_out_size(net), n = 5;
+    randomize(net, 20, D);
+    const size_t np = at_net_num_params(net), nb = at_net_num_buffer_floats(net);
+    float *p0 = malloc(sizeof(float) * np), *b0 = malloc(sizeof(float) * (nb ? nb : 1));
+    memcpy(p0, at_net_params(net), sizeof(float) * np);
+    if (nb) memcpy(b0, at_net_buffers(net), sizeof(float) * nb);
+    float *x = malloc(sizeof(float) * n * D), *lo = malloc(sizeof(float) * n * D), *hi = malloc(sizeof(float) * n * D);
+    float *zlo = malloc(sizeof(float) * n * K), *zhi = malloc(sizeof(float) * n * K), *prev = malloc(sizeof(float) * n * K * 2);
+    int32_t y[5];
+    for (int i = 0; i < n * D; i++) x[i] = uniform();
+    for (int s = 0; s < n; s++) y[s] = (int32_t)(uniform() * K) % K;
+    const float eps[] = {0.0f, 0.003f, 0.02f, 0.1f};
+    for (int e = 0; e < 4; e++) {
+        for (int i = 0; i < n * D; i++) {
+            lo[i] = fmaxf(x[i] - eps[e], 0.0f);
+            hi[i] = fminf(x[i] + eps[e], 1.0f);
+        }
+        CHECK_OK(at_net_interval_bounds(net, lo, hi, n, zlo, zhi));
+        check_sound(net, c->spec, lo, hi, n, eps[e], zlo, zhi);
+        check_margins(net, c->spec, x, y, n, eps[e], zlo, zhi);
+        const float tol = 1e-5f * largest(zlo, zhi, (size_t)n * K);
+        bool nested = true, tight = true;
+        for (int i = 0; i < n * K; i++) {
+            if (e == 0) tight = tight && zhi[i] - zlo[i] <= tol; /* one point: the logits */
+            if (e > 0) nested = nested && zlo[i] <= prev[i] + tol && zhi[i] >= prev[n * K + i] - tol;
+        }
+        CHECK_MSG(tight && nested, "%s eps %g: bounds at eps 0 wider than rounding (%d) or not nested (%d)", c->spec,
+                  (double)eps[e], !tight, !nested);
+        memcpy(prev, zlo, sizeof(float) * n * K);
+        memcpy(prev + n * K, zhi, sizeof(float) * n * K);
+    }
+    CHECK_MSG(memcmp(p0, at_net_params(net), sizeof(float) * np) == 0 &&
+                  (!nb || memcmp(b0, at_net_buffers(net), sizeof(float) * nb) == 0) && !at_net_is_training(net),
+              "%s: bounds changed the network", c->spec);
+    printf("  %-40.40s eps 0.1: widest logit interval %.3g\n", c->spec, (double)(zhi[0] - zlo[0]));
+    free(p0), free(b0), free(x), free(lo), free(hi), free(zlo), free(zhi), free(prev);
+    at_net_free(net);
+}
+
+static void check_bad_input(void) {
+    at_net *net = NULL;
+    CHECK_OK(at_net_from_spec(&net, "flatten,linear:3", 1, 2, 2));
+    if (!net) return;
+    float lo[4] = {0, 0, 0, 0}, hi[4] = {1, 1, 0.5f, 1}, out[6], m[3];
+    int32_t y = 1;
+    lo[2] = 0.7f; /* above its upper bound */
+    CHECK(at_net_interval_bounds(net, lo, hi, 1, out, out + 3) == AT_ERR_ARG);
+    lo[2] = NAN;
+    CHECK(at_net_interval_bounds(net, lo, hi, 1, out, out + 3) == AT_ERR_ARG);
+    CHECK(at_net_margin_bounds(net, hi, &y, 1, -0.1f, m) == AT_ERR_ARG);
+    CHECK(at_net_margin_bounds(net, hi, &y, 1, NAN, m) == AT_ERR_ARG);
+    y = 3;
+    CHECK(at_net_margin_bounds(net, hi, &y, 1, 0.1f, m) == AT_ERR_ARG);
+    at_net_free(net);
+}
+
+int main(void) {
+    at_set_threads(2);
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_case(&cases[i]);
+    check_bad_input();
+    return tu_finish("test_bounds");
+}
