@@ -136,6 +136,7 @@ double cli_now(void);
 
 int cmd_fit(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 #endif

@@ -15,6 +15,7 @@ static const subcommand commands[] = {
     {"eval", cmd_eval, "measure a saved model's accuracy (or MSE) on a test set, and its robustness"},
     {"attack", cmd_attack, "write adversarial examples (safetensors or IDX) and a PNG grid"},
     {"bench", cmd_bench, "measure training or attack throughput (samples per second)"},
+    {"verify", cmd_verify, "verified (certified) accuracy at an eps, by bound propagation"},
     {"export", cmd_export, "write a saved model as standalone C99 source (microcontrollers)"},
     {"report", cmd_report, "plots and an HTML page for a training run or a model"},
 };

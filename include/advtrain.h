@@ -715,6 +715,15 @@ at_status at_net_interval_bounds(at_net *net, const float *lo, const float *hi, 
 at_status at_net_margin_bounds(at_net *net, const float *x, const int32_t *y, int n, float eps,
                                float *margins);
 
+/* Verified (certified) accuracy of a classifier at L-inf radius eps over the first n samples of
+ * ds (n <= 0: all): a sample counts when it is classified correctly and every margin bound of
+ * at_net_margin_bounds is > 0, so that no input of its eps-ball changes the prediction. */
+typedef struct at_verify_result {
+    int samples, clean_correct, verified;
+    double seconds;
+} at_verify_result;
+at_status at_verify_dataset(at_net *net, const at_dataset *ds, int n, float eps, at_verify_result *res);
+
 /* ---------------------------------------------------------------- C export */
 
 /* Writes the network as standalone C99 for microcontrollers (docs/export.md): DIR/PREFIX.h and

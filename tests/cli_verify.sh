@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# End-to-end checks of `advtrain verify`: verified accuracy next to clean and robust accuracy, in
+# order (verified <= robust <= clean), the JSON object (clean_accuracy, verified_accuracy, method,
+# eps), verified accuracy falling as eps grows and equal to the clean accuracy at eps 0, the
+# network untouched, and bad usage (a clear message, exit 2). Needs Fashion-MNIST; skips without it.
+source "$(dirname "$0")/harness.sh"
+if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+    echo "cli_verify: Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist): skipped"
+    exit 0
+fi
+
+model="$tmp/cnn.safetensors"
+"$cli" fit --model 'conv:8:3:2:1,bn,relu,conv:16:3:2:1,relu,flatten,linear:10' --train-subset 3000 --epochs 2 \
+    --lr 0.05 --momentum 0.9 --threads 1 --out "$model" >/dev/null 2>&1 || bad "training the test model failed"
+sum_before="$(sha256sum "$model")"
+
+expect 0 "verified accuracy .* \(ibp, eps 0.01" -- "$cli" verify "$model" --eps 0.01 --attack pgd --samples 200 --threads 1
+grep -q "check verified <= robust <= clean: ok" "$tmp/out" && ok || bad "order not checked: $(cat "$tmp/out")"
+
+# JSON: the issue's fields; verified accuracy falls with eps, equals the clean accuracy at eps 0
+for eps in 0 0.002 0.01 0.05; do
+    expect 0 '"verified_accuracy"' -- "$cli" verify "$model" --eps "$eps" --samples 300 --threads 2 --json
+    cp "$tmp/out" "$tmp/v$eps.json"
+done
+if command -v python3 >/dev/null; then
+    python3 - "$tmp" <<'PY' && ok || bad "verify JSON: $(cat "$tmp"/v*.json)"
+import json, sys
+d = {e: json.load(open(f"{sys.argv[1]}/v{e}.json")) for e in ("0", "0.002", "0.01", "0.05")}
+for e, o in d.items():
+    assert o["method"] == "ibp" and abs(o["eps"] - float(e)) < 1e-9 and o["samples"] == 300 and o["ordered"], o
+    assert 0 <= o["verified_accuracy"] <= o["clean_accuracy"] <= 1, o
+assert d["0"]["verified_accuracy"] == d["0"]["clean_accuracy"], d["0"]
+v = [d[e]["verified_accuracy"] for e in ("0", "0.002", "0.01", "0.05")]
+assert v == sorted(v, reverse=True) and v[-1] < v[0], v
+PY
+fi
+[ "$(sha256sum "$model")" = "$sum_before" ] && ok || bad "verify changed the model file"
+
+# Bad usage
+expect 2 "--eps is required" -- "$cli" verify "$model"
+expect 2 "eps" -- "$cli" verify "$model" --eps -0.1
+expect 2 "eps" -- "$cli" verify "$model" --eps nan
+expect 2 "--method crown: the bound method is ibp" -- "$cli" verify "$model" --eps 0.1 --method crown
+expect 2 "unknown attack" -- "$cli" verify "$model" --eps 0.1 --attack deepfool
+expect 2 "--offset 10000: the test split has only 10000 samples" -- "$cli" verify "$model" --eps 0.1 --offset 10000
+expect 1 "no-such.safetensors" -- "$cli" verify "$tmp/no-such.safetensors" --eps 0.1
+finish cli_verify
