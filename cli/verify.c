@@ -79,7 +79,8 @@ static int verify_model(const char *path, atk_cli_model *m, const verify_options
     if (o->samples > 0 && o->samples < keep) keep = o->samples;
     at_status s = at_dataset_keep_range(ds, o->offset, keep);
     verify_outcome r = {.eps = eps};
-    if (s == AT_OK) s = at_verify_dataset(m->net, ds, ds->n, eps, &r.v);
+    const at_bound_method method = strcmp(o->method, "crown-ibp") == 0 ? AT_BOUND_CROWN_IBP : AT_BOUND_IBP;
+    if (s == AT_OK) s = at_verify_dataset(m->net, ds, ds->n, eps, method, &r.v);
     if (s != AT_OK) {
         cli_error("verify", path, s);
         return EXIT_RUN_FAILED;
@@ -99,8 +100,8 @@ static int verify_model(const char *path, atk_cli_model *m, const verify_options
 
 /* Usage errors before anything is loaded; the radius in *eps. */
 static bool usage_ok(const verify_options *o, float *eps) {
-    if (strcmp(o->method, "ibp") != 0) {
-        fprintf(stderr, "advtrain verify: --method %s: the bound method is ibp (interval bound propagation)\n", o->method);
+    if (strcmp(o->method, "ibp") != 0 && strcmp(o->method, "crown-ibp") != 0) {
+        fprintf(stderr, "advtrain verify: --method %s: use ibp (interval bounds) or crown-ibp (linear bounds backward, ReLU networks)\n", o->method);
         return false;
     }
     if (!o->eps_text) {
@@ -125,7 +126,7 @@ int cmd_verify(int argc, char **argv) {
     verify_options o = {"ibp", NULL, NULL, NULL, NULL, "test", 0, 0, 0, false};
     cli_option opts[] = {
         {"eps", OPT_STRING, &o.eps_text, "E", "L-inf radius on the 0-1 pixel scale (8/255 accepted)", 1, 0},
-        {"method", OPT_STRING, &o.method, "ibp", "bound method: ibp, interval bound propagation (default)", 1, 0},
+        {"method", OPT_STRING, &o.method, "ibp|crown-ibp", "bounds: ibp, interval bound propagation (default), or crown-ibp, linear bounds propagated backward (ReLU networks; tighter, slower)", 1, 0},
         {"attack", OPT_STRING, &o.attack, "NAME", "also robust accuracy under this attack (e.g. pgd, auto), to compare", 1, 0},
         {"data", OPT_STRING, &o.data_source, "SOURCE", "dataset (default: the one the model was trained on)", 1, 0},
         {"model", OPT_STRING, &o.model_spec, "NAME|SPEC", "architecture, for weight files without advtrain metadata", 1, 0},
@@ -136,7 +137,7 @@ int cmd_verify(int argc, char **argv) {
         {"json", OPT_FLAG, &o.json, NULL, "print one JSON object on stdout", 1, 0},
     };
     const char *positional[1] = {NULL};
-    cli_command cmd = {"verify", "advtrain verify MODEL.safetensors --eps E [--method ibp] [--attack NAME] [--json]",
+    cli_command cmd = {"verify", "advtrain verify MODEL.safetensors --eps E [--method ibp|crown-ibp] [--attack NAME] [--json]",
                        "Verified accuracy: the share of samples whose prediction no input within eps (L-inf,\n"
                        "clipped to [0,1]) can change, proven by bound propagation; with clean accuracy and,\n"
                        "with --attack, robust accuracy: verified <= robust <= clean is checked.",

@@ -707,13 +707,21 @@ at_status at_robustness_sanity(at_net *net, const at_dataset *ds, int n, int cle
 at_status at_net_interval_bounds(at_net *net, const float *lo, const float *hi, int n, float *out_lo,
                                  float *out_hi);
 
+/* How margins are bounded. IBP: interval bounds, with a final Linear layer folded into the
+ * margin (Gowal et al.'s elision, tighter than the difference of two logit intervals).
+ * CROWN_IBP: the margins' linear bounds propagated backward through the network (CROWN, Zhang
+ * et al. 2018), each ReLU relaxed with the interval bounds of its input (CROWN-IBP, Zhang et
+ * al. 2020); at least as tight as IBP's on ReLU networks in most cases, never claimed tighter:
+ * take the larger of the two where both hold. CROWN-IBP needs piecewise-linear networks (no max
+ * pooling, Tanh, Sigmoid or LeakyReLU: AT_ERR_ARG naming the layer). */
+typedef enum at_bound_method { AT_BOUND_IBP, AT_BOUND_CROWN_IBP } at_bound_method;
+
 /* Lower bounds of the margins z_y - z_j of a classifier over the L-inf ball of radius eps around
  * each of n inputs x, clipped to the pixel box [0,1]: margins is n x K (K = at_net_out_size),
- * +inf at j = y. Interval bounds, with a final Linear layer folded into the margin (Gowal et
- * al.'s elision, tighter than the difference of two logit intervals). A sample whose margins
- * are all > 0 is verified: no input of the ball changes its prediction. */
+ * +inf at j = y. A sample whose margins are all > 0 is verified: no input of the ball changes
+ * its prediction. */
 at_status at_net_margin_bounds(at_net *net, const float *x, const int32_t *y, int n, float eps,
-                               float *margins);
+                               at_bound_method method, float *margins);
 
 /* Verified (certified) accuracy of a classifier at L-inf radius eps over the first n samples of
  * ds (n <= 0: all): a sample counts when it is classified correctly and every margin bound of
@@ -722,7 +730,8 @@ typedef struct at_verify_result {
     int samples, clean_correct, verified;
     double seconds;
 } at_verify_result;
-at_status at_verify_dataset(at_net *net, const at_dataset *ds, int n, float eps, at_verify_result *res);
+at_status at_verify_dataset(at_net *net, const at_dataset *ds, int n, float eps, at_bound_method method,
+                            at_verify_result *res);
 
 /* ---------------------------------------------------------------- C export */
 

@@ -40,7 +40,7 @@ fi
 expect 2 "--eps is required" -- "$cli" verify "$model"
 expect 2 "eps" -- "$cli" verify "$model" --eps -0.1
 expect 2 "eps" -- "$cli" verify "$model" --eps nan
-expect 2 "--method crown: the bound method is ibp" -- "$cli" verify "$model" --eps 0.1 --method crown
+expect 2 "--method crown: use ibp .* or crown-ibp" -- "$cli" verify "$model" --eps 0.1 --method crown
 expect 2 "unknown attack" -- "$cli" verify "$model" --eps 0.1 --attack deepfool
 expect 2 "--offset 10000: the test split has only 10000 samples" -- "$cli" verify "$model" --eps 0.1 --offset 10000
 expect 1 "no-such.safetensors" -- "$cli" verify "$tmp/no-such.safetensors" --eps 0.1

@@ -15,26 +15,13 @@
  * to its rounding (the tests allow 1e-5 of the largest value, as auto_LiRPA's comparisons do).
  *
  * Chunks of samples go to the threads; each thread has its own bounds of every tensor. */
-#include "graph/net_internal.h"
+#include "bounds.h"
 
 #include <math.h>
 #include <omp.h>
 #include <string.h>
 
-enum { CHUNK = 16 };
-
-/* The network's |A| parameters and buffers, and what a thread needs for a chunk. */
-typedef struct bound_net {
-    at_net *net;
-    float *abs_params, *abs_buffers;
-    int stop;   /* nodes [0, stop) are propagated */
-    size_t per_thread;
-} bound_net;
-
-typedef struct thread_bufs {
-    float **lo, **hi;  /* per tensor + 1 (index t + 1), CHUNK rows each; fused nodes alias */
-    float *mid, *rad, *mid2, *rad2, *ymid, *yrad, *work;
-} thread_bufs;
+enum { IBP_CHUNK = 16 };
 
 static size_t max_tensor(const at_net *net) {
     size_t m = (size_t)net_in_size(net);
@@ -42,17 +29,16 @@ static size_t max_tensor(const at_net *net) {
     return m;
 }
 
-static size_t max_work(const at_net *net) {
+static size_t max_work(const at_net *net, int chunk) {
     size_t w = 0;
     for (int l = 0; l < net->nlayers; l++) {
         const at_layer *L = &net->layers[l];
-        if (!L->fused) w = AT_MAX(w, at_layer_ops_for(L->d.kind)->workspace(L, CHUNK));
+        if (!L->fused) w = AT_MAX(w, at_layer_ops_for(L->d.kind)->workspace(L, chunk));
     }
     return w;
 }
 
-/* The first node without a bound rule before stop, or -1. */
-static int unsupported(const at_net *net, int stop) {
+int bounds_unsupported(const at_net *net, int stop) {
     for (int l = 0; l < stop; l++)
         if (!net->layers[l].fused && at_layer_ops_for(net->layers[l].d.kind)->bound_rule == AT_BOUND_NONE) return l;
     return -1;
@@ -60,6 +46,7 @@ static int unsupported(const at_net *net, int stop) {
 
 /* |A| of every affine node: weights |w| and biases 0 unless the kind maps its own. */
 static at_status make_abs(bound_net *B) {
+    B->abs_params = B->abs_buffers = NULL;
     const at_net *net = B->net;
     B->abs_params = at_alloc_floats(AT_MAX(net->nparams, 1), "bound parameters");
     B->abs_buffers = at_alloc_floats(AT_MAX(net->nbuffer_floats, 1), "bound buffers");
@@ -80,35 +67,49 @@ static at_status make_abs(bound_net *B) {
     return AT_OK;
 }
 
-/* One thread's buffers, carved out of one block: every non-fused tensor's bounds, then scratch. */
-static size_t thread_floats(const at_net *net) {
-    size_t f = 2 * (size_t)CHUNK * net_in_size(net);
-    for (int l = 0; l < net->nlayers; l++)
-        if (!net->layers[l].fused) f += 2 * (size_t)CHUNK * net->layers[l].out_size;
-    return f + 6 * (size_t)CHUNK * max_tensor(net) + max_work(net);
-}
-
-static void carve(const at_net *net, float *block, float **lo, float **hi, thread_bufs *T) {
-    const size_t big = (size_t)CHUNK * max_tensor(net);
-    T->lo = lo;
-    T->hi = hi;
-    lo[0] = block;
-    hi[0] = block + (size_t)CHUNK * net_in_size(net);
-    block = hi[0] + (size_t)CHUNK * net_in_size(net);
+/* One thread's buffers, carved out of one block: every non-fused tensor's bounds (and a fused
+ * ReLU's producer's bounds before it), then scratch. */
+static size_t thread_floats(const bound_net *B) {
+    const at_net *net = B->net;
+    const size_t C = (size_t)B->chunk;
+    size_t f = 2 * C * net_in_size(net);
     for (int l = 0; l < net->nlayers; l++) {
         const at_layer *L = &net->layers[l];
+        if (!L->fused) f += (L->relu_out ? 4 : 2) * C * L->out_size;
+    }
+    return f + 6 * C * max_tensor(net) + max_work(net, B->chunk) + B->extra;
+}
+
+/* Two arrays of C rows of `size` floats from *block. */
+static void take_pair(float **block, size_t rows, int size, float **a, float **b) {
+    *a = *block;
+    *b = *block + rows * size;
+    *block += 2 * rows * size;
+}
+
+static void carve(const bound_net *B, float *block, float **ptrs, thread_bufs *T) {
+    const at_net *net = B->net;
+    const size_t C = (size_t)B->chunk, big = C * max_tensor(net), nt = (size_t)net->nlayers + 1;
+    T->lo = ptrs;
+    T->hi = ptrs + nt;
+    T->pre_lo = ptrs + 2 * nt;
+    T->pre_hi = ptrs + 3 * nt;
+    take_pair(&block, C, net_in_size(net), &T->lo[0], &T->hi[0]);
+    for (int l = 0; l < net->nlayers; l++) {
+        const at_layer *L = &net->layers[l];
+        T->pre_lo[l] = T->pre_hi[l] = NULL;
         if (L->fused) { /* its tensor is its source's */
-            lo[l + 1] = lo[L->src[0] + 1];
-            hi[l + 1] = hi[L->src[0] + 1];
+            T->lo[l + 1] = T->lo[L->src[0] + 1];
+            T->hi[l + 1] = T->hi[L->src[0] + 1];
             continue;
         }
-        lo[l + 1] = block;
-        hi[l + 1] = block + (size_t)CHUNK * L->out_size;
-        block += 2 * (size_t)CHUNK * L->out_size;
+        take_pair(&block, C, L->out_size, &T->lo[l + 1], &T->hi[l + 1]);
+        if (L->relu_out) take_pair(&block, C, L->out_size, &T->pre_lo[l], &T->pre_hi[l]);
     }
     float **s[] = {&T->mid, &T->rad, &T->mid2, &T->rad2, &T->ymid, &T->yrad};
     for (int i = 0; i < 6; i++, block += big) *s[i] = block;
     T->work = block;
+    T->extra = block + max_work(net, B->chunk);
 }
 
 static void centre_radius(const float *lo, const float *hi, size_t count, float *mid, float *rad) {
@@ -138,10 +139,13 @@ static void affine_bounds(const bound_net *B, const thread_bufs *T, at_ctx ctx, 
     for (size_t i = 0; i < out; i++) {
         lo[i] = T->ymid[i] - T->yrad[i];
         hi[i] = T->ymid[i] + T->yrad[i];
-        if (relu) {
-            lo[i] = at_relu(lo[i]);
-            hi[i] = at_relu(hi[i]);
-        }
+    }
+    if (!relu) return;
+    memcpy(T->pre_lo[l], lo, sizeof(float) * out); /* CROWN relaxes the ReLU with these */
+    memcpy(T->pre_hi[l], hi, sizeof(float) * out);
+    for (size_t i = 0; i < out; i++) {
+        lo[i] = at_relu(lo[i]);
+        hi[i] = at_relu(hi[i]);
     }
 }
 
@@ -162,22 +166,13 @@ static void propagate(const bound_net *B, const thread_bufs *T, int n) {
     }
 }
 
-/* What is done with a chunk's bounds once propagated: rows [begin, begin + n) of the batch. */
-typedef void (*chunk_done)(const bound_net *B, const thread_bufs *T, void *user, int begin, int n);
-/* How a chunk's input box is made: rows [begin, begin + n) into lo, hi. */
-typedef void (*chunk_input)(const at_net *net, void *user, int begin, int n, float *lo, float *hi);
-
-static at_status run_chunks(bound_net *B, int total, chunk_input input, chunk_done done, void *user) {
+at_status bounds_run(bound_net *B, int total, chunk_input input, chunk_done done, void *user) {
     at_net *net = B->net;
-    const int l = unsupported(net, B->stop);
-    if (l >= 0)
-        return at_fail(AT_ERR_ARG, "bound propagation: node %d (%s) has no bound rule", l,
-                       at_layer_ops_for(net->layers[l].d.kind)->name);
     at_status s = make_abs(B);
-    const int T = AT_MAX(1, AT_MIN(at_get_threads(), (total + CHUNK - 1) / CHUNK));
-    const size_t floats = thread_floats(net);
+    const int T = AT_MAX(1, AT_MIN(at_get_threads(), (total + B->chunk - 1) / B->chunk));
+    const size_t floats = thread_floats(B), nptrs = 4 * ((size_t)net->nlayers + 1);
     float *block = s == AT_OK ? at_alloc_floats(floats * (size_t)T, "bound buffers") : NULL;
-    float **ptrs = block ? at_calloc(2 * (size_t)T * (net->nlayers + 1), sizeof(float *), "bound tensors") : NULL;
+    float **ptrs = block ? at_calloc(nptrs * (size_t)T, sizeof(float *), "bound tensors") : NULL;
     if (s == AT_OK && !ptrs) s = AT_ERR_NOMEM;
     const bool was_training = net->training;
     net->training = false;
@@ -186,10 +181,9 @@ static at_status run_chunks(bound_net *B, int total, chunk_input input, chunk_do
         const int t = omp_get_thread_num();
         thread_bufs bufs;
         if (s == AT_OK) {
-            float **lo = ptrs + 2 * (size_t)t * (net->nlayers + 1);
-            carve(net, block + floats * (size_t)t, lo, lo + net->nlayers + 1, &bufs);
-            for (int begin = t * CHUNK; begin < total; begin += T * CHUNK) {
-                const int n = AT_MIN(CHUNK, total - begin);
+            carve(B, block + floats * (size_t)t, ptrs + nptrs * (size_t)t, &bufs);
+            for (int begin = t * B->chunk; begin < total; begin += T * B->chunk) {
+                const int n = AT_MIN(B->chunk, total - begin);
                 input(net, user, begin, n, bufs.lo[0], bufs.hi[0]);
                 propagate(B, &bufs, n);
                 done(B, &bufs, user, begin, n);
@@ -202,6 +196,12 @@ static at_status run_chunks(bound_net *B, int total, chunk_input input, chunk_do
     free(B->abs_params);
     free(B->abs_buffers);
     return s;
+}
+
+/* AT_ERR_ARG naming node l, which `method` cannot bound. */
+static at_status refuse(const at_net *net, int l, const char *method) {
+    return at_fail(AT_ERR_ARG, "%s bounds: node %d (%s) has no rule for them", method, l,
+                   at_layer_ops_for(net->layers[l].d.kind)->name);
 }
 
 /* ------------------------------------------------------------ logit bounds */
@@ -240,23 +240,16 @@ at_status at_net_interval_bounds(at_net *net, const float *lo, const float *hi, 
         return at_fail(AT_ERR_ARG, "at_net_interval_bounds: NULL argument or negative count");
     if (!valid_box(lo, hi, (size_t)n * net_in_size(net)))
         return at_fail(AT_ERR_ARG, "at_net_interval_bounds: a lower bound is above its upper bound, or NaN");
-    bound_net B = {.net = net, .stop = net->nlayers};
+    const int l = bounds_unsupported(net, net->nlayers);
+    if (l >= 0) return refuse(net, l, "interval");
+    bound_net B = {.net = net, .stop = net->nlayers, .chunk = IBP_CHUNK};
     box_job J = {lo, hi, out_lo, out_hi};
-    return n ? run_chunks(&B, n, box_input, box_done, &J) : AT_OK;
+    return n ? bounds_run(&B, n, box_input, box_done, &J) : AT_OK;
 }
 
 /* ------------------------------------------------------------ margin bounds */
 
-typedef struct margin_job {
-    const float *x;
-    const int32_t *y;
-    float eps;
-    float *margins;
-    int elide; /* the final Linear node folded into the margins, or -1 */
-} margin_job;
-
-/* The L-inf ball of radius eps around x, inside the pixel box [0, 1]. */
-static void ball_input(const at_net *net, void *user, int begin, int n, float *lo, float *hi) {
+void bounds_ball_input(const at_net *net, void *user, int begin, int n, float *lo, float *hi) {
     const margin_job *J = user;
     const size_t D = (size_t)net_in_size(net);
     const float *x = J->x + begin * D;
@@ -309,16 +302,25 @@ static int elided_node(const at_net *net) {
     return L->d.kind == AT_LAYER_LINEAR && !L->relu_out ? t : -1;
 }
 
-at_status at_net_margin_bounds(at_net *net, const float *x, const int32_t *y, int n, float eps, float *margins) {
+at_status at_net_margin_bounds(at_net *net, const float *x, const int32_t *y, int n, float eps,
+                               at_bound_method method, float *margins) {
     if (!net || n < 0 || (n > 0 && (!x || !y || !margins)))
         return at_fail(AT_ERR_ARG, "at_net_margin_bounds: NULL argument or negative count");
     if (!(eps >= 0.0f) || !isfinite(eps))
         return at_fail(AT_ERR_ARG, "at_net_margin_bounds: eps %g must be finite and >= 0", (double)eps);
+    if (method != AT_BOUND_IBP && method != AT_BOUND_CROWN_IBP)
+        return at_fail(AT_ERR_ARG, "at_net_margin_bounds: unknown bound method %d", (int)method);
     const int K = at_net_out_size(net);
     for (int i = 0; i < n; i++)
         if (y[i] < 0 || y[i] >= K)
             return at_fail(AT_ERR_ARG, "at_net_margin_bounds: label %d of sample %d outside 0..%d", y[i], i, K - 1);
-    margin_job J = {x, y, eps, margins, elided_node(net)};
-    bound_net B = {.net = net, .stop = J.elide >= 0 ? J.elide : net->nlayers};
-    return n ? run_chunks(&B, n, ball_input, margin_done, &J) : AT_OK;
+    const bool crown = method == AT_BOUND_CROWN_IBP;
+    margin_job J = {x, y, eps, margins, crown ? -1 : elided_node(net)};
+    int l = crown ? crown_unsupported(net) : -1;
+    if (l < 0) l = bounds_unsupported(net, net->nlayers);
+    if (l >= 0) return refuse(net, l, crown ? "CROWN-IBP" : "interval");
+    const int chunk = crown ? 2 : IBP_CHUNK;
+    bound_net B = {.net = net, .stop = J.elide >= 0 ? J.elide : net->nlayers, .chunk = chunk,
+                   .extra = crown ? crown_scratch(net, chunk) : 0};
+    return n ? bounds_run(&B, n, bounds_ball_input, crown ? crown_margins : margin_done, &J) : AT_OK;
 }

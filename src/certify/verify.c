@@ -15,12 +15,12 @@ static double now(void) {
 }
 
 /* Counts the batch's samples that are classified correctly, and those also verified. */
-static at_status verify_batch(at_net *net, const float *x, const int32_t *y, int n, float eps, float *margins,
-                              at_verify_result *res) {
+static at_status verify_batch(at_net *net, const float *x, const int32_t *y, int n, float eps,
+                              at_bound_method method, float *margins, at_verify_result *res) {
     const int K = at_net_out_size(net);
     const float *logits = NULL;
     at_status s = at_net_predict(net, x, n, &logits);
-    if (s == AT_OK) s = at_net_margin_bounds(net, x, y, n, eps, margins);
+    if (s == AT_OK) s = at_net_margin_bounds(net, x, y, n, eps, method, margins);
     if (s != AT_OK) return s;
     for (int i = 0; i < n; i++) {
         const bool correct = at_argmax(logits + (size_t)i * K, K) == y[i];
@@ -32,7 +32,8 @@ static at_status verify_batch(at_net *net, const float *x, const int32_t *y, int
     return AT_OK;
 }
 
-at_status at_verify_dataset(at_net *net, const at_dataset *ds, int n, float eps, at_verify_result *res) {
+at_status at_verify_dataset(at_net *net, const at_dataset *ds, int n, float eps, at_bound_method method,
+                            at_verify_result *res) {
     if (!net || !ds || !res) return at_fail(AT_ERR_ARG, "at_verify_dataset: NULL argument");
     *res = (at_verify_result){0};
     if (ds->targets) return at_fail(AT_ERR_ARG, "at_verify_dataset: needs a classification dataset");
@@ -49,7 +50,7 @@ at_status at_verify_dataset(at_net *net, const at_dataset *ds, int n, float eps,
         const int m = AT_MIN(B, n - first);
         for (int i = 0; i < m; i++) idx[i] = first + i;
         at_dataset_batch(ds, idx, m, x, y, NULL);
-        s = verify_batch(net, x, y, m, eps, margins, res);
+        s = verify_batch(net, x, y, m, eps, method, margins, res);
     }
     res->samples = s == AT_OK ? n : 0;
     res->seconds = now() - start;

@@ -1,0 +1,186 @@
+/* CROWN-IBP margin bounds (Zhang et al. 2018, "Efficient neural network robustness certification
+ * with general activation functions"; Zhang et al. 2020, "Towards stable and efficient training of
+ * verifiably robust neural networks"): each margin z_y - z_j is a linear function of the network's
+ * last tensor; that linear function is carried backward, node by node, down to the input, where
+ * its minimum over the input box is exact.
+ *
+ * - An affine node y = A x + c turns coefficients L on y into L A on x plus the constant L c: the
+ *   node's own backward kernel computes L A (the rows of L are its "samples"), its forward of a
+ *   zero input gives c.
+ * - A ReLU z -> max(z, 0) with input bounds [l, u] (the interval bounds of ibp.c: the IBP part of
+ *   CROWN-IBP) is replaced by a line below it (coefficients >= 0: alpha z, alpha 1 where u > -l,
+ *   else 0) or above it (coefficients < 0: u (z - l) / (u - l)); stable ReLUs are exact.
+ * - A tensor read by several nodes (a residual) adds the coefficients coming from each.
+ * Max pooling and the smooth activations have no relaxation here yet: networks with them get
+ * interval bounds only. */
+#include "bounds.h"
+
+#include <math.h>
+#include <string.h>
+
+int crown_unsupported(const at_net *net) {
+    for (int l = 0; l < net->nlayers; l++) {
+        const at_layer *L = &net->layers[l];
+        if (L->fused) continue;
+        const at_layer_ops *ops = at_layer_ops_for(L->d.kind);
+        if (ops->bound_rule != AT_BOUND_AFFINE && L->d.kind != AT_LAYER_RELU) return l;
+    }
+    return -1;
+}
+
+static size_t max_size(const at_net *net) {
+    size_t m = (size_t)net_in_size(net);
+    for (int l = 0; l < net->nlayers; l++) m = AT_MAX(m, (size_t)net->layers[l].out_size);
+    return m;
+}
+
+/* The scratch of one thread: coefficients of every tensor, the backward's outputs and a dummy
+ * input, its workspace, the constants (doubles) and one node's offset c. */
+size_t crown_scratch(const at_net *net, int chunk) {
+    const size_t R = (size_t)chunk * at_net_out_size(net), big = max_size(net);
+    size_t f = R * net_in_size(net), work = 0;
+    for (int l = 0; l < net->nlayers; l++) {
+        const at_layer *L = &net->layers[l];
+        if (L->fused) continue;
+        f += R * L->out_size;
+        work = AT_MAX(work, at_layer_ops_for(L->d.kind)->workspace(L, (int)R));
+    }
+    return f + 3 * R * big + work + 2 * R + 2 * big + 64;
+}
+
+typedef struct crown_bufs {
+    float **lam;     /* per tensor + 1: R rows of coefficients; fused nodes alias their source's */
+    float *dx, *dx2, *dummy, *work, *offset, *zeros;
+    double *constant; /* per row */
+    int R, K;
+} crown_bufs;
+
+static void carve(const at_net *net, float *block, int R, float **lam, crown_bufs *C) {
+    const size_t big = max_size(net);
+    C->lam = lam;
+    lam[0] = block;
+    block += (size_t)R * net_in_size(net);
+    size_t work = 0;
+    for (int l = 0; l < net->nlayers; l++) {
+        const at_layer *L = &net->layers[l];
+        if (L->fused) {
+            lam[l + 1] = lam[L->src[0] + 1];
+            continue;
+        }
+        lam[l + 1] = block;
+        block += (size_t)R * L->out_size;
+        work = AT_MAX(work, at_layer_ops_for(L->d.kind)->workspace(L, R));
+    }
+    C->dx = block;
+    C->dx2 = C->dx + (size_t)R * big;
+    C->dummy = C->dx2 + (size_t)R * big;
+    C->work = C->dummy + (size_t)R * big;
+    C->offset = C->work + work;
+    C->zeros = C->offset + big;
+    C->constant = (double *)(((uintptr_t)(C->zeros + big) + 7) & ~(uintptr_t)7);
+}
+
+/* The margins' coefficients on the last tensor: row (s, j) is e_y - e_j, zero for j = y. */
+static void init_rows(const at_net *net, const crown_bufs *C, const int32_t *y, int n) {
+    float *lam = C->lam[net->plan.out_tensor + 1];
+    memset(lam, 0, sizeof(float) * (size_t)C->R * C->K);
+    for (int s = 0; s < n; s++)
+        for (int j = 0; j < C->K; j++) {
+            if (j == y[s]) continue;
+            float *row = lam + ((size_t)s * C->K + j) * C->K;
+            row[y[s]] = 1.0f;
+            row[j] = -1.0f;
+        }
+}
+
+/* Replaces the coefficients on a ReLU's output by coefficients on its input (bounds lo, hi per
+ * sample) and the constants of the upper lines used. */
+static void relax_relu(const crown_bufs *C, float *lam, const float *lo, const float *hi, int size) {
+    for (int r = 0; r < C->R; r++) {
+        const size_t s = (size_t)(r / C->K) * size;
+        float *row = lam + (size_t)r * size;
+        double add = 0.0;
+        for (int i = 0; i < size; i++) {
+            const float l = lo[s + i], u = hi[s + i], c = row[i];
+            if (u <= 0.0f) {
+                row[i] = 0.0f;
+            } else if (l < 0.0f) { /* unstable */
+                if (c >= 0.0f) {
+                    row[i] = u > -l ? c : 0.0f;
+                } else {
+                    const double a = (double)u / ((double)u - l);
+                    row[i] = (float)(c * a);
+                    add -= c * a * l;
+                }
+            }
+        }
+        C->constant[r] += add;
+    }
+}
+
+/* Adds count floats of src into dst. */
+static void accumulate(float *dst, const float *src, size_t count) {
+    for (size_t i = 0; i < count; i++) dst[i] += src[i];
+}
+
+/* An affine node: the constants take L c, its inputs' coefficients L A. */
+static void affine_back(const at_net *net, const crown_bufs *C, int l) {
+    at_layer A = net->layers[l];
+    A.relu_out = false;
+    const at_layer_ops *ops = at_layer_ops_for(A.d.kind);
+    at_ctx ctx = {.params = net->params, .work = C->work, .buffers = net->buffers};
+    ctx.x2 = C->zeros;
+    ops->forward(&A, &ctx, C->zeros, C->offset, 1);
+    const float *lam = C->lam[l + 1];
+    for (int r = 0; r < C->R; r++) {
+        double dot = 0.0;
+        for (int i = 0; i < A.out_size; i++) dot += (double)lam[(size_t)r * A.out_size + i] * C->offset[i];
+        C->constant[r] += dot;
+    }
+    ctx.x2 = NULL;
+    ctx.dx2 = A.nsrc == 2 ? C->dx2 : NULL;
+    ops->backward(&A, &ctx, C->dummy, C->dummy, lam, C->dx, C->R, false);
+    accumulate(C->lam[A.src[0] + 1], C->dx, (size_t)C->R * A.in_size);
+    if (A.nsrc == 2) accumulate(C->lam[A.src[1] + 1], C->dx2, (size_t)C->R * A.in_size);
+}
+
+/* Every node, last to first. */
+static void back_substitute(const at_net *net, const thread_bufs *T, const crown_bufs *C) {
+    for (int l = net->nlayers - 1; l >= 0; l--) {
+        const at_layer *L = &net->layers[l];
+        if (L->fused) continue;
+        float *lam = C->lam[l + 1];
+        if (L->relu_out) relax_relu(C, lam, T->pre_lo[l], T->pre_hi[l], L->out_size);
+        if (L->d.kind == AT_LAYER_RELU) { /* a ReLU of its own: its input is its source */
+            relax_relu(C, lam, T->lo[L->src[0] + 1], T->hi[L->src[0] + 1], L->out_size);
+            accumulate(C->lam[L->src[0] + 1], lam, (size_t)C->R * L->out_size);
+            continue;
+        }
+        affine_back(net, C, l);
+    }
+}
+
+void crown_margins(const bound_net *B, const thread_bufs *T, void *user, int begin, int n) {
+    const margin_job *J = user;
+    const at_net *net = B->net;
+    const int K = at_net_out_size(net), D = net_in_size(net);
+    crown_bufs C = {.R = n * K, .K = K};
+    float *lam_ptrs[net->nlayers + 1];
+    carve(net, T->extra, C.R, lam_ptrs, &C);
+    for (int t = 0; t <= net->nlayers; t++)
+        if (t == 0 || !net->layers[t - 1].fused) memset(lam_ptrs[t], 0, sizeof(float) * (size_t)C.R * (t ? net->layers[t - 1].out_size : D));
+    memset(C.zeros, 0, sizeof(float) * max_size(net));
+    memset(C.dummy, 0, sizeof(float) * (size_t)C.R * max_size(net));
+    memset(C.constant, 0, sizeof(double) * (size_t)C.R);
+    init_rows(net, &C, J->y + begin, n);
+    back_substitute(net, T, &C);
+    /* The minimum of a linear function over the input box: centre minus |coefficients| radius. */
+    for (int r = 0; r < C.R; r++) {
+        const int s = r / K, j = r % K;
+        const float *lo = T->lo[0] + (size_t)s * D, *hi = T->hi[0] + (size_t)s * D, *row = C.lam[0] + (size_t)r * D;
+        double bound = C.constant[r];
+        for (int i = 0; i < D; i++)
+            bound += 0.5 * ((double)row[i] * ((double)lo[i] + hi[i]) - fabs((double)row[i]) * ((double)hi[i] - lo[i]));
+        J->margins[(size_t)(begin + s) * K + j] = j == J->y[begin + s] ? INFINITY : (float)bound;
+    }
+}
