@@ -4,7 +4,9 @@
  * logits lie inside the interval bounds, and every sampled margin z_y - z_j above its bound. The
  * bounds are not vacuous: at eps 0 they are the logits themselves, they grow with eps and nest,
  * and the folded last layer gives margins at least as tight as the logit intervals. The network is
- * left as it was (parameters, buffers, mode). Bad input is refused. */
+ * left as it was (parameters, buffers, mode). Bad input is refused. And on the graph network of
+ * tests/fixtures/bounds_lirpa.safetensors (tools/make_bound_fixtures.py) the interval bounds of the
+ * logits and the CROWN-IBP bounds of the margins equal auto_LiRPA's within 1e-4. */
 #include "advtrain.h"
 #include "testutil.h"
 
@@ -208,9 +210,54 @@ static void check_bad_input(void) {
     at_net_free(net);
 }
 
+/* The interval and CROWN-IBP bounds of auto_LiRPA 0.3 (float64) on the committed fixture. */
+static void check_lirpa(void) {
+    const char *path = tu_source_path("tests/fixtures/bounds_lirpa.safetensors");
+    at_st_file *f = NULL;
+    CHECK_OK(at_st_read(path, &f));
+    if (!f) return;
+    const char *spec = at_st_meta_get(f, "spec"), *input = at_st_meta_get(f, "input");
+    int c = 0, h = 0, w = 0;
+    at_net *net = NULL;
+    if (spec && input && sscanf(input, "%d,%d,%d", &c, &h, &w) == 3) CHECK_OK(at_net_from_spec(&net, spec, c, h, w));
+    const at_st_tensor *x = at_st_find(f, "x"), *yf = at_st_find(f, "y"), *eps = at_st_find(f, "eps");
+    const at_st_tensor *ilo = at_st_find(f, "ibp_lo"), *ihi = at_st_find(f, "ibp_hi"), *cr = at_st_find(f, "crown_ibp");
+    CHECK(net && x && yf && eps && ilo && ihi && cr);
+    if (!net || !x || !yf || !eps || !ilo || !ihi || !cr) goto done;
+    CHECK_OK(at_net_load_weights(net, f, path));
+    at_net_set_training(net, false);
+    const int n = (int)yf->count, K = at_net_out_size(net), D = at_net_in_size(net);
+    CHECK(x->count == (size_t)n * D && ilo->count == (size_t)n * K && cr->count == (size_t)n * K);
+    float *lo = malloc(sizeof(float) * n * D), *hi = malloc(sizeof(float) * n * D);
+    float *zlo = malloc(sizeof(float) * n * K), *zhi = malloc(sizeof(float) * n * K), *m = malloc(sizeof(float) * n * K);
+    int32_t y[16];
+    for (int i = 0; i < n && i < 16; i++) y[i] = (int32_t)lrintf(yf->data[i]);
+    for (int i = 0; i < n * D; i++) {
+        lo[i] = fmaxf(x->data[i] - eps->data[0], 0.0f);
+        hi[i] = fminf(x->data[i] + eps->data[0], 1.0f);
+    }
+    CHECK_OK(at_net_interval_bounds(net, lo, hi, n, zlo, zhi));
+    const double worst_ibp = fmax(tu_max_violation(zlo, ilo->data, (size_t)n * K, 1e-4, 0, NULL),
+                                  tu_max_violation(zhi, ihi->data, (size_t)n * K, 1e-4, 0, NULL));
+    CHECK_MSG(worst_ibp <= 1, "interval bounds differ from auto_LiRPA's by %.3g x 1e-4", worst_ibp);
+    CHECK_OK(at_net_margin_bounds(net, x->data, y, n, eps->data[0], AT_BOUND_CROWN_IBP, m));
+    double worst_crown = 0;
+    for (int i = 0; i < n * K; i++)
+        if (isfinite(cr->data[i])) worst_crown = fmax(worst_crown, fabs((double)m[i] - cr->data[i]) / 1e-4);
+        else CHECK(isinf(m[i]) && m[i] > 0);
+    CHECK_MSG(worst_crown <= 1, "CROWN-IBP margins differ from auto_LiRPA's by %.3g x 1e-4", worst_crown);
+    printf("  auto_LiRPA fixture (%d samples, eps %g): interval bounds within %.2g, CROWN-IBP margins within %.2g\n",
+           n, (double)eps->data[0], worst_ibp * 1e-4, worst_crown * 1e-4);
+    free(lo), free(hi), free(zlo), free(zhi), free(m);
+done:
+    at_net_free(net);
+    at_st_free(f);
+}
+
 int main(void) {
     at_set_threads(2);
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_case(&cases[i]);
     check_bad_input();
+    check_lirpa();
     return tu_finish("test_bounds");
 }
