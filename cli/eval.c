@@ -216,6 +216,7 @@ static int eval_attacks(const atk_cli_model *m, const eval_input *in, const eval
         if (!targets) return EXIT_RUN_FAILED;
         for (int i = 0; i < in->n; i++) targets[i] = target_class;
     }
+    for (int a = 0; a < ncfg; a++) cfgs[a].index_base = in->first; /* a shard draws what the whole run draws */
     eval_run *runs = plan_runs(cfgs, ncfg, eps, neps, targets);
     int status = runs ? run_and_report(m, in, runs, ncfg * neps, o) : EXIT_RUN_FAILED;
     free(runs);

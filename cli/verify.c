@@ -63,6 +63,7 @@ static bool run_attack(const atk_cli_model *m, const verify_options *o, verify_o
     at_status s = at_attack_from_name(o->attack, &cfg);
     if (s == AT_OK) {
         cfg.eps = r->eps;
+        cfg.index_base = o->offset;
         s = at_attack_dataset(m->net, &cfg, m->ds, m->ds->n, NULL, NULL, &r->robust);
     }
     if (s != AT_OK) cli_error("verify", o->attack, s);

@@ -595,6 +595,10 @@ typedef struct at_attack_config {
                                  stop costing passes) */
     uint64_t seed;
     int batch;                /* samples attacked together (default 1000) */
+    /* The global index of the first sample (default 0). Each sample's random draws (random
+     * start, Square's search, random target) derive from (seed, index_base + its index), so a
+     * shard of a split evaluation (eval --offset) draws for each sample what the whole run draws. */
+    int64_t index_base;
     /* Optional: called after each batch (and each ensemble member) with samples done so far. */
     void (*progress)(void *user, int done, int total);
     void *user;

@@ -122,4 +122,14 @@ expect 1 "cannot read the model" -- "$cli" attack "$tmp/missing.safetensors" --a
 "$cli" fit --model seed-mlp --data synthetic --epochs 1 --batch 8 --lr 0.01 --out "$tmp/reg.safetensors" --quiet >/dev/null 2>&1
 expect 2 "classification" -- "$cli" eval "$tmp/reg.safetensors" --attack pgd --eps 0.1
 
+# --- shards of a split evaluation (--offset) draw each sample's random start as the whole run
+# does: their robust counts add up to the whole run's
+rob() { python3 -c 'import json,sys; o=json.load(open(sys.argv[1])); print(round(o["attacks"][0]["robust_accuracy"]*o["samples"]))' "$1"; }
+if command -v python3 >/dev/null; then
+    "$cli" eval "$model" --attack pgd --eps 0.05 --steps 5 --seed 4 --all --samples 120 --threads 1 --json --no-sanity >"$tmp/whole.json" 2>/dev/null
+    "$cli" eval "$model" --attack pgd --eps 0.05 --steps 5 --seed 4 --all --samples 70 --threads 1 --json --no-sanity >"$tmp/a.json" 2>/dev/null
+    "$cli" eval "$model" --attack pgd --eps 0.05 --steps 5 --seed 4 --all --offset 70 --samples 50 --threads 1 --json --no-sanity >"$tmp/b.json" 2>/dev/null
+    w="$(rob "$tmp/whole.json")" a="$(rob "$tmp/a.json")" b="$(rob "$tmp/b.json")"
+    [ -n "$w" ] && [ "$((a + b))" = "$w" ] && ok || bad "shards 0-69 and 70-119: $a + $b robust, the whole run $w"
+fi
 finish cli_attack

@@ -326,6 +326,45 @@ static void check_first_success(at_net *net, const at_dataset *ds) {
     free(pl);
 }
 
+/* A shard of a split evaluation (index_base = its first sample's index) draws each sample's
+ * random start as the whole run does: the shard's examples are the whole run's rows (up to the
+ * float rounding of other batch shapes) with the same outcomes; without index_base they are not. */
+static void check_index_base(at_net *net, const at_dataset *ds) {
+    const int n = ds->n, half = n / 2, D = at_dataset_sample_size(ds);
+    float *x = malloc(sizeof(float) * (size_t)n * D), *whole = malloc(sizeof(float) * (size_t)n * D);
+    float *shard = malloc(sizeof(float) * (size_t)half * D);
+    int32_t *y = malloc(sizeof(int32_t) * n), *idx = malloc(sizeof(int32_t) * n), *pw = malloc(sizeof(int32_t) * n);
+    int32_t *ps = malloc(sizeof(int32_t) * half);
+    for (int i = 0; i < n; i++) idx[i] = i;
+    at_dataset_batch(ds, idx, n, x, y, NULL);
+    at_attack_config c;
+    CHECK_OK(at_attack_from_name("pgd", &c));
+    c.eps = 0.05f;
+    c.steps = 5;
+    c.seed = 11;
+    c.attack_all = true;
+    at_attack_result r;
+    CHECK_OK(at_attack_run(net, &c, x, y, n, whole, pw, &r));
+    const size_t off = (size_t)(n - half) * D, count = (size_t)half * D;
+    for (int with_base = 1; with_base >= 0; with_base--) {
+        c.index_base = with_base ? n - half : 0;
+        CHECK_OK(at_attack_run(net, &c, x + off, y + n - half, half, shard, ps, &r));
+        size_t differ = 0;
+        int outcome = 0;
+        for (size_t q = 0; q < count; q++) differ += fabsf(shard[q] - whole[off + q]) > 1e-4f;
+        for (int i = 0; i < half; i++) outcome += ps[i] != pw[n - half + i];
+        if (with_base)
+            CHECK_MSG(differ * 100 < count && outcome == 0, "shard with index_base: %zu of %zu values differ, %d predictions",
+                      differ, count, outcome);
+        else
+            CHECK_MSG(differ * 10 > count, "shard without index_base: only %zu of %zu values differ (the check is blind)",
+                      differ, count);
+    }
+    c.index_base = -1;
+    CHECK(at_attack_check(&c, 10, NULL) == AT_ERR_ARG);
+    free(x), free(whole), free(shard), free(y), free(idx), free(pw), free(ps);
+}
+
 int main(void) {
     at_set_threads(1);
     check_compact();
@@ -335,6 +374,7 @@ int main(void) {
         check_eps_sweep(net, &data.test);
         check_large_eps_and_targets(net, &data.test);
         check_library_sanity(net, &data.test);
+        check_index_base(net, &data.test);
         check_masking(net, &data.test);
         check_first_success(net, &data.test);
     }

@@ -88,6 +88,8 @@ static at_status resolve_shared(at_attack_config *c, int K) {
         return at_fail(AT_ERR_ARG, "attack step size alpha must be >= 0, got %g", (double)c->alpha);
     if (!(c->momentum >= 0.0f && c->momentum <= 1.0f))
         return at_fail(AT_ERR_ARG, "APGD momentum must be in [0, 1], got %g", (double)c->momentum);
+    if (c->index_base < 0)
+        return at_fail(AT_ERR_ARG, "attack index_base must be >= 0, got %lld", (long long)c->index_base);
     const at_attack_config d = at_attack_defaults(c->kind);
     if (c->steps <= 0) c->steps = d.steps;
     if (c->restarts <= 0) c->restarts = d.restarts;

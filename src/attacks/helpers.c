@@ -296,7 +296,7 @@ static void seed_sample(at_rng *r, uint64_t seed, int64_t index) {
 }
 
 void atk_reseed(atk_batch *b) {
-    for (int i = 0; i < b->n; i++) seed_sample(&b->rng[i], b->cfg->seed, b->base + i);
+    for (int i = 0; i < b->n; i++) seed_sample(&b->rng[i], b->cfg->seed, b->cfg->index_base + b->base + i);
 }
 
 void *atk_carve(atk_arena *a, size_t bytes) {

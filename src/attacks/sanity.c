@@ -322,7 +322,10 @@ static at_status check_unbounded(const sanity_ctx *e) {
     at_attack_from_name("pgd", &u.cfg);
     u.cfg.eps = 1.0f;
     u.cfg.steps = 10;
-    if (e->nruns) u.cfg.batch = e->runs[0].cfg.batch;
+    if (e->nruns) {
+        u.cfg.batch = e->runs[0].cfg.batch;
+        u.cfg.index_base = e->runs[0].cfg.index_base;
+    }
     at_status s = run_extra(e, &u);
     if (s != AT_OK) return s;
     add_check(e->report, "unbounded_eps_breaks_model", acc_of(&u.res) < 0.10,
