@@ -568,6 +568,15 @@ typedef enum at_attack_target {
                                (APGD-T); success = any misclassification */
 } at_attack_target;
 
+/* A communicator (docs/distributed.md): the ranks of a job that share work, supplied by the
+ * caller (the advtrain tool's is Open MPI's; the library itself never links MPI). The library
+ * only needs a sum over the ranks, in place, the same result on every rank. */
+typedef struct at_comm {
+    int rank, size;
+    at_status (*allreduce_sum)(void *user, double *buf, size_t count);
+    void *user;
+} at_comm;
+
 typedef struct at_attack_config {
     at_attack_kind kind;
     at_attack_norm norm;
@@ -599,6 +608,11 @@ typedef struct at_attack_config {
      * start, Square's search, random target) derive from (seed, index_base + its index), so a
      * shard of a split evaluation (eval --offset) draws for each sample what the whole run draws. */
     int64_t index_base;
+    /* Optional (NULL: this process alone): with comm->size > 1 the n samples are split into one
+     * contiguous share per rank, each rank attacks its own, and the results are summed over the
+     * ranks, so that every rank returns the whole result (x_adv and adv_pred with every row).
+     * Every rank must make the same call. */
+    const at_comm *comm;
     /* Optional: called after each batch (and each ensemble member) with samples done so far. */
     void (*progress)(void *user, int done, int total);
     void *user;

@@ -90,6 +90,9 @@ static at_status resolve_shared(at_attack_config *c, int K) {
         return at_fail(AT_ERR_ARG, "APGD momentum must be in [0, 1], got %g", (double)c->momentum);
     if (c->index_base < 0)
         return at_fail(AT_ERR_ARG, "attack index_base must be >= 0, got %lld", (long long)c->index_base);
+    if (c->comm && (c->comm->size < 1 || c->comm->rank < 0 || c->comm->rank >= c->comm->size ||
+                    (c->comm->size > 1 && !c->comm->allreduce_sum)))
+        return at_fail(AT_ERR_ARG, "attack communicator: rank %d of %d, or no allreduce", c->comm->rank, c->comm->size);
     const at_attack_config d = at_attack_defaults(c->kind);
     if (c->steps <= 0) c->steps = d.steps;
     if (c->restarts <= 0) c->restarts = d.restarts;
@@ -310,13 +313,13 @@ static at_status check_call(const at_attack_config *cfg, const call_source *src,
 }
 
 /* The batches of a call, one after the other. */
-static at_status run_batches(atk_batch *b, const call_buffers *cb, const call_source *src, int n, float *x_adv,
-                             int32_t *adv_pred) {
+static at_status run_batches(atk_batch *b, const call_buffers *cb, const call_source *src, int lo, int hi,
+                             float *x_adv, int32_t *adv_pred) {
     const at_attack_config *cfg = b->cfg;
     const int D = b->D, cap = b->cap;
     at_status s = AT_OK;
-    for (int first = 0; first < n && s == AT_OK; first += cap) {
-        b->n = n - first < cap ? n - first : cap;
+    for (int first = lo; first < hi && s == AT_OK; first += cap) {
+        b->n = hi - first < cap ? hi - first : cap;
         b->base = first;
         if (src->ds) {
             for (int i = 0; i < b->n; i++) cb->idx[i] = first + i;
@@ -329,7 +332,7 @@ static at_status run_batches(atk_batch *b, const call_buffers *cb, const call_so
         }
         b->adv = x_adv ? x_adv + (size_t)first * D : cb->adv;
         s = run_batch(b, cfg, cb->ws, adv_pred ? adv_pred + first : NULL);
-        if (s == AT_OK && cfg->progress) cfg->progress(cfg->user, first + b->n, n);
+        if (s == AT_OK && cfg->progress) cfg->progress(cfg->user, first + b->n - lo, hi - lo);
     }
     return s;
 }
@@ -348,7 +351,10 @@ static at_status attack_call(at_net *net, const at_attack_config *user_cfg, cons
     res->restarts = cfg.restarts;
     res->alpha = cfg.alpha; /* 0 where the kind takes no step size */
 
-    const int cap = n < cfg.batch ? n : cfg.batch;
+    int lo, hi; /* this rank's samples */
+    atk_share(&cfg, n, &lo, &hi);
+    if (hi - lo < 1) return at_fail(AT_ERR_ARG, "attack: %d samples for %d ranks", n, cfg.comm->size);
+    const int cap = hi - lo < cfg.batch ? hi - lo : cfg.batch;
     atk_batch b = {.net = net, .cfg = &cfg, .D = D, .K = K, .cap = cap, .res = res};
     call_buffers cb;
     char *mem;
@@ -360,8 +366,9 @@ static at_status attack_call(at_net *net, const at_attack_config *user_cfg, cons
     bool was_training = at_net_is_training(net);
     at_net_set_training(net, false);
     double start = atk_now();
-    s = run_batches(&b, &cb, src, n, x_adv, adv_pred);
+    s = run_batches(&b, &cb, src, lo, hi, x_adv, adv_pred);
     res->seconds = atk_now() - start;
+    if (s == AT_OK && atk_shared(&cfg)) s = atk_merge(&cfg, n, lo, hi, D, x_adv, adv_pred, res);
     at_net_set_training(net, was_training);
     free(mem);
     return s;

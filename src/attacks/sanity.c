@@ -192,6 +192,8 @@ static at_status fgsm_extra(const sanity_ctx *e, const at_attack_config *c, at_s
     f->cfg.eps = c->eps;
     f->cfg.batch = c->batch;
     f->cfg.attack_all = c->attack_all;
+    f->cfg.index_base = c->index_base;
+    f->cfg.comm = c->comm;
     return run_extra(e, f);
 }
 
@@ -325,6 +327,7 @@ static at_status check_unbounded(const sanity_ctx *e) {
     if (e->nruns) {
         u.cfg.batch = e->runs[0].cfg.batch;
         u.cfg.index_base = e->runs[0].cfg.index_base;
+        u.cfg.comm = e->runs[0].cfg.comm;
     }
     at_status s = run_extra(e, &u);
     if (s != AT_OK) return s;
