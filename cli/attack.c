@@ -234,6 +234,7 @@ static bool run_attack(const attack_options *o, const atk_cli_model *m, attack_b
     }
     at_dataset_batch(m->ds, b->clean_pred, n, b->x, b->labels, NULL);
     at_attack_config cfg = o->cfg;
+    cfg.comm = cli_comm(); /* under mpirun: the ranks share the samples, every rank gets every row */
     if (o->target_class >= 0) cfg.targets = b->targets;
     const char *name = at_attack_name(&cfg);
     char label[96];
@@ -278,6 +279,10 @@ static int attack_model(const attack_options *o, const atk_cli_model *m, const c
     printf("clean accuracy %.2f%%, robust accuracy %.2f%% (%.1fs)\n", 100.0 * res.clean_correct / n,
            100.0 * res.robust / n, res.seconds);
     if (res.targeted) printf("target reached on %d of %d attacked samples\n", res.target_hits, res.targeted);
+    if (!cli_is_root()) { /* rank 0 writes the files */
+        status = 0;
+        goto done;
+    }
     bool ok = ends_with(o->out, ".safetensors") ? write_safetensors(o, m, &b, n, &res, path)
                                                 : write_idx_files(o, m, &b, n);
     if (ok && write_grid(o, m, &b, n)) status = 0;

@@ -135,6 +135,14 @@ void cli_format_duration(char *buf, size_t cap, double seconds);
 double cli_now(void);
 
 int cmd_fit(int argc, char **argv);
+/* The job's communicator (comm.c): started in main (MPI_Init when built with MPI and run by
+ * mpirun; false and a message on failure), ended with the exit status (a failure aborts every
+ * rank). cli_comm is NULL for one process; only rank 0 prints and writes files. */
+bool cli_comm_start(int *argc, char ***argv);
+void cli_comm_end(int status);
+const at_comm *cli_comm(void);
+bool cli_is_root(void);
+
 int cmd_eval(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_bench(int argc, char **argv);

@@ -158,6 +158,7 @@ static void json_report(const eval_input *in, at_net *net, int clean_correct, co
     cJSON_AddStringToObject(o, "split", in->split);
     cJSON_AddNumberToObject(o, "first_sample", in->first);
     cJSON_AddNumberToObject(o, "samples", in->n);
+    cJSON_AddNumberToObject(o, "ranks", cli_comm() ? cli_comm()->size : 1); /* processes that shared the attacks */
     cJSON_AddStringToObject(o, "eps_scale", "0-1 pixels");
     cJSON_AddNumberToObject(o, "clean_accuracy", (double)clean_correct / in->n);
     cJSON *arr = cJSON_AddArrayToObject(o, "attacks");
@@ -216,7 +217,10 @@ static int eval_attacks(const atk_cli_model *m, const eval_input *in, const eval
         if (!targets) return EXIT_RUN_FAILED;
         for (int i = 0; i < in->n; i++) targets[i] = target_class;
     }
-    for (int a = 0; a < ncfg; a++) cfgs[a].index_base = in->first; /* a shard draws what the whole run draws */
+    for (int a = 0; a < ncfg; a++) {
+        cfgs[a].index_base = in->first; /* a shard draws what the whole run draws */
+        cfgs[a].comm = cli_comm();      /* under mpirun: the ranks share the samples */
+    }
     eval_run *runs = plan_runs(cfgs, ncfg, eps, neps, targets);
     int status = runs ? run_and_report(m, in, runs, ncfg * neps, o) : EXIT_RUN_FAILED;
     free(runs);

@@ -44,7 +44,12 @@ int main(int argc, char **argv) {
         return 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
-        if (strcmp(name, commands[i].name) == 0) return commands[i].run(argc - 2, argv + 2);
+        if (strcmp(name, commands[i].name) == 0) {
+            if (!cli_comm_start(&argc, &argv)) return EXIT_RUN_FAILED;
+            const int status = commands[i].run(argc - 2, argv + 2);
+            cli_comm_end(status);
+            return status;
+        }
     fprintf(stderr, "advtrain: unknown command '%s' (see advtrain --help)\n", name);
     return EXIT_USAGE;
 }

@@ -64,6 +64,7 @@ static bool run_attack(const atk_cli_model *m, const verify_options *o, verify_o
     if (s == AT_OK) {
         cfg.eps = r->eps;
         cfg.index_base = o->offset;
+        cfg.comm = cli_comm();
         s = at_attack_dataset(m->net, &cfg, m->ds, m->ds->n, NULL, NULL, &r->robust);
     }
     if (s != AT_OK) cli_error("verify", o->attack, s);

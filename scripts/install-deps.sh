@@ -3,9 +3,11 @@
 # Idempotent: does nothing when everything is already installed.
 set -euo pipefail
 # clang, its runtimes (libFuzzer, ASan, UBSan) and its OpenMP: the fuzz build (scripts/fuzz.sh).
+# Open MPI: `mpirun -np N advtrain eval|attack` (docs/distributed.md) and its test.
 packages=(build-essential cmake pkg-config libopenblas-dev libcjson-dev zlib1g-dev libpng-dev libinih-dev
           libplplot-dev plplot-driver-cairo
           clang libclang-rt-14-dev libomp-dev
+          libopenmpi-dev openmpi-bin
           dataset-fashion-mnist)
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,74 @@
+/* The communicator the tool hands the library (docs/distributed.md): Open MPI's when advtrain is
+ * built with it and started by mpirun, otherwise none (one process). Only the tool links MPI;
+ * the library sees an at_comm. Ranks other than 0 print nothing on stdout and write no files:
+ * rank 0 reports the whole job's results. */
+#include "cli.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#ifdef ADVTRAIN_WITH_MPI
+#include <mpi.h>
+
+static at_status mpi_allreduce_sum(void *user, double *buf, size_t count) {
+    (void)user;
+    /* MPI counts are ints: large buffers go in pieces. */
+    for (size_t done = 0; done < count;) {
+        const int piece = (int)(count - done < (size_t)INT_MAX / 2 ? count - done : (size_t)INT_MAX / 2);
+        if (MPI_Allreduce(MPI_IN_PLACE, buf + done, piece, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD) != MPI_SUCCESS)
+            return AT_ERR_IO;
+        done += (size_t)piece;
+    }
+    return AT_OK;
+}
+#endif
+
+static at_comm world = {0, 1, NULL, NULL};
+static bool started;
+
+/* Started by mpirun: Open MPI sets OMPI_COMM_WORLD_SIZE (and PMIx its rank). A plain start
+ * never calls MPI_Init, which would look for a launcher. */
+static bool under_mpirun(void) { return getenv("OMPI_COMM_WORLD_SIZE") != NULL; }
+
+bool cli_comm_start(int *argc, char ***argv) {
+#ifdef ADVTRAIN_WITH_MPI
+    if (!under_mpirun()) return true;
+    if (MPI_Init(argc, argv) != MPI_SUCCESS) {
+        fprintf(stderr, "advtrain: MPI_Init failed\n");
+        return false;
+    }
+    started = true;
+    MPI_Comm_rank(MPI_COMM_WORLD, &world.rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &world.size);
+    world.allreduce_sum = mpi_allreduce_sum;
+    if (world.rank > 0 && !freopen("/dev/null", "w", stdout)) {
+        fprintf(stderr, "advtrain: rank %d: cannot silence stdout\n", world.rank);
+        return false;
+    }
+    return true;
+#else
+    (void)argc, (void)argv;
+    if (under_mpirun() && atoi(getenv("OMPI_COMM_WORLD_SIZE")) > 1) {
+        fprintf(stderr, "advtrain: started by mpirun, but this advtrain was built without MPI "
+                        "(install libopenmpi-dev and rebuild)\n");
+        return false;
+    }
+    return true;
+#endif
+}
+
+void cli_comm_end(int status) {
+#ifdef ADVTRAIN_WITH_MPI
+    if (!started) return;
+    /* A failing rank ends the whole job rather than leaving the others waiting in a sum. */
+    if (status != 0 && world.size > 1) MPI_Abort(MPI_COMM_WORLD, status);
+    MPI_Finalize();
+#else
+    (void)status;
+#endif
+}
+
+const at_comm *cli_comm(void) { return world.size > 1 ? &world : NULL; }
+
+bool cli_is_root(void) { return world.rank == 0; }

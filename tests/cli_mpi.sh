@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# `mpirun -np N advtrain eval|attack` (docs/distributed.md) against one process: with 2 and 3
+# ranks the eval JSON (robust accuracy of every attack and member, the sanity checks) and the
+# adversarial examples file are the same as one process's; a rank that fails ends the whole job
+# with a non-zero status, without hanging. Skips where mpirun or an MPI build is missing.
+source "$(dirname "$0")/harness.sh"
+if ! command -v mpirun >/dev/null || ! ldd "$cli" 2>/dev/null | grep -q libmpi; then
+    echo "cli_mpi: mpirun or an advtrain built with Open MPI is missing (apt-get install libopenmpi-dev openmpi-bin): skipped"
+    exit 0
+fi
+if [ ! -d /usr/share/datasets/fashion-mnist ] || ! command -v python3 >/dev/null; then
+    echo "cli_mpi: Fashion-MNIST or python3 is not installed: skipped"
+    exit 0
+fi
+# Open MPI's own allocations that it never frees (LeakSanitizer in the sanitized build).
+printf '%s\n' 'leak:libmpi.so' 'leak:libopen-pal.so' 'leak:libopen-rte.so' 'leak:libpmix.so' 'leak:libhwloc.so' \
+    'leak:libevent' 'leak:mca_' 'leak:libc.so' >"$tmp/lsan-mpi.supp"
+export LSAN_OPTIONS="${LSAN_OPTIONS:+$LSAN_OPTIONS:}suppressions=$tmp/lsan-mpi.supp:print_suppressions=0"
+mpi=(mpirun --allow-run-as-root --oversubscribe --bind-to none -x LSAN_OPTIONS -x ASAN_OPTIONS)
+
+model="$tmp/cnn.safetensors"
+"$cli" fit --model 'conv:8:3:2:1,bn,relu,conv:16:3:2:1,relu,flatten,linear:10' --train-subset 3000 --epochs 2 \
+    --lr 0.05 --momentum 0.9 --threads 1 --out "$model" >/dev/null 2>&1 || bad "training the test model failed"
+args=(--attack fgsm,pgd,auto --eps 0.03,0.1 --steps 5 --queries 100 --samples 150 --threads 1 --json)
+
+"$cli" eval "$model" "${args[@]}" >"$tmp/one.json" 2>"$tmp/err" || bad "one process: $(cat "$tmp/err")"
+for np in 2 3; do
+    timeout 300 "${mpi[@]}" -np "$np" "$cli" eval "$model" "${args[@]}" >"$tmp/np$np.json" 2>"$tmp/err" ||
+        bad "eval on $np ranks failed: $(head -c 600 "$tmp/err")"
+    python3 - "$tmp/one.json" "$tmp/np$np.json" "$np" <<'PY' && ok || bad "eval on $np ranks differs from one process"
+import json, sys
+def strip(o):  # times differ run to run
+    if isinstance(o, dict):
+        return {k: strip(v) for k, v in o.items() if k not in ("seconds", "ranks")}
+    return [strip(v) for v in o] if isinstance(o, list) else o
+raw = [json.load(open(p)) for p in sys.argv[1:3]]
+assert raw[0]["ranks"] == 1 and raw[1]["ranks"] == int(sys.argv[3]), (raw[0]["ranks"], raw[1]["ranks"])
+a, b = (strip(o) for o in raw)
+if a != b:
+    print(json.dumps(a)[:600], "\n", json.dumps(b)[:600])
+    sys.exit(1)
+PY
+done
+
+# attack: the same examples file, written once (by rank 0)
+"$cli" attack "$model" --attack pgd --eps 0.1 --samples 100 --threads 1 --out "$tmp/one.safetensors" >/dev/null 2>&1 ||
+    bad "attack, one process"
+for np in 2 3; do
+    timeout 300 "${mpi[@]}" -np "$np" "$cli" attack "$model" --attack pgd --eps 0.1 --samples 100 --threads 1 \
+        --out "$tmp/np$np.safetensors" >"$tmp/out" 2>"$tmp/err" || bad "attack on $np ranks: $(head -c 600 "$tmp/err")"
+    cmp -s "$tmp/one.safetensors" "$tmp/np$np.safetensors" && ok || bad "attack on $np ranks: another examples file"
+    [ "$(grep -c '^wrote .*np'"$np"'.safetensors' "$tmp/out")" = 1 ] && ok || bad "attack on $np ranks: not written once: $(cat "$tmp/out")"
+done
+
+# A rank that fails (here: no such model file on every rank) ends the job, non-zero, in bounded time.
+start=$(date +%s)
+timeout 120 "${mpi[@]}" -np 2 "$cli" eval "$tmp/missing.safetensors" --attack pgd --eps 0.1 >/dev/null 2>"$tmp/err"
+code=$?
+[ "$code" -ne 0 ] && [ "$code" -ne 124 ] && ok || bad "a failing job exited $code (124: it hung)"
+[ $(($(date +%s) - start)) -lt 60 ] && ok || bad "a failing job took $(($(date +%s) - start)) s to end"
+finish cli_mpi
