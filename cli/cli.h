@@ -142,6 +142,8 @@ bool cli_comm_start(int *argc, char ***argv);
 void cli_comm_end(int status);
 const at_comm *cli_comm(void);
 bool cli_is_root(void);
+/* Waits until every rank has come here (true at once for one process). */
+bool cli_comm_barrier(void);
 
 int cmd_eval(int argc, char **argv);
 int cmd_verify(int argc, char **argv);

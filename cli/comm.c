@@ -72,3 +72,8 @@ void cli_comm_end(int status) {
 const at_comm *cli_comm(void) { return world.size > 1 ? &world : NULL; }
 
 bool cli_is_root(void) { return world.rank == 0; }
+
+bool cli_comm_barrier(void) {
+    double one = 1.0; /* a sum every rank must join */
+    return world.size == 1 || world.allreduce_sum(world.user, &one, 1) == AT_OK;
+}

@@ -790,7 +790,7 @@ static at_status check_resumable(at_net *net, const at_dataset *train, const at_
 /* The run directory's own files, once the run is sure to start: --force clears the old run's,
  * then config.ini records this one. */
 static bool start_run_dir(const cli_command *cmd, const fit_args *a) {
-    if (!a->checkpoint_dir) return true;
+    if (!a->checkpoint_dir || !cli_is_root()) return true; /* rank 0 writes for an mpirun job */
     if (!a->resume && a->force && !rundir_clear("fit", a->checkpoint_dir)) return false;
     char path[4096];
     snprintf(path, sizeof path, "%s/config.ini", a->checkpoint_dir);
@@ -983,7 +983,7 @@ static int save_results(const fit_state *st, at_net *net, const at_data *data, c
     at_st_meta meta[] = {{"advtrain.data", (char *)a->data},
                          {"advtrain.settings", settings_text ? (char *)settings_text : "{}"},
                          {"advtrain.results", results_str ? results_str : "{}"}};
-    s = at_model_save(net, a->out, meta, 3);
+    if (cli_is_root()) s = at_model_save(net, a->out, meta, 3); /* rank 0 writes for an mpirun job */
     free(results_str);
     if (s != AT_OK) {
         cJSON_Delete(results);
@@ -1208,7 +1208,7 @@ static bool open_metrics(const fit_args *a, fit_run *R, int resume_epoch) {
         snprintf(default_log, sizeof default_log, "%s/metrics.csv", a->checkpoint_dir);
         log_path = default_log;
     }
-    return !log_path || metrics_log_open(&R->metrics, log_path, R->data.train.targets != NULL, resume_epoch);
+    return !log_path || !cli_is_root() || metrics_log_open(&R->metrics, log_path, R->data.train.targets != NULL, resume_epoch);
 }
 
 /* Data, networks, resume, training and saving: the exit status. */
@@ -1225,6 +1225,7 @@ static int fit_run_all(const cli_command *cmd, fit_args *a, at_train_config *cfg
     R->settings_text = cli_json_text(R->settings);
     at_st_meta checkpoint_meta[] = {{"advtrain.data", (char *)a->data},
                                     {"advtrain.settings", R->settings_text ? R->settings_text : "{}"}};
+    cfg->comm = cli_comm(); /* under mpirun: data-parallel over the ranks (docs/distributed.md) */
     if (a->checkpoint_dir) {
         cfg->checkpoint.dir = a->checkpoint_dir;
         cfg->checkpoint.meta = checkpoint_meta;
@@ -1257,6 +1258,8 @@ static int fit_main(int argc, char **argv, cli_strings *strings) {
     at_init_kind init = AT_INIT_PYTORCH;
     int status = fit_setup(&cmd, argc, argv, &a, strings, &cfg, &init);
     if (status >= 0) return status;
+    /* Every rank has checked the outputs before rank 0 starts writing them. */
+    if (!cli_comm_barrier()) return EXIT_RUN_FAILED;
     fit_run R = {0};
     if (!cli_load_data("fit", &R.data, a.data)) return EXIT_RUN_FAILED;
     status = fit_run_all(&cmd, &a, &cfg, init, &R);

@@ -929,6 +929,13 @@ typedef struct at_train_config {
      * AT_ERR_NAN; true skips the batch (no update) and halves the learning rate from then on
      * (schedules included), counted in at_epoch_stats.skipped; 10 skipped in a row stop. */
     bool skip_nonfinite;
+    /* Optional (NULL: this process alone): data-parallel training over comm's ranks
+     * (docs/distributed.md). Every rank makes the same call with the same data and
+     * configuration; each trains on its slice of every global batch of `batch` samples, with
+     * BatchNorm statistics and gradients summed over the ranks, so that all ranks hold the
+     * model one process trains (up to float summation order). Rank 0 alone writes checkpoints.
+     * Adversarial training with random starts is not shared yet (AT_ERR_ARG); FGSM is. */
+    const at_comm *comm;
 } at_train_config;
 
 at_train_config at_train_defaults(void);

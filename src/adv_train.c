@@ -189,7 +189,7 @@ float adv_trainer_eps(const adv_trainer *t, int64_t step) {
 }
 
 at_status adv_trainer_gradients(adv_trainer *t, const float *x, const int32_t *y, const float *soft,
-                                int n, float eps, float *loss, int *correct, int *adv_correct) {
+                                int n, float eps, float scale, float *loss, int *correct, int *adv_correct) {
     const at_adv_train_config *c = &t->cfg->adv;
     const int k = at_net_out_size(t->net);
     if (!soft && t->soft) {
@@ -208,16 +208,16 @@ at_status adv_trainer_gradients(adv_trainer *t, const float *x, const int32_t *y
     switch (t->method) {
     case AT_ADV_FGSM:
         a.random_start = false;
-        s = at_clean_loss(t->net, t->ws, x, y, soft, n, c->clean_weight, &clean_loss, correct);
+        s = at_clean_loss(t->net, t->ws, x, y, soft, n, scale * c->clean_weight, &clean_loss, correct);
         if (s == AT_OK)
-            s = at_adversarial_loss(t->net, t->ws, &a, x, y, soft, n, 1.0f - c->clean_weight,
+            s = at_adversarial_loss(t->net, t->ws, &a, x, y, soft, n, scale * (1.0f - c->clean_weight),
                                     &adv_loss, adv_correct);
         if (s == AT_OK) *loss = c->clean_weight * clean_loss + (1.0f - c->clean_weight) * adv_loss;
         return s;
     case AT_ADV_FGSM_RS:
     case AT_ADV_PGD:
         a.random_start = true;
-        s = at_adversarial_loss(t->net, t->ws, &a, x, y, soft, n, 1.0f, loss, adv_correct);
+        s = at_adversarial_loss(t->net, t->ws, &a, x, y, soft, n, scale, loss, adv_correct);
         *correct = *adv_correct;
         return s;
     case AT_ADV_TRADES:

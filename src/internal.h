@@ -15,6 +15,10 @@ int at_rows_threads(int rows, size_t floats);
 void at_split_range(size_t n, int t, int T, size_t *lo, size_t *hi);
 /* 64-byte aligned, zeroed; free with free(). */
 float *at_alloc_floats(size_t count, const char *what);
+/* Data-parallel training (graph.c): a training pass's BatchNorm sums are added over comm's ranks
+ * (SyncBatchNorm), and its samples are the global batch's from sample_offset on (dropout draws
+ * by global index). comm NULL, offset 0: this process alone. */
+void at_net_share(at_net *net, const at_comm *comm, int sample_offset);
 
 /* Duplicates a string (NULL on failure, with the error set). */
 char *at_strdup(const char *s);

@@ -6,6 +6,7 @@
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include "adv_train.h"
 #include "checkpoint.h"
+#include "data_parallel.h"
 
 #include <float.h>
 #include <limits.h>
@@ -403,6 +404,7 @@ static at_status save_checkpoint(const loop_state *L, const at_train_config *cfg
                                  const at_dataset *train, int epoch, const epoch_sums *p,
                                  bool best_now, bool stopped) {
     const at_checkpoint_config *ck = &cfg->checkpoint;
+    if (dp_shared(cfg) && cfg->comm->rank != 0) return AT_OK; /* rank 0 writes for the job */
     char path[4096];
     at_status s = ckpt_path(path, sizeof path, ck->dir, "last.safetensors");
     if (s == AT_OK && best_now) s = save_best(L, ck, epoch);
@@ -578,6 +580,7 @@ typedef struct trainer {
     float lr_scale;     /* halved by every skipped non-finite step (skip_nonfinite) */
     int skipped_in_row; /* such steps since the last good one */
     loop_state loop;
+    double *dp_buf;     /* data-parallel: the gradients and batch numbers summed over the ranks */
 } trainer;
 
 static bool stop_requested(const trainer *T) { return T->cb && T->cb->stop && *T->cb->stop; }
@@ -590,20 +593,42 @@ static void apply_schedule(trainer *T, int t) {
         at_optim_set_lr(T->opt, T->lr_scale * at_schedule_lr(&T->sched, t));
 }
 
-/* The gradient of one batch (Free-AT: of one replay) into the network's gradients. */
-static at_status batch_gradients(trainer *T, const float *x, const float *soft, int n, float eps,
-                                 float *loss, int *correct, int *adv_correct) {
+/* The gradient of the batch's samples [first, first + n) (Free-AT: of one replay) into the
+ * network's gradients: the whole batch, or under data parallelism this rank's slice, whose loss
+ * gradient is scaled to its share of the batch (scale = n / batch) so that every backward
+ * quantity, BatchNorm's summed ones included, is the whole batch's. */
+static at_status batch_gradients(trainer *T, const float *x, const float *soft, int first, int n, float scale,
+                                 float eps, float *loss, int *correct, int *adv_correct) {
     at_net *net = T->net;
     at_net_zero_grad(net);
-    if (T->adv) return adv_trainer_gradients(T->adv, x, T->b.y, soft, n, eps, loss, correct, adv_correct);
+    at_net_share(net, T->cfg->comm, first);
+    batch_buffers slice = T->b; /* the labels and targets of the slice; dlogits from its start */
+    if (slice.y) slice.y += first;
+    if (slice.t) slice.t += (size_t)first * T->train->target_dim;
+    if (T->adv) return adv_trainer_gradients(T->adv, x, slice.y, soft, n, eps, scale, loss, correct, adv_correct);
     const float *out;
     at_status s = at_net_forward(net, x, n, &out);
     if (s == AT_OK && soft)
-        s = at_cross_entropy_soft(out, soft, n, T->k, loss, T->b.dlogits, correct);
+        s = at_cross_entropy_soft(out, soft, n, T->k, loss, slice.dlogits, correct);
     else if (s == AT_OK)
-        s = batch_loss(T->train, out, &T->b, n, T->k, T->cfg->label_smoothing, loss, correct);
-    if (s == AT_OK) s = at_net_backward(net, T->b.dlogits, AT_GRAD_PARAMS, NULL);
+        s = batch_loss(T->train, out, &slice, n, T->k, T->cfg->label_smoothing, loss, correct);
+    for (size_t i = 0; s == AT_OK && scale != 1.0f && i < (size_t)n * T->k; i++) slice.dlogits[i] *= scale;
+    if (s == AT_OK) s = at_net_backward(net, slice.dlogits, AT_GRAD_PARAMS, NULL);
     return s;
+}
+
+/* Data parallelism: the slices' gradients and numbers summed into the global batch's on every
+ * rank; a non-finite loss on any rank is one on all of them (they then skip or stop together). */
+static at_status share_batch(trainer *T, at_status s, int n_slice, int n, float *loss, int *correct,
+                             int *adv_correct) {
+    if (s != AT_OK && s != AT_ERR_NAN) return s;
+    dp_batch b = {*loss, *correct, *adv_correct, s == AT_ERR_NAN};
+    at_status d = dp_sum_batch(T->net, T->cfg->comm, n_slice, n, &b, T->dp_buf);
+    if (d != AT_OK) return d;
+    *loss = b.loss;
+    *correct = b.correct;
+    *adv_correct = b.adv_correct;
+    return b.nonfinite ? AT_ERR_NAN : AT_OK;
 }
 
 /* Batch bi of the epoch: gradients and optimizer step(s), added into the epoch's sums. */
@@ -631,6 +656,10 @@ static at_status train_batch(trainer *T, int epoch, int bi, epoch_sums *p) {
     const int first = bi * cfg->batch, n = AT_MIN(cfg->batch, T->train->n - first);
     at_dataset_batch(T->train, T->b.idx + first, n, T->b.x, T->b.y, T->b.t);
     const float *soft, *x = prepare_inputs(T->train, cfg, &T->b, &T->e, n, T->k, &T->aug, &soft);
+    int lo, hi; /* this rank's slice of the prepared batch (all of it in one process) */
+    dp_slice(cfg->comm, n, &lo, &hi);
+    x += (size_t)lo * at_dataset_sample_size(T->train);
+    if (soft) soft += (size_t)lo * T->k;
     float loss = NAN, penalty = 0.0f, norm = NAN;
     int correct = 0;
     at_status s = AT_OK;
@@ -640,7 +669,9 @@ static at_status train_batch(trainer *T, int epoch, int bi, epoch_sums *p) {
     for (int r = 0; r < T->replays && s == AT_OK; r++) {
         int adv_correct = 0;
         if (T->adv) p->eps = adv_trainer_eps(T->adv, T->step);
-        s = batch_gradients(T, x, soft, n, p->eps, &loss, &correct, &adv_correct);
+        s = batch_gradients(T, x, soft, lo, hi - lo, (float)(hi - lo) / (float)n, p->eps, &loss, &correct,
+                            &adv_correct);
+        if (dp_shared(cfg)) s = share_batch(T, s, hi - lo, n, &loss, &correct, &adv_correct);
         if (s == AT_ERR_NAN)
             at_fail(AT_ERR_NAN, "the training loss became %g", (double)loss);
         else if (s == AT_OK)
@@ -689,6 +720,7 @@ static at_status train_epoch(trainer *T, int epoch, epoch_sums *p) {
         s = train_batch(T, epoch, bi, p);
     }
     at_net_set_training(T->net, false);
+    at_net_share(T->net, NULL, 0); /* evaluation passes run whole on every rank */
     p->seconds += now_seconds() - start;
     return s;
 }
@@ -798,10 +830,16 @@ static at_status setup(trainer *T) {
     T->lr_scale = 1.0f;
     T->loop = (loop_state){T->net, T->opt, &T->sched, T->adv, &T->aug, &T->es, &T->e, &T->best, &T->step,
                            &T->lr_scale, &T->skipped_in_row};
+    if (s == AT_OK && dp_shared(cfg)) {
+        T->dp_buf = malloc(sizeof(double) * (at_net_num_params(T->net) + 4));
+        s = T->dp_buf ? dp_start(T->net, cfg->comm) : at_fail(AT_ERR_NOMEM, "out of memory for the gradient sum");
+    }
     return s;
 }
 
 static void teardown(trainer *T) {
+    at_net_share(T->net, NULL, 0);
+    free(T->dp_buf);
     adv_trainer_free(T->adv);
     free_extra(&T->e);
     free_batch(&T->b);
@@ -847,6 +885,7 @@ at_status at_train(at_net *net, const at_dataset *train, const at_dataset *val,
     if (s == AT_OK && val) s = check_compatible(net, val, "validation");
     if (s == AT_OK && test) s = check_compatible(net, test, "test");
     if (s == AT_OK) s = check_train_config(net, train, val, cfg);
+    if (s == AT_OK) s = dp_check(cfg);
     if (s != AT_OK) return s;
     trainer *T = at_calloc(1, sizeof *T, "the training loop");
     if (!T) return AT_ERR_NOMEM;

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# `mpirun -np N advtrain eval|attack` (docs/distributed.md) against one process: with 2 and 3
+# `mpirun -np N advtrain eval|attack|fit` (docs/distributed.md) against one process: with 2 and 3
 # ranks the eval JSON (robust accuracy of every attack and member, the sanity checks) and the
-# adversarial examples file are the same as one process's; a rank that fails ends the whole job
-# with a non-zero status, without hanging. Skips where mpirun or an MPI build is missing.
+# adversarial examples file are the same as one process's; data-parallel fit on 2 ranks trains
+# one process's weights bit for bit; a rank that fails ends the whole job with a non-zero
+# status, without hanging. Skips where mpirun or an MPI build is missing.
 source "$(dirname "$0")/harness.sh"
 if ! command -v mpirun >/dev/null || ! ldd "$cli" 2>/dev/null | grep -q libmpi; then
     echo "cli_mpi: mpirun or an advtrain built with Open MPI is missing (apt-get install libopenmpi-dev openmpi-bin): skipped"
@@ -51,6 +52,61 @@ for np in 2 3; do
     cmp -s "$tmp/one.safetensors" "$tmp/np$np.safetensors" && ok || bad "attack on $np ranks: another examples file"
     [ "$(grep -c '^wrote .*np'"$np"'.safetensors' "$tmp/out")" = 1 ] && ok || bad "attack on $np ranks: not written once: $(cat "$tmp/out")"
 done
+
+# fit: data-parallel training. 2 ranks x 1 thread slice each batch where one process's 2 threads
+# split it: the same weights bit for bit (BatchNorm synchronised, dropout by global index,
+# augmentation and mixup drawn once for the whole batch, L1/L2 after the gradient sum); FGSM
+# adversarial training too where the products are advtrain's kernel's.
+# same_tensors A B [TOL]: the tensors of two safetensors files bit for bit (the metadata differ:
+# threads, times), or within TOL of the largest value
+same_tensors() {
+    python3 - "$1" "$2" "${3:-0}" <<'PY'
+import array, json, struct, sys
+def tensors(path):
+    blob = open(path, "rb").read()
+    (n,) = struct.unpack("<Q", blob[:8])
+    head = json.loads(blob[8:8 + n])
+    head.pop("__metadata__", None)
+    return {k: (v["dtype"], blob[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]]) for k, v in head.items()}
+a, b, tol = tensors(sys.argv[1]), tensors(sys.argv[2]), float(sys.argv[3])
+if not a or a.keys() != b.keys():
+    sys.exit(1)
+if tol == 0:
+    sys.exit(0 if a == b else 1)
+gap = scale = 0.0
+for k, (dtype, data) in a.items():
+    if dtype != "F32":
+        continue
+    x, y = array.array("f", data), array.array("f", b[k][1])
+    gap = max([gap] + [abs(p - q) for p, q in zip(x, y)])
+    scale = max([scale] + [abs(p) for p in x])
+print(f"largest weight difference {gap:.3g} of {scale:.3g}", file=sys.stderr)
+sys.exit(0 if gap <= tol * scale else 1)
+PY
+}
+fit_args=(--model 'conv:8:3:2:1,bn,relu,conv:16:3:2:1,bn,relu,flatten,dropout:0.2,linear:10' --train-subset 3000
+          --epochs 2 --batch 64 --lr 0.05 --momentum 0.9 --augment crop:2,flip --mixup 0.2 --l1 1e-5 --l2 1e-4 --seed 3 --quiet)
+for adv in none fgsm; do
+    extra=()
+    [ "$adv" = fgsm ] && extra=(--adv fgsm --eps 0.05 --mixup 0)
+    "$cli" fit "${fit_args[@]}" "${extra[@]}" --threads 2 --out "$tmp/fit1-$adv.safetensors" >/dev/null 2>"$tmp/err" ||
+        bad "fit ($adv), one process: $(head -c 400 "$tmp/err")"
+    timeout 300 "${mpi[@]}" -np 2 "$cli" fit "${fit_args[@]}" "${extra[@]}" --threads 1 --checkpoint-dir "$tmp/ck-$adv" \
+        --out "$tmp/fit2-$adv.safetensors" >/dev/null 2>"$tmp/err" || bad "fit ($adv) on 2 ranks: $(head -c 600 "$tmp/err")"
+    # FGSM crafts in eval passes whose chunks follow the batch's size: with OpenBLAS a row's last
+    # bits (and an input gradient's sign) can differ, so its weights agree within rounding growth.
+    tol=0
+    [ "$adv" = fgsm ] && [ "$("$cli" bench --mode sgemm --size 64 --batches 1 --threads 1 2>&1 | grep -c 'advtrain kernel (')" = 0 ] && tol=0.05
+    same_tensors "$tmp/fit1-$adv.safetensors" "$tmp/fit2-$adv.safetensors" "$tol" 2>"$tmp/gap" && ok ||
+        bad "fit ($adv): 2 ranks x 1 thread and 1 process x 2 threads trained other weights ($(cat "$tmp/gap"))"
+    [ "$(grep -c '^[0-9]' "$tmp/ck-$adv/metrics.csv")" = 2 ] && ok || bad "fit ($adv) on 2 ranks: metrics.csv not written once per epoch"
+done
+# what is not shared yet is refused, naming it, and the job ends
+timeout 120 "${mpi[@]}" -np 2 "$cli" fit "${fit_args[@]}" --adv pgd --eps 0.05 --mixup 0 --threads 1 \
+    --out "$tmp/pgd.safetensors" >/dev/null 2>"$tmp/err"
+code=$?
+[ "$code" -ne 0 ] && [ "$code" -ne 124 ] && grep -q "random starts" "$tmp/err" && ok ||
+    bad "pgd training on 2 ranks: exit $code, $(head -c 300 "$tmp/err")"
 
 # A rank that fails (here: no such model file on every rank) ends the job, non-zero, in bounded time.
 start=$(date +%s)

@@ -4,12 +4,20 @@
  * whole result: the same robust and clean counts, ensemble members and sanity measurements as
  * one process, and the adversarial examples and predictions of every row (bit for bit with
  * advtrain's GEMM kernel; within rounding with OpenBLAS, whose rows depend on the product's
- * height). Bad communicators are refused. */
-#define _POSIX_C_SOURCE 200809L /* pthread barriers */
+ * height). Bad communicators are refused.
+ * Data-parallel training (at_train_config.comm, src/data_parallel.c): 2 and 3 ranks train a
+ * BatchNorm + dropout CNN with L1, L2, crop and flip augmentation and mixup (and FGSM adversarial
+ * training) on Fashion-MNIST; every rank ends with the same weights bit for bit, equal to one
+ * process's within float summation order, with the same test accuracy; only rank 0 writes the
+ * checkpoint; what is not shared yet (PGD's random starts) is refused. */
+#define _DEFAULT_SOURCE /* pthread barriers, mkdtemp */
 #include "advtrain.h"
 #include "testutil.h"
 
 #include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 enum { N = 90, MAX_RANKS = 3 };
 
@@ -133,6 +141,132 @@ static void check_bad_comm(at_net *net, const float *x, const int32_t *y) {
     CHECK_OK(at_attack_run(net, &c, x, y, N, NULL, NULL, &r));
 }
 
+/* ------------------------------------------------------------ data-parallel training */
+
+static at_data data;
+static const char *TRAIN_SPEC = "conv:8:3:2:1,bn,relu,conv:16:3:2:1,bn,relu,flatten,dropout:0.2,linear:10";
+
+typedef struct train_job {
+    at_net *net;
+    at_train_config cfg;
+    at_comm comm;
+    rank_user user;
+    at_status status;
+    at_eval_result test;
+} train_job;
+
+static void *train_rank(void *arg) {
+    train_job *j = arg;
+    j->status = at_train(j->net, &data.train, NULL, &data.test, &j->cfg, NULL);
+    if (j->status == AT_OK) j->status = at_evaluate(j->net, &data.test, 256, &j->test);
+    return NULL;
+}
+
+static at_train_config train_config(bool adversarial) {
+    at_train_config c = at_train_defaults();
+    c.epochs = 1;
+    c.batch = 64;
+    c.seed = 9;
+    c.optim.lr = 0.05f;
+    c.optim.momentum = 0.9f;
+    c.l1 = 1e-5f;
+    c.l2 = 1e-4f;
+    c.augment.flip = true;
+    c.augment.crop_pad = 2;
+    c.mixup_alpha = adversarial ? 0.0f : 0.3f;
+    if (adversarial) c.adv = at_adv_train_defaults(AT_ADV_FGSM, 0.1f);
+    return c;
+}
+
+static at_net *train_net(void) {
+    at_net *net = NULL;
+    CHECK_OK(at_net_from_spec(&net, TRAIN_SPEC, 1, 28, 28));
+    if (net) at_net_init(net, 21);
+    return net;
+}
+
+/* Largest |a - b| over the parameters, relative to the largest |a|. */
+static double param_gap(at_net *a, at_net *b) {
+    const float *p = at_net_params(a), *q = at_net_params(b);
+    double gap = 0, scale = 1e-30;
+    for (size_t i = 0; i < at_net_num_params(a); i++) {
+        gap = fmax(gap, fabs((double)p[i] - q[i]));
+        scale = fmax(scale, fabs((double)p[i]));
+    }
+    return gap / scale;
+}
+
+static void check_training(bool adversarial, int ranks, const char *dir) {
+    const char *what = adversarial ? "fgsm training" : "training";
+    train_job alone = {.net = train_net(), .cfg = train_config(adversarial)};
+    train_rank(&alone);
+    CHECK_OK(alone.status);
+    shared sh = {.sum = NULL};
+    pthread_barrier_init(&sh.barrier, NULL, (unsigned)ranks);
+    pthread_mutex_init(&sh.lock, NULL);
+    train_job jobs[MAX_RANKS];
+    pthread_t th[MAX_RANKS];
+    for (int r = 0; r < ranks; r++) {
+        jobs[r] = (train_job){.net = train_net(), .cfg = train_config(adversarial)};
+        if (r > 0) at_net_init(jobs[r].net, 100 + r); /* rank 0's initial weights must reach every rank */
+        jobs[r].user = (rank_user){&sh, r};
+        jobs[r].comm = (at_comm){r, ranks, fake_allreduce, &jobs[r].user};
+        jobs[r].cfg.comm = &jobs[r].comm;
+        jobs[r].cfg.checkpoint.dir = dir;
+    }
+    for (int r = 0; r < ranks; r++) pthread_create(&th[r], NULL, train_rank, &jobs[r]);
+    for (int r = 0; r < ranks; r++) pthread_join(th[r], NULL);
+    for (int r = 0; r < ranks; r++) {
+        CHECK_OK(jobs[r].status);
+        CHECK_MSG(param_gap(jobs[0].net, jobs[r].net) == 0, "%s, %d ranks: rank %d's weights differ from rank 0's", what,
+                  ranks, r);
+    }
+    const double gap = param_gap(alone.net, jobs[0].net);
+    const double acc_gap = fabs((double)alone.test.accuracy - jobs[0].test.accuracy);
+    CHECK_MSG(gap < 1e-3 && acc_gap <= 0.001 + 1e-9, "%s, %d ranks: weights %.3g (relative) and test accuracy %.4f vs %.4f apart",
+              what, ranks, gap, (double)jobs[0].test.accuracy, (double)alone.test.accuracy);
+    printf("  %s on %d ranks: weights within %.2g of one process, test accuracy %.2f%% (one process %.2f%%)\n", what,
+           ranks, gap, 100.0 * jobs[0].test.accuracy, 100.0 * alone.test.accuracy);
+    for (int r = 0; r < ranks; r++) at_net_free(jobs[r].net);
+    at_net_free(alone.net);
+    pthread_barrier_destroy(&sh.barrier);
+    pthread_mutex_destroy(&sh.lock);
+    free(sh.sum);
+}
+
+static void check_refused(void) {
+    at_net *net = train_net();
+    at_train_config c = train_config(false);
+    c.adv = at_adv_train_defaults(AT_ADV_PGD, 0.1f);
+    at_comm two = {0, 2, fake_allreduce, NULL};
+    c.comm = &two;
+    CHECK(at_train(net, &data.train, NULL, NULL, &c, NULL) == AT_ERR_ARG && strstr(at_error_message(), "random starts"));
+    at_net_free(net);
+}
+
+static void check_data_parallel(void) {
+    if (at_data_load(&data, "fashion-mnist") != AT_OK) {
+        printf("  data-parallel training skipped: %s\n", at_error_message());
+        return;
+    }
+    CHECK_OK(at_dataset_truncate(&data.train, 960));
+    CHECK_OK(at_dataset_truncate(&data.test, 1000));
+    char dir[] = "/tmp/advtrain-dp-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    check_training(false, 2, dir);
+    check_training(false, 3, dir);
+    check_training(true, 2, dir);
+    char path[64];
+    snprintf(path, sizeof path, "%s/last.safetensors", dir);
+    int epoch = 0;
+    CHECK_OK(at_checkpoint_epoch(dir, &epoch));
+    CHECK(epoch == 1);
+    remove(path);
+    rmdir(dir);
+    check_refused();
+    at_data_free(&data);
+}
+
 int main(void) {
     at_set_threads(1);
     float *x = malloc(sizeof(float) * N * 64);
@@ -162,5 +296,7 @@ int main(void) {
         free(alone.adv);
     }
     free(x);
+    at_set_threads(2);
+    check_data_parallel();
     return tu_finish("test_distributed");
 }

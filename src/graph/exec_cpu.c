@@ -47,7 +47,8 @@ static void chunk_bounds(int n, int parts, int t, int *begin, int *end) {
 
 static at_ctx make_ctx(const at_net *net, int t, int first, bool training) {
     at_ctx ctx = {net->params, t == 0 ? net->grads : net->thread_grads[t], net->work[t],
-                  training, net->dropout_key, first, NULL, net->buffers, net->state, NULL, NULL};
+                  training, net->dropout_key, net->sample_offset + first, NULL, net->buffers, net->state,
+                  NULL, NULL};
     return ctx;
 }
 
@@ -65,12 +66,23 @@ static double *thread_stats(const at_net *net, int t) {
     return net->stats + (size_t)t * (size_t)AT_MAX(net->plan.max_stats, 1);
 }
 
+/* Data-parallel training: the batch sums and the sample count added over the ranks, so that
+ * every rank normalises with the whole global batch's statistics (SyncBatchNorm). */
+static int sum_over_ranks(const at_net *net, double *total, size_t count, int n) {
+    if (!net->comm) return n;
+    double samples = n;
+    net->comm->allreduce_sum(net->comm->user, total, count);
+    net->comm->allreduce_sum(net->comm->user, &samples, 1);
+    return (int)samples;
+}
+
 /* Called by every thread of a fixed-split pass with its sums in acc: adds them in thread order
- * on one thread and runs the layer's reduce hook on the total. */
+ * on the master thread (the one that may talk to MPI) and runs the layer's reduce hook on the
+ * total. */
 static void sync_point(const pass *P, const at_layer *L, bool forward, bool param_grads) {
     const at_layer_ops *ops = at_layer_ops_for(L->d.kind);
 #pragma omp barrier
-#pragma omp single
+#pragma omp master
     {
         at_net *net = P->net;
         double *total = thread_stats(net, net->threads);
@@ -79,12 +91,16 @@ static void sync_point(const pass *P, const at_layer *L, bool forward, bool para
             const double *part = thread_stats(net, u);
             for (size_t i = 0; i < L->stats_count; i++) total[i] += part[i];
         }
+        const int n = sum_over_ranks(net, total, L->stats_count, P->n);
         const at_ctx ctx = make_ctx(net, 0, 0, forward ? net->training : net->last_training);
+        /* Parameter gradients computed from sums over every rank (BatchNorm's weight and bias)
+         * are added on rank 0 alone: the ranks' gradients are summed next. */
         if (forward)
-            ops->forward_reduce(L, &ctx, total, P->n);
+            ops->forward_reduce(L, &ctx, total, n);
         else
-            ops->backward_reduce(L, &ctx, total, P->n, param_grads);
-    } /* the implicit barrier: every thread sees the reduced state */
+            ops->backward_reduce(L, &ctx, total, n, param_grads && (!net->comm || net->comm->rank == 0));
+    }
+#pragma omp barrier /* every thread sees the reduced state */
 }
 
 /* ------------------------------------------------------------ forward */

@@ -373,6 +373,11 @@ void at_net_set_training(at_net *net, bool training) { net->training = training;
 bool at_net_is_training(const at_net *net) { return net->training; }
 uint64_t at_net_forward_count(const at_net *net) { return net->forward_count; }
 void at_net_set_forward_count(at_net *net, uint64_t count) { net->forward_count = count; }
+void at_net_share(at_net *net, const at_comm *comm, int sample_offset) {
+    net->comm = comm && comm->size > 1 ? comm : NULL;
+    net->sample_offset = sample_offset;
+}
+
 void at_net_seed(at_net *net, uint64_t seed) {
     net->seed = seed;
     net->forward_count = 0;

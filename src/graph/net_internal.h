@@ -69,6 +69,10 @@ struct at_net {
     at_plan plan;
     /* Buffers sized by at_net_reserve. */
     int max_batch, threads;
+    /* Data-parallel training (at_net_share): the ranks whose BatchNorm sums are added at every
+     * sync point, and the index in the global batch of this rank's first sample (dropout). */
+    const at_comm *comm;
+    int sample_offset;
     float *input_copy;     /* the last forward's input */
     float **act;           /* act[v]: node v's output (NULL if fused), in the arena */
     float *arena;          /* all activations of a training or attack pass, in one block */

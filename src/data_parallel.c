@@ -1,0 +1,76 @@
+/* Data-parallel training over the ranks of a communicator (docs/distributed.md). Every rank
+ * holds the whole dataset and shuffles it identically from the seed; it prepares the whole global
+ * batch (augmentation, noise and mixup draw from one generator, as one process does), then runs
+ * forward and backward on its slice only. BatchNorm adds its batch sums over the ranks at every
+ * sync point (exec_cpu.c: SyncBatchNorm), dropout draws by the sample's index in the global
+ * batch, and the gradients are scaled by slice over batch size and summed in one buffer per
+ * step, so that every rank takes the optimizer step one process takes on the whole batch (up to
+ * the order in which float sums are added). */
+#include "data_parallel.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+bool dp_shared(const at_train_config *cfg) { return cfg->comm && cfg->comm->size > 1; }
+
+at_status dp_check(const at_train_config *cfg) {
+    if (!dp_shared(cfg)) return AT_OK;
+    const at_comm *c = cfg->comm;
+    if (c->rank < 0 || c->rank >= c->size || !c->allreduce_sum)
+        return at_fail(AT_ERR_ARG, "training communicator: rank %d of %d, or no allreduce", c->rank, c->size);
+    if (cfg->batch < c->size)
+        return at_fail(AT_ERR_ARG, "a batch of %d cannot be shared by %d ranks", cfg->batch, c->size);
+    /* Crafting draws random starts from one generator over the batch: a slice would draw others.
+     * Until those draws follow the sample's index, adversarial training shares FGSM only. */
+    if (cfg->adv.method != AT_ADV_NONE && cfg->adv.method != AT_ADV_FGSM)
+        return at_fail(AT_ERR_ARG, "adversarial training with random starts (%s) is not shared among ranks yet: "
+                                   "run it in one process, or use fgsm",
+                       at_adv_method_name(cfg->adv.method));
+    return AT_OK;
+}
+
+void dp_slice(const at_comm *comm, int n, int *lo, int *hi) {
+    if (!comm || comm->size <= 1) {
+        *lo = 0;
+        *hi = n;
+        return;
+    }
+    *lo = (int)((int64_t)n * comm->rank / comm->size);
+    *hi = (int)((int64_t)n * (comm->rank + 1) / comm->size);
+}
+
+/* Rank 0's values of count floats on every rank (a sum with zeros elsewhere: exact). */
+static at_status from_rank0(const at_comm *comm, float *v, size_t count) {
+    double *buf = calloc(count ? count : 1, sizeof(double));
+    if (!buf) return at_fail(AT_ERR_NOMEM, "out of memory sharing the initial weights");
+    for (size_t i = 0; comm->rank == 0 && i < count; i++) buf[i] = v[i];
+    at_status s = comm->allreduce_sum(comm->user, buf, count);
+    for (size_t i = 0; s == AT_OK && i < count; i++) v[i] = (float)buf[i];
+    free(buf);
+    return s;
+}
+
+at_status dp_start(at_net *net, const at_comm *comm) {
+    at_status s = from_rank0(comm, at_net_params(net), at_net_num_params(net));
+    if (s == AT_OK) s = from_rank0(comm, at_net_buffers(net), at_net_num_buffer_floats(net));
+    return s;
+}
+
+at_status dp_sum_batch(at_net *net, const at_comm *comm, int n_slice, int n, dp_batch *b, double *buf) {
+    const size_t np = at_net_num_params(net);
+    float *g = at_net_grads(net);
+    for (size_t i = 0; i < np; i++) buf[i] = g[i]; /* already the slice's share (batch_gradients) */
+    buf[np] = (double)b->loss * n_slice;
+    buf[np + 1] = b->correct;
+    buf[np + 2] = b->adv_correct;
+    buf[np + 3] = b->nonfinite || !isfinite(b->loss);
+    at_status s = comm->allreduce_sum(comm->user, buf, np + 4);
+    if (s != AT_OK) return at_fail(s, "summing the gradients over %d ranks failed", comm->size);
+    for (size_t i = 0; i < np; i++) g[i] = (float)buf[i];
+    b->loss = (float)(buf[np] / n);
+    b->correct = (int)buf[np + 1];
+    b->adv_correct = (int)buf[np + 2];
+    b->nonfinite = buf[np + 3] > 0;
+    return AT_OK;
+}

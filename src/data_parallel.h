@@ -1,0 +1,26 @@
+/* Data-parallel training (data_parallel.c, docs/distributed.md): the ranks of at_train_config.comm
+ * take slices of every global batch and add their gradients, so that they train the model one
+ * process would train on the whole batch. */
+#ifndef ADVTRAIN_DATA_PARALLEL_H
+#define ADVTRAIN_DATA_PARALLEL_H
+#include "internal.h"
+
+/* Whether cfg shares training among several ranks; AT_ERR_ARG for what is not shared yet. */
+bool dp_shared(const at_train_config *cfg);
+at_status dp_check(const at_train_config *cfg);
+/* Every rank starts from rank 0's parameters and buffers. */
+at_status dp_start(at_net *net, const at_comm *comm);
+/* This rank's slice [lo, hi) of a global batch of n samples. */
+void dp_slice(const at_comm *comm, int n, int *lo, int *hi);
+
+/* What a rank's slice gave, summed over the ranks into what the global batch gives. */
+typedef struct dp_batch {
+    float loss;          /* in: the slice's mean loss; out: the global batch's */
+    int correct, adv_correct;
+    bool nonfinite;      /* in: this slice's loss or gradient is not finite; out: any slice's */
+} dp_batch;
+/* The network's gradients (the slice's part of the global batch's mean loss) summed over the
+ * ranks, with the batch's numbers (loss: the slice's mean over n_slice in, the batch's mean over
+ * n out); buf holds num_params + 4 doubles. */
+at_status dp_sum_batch(at_net *net, const at_comm *comm, int n_slice, int n, dp_batch *b, double *buf);
+#endif
