@@ -61,8 +61,11 @@ bool cli_comm_start(int *argc, char ***argv) {
 void cli_comm_end(int status) {
 #ifdef ADVTRAIN_WITH_MPI
     if (!started) return;
+    /* Stopped on request (SIGINT, SIGTERM: 130, 143): every rank stopped after the same step;
+     * rank 0 may still be writing the checkpoint, so all wait for each other and end normally. */
+    if (status == 130 || status == 143) cli_comm_barrier();
     /* A failing rank ends the whole job rather than leaving the others waiting in a sum. */
-    if (status != 0 && world.size > 1) MPI_Abort(MPI_COMM_WORLD, status);
+    else if (status != 0 && world.size > 1) MPI_Abort(MPI_COMM_WORLD, status);
     MPI_Finalize();
 #else
     (void)status;

@@ -101,7 +101,8 @@ static void show_evaluating(const fit_state *st, int epoch, const char *run_eta)
 
 /* Test hooks, so that a fault lands at a known step whatever the machine's speed: after this
  * process's N-th batch, ADVTRAIN_TEST_SIGNAL_AFTER=N sends it SIGTERM (ADVTRAIN_TEST_SIGNAL=INT:
- * SIGINT; ADVTRAIN_TEST_SIGNAL_TWICE=1: a second one right after; tests/cli_signals.sh), and
+ * SIGINT; ADVTRAIN_TEST_SIGNAL_TWICE=1: a second one right after; ADVTRAIN_TEST_SIGNAL_RANK=R:
+ * under mpirun, rank R alone; tests/cli_signals.sh, tests/cli_mpi.sh), and
  * ADVTRAIN_TEST_NAN_AFTER=N turns the first weight into NaN, ADVTRAIN_TEST_EXPLODE_AFTER=N
  * multiplies every parameter by 1e30 (finite, as after a huge step: the next loss is not;
  * tests/cli_nan.sh). */
@@ -121,6 +122,8 @@ static void test_hooks(at_net *net) {
     if (batches == nan_after) at_net_params(net)[0] = NAN;
     for (size_t i = 0; batches == explode_after && i < at_net_num_params(net); i++) at_net_params(net)[i] *= 1e30f;
     if (batches != signal_after) return;
+    const char *rank = getenv("ADVTRAIN_TEST_SIGNAL_RANK"); /* under mpirun: that rank only */
+    if (rank && atoi(rank) != (cli_comm() ? cli_comm()->rank : 0)) return;
     const char *name = getenv("ADVTRAIN_TEST_SIGNAL"), *twice = getenv("ADVTRAIN_TEST_SIGNAL_TWICE");
     const int sig = name && strcmp(name, "INT") == 0 ? SIGINT : SIGTERM;
     raise(sig);
@@ -871,9 +874,16 @@ static int build_nets(const cli_command *cmd, const fit_args *a, const at_train_
 }
 
 /* After a signal stopped training between two steps: where the checkpoint stands, how to go on;
- * the exit status is 128 + the signal, as if it had ended the process. */
+ * the exit status is 128 + the signal, as if it had ended the process. Under mpirun a rank that
+ * got no signal stops with the one that did (at the same step) and exits as after SIGTERM. */
 static int stopped_on_request(const fit_args *a, int sig) {
     int epoch = 0, batches = 0;
+    if (!sig) {
+        fprintf(stderr, "advtrain fit: rank %d stopped with the others: a signal reached another rank\n",
+                cli_comm() ? cli_comm()->rank : 0);
+        sig = SIGTERM;
+    }
+    if (!cli_comm_barrier()) return 128 + sig; /* rank 0 has written the checkpoint read below */
     at_checkpoint_progress(a->checkpoint_dir, &epoch, &batches);
     if (batches > 0)
         fprintf(stderr, "advtrain fit: stopped by %s during epoch %d after batch %d; the checkpoint "

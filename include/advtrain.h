@@ -977,7 +977,8 @@ typedef struct at_train_callbacks {
     bool (*on_epoch)(void *user, const at_epoch_stats *stats);
     /* May be NULL. When *stop becomes non-zero (a signal handler may set it), at_train finishes
      * the step under way, writes DIR/last.safetensors there, mid-epoch (with checkpoint.dir),
-     * and returns AT_ERR_INTERRUPTED; resuming continues with the next step, bit for bit. */
+     * and returns AT_ERR_INTERRUPTED; resuming continues with the next step, bit for bit. With
+     * at_train_config.comm, any rank's request stops every rank after the same step. */
     volatile sig_atomic_t *stop;
 } at_train_callbacks;
 

@@ -65,12 +65,14 @@ at_status dp_sum_batch(at_net *net, const at_comm *comm, int n_slice, int n, dp_
     buf[np + 1] = b->correct;
     buf[np + 2] = b->adv_correct;
     buf[np + 3] = b->nonfinite || !isfinite(b->loss);
-    at_status s = comm->allreduce_sum(comm->user, buf, np + 4);
+    buf[np + 4] = b->stop;
+    at_status s = comm->allreduce_sum(comm->user, buf, np + DP_EXTRA);
     if (s != AT_OK) return at_fail(s, "summing the gradients over %d ranks failed", comm->size);
     for (size_t i = 0; i < np; i++) g[i] = (float)buf[i];
     b->loss = (float)(buf[np] / n);
     b->correct = (int)buf[np + 1];
     b->adv_correct = (int)buf[np + 2];
     b->nonfinite = buf[np + 3] > 0;
+    b->stop = buf[np + 4] > 0;
     return AT_OK;
 }

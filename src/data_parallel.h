@@ -18,9 +18,12 @@ typedef struct dp_batch {
     float loss;          /* in: the slice's mean loss; out: the global batch's */
     int correct, adv_correct;
     bool nonfinite;      /* in: this slice's loss or gradient is not finite; out: any slice's */
+    bool stop;           /* in: a stop was requested here (a signal); out: on any rank, so that
+                          * every rank stops after the same step */
 } dp_batch;
 /* The network's gradients (the slice's part of the global batch's mean loss) summed over the
  * ranks, with the batch's numbers (loss: the slice's mean over n_slice in, the batch's mean over
- * n out); buf holds num_params + 4 doubles. */
+ * n out); buf holds num_params + DP_EXTRA doubles. */
+enum { DP_EXTRA = 5 }; /* doubles of dp_sum_batch's buffer beyond the parameters */
 at_status dp_sum_batch(at_net *net, const at_comm *comm, int n_slice, int n, dp_batch *b, double *buf);
 #endif

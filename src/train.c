@@ -581,9 +581,13 @@ typedef struct trainer {
     int skipped_in_row; /* such steps since the last good one */
     loop_state loop;
     double *dp_buf;     /* data-parallel: the gradients and batch numbers summed over the ranks */
+    bool stop_agreed;   /* data-parallel: a stop requested on some rank by the last sum */
 } trainer;
 
-static bool stop_requested(const trainer *T) { return T->cb && T->cb->stop && *T->cb->stop; }
+/* A stop request (a signal handler's flag); under data parallelism any rank's, agreed on at the
+ * last gradient sum, so that every rank stops after the same step. */
+static bool stop_here(const trainer *T) { return T->cb && T->cb->stop && *T->cb->stop; }
+static bool stop_requested(const trainer *T) { return dp_shared(T->cfg) ? T->stop_agreed : stop_here(T); }
 
 /* Learning rate for this epoch's start (epoch-wise schedules) or this step (one-cycle), times
  * what skipped non-finite steps took off. */
@@ -622,9 +626,10 @@ static at_status batch_gradients(trainer *T, const float *x, const float *soft, 
 static at_status share_batch(trainer *T, at_status s, int n_slice, int n, float *loss, int *correct,
                              int *adv_correct) {
     if (s != AT_OK && s != AT_ERR_NAN) return s;
-    dp_batch b = {*loss, *correct, *adv_correct, s == AT_ERR_NAN};
+    dp_batch b = {*loss, *correct, *adv_correct, s == AT_ERR_NAN, stop_here(T)};
     at_status d = dp_sum_batch(T->net, T->cfg->comm, n_slice, n, &b, T->dp_buf);
     if (d != AT_OK) return d;
+    T->stop_agreed = b.stop;
     *loss = b.loss;
     *correct = b.correct;
     *adv_correct = b.adv_correct;
@@ -831,7 +836,7 @@ static at_status setup(trainer *T) {
     T->loop = (loop_state){T->net, T->opt, &T->sched, T->adv, &T->aug, &T->es, &T->e, &T->best, &T->step,
                            &T->lr_scale, &T->skipped_in_row};
     if (s == AT_OK && dp_shared(cfg)) {
-        T->dp_buf = malloc(sizeof(double) * (at_net_num_params(T->net) + 4));
+        T->dp_buf = malloc(sizeof(double) * (at_net_num_params(T->net) + DP_EXTRA));
         s = T->dp_buf ? dp_start(T->net, cfg->comm) : at_fail(AT_ERR_NOMEM, "out of memory for the gradient sum");
     }
     return s;

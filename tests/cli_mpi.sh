@@ -17,7 +17,8 @@ fi
 printf '%s\n' 'leak:libmpi.so' 'leak:libopen-pal.so' 'leak:libopen-rte.so' 'leak:libpmix.so' 'leak:libhwloc.so' \
     'leak:libevent' 'leak:mca_' 'leak:libc.so' >"$tmp/lsan-mpi.supp"
 export LSAN_OPTIONS="${LSAN_OPTIONS:+$LSAN_OPTIONS:}suppressions=$tmp/lsan-mpi.supp:print_suppressions=0"
-mpi=(mpirun --allow-run-as-root --oversubscribe --bind-to none -x LSAN_OPTIONS -x ASAN_OPTIONS)
+mpi=(mpirun --allow-run-as-root --oversubscribe --bind-to none -x LSAN_OPTIONS)
+[ -n "${ASAN_OPTIONS:-}" ] && mpi+=(-x ASAN_OPTIONS)
 
 model="$tmp/cnn.safetensors"
 "$cli" fit --model 'conv:8:3:2:1,bn,relu,conv:16:3:2:1,relu,flatten,linear:10' --train-subset 3000 --epochs 2 \
@@ -101,6 +102,21 @@ for adv in none fgsm; do
         bad "fit ($adv): 2 ranks x 1 thread and 1 process x 2 threads trained other weights ($(cat "$tmp/gap"))"
     [ "$(grep -c '^[0-9]' "$tmp/ck-$adv/metrics.csv")" = 2 ] && ok || bad "fit ($adv) on 2 ranks: metrics.csv not written once per epoch"
 done
+# SIGTERM reaching one rank only (rank 1, after its 50th batch; the ranks agree on it at the next
+# gradient sum): every rank stops after the same step (batch 51), rank 0 writes the mid-epoch checkpoint, the job exits 143, and --resume under mpirun ends
+# with the uninterrupted 2-rank run's weights bit for bit.
+ADVTRAIN_TEST_SIGNAL_AFTER=50 ADVTRAIN_TEST_SIGNAL_RANK=1 timeout 300 "${mpi[@]}" -x ADVTRAIN_TEST_SIGNAL_AFTER \
+    -x ADVTRAIN_TEST_SIGNAL_RANK -np 2 "$cli" fit "${fit_args[@]}" --threads 1 --checkpoint-dir "$tmp/ck-stop" \
+    --out "$tmp/stop.safetensors" >/dev/null 2>"$tmp/err"
+code=$?
+[ "$code" -eq 143 ] && ok || bad "SIGTERM on rank 1: the job exited $code, want 143: $(head -c 500 "$tmp/err")"
+grep -q "stopped by SIGTERM during epoch 2 after batch 4" "$tmp/err" && grep -q "rank 0 stopped with the others" "$tmp/err" &&
+    ok || bad "SIGTERM on rank 1: messages: $(head -c 600 "$tmp/err")"
+timeout 300 "${mpi[@]}" -np 2 "$cli" fit --resume "$tmp/ck-stop" --quiet >/dev/null 2>"$tmp/err" ||
+    bad "resume under mpirun: $(head -c 500 "$tmp/err")"
+same_tensors "$tmp/fit2-none.safetensors" "$tmp/stop.safetensors" && ok ||
+    bad "stopped on one rank and resumed: other weights than the uninterrupted 2-rank run"
+
 # what is not shared yet is refused, naming it, and the job ends
 timeout 120 "${mpi[@]}" -np 2 "$cli" fit "${fit_args[@]}" --adv pgd --eps 0.05 --mixup 0 --threads 1 \
     --out "$tmp/pgd.safetensors" >/dev/null 2>"$tmp/err"
