@@ -741,6 +741,15 @@ typedef enum at_bound_method { AT_BOUND_IBP, AT_BOUND_CROWN_IBP } at_bound_metho
 at_status at_net_margin_bounds(at_net *net, const float *x, const int32_t *y, int n, float eps,
                                at_bound_method method, float *margins);
 
+/* The IBP training loss (Gowal et al. 2018): the mean over n samples of the cross-entropy of
+ * the worst-case logits over each sample's eps-ball (clipped to [0,1]): z_wc[j] = -(lower bound
+ * of z_y - z_j), z_wc[y] = 0. Adds weight * dloss/dparams to the gradient buffer (as
+ * at_adversarial_loss does), returns the loss and, in verified (may be NULL), the samples whose
+ * margin bounds are all > 0. The bounds are those of at_net_margin_bounds (AT_BOUND_IBP), in
+ * eval mode. The network must end with a Linear layer and have no BatchNorm (AT_ERR_ARG). */
+at_status at_ibp_loss(at_net *net, const float *x, const int32_t *y, int n, float eps, float weight, float *loss,
+                      int *verified);
+
 /* Verified (certified) accuracy of a classifier at L-inf radius eps over the first n samples of
  * ds (n <= 0: all): a sample counts when it is classified correctly and every margin bound of
  * at_net_margin_bounds is > 0, so that no input of its eps-ball changes the prediction. */

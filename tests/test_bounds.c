@@ -210,6 +210,56 @@ static void check_bad_input(void) {
     at_net_free(net);
 }
 
+/* The IBP loss's parameter gradient against central differences of the loss, on networks of
+ * every kind the loss takes (conv, linear, ReLU fused and not, average and max pooling, a
+ * residual add, Tanh, a depthwise conv), at an eps that leaves many ReLUs unstable. */
+static void check_ibp_loss_gradient(void) {
+    const spec_case nets[] = {
+        {"conv:3:3:1:1,relu,avgpool:2,flatten,linear:8,relu,linear:4", 1, 6, 6, true},
+        {"flatten,linear:10,tanh,linear:6,relu,linear:3", 1, 4, 4, false},
+        {"conv:4:3:1:1,a=relu,conv:4:3:1:1:groups=4,add:a,relu,maxpool:2,flatten,linear:4", 1, 6, 6, false},
+    };
+    for (size_t k = 0; k < sizeof nets / sizeof *nets; k++) {
+        at_net *net = NULL;
+        CHECK_OK(at_net_from_spec(&net, nets[k].spec, nets[k].c, nets[k].h, nets[k].w));
+        if (!net) continue;
+        at_net_init(net, 5 + (uint64_t)k);
+        const int n = 3, D = at_net_in_size(net), K = at_net_out_size(net);
+        const size_t np = at_net_num_params(net);
+        float x[3 * 64], loss = 0, lp, lm;
+        int32_t y[3];
+        for (int i = 0; i < n * D; i++) x[i] = uniform();
+        for (int i = 0; i < n; i++) y[i] = i % K;
+        at_net_zero_grad(net);
+        CHECK_OK(at_ibp_loss(net, x, y, n, 0.05f, 1.0f, &loss, NULL));
+        float *g = malloc(sizeof(float) * np), *p = at_net_params(net);
+        memcpy(g, at_net_grads(net), sizeof(float) * np);
+        int bad = 0, checked = 0, kinks = 0;
+        for (size_t i = 0; i < np; i += 1 + np / 60, checked++) {
+            const float keep = p[i], h = 1e-2f * fmaxf(fabsf(keep), 0.1f);
+            p[i] = keep + h;
+            CHECK_OK(at_ibp_loss(net, x, y, n, 0.05f, 0.0f, &lp, NULL));
+            p[i] = keep - h;
+            CHECK_OK(at_ibp_loss(net, x, y, n, 0.05f, 0.0f, &lm, NULL));
+            p[i] = keep;
+            const double fd = ((double)lp - lm) / (2.0 * h), up = ((double)lp - loss) / h, down = ((double)loss - lm) / h;
+            /* The loss is piecewise smooth (ReLU gates on the bounds, |w|, max pooling): where
+             * the two one-sided slopes disagree a kink lies within h, and the central
+             * difference says nothing there. */
+            if (fabs(up - down) > 1e-2 + 0.1 * fabs(fd)) {
+                kinks++;
+                continue;
+            }
+            if (fabs(fd - g[i]) > 2e-3 + 2e-2 * fabs(fd) && bad++ < 3)
+                printf("  %s: parameter %zu: gradient %.6g, central difference %.6g\n", nets[k].spec, i, (double)g[i], fd);
+        }
+        CHECK_MSG(bad == 0 && kinks * 10 < checked && loss > 0, "%s: %d of %d IBP-loss gradients off, %d at kinks (loss %g)",
+                  nets[k].spec, bad, checked, kinks, (double)loss);
+        free(g);
+        at_net_free(net);
+    }
+}
+
 /* The interval and CROWN-IBP bounds of auto_LiRPA 0.3 (float64) on the committed fixture. */
 static void check_lirpa(void) {
     const char *path = tu_source_path("tests/fixtures/bounds_lirpa.safetensors");
@@ -259,5 +309,6 @@ int main(void) {
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_case(&cases[i]);
     check_bad_input();
     check_lirpa();
+    check_ibp_loss_gradient();
     return tu_finish("test_bounds");
 }

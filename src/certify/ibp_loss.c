@@ -1,0 +1,284 @@
+/* The IBP training loss and its gradient (Gowal et al. 2018): the cross-entropy of the worst-case
+ * logits z_wc, where z_wc[j] = -(lower bound of z_y - z_j) and z_wc[y] = 0, over the eps-ball of
+ * each sample. Minimizing it raises the margin bounds of ibp.c, which is what makes a network
+ * verifiable.
+ *
+ * The bounds are computed as ibp.c computes them (the same pass, chunk by chunk over the
+ * threads), then the loss gradient goes back through them node by node:
+ * - the folded last Linear: m_j = c.mid + d - |c|.rad with c = W_y - W_j, d = b_y - b_j;
+ * - a fused or standalone ReLU gates the lower and the upper bound by their own sign;
+ * - an affine node (y = A x + c) maps centre and radius: the centre's gradient goes back through
+ *   the node's own backward kernel (with the weight gradient from the centre), the radius's
+ *   through the same kernel on |A| (the |A| copy of ibp.c), whose weight gradient, times
+ *   sign(W), is the radius's part of dW (d|w|/dw = sign(w));
+ * - a monotone node (max pooling, Tanh, ...) takes each bound's gradient through its backward
+ *   at that bound.
+ * Each thread adds its chunks' parameter gradients into its own buffer; the buffers are added
+ * in thread order at the end (bit-identical for a thread count). BatchNorm is refused: in
+ * training mode its bounds would need the batch's statistics (Shi et al. 2021), not yet here. */
+#include "bounds.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { LOSS_CHUNK = 16 };
+
+typedef struct loss_job {
+    margin_job m;            /* x, y, eps, margins (per chunk: in the thread's scratch) */
+    int n, threads, elide;
+    size_t np;
+    float **grads, **abs_grads; /* per thread */
+    double *loss;            /* per thread */
+    int *verified;           /* per thread: samples whose margin bounds are all > 0 */
+    float weight;            /* the gradient added is weight * dloss/dparams (loss: mean) */
+} loss_job;
+
+/* The thread's scratch beyond ibp.c's: each tensor's bound gradients, and five big vectors. */
+typedef struct back_bufs {
+    float **dlo, **dhi; /* per tensor + 1; fused nodes alias */
+    float *dmid, *drad, *dmid2, *drad2, *dummy;
+} back_bufs;
+
+static size_t big_of(const at_net *net) {
+    size_t m = (size_t)net_in_size(net);
+    for (int l = 0; l < net->nlayers; l++) m = AT_MAX(m, (size_t)net->layers[l].out_size);
+    return m;
+}
+
+static size_t back_floats(const at_net *net) {
+    size_t f = 2 * (size_t)LOSS_CHUNK * net_in_size(net);
+    for (int l = 0; l < net->nlayers; l++)
+        if (!net->layers[l].fused) f += 2 * (size_t)LOSS_CHUNK * net->layers[l].out_size;
+    return f + 5 * (size_t)LOSS_CHUNK * big_of(net);
+}
+
+/* dlo and dhi: the caller's tables of nlayers + 1 pointers. */
+static void carve_back(const at_net *net, float *f, float **dlo, float **dhi, back_bufs *B) {
+    const size_t C = LOSS_CHUNK, big = C * big_of(net);
+    B->dlo = dlo;
+    B->dhi = dhi;
+    B->dlo[0] = f, B->dhi[0] = f + C * net_in_size(net);
+    f += 2 * C * net_in_size(net);
+    for (int l = 0; l < net->nlayers; l++) {
+        const at_layer *L = &net->layers[l];
+        if (L->fused) {
+            B->dlo[l + 1] = B->dlo[L->src[0] + 1];
+            B->dhi[l + 1] = B->dhi[L->src[0] + 1];
+            continue;
+        }
+        B->dlo[l + 1] = f, B->dhi[l + 1] = f + C * L->out_size;
+        f += 2 * C * L->out_size;
+    }
+    float **v[] = {&B->dmid, &B->drad, &B->dmid2, &B->drad2, &B->dummy};
+    for (int i = 0; i < 5; i++, f += big) *v[i] = f;
+}
+
+/* The worst-case logits' cross-entropy of one sample from its margin bounds m (m[y] unused);
+ * dm receives dloss/dm (scale: the sample's share of the weighted mean). */
+static double worst_case_ce(const float *m, int K, int y, double scale, float *dm) {
+    double top = 0.0; /* z_wc[y] = 0 */
+    for (int j = 0; j < K; j++)
+        if (j != y) top = fmax(top, -(double)m[j]);
+    double sum = exp(-top);
+    for (int j = 0; j < K; j++)
+        if (j != y) sum += exp(-(double)m[j] - top);
+    for (int j = 0; j < K; j++) /* dz_wc[j] = softmax_j; dm_j = -dz_wc[j] */
+        dm[j] = j == y ? 0.0f : (float)(-scale * exp(-(double)m[j] - top) / sum);
+    return top + log(sum); /* -log softmax(z_wc)[y] with z_wc[y] = 0 */
+}
+
+/* The folded last Linear for sample r: margins, loss, and the gradients of W, b and of the
+ * bounds of its input (dlo, dhi of the input tensor's row). */
+static double fold_sample(const loss_job *J, const at_layer *L, const float *W, const float *b, float *dW, float *db,
+                          const float *lo, const float *hi, int y, float *mid, float *rad, float *dlo, float *dhi,
+                          int *verified) {
+    const int D = L->in_size, K = L->out_size;
+    float m[64], dm[64]; /* K <= 64: checked by the caller */
+    for (int i = 0; i < D; i++) {
+        mid[i] = 0.5f * (lo[i] + hi[i]);
+        rad[i] = 0.5f * (hi[i] - lo[i]);
+    }
+    bool all = true;
+    for (int j = 0; j < K; j++) {
+        if (j == y) continue;
+        double centre = (double)b[y] - b[j], spread = 0.0;
+        for (int i = 0; i < D; i++) {
+            const double c = (double)W[(size_t)y * D + i] - W[(size_t)j * D + i];
+            centre += c * mid[i];
+            spread += fabs(c) * rad[i];
+        }
+        m[j] = (float)(centre - spread);
+        all = all && m[j] > 0.0f;
+    }
+    *verified += all;
+    const double loss = worst_case_ce(m, K, y, (double)J->weight / J->n, dm);
+    for (int i = 0; i < D; i++) dlo[i] = dhi[i] = 0.0f;
+    for (int j = 0; j < K; j++) {
+        if (j == y || dm[j] == 0.0f) continue;
+        db[y] += dm[j], db[j] -= dm[j];
+        for (int i = 0; i < D; i++) {
+            const float c = W[(size_t)y * D + i] - W[(size_t)j * D + i], s = c > 0 ? 1.0f : (c < 0 ? -1.0f : 0.0f);
+            const float g = dm[j] * (mid[i] - s * rad[i]); /* dm_j/dW_y; dm_j/dW_j is its negative */
+            dW[(size_t)y * D + i] += g, dW[(size_t)j * D + i] -= g;
+            const float dmid = dm[j] * c, drad = -dm[j] * fabsf(c);
+            dlo[i] += 0.5f * (dmid - drad), dhi[i] += 0.5f * (dmid + drad);
+        }
+    }
+    return loss;
+}
+
+/* Gates a bound's gradient by its pre-activation being positive (the ReLU's derivative). */
+static void relu_gate(float *d, const float *pre, size_t count) {
+    for (size_t i = 0; i < count; i++)
+        if (!(pre[i] > 0.0f)) d[i] = 0.0f;
+}
+
+/* An affine node's bound gradients into its inputs', and its weight gradients. */
+static void affine_back(const bound_net *B, const thread_bufs *T, const back_bufs *K, float *grads, float *abs_grads,
+                        int l, int n) {
+    const at_net *net = B->net;
+    at_layer A = net->layers[l];
+    A.relu_out = false;
+    const at_layer_ops *ops = at_layer_ops_for(A.d.kind);
+    const size_t in = (size_t)n * A.in_size, out = (size_t)n * A.out_size;
+    float *dlo = K->dlo[l + 1], *dhi = K->dhi[l + 1];
+    for (size_t i = 0; i < out; i++) { /* lo = ym - yr, hi = ym + yr */
+        const float a = dlo[i], b = dhi[i];
+        dlo[i] = a + b; /* now d ym */
+        dhi[i] = b - a; /* now d yr */
+    }
+    const int s0 = A.src[0] + 1, s1 = A.nsrc == 2 ? A.src[1] + 1 : 0;
+    for (size_t i = 0; i < in; i++) {
+        T->mid[i] = 0.5f * (T->lo[s0][i] + T->hi[s0][i]);
+        T->rad[i] = 0.5f * (T->hi[s0][i] - T->lo[s0][i]);
+    }
+    at_ctx ctx = {.params = net->params, .grads = grads, .work = T->work, .buffers = net->buffers, .dx2 = K->dmid2};
+    ops->backward(&A, &ctx, T->mid, K->dummy, dlo, K->dmid, n, A.w_count > 0);
+    ctx = (at_ctx){.params = B->abs_params, .grads = abs_grads, .work = T->work, .buffers = B->abs_buffers,
+                   .dx2 = K->drad2};
+    ops->backward(&A, &ctx, T->rad, K->dummy, dhi, K->drad, n, A.w_count > 0);
+    for (size_t i = 0; i < A.w_count; i++) { /* d|w|/dw = sign(w) */
+        const float w = net->params[A.w_off + i];
+        grads[A.w_off + i] += w > 0 ? abs_grads[A.w_off + i] : (w < 0 ? -abs_grads[A.w_off + i] : 0.0f);
+        abs_grads[A.w_off + i] = 0.0f;
+    }
+    memset(abs_grads + A.b_off, 0, sizeof(float) * A.b_count); /* the radius has no offset */
+    for (size_t i = 0; i < in; i++) {
+        K->dlo[s0][i] += 0.5f * (K->dmid[i] - K->drad[i]);
+        K->dhi[s0][i] += 0.5f * (K->dmid[i] + K->drad[i]);
+        if (s1) {
+            K->dlo[s1][i] += 0.5f * (K->dmid2[i] - K->drad2[i]);
+            K->dhi[s1][i] += 0.5f * (K->dmid2[i] + K->drad2[i]);
+        }
+    }
+}
+
+/* A monotone node: each bound's gradient through the node's backward at that bound. */
+static void monotone_back(const at_net *net, const thread_bufs *T, const back_bufs *K, float *grads, int l, int n) {
+    const at_layer *L = &net->layers[l];
+    const at_layer_ops *ops = at_layer_ops_for(L->d.kind);
+    const int s0 = L->src[0] + 1;
+    const size_t in = (size_t)n * L->in_size;
+    const at_ctx ctx = {.params = net->params, .grads = grads, .work = T->work, .buffers = net->buffers};
+    ops->backward(L, &ctx, T->lo[s0], T->lo[l + 1], K->dlo[l + 1], K->dmid, n, false);
+    ops->backward(L, &ctx, T->hi[s0], T->hi[l + 1], K->dhi[l + 1], K->drad, n, false);
+    for (size_t i = 0; i < in; i++) {
+        K->dlo[s0][i] += K->dmid[i];
+        K->dhi[s0][i] += K->drad[i];
+    }
+}
+
+static void chunk_loss(const bound_net *B, const thread_bufs *T, void *user, int begin, int n) {
+    const loss_job *J = user;
+    const at_net *net = B->net;
+    const int t = omp_get_thread_num();
+    back_bufs K;
+    float *dlo[net->nlayers + 1], *dhi[net->nlayers + 1];
+    carve_back(net, T->extra, dlo, dhi, &K);
+    for (int l = 0; l <= net->nlayers; l++)
+        if (l == 0 || !net->layers[l - 1].fused)
+            memset(K.dlo[l], 0, sizeof(float) * 2 * LOSS_CHUNK * (l ? net->layers[l - 1].out_size : net_in_size(net)));
+    memset(K.dummy, 0, sizeof(float) * LOSS_CHUNK * big_of(net));
+    const at_layer *E = &net->layers[J->elide];
+    const int D = E->in_size, src = E->src[0] + 1;
+    float *g = J->grads[t];
+    for (int r = 0; r < n; r++)
+        J->loss[t] += fold_sample(J, E, net->params + E->w_off, net->params + E->b_off, g + E->w_off, g + E->b_off,
+                                  T->lo[src] + (size_t)r * D, T->hi[src] + (size_t)r * D, J->m.y[begin + r], T->mid,
+                                  T->rad, K.dlo[src] + (size_t)r * D, K.dhi[src] + (size_t)r * D, &J->verified[t]);
+    for (int l = J->elide - 1; l >= 0; l--) {
+        const at_layer *L = &net->layers[l];
+        if (L->fused) continue;
+        if (L->relu_out) {
+            relu_gate(K.dlo[l + 1], T->pre_lo[l], (size_t)n * L->out_size);
+            relu_gate(K.dhi[l + 1], T->pre_hi[l], (size_t)n * L->out_size);
+        }
+        if (at_layer_ops_for(L->d.kind)->bound_rule == AT_BOUND_AFFINE)
+            affine_back(B, T, &K, g, J->abs_grads[t], l, n);
+        else
+            monotone_back(net, T, &K, g, l, n);
+    }
+}
+
+/* What the loss needs of the network: the folded last Linear, no BatchNorm, at most 64 classes. */
+static at_status check_network(const at_net *net, int *elide) {
+    const int t = net->plan.out_tensor;
+    const at_layer *L = &net->layers[t];
+    if (L->d.kind != AT_LAYER_LINEAR || L->relu_out)
+        return at_fail(AT_ERR_ARG, "IBP training needs a network that ends with a Linear layer");
+    if (L->out_size > 64) return at_fail(AT_ERR_ARG, "IBP training supports at most 64 classes, not %d", L->out_size);
+    for (int l = 0; l < net->nlayers; l++) {
+        const at_layer_kind k = net->layers[l].d.kind;
+        if (k == AT_LAYER_BATCHNORM2D || k == AT_LAYER_BATCHNORM1D)
+            return at_fail(AT_ERR_ARG, "IBP training of a network with BatchNorm (node %d) is not supported yet", l);
+    }
+    const int u = bounds_unsupported(net, t);
+    if (u >= 0)
+        return at_fail(AT_ERR_ARG, "IBP training: node %d (%s) has no bound rule", u, at_layer_ops_for(net->layers[u].d.kind)->name);
+    *elide = t;
+    return AT_OK;
+}
+
+static void free_job(loss_job *J) {
+    for (int t = 0; J->grads && t < J->threads; t++) free(J->grads[t]);
+    for (int t = 0; J->abs_grads && t < J->threads; t++) free(J->abs_grads[t]);
+    free(J->grads), free(J->abs_grads), free(J->loss), free(J->verified);
+}
+
+static at_status alloc_job(loss_job *J) {
+    J->grads = calloc((size_t)J->threads, sizeof(float *));
+    J->abs_grads = calloc((size_t)J->threads, sizeof(float *));
+    J->loss = calloc((size_t)J->threads, sizeof(double));
+    J->verified = calloc((size_t)J->threads, sizeof(int));
+    bool ok = J->grads && J->abs_grads && J->loss && J->verified;
+    for (int t = 0; ok && t < J->threads; t++)
+        ok = (J->grads[t] = at_alloc_floats(J->np, "IBP gradients")) && (J->abs_grads[t] = at_alloc_floats(J->np, "IBP gradients"));
+    return ok ? AT_OK : at_fail(AT_ERR_NOMEM, "out of memory for the IBP loss");
+}
+
+at_status at_ibp_loss(at_net *net, const float *x, const int32_t *y, int n, float eps, float weight, float *loss,
+                      int *verified) {
+    if (!net || !x || !y || !loss || n <= 0) return at_fail(AT_ERR_ARG, "at_ibp_loss: NULL argument or no samples");
+    if (!(eps >= 0.0f) || !isfinite(eps)) return at_fail(AT_ERR_ARG, "at_ibp_loss: eps %g must be finite and >= 0", (double)eps);
+    loss_job J = {.m = {x, y, eps, NULL, -1}, .n = n, .threads = AT_MAX(1, at_get_threads()), .np = net->nparams,
+                  .weight = weight};
+    at_status s = check_network(net, &J.elide);
+    for (int i = 0; s == AT_OK && i < n; i++)
+        if (y[i] < 0 || y[i] >= at_net_out_size(net)) s = at_fail(AT_ERR_ARG, "at_ibp_loss: label %d outside the classes", y[i]);
+    if (s == AT_OK) s = alloc_job(&J);
+    bound_net B = {.net = net, .stop = J.elide, .chunk = LOSS_CHUNK, .extra = back_floats(net)};
+    if (s == AT_OK) s = bounds_run(&B, n, bounds_ball_input, chunk_loss, &J);
+    double total = 0.0;
+    int proven = 0;
+    for (int t = 0; s == AT_OK && t < J.threads; t++) { /* in thread order */
+        for (size_t i = 0; i < J.np; i++) net->grads[i] += J.grads[t][i];
+        total += J.loss[t];
+        proven += J.verified[t];
+    }
+    if (s == AT_OK) *loss = (float)(total / n);
+    if (s == AT_OK && verified) *verified = proven;
+    free_job(&J);
+    return s;
+}
