@@ -36,6 +36,10 @@ typedef struct fit_args {
     float eps, alpha, clean_weight, beta;
     int adv_steps, replays, eps_warmup, robust_val_steps, robust_val_samples;
     bool no_guard, keep_last, force;
+    /* certified training */
+    const char *certify;
+    int certify_warmup, certify_ramp;
+    float kappa;
     /* runs: checkpoints, resume, log, config file */
     const char *checkpoint_dir, *resume, *log, *config;
 } fit_args;
@@ -400,11 +404,23 @@ static int regularization_config(const fit_args *a, at_train_config *cfg) {
 }
 
 /* --adv METHOD and its settings into cfg->adv. */
+/* --certify ibp and its settings into cfg->certify (docs/certified.md). */
+static int certify_config(fit_args *a, at_train_config *cfg) {
+    if (!a->certify) return 0;
+    if (strcmp(a->certify, "ibp") != 0) return usage_error("--certify %s: the method is ibp", a->certify);
+    if (a->adv) return usage_error("--certify and --adv: choose one");
+    int neps = 0;
+    if (a->eps_text && !cli_parse_eps("fit", a->eps_text, &a->eps, 1, &neps)) return EXIT_USAGE;
+    if (a->eps <= 0.0f) return usage_error("--certify ibp needs --eps E (0-1 pixel scale, e.g. 0.1)");
+    cfg->certify = (at_certify_config){a->eps, a->certify_warmup, a->certify_ramp, a->kappa};
+    return 0;
+}
+
 static int adversarial_config(const cli_command *cmd, fit_args *a, at_train_config *cfg) {
     if (!a->adv) {
-        if (cli_find(cmd, "eps")->seen)
+        if (cli_find(cmd, "eps")->seen && !a->certify)
             return usage_error("--eps sets the adversarial training radius: add --adv METHOD "
-                               "(fgsm, fgsm-rs, pgd, trades, free)");
+                               "(fgsm, fgsm-rs, pgd, trades, free) or --certify ibp");
         return 0;
     }
     at_adv_method m;
@@ -441,6 +457,7 @@ static int build_config(const cli_command *cmd, fit_args *a, at_train_config *cf
     cfg->seed = a->seed;
     if (!bad) bad = regularization_config(a, cfg);
     if (!bad) bad = adversarial_config(cmd, a, cfg);
+    if (!bad) bad = certify_config(a, cfg);
     return bad;
 }
 
@@ -541,6 +558,13 @@ static cJSON *settings_json(const fit_args *a, const at_train_config *cfg) {
         add_num(o, "robust_val_samples", adv->robust_val_samples);
         cJSON_AddBoolToObject(o, "keep_best", adv->keep_best);
         if (adv->method == AT_ADV_FGSM_RS) cJSON_AddBoolToObject(o, "guard", adv->guard);
+    }
+    if (cfg->certify.eps > 0.0f) {
+        cJSON_AddStringToObject(o, "certify", "ibp");
+        add_num(o, "certify_eps", cfg->certify.eps);
+        add_num(o, "certify_warmup", cfg->certify.warmup_epochs);
+        add_num(o, "certify_ramp", cfg->certify.ramp_epochs);
+        add_num(o, "kappa", cfg->certify.kappa_end);
     }
     return o;
 }
@@ -1088,7 +1112,7 @@ static fit_args fit_defaults(void) {
                   .reg_layers = "all", .augment = "none", .schedule = "constant",
                   .monitor = "loss", .step_size = 0, .gamma = 0.1f, .pct_start = 0.3f,
                   .plateau_patience = 10, .plateau_factor = 0.1f, .adv_norm = "linf",
-                  .on_nonfinite = "stop"};
+                  .on_nonfinite = "stop", .certify_warmup = 1, .certify_ramp = 5, .kappa = 0.5f};
 }
 
 enum { FIT_MAX_OPTIONS = 80 };
@@ -1144,6 +1168,10 @@ static int fit_options(fit_args *a, cli_option *out) {
         {"clean-weight", OPT_FLOAT, &a->clean_weight, "W", "fgsm: loss = W*clean + (1-W)*adversarial (default 0.5)", 0, 1},
         {"beta", OPT_FLOAT, &a->beta, "B", "trades: weight of the KL term (default 6)", 0, 1000},
         {"replays", OPT_INT, &a->replays, "M", "free: replays of each batch (default 8; an epoch costs M plain epochs)", 1, 100},
+        {"certify", OPT_STRING, &a->certify, "ibp", "certified training (docs/certified.md): kappa*CE(clean) + (1-kappa)*IBP worst-case CE at --eps", 1, 0},
+        {"certify-warmup", OPT_INT, &a->certify_warmup, "N", "--certify: clean epochs first (default 1)", 0, 100000},
+        {"certify-ramp", OPT_INT, &a->certify_ramp, "N", "--certify: epochs over which eps rises and kappa falls (default 5)", 0, 100000},
+        {"kappa", OPT_FLOAT, &a->kappa, "K", "--certify: the clean loss's weight after the ramp (default 0.5)", 0, 1},
         {"eps-warmup", OPT_INT, &a->eps_warmup, "N", "ramp eps linearly from 0 over the first N epochs (default 0)", 0, 100000},
         {"robust-val-steps", OPT_INT, &a->robust_val_steps, "K", "PGD steps of the per-epoch robust validation (default 10; needs --val-split)", 0, 10000},
         {"robust-val-samples", OPT_INT, &a->robust_val_samples, "N", "validation samples it attacks (default 1000)", 0, 100000000},

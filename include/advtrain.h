@@ -908,6 +908,19 @@ at_status at_checkpoint_epoch(const char *dir, int *epoch);
 /* The same, and the batches of the next epoch it holds (0 unless written by a stop request). */
 at_status at_checkpoint_progress(const char *dir, int *epoch, int *batches);
 
+/* Certified training (docs/certified.md), IBP (Gowal et al. 2018): the loss is
+ * kappa * CE(clean) + (1 - kappa) * at_ibp_loss at eps_t. After warmup_epochs of clean training
+ * (eps_t 0, kappa 1), eps_t rises linearly to eps and kappa to kappa_end over ramp_epochs, then
+ * both stay. Off when eps is 0. Needs hard labels (no mixup, label smoothing or regression), a
+ * network that ends with a Linear layer and no BatchNorm; not combined with adversarial
+ * training. */
+typedef struct at_certify_config {
+    float eps;           /* 0-1 pixel scale; 0: off */
+    int warmup_epochs;   /* clean epochs first (default 1) */
+    int ramp_epochs;     /* epochs over which eps and kappa move (default 5) */
+    float kappa_end;     /* the clean loss's weight at the end of the ramp (default 0.5) */
+} at_certify_config;
+
 /* Everything after `optim` is regularization and is off in at_train_defaults(). Per step, in
  * this order: batch (+ augmentation, input noise, mixup), forward, loss (+ penalty), backward,
  * penalty gradients, gradient clipping, optimizer step (with weight decay), proximal L1,
@@ -945,6 +958,7 @@ typedef struct at_train_config {
      * model one process trains (up to float summation order). Rank 0 alone writes checkpoints.
      * Adversarial training with random starts is not shared yet (AT_ERR_ARG); FGSM is. */
     const at_comm *comm;
+    at_certify_config certify; /* certified training (off in at_train_defaults) */
 } at_train_config;
 
 at_train_config at_train_defaults(void);

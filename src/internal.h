@@ -19,6 +19,12 @@ float *at_alloc_floats(size_t count, const char *what);
  * (SyncBatchNorm), and its samples are the global batch's from sample_offset on (dropout draws
  * by global index). comm NULL, offset 0: this process alone. */
 void at_net_share(at_net *net, const at_comm *comm, int sample_offset);
+/* Certified training (certify/schedule.c): eps and the clean loss's weight kappa at a training
+ * step; the configuration's checks. */
+void certify_schedule(const at_certify_config *c, int64_t step, int nbatches, float *eps, float *kappa);
+at_status certify_check(const at_train_config *cfg, const at_dataset *train, const at_net *net);
+/* Whether at_ibp_loss can train this network (certify/ibp_loss.c): AT_ERR_ARG saying why not. */
+at_status ibp_check_network(const at_net *net);
 
 /* Duplicates a string (NULL on failure, with the error set). */
 char *at_strdup(const char *s);

@@ -137,6 +137,7 @@ at_train_config at_train_defaults(void) {
     c.optim = at_optim_defaults(AT_OPTIM_SGD);
     c.schedule = at_schedule_defaults(AT_SCHEDULE_CONSTANT);
     c.monitor = AT_MONITOR_VAL_LOSS;
+    c.certify = (at_certify_config){0.0f, 1, 5, 0.5f};
     return c;
 }
 
@@ -610,6 +611,10 @@ static at_status batch_gradients(trainer *T, const float *x, const float *soft, 
     if (slice.y) slice.y += first;
     if (slice.t) slice.t += (size_t)first * T->train->target_dim;
     if (T->adv) return adv_trainer_gradients(T->adv, x, slice.y, soft, n, eps, scale, loss, correct, adv_correct);
+    float kappa = 1.0f, eps_t = 0.0f; /* certified training: the clean loss's weight, the radius */
+    if (T->cfg->certify.eps > 0.0f) certify_schedule(&T->cfg->certify, T->step, T->nbatches, &eps_t, &kappa);
+    const float share = scale; /* this slice's share of the batch (1 in one process) */
+    scale *= kappa;
     const float *out;
     at_status s = at_net_forward(net, x, n, &out);
     if (s == AT_OK && soft)
@@ -618,6 +623,11 @@ static at_status batch_gradients(trainer *T, const float *x, const float *soft, 
         s = batch_loss(T->train, out, &slice, n, T->k, T->cfg->label_smoothing, loss, correct);
     for (size_t i = 0; s == AT_OK && scale != 1.0f && i < (size_t)n * T->k; i++) slice.dlogits[i] *= scale;
     if (s == AT_OK) s = at_net_backward(net, slice.dlogits, AT_GRAD_PARAMS, NULL);
+    if (s == AT_OK && kappa < 1.0f && eps_t > 0.0f) { /* the IBP part, weighted 1 - kappa */
+        float robust;
+        s = at_ibp_loss(net, x, slice.y, n, eps_t, share * (1.0f - kappa), &robust, NULL);
+        *loss = kappa * *loss + (1.0f - kappa) * robust;
+    }
     return s;
 }
 
@@ -674,6 +684,10 @@ static at_status train_batch(trainer *T, int epoch, int bi, epoch_sums *p) {
     for (int r = 0; r < T->replays && s == AT_OK; r++) {
         int adv_correct = 0;
         if (T->adv) p->eps = adv_trainer_eps(T->adv, T->step);
+        if (cfg->certify.eps > 0.0f) {
+            float kappa;
+            certify_schedule(&cfg->certify, T->step, T->nbatches, &p->eps, &kappa);
+        }
         s = batch_gradients(T, x, soft, lo, hi - lo, (float)(hi - lo) / (float)n, p->eps, &loss, &correct,
                             &adv_correct);
         if (dp_shared(cfg)) s = share_batch(T, s, hi - lo, n, &loss, &correct, &adv_correct);
@@ -751,7 +765,7 @@ static at_epoch_stats epoch_stats(const trainer *T, int epoch, const epoch_sums 
     st.skipped = p->skipped;
     st.penalty = (float)(p->penalty / T->nbatches);
     st.grad_norm = T->cfg->clip_grad > 0.0f ? (float)(p->norm / T->nbatches) : NAN;
-    st.eps = T->adv ? p->eps : NAN;
+    st.eps = T->adv || T->cfg->certify.eps > 0.0f ? p->eps : NAN;
     st.adv_metric = T->adv && p->adv_hits >= 0 ? (float)((double)p->adv_hits / ((double)n * T->replays)) : NAN;
     st.robust_val = st.guard_acc = NAN;
     return st;
@@ -891,6 +905,7 @@ at_status at_train(at_net *net, const at_dataset *train, const at_dataset *val,
     if (s == AT_OK && test) s = check_compatible(net, test, "test");
     if (s == AT_OK) s = check_train_config(net, train, val, cfg);
     if (s == AT_OK) s = dp_check(cfg);
+    if (s == AT_OK) s = certify_check(cfg, train, net);
     if (s != AT_OK) return s;
     trainer *T = at_calloc(1, sizeof *T, "the training loop");
     if (!T) return AT_ERR_NOMEM;

@@ -36,6 +36,22 @@ PY
 fi
 [ "$(sha256sum "$model")" = "$sum_before" ] && ok || bad "verify changed the model file"
 
+# Certified training (fit --certify ibp) proves far more at its eps than plain training
+plain="$tmp/plain.safetensors" ibp="$tmp/ibp.safetensors"
+net='conv:8:3:2:1,relu,conv:16:3:2:1,relu,flatten,linear:32,relu,linear:10'
+"$cli" fit --model "$net" --train-subset 3000 --epochs 3 --optim adam --lr 0.005 --threads 2 --quiet --out "$plain" \
+    >/dev/null 2>&1 || bad "plain training failed"
+"$cli" fit --model "$net" --train-subset 3000 --epochs 3 --optim adam --lr 0.005 --threads 2 --quiet --out "$ibp" \
+    --certify ibp --eps 0.05 --certify-warmup 0 --certify-ramp 1 >/dev/null 2>"$tmp/err" || bad "IBP training: $(cat "$tmp/err")"
+vp="$("$cli" verify "$plain" --eps 0.05 --samples 300 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["verified_accuracy"])')"
+vi="$("$cli" verify "$ibp" --eps 0.05 --samples 300 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["verified_accuracy"])')"
+python3 -c "import sys; sys.exit(0 if float('$vi') > float('$vp') + 0.2 else 1)" && ok ||
+    bad "IBP training: verified accuracy $vi at eps 0.05, plain training $vp"
+expect 2 "--certify crown: the method is ibp" -- "$cli" fit --model "$net" --certify crown --eps 0.1 --epochs 1
+expect 2 "--certify and --adv: choose one" -- "$cli" fit --model "$net" --certify ibp --adv pgd --eps 0.1 --epochs 1
+expect 2 "--certify ibp needs --eps" -- "$cli" fit --model "$net" --certify ibp --epochs 1
+expect 2 "BatchNorm" -- "$cli" fit --model 'conv:8:3:2:1,bn,relu,flatten,linear:10' --certify ibp --eps 0.1 --epochs 1 --train-subset 500
+
 # Bad usage
 expect 2 "--eps is required" -- "$cli" verify "$model"
 expect 2 "eps" -- "$cli" verify "$model" --eps -0.1

@@ -223,6 +223,13 @@ static void chunk_loss(const bound_net *B, const thread_bufs *T, void *user, int
 }
 
 /* What the loss needs of the network: the folded last Linear, no BatchNorm, at most 64 classes. */
+static at_status check_network(const at_net *net, int *elide);
+
+at_status ibp_check_network(const at_net *net) {
+    int elide;
+    return check_network(net, &elide);
+}
+
 static at_status check_network(const at_net *net, int *elide) {
     const int t = net->plan.out_tensor;
     const at_layer *L = &net->layers[t];
