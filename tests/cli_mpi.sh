@@ -130,4 +130,20 @@ timeout 120 "${mpi[@]}" -np 2 "$cli" eval "$tmp/missing.safetensors" --attack pg
 code=$?
 [ "$code" -ne 0 ] && [ "$code" -ne 124 ] && ok || bad "a failing job exited $code (124: it hung)"
 [ $(($(date +%s) - start)) -lt 60 ] && ok || bad "a failing job took $(($(date +%s) - start)) s to end"
+# A rank killed outright (SIGKILL, as by the OOM killer) mid-training: mpirun ends the job,
+# non-zero, within 60 s, and the last checkpoint (epoch 1's) resumes.
+timeout 300 "${mpi[@]}" -np 2 "$cli" fit "${fit_args[@]}" --epochs 50 --threads 1 --checkpoint-dir "$tmp/ck-kill" \
+    --out "$tmp/kill.safetensors" >/dev/null 2>"$tmp/err" &
+job=$!
+for _ in $(seq 1 600); do [ -s "$tmp/ck-kill/last.safetensors" ] && break; sleep 0.1; done
+victim="$(pgrep -f "advtrain fit .*ck-kill" | while read -r p; do [ "$(ps -o comm= -p "$p")" = advtrain ] && echo "$p"; done | tail -1)"
+start=$(date +%s)
+[ -n "$victim" ] && kill -KILL "$victim"
+wait "$job"
+code=$?
+[ -n "$victim" ] && [ "$code" -ne 0 ] && [ "$code" -ne 124 ] && [ $(($(date +%s) - start)) -lt 60 ] && ok ||
+    bad "a killed rank: the job exited $code after $(($(date +%s) - start)) s (victim '$victim')"
+sed -i 's/^epochs = 50$/epochs = 2/' "$tmp/ck-kill/config.ini" 2>/dev/null
+timeout 300 "${mpi[@]}" -np 2 "$cli" fit --resume "$tmp/ck-kill" --epochs 2 --quiet >/dev/null 2>"$tmp/err" &&
+    [ -s "$tmp/kill.safetensors" ] && ok || bad "resuming after a killed rank: $(head -c 400 "$tmp/err")"
 finish cli_mpi
