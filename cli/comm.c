@@ -10,17 +10,63 @@
 
 #ifdef ADVTRAIN_WITH_MPI
 #include <mpi.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+#include <unistd.h>
+
+/* The watchdog: a rank that waits in a sum longer than ADVTRAIN_MPI_TIMEOUT seconds (default 600)
+ * takes another rank for hung (stopped, a dead file system) and ends the job: it exits, and
+ * mpirun then ends every rank. It calls no MPI function (the main thread is inside one). */
+static atomic_llong waiting_since; /* seconds, 0: not in a sum */
+static long timeout_s = 600;
+
+static long long now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec;
+}
+
+static void *watchdog(void *arg) {
+    const int rank = *(const int *)arg;
+    for (;;) {
+        sleep(1);
+        const long long since = atomic_load(&waiting_since);
+        if (since && now_s() - since > timeout_s) {
+            fprintf(stderr, "advtrain: rank %d waited %ld s for the other ranks in a sum: one of them is "
+                            "hung or stopped; ending the job (ADVTRAIN_MPI_TIMEOUT sets the limit)\n",
+                    rank, timeout_s);
+            _exit(EXIT_RUN_FAILED);
+        }
+    }
+    return NULL;
+}
 
 static at_status mpi_allreduce_sum(void *user, double *buf, size_t count) {
     (void)user;
+    atomic_store(&waiting_since, now_s());
+    at_status s = AT_OK;
     /* MPI counts are ints: large buffers go in pieces. */
-    for (size_t done = 0; done < count;) {
+    for (size_t done = 0; done < count && s == AT_OK;) {
         const int piece = (int)(count - done < (size_t)INT_MAX / 2 ? count - done : (size_t)INT_MAX / 2);
         if (MPI_Allreduce(MPI_IN_PLACE, buf + done, piece, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD) != MPI_SUCCESS)
-            return AT_ERR_IO;
+            s = AT_ERR_IO;
         done += (size_t)piece;
     }
-    return AT_OK;
+    atomic_store(&waiting_since, 0);
+    return s;
+}
+
+static bool start_watchdog(int *rank) {
+    const char *t = getenv("ADVTRAIN_MPI_TIMEOUT");
+    if (t && (timeout_s = atol(t)) <= 0) {
+        fprintf(stderr, "advtrain: ADVTRAIN_MPI_TIMEOUT=%s: give a number of seconds > 0\n", t);
+        return false;
+    }
+    pthread_t th;
+    if (pthread_create(&th, NULL, watchdog, rank) != 0) return false;
+    pthread_detach(th);
+    return true;
 }
 #endif
 
@@ -42,6 +88,7 @@ bool cli_comm_start(int *argc, char ***argv) {
     MPI_Comm_rank(MPI_COMM_WORLD, &world.rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world.size);
     world.allreduce_sum = mpi_allreduce_sum;
+    if (world.size > 1 && !start_watchdog(&world.rank)) return false;
     if (world.rank > 0 && !freopen("/dev/null", "w", stdout)) {
         fprintf(stderr, "advtrain: rank %d: cannot silence stdout\n", world.rank);
         return false;

@@ -146,4 +146,18 @@ code=$?
 sed -i 's/^epochs = 50$/epochs = 2/' "$tmp/ck-kill/config.ini" 2>/dev/null
 timeout 300 "${mpi[@]}" -np 2 "$cli" fit --resume "$tmp/ck-kill" --epochs 2 --quiet >/dev/null 2>"$tmp/err" &&
     [ -s "$tmp/kill.safetensors" ] && ok || bad "resuming after a killed rank: $(head -c 400 "$tmp/err")"
+# A rank that hangs (SIGSTOP): the others wait in the gradient sum; after ADVTRAIN_MPI_TIMEOUT
+# seconds (here 5) the watchdog ends the job with a message, no silent hang.
+ADVTRAIN_MPI_TIMEOUT=5 timeout 120 "${mpi[@]}" -x ADVTRAIN_MPI_TIMEOUT -np 2 "$cli" fit "${fit_args[@]}" --epochs 50 \
+    --threads 1 --out "$tmp/hang.safetensors" >/dev/null 2>"$tmp/err" &
+job=$!
+sleep 3
+victim="$(pgrep -f "advtrain fit .*hang.safetensors" | while read -r p; do [ "$(ps -o comm= -p "$p")" = advtrain ] && echo "$p"; done | tail -1)"
+start=$(date +%s)
+[ -n "$victim" ] && kill -STOP "$victim"
+wait "$job"
+code=$?
+[ -n "$victim" ] && kill -KILL "$victim" 2>/dev/null
+[ -n "$victim" ] && [ "$code" -ne 0 ] && [ "$code" -ne 124 ] && [ $(($(date +%s) - start)) -lt 60 ] &&
+    grep -q "hung or stopped" "$tmp/err" && ok || bad "a hung rank: the job exited $code after $(($(date +%s) - start)) s: $(head -c 300 "$tmp/err")"
 finish cli_mpi
