@@ -57,6 +57,20 @@ static at_status mpi_allreduce_sum(void *user, double *buf, size_t count) {
     return s;
 }
 
+static at_status mpi_allreduce_sum_float(void *user, float *buf, size_t count) {
+    (void)user;
+    atomic_store(&waiting_since, now_s());
+    at_status s = AT_OK;
+    for (size_t done = 0; done < count && s == AT_OK;) {
+        const int piece = (int)(count - done < (size_t)INT_MAX / 2 ? count - done : (size_t)INT_MAX / 2);
+        if (MPI_Allreduce(MPI_IN_PLACE, buf + done, piece, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD) != MPI_SUCCESS)
+            s = AT_ERR_IO;
+        done += (size_t)piece;
+    }
+    atomic_store(&waiting_since, 0);
+    return s;
+}
+
 static bool start_watchdog(int *rank) {
     const char *t = getenv("ADVTRAIN_MPI_TIMEOUT");
     if (t && (timeout_s = atol(t)) <= 0) {
@@ -70,7 +84,7 @@ static bool start_watchdog(int *rank) {
 }
 #endif
 
-static at_comm world = {0, 1, NULL, NULL};
+static at_comm world = {0, 1, NULL, NULL, NULL};
 static bool started;
 
 /* Started by mpirun: Open MPI sets OMPI_COMM_WORLD_SIZE (and PMIx its rank). A plain start
@@ -88,6 +102,7 @@ bool cli_comm_start(int *argc, char ***argv) {
     MPI_Comm_rank(MPI_COMM_WORLD, &world.rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world.size);
     world.allreduce_sum = mpi_allreduce_sum;
+    world.allreduce_sum_float = mpi_allreduce_sum_float;
     if (world.size > 1 && !start_watchdog(&world.rank)) return false;
     if (world.rank > 0 && !freopen("/dev/null", "w", stdout)) {
         fprintf(stderr, "advtrain: rank %d: cannot silence stdout\n", world.rank);

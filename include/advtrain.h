@@ -570,11 +570,14 @@ typedef enum at_attack_target {
 
 /* A communicator (docs/distributed.md): the ranks of a job that share work, supplied by the
  * caller (the advtrain tool's is Open MPI's; the library itself never links MPI). The library
- * only needs a sum over the ranks, in place, the same result on every rank. */
+ * only needs a sum over the ranks, in place, the same result on every rank: of doubles (counts,
+ * statistics, gathered rows), and optionally of floats (the gradients of a training step, half
+ * the bytes; NULL: they go through the double sum). */
 typedef struct at_comm {
     int rank, size;
     at_status (*allreduce_sum)(void *user, double *buf, size_t count);
     void *user;
+    at_status (*allreduce_sum_float)(void *user, float *buf, size_t count);
 } at_comm;
 
 typedef struct at_attack_config {

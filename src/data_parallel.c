@@ -57,19 +57,34 @@ at_status dp_start(at_net *net, const at_comm *comm) {
     return s;
 }
 
-at_status dp_sum_batch(at_net *net, const at_comm *comm, int n_slice, int n, dp_batch *b, double *buf) {
+size_t dp_buffer_floats(const at_net *net, const at_comm *comm) {
+    const size_t count = at_net_num_params(net) + DP_EXTRA;
+    return comm->allreduce_sum_float ? count : count * 3; /* room for the doubles after the floats */
+}
+
+/* count floats summed over the ranks: the float sum, or through doubles (scratch after buf). */
+static at_status sum_floats(const at_comm *comm, float *buf, size_t count) {
+    if (comm->allreduce_sum_float) return comm->allreduce_sum_float(comm->user, buf, count);
+    double *d = (double *)(((uintptr_t)(buf + count) + 7) & ~(uintptr_t)7);
+    for (size_t i = 0; i < count; i++) d[i] = buf[i];
+    at_status s = comm->allreduce_sum(comm->user, d, count);
+    for (size_t i = 0; s == AT_OK && i < count; i++) buf[i] = (float)d[i];
+    return s;
+}
+
+at_status dp_sum_batch(at_net *net, const at_comm *comm, int n_slice, int n, dp_batch *b, float *buf) {
     const size_t np = at_net_num_params(net);
     float *g = at_net_grads(net);
-    for (size_t i = 0; i < np; i++) buf[i] = g[i]; /* already the slice's share (batch_gradients) */
-    buf[np] = (double)b->loss * n_slice;
-    buf[np + 1] = b->correct;
-    buf[np + 2] = b->adv_correct;
+    memcpy(buf, g, sizeof(float) * np); /* already the slice's share (batch_gradients) */
+    buf[np] = b->loss * (float)n_slice;
+    buf[np + 1] = (float)b->correct; /* counts up to 2^24: exact in floats */
+    buf[np + 2] = (float)b->adv_correct;
     buf[np + 3] = b->nonfinite || !isfinite(b->loss);
     buf[np + 4] = b->stop;
-    at_status s = comm->allreduce_sum(comm->user, buf, np + DP_EXTRA);
+    at_status s = sum_floats(comm, buf, np + DP_EXTRA);
     if (s != AT_OK) return at_fail(s, "summing the gradients over %d ranks failed", comm->size);
-    for (size_t i = 0; i < np; i++) g[i] = (float)buf[i];
-    b->loss = (float)(buf[np] / n);
+    memcpy(g, buf, sizeof(float) * np);
+    b->loss = buf[np] / (float)n;
     b->correct = (int)buf[np + 1];
     b->adv_correct = (int)buf[np + 2];
     b->nonfinite = buf[np + 3] > 0;

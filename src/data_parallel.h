@@ -22,8 +22,10 @@ typedef struct dp_batch {
                           * every rank stops after the same step */
 } dp_batch;
 /* The network's gradients (the slice's part of the global batch's mean loss) summed over the
- * ranks, with the batch's numbers (loss: the slice's mean over n_slice in, the batch's mean over
- * n out); buf holds num_params + DP_EXTRA doubles. */
-enum { DP_EXTRA = 5 }; /* doubles of dp_sum_batch's buffer beyond the parameters */
-at_status dp_sum_batch(at_net *net, const at_comm *comm, int n_slice, int n, dp_batch *b, double *buf);
+ * ranks in one buffer of floats, with the batch's numbers (loss: the slice's mean over n_slice
+ * in, the batch's mean over n out); buf holds num_params + DP_EXTRA floats, or twice as many
+ * when the communicator sums doubles only. */
+enum { DP_EXTRA = 5 }; /* floats of dp_sum_batch's buffer beyond the parameters */
+size_t dp_buffer_floats(const at_net *net, const at_comm *comm);
+at_status dp_sum_batch(at_net *net, const at_comm *comm, int n_slice, int n, dp_batch *b, float *buf);
 #endif

@@ -581,7 +581,7 @@ typedef struct trainer {
     float lr_scale;     /* halved by every skipped non-finite step (skip_nonfinite) */
     int skipped_in_row; /* such steps since the last good one */
     loop_state loop;
-    double *dp_buf;     /* data-parallel: the gradients and batch numbers summed over the ranks */
+    float *dp_buf;      /* data-parallel: the gradients and batch numbers summed over the ranks */
     bool stop_agreed;   /* data-parallel: a stop requested on some rank by the last sum */
 } trainer;
 
@@ -850,7 +850,7 @@ static at_status setup(trainer *T) {
     T->loop = (loop_state){T->net, T->opt, &T->sched, T->adv, &T->aug, &T->es, &T->e, &T->best, &T->step,
                            &T->lr_scale, &T->skipped_in_row};
     if (s == AT_OK && dp_shared(cfg)) {
-        T->dp_buf = malloc(sizeof(double) * (at_net_num_params(T->net) + DP_EXTRA));
+        T->dp_buf = malloc(sizeof(float) * dp_buffer_floats(T->net, cfg->comm) + 8);
         s = T->dp_buf ? dp_start(T->net, cfg->comm) : at_fail(AT_ERR_NOMEM, "out of memory for the gradient sum");
     }
     return s;
