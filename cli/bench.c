@@ -359,6 +359,7 @@ static void print_result(const bench_args *a, const bench *b, double seconds, do
         cJSON_AddNumberToObject(o, "samples_per_s", samples / seconds);
         cJSON_AddNumberToObject(o, "gflops", gflops);
         cJSON_AddNumberToObject(o, "flops_per_sample", flops);
+        cJSON_AddNumberToObject(o, "parameters", (double)at_net_num_params(b->net)); /* a step's gradient sum */
         cJSON_AddStringToObject(o, "gemm", at_gemm_backend_name());
         cli_print_json(o);
     } else {

@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Data-parallel scaling of advtrain (docs/distributed.md), measured here and modelled on paper.
+
+    python3 bench/scaling.py [--advtrain build/advtrain] [--batches 20]
+
+1. Measured on this machine: `advtrain fit` for one epoch of 10,000 images as 1 process x 2
+   threads and as `mpirun -np 2` x 1 thread (smallcnn, plain; the gradient sum per step is then
+   an MPI_Allreduce between two processes of one machine).
+2. Modelled: for N = 8, 16, 64 nodes on 10, 25 and 100 GbE, each node one rank training 128
+   images per step (weak scaling: the global batch is 128 N, with the learning rate scaled by N
+   after a warm-up, Goyal et al. 2017), a step costs its compute (measured here: `advtrain bench`,
+   2 threads, so a node is this 2-core machine) plus a ring allreduce of the gradients, not
+   overlapped (advtrain sums after the backward pass): 2 (N-1)/N x bytes / bandwidth +
+   2 (N-1) x latency, bytes = 4 x (parameters + 5). Bandwidth: 90% of the line rate;
+   latency 25 us a hop (TCP). Efficiency = compute / (compute + allreduce).
+
+Adversarial training departs from the linear-scaling rule: its larger batches are known to
+lose robustness faster than clean accuracy, and PGD-AT's step costs 8 passes, so its allreduce
+share is 8 times smaller than clean training's (shown by the pgd7 rows)."""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+
+MODELS = ["smallcnn", "resnet8", "preact-resnet18:8"]
+MODES = ["plain", "pgd7"]
+NODES = [8, 16, 64]
+LINKS = {"10 GbE": 10e9, "25 GbE": 25e9, "100 GbE": 100e9}
+LATENCY = 25e-6
+
+
+def bench(exe, model, mode, batches):
+    out = subprocess.run([exe, "bench", "--model", model, "--mode", mode, "--batches", str(batches), "--threads", "2",
+                          "--json"], check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+def fit_seconds(cmd):
+    with tempfile.TemporaryDirectory() as d:
+        out = subprocess.run(cmd + ["--out", os.path.join(d, "m.safetensors")], check=True, capture_output=True,
+                             text=True, cwd=d).stdout
+    return json.loads(out)["seconds"]
+
+
+def measured(exe):
+    common = ["fit", "--model", "smallcnn", "--train-subset", "10000", "--epochs", "1", "--json", "--quiet"]
+    one = fit_seconds([exe] + common + ["--threads", "2"])
+    if not shutil.which("mpirun"):
+        print("mpirun not found: the measured comparison is skipped")
+        return
+    two = fit_seconds(["mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-np", "2", exe] + common
+                      + ["--threads", "1"])
+    print(f"smallcnn, 1 epoch of 10,000 images: 1 process x 2 threads {one:.2f} s; 2 ranks x 1 thread {two:.2f} s "
+          f"({one / two:.2f}x as fast)")
+
+
+def allreduce_seconds(params, nodes, bits_per_s):
+    nbytes = 4 * (params + 5)
+    return 2 * (nodes - 1) / nodes * nbytes / (0.9 * bits_per_s / 8) + 2 * (nodes - 1) * LATENCY
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--advtrain", default=os.path.join(os.path.dirname(__file__), "..", "build", "advtrain"))
+    ap.add_argument("--batches", type=int, default=20)
+    a = ap.parse_args()
+    measured(a.advtrain)
+    print()
+    print("| model | mode | parameters | allreduce MB | step (128 images) ms | " +
+          " | ".join(f"{n} nodes {link}" for link in LINKS for n in NODES) + " |")
+    print("|---" * (5 + len(LINKS) * len(NODES)) + "|")
+    for model in MODELS:
+        for mode in MODES:
+            r = bench(a.advtrain, model, mode, a.batches)
+            step = r["batch"] / r["samples_per_s"]
+            cells = []
+            for link, bps in LINKS.items():
+                for n in NODES:
+                    ar = allreduce_seconds(r["parameters"], n, bps)
+                    cells.append(f"{100 * step / (step + ar):.0f}%")
+            print(f"| {model} | {mode} | {int(r['parameters']):,} | {4 * (r['parameters'] + 5) / 1e6:.2f} | "
+                  f"{1000 * step:.1f} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
