@@ -66,6 +66,10 @@ typedef struct atk_cli_model {
 /* Prints what failed and returns false; atk_cli_close frees what was loaded either way. */
 bool atk_cli_open(const char *cmd, atk_cli_model *m, const char *path, const char *data_source,
                   const char *model_spec, const char *split);
+/* The opening fields of eval's and verify's JSON object: model (the file), arch, data, split,
+ * first_sample, samples. */
+struct cJSON *atk_cli_json_head(const char *path, const at_net *net, const char *data_source, const char *split,
+                                int first, int samples);
 void atk_cli_close(atk_cli_model *m);
 
 /* The image grid: for each of n samples (C x H x W floats in [0,1]) the clean image, the

@@ -4,6 +4,8 @@
  * at_attack_budget_text): nothing here names an attack. */
 #include "attack_cli.h"
 
+#include <cjson/cJSON.h>
+
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -181,4 +183,16 @@ void atk_cli_close(atk_cli_model *m) {
     at_st_free(m->file);
     at_data_free(&m->data);
     memset(m, 0, sizeof *m);
+}
+
+cJSON *atk_cli_json_head(const char *path, const at_net *net, const char *data_source, const char *split, int first,
+                         int samples) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "model", path);
+    cJSON_AddStringToObject(o, "arch", at_net_spec(net));
+    cJSON_AddStringToObject(o, "data", data_source);
+    cJSON_AddStringToObject(o, "split", split);
+    cJSON_AddNumberToObject(o, "first_sample", first);
+    cJSON_AddNumberToObject(o, "samples", samples);
+    return o;
 }

@@ -42,14 +42,14 @@ static void *watchdog(void *arg) {
     return NULL;
 }
 
-static at_status mpi_allreduce_sum(void *user, double *buf, size_t count) {
-    (void)user;
+/* count values of `type` (`size` bytes each) summed over the ranks, in place, the watchdog on. */
+static at_status mpi_sum(void *buf, size_t count, MPI_Datatype type, size_t size) {
     atomic_store(&waiting_since, now_s());
     at_status s = AT_OK;
     /* MPI counts are ints: large buffers go in pieces. */
     for (size_t done = 0; done < count && s == AT_OK;) {
         const int piece = (int)(count - done < (size_t)INT_MAX / 2 ? count - done : (size_t)INT_MAX / 2);
-        if (MPI_Allreduce(MPI_IN_PLACE, buf + done, piece, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD) != MPI_SUCCESS)
+        if (MPI_Allreduce(MPI_IN_PLACE, (char *)buf + done * size, piece, type, MPI_SUM, MPI_COMM_WORLD) != MPI_SUCCESS)
             s = AT_ERR_IO;
         done += (size_t)piece;
     }
@@ -57,18 +57,14 @@ static at_status mpi_allreduce_sum(void *user, double *buf, size_t count) {
     return s;
 }
 
+static at_status mpi_allreduce_sum(void *user, double *buf, size_t count) {
+    (void)user;
+    return mpi_sum(buf, count, MPI_DOUBLE, sizeof(double));
+}
+
 static at_status mpi_allreduce_sum_float(void *user, float *buf, size_t count) {
     (void)user;
-    atomic_store(&waiting_since, now_s());
-    at_status s = AT_OK;
-    for (size_t done = 0; done < count && s == AT_OK;) {
-        const int piece = (int)(count - done < (size_t)INT_MAX / 2 ? count - done : (size_t)INT_MAX / 2);
-        if (MPI_Allreduce(MPI_IN_PLACE, buf + done, piece, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD) != MPI_SUCCESS)
-            s = AT_ERR_IO;
-        done += (size_t)piece;
-    }
-    atomic_store(&waiting_since, 0);
-    return s;
+    return mpi_sum(buf, count, MPI_FLOAT, sizeof(float));
 }
 
 static bool start_watchdog(int *rank) {

@@ -151,13 +151,7 @@ static cJSON *json_sanity(const at_sanity_report *S) {
 /* Prints the JSON object of an attack evaluation. */
 static void json_report(const eval_input *in, at_net *net, int clean_correct, const eval_run *runs, int nruns,
                         const at_sanity_report *S) {
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "model", in->path);
-    cJSON_AddStringToObject(o, "arch", at_net_spec(net));
-    cJSON_AddStringToObject(o, "data", in->data_source);
-    cJSON_AddStringToObject(o, "split", in->split);
-    cJSON_AddNumberToObject(o, "first_sample", in->first);
-    cJSON_AddNumberToObject(o, "samples", in->n);
+    cJSON *o = atk_cli_json_head(in->path, net, in->data_source, in->split, in->first, in->n);
     cJSON_AddNumberToObject(o, "ranks", cli_comm() ? cli_comm()->size : 1); /* processes that shared the attacks */
     cJSON_AddStringToObject(o, "eps_scale", "0-1 pixels");
     cJSON_AddNumberToObject(o, "clean_accuracy", (double)clean_correct / in->n);
@@ -241,13 +235,7 @@ static int plain_eval(const atk_cli_model *m, const char *path, const eval_optio
     }
     double seconds = cli_now() - start;
     if (o->json) {
-        cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "model", path);
-        cJSON_AddStringToObject(j, "arch", at_net_spec(m->net));
-        cJSON_AddStringToObject(j, "data", m->data_source);
-        cJSON_AddStringToObject(j, "split", o->split);
-        cJSON_AddNumberToObject(j, "first_sample", o->offset);
-        cJSON_AddNumberToObject(j, "samples", r.samples);
+        cJSON *j = atk_cli_json_head(path, m->net, m->data_source, o->split, o->offset, r.samples);
         if (regression)
             cJSON_AddNumberToObject(j, "mse", r.mse);
         else

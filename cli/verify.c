@@ -36,13 +36,7 @@ static void print_text(const char *path, const atk_cli_model *m, const verify_op
 }
 
 static void print_json(const char *path, const atk_cli_model *m, const verify_options *o, const verify_outcome *r) {
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "model", path);
-    cJSON_AddStringToObject(j, "arch", at_net_spec(m->net));
-    cJSON_AddStringToObject(j, "data", m->data_source);
-    cJSON_AddStringToObject(j, "split", o->split);
-    cJSON_AddNumberToObject(j, "first_sample", o->offset);
-    cJSON_AddNumberToObject(j, "samples", r->v.samples);
+    cJSON *j = atk_cli_json_head(path, m->net, m->data_source, o->split, o->offset, r->v.samples);
     cJSON_AddStringToObject(j, "method", o->method);
     cJSON_AddNumberToObject(j, "eps", r->eps);
     cJSON_AddStringToObject(j, "eps_scale", "0-1 pixels");

@@ -34,7 +34,8 @@ typedef struct rank_user {
     int rank;
 } rank_user;
 
-static at_status fake_allreduce(void *user, double *buf, size_t count) {
+/* Adds each rank's count values (doubles, or floats) into one sum between barriers. */
+static at_status fake_sum(void *user, void *buf, size_t count, bool floats) {
     rank_user *u = user;
     shared *sh = u->sh;
     pthread_barrier_wait(&sh->barrier);
@@ -45,34 +46,21 @@ static at_status fake_allreduce(void *user, double *buf, size_t count) {
     }
     pthread_barrier_wait(&sh->barrier);
     pthread_mutex_lock(&sh->lock);
-    for (size_t i = 0; i < count; i++) sh->sum[i] += buf[i]; /* integers and one nonzero per slot: exact */
+    for (size_t i = 0; i < count; i++) { /* doubles: integers and one nonzero per slot, exact */
+        if (floats) ((float *)sh->sum)[i] += ((const float *)buf)[i];
+        else sh->sum[i] += ((const double *)buf)[i];
+    }
     pthread_mutex_unlock(&sh->lock);
     pthread_barrier_wait(&sh->barrier);
-    memcpy(buf, sh->sum, sizeof(double) * count);
+    memcpy(buf, sh->sum, (floats ? sizeof(float) : sizeof(double)) * count);
     pthread_barrier_wait(&sh->barrier);
     return AT_OK;
 }
 
-/* The float sum (training's gradients), through a float accumulator the same way. */
-static at_status fake_allreduce_float(void *user, float *buf, size_t count) {
-    rank_user *u = user;
-    shared *sh = u->sh;
-    pthread_barrier_wait(&sh->barrier);
-    if (u->rank == 0) {
-        free(sh->sum);
-        sh->sum = calloc(count, sizeof(double));
-        sh->cap = count;
-    }
-    pthread_barrier_wait(&sh->barrier);
-    pthread_mutex_lock(&sh->lock);
-    float *acc = (float *)sh->sum;
-    for (size_t i = 0; i < count; i++) acc[i] += buf[i];
-    pthread_mutex_unlock(&sh->lock);
-    pthread_barrier_wait(&sh->barrier);
-    memcpy(buf, acc, sizeof(float) * count);
-    pthread_barrier_wait(&sh->barrier);
-    return AT_OK;
-}
+static at_status fake_allreduce(void *user, double *buf, size_t count) { return fake_sum(user, buf, count, false); }
+
+/* The float sum (training's gradients). */
+static at_status fake_allreduce_float(void *user, float *buf, size_t count) { return fake_sum(user, buf, count, true); }
 
 typedef struct job {
     at_net *net;
