@@ -13,11 +13,14 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] || ! command -v python3 >/dev/null
     echo "cli_mpi: Fashion-MNIST or python3 is not installed: skipped"
     exit 0
 fi
-# Open MPI's own allocations that it never frees (LeakSanitizer in the sanitized build).
-printf '%s\n' 'leak:libmpi.so' 'leak:libopen-pal.so' 'leak:libopen-rte.so' 'leak:libpmix.so' 'leak:libhwloc.so' \
-    'leak:libevent' 'leak:mca_' 'leak:libc.so' >"$tmp/lsan-mpi.supp"
-export LSAN_OPTIONS="${LSAN_OPTIONS:+$LSAN_OPTIONS:}suppressions=$tmp/lsan-mpi.supp:print_suppressions=0"
-mpi=(mpirun --allow-run-as-root --oversubscribe --bind-to none -x LSAN_OPTIONS)
+# In the sanitized build, leak checking is off for the ranks: Open MPI loads its components with
+# dlopen and unloads them at MPI_Finalize, so LeakSanitizer sees their never-freed allocations
+# with no module to name (no suppression can match them). Memory errors are still caught here,
+# and the library's sharing code (shard.c, data_parallel.c) is leak-checked by test_distributed.
+if [ "${ADVTRAIN_SANITIZED:-0}" = 1 ]; then
+    export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
+fi
+mpi=(mpirun --allow-run-as-root --oversubscribe --bind-to none)
 [ -n "${ASAN_OPTIONS:-}" ] && mpi+=(-x ASAN_OPTIONS)
 
 model="$tmp/cnn.safetensors"
