@@ -65,6 +65,20 @@ static bool run_attack(const atk_cli_model *m, const verify_options *o, verify_o
     return r->attacked = s == AT_OK;
 }
 
+/* Verification of ds; under mpirun each rank verifies its share and the counts are summed. */
+static at_status verify_share(at_net *net, at_dataset *ds, float eps, bool crown, at_verify_result *v) {
+    const at_comm *c = cli_comm();
+    const int n = ds->n, lo = c ? (int)((int64_t)n * c->rank / c->size) : 0;
+    const int hi = c ? (int)((int64_t)n * (c->rank + 1) / c->size) : n;
+    at_status s = at_dataset_keep_range(ds, lo, hi - lo);
+    if (s == AT_OK && hi > lo) s = at_verify_dataset(net, ds, hi - lo, eps, crown ? AT_BOUND_CROWN_IBP : AT_BOUND_IBP, v);
+    if (s != AT_OK || !c) return s;
+    double sums[4] = {v->samples, v->clean_correct, v->verified, 0};
+    s = c->allreduce_sum(c->user, sums, 4);
+    v->samples = (int)sums[0], v->clean_correct = (int)sums[1], v->verified = (int)sums[2];
+    return s;
+}
+
 static int verify_model(const char *path, atk_cli_model *m, const verify_options *o, float eps) {
     at_dataset *ds = m->ds;
     if (o->offset >= ds->n) {
@@ -75,13 +89,12 @@ static int verify_model(const char *path, atk_cli_model *m, const verify_options
     if (o->samples > 0 && o->samples < keep) keep = o->samples;
     at_status s = at_dataset_keep_range(ds, o->offset, keep);
     verify_outcome r = {.eps = eps};
-    const at_bound_method method = strcmp(o->method, "crown-ibp") == 0 ? AT_BOUND_CROWN_IBP : AT_BOUND_IBP;
-    if (s == AT_OK) s = at_verify_dataset(m->net, ds, ds->n, eps, method, &r.v);
+    if (s == AT_OK && o->attack && !run_attack(m, o, &r)) return EXIT_RUN_FAILED; /* shared by the ranks */
+    if (s == AT_OK) s = verify_share(m->net, ds, eps, strcmp(o->method, "crown-ibp") == 0, &r.v);
     if (s != AT_OK) {
         cli_error("verify", path, s);
         return EXIT_RUN_FAILED;
     }
-    if (o->attack && !run_attack(m, o, &r)) return EXIT_RUN_FAILED;
     const int robust = r.attacked ? r.robust.robust : r.v.clean_correct;
     r.ordered = r.v.verified <= robust && robust <= r.v.clean_correct;
     if (o->json)

@@ -47,6 +47,17 @@ if a != b:
 PY
 done
 
+# verify: shared verification (and its attack) gives one process's counts
+"$cli" verify "$model" --eps 0.01 --attack pgd --samples 150 --threads 1 --json >"$tmp/v1.json" 2>/dev/null || bad "verify, one process"
+timeout 300 "${mpi[@]}" -np 3 "$cli" verify "$model" --eps 0.01 --attack pgd --samples 150 --threads 1 --json \
+    >"$tmp/v3.json" 2>"$tmp/err" || bad "verify on 3 ranks: $(head -c 400 "$tmp/err")"
+python3 - "$tmp/v1.json" "$tmp/v3.json" <<'PY' && ok || bad "verify on 3 ranks differs: $(cat "$tmp/v1.json" "$tmp/v3.json")"
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+keys = ("samples", "clean_accuracy", "verified_accuracy", "robust_accuracy", "ordered")
+sys.exit(0 if all(a[k] == b[k] for k in keys) else 1)
+PY
+
 # attack: the same examples file, written once (by rank 0)
 "$cli" attack "$model" --attack pgd --eps 0.1 --samples 100 --threads 1 --out "$tmp/one.safetensors" >/dev/null 2>&1 ||
     bad "attack, one process"
