@@ -87,10 +87,10 @@ bool cli_ini_parse(const char *text, bool defaults, cli_ini_fn fn, void *user, c
 bool cli_write_config(const cli_command *cmd, const char *path);
 bool cli_not_in_config(const cli_command *cmd, const cli_option *o);
 
-/* Writes text to path atomically (temporary file in the same directory, fsync, rename); prints
- * "advtrain CMD: path: why" and returns false on failure. */
 /* The shortest decimal that reads back as v ("0.05", not "0.0500000007"). */
 void cli_format_float(char *buf, size_t cap, float v);
+/* Writes text to path atomically (temporary file in the same directory, fsync, rename); prints
+ * "advtrain CMD: path: why" and returns false on failure. */
 bool cli_write_text_atomic(const char *cmd, const char *path, const char *text, size_t len);
 /* All of f (opened from path) as one NUL-terminated text (free it); NULL after printing
  * "advtrain CMD: path: why" (out of memory, a read error, over 1 GiB, NUL bytes). */

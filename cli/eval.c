@@ -13,11 +13,7 @@ typedef at_sanity_run eval_run;
 /* A float as the shortest decimal that reads back as it (0.02f prints 0.02, not 0.0199999995). */
 static double jfloat(float v) {
     char buf[32];
-    snprintf(buf, sizeof buf, "%.9g", (double)v);
-    for (int digits = 1; digits <= 9; digits++) {
-        snprintf(buf, sizeof buf, "%.*g", digits, (double)v);
-        if ((float)strtod(buf, NULL) == v) break;
-    }
+    cli_format_float(buf, sizeof buf, v);
     return strtod(buf, NULL);
 }
 
