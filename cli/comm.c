@@ -2,6 +2,7 @@
  * built with it and started by mpirun, otherwise none (one process). Only the tool links MPI;
  * the library sees an at_comm. Ranks other than 0 print nothing on stdout and write no files:
  * rank 0 reports the whole job's results. */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime, sleep */
 #include "cli.h"
 
 #include <limits.h>

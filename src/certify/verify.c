@@ -1,5 +1,6 @@
 /* Verified accuracy over a dataset: the share of samples for which no input of the eps-ball
  * (clipped to [0,1]) changes the prediction, proven by the margin bounds of ibp.c. */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime (clang does not see it without) */
 #include "internal.h"
 
 #include <math.h>
