@@ -26,6 +26,8 @@ typedef void (*chunk_done)(const bound_net *B, const thread_bufs *T, void *user,
 /* How a chunk's input box is made: rows [begin, begin + n) into lo, hi. */
 typedef void (*chunk_input)(const at_net *net, void *user, int begin, int n, float *lo, float *hi);
 
+/* Floats of the largest tensor of one sample (the input included): the size of scratch rows. */
+size_t bounds_max_tensor(const at_net *net);
 /* The first node before B->stop whose kind has no interval rule, or -1. */
 int bounds_unsupported(const at_net *net, int stop);
 /* Interval bounds of every tensor for chunks of `total` rows over the threads, eval mode. */

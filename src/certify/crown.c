@@ -28,16 +28,10 @@ int crown_unsupported(const at_net *net) {
     return -1;
 }
 
-static size_t max_size(const at_net *net) {
-    size_t m = (size_t)net_in_size(net);
-    for (int l = 0; l < net->nlayers; l++) m = AT_MAX(m, (size_t)net->layers[l].out_size);
-    return m;
-}
-
 /* The scratch of one thread: coefficients of every tensor, the backward's outputs and a dummy
  * input, its workspace, the constants (doubles) and one node's offset c. */
 size_t crown_scratch(const at_net *net, int chunk) {
-    const size_t R = (size_t)chunk * at_net_out_size(net), big = max_size(net);
+    const size_t R = (size_t)chunk * at_net_out_size(net), big = bounds_max_tensor(net);
     size_t f = R * net_in_size(net), work = 0;
     for (int l = 0; l < net->nlayers; l++) {
         const at_layer *L = &net->layers[l];
@@ -56,7 +50,7 @@ typedef struct crown_bufs {
 } crown_bufs;
 
 static void carve(const at_net *net, float *block, int R, float **lam, crown_bufs *C) {
-    const size_t big = max_size(net);
+    const size_t big = bounds_max_tensor(net);
     C->lam = lam;
     lam[0] = block;
     block += (size_t)R * net_in_size(net);
@@ -169,8 +163,8 @@ void crown_margins(const bound_net *B, const thread_bufs *T, void *user, int beg
     carve(net, T->extra, C.R, lam_ptrs, &C);
     for (int t = 0; t <= net->nlayers; t++)
         if (t == 0 || !net->layers[t - 1].fused) memset(lam_ptrs[t], 0, sizeof(float) * (size_t)C.R * (t ? net->layers[t - 1].out_size : D));
-    memset(C.zeros, 0, sizeof(float) * max_size(net));
-    memset(C.dummy, 0, sizeof(float) * (size_t)C.R * max_size(net));
+    memset(C.zeros, 0, sizeof(float) * bounds_max_tensor(net));
+    memset(C.dummy, 0, sizeof(float) * (size_t)C.R * bounds_max_tensor(net));
     memset(C.constant, 0, sizeof(double) * (size_t)C.R);
     init_rows(net, &C, J->y + begin, n);
     back_substitute(net, T, &C);

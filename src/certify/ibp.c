@@ -23,7 +23,7 @@
 
 enum { IBP_CHUNK = 16 };
 
-static size_t max_tensor(const at_net *net) {
+size_t bounds_max_tensor(const at_net *net) {
     size_t m = (size_t)net_in_size(net);
     for (int l = 0; l < net->nlayers; l++) m = AT_MAX(m, (size_t)net->layers[l].out_size);
     return m;
@@ -77,7 +77,7 @@ static size_t thread_floats(const bound_net *B) {
         const at_layer *L = &net->layers[l];
         if (!L->fused) f += (L->relu_out ? 4 : 2) * C * L->out_size;
     }
-    return f + 6 * C * max_tensor(net) + max_work(net, B->chunk) + B->extra;
+    return f + 6 * C * bounds_max_tensor(net) + max_work(net, B->chunk) + B->extra;
 }
 
 /* Two arrays of C rows of `size` floats from *block. */
@@ -89,7 +89,7 @@ static void take_pair(float **block, size_t rows, int size, float **a, float **b
 
 static void carve(const bound_net *B, float *block, float **ptrs, thread_bufs *T) {
     const at_net *net = B->net;
-    const size_t C = (size_t)B->chunk, big = C * max_tensor(net), nt = (size_t)net->nlayers + 1;
+    const size_t C = (size_t)B->chunk, big = C * bounds_max_tensor(net), nt = (size_t)net->nlayers + 1;
     T->lo = ptrs;
     T->hi = ptrs + nt;
     T->pre_lo = ptrs + 2 * nt;

@@ -41,22 +41,16 @@ typedef struct back_bufs {
     float *dmid, *drad, *dmid2, *drad2, *dummy;
 } back_bufs;
 
-static size_t big_of(const at_net *net) {
-    size_t m = (size_t)net_in_size(net);
-    for (int l = 0; l < net->nlayers; l++) m = AT_MAX(m, (size_t)net->layers[l].out_size);
-    return m;
-}
-
 static size_t back_floats(const at_net *net) {
     size_t f = 2 * (size_t)LOSS_CHUNK * net_in_size(net);
     for (int l = 0; l < net->nlayers; l++)
         if (!net->layers[l].fused) f += 2 * (size_t)LOSS_CHUNK * net->layers[l].out_size;
-    return f + 5 * (size_t)LOSS_CHUNK * big_of(net);
+    return f + 5 * (size_t)LOSS_CHUNK * bounds_max_tensor(net);
 }
 
 /* dlo and dhi: the caller's tables of nlayers + 1 pointers. */
 static void carve_back(const at_net *net, float *f, float **dlo, float **dhi, back_bufs *B) {
-    const size_t C = LOSS_CHUNK, big = C * big_of(net);
+    const size_t C = LOSS_CHUNK, big = C * bounds_max_tensor(net);
     B->dlo = dlo;
     B->dhi = dhi;
     B->dlo[0] = f, B->dhi[0] = f + C * net_in_size(net);
@@ -200,7 +194,7 @@ static void chunk_loss(const bound_net *B, const thread_bufs *T, void *user, int
     for (int l = 0; l <= net->nlayers; l++)
         if (l == 0 || !net->layers[l - 1].fused)
             memset(K.dlo[l], 0, sizeof(float) * 2 * LOSS_CHUNK * (l ? net->layers[l - 1].out_size : net_in_size(net)));
-    memset(K.dummy, 0, sizeof(float) * LOSS_CHUNK * big_of(net));
+    memset(K.dummy, 0, sizeof(float) * LOSS_CHUNK * bounds_max_tensor(net));
     const at_layer *E = &net->layers[J->elide];
     const int D = E->in_size, src = E->src[0] + 1;
     float *g = J->grads[t];
