@@ -27,7 +27,11 @@ typedef void (*chunk_done)(const bound_net *B, const thread_bufs *T, void *user,
 typedef void (*chunk_input)(const at_net *net, void *user, int begin, int n, float *lo, float *hi);
 
 /* Floats of the largest tensor of one sample (the input included): the size of scratch rows. */
-size_t bounds_max_tensor(const at_net *net);
+static inline size_t bounds_max_tensor(const at_net *net) {
+    size_t m = (size_t)net_in_size(net);
+    for (int l = 0; l < net->nlayers; l++) m = AT_MAX(m, (size_t)net->layers[l].out_size);
+    return m;
+}
 /* The first node before B->stop whose kind has no interval rule, or -1. */
 int bounds_unsupported(const at_net *net, int stop);
 /* Interval bounds of every tensor for chunks of `total` rows over the threads, eval mode. */

@@ -23,12 +23,6 @@
 
 enum { IBP_CHUNK = 16 };
 
-size_t bounds_max_tensor(const at_net *net) {
-    size_t m = (size_t)net_in_size(net);
-    for (int l = 0; l < net->nlayers; l++) m = AT_MAX(m, (size_t)net->layers[l].out_size);
-    return m;
-}
-
 static size_t max_work(const at_net *net, int chunk) {
     size_t w = 0;
     for (int l = 0; l < net->nlayers; l++) {
