@@ -8,6 +8,7 @@
 #include <ctype.h>
 #include <ini.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -50,8 +51,11 @@ static void lift_note(ini_text *t, char *v) {
 }
 
 /* What libinih is to see of line p (within num bytes): comments shrink to ";", an effective
- * configuration's default loses its ';', a setting its note, a long setting its value. */
-static const char *shape_line(ini_text *t, char *p, int num) {
+ * configuration's default loses its ';', a setting its note, a long setting its value. The
+ * line is the first *n bytes of what it returns (cutting them short in place would cut the
+ * value of "key=value" too: it starts right after the '='). */
+static const char *shape_line(ini_text *t, char *p, int num, size_t *n) {
+    *n = SIZE_MAX; /* all of it */
     /* every blank libinih's isspace() sees: a line starting with '\r' was a continuation too */
     p += strspn(p, " \t\r\v\f");
     if (*p == ';' || *p == '#') {
@@ -66,7 +70,7 @@ static const char *shape_line(ini_text *t, char *p, int num) {
     lift_note(t, sep + 1);
     if (strlen(p) < (size_t)num) return p;
     t->value = cli_trim(sep + 1);
-    sep[1] = '\0';
+    *n = (size_t)(sep + 1 - p);
     return p;
 }
 
@@ -93,7 +97,10 @@ static char *next_line(char *str, int num, void *stream) {
     t->value = NULL;
     char *p = t->line;
     if (t->lineno == 1 && strncmp(p, "\xEF\xBB\xBF", 3) == 0) p += 3; /* a UTF-8 byte order mark */
-    snprintf(str, (size_t)num, "%s", shape_line(t, p, num));
+    size_t n;
+    const char *shaped = shape_line(t, p, num, &n);
+    if (n > (size_t)num - 1) n = (size_t)num - 1; /* libinih's buffer (its error: the line is long) */
+    snprintf(str, (size_t)num, "%.*s", (int)n, shaped);
     return str;
 }
 

@@ -77,6 +77,14 @@ expect 0 '"epochs":1' -- "$cli" fit --config "$tmp/cfg/config.ini" --checkpoint-
 [ "$(tensors "$tmp/cfg.safetensors")" = "$(tensors "$tmp/cfg2.safetensors")" ] && ok ||
     bad "rerunning the effective config gave other weights"
 
+# a setting longer than libinih's 200-byte line, written without a blank after '=' (it was read
+# as empty: the reader cut the line after '=' in place, through the value's first byte)
+long="$tmp/$(printf 'd%.0s' {1..120})/$(printf 'm%.0s' {1..120}).safetensors"
+mkdir -p "${long%/*}"
+printf '[fit]\nmodel = mlp\nepochs = 1\ntrain-subset = 200\nout=%s\n' "$long" >"$tmp/long.ini"
+expect 0 "saved" -- "$cli" fit --config "$tmp/long.ini" --quiet
+[ -f "$long" ] && ok || bad "the long out= of a config file was not used: $(cat "$tmp/out")"
+
 printf '[fit]\nepochs = 2\nlearning-rate = 0.1\n' >"$tmp/unknown.ini"
 expect 2 "unknown.ini line 3: 'learning-rate' is not a setting" -- "$cli" fit --config "$tmp/unknown.ini"
 printf '[fit]\nepochs = many\n' >"$tmp/badvalue.ini"
