@@ -293,7 +293,7 @@ static int bench_setup(bench *b, const char *model, const at_dataset *ds, bench_
     b->dlogits = b->x + (size_t)b->batch * b->in_size;
     b->idx = b->y + b->batch;
     if ((s = at_optim_create(&b->opt, b->net, &oc)) != AT_OK || (s = at_net_reserve(b->net, b->batch)) != AT_OK ||
-        (s = at_adv_workspace_create(&b->ws, b->net, b->batch, 1)) != AT_OK) {
+        (s = at_adv_workspace_create(&b->ws, b->net, b->batch)) != AT_OK) {
         cli_error("bench", "setting up", s);
         return EXIT_RUN_FAILED;
     }

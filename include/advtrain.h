@@ -84,6 +84,20 @@ float at_rng_normal(at_rng *r);              /* standard normal */
 uint32_t at_rng_below(at_rng *r, uint32_t n); /* uniform integer in [0, n) */
 void at_rng_shuffle(at_rng *r, int32_t *a, int n);
 
+/* Per-sample draws: the generator of sample `index` under `key`, so that a sample draws the same
+ * numbers whatever batch, thread or process it falls in (dropout's masks follow the same rule).
+ * Attacks seed it with (at_attack_config.seed, index_base + i); training with at_draw_key's key
+ * for what is drawn (augmentation, noise, random starts) and the epoch, and the sample's index in
+ * the epoch's order. */
+void at_rng_for_sample(at_rng *r, uint64_t key, int64_t index);
+typedef enum at_draw_purpose {
+    AT_DRAW_AUGMENT = 1, /* crop and flip */
+    AT_DRAW_NOISE,       /* input noise */
+    AT_DRAW_MIXUP,       /* mixup's weight and partners (one generator per batch: index = batch) */
+    AT_DRAW_CRAFT        /* adversarial training's random starts */
+} at_draw_purpose;
+uint64_t at_draw_key(uint64_t seed, at_draw_purpose purpose, int64_t epoch);
+
 /* ---------------------------------------------------------------- layers and networks */
 
 typedef enum at_layer_kind {
@@ -398,11 +412,13 @@ typedef struct at_augment_config {
     int crop_pad; /* > 0: random crop of the original size from the image zero-padded by crop_pad */
 } at_augment_config;
 
-/* Augments n images (c x h x w floats each) in place; one decision per image. */
+/* Augments n images (c x h x w floats each) in place; one decision per image, image i's drawn
+ * by at_rng_for_sample(key, index_base + i). */
 void at_augment_batch(float *x, int n, int c, int h, int w, const at_augment_config *cfg,
-                      at_rng *rng);
-/* Adds N(0, std^2) noise to count values; clip: clamp to [0, 1] afterwards (pixels). */
-void at_gaussian_noise(float *x, size_t count, float std, bool clip, at_rng *rng);
+                      uint64_t key, int64_t index_base);
+/* Adds N(0, std^2) noise to the d values of each of n samples, sample i's drawn by
+ * at_rng_for_sample(key, index_base + i); clip: clamp to [0, 1] afterwards (pixels). */
+void at_gaussian_noise(float *x, int n, size_t d, float std, bool clip, uint64_t key, int64_t index_base);
 /* Gamma(shape, 1) (Marsaglia-Tsang; shape < 1 by boosting) and Beta(a, b) = X / (X + Y). */
 double at_rng_gamma(at_rng *r, double shape);
 double at_rng_beta(at_rng *r, double a, double b);
@@ -776,15 +792,18 @@ at_status at_export_c(const at_net *net, const char *dir, const char *prefix);
 /* ---------------------------------------------------------------- adversarial training */
 
 /* Buffers for crafting adversarial examples during training (made once per run, so training
- * steps allocate nothing) and the generator of random starts. */
+ * steps allocate nothing). */
 typedef struct at_adv_workspace at_adv_workspace;
-at_status at_adv_workspace_create(at_adv_workspace **out, at_net *net, int max_batch, uint64_t seed);
+at_status at_adv_workspace_create(at_adv_workspace **out, at_net *net, int max_batch);
 void at_adv_workspace_free(at_adv_workspace *ws);
 
 /* Crafts adversarial examples of x (n samples, labels y, optional soft targets n x K for
  * mixup/label smoothing) with an FGSM or PGD configuration (at_attack_defaults: eps, alpha,
  * steps, norm, random_start, CE or CW loss). The network is in eval mode while crafting (its mode
- * is restored). Every sample runs every step. *x_adv points into the workspace. */
+ * is restored). Every sample runs every step. Sample i's random start is drawn from
+ * (attack->seed, attack->index_base + i), as an evaluation attack draws it: at_train sets them
+ * from the run's seed and epoch and the sample's index in the epoch, so a sample starts from the
+ * same point whatever batch, thread or process crafts it. *x_adv points into the workspace. */
 at_status at_adv_craft(at_net *net, at_adv_workspace *ws, const at_attack_config *attack,
                        const float *x, const int32_t *y, const float *soft, int n,
                        const float **x_adv);
@@ -803,10 +822,12 @@ at_status at_clean_loss(at_net *net, at_adv_workspace *ws, const float *x, const
                         const float *soft, int n, float weight, float *loss, int *correct);
 
 /* TRADES (Zhang et al. 2019): CE(f(x), y) + beta * KL(f(x) || f(x_adv)), mean over the batch,
- * x_adv maximizing the KL by `steps` signed steps of size alpha in the L-inf eps-ball from
- * x + 0.001 N(0,1) (eval mode while crafting). Gradients flow through both terms. */
-at_status at_trades_loss(at_net *net, at_adv_workspace *ws, float eps, float alpha, int steps,
-                         float beta, const float *x, const int32_t *y, const float *soft, int n,
+ * x_adv maximizing the KL by inner->steps signed steps of size inner->alpha in the L-inf
+ * inner->eps-ball from x + 0.001 N(0,1) (eval mode while crafting; sample i's noise drawn from
+ * (inner->seed, inner->index_base + i)). Gradients flow through both terms; weight * dLoss/dparams
+ * is added to the gradient buffer. */
+at_status at_trades_loss(at_net *net, at_adv_workspace *ws, const at_attack_config *inner, float beta,
+                         const float *x, const int32_t *y, const float *soft, int n, float weight,
                          float *loss, int *correct);
 
 /* Free adversarial training (Shafahi et al. 2019): one replay of a minibatch. Forward/backward on

@@ -140,7 +140,7 @@ at_status adv_trainer_create(adv_trainer **out, at_net *net, at_optim *opt,
     t->best_robust = -1.0f;
     const int k = at_net_out_size(net), d = at_net_in_size(net);
     const size_t np = at_net_num_params(net);
-    bool ok = (s = at_adv_workspace_create(&t->ws, net, cfg->batch, cfg->seed)) == AT_OK;
+    bool ok = (s = at_adv_workspace_create(&t->ws, net, cfg->batch)) == AT_OK;
     if (ok && cfg->label_smoothing > 0.0f)
         ok = (t->soft = at_alloc_floats((size_t)cfg->batch * k, "smoothed targets")) != NULL;
     if (ok && val && c->keep_best && c->robust_val_steps > 0 && c->robust_val_samples > 0)
@@ -189,7 +189,8 @@ float adv_trainer_eps(const adv_trainer *t, int64_t step) {
 }
 
 at_status adv_trainer_gradients(adv_trainer *t, const float *x, const int32_t *y, const float *soft,
-                                int n, float eps, float scale, float *loss, int *correct, int *adv_correct) {
+                                int n, int epoch, int64_t index, float eps, float scale, float *loss,
+                                int *correct, int *adv_correct) {
     const at_adv_train_config *c = &t->cfg->adv;
     const int k = at_net_out_size(t->net);
     if (!soft && t->soft) {
@@ -203,6 +204,8 @@ at_status adv_trainer_gradients(adv_trainer *t, const float *x, const int32_t *y
     a.alpha = alpha;
     a.steps = t->steps;
     a.norm = c->norm;
+    a.seed = at_draw_key(t->cfg->seed, AT_DRAW_CRAFT, epoch);
+    a.index_base = index;
     at_status s;
     float clean_loss, adv_loss;
     switch (t->method) {
@@ -222,8 +225,7 @@ at_status adv_trainer_gradients(adv_trainer *t, const float *x, const int32_t *y
         return s;
     case AT_ADV_TRADES:
         *adv_correct = -1; /* trades trains on clean and adversarial logits; no hit count of its own */
-        return at_trades_loss(t->net, t->ws, eps, alpha, t->steps, c->beta, x, y, soft, n, loss,
-                              correct);
+        return at_trades_loss(t->net, t->ws, &a, c->beta, x, y, soft, n, scale, loss, correct);
     case AT_ADV_FREE:
         s = at_free_replay(t->net, t->ws, eps, x, y, soft, n, loss, adv_correct);
         *correct = *adv_correct;
@@ -351,7 +353,6 @@ void adv_trainer_save_state(adv_trainer *t, ckpt_state *c) {
     ckpt_put_int(c, "adv_best_epoch", t->best_epoch);
     ckpt_put_num(c, "adv_best_guard", t->best_guard);
     ckpt_put_int(c, "adv_collapses", t->collapses);
-    ckpt_put_rng(c, "adv_rng", at_adv_workspace_rng(t->ws));
     if (t->best_params) ckpt_put_floats(c, "adv_best_params", t->best_params, np);
     if (t->method == AT_ADV_FREE) { /* the perturbation goes on across batches and epochs */
         size_t count;
@@ -388,9 +389,10 @@ at_status adv_trainer_load_state(adv_trainer *t, const ckpt_state *c) {
         (s = ckpt_get_num_in(c, "adv_best_robust", -1, 1, &best_robust)) != AT_OK ||
         (s = ckpt_get_int_in(c, "adv_best_epoch", 0, CKPT_MAX_EPOCH, &best_epoch)) != AT_OK ||
         (s = ckpt_get_num_in(c, "adv_best_guard", -1, 1, &best_guard)) != AT_OK ||
-        (s = ckpt_get_int_in(c, "adv_collapses", 0, INT_MAX, &collapses)) != AT_OK ||
-        (s = ckpt_get_rng(c, "adv_rng", at_adv_workspace_rng(t->ws))) != AT_OK)
+        (s = ckpt_get_int_in(c, "adv_collapses", 0, INT_MAX, &collapses)) != AT_OK)
         return s;
+    /* Checkpoints before 2026-12-07 also hold "adv_rng", the generator random starts then came
+     * from in sequence; they are now drawn per sample (adv_trainer_gradients) and it is unused. */
     if (t->best_params && best_epoch > 0 &&
         (s = ckpt_get_floats(c, "adv_best_params", t->best_params, np)) != AT_OK)
         return s;

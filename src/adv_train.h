@@ -15,11 +15,14 @@ int adv_trainer_replays(const adv_trainer *t);
 /* eps for training step `step` (0-based) after the linear warm-up. */
 float adv_trainer_eps(const adv_trainer *t, int64_t step);
 /* Adds the method's batch gradient times scale (the caller zeroes the buffer first; scale is
- * 1 but for a data-parallel slice of fgsm or pgd training: its share of the global batch).
+ * 1 but for a data-parallel slice: its share of the global batch). The n samples are samples
+ * index, index + 1, ... of the epoch's order: their random starts are drawn from that (with the
+ * run's seed and the epoch), whatever slice of whichever batch they are in.
  * *correct counts hits on the inputs the loss is about (clean for fgsm and trades),
  * *adv_correct hits on adversarial examples (-1 for trades, which does not count them). */
 at_status adv_trainer_gradients(adv_trainer *t, const float *x, const int32_t *y, const float *soft,
-                                int n, float eps, float scale, float *loss, int *correct, int *adv_correct);
+                                int n, int epoch, int64_t index, float eps, float scale, float *loss,
+                                int *correct, int *adv_correct);
 /* After an epoch: the FGSM-RS guard, the robust validation and best-epoch bookkeeping. */
 at_status adv_trainer_end_epoch(adv_trainer *t, int epoch, at_epoch_stats *st);
 /* Keeps the current weights as the last good ones (the guard restores them on a collapse). */

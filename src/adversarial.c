@@ -15,10 +15,7 @@ struct at_adv_workspace {
     int cap, D, K;
     float *x_adv, *dx, *dlogits, *z_nat, *z_adv, *delta, *soft;
     float *sample_loss, *kl_grad;
-    at_rng rng;
 };
-
-at_rng *at_adv_workspace_rng(at_adv_workspace *ws) { return &ws->rng; }
 
 float *at_adv_workspace_delta(at_adv_workspace *ws, size_t *count) {
     *count = (size_t)ws->cap * ws->D;
@@ -39,8 +36,7 @@ void at_adv_workspace_free(at_adv_workspace *ws) {
     free(ws);
 }
 
-at_status at_adv_workspace_create(at_adv_workspace **out, at_net *net, int max_batch,
-                                  uint64_t seed) {
+at_status at_adv_workspace_create(at_adv_workspace **out, at_net *net, int max_batch) {
     *out = NULL;
     if (max_batch <= 0) return at_fail(AT_ERR_ARG, "adversarial workspace: batch must be positive");
     at_adv_workspace *ws = at_calloc(1, sizeof *ws, "adversarial workspace");
@@ -63,7 +59,6 @@ at_status at_adv_workspace_create(at_adv_workspace **out, at_net *net, int max_b
         at_adv_workspace_free(ws);
         return AT_ERR_NOMEM;
     }
-    at_rng_seed(&ws->rng, seed ^ 0xA5A5F00Dull);
     *out = ws;
     return AT_OK;
 }
@@ -109,32 +104,22 @@ static void craft_loss(void *user, const float *z, int begin, int end, float *dl
     }
 }
 
-/* Starting point: x itself, or uniform in the L-inf ball / a uniform radius along a Gaussian
- * direction in the L2 ball; projected onto [0,1]. */
+/* Starting point: x itself, or a random start in the eps-ball (atk_random_start), sample i's
+ * drawn from (a->seed, a->index_base + i) as an evaluation attack draws it. */
 static void start_point(at_adv_workspace *ws, const at_attack_config *a, const float *x, int n) {
     const int D = ws->D;
-    if (a->random_start && a->norm == AT_NORM_LINF) {
-        /* The draws in sample order (serial), the arithmetic split across threads. */
-        at_rng_fill_uniform(&ws->rng, ws->x_adv, (size_t)n * D);
 #pragma omp parallel for num_threads(at_rows_threads(n, (size_t)n * D)) schedule(static)
-        for (int i = 0; i < n; i++) atk_linf_start(a->eps, x + (size_t)i * D, ws->x_adv + (size_t)i * D, D);
-        return;
-    }
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * D;
         float *v = ws->x_adv + (size_t)i * D;
-        if (!a->random_start) {
-            memcpy(v, xi, sizeof(float) * D);
+        if (a->random_start) {
+            at_rng r;
+            at_rng_for_sample(&r, a->seed, a->index_base + i);
+            atk_random_start(a->norm, a->eps, &r, xi, v, D);
         } else {
-            double nrm = 0.0;
-            for (int j = 0; j < D; j++) {
-                v[j] = at_rng_normal(&ws->rng);
-                nrm += (double)v[j] * v[j];
-            }
-            double r = a->eps * at_rng_uniform(&ws->rng) / (sqrt(nrm) + 1e-12);
-            for (int j = 0; j < D; j++) v[j] = (float)(xi[j] + r * v[j]);
+            memcpy(v, xi, sizeof(float) * D);
+            atk_project(a->norm, a->eps, xi, v, D);
         }
-        atk_project(a->norm, a->eps, xi, v, D);
     }
 }
 
@@ -247,11 +232,29 @@ static double kl_softmax(const float *zp, const float *zq, int K, float *dzp, fl
     return kl;
 }
 
-at_status at_trades_loss(at_net *net, at_adv_workspace *ws, float eps, float alpha, int steps,
-                         float beta, const float *x, const int32_t *y, const float *soft, int n,
+/* TRADES's start: x + 0.001 N(0,1) in the eps-ball, sample i's noise drawn from (seed, index). */
+static void trades_start(at_adv_workspace *ws, const at_attack_config *a, const float *x, int n) {
+    const int D = ws->D;
+#pragma omp parallel for num_threads(at_rows_threads(n, (size_t)n * D)) schedule(static)
+    for (int i = 0; i < n; i++) {
+        const float *xi = x + (size_t)i * D;
+        float *v = ws->x_adv + (size_t)i * D;
+        at_rng r;
+        at_rng_for_sample(&r, a->seed, a->index_base + i);
+        for (int j = 0; j < D; j++) v[j] = xi[j] + 0.001f * at_rng_normal(&r);
+        atk_project(AT_NORM_LINF, a->eps, xi, v, D);
+    }
+}
+
+at_status at_trades_loss(at_net *net, at_adv_workspace *ws, const at_attack_config *inner, float beta,
+                         const float *x, const int32_t *y, const float *soft, int n, float weight,
                          float *loss, int *correct) {
     at_status s = check_batch(ws, n);
     if (s != AT_OK) return s;
+    if (inner->norm != AT_NORM_LINF || !(inner->eps >= 0.0f) || !isfinite(inner->eps) || inner->steps < 0)
+        return at_fail(AT_ERR_ARG, "TRADES crafts in the L-inf ball with eps >= 0 and steps >= 0");
+    const float eps = inner->eps, alpha = inner->alpha;
+    const int steps = inner->steps;
     const int D = ws->D, K = ws->K;
     const size_t nk = (size_t)n * K;
     bool was_training = at_net_is_training(net);
@@ -260,9 +263,7 @@ at_status at_trades_loss(at_net *net, at_adv_workspace *ws, float eps, float alp
     at_net_set_training(net, false);
     if ((s = at_net_forward(net, x, n, &z)) != AT_OK) goto out;
     memcpy(ws->z_nat, z, sizeof(float) * nk);
-    for (size_t i = 0; i < (size_t)n * D; i++) ws->x_adv[i] = x[i] + 0.001f * at_rng_normal(&ws->rng);
-    for (int i = 0; i < n; i++)
-        atk_project(AT_NORM_LINF, eps, x + (size_t)i * D, ws->x_adv + (size_t)i * D, D);
+    trades_start(ws, inner, x, n);
     for (int k = 0; k < steps && eps > 0.0f; k++) {
         if ((s = at_net_forward(net, ws->x_adv, n, &z)) != AT_OK) goto out;
         for (int i = 0; i < n; i++)
@@ -285,7 +286,7 @@ at_status at_trades_loss(at_net *net, at_adv_workspace *ws, float eps, float alp
     double kl_sum = 0.0;
     for (int i = 0; i < n; i++)
         kl_sum += kl_softmax(ws->z_nat + (size_t)i * K, ws->z_adv + (size_t)i * K, K, NULL,
-                             ws->dlogits + (size_t)i * K, beta / (float)n);
+                             ws->dlogits + (size_t)i * K, weight * beta / (float)n);
     if ((s = at_net_backward(net, ws->dlogits, AT_GRAD_PARAMS, NULL)) != AT_OK) goto out;
     if ((s = at_net_forward(net, x, n, &z)) != AT_OK) goto out;
     float ce;
@@ -295,6 +296,8 @@ at_status at_trades_loss(at_net *net, at_adv_workspace *ws, float eps, float alp
         float *g = ws->kl_grad;
         kl_softmax(z + (size_t)i * K, ws->z_adv + (size_t)i * K, K, g, NULL, beta / (float)n);
         for (int j = 0; j < K; j++) d[j] += g[j];
+        if (weight != 1.0f)
+            for (int j = 0; j < K; j++) d[j] *= weight;
     }
     s = at_net_backward(net, ws->dlogits, AT_GRAD_PARAMS, NULL);
     *loss = (float)(ce + beta * kl_sum / n);

@@ -1,8 +1,10 @@
 /* Input-side regularization: image augmentation (random crop with zero padding, horizontal flip),
  * Gaussian input noise, mixup with Beta-distributed weights, and soft targets.
  *
- * Everything works in place on a float batch (n x c x h x w) and allocates nothing. Random
- * numbers come from the caller's at_rng, so a seed fixes every augmentation. */
+ * Everything works in place on a float batch (n x c x h x w) and allocates nothing. A sample's
+ * random numbers come from its own generator (at_rng_for_sample: a key and its index), so a seed
+ * fixes every augmentation, and a sample is augmented alike whatever batch, thread or process it
+ * falls in; mixup's come from the caller's generator. */
 #include "internal.h"
 
 #include <math.h>
@@ -79,19 +81,22 @@ static void flip_plane(float *p, int h, int w) {
 }
 
 void at_augment_batch(float *x, int n, int c, int h, int w, const at_augment_config *cfg,
-                      at_rng *rng) {
+                      uint64_t key, int64_t index_base) {
     if (!cfg || (!cfg->flip && cfg->crop_pad <= 0)) return;
     const size_t plane = (size_t)h * w, sample = plane * (size_t)c;
+#pragma omp parallel for num_threads(at_rows_threads(n, (size_t)n * sample)) schedule(static)
     for (int s = 0; s < n; s++) {
         float *img = x + (size_t)s * sample;
+        at_rng rng;
+        at_rng_for_sample(&rng, key, index_base + s);
         /* One decision per sample, shared by its channels; drawn in a fixed order. */
         int sy = 0, sx = 0;
         if (cfg->crop_pad > 0) {
             uint32_t span = 2u * (uint32_t)cfg->crop_pad + 1u;
-            sy = (int)at_rng_below(rng, span) - cfg->crop_pad;
-            sx = (int)at_rng_below(rng, span) - cfg->crop_pad;
+            sy = (int)at_rng_below(&rng, span) - cfg->crop_pad;
+            sx = (int)at_rng_below(&rng, span) - cfg->crop_pad;
         }
-        bool flip = cfg->flip && (at_rng_next(rng) >> 63);
+        bool flip = cfg->flip && (at_rng_next(&rng) >> 63);
         for (int ch = 0; ch < c; ch++) {
             float *p = img + (size_t)ch * plane;
             if (sy || sx) shift_plane(p, h, w, sy, sx);
@@ -100,12 +105,18 @@ void at_augment_batch(float *x, int n, int c, int h, int w, const at_augment_con
     }
 }
 
-void at_gaussian_noise(float *x, size_t count, float std, bool clip, at_rng *rng) {
+void at_gaussian_noise(float *x, int n, size_t d, float std, bool clip, uint64_t key, int64_t index_base) {
     if (!(std > 0.0f)) return;
-    for (size_t i = 0; i < count; i++) {
-        float v = x[i] + std * at_rng_normal(rng);
-        if (clip) v = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
-        x[i] = v;
+#pragma omp parallel for num_threads(at_rows_threads(n, (size_t)n * d)) schedule(static)
+    for (int s = 0; s < n; s++) {
+        float *row = x + (size_t)s * d;
+        at_rng rng;
+        at_rng_for_sample(&rng, key, index_base + s);
+        for (size_t i = 0; i < d; i++) {
+            float v = row[i] + std * at_rng_normal(&rng);
+            if (clip) v = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
+            row[i] = v;
+        }
     }
 }
 

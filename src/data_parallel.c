@@ -1,9 +1,9 @@
 /* Data-parallel training over the ranks of a communicator (docs/distributed.md). Every rank
  * holds the whole dataset and shuffles it identically from the seed; it prepares the whole global
- * batch (augmentation, noise and mixup draw from one generator, as one process does), then runs
- * forward and backward on its slice only. BatchNorm adds its batch sums over the ranks at every
- * sync point (exec_cpu.c: SyncBatchNorm), dropout draws by the sample's index in the global
- * batch, and the gradients are scaled by slice over batch size and summed in one buffer per
+ * batch (mixup pairs samples across it), then runs forward and backward on its slice only. Every
+ * per-sample draw (augmentation, noise, random starts, dropout) follows the sample's index in the
+ * epoch, not the rank that draws it. BatchNorm adds its batch sums over the ranks at every
+ * sync point (exec_cpu.c: SyncBatchNorm), and the gradients are scaled by slice over batch size and summed in one buffer per
  * step, so that every rank takes the optimizer step one process takes on the whole batch (up to
  * the order in which float sums are added). */
 #include "data_parallel.h"
@@ -21,12 +21,11 @@ at_status dp_check(const at_train_config *cfg) {
         return at_fail(AT_ERR_ARG, "training communicator: rank %d of %d, or no allreduce", c->rank, c->size);
     if (cfg->batch < c->size)
         return at_fail(AT_ERR_ARG, "a batch of %d cannot be shared by %d ranks", cfg->batch, c->size);
-    /* Crafting draws random starts from one generator over the batch: a slice would draw others.
-     * Until those draws follow the sample's index, adversarial training shares FGSM only. */
-    if (cfg->adv.method != AT_ADV_NONE && cfg->adv.method != AT_ADV_FGSM)
-        return at_fail(AT_ERR_ARG, "adversarial training with random starts (%s) is not shared among ranks yet: "
-                                   "run it in one process, or use fgsm",
-                       at_adv_method_name(cfg->adv.method));
+    /* Free-AT's perturbation belongs to a slot of the batch and moves with every replay: a rank
+     * would keep its slice's slots, which the last, shorter batch splits otherwise. */
+    if (cfg->adv.method == AT_ADV_FREE)
+        return at_fail(AT_ERR_ARG, "free adversarial training is not shared among ranks: run it in one "
+                                   "process, or use fgsm-rs (as fast, and shared)");
     return AT_OK;
 }
 

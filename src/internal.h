@@ -41,7 +41,6 @@ double at_ce_row(const float *z, int label, int k, double eps, int n, float *d);
 uint64_t at_net_forward_count(const at_net *net); /* dropout masks are keyed by it */
 void at_net_set_forward_count(at_net *net, uint64_t count);
 void at_optim_set_steps(at_optim *opt, int64_t steps); /* Adam's bias correction */
-at_rng *at_adv_workspace_rng(at_adv_workspace *ws);  /* random starts */
 /* Free-AT's perturbation, carried from batch to batch and epoch to epoch: *count floats. */
 float *at_adv_workspace_delta(at_adv_workspace *ws, size_t *count);
 /* at_model_save with extra tensors after the parameters (training state in checkpoints). */

@@ -63,6 +63,16 @@ uint32_t at_rng_below(at_rng *r, uint32_t n) {
     return (uint32_t)(m >> 32);
 }
 
+void at_rng_for_sample(at_rng *r, uint64_t key, int64_t index) {
+    at_rng_seed(r, key * 0x9E3779B97F4A7C15ull ^ ((uint64_t)index + 1) * 0xBF58476D1CE4E5B9ull);
+}
+
+uint64_t at_draw_key(uint64_t seed, at_draw_purpose purpose, int64_t epoch) {
+    uint64_t k = seed ^ ((uint64_t)purpose << 56) ^ 0x5851F42D4C957F2Dull;
+    k = splitmix64(&k) ^ (uint64_t)epoch;
+    return splitmix64(&k);
+}
+
 void at_rng_shuffle(at_rng *r, int32_t *a, int n) {
     for (int i = n - 1; i > 0; i--) {
         int j = (int)at_rng_below(r, (uint32_t)i + 1);

@@ -275,20 +275,27 @@ static at_status regularized_step(at_net *net, at_optim *opt, const at_train_con
     return s;
 }
 
-/* Augmentation, input noise and mixup on the gathered batch. Returns the inputs to train on
- * (b->x or the mixed copy); *soft receives the soft targets when mixup is on (classification). */
+/* Augmentation, input noise and mixup on the gathered batch bi of the epoch: each sample's crop,
+ * flip and noise drawn from its index in the epoch's order, mixup's weight and partners from the
+ * batch's. Returns the inputs to train on (b->x or the mixed copy); *soft receives the soft
+ * targets when mixup is on (classification). */
 static const float *prepare_inputs(const at_dataset *train, const at_train_config *cfg,
-                                   batch_buffers *b, train_extra *e, int n, int k, at_rng *rng,
+                                   batch_buffers *b, train_extra *e, int n, int k, int epoch, int bi,
                                    const float **soft) {
     const int d = at_dataset_sample_size(train);
+    const int64_t first = (int64_t)bi * cfg->batch;
     *soft = NULL;
-    at_augment_batch(b->x, n, train->c, train->h, train->w, &cfg->augment, rng);
+    at_augment_batch(b->x, n, train->c, train->h, train->w, &cfg->augment,
+                     at_draw_key(cfg->seed, AT_DRAW_AUGMENT, epoch), first);
     if (cfg->input_noise > 0.0f)
-        at_gaussian_noise(b->x, (size_t)n * d, cfg->input_noise, train->images != NULL, rng);
+        at_gaussian_noise(b->x, n, (size_t)d, cfg->input_noise, train->images != NULL,
+                          at_draw_key(cfg->seed, AT_DRAW_NOISE, epoch), first);
     if (cfg->mixup_alpha <= 0.0f) return b->x;
-    float lam = (float)at_rng_beta(rng, cfg->mixup_alpha, cfg->mixup_alpha);
+    at_rng rng;
+    at_rng_for_sample(&rng, at_draw_key(cfg->seed, AT_DRAW_MIXUP, epoch), bi);
+    float lam = (float)at_rng_beta(&rng, cfg->mixup_alpha, cfg->mixup_alpha);
     for (int i = 0; i < n; i++) e->perm[i] = i;
-    at_rng_shuffle(rng, e->perm, n);
+    at_rng_shuffle(&rng, e->perm, n);
     if (is_regression(train)) {
         at_mixup(b->x, b->t, n, d, train->target_dim, lam, e->perm, e->mix_x, e->mix_t);
         /* the mixed targets replace the batch's own */
@@ -327,7 +334,6 @@ typedef struct loop_state {
     at_optim *opt;
     at_schedule *sched;
     adv_trainer *adv;
-    at_rng *aug;
     early_stopping *es;
     train_extra *extra;
     best_tracker *best;
@@ -427,7 +433,6 @@ static at_status save_checkpoint(const loop_state *L, const at_train_config *cfg
     ckpt_put_num(&c, "lr", at_optim_lr(L->opt));
     ckpt_put_int(&c, "optim_steps", at_optim_steps(L->opt));
     ckpt_put_floats(&c, "optim_state", state, state_count);
-    ckpt_put_rng(&c, "rng_augment", L->aug);
     ckpt_put_u64(&c, "forward_count", at_net_forward_count(L->net));
     ckpt_put_num(&c, "schedule_lr", L->sched->lr);
     ckpt_put_num(&c, "lr_scale", *L->lr_scale);
@@ -496,7 +501,8 @@ static at_status load_checkpoint(const loop_state *L, const at_train_config *cfg
     if (s == AT_OK) s = ckpt_get_num_in(&c, "lr", 0, FLT_MAX, &lr);
     if (s == AT_OK) s = ckpt_get_int_in(&c, "optim_steps", 0, CKPT_MAX_COUNT, &optim_steps);
     if (s == AT_OK) s = ckpt_get_floats(&c, "optim_state", state, state_count);
-    if (s == AT_OK) s = ckpt_get_rng(&c, "rng_augment", L->aug);
+    /* Checkpoints before 2026-12-07 also hold "rng_augment", the generator augmentation, noise
+     * and mixup then drew from in sequence; they are now drawn per sample and batch (unused). */
     if (s == AT_OK) s = ckpt_get_u64(&c, "forward_count", &forward);
     if (s == AT_OK) s = ckpt_get_num_in(&c, "schedule_lr", 0, FLT_MAX, &sched_lr);
     double lr_scale = 1.0;
@@ -574,7 +580,7 @@ typedef struct trainer {
     int eval_batch;
     train_extra e;
     adv_trainer *adv;
-    at_rng rng, aug;
+    at_rng rng; /* the epochs' shuffles */
     early_stopping es;
     int64_t step;
     best_tracker best;
@@ -598,22 +604,32 @@ static void apply_schedule(trainer *T, int t) {
         at_optim_set_lr(T->opt, T->lr_scale * at_schedule_lr(&T->sched, t));
 }
 
-/* The gradient of the batch's samples [first, first + n) (Free-AT: of one replay) into the
- * network's gradients: the whole batch, or under data parallelism this rank's slice, whose loss
- * gradient is scaled to its share of the batch (scale = n / batch) so that every backward
- * quantity, BatchNorm's summed ones included, is the whole batch's. */
-static at_status batch_gradients(trainer *T, const float *x, const float *soft, int first, int n, float scale,
+/* What a step trains on: samples [first, first + n) of batch bi of the epoch, the whole batch or
+ * under data parallelism this rank's slice, whose share of the batch is n / batch size. */
+typedef struct batch_slice {
+    int epoch, bi, first, n;
+    float share;
+} batch_slice;
+
+/* The gradient of a batch slice (Free-AT: of one replay) into the network's gradients, the loss
+ * gradient scaled to the slice's share so that every backward quantity, BatchNorm's summed ones
+ * included, is the whole batch's. */
+static at_status batch_gradients(trainer *T, const float *x, const float *soft, const batch_slice *sl,
                                  float eps, float *loss, int *correct, int *adv_correct) {
     at_net *net = T->net;
+    const int first = sl->first, n = sl->n;
+    float scale = sl->share;
     at_net_zero_grad(net);
     at_net_share(net, T->cfg->comm, first);
     batch_buffers slice = T->b; /* the labels and targets of the slice; dlogits from its start */
     if (slice.y) slice.y += first;
     if (slice.t) slice.t += (size_t)first * T->train->target_dim;
-    if (T->adv) return adv_trainer_gradients(T->adv, x, slice.y, soft, n, eps, scale, loss, correct, adv_correct);
+    if (T->adv)
+        return adv_trainer_gradients(T->adv, x, slice.y, soft, n, sl->epoch, (int64_t)sl->bi * T->cfg->batch + first,
+                                     eps, scale, loss, correct, adv_correct);
     float kappa = 1.0f, eps_t = 0.0f; /* certified training: the clean loss's weight, the radius */
     if (T->cfg->certify.eps > 0.0f) certify_schedule(&T->cfg->certify, T->step, T->nbatches, &eps_t, &kappa);
-    const float share = scale; /* this slice's share of the batch (1 in one process) */
+    const float share = sl->share; /* 1 in one process */
     scale *= kappa;
     const float *out;
     at_status s = at_net_forward(net, x, n, &out);
@@ -670,7 +686,7 @@ static at_status train_batch(trainer *T, int epoch, int bi, epoch_sums *p) {
     const at_train_config *cfg = T->cfg;
     const int first = bi * cfg->batch, n = AT_MIN(cfg->batch, T->train->n - first);
     at_dataset_batch(T->train, T->b.idx + first, n, T->b.x, T->b.y, T->b.t);
-    const float *soft, *x = prepare_inputs(T->train, cfg, &T->b, &T->e, n, T->k, &T->aug, &soft);
+    const float *soft, *x = prepare_inputs(T->train, cfg, &T->b, &T->e, n, T->k, epoch, bi, &soft);
     int lo, hi; /* this rank's slice of the prepared batch (all of it in one process) */
     dp_slice(cfg->comm, n, &lo, &hi);
     x += (size_t)lo * at_dataset_sample_size(T->train);
@@ -688,8 +704,8 @@ static at_status train_batch(trainer *T, int epoch, int bi, epoch_sums *p) {
             float kappa;
             certify_schedule(&cfg->certify, T->step, T->nbatches, &p->eps, &kappa);
         }
-        s = batch_gradients(T, x, soft, lo, hi - lo, (float)(hi - lo) / (float)n, p->eps, &loss, &correct,
-                            &adv_correct);
+        const batch_slice sl = {epoch, bi, lo, hi - lo, (float)(hi - lo) / (float)n};
+        s = batch_gradients(T, x, soft, &sl, p->eps, &loss, &correct, &adv_correct);
         if (dp_shared(cfg)) s = share_batch(T, s, hi - lo, n, &loss, &correct, &adv_correct);
         if (s == AT_ERR_NAN)
             at_fail(AT_ERR_NAN, "the training loss became %g", (double)loss);
@@ -841,13 +857,12 @@ static at_status setup(trainer *T) {
         s = adv_trainer_create(&T->adv, T->net, T->opt, cfg, T->train, T->val, T->nbatches);
     T->replays = T->adv ? adv_trainer_replays(T->adv) : 1;
     at_rng_seed(&T->rng, cfg->seed);
-    at_rng_seed(&T->aug, cfg->seed ^ 0x61756700A5A5A5A5ull); /* its own stream: shuffles stay put */
     at_net_seed(T->net, cfg->seed ^ 0x5DEECE66Dull);
     for (int i = 0; s == AT_OK && i < T->train->n; i++) T->b.idx[i] = i;
     T->es = (early_stopping){T->maximize ? -INFINITY : INFINITY, 0, 0};
     T->best = (best_tracker){-INFINITY, 0};
     T->lr_scale = 1.0f;
-    T->loop = (loop_state){T->net, T->opt, &T->sched, T->adv, &T->aug, &T->es, &T->e, &T->best, &T->step,
+    T->loop = (loop_state){T->net, T->opt, &T->sched, T->adv, &T->es, &T->e, &T->best, &T->step,
                            &T->lr_scale, &T->skipped_in_row};
     if (s == AT_OK && dp_shared(cfg)) {
         T->dp_buf = malloc(sizeof(float) * dp_buffer_floats(T->net, cfg->comm) + 8);

@@ -88,7 +88,7 @@ static void test_attacks(at_net *net, const float *x, const int32_t *y) {
 
 static void test_crafting_and_evaluation(at_net *net, const float *x, const int32_t *y) {
     at_adv_workspace *ws = NULL;
-    CHECK_OK(at_adv_workspace_create(&ws, net, N, 5));
+    CHECK_OK(at_adv_workspace_create(&ws, net, N));
     at_attack_config cfg = at_attack_defaults(AT_ATTACK_PGD);
     cfg.eps = 0.1f;
     cfg.steps = 3;

@@ -389,10 +389,8 @@ static void test_dropout2d(void) {
 static void test_noise(void) {
     enum { N = 100000 };
     float *x = malloc(sizeof(float) * N);
-    at_rng r;
-    at_rng_seed(&r, 11);
     for (int i = 0; i < N; i++) x[i] = 0.5f;
-    at_gaussian_noise(x, N, 0.1f, false, &r);
+    at_gaussian_noise(x, 100, N / 100, 0.1f, false, 11, 0); /* 100 samples' generators */
     double m = 0, v = 0;
     for (int i = 0; i < N; i++) m += x[i];
     m /= N;
@@ -400,7 +398,7 @@ static void test_noise(void) {
     CHECK_NEAR(m, 0.5, 0.0015);
     CHECK_NEAR(sqrt(v / N), 0.1, 0.0015);
     for (int i = 0; i < N; i++) x[i] = 0.5f;
-    at_gaussian_noise(x, N, 1.0f, true, &r);
+    at_gaussian_noise(x, 1, N, 1.0f, true, 12, 0);
     int lo = 0, hi = 0, out = 0;
     for (int i = 0; i < N; i++) {
         lo += x[i] == 0.0f;
@@ -417,15 +415,13 @@ static void test_augment(void) {
     float *img = malloc(sizeof(float) * size), *x = malloc(sizeof(float) * N * size);
     for (int i = 0; i < size; i++) img[i] = 1.0f + (float)i; /* every pixel distinct, non-zero */
     for (int s = 0; s < N; s++) memcpy(x + s * size, img, sizeof(float) * size);
-    at_rng r;
-    at_rng_seed(&r, 5);
     at_augment_config none = {false, 0};
-    at_augment_batch(x, N, C, H, W, &none, &r);
+    at_augment_batch(x, N, C, H, W, &none, 5, 0);
     CHECK(memcmp(x, img, sizeof(float) * size) == 0);
 
     /* flip only: each image is the original or its mirror, half the time each */
     at_augment_config flip = {true, 0};
-    at_augment_batch(x, N, C, H, W, &flip, &r);
+    at_augment_batch(x, N, C, H, W, &flip, 5, 0);
     int flipped = 0, other = 0;
     for (int s = 0; s < N; s++) {
         const float *o = x + s * size;
@@ -444,7 +440,7 @@ static void test_augment(void) {
      * fill, both channels alike, and every shift occurs */
     for (int s = 0; s < N; s++) memcpy(x + s * size, img, sizeof(float) * size);
     at_augment_config crop = {false, 2};
-    at_augment_batch(x, N, C, H, W, &crop, &r);
+    at_augment_batch(x, N, C, H, W, &crop, 6, 0);
     int seen[5][5] = {{0}}, unmatched = 0;
     for (int s = 0; s < N; s++) {
         const float *o = x + s * size;
@@ -919,6 +915,31 @@ static void test_prox_training(void) {
     at_data_free(&data);
 }
 
+/* A sample's crop, flip and noise follow its index alone: the same whether it is augmented in one
+ * batch or in two halves (as two ranks would), with 1 or 2 threads; another key draws others. */
+static void test_draws_per_sample(void) {
+    enum { C = 3, H = 8, W = 8, N = 64, D = C * H * W };
+    static float whole[N * D], halves[N * D], other[N * D];
+    at_augment_config aug = {true, 3};
+    for (int i = 0; i < N * D; i++) whole[i] = 0.25f + 0.5f * (float)((i * 7919) % 1000) / 1000.0f;
+    memcpy(halves, whole, sizeof whole);
+    memcpy(other, whole, sizeof whole);
+    const int threads = at_get_threads();
+    at_set_threads(2);
+    at_augment_batch(whole, N, C, H, W, &aug, 77, 1000);
+    at_gaussian_noise(whole, N, D, 0.05f, true, 78, 1000);
+    at_set_threads(1);
+    for (int h = 0; h < 2; h++) {
+        float *part = halves + (size_t)h * (N / 2) * D;
+        at_augment_batch(part, N / 2, C, H, W, &aug, 77, 1000 + h * (N / 2));
+        at_gaussian_noise(part, N / 2, D, 0.05f, true, 78, 1000 + h * (N / 2));
+    }
+    CHECK(memcmp(whole, halves, sizeof whole) == 0);
+    at_augment_batch(other, N, C, H, W, &aug, 79, 1000);
+    CHECK(memcmp(whole, other, sizeof whole) != 0);
+    at_set_threads(threads);
+}
+
 int main(void) {
     /* Tiny models: threads would only add synchronisation (and stall on a loaded machine). */
     at_set_threads(1);
@@ -932,6 +953,7 @@ int main(void) {
     test_dropout2d();
     test_noise();
     test_augment();
+    test_draws_per_sample();
     test_gamma_beta();
     test_mixup_and_soft_targets();
     test_mixup_in_training();

@@ -73,6 +73,9 @@ void atk_project(at_attack_norm norm, float eps, const float *x, float *v, int D
 /* The L-inf random start from D uniforms in [0,1) already in v: v = x + eps * (2u - 1), then
  * atk_project. Callers draw the uniforms (at_rng_fill_uniform) from whichever generator. */
 void atk_linf_start(float eps, const float *x, float *v, int D);
+/* A random start in the eps-ball around x (D values) from r, projected onto [0,1]: uniform in
+ * the L-inf ball, or a uniform radius along a Gaussian direction in the L2 ball. */
+void atk_random_start(at_attack_norm norm, float eps, at_rng *r, const float *x, float *v, int D);
 /* v += step * (sign(g) under L-inf, g/||g|| under L2), then atk_project. */
 void atk_ascent_step(at_attack_norm norm, float step, float eps, const float *x, float *v,
                      const float *g, int D);

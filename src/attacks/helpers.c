@@ -212,6 +212,19 @@ void atk_linf_start(float eps, const float *x, float *v, int D) {
     atk_project(AT_NORM_LINF, eps, x, v, D);
 }
 
+void atk_random_start(at_attack_norm norm, float eps, at_rng *r, const float *x, float *v, int D) {
+    if (norm == AT_NORM_LINF) {
+        at_rng_fill_uniform(r, v, (size_t)D);
+        atk_linf_start(eps, x, v, D);
+        return;
+    }
+    for (int k = 0; k < D; k++) v[k] = at_rng_normal(r);
+    double nrm = atk_l2(v, D);
+    float scale = (float)(eps * at_rng_uniform(r) / (nrm + 1e-12));
+    for (int k = 0; k < D; k++) v[k] = x[k] + scale * v[k];
+    atk_project(norm, eps, x, v, D);
+}
+
 /* One ascent step of size `step` along the gradient direction of the norm, then projection. */
 void atk_ascent_step(at_attack_norm norm, float step, float eps, const float *x, float *v,
                      const float *g, int D) {
@@ -290,13 +303,8 @@ int atk_ranked_class(const float *z, int K, int rank) {
 
 /* ------------------------------------------------------------ generators and memory */
 
-static void seed_sample(at_rng *r, uint64_t seed, int64_t index) {
-    uint64_t k = seed * 0x9E3779B97F4A7C15ull ^ ((uint64_t)index + 1) * 0xBF58476D1CE4E5B9ull;
-    at_rng_seed(r, k);
-}
-
 void atk_reseed(atk_batch *b) {
-    for (int i = 0; i < b->n; i++) seed_sample(&b->rng[i], b->cfg->seed, b->cfg->index_base + b->base + i);
+    for (int i = 0; i < b->n; i++) at_rng_for_sample(&b->rng[i], b->cfg->seed, b->cfg->index_base + b->base + i);
 }
 
 void *atk_carve(atk_arena *a, size_t bytes) {

@@ -19,20 +19,8 @@
 #include <string.h>
 
 static void random_start(atk_batch *b, const at_attack_config *cfg, int j) {
-    const int D = b->D;
-    at_rng *r = &b->rng[b->ids[j]];
-    const float *x = b->xs + (size_t)j * D;
-    float *v = b->xa + (size_t)j * D;
-    if (cfg->norm == AT_NORM_LINF) {
-        at_rng_fill_uniform(r, v, (size_t)D);
-        atk_linf_start(cfg->eps, x, v, D);
-        return;
-    }
-    for (int k = 0; k < D; k++) v[k] = at_rng_normal(r);
-    double nrm = atk_l2(v, D);
-    float scale = (float)(cfg->eps * at_rng_uniform(r) / (nrm + 1e-12));
-    for (int k = 0; k < D; k++) v[k] = x[k] + scale * v[k];
-    atk_project(cfg->norm, cfg->eps, x, v, D);
+    const size_t at = (size_t)j * b->D;
+    atk_random_start(cfg->norm, cfg->eps, &b->rng[b->ids[j]], b->xs + at, b->xa + at, b->D);
 }
 
 /* One run (restart) on the compact rows: the samples it fools at an iterate leave with that
