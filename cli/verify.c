@@ -68,8 +68,8 @@ static bool run_attack(const atk_cli_model *m, const verify_options *o, verify_o
 /* Verification of ds; under mpirun each rank verifies its share and the counts are summed. */
 static at_status verify_share(at_net *net, at_dataset *ds, float eps, bool crown, at_verify_result *v) {
     const at_comm *c = cli_comm();
-    const int n = ds->n, lo = c ? (int)((int64_t)n * c->rank / c->size) : 0;
-    const int hi = c ? (int)((int64_t)n * (c->rank + 1) / c->size) : n;
+    int lo, hi;
+    at_comm_share(c, ds->n, &lo, &hi);
     at_status s = at_dataset_keep_range(ds, lo, hi - lo);
     if (s == AT_OK && hi > lo) s = at_verify_dataset(net, ds, hi - lo, eps, crown ? AT_BOUND_CROWN_IBP : AT_BOUND_IBP, v);
     if (s != AT_OK || !c) return s;

@@ -595,6 +595,10 @@ typedef struct at_comm {
     void *user;
     at_status (*allreduce_sum_float)(void *user, float *buf, size_t count);
 } at_comm;
+/* This rank's share [*lo, *hi) of n items (samples of an evaluation, of a training batch):
+ * rank r of s ranks takes [n r / s, n (r + 1) / s), contiguous and at most one item apart in
+ * size; all of them without a communicator (NULL) or with one rank. */
+void at_comm_share(const at_comm *comm, int n, int *lo, int *hi);
 
 typedef struct at_attack_config {
     at_attack_kind kind;

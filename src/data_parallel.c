@@ -29,16 +29,6 @@ at_status dp_check(const at_train_config *cfg) {
     return AT_OK;
 }
 
-void dp_slice(const at_comm *comm, int n, int *lo, int *hi) {
-    if (!comm || comm->size <= 1) {
-        *lo = 0;
-        *hi = n;
-        return;
-    }
-    *lo = (int)((int64_t)n * comm->rank / comm->size);
-    *hi = (int)((int64_t)n * (comm->rank + 1) / comm->size);
-}
-
 /* Rank 0's values of count floats on every rank (a sum with zeros elsewhere: exact). */
 static at_status from_rank0(const at_comm *comm, float *v, size_t count) {
     double *buf = calloc(count ? count : 1, sizeof(double));

@@ -10,8 +10,6 @@ bool dp_shared(const at_train_config *cfg);
 at_status dp_check(const at_train_config *cfg);
 /* Every rank starts from rank 0's parameters and buffers. */
 at_status dp_start(at_net *net, const at_comm *comm);
-/* This rank's slice [lo, hi) of a global batch of n samples. */
-void dp_slice(const at_comm *comm, int n, int *lo, int *hi);
 
 /* What a rank's slice gave, summed over the ranks into what the global batch gives. */
 typedef struct dp_batch {

@@ -688,7 +688,7 @@ static at_status train_batch(trainer *T, int epoch, int bi, epoch_sums *p) {
     at_dataset_batch(T->train, T->b.idx + first, n, T->b.x, T->b.y, T->b.t);
     const float *soft, *x = prepare_inputs(T->train, cfg, &T->b, &T->e, n, T->k, epoch, bi, &soft);
     int lo, hi; /* this rank's slice of the prepared batch (all of it in one process) */
-    dp_slice(cfg->comm, n, &lo, &hi);
+    at_comm_share(cfg->comm, n, &lo, &hi);
     x += (size_t)lo * at_dataset_sample_size(T->train);
     if (soft) soft += (size_t)lo * T->k;
     float loss = NAN, penalty = 0.0f, norm = NAN;

@@ -103,11 +103,10 @@ int atk_gather_targets(atk_batch *b, bool top, int pass);
 typedef at_status (*atk_run_fn)(atk_batch *b, const at_attack_config *cfg, void *state, int m, bool last);
 at_status atk_each_run(atk_batch *b, const at_attack_config *cfg, atk_run_fn run, void *state);
 
-/* Sharing among ranks (shard.c): whether cfg->comm has several ranks; this rank's samples
- * [lo, hi) of n; and the rank results put together (every rank gets the whole result, x_adv and
+/* Sharing among ranks (shard.c; each rank's samples: at_comm_share): whether cfg->comm has
+ * several ranks, and the rank results put together (every rank gets the whole result, x_adv and
  * adv_pred with every row). */
 bool atk_shared(const at_attack_config *cfg);
-void atk_share(const at_attack_config *cfg, int n, int *lo, int *hi);
 at_status atk_merge(const at_attack_config *cfg, int n, int lo, int hi, int D, float *x_adv, int32_t *adv_pred,
                     at_attack_result *res);
 

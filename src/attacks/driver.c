@@ -352,7 +352,7 @@ static at_status attack_call(at_net *net, const at_attack_config *user_cfg, cons
     res->alpha = cfg.alpha; /* 0 where the kind takes no step size */
 
     int lo, hi; /* this rank's samples */
-    atk_share(&cfg, n, &lo, &hi);
+    at_comm_share(cfg.comm, n, &lo, &hi);
     if (hi - lo < 1) return at_fail(AT_ERR_ARG, "attack: %d samples for %d ranks", n, cfg.comm->size);
     const int cap = hi - lo < cfg.batch ? hi - lo : cfg.batch;
     atk_batch b = {.net = net, .cfg = &cfg, .D = D, .K = K, .cap = cap, .res = res};

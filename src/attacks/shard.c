@@ -9,17 +9,6 @@
 
 bool atk_shared(const at_attack_config *cfg) { return cfg->comm && cfg->comm->size > 1; }
 
-void atk_share(const at_attack_config *cfg, int n, int *lo, int *hi) {
-    if (!atk_shared(cfg)) {
-        *lo = 0;
-        *hi = n;
-        return;
-    }
-    const at_comm *c = cfg->comm;
-    *lo = (int)((int64_t)n * c->rank / c->size);
-    *hi = (int)((int64_t)n * (c->rank + 1) / c->size);
-}
-
 /* The result's fields in one row of doubles, and back: counters are summed over the ranks,
  * the largest perturbation and the times are the largest. */
 enum { SUMS = 10, MAXES = 2, ROW = SUMS + MAXES + 2 * AT_ATTACK_MAX_MEMBERS };
