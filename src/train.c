@@ -459,6 +459,32 @@ static at_status mismatch(const char *path, const char *what, long long was, lon
                    path, what, was, now);
 }
 
+/* Whether checkpoint c (at path) was written by this run's settings: architecture, batch size,
+ * seed, training set size, optimizer and adversarial method. */
+static at_status check_same_run(const ckpt_state *c, const char *path, const loop_state *L,
+                                const at_train_config *cfg, const at_dataset *train) {
+    const char *arch = at_st_meta_get(c->file, "advtrain.arch");
+    if (!arch || strcmp(arch, at_net_spec(L->net)) != 0)
+        return at_fail(AT_ERR_ARG, "%s holds the architecture '%s', this run trains '%s'", path,
+                       arch ? arch : "(none)", at_net_spec(L->net));
+    int64_t batch = 0, n = 0;
+    uint64_t seed = 0;
+    at_status s = ckpt_get_int(c, "batch", &batch);
+    if (s == AT_OK) s = ckpt_get_u64(c, "seed", &seed);
+    if (s == AT_OK) s = ckpt_get_int(c, "train_samples", &n);
+    if (s == AT_OK && batch != cfg->batch) s = mismatch(path, "batch size", batch, cfg->batch);
+    if (s == AT_OK && seed != cfg->seed) s = mismatch(path, "seed", (long long)seed, (long long)cfg->seed);
+    if (s == AT_OK && n != train->n) s = mismatch(path, "a training set of size", n, train->n);
+    const char *optimizer = ckpt_get_str(c, "optimizer"), *adversarial = ckpt_get_str(c, "adversarial");
+    if (s == AT_OK && (!optimizer || strcmp(optimizer, optim_name(cfg->optim.kind)) != 0))
+        s = at_fail(AT_ERR_ARG, "%s was written with the %s optimizer, this run uses %s", path,
+                    optimizer ? optimizer : "(unknown)", optim_name(cfg->optim.kind));
+    if (s == AT_OK && (!adversarial || strcmp(adversarial, at_adv_method_name(cfg->adv.method)) != 0))
+        s = at_fail(AT_ERR_ARG, "%s was written with adversarial training '%s', this run uses '%s'",
+                    path, adversarial ? adversarial : "(unknown)", at_adv_method_name(cfg->adv.method));
+    return s;
+}
+
 /* Restores the loop from DIR/last.safetensors; *epoch receives the epoch it completed. */
 static at_status load_checkpoint(const loop_state *L, const at_train_config *cfg,
                                  const at_dataset *train, int *epoch, epoch_sums *part,
@@ -471,30 +497,13 @@ static at_status load_checkpoint(const loop_state *L, const at_train_config *cfg
         ckpt_end(&c);
         return s;
     }
-    const char *arch = at_st_meta_get(c.file, "advtrain.arch");
-    int64_t stop = 0, ep = 0, batch = 0, n = 0, step = 0, optim_steps = 0, bad = 0, cool = 0, ebest = 0,
-            wait = 0, best_epoch = 0;
-    uint64_t seed = 0, forward = 0;
+    int64_t stop = 0, ep = 0, step = 0, optim_steps = 0, bad = 0, cool = 0, ebest = 0, wait = 0, best_epoch = 0;
+    uint64_t forward = 0;
     double lr = 0, sched_lr = 0, sched_best = 0, early_best = 0, best_value = 0;
     size_t state_count;
     float *state = at_optim_state(L->opt, &state_count);
-    if (!arch || strcmp(arch, at_net_spec(L->net)) != 0)
-        s = at_fail(AT_ERR_ARG, "%s holds the architecture '%s', this run trains '%s'", path,
-                    arch ? arch : "(none)", at_net_spec(L->net));
+    s = check_same_run(&c, path, L, cfg, train);
     if (s == AT_OK) s = ckpt_get_int_in(&c, "epoch", 0, CKPT_MAX_EPOCH, &ep);
-    if (s == AT_OK) s = ckpt_get_int(&c, "batch", &batch);
-    if (s == AT_OK) s = ckpt_get_u64(&c, "seed", &seed);
-    if (s == AT_OK) s = ckpt_get_int(&c, "train_samples", &n);
-    if (s == AT_OK && batch != cfg->batch) s = mismatch(path, "batch size", batch, cfg->batch);
-    if (s == AT_OK && seed != cfg->seed) s = mismatch(path, "seed", (long long)seed, (long long)cfg->seed);
-    if (s == AT_OK && n != train->n) s = mismatch(path, "a training set of size", n, train->n);
-    const char *optimizer = ckpt_get_str(&c, "optimizer"), *adversarial = ckpt_get_str(&c, "adversarial");
-    if (s == AT_OK && (!optimizer || strcmp(optimizer, optim_name(cfg->optim.kind)) != 0))
-        s = at_fail(AT_ERR_ARG, "%s was written with the %s optimizer, this run uses %s", path,
-                    optimizer ? optimizer : "(unknown)", optim_name(cfg->optim.kind));
-    if (s == AT_OK && (!adversarial || strcmp(adversarial, at_adv_method_name(cfg->adv.method)) != 0))
-        s = at_fail(AT_ERR_ARG, "%s was written with adversarial training '%s', this run uses '%s'",
-                    path, adversarial ? adversarial : "(unknown)", at_adv_method_name(cfg->adv.method));
     if (s == AT_OK) s = at_net_load_weights(L->net, c.file, path);
     if (s == AT_OK) s = ckpt_get_int_in(&c, "step", 0, INT_MAX, &step);
     if (s == AT_OK) s = ckpt_get_int_in(&c, "early_stopped", 0, 1, &stop);
