@@ -783,6 +783,28 @@ typedef struct at_verify_result {
 at_status at_verify_dataset(at_net *net, const at_dataset *ds, int n, float eps, at_bound_method method,
                             at_verify_result *res);
 
+/* ---------------------------------------------------------------- int8 inference */
+
+/* A network quantized to int8 (docs/quantization.md), the scheme of TensorFlow Lite Micro and
+ * CMSIS-NN: weights int8 symmetric per output channel, activations int8 per tensor (asymmetric),
+ * int32 biases, requantization by fixed-point multipliers; BatchNorm folded into the Conv2d or
+ * Linear it follows; integer arithmetic only. */
+typedef struct at_qnet at_qnet;
+/* Post-training quantization: each tensor's range is the smallest and largest value the float
+ * network (eval mode) produces on the n calibration samples calib; inputs in [0, 1] get scale
+ * 1/255 and zero point -128 (every 8-bit pixel exactly). The weights are read now; net provides
+ * the shapes and must outlive the result. AT_ERR_ARG for a layer with no int8 kernel (Tanh,
+ * Sigmoid, LeakyReLU), AT_ERR_NAN for a non-finite value in the calibration pass. */
+at_status at_quantize(at_qnet **out, at_net *net, const float *calib, int n);
+void at_qnet_free(at_qnet *q);
+/* The int8 logits of n samples (n x at_net_out_size; valid until the next call): the inputs are
+ * quantized with the input tensor's parameters, then every layer runs in integers. */
+at_status at_qnet_forward(at_qnet *q, const float *x, int n, const int8_t **logits);
+/* The logits' parameters: real = (q - zero_point) * scale. */
+void at_qnet_output_params(const at_qnet *q, float *scale, int32_t *zero_point);
+/* at_qnet_forward's logits dequantized to floats. */
+at_status at_qnet_predict(at_qnet *q, const float *x, int n, const float **logits);
+
 /* ---------------------------------------------------------------- C export */
 
 /* Writes the network as standalone C99 for microcontrollers (docs/export.md): DIR/PREFIX.h and

@@ -37,6 +37,9 @@ at_status at_check_labels(const int32_t *labels, int n, int k);
  * to d (if not NULL) and returns its loss, unscaled. */
 double at_ce_row(const float *z, int label, int k, double eps, int n, float *d);
 
+/* BatchNorm's eps (PyTorch's default), for the layer and for what folds it (int8, C export). */
+#define AT_BN_EPS 1e-5
+
 /* Training state that checkpoints save and restore (see checkpoint.c). */
 uint64_t at_net_forward_count(const at_net *net); /* dropout masks are keyed by it */
 void at_net_set_forward_count(at_net *net, uint64_t count);

@@ -480,9 +480,6 @@ static void write_header(exporter *e) {
 
 /* ------------------------------------------------------------ the source */
 
-/* PyTorch's BatchNorm eps, as src/layers/batchnorm.c uses it. */
-#define BN_EPS 1e-5
-
 /* One `static const float` array PREFIX_KINDl under a comment (already comment-safe text);
  * every value printed so that it reads back as exactly the same float. */
 static void write_floats(exporter *e, const float *v, size_t n, const char *comment,
@@ -555,7 +552,7 @@ static at_status bn_map_of(const exporter *e, int b, bn_map *m) {
 }
 
 static double bn_scale(const bn_map *m, int c) {
-    return (double)m->gamma[c] / sqrt((double)m->var[c] + BN_EPS);
+    return (double)m->gamma[c] / sqrt((double)m->var[c] + AT_BN_EPS);
 }
 
 /* Values derived from finite parameters can still overflow (a variance at -eps). */

@@ -23,8 +23,7 @@
 #include <math.h>
 #include <stdio.h>
 
-/* PyTorch's defaults; the spec takes no options. */
-#define BN_EPS 1e-5
+/* PyTorch's defaults (eps: AT_BN_EPS in layer.h); the spec takes no options. */
 #define BN_MOMENTUM 0.1
 
 /* The state: C floats each of the batch mean, the inverse deviation 1/sqrt(var + eps), and the
@@ -79,7 +78,7 @@ static size_t bn_workspace(const at_layer *L, int n) { return 4 * (size_t)L->in_
 /* Eval mode's scale weight / sqrt(running_var + eps), in double and rounded once: forward and
  * backward use the same value. */
 static float eval_scale(float gamma, float var) {
-    return (float)((double)gamma / sqrt((double)var + BN_EPS));
+    return (float)((double)gamma / sqrt((double)var + AT_BN_EPS));
 }
 
 static void bn_forward_stats(const at_layer *L, const at_ctx *ctx, const float *x, int n,
@@ -106,7 +105,7 @@ static void bn_forward_reduce(const at_layer *L, const at_ctx *ctx, const double
         double var = sum[C + c] / N - mu * mu;
         if (var < 0) var = 0;
         mean[c] = (float)mu;
-        invstd[c] = (float)(1.0 / sqrt(var + BN_EPS));
+        invstd[c] = (float)(1.0 / sqrt(var + AT_BN_EPS));
         /* The executor refuses N < 2 in training, as PyTorch does ("Expected more than 1 value
          * per channel"); the guard only keeps a division by zero out. */
         const double unbiased = N > 1 ? var * N / (N - 1) : var;
@@ -264,7 +263,7 @@ static void eval_backward(const at_layer *L, const at_ctx *ctx, const float *x, 
                 const size_t at = ((size_t)s * C + c) * area;
                 grad_sums(dy + at, gate ? gate + at : NULL, x + at, rm[c], area, &sum_g, &sum_gx);
             }
-            ctx->grads[L->w_off + c] += (float)(sum_gx / sqrt((double)rv[c] + BN_EPS));
+            ctx->grads[L->w_off + c] += (float)(sum_gx / sqrt((double)rv[c] + AT_BN_EPS));
             ctx->grads[L->b_off + c] += (float)sum_g;
         }
         if (!dx) continue;

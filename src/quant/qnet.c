@@ -1,0 +1,392 @@
+/* A quantized network (at_qnet): built from a float network and calibration samples, run with
+ * integer arithmetic only.
+ *
+ * Building: the float network runs over the calibration samples node by node (eval mode) and
+ * records each tensor's range; every tensor gets int8 parameters for its range (the input's are
+ * fixed at scale 1/255, zero point -128 when the samples are pixels in [0, 1]: every 8-bit pixel
+ * exactly); then each node becomes an int8 kernel call (quant.h): weights per output channel,
+ * biases and multipliers from the scales around it. Pooling, ReLU and Dropout keep their input's
+ * parameters; a Flatten and a ReLU fused into its producer are no node at all. */
+#include "quant/quant.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+struct at_qnet {
+    at_net *net;     /* shapes and graph (its parameters are not read after building) */
+    int nnodes;
+    qnode *nodes;
+    qparams *tq;     /* per tensor + 1 (index 0: the input) */
+    int *alias;      /* per tensor + 1: the tensor whose int8 values it is (Dropout: its input) */
+    int8_t **act;    /* per tensor + 1: n samples' int8 values (the forward's buffers) */
+    int cap;         /* samples the buffers hold */
+    size_t work;     /* scratch bytes per thread */
+    unsigned char *scratch;
+    int threads;
+    float *logits;   /* dequantized output, cap samples */
+};
+
+static bool is_bn(at_layer_kind k) { return k == AT_LAYER_BATCHNORM2D || k == AT_LAYER_BATCHNORM1D; }
+
+static at_status check_supported(const at_net *net) {
+    for (int l = 0; l < net->nlayers; l++) {
+        const at_layer *L = &net->layers[l];
+        switch (L->d.kind) {
+        case AT_LAYER_LINEAR: case AT_LAYER_CONV2D: case AT_LAYER_MAXPOOL2D: case AT_LAYER_AVGPOOL2D:
+        case AT_LAYER_RELU: case AT_LAYER_FLATTEN: case AT_LAYER_DROPOUT: case AT_LAYER_DROPOUT2D:
+        case AT_LAYER_BATCHNORM2D: case AT_LAYER_BATCHNORM1D: case AT_LAYER_ADD: case AT_LAYER_GLOBALAVGPOOL:
+            break;
+        default:
+            return at_fail(AT_ERR_ARG, "int8 quantization: layer %d (%s) has no int8 kernel (supported: linear, conv, "
+                                       "batchnorm, relu, maxpool, avgpool, gap, add, flatten, dropout)",
+                           l, at_layer_ops_for(L->d.kind)->name);
+        }
+    }
+    return AT_OK;
+}
+
+/* A BatchNorm reading a Conv2d or Linear that nothing else reads (and that applies no ReLU of
+ * its own) is folded into it. */
+static bool folds_into(const at_net *net, int l) {
+    const at_layer *L = &net->layers[l];
+    if (!is_bn(L->d.kind) || L->fused || L->src[0] < 0) return false;
+    const at_layer *P = &net->layers[L->src[0]];
+    return (P->d.kind == AT_LAYER_CONV2D || P->d.kind == AT_LAYER_LINEAR) && !P->relu_out &&
+           net->plan.readers[L->src[0] + 1] == 1;
+}
+
+static bool folded_away(const at_net *net, int l) {
+    for (int b = l + 1; b < net->nlayers; b++)
+        if (net->layers[b].src[0] == l && folds_into(net, b)) return true;
+    return false;
+}
+
+/* ------------------------------------------------------------ calibration */
+
+/* Each tensor's smallest and largest value over n samples (lo, hi: per tensor + 1), from a float
+ * eval-mode pass node by node through the layers' own kernels. */
+static at_status calibrate(at_net *net, const float *x, int n, float *lo, float *hi) {
+    const int T = net->nlayers + 1, batch = n < 256 ? n : 256, D = net_in_size(net);
+    size_t work = 1;
+    for (int l = 0; l < net->nlayers; l++) {
+        const at_layer *L = &net->layers[l];
+        const at_layer_ops *ops = at_layer_ops_for(L->d.kind);
+        if (ops->workspace && ops->workspace(L, batch) > work) work = ops->workspace(L, batch);
+    }
+    float **val = at_calloc((size_t)T, sizeof *val, "calibration");
+    float *scratch = at_alloc_floats(work, "calibration scratch");
+    at_status s = val && scratch ? AT_OK : AT_ERR_NOMEM;
+    for (int l = 0; s == AT_OK && l < net->nlayers; l++)
+        if (!net->layers[l].fused && !(val[l + 1] = at_alloc_floats((size_t)batch * net->layers[l].out_size, "calibration")))
+            s = AT_ERR_NOMEM;
+    for (int t = 0; t < T; t++) lo[t] = INFINITY, hi[t] = -INFINITY;
+    for (int first = 0; s == AT_OK && first < n; first += batch) {
+        const int m = n - first < batch ? n - first : batch;
+        val[0] = (float *)x + (size_t)first * D;
+        for (int l = 0; l < net->nlayers; l++) {
+            const at_layer *L = &net->layers[l];
+            if (L->fused) continue;
+            at_ctx ctx = {.params = net->params, .work = scratch, .buffers = net->buffers, .state = net->state};
+            if (L->nsrc == 2) ctx.x2 = val[L->src[1] + 1];
+            at_layer_ops_for(L->d.kind)->forward(L, &ctx, val[L->src[0] + 1], val[l + 1], m);
+        }
+        for (int t = 0; t < T && s == AT_OK; t++) {
+            if (!val[t]) continue;
+            const size_t count = (size_t)m * (t == 0 ? (size_t)D : (size_t)net->layers[t - 1].out_size);
+            for (size_t i = 0; i < count; i++) {
+                if (!isfinite(val[t][i])) {
+                    s = at_fail(AT_ERR_NAN, "int8 calibration: %s of sample %d is not finite",
+                                t == 0 ? "the input" : "a layer's output", first);
+                    break;
+                }
+                lo[t] = fminf(lo[t], val[t][i]);
+                hi[t] = fmaxf(hi[t], val[t][i]);
+            }
+        }
+    }
+    for (int t = 1; val && t < T; t++) free(val[t]);
+    free(val);
+    free(scratch);
+    return s;
+}
+
+/* ------------------------------------------------------------ building */
+
+static bool alloc_channels(qnode *q, int nout, size_t weights) {
+    q->nout = nout;
+    q->w = calloc(weights ? weights : 1, 1);
+    q->bias = calloc((size_t)nout, sizeof(int32_t));
+    q->mult = calloc((size_t)nout, sizeof(int32_t));
+    q->shift = calloc((size_t)nout, sizeof(int));
+    if (q->w && q->bias && q->mult && q->shift) return true;
+    at_fail(AT_ERR_NOMEM, "out of memory quantizing the weights");
+    return false;
+}
+
+static int32_t saturate32(double v) {
+    return v >= 2147483647.0 ? INT32_MAX : (v <= -2147483648.0 ? INT32_MIN : (int32_t)lround(v));
+}
+
+/* BatchNorm B's eval-mode map of channel c: y = scale * x + shift (identity without B). */
+static void bn_map(const at_net *net, const at_layer *B, int c, double *scale, double *shift) {
+    *scale = 1.0;
+    *shift = 0.0;
+    if (!B) return;
+    const int C = B->in_c;
+    const double gamma = net->params[B->w_off + c], beta = net->params[B->b_off + c];
+    const double mean = net->buffers[B->buf_off + c], var = net->buffers[B->buf_off + C + c];
+    *scale = gamma / sqrt(var + AT_BN_EPS);
+    *shift = beta - mean * *scale;
+}
+
+/* The int32 bias and the multiplier of output channel o, whose int8 weights have scale s_w. */
+static void channel_scales(qnode *q, int o, double s_w, double bias) {
+    const double acc_scale = (double)q->in[0].scale * s_w;
+    q->bias[o] = saturate32(bias / acc_scale);
+    q_multiplier(acc_scale / q->out.scale, &q->mult[o], &q->shift[o]);
+}
+
+/* Conv2d or Linear P, with BatchNorm B folded in when B is not NULL: per output channel its
+ * weights and bias times B's scale, plus B's shift, quantized symmetrically. */
+static bool weighted_node(qnode *q, const at_net *net, const at_layer *P, const at_layer *B) {
+    const int nout = P->d.kind == AT_LAYER_CONV2D ? P->out_c : P->out_size;
+    const size_t per = P->w_count / (size_t)nout;
+    if (!alloc_channels(q, nout, P->w_count)) return false;
+    const float *w = net->params + P->w_off, *b = P->b_count ? net->params + P->b_off : NULL;
+    for (int o = 0; o < nout; o++) {
+        double scale, shift, amax = 0.0;
+        bn_map(net, B, o, &scale, &shift);
+        const float *wo = w + (size_t)o * per;
+        for (size_t i = 0; i < per; i++) amax = fmax(amax, fabs(wo[i] * scale));
+        const double s_w = amax > 0.0 ? amax / 127.0 : 1.0;
+        for (size_t i = 0; i < per; i++) {
+            const double v = round(wo[i] * scale / s_w);
+            q->w[(size_t)o * per + i] = (int8_t)(v > 127 ? 127 : (v < -127 ? -127 : v));
+        }
+        channel_scales(q, o, s_w, (b ? b[o] : 0.0) * scale + shift);
+    }
+    return true;
+}
+
+/* A BatchNorm applied on its own: per channel, its scale as one int8 weight (+-127) and its
+ * shift as the bias. */
+static bool affine_node(qnode *q, const at_net *net, const at_layer *B) {
+    if (!alloc_channels(q, B->in_c, (size_t)B->in_c)) return false;
+    for (int c = 0; c < B->in_c; c++) {
+        double scale, shift;
+        bn_map(net, B, c, &scale, &shift);
+        q->w[c] = (int8_t)(scale > 0.0 ? 127 : (scale < 0.0 ? -127 : 0));
+        channel_scales(q, c, scale != 0.0 ? fabs(scale) / 127.0 : 1.0, shift);
+    }
+    return true;
+}
+
+static void add_node(qnode *q) {
+    const double twice = 2.0 * fmax(q->in[0].scale, q->in[1].scale);
+    q_multiplier(q->in[0].scale / twice, &q->add_mult[0], &q->add_shift[0]);
+    q_multiplier(q->in[1].scale / twice, &q->add_mult[1], &q->add_shift[1]);
+    q_multiplier(twice / ((double)(1 << 20) * q->out.scale), &q->add_mult[2], &q->add_shift[2]);
+}
+
+/* The int8 parameters of every tensor (tq, alias) from the calibrated ranges. */
+static void tensor_params(at_qnet *q, const float *lo, const float *hi) {
+    const at_net *net = q->net;
+    q->tq[0] = lo[0] >= 0.0f && hi[0] <= 1.0f ? (qparams){1.0f / 255.0f, -128} : q_params_for_range(lo[0], hi[0]);
+    q->alias[0] = 0;
+    for (int l = 0; l < net->nlayers; l++) {
+        const at_layer *L = &net->layers[l];
+        const int src = L->src[0] + 1;
+        q->alias[l + 1] = l + 1;
+        switch (L->d.kind) {
+        case AT_LAYER_DROPOUT: case AT_LAYER_DROPOUT2D: case AT_LAYER_FLATTEN:
+            q->alias[l + 1] = q->alias[src]; /* the same int8 values */
+            /* fall through */
+        case AT_LAYER_MAXPOOL2D: case AT_LAYER_AVGPOOL2D: case AT_LAYER_GLOBALAVGPOOL: case AT_LAYER_RELU:
+            q->tq[l + 1] = q->tq[src];
+            break;
+        default:
+            q->tq[l + 1] = q_params_for_range(lo[l + 1], hi[l + 1]);
+        }
+        if (L->fused) q->alias[l + 1] = q->alias[src], q->tq[l + 1] = q->tq[src];
+    }
+}
+
+/* The kernel call computing layer l's output tensor. */
+static bool make_node(at_qnet *q, int l, qnode *n) {
+    const at_net *net = q->net;
+    const at_layer *L = &net->layers[l];
+    const bool fold = folds_into(net, l);
+    const at_layer *op = fold ? &net->layers[L->src[0]] : L;
+    memset(n, 0, sizeof *n);
+    n->layer = l;
+    n->op = op;
+    n->kind = op->d.kind;
+    n->src[0] = op->src[0];
+    n->src[1] = op->nsrc == 2 ? op->src[1] : -1;
+    n->in[0] = q->tq[n->src[0] + 1];
+    n->in[1] = op->nsrc == 2 ? q->tq[n->src[1] + 1] : (qparams){1.0f, 0};
+    n->out = q->tq[l + 1];
+    n->lo = L->relu_out && n->out.zp > -128 ? n->out.zp : -128;
+    n->hi = 127;
+    switch (n->kind) {
+    case AT_LAYER_CONV2D: case AT_LAYER_LINEAR: return weighted_node(n, net, op, fold ? L : NULL);
+    case AT_LAYER_BATCHNORM2D: case AT_LAYER_BATCHNORM1D: return affine_node(n, net, L);
+    case AT_LAYER_ADD: add_node(n); return true;
+    default: return true;
+    }
+}
+
+static void free_nodes(at_qnet *q) {
+    for (int i = 0; q->nodes && i < q->nnodes; i++) {
+        free(q->nodes[i].w);
+        free(q->nodes[i].bias);
+        free(q->nodes[i].mult);
+        free(q->nodes[i].shift);
+    }
+    free(q->nodes);
+}
+
+void at_qnet_free(at_qnet *q) {
+    if (!q) return;
+    free_nodes(q);
+    for (int t = 0; q->act && t <= q->net->nlayers; t++) free(q->act[t]);
+    free(q->act);
+    free(q->tq);
+    free(q->alias);
+    free(q->scratch);
+    free(q->logits);
+    free(q);
+}
+
+/* The nodes that compute something: not fused, not a copy, not a Conv2d folded into its BatchNorm. */
+static bool runs(const at_net *net, int l) {
+    const at_layer_kind k = net->layers[l].d.kind;
+    return !net->layers[l].fused && k != AT_LAYER_DROPOUT && k != AT_LAYER_DROPOUT2D && k != AT_LAYER_FLATTEN &&
+           !folded_away(net, l);
+}
+
+at_status at_quantize(at_qnet **out, at_net *net, const float *calib, int n) {
+    *out = NULL;
+    if (n <= 0 || !calib) return at_fail(AT_ERR_ARG, "int8 calibration needs samples (got %d)", n);
+    at_status s = check_supported(net);
+    if (s != AT_OK) return s;
+    const int T = net->nlayers + 1;
+    at_qnet *q = at_calloc(1, sizeof *q, "quantized network");
+    float *lo = at_alloc_floats((size_t)T, "ranges"), *hi = at_alloc_floats((size_t)T, "ranges");
+    if (q) {
+        q->net = net;
+        q->tq = at_calloc((size_t)T, sizeof *q->tq, "tensor scales");
+        q->alias = at_calloc((size_t)T, sizeof *q->alias, "tensor aliases");
+        q->nodes = at_calloc((size_t)net->nlayers, sizeof *q->nodes, "int8 nodes");
+        q->act = at_calloc((size_t)T, sizeof *q->act, "int8 activations");
+    }
+    s = q && lo && hi && q->tq && q->alias && q->nodes && q->act ? AT_OK : AT_ERR_NOMEM;
+    if (s == AT_OK) s = calibrate(net, calib, n, lo, hi);
+    if (s == AT_OK) tensor_params(q, lo, hi);
+    for (int l = 0; s == AT_OK && l < net->nlayers; l++) {
+        if (!runs(net, l)) continue;
+        if (!make_node(q, l, &q->nodes[q->nnodes++])) s = AT_ERR_NOMEM;
+        else if (q_work_bytes(&q->nodes[q->nnodes - 1]) > q->work) q->work = q_work_bytes(&q->nodes[q->nnodes - 1]);
+    }
+    free(lo);
+    free(hi);
+    if (s != AT_OK) {
+        at_qnet_free(q);
+        return s;
+    }
+    *out = q;
+    return AT_OK;
+}
+
+/* ------------------------------------------------------------ the forward pass */
+
+static int per_sample(const at_net *net, int t) { return t < 0 ? net_in_size(net) : net->layers[t].out_size; }
+
+static at_status reserve(at_qnet *q, int n) {
+    const at_net *net = q->net;
+    const int threads = at_get_threads();
+    if (n <= q->cap && threads <= q->threads) return AT_OK;
+    const int cap = n > q->cap ? n : q->cap;
+    for (int t = 0; t <= net->nlayers; t++) {
+        free(q->act[t]);
+        q->act[t] = NULL;
+        if (q->alias[t] == t && !(q->act[t] = malloc((size_t)cap * per_sample(net, t - 1))))
+            return at_fail(AT_ERR_NOMEM, "out of memory for int8 activations of %d samples", cap);
+    }
+    free(q->scratch);
+    free(q->logits);
+    q->scratch = malloc((q->work ? q->work : 1) * (size_t)threads);
+    q->logits = at_alloc_floats((size_t)cap * at_net_out_size(net), "int8 logits");
+    if (!q->scratch || !q->logits) return at_fail(AT_ERR_NOMEM, "out of memory for int8 inference");
+    q->cap = cap;
+    q->threads = threads;
+    return AT_OK;
+}
+
+/* Sample i of node k: its kernel on its inputs' rows. */
+static void run_sample(const at_qnet *q, const qnode *k, int i, void *work) {
+    const at_net *net = q->net;
+    const int s0 = k->src[0], w0 = per_sample(net, s0), wy = per_sample(net, k->layer);
+    const int8_t *x = q->act[q->alias[s0 + 1]] + (size_t)i * w0;
+    int8_t *y = q->act[k->layer + 1] + (size_t)i * wy;
+    switch (k->kind) {
+    case AT_LAYER_CONV2D: q_conv(k, x, y, work); break;
+    case AT_LAYER_LINEAR: q_linear(k, x, y); break;
+    case AT_LAYER_BATCHNORM2D: case AT_LAYER_BATCHNORM1D: q_affine(k, x, y); break;
+    case AT_LAYER_MAXPOOL2D: q_maxpool(k, x, y); break;
+    case AT_LAYER_AVGPOOL2D: q_avgpool(k, x, y); break;
+    case AT_LAYER_GLOBALAVGPOOL: q_globalavgpool(k, x, y); break;
+    case AT_LAYER_RELU: q_relu(k, x, y, wy); break;
+    case AT_LAYER_ADD:
+        q_add(k, x, q->act[q->alias[k->src[1] + 1]] + (size_t)i * per_sample(net, k->src[1]), y, wy);
+        break;
+    default: break;
+    }
+}
+
+at_status at_qnet_forward(at_qnet *q, const float *x, int n, const int8_t **logits) {
+    if (n <= 0) return at_fail(AT_ERR_ARG, "int8 forward of %d samples", n);
+    at_status s = reserve(q, n);
+    if (s != AT_OK) return s;
+    const size_t count = (size_t)n * net_in_size(q->net);
+    for (size_t i = 0; i < count; i++) {
+        if (!isfinite(x[i])) return at_fail(AT_ERR_NAN, "int8 forward: input value %zu is not finite", i);
+        q->act[0][i] = q_quantize(x[i], q->tq[0]);
+    }
+    for (int k = 0; k < q->nnodes; k++) {
+        const qnode *node = &q->nodes[k];
+#pragma omp parallel for num_threads(q->threads) schedule(static)
+        for (int i = 0; i < n; i++) {
+            int t = 0;
+#ifdef _OPENMP
+            t = omp_get_thread_num();
+#endif
+            run_sample(q, node, i, q->scratch + (size_t)t * q->work);
+        }
+    }
+    *logits = q->act[q->alias[q->net->plan.out_tensor + 1]];
+    return AT_OK;
+}
+
+void at_qnet_output_params(const at_qnet *q, float *scale, int32_t *zero_point) {
+    const qparams p = q->tq[q->alias[q->net->plan.out_tensor + 1]];
+    *scale = p.scale;
+    *zero_point = p.zp;
+}
+
+at_status at_qnet_predict(at_qnet *q, const float *x, int n, const float **logits) {
+    const int8_t *z;
+    at_status s = at_qnet_forward(q, x, n, &z);
+    if (s != AT_OK) return s;
+    float scale;
+    int32_t zp;
+    at_qnet_output_params(q, &scale, &zp);
+    const size_t count = (size_t)n * at_net_out_size(q->net);
+    for (size_t i = 0; i < count; i++) q->logits[i] = (float)(z[i] - zp) * scale;
+    *logits = q->logits;
+    return AT_OK;
+}

@@ -1,0 +1,69 @@
+/* int8 inference (docs/quantization.md): the scheme of TensorFlow Lite Micro and CMSIS-NN.
+ *
+ *   real = (q - zero_point) * scale
+ *
+ * Weights are int8, symmetric per output channel (zero point 0, range [-127, 127]); activations
+ * int8 per tensor, asymmetric; biases int32 at scale_in * scale_w; an int32 accumulator goes back
+ * to int8 through a fixed-point multiplier and a shift (Jacob et al. 2018, arXiv 1712.05877,
+ * section 2.3). BatchNorm is folded into the Conv2d or Linear it follows when it is that layer's
+ * only reader; a ReLU the float graph fuses into its producer becomes the output clamp.
+ *
+ * The files: requant.c (the fixed-point arithmetic), qnet.c (calibration, folding, weights and
+ * the forward pass), one file per kernel kind (qconv.c, qlinear.c, qpool.c, qadd.c, qaffine.c). */
+#ifndef ADVTRAIN_QUANT_H
+#define ADVTRAIN_QUANT_H
+#include "graph/net_internal.h"
+
+#include <stdint.h>
+
+/* ---- requant.c */
+/* real (>= 0) as mult * 2^shift / 2^31 with mult in [2^30, 2^31) (0 for real = 0). */
+void q_multiplier(double real, int32_t *mult, int *shift);
+/* round(x * mult * 2^shift / 2^31), rounding half away from zero after a rounding doubling high
+ * multiply: TFLite's MultiplyByQuantizedMultiplier. */
+int32_t q_requant(int32_t x, int32_t mult, int shift);
+/* round(x / 2^exponent), half away from zero (exponent 0..31). */
+int32_t q_rounding_shift(int32_t x, int exponent);
+static inline int8_t q_clamp(int32_t v, int32_t lo, int32_t hi) {
+    return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
+}
+
+/* A tensor's quantization: real = (q - zp) * scale. */
+typedef struct qparams {
+    float scale;
+    int32_t zp;
+} qparams;
+/* The asymmetric int8 parameters covering [lo, hi] (widened to hold 0, as zero padding needs). */
+qparams q_params_for_range(float lo, float hi);
+int8_t q_quantize(float v, qparams p);
+
+/* One int8 kernel call: a node of the float graph computed in int8. */
+typedef struct qnode {
+    int layer;           /* the float node whose output tensor this writes */
+    const at_layer *op;  /* the layer whose geometry the kernel runs (a folded BatchNorm's conv) */
+    at_layer_kind kind;  /* the kernel: op's kind; AT_LAYER_BATCHNORM2D/1D: a per-channel affine map */
+    int src[2];          /* tensors read (-1: the input) */
+    qparams in[2], out;
+    int32_t lo, hi;      /* the output clamp (lo = out.zp after a ReLU) */
+    /* Conv2d, Linear and the affine map: per output channel */
+    int nout;
+    int8_t *w;
+    int32_t *bias, *mult;
+    int *shift;
+    /* Add: each input to 2^20 times a common scale, then the sum to the output's */
+    int32_t add_mult[3];
+    int add_shift[3];
+} qnode;
+
+/* Kernels: rows n samples of x (the op's input shape) into y (its output shape); work is
+ * per-sample scratch of q_work_bytes(node) bytes. */
+size_t q_work_bytes(const qnode *q);
+void q_conv(const qnode *q, const int8_t *x, int8_t *y, void *work);
+void q_linear(const qnode *q, const int8_t *x, int8_t *y);
+void q_affine(const qnode *q, const int8_t *x, int8_t *y);
+void q_maxpool(const qnode *q, const int8_t *x, int8_t *y);
+void q_avgpool(const qnode *q, const int8_t *x, int8_t *y);
+void q_globalavgpool(const qnode *q, const int8_t *x, int8_t *y);
+void q_add(const qnode *q, const int8_t *a, const int8_t *b, int8_t *y, int count);
+void q_relu(const qnode *q, const int8_t *x, int8_t *y, int count);
+#endif

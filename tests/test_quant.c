@@ -1,0 +1,295 @@
+/* int8 inference (src/quant): the fixed-point requantization against a double reference over
+ * random scales; each int8 kernel against a straightforward reference (the exact integer sum,
+ * then the real multiplier in double); whole networks against their float selves (BatchNorm
+ * folded and not, grouped convolutions, pooling, a residual Add); bad input answered with an
+ * error. */
+#include "advtrain.h"
+#include "quant/quant.h"
+#include "testutil.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t lcg = 12345;
+static uint32_t next_u32(void) {
+    lcg = lcg * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)(lcg >> 32);
+}
+static double uniform(void) { return next_u32() / 4294967296.0; }
+static int8_t random_i8(void) { return (int8_t)((int)(next_u32() % 256) - 128); }
+
+/* round half away from zero, the rule requantization follows */
+static double round_away(double v) { return v >= 0 ? floor(v + 0.5) : -floor(-v + 0.5); }
+
+/* The two roundings of the scheme, written out in 64-bit integers: x * m / 2^31 rounded half
+ * up, then divided by 2^-shift rounded half away from zero. */
+static int64_t two_roundings(int32_t x, int32_t m, int shift) {
+    const int64_t ab = (int64_t)x * ((int64_t)1 << (shift > 0 ? shift : 0)) * m;
+    const int64_t v = (ab + ((int64_t)1 << 30)) >> 31; /* floor: half up */
+    if (shift >= 0) return v;
+    const int64_t d = (int64_t)1 << -shift, q = ((v >= 0 ? v : -v) + d / 2) / d;
+    return v >= 0 ? q : -q;
+}
+
+/* q_multiplier keeps a multiplier to 31 bits; q_requant(x) equals the two roundings above
+ * exactly, and so lies within one unit of x * real (a single rounding would be within half). */
+static void test_requant(void) {
+    int mismatches = 0, far = 0, total = 0;
+    for (int k = 0; k < 2000; k++) {
+        const double real = exp(log(1e-6) + uniform() * (log(4.0) - log(1e-6)));
+        int32_t m;
+        int shift;
+        q_multiplier(real, &m, &shift);
+        CHECK(m >= (1 << 30) && m <= INT32_MAX);
+        const double kept = (double)m * ldexp(1.0, shift - 31);
+        CHECK_MSG(fabs(kept - real) <= real * ldexp(1.0, -30), "multiplier of %g kept as %g", real, kept);
+        for (int j = 0; j < 20; j++) {
+            const int32_t x = (int32_t)(next_u32() % 2000001) - 1000000;
+            const int32_t got = q_requant(x, m, shift);
+            total++;
+            mismatches += got != two_roundings(x, m, shift);
+            far += fabs(got - (double)x * kept) >= 1.0;
+        }
+    }
+    CHECK_MSG(mismatches == 0 && far == 0, "requant: %d of %d differ from the two roundings, %d a unit or more from "
+              "x * real", mismatches, total, far);
+    /* the boundaries: a zero multiplier, rounding shifts of ties both ways */
+    int32_t m;
+    int shift;
+    q_multiplier(0.0, &m, &shift);
+    CHECK(m == 0 && q_requant(12345, m, shift) == 0);
+    CHECK(q_rounding_shift(5, 1) == 3 && q_rounding_shift(-5, 1) == -3 && q_rounding_shift(-4, 1) == -2);
+    q_multiplier(1.0, &m, &shift);
+    CHECK(q_requant(77, m, shift) == 77 && q_requant(-77, m, shift) == -77);
+}
+
+/* A conv node by hand: random int8 weights, biases and per-channel scales. */
+static at_net *conv_net(const char *spec, int c, int h, int w) {
+    at_net *net = NULL;
+    CHECK_OK(at_net_from_spec(&net, spec, c, h, w));
+    return net;
+}
+
+static void random_channels(qnode *q, int nout, size_t weights) {
+    q->nout = nout;
+    q->w = malloc(weights);
+    q->bias = malloc(sizeof(int32_t) * nout);
+    q->mult = malloc(sizeof(int32_t) * nout);
+    q->shift = malloc(sizeof(int) * nout);
+    for (size_t i = 0; i < weights; i++) {
+        q->w[i] = random_i8();
+        if (q->w[i] == -128) q->w[i] = -127;
+    }
+    for (int o = 0; o < nout; o++) {
+        q->bias[o] = (int32_t)(next_u32() % 20001) - 10000;
+        q_multiplier(exp(log(1e-4) + uniform() * (log(1e-2) - log(1e-4))), &q->mult[o], &q->shift[o]);
+    }
+}
+
+static void free_channels(qnode *q) {
+    free(q->w);
+    free(q->bias);
+    free(q->mult);
+    free(q->shift);
+}
+
+/* The reference output of channel o from its exact integer sum. */
+static int32_t reference_out(const qnode *q, int o, int64_t acc) {
+    const double v = q->out.zp + round_away((double)acc * q->mult[o] * ldexp(1.0, q->shift[o] - 31));
+    return (int32_t)(v < q->lo ? q->lo : (v > q->hi ? q->hi : v));
+}
+
+static void test_conv_kernel(const char *spec, int relu) {
+    enum { C = 4, H = 7, W = 6 };
+    at_net *net = conv_net(spec, C, H, W);
+    if (!net) return;
+    const at_layer *L = &net->layers[0];
+    qnode q = {.layer = 0, .op = L, .kind = AT_LAYER_CONV2D, .src = {-1, -1}};
+    q.in[0] = (qparams){0.02f, -7};
+    q.out = (qparams){0.05f, 3};
+    q.lo = relu ? q.out.zp : -128;
+    q.hi = 127;
+    random_channels(&q, L->out_c, L->w_count);
+    int8_t x[C * H * W], *y = malloc((size_t)L->out_size);
+    for (int i = 0; i < C * H * W; i++) x[i] = random_i8();
+    void *work = malloc(q_work_bytes(&q));
+    q_conv(&q, x, y, work);
+    const int K = L->d.kernel, S = L->d.stride, P = L->d.pad, groups = L->d.groups > 1 ? L->d.groups : 1;
+    const int cin = C / groups, cout = L->out_c / groups;
+    int off = 0, worse = 0;
+    for (int o = 0; o < L->out_c; o++)
+        for (int oh = 0; oh < L->out_h; oh++)
+            for (int ow = 0; ow < L->out_w; ow++) {
+                int64_t acc = q.bias[o];
+                for (int c = 0; c < cin; c++)
+                    for (int ki = 0; ki < K; ki++)
+                        for (int kj = 0; kj < K; kj++) {
+                            const int ih = oh * S - P + ki, iw = ow * S - P + kj, ci = (o / cout) * cin + c;
+                            if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                            acc += (int64_t)q.w[((o * cin + c) * K + ki) * K + kj] * (x[(ci * H + ih) * W + iw] - q.in[0].zp);
+                        }
+                const int d = abs(y[(o * L->out_h + oh) * L->out_w + ow] - reference_out(&q, o, acc));
+                off += d == 1;
+                worse += d > 1;
+            }
+    CHECK_MSG(worse == 0 && off <= L->out_size / 50 + 1, "%s: %d outputs off by one, %d worse", spec, off, worse);
+    free(work);
+    free(y);
+    free_channels(&q);
+    at_net_free(net);
+}
+
+static void test_linear_kernel(void) {
+    at_net *net = conv_net("flatten,linear:9", 3, 4, 5);
+    if (!net) return;
+    const at_layer *L = &net->layers[1];
+    qnode q = {.layer = 1, .op = L, .kind = AT_LAYER_LINEAR, .src = {-1, -1}};
+    q.in[0] = (qparams){0.02f, 11};
+    q.out = (qparams){0.1f, -20};
+    q.lo = -128;
+    q.hi = 127;
+    random_channels(&q, 9, L->w_count);
+    int8_t x[60], y[9];
+    for (int i = 0; i < 60; i++) x[i] = random_i8();
+    q_linear(&q, x, y);
+    for (int o = 0; o < 9; o++) {
+        int64_t acc = q.bias[o];
+        for (int i = 0; i < 60; i++) acc += (int64_t)q.w[o * 60 + i] * (x[i] - q.in[0].zp);
+        CHECK_MSG(abs(y[o] - reference_out(&q, o, acc)) <= 1, "linear output %d: %d against %d", o, y[o],
+                  reference_out(&q, o, acc));
+    }
+    free_channels(&q);
+    at_net_free(net);
+}
+
+/* Pooling keeps the scale: max pooling is the int8 maximum, average pooling the rounded mean of
+ * q - zp (padding counted as 0), global pooling likewise; Add against its real-valued result. */
+static void test_pool_and_add(void) {
+    at_net *net = conv_net("avgpool:3:2:1,maxpool:2", 2, 6, 6);
+    if (!net) return;
+    int8_t x[72], y[18], m[8];
+    for (int i = 0; i < 72; i++) x[i] = random_i8();
+    qnode q = {.op = &net->layers[0], .kind = AT_LAYER_AVGPOOL2D, .in = {{0.1f, 5}}, .out = {0.1f, 5}};
+    q_avgpool(&q, x, y);
+    int bad = 0;
+    for (int c = 0; c < 2; c++)
+        for (int oh = 0; oh < 3; oh++)
+            for (int ow = 0; ow < 3; ow++) {
+                int sum = 0;
+                for (int i = oh * 2 - 1; i <= oh * 2 + 1; i++)
+                    for (int j = ow * 2 - 1; j <= ow * 2 + 1; j++)
+                        if (i >= 0 && i < 6 && j >= 0 && j < 6) sum += x[(c * 6 + i) * 6 + j] - 5;
+                bad += y[(c * 3 + oh) * 3 + ow] != (int8_t)(5 + round_away(sum / 9.0));
+            }
+    CHECK_MSG(bad == 0, "avgpool: %d outputs wrong", bad);
+    qnode mq = {.op = &net->layers[1], .kind = AT_LAYER_MAXPOOL2D};
+    q_maxpool(&mq, y, m);
+    CHECK(m[0] == (int8_t)fmax(fmax(y[0], y[1]), fmax(y[3], y[4])));
+    at_net_free(net);
+
+    qnode a = {.in = {{0.03f, -10}, {0.07f, 4}}, .out = {0.08f, -3}, .lo = -128, .hi = 127};
+    const double twice = 2 * 0.07;
+    q_multiplier(0.03 / twice, &a.add_mult[0], &a.add_shift[0]);
+    q_multiplier(0.07 / twice, &a.add_mult[1], &a.add_shift[1]);
+    q_multiplier(twice / ((1 << 20) * 0.08), &a.add_mult[2], &a.add_shift[2]);
+    int8_t p[256], r[256], s[256];
+    for (int i = 0; i < 256; i++) p[i] = (int8_t)(i - 128), r[i] = random_i8();
+    q_add(&a, p, r, s, 256);
+    bad = 0;
+    for (int i = 0; i < 256; i++) {
+        double v = -3 + round_away(((p[i] + 10) * 0.03 + (r[i] - 4) * 0.07) / 0.08);
+        v = v < -128 ? -128 : (v > 127 ? 127 : v);
+        bad += fabs(s[i] - v) > 1;
+    }
+    CHECK_MSG(bad == 0, "add: %d sums more than one step from the real sum", bad);
+}
+
+/* A whole network: its int8 logits, dequantized, against its float logits on the calibration
+ * distribution: the same prediction for nearly every sample, and close values. */
+static void compare_with_float(const char *spec, int c, int side, double min_agree) {
+    enum { N = 200 };
+    at_net *net = conv_net(spec, c, side, side);
+    if (!net) return;
+    at_net_init(net, 7);
+    /* BatchNorm with statistics of its own, as after training */
+    const int nt = at_net_num_buffer_floats(net);
+    float *b = at_net_buffers(net);
+    for (int i = 0; i < nt; i++) b[i] = (float)(0.2 + uniform());
+    const int D = c * side * side, K = at_net_out_size(net);
+    float *x = malloc(sizeof(float) * N * D);
+    for (int i = 0; i < N * D; i++) x[i] = (float)uniform();
+    at_qnet *q = NULL;
+    CHECK_OK(at_quantize(&q, net, x, N));
+    if (!q) {
+        at_net_free(net);
+        free(x);
+        return;
+    }
+    const float *zf, *zq;
+    float *f = malloc(sizeof(float) * N * K);
+    CHECK_OK(at_net_predict(net, x, N, &zf));
+    memcpy(f, zf, sizeof(float) * N * K);
+    CHECK_OK(at_qnet_predict(q, x, N, &zq));
+    int agree = 0;
+    double gap = 0, range = 0;
+    for (int i = 0; i < N; i++) {
+        agree += at_argmax(f + i * K, K) == at_argmax(zq + i * K, K);
+        for (int k = 0; k < K; k++) {
+            gap = fmax(gap, fabs(f[i * K + k] - zq[i * K + k]));
+            range = fmax(range, fabs(f[i * K + k]));
+        }
+    }
+    printf("  %s: int8 agrees with float on %d of %d, logits within %.3g of %.3g\n", spec, agree, N, gap, range);
+    CHECK_MSG(agree >= min_agree * N && gap <= 0.1 * range, "%s: %d of %d agree, gap %g of %g", spec, agree, N, gap,
+              range);
+    /* the same bits with 1 and 2 threads */
+    int8_t *z1 = malloc((size_t)N * K);
+    const int8_t *zz;
+    at_set_threads(1);
+    CHECK_OK(at_qnet_forward(q, x, N, &zz));
+    memcpy(z1, zz, (size_t)N * K);
+    at_set_threads(2);
+    CHECK_OK(at_qnet_forward(q, x, N, &zz));
+    CHECK(memcmp(z1, zz, (size_t)N * K) == 0);
+    free(z1);
+    free(f);
+    free(x);
+    at_qnet_free(q);
+    at_net_free(net);
+}
+
+static void test_bad_input(void) {
+    at_net *net = conv_net("flatten,linear:8,tanh,linear:3", 1, 2, 2);
+    float x[8] = {0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.6f, 0.7f, 0.8f};
+    at_qnet *q = (at_qnet *)1;
+    CHECK(at_quantize(&q, net, x, 2) == AT_ERR_ARG && q == NULL && strstr(at_error_message(), "tanh"));
+    at_net_free(net);
+    net = conv_net("flatten,linear:3", 1, 2, 2);
+    CHECK(at_quantize(&q, net, x, 0) == AT_ERR_ARG);
+    x[5] = NAN;
+    CHECK(at_quantize(&q, net, x, 2) == AT_ERR_NAN);
+    x[5] = 0.6f;
+    CHECK_OK(at_quantize(&q, net, x, 2));
+    const int8_t *z;
+    x[1] = INFINITY;
+    CHECK(at_qnet_forward(q, x, 2, &z) == AT_ERR_NAN);
+    at_qnet_free(q);
+    at_net_free(net);
+}
+
+int main(void) {
+    test_requant();
+    test_conv_kernel("conv:6:3:1:1", 0);
+    test_conv_kernel("conv:6:3:2:1:groups=2", 1);
+    test_conv_kernel("conv:4:3:1:1:groups=4", 0);
+    test_linear_kernel();
+    test_pool_and_add();
+    compare_with_float("conv:8:3:1:1,relu,maxpool:2,conv:16:3:1:1,relu,maxpool:2,flatten,linear:10", 1, 12, 0.95);
+    compare_with_float("conv:8:3:1:1:bias=0,bn,a=relu,conv:8:3:1:1:groups=8:bias=0,bn,relu,conv:8:1,bn,add:a,bn,"
+                       "relu,avgpool:2,gap,flatten,linear:10",
+                       3, 10, 0.9);
+    compare_with_float("conv:8:3:2:1,bn,relu,flatten,linear:32,bn,relu,dropout:0.2,linear:10", 1, 12, 0.95);
+    test_bad_input();
+    return tu_finish("test_quant");
+}
