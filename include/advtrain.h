@@ -483,13 +483,19 @@ void at_dataset_batch(const at_dataset *ds, const int32_t *idx, int n, float *x,
 
 /* ---------------------------------------------------------------- safetensors */
 
+/* The element types read and written (safetensors' names). */
+typedef enum at_st_dtype { AT_ST_F32, AT_ST_I64, AT_ST_I32, AT_ST_I8 } at_st_dtype;
+
 typedef struct at_st_tensor {
     char *name;
     int ndim;
     int64_t shape[8];
     size_t count;  /* number of elements */
-    float *data;   /* F32 data (owned by the file object); I64 data converted to floats */
+    float *data;   /* F32 data (owned by the file object); I64 data converted to floats; NULL
+                      for I8 and I32 */
     bool integer;  /* stored as I64 (PyTorch's num_batches_tracked) */
+    at_st_dtype dtype;
+    int32_t *ints; /* I8 and I32 data (int8 models), exact; NULL for F32 and I64 */
 } at_st_tensor;
 
 typedef struct at_st_meta {
@@ -504,22 +510,25 @@ typedef struct at_st_file {
     at_st_meta *meta;
 } at_st_file;
 
-/* Reads and validates a safetensors file (F32 tensors, and I64 ones converted to floats, exact
- * up to 2^24; header size, offsets, sizes and names are checked). Errors name the file and what
- * is wrong. */
+/* Reads and validates a safetensors file (F32 tensors, I64 ones converted to floats, exact up to
+ * 2^24, and I8 and I32 ones as int32 values; header size, offsets, sizes and names are checked).
+ * Errors name the file and what is wrong. */
 at_status at_st_read(const char *path, at_st_file **out);
 void at_st_free(at_st_file *f);
 const at_st_tensor *at_st_find(const at_st_file *f, const char *name);
 const char *at_st_meta_get(const at_st_file *f, const char *key);
 
 /* A tensor to write: data points to count floats; integer: written as I64 (each float a whole
- * number, such as a counter). */
+ * number, such as a counter). Or, when ints is set (data NULL), count int32 values written as I32,
+ * or as I8 when int8 (each then in [-128, 127]). */
 typedef struct at_st_entry {
     const char *name;
     int ndim;
     int64_t shape[8];
     const float *data;
     bool integer;
+    const int32_t *ints;
+    bool int8;
 } at_st_entry;
 
 /* Writes atomically (temp file in the same directory, fsync, rename). */

@@ -210,7 +210,7 @@ at_status ckpt_get_floats(const ckpt_state *c, const char *name, float *data, si
     char full[128];
     snprintf(full, sizeof full, "%s%s", TENSOR_PREFIX, name);
     const at_st_tensor *t = at_st_find(c->file, full);
-    if (!t || t->count != count)
+    if (!t || t->count != count || !t->data)
         return at_fail(AT_ERR_FORMAT, "%s: training state tensor '%s' is missing or does not hold %zu "
                                       "values",
                        c->path, full, count);

@@ -502,12 +502,54 @@ static void remove_tmpdir(void) {
     rmdir(tmpdir);
 }
 
+/* I8 and I32 tensors (int8 models) beside F32: exact both ways, I32 beyond float's 2^24 too; the
+ * file takes 1 and 4 bytes per value; an I8 value out of range is refused naming the tensor; the
+ * float model loader refuses them rather than read their bytes as floats. */
+static void test_int_dtypes(void) {
+    int32_t i8[6] = {-128, -1, 0, 1, 100, 127}, i32[3] = {INT32_MIN, 16777217, INT32_MAX};
+    float f[2] = {1.5f, -2.0f};
+    at_st_entry t[3] = {
+        {.name = "w", .ndim = 2, .shape = {2, 3}, .ints = i8, .int8 = true},
+        {.name = "mult", .ndim = 1, .shape = {3}, .ints = i32},
+        {.name = "scale", .ndim = 1, .shape = {2}, .data = f},
+    };
+    const char *path = tpath("ints.safetensors");
+    CHECK_OK(at_st_write(path, t, 3, NULL, 0));
+    at_st_file *r = NULL;
+    CHECK_OK(at_st_read(path, &r));
+    if (r) {
+        const at_st_tensor *w = at_st_find(r, "w"), *m = at_st_find(r, "mult"), *s = at_st_find(r, "scale");
+        CHECK(w && w->dtype == AT_ST_I8 && w->ints && !w->data && memcmp(w->ints, i8, sizeof i8) == 0);
+        CHECK(m && m->dtype == AT_ST_I32 && m->ints && memcmp(m->ints, i32, sizeof i32) == 0);
+        CHECK(s && s->dtype == AT_ST_F32 && s->data && s->data[0] == 1.5f);
+        at_st_free(r);
+    }
+    size_t n = 0;
+    unsigned char *b = read_bytes(path, &n);
+    uint64_t hlen = 0;
+    for (int i = 7; b && i >= 0; i--) hlen = hlen << 8 | b[i];
+    CHECK(b && n == 8 + hlen + 6 * 1 + 3 * 4 + 2 * 4);
+    free(b);
+    i8[2] = 128;
+    CHECK(at_st_write(tpath("bad.safetensors"), t, 1, NULL, 0) == AT_ERR_ARG && strstr(at_error_message(), "'w'"));
+    /* a float model reading an int8 tensor */
+    int32_t wq[40] = {0};
+    at_st_entry lin[2] = {{.name = "1.weight", .ndim = 2, .shape = {10, 4}, .ints = wq, .int8 = true},
+                          {.name = "1.bias", .ndim = 1, .shape = {10}, .data = vals}};
+    at_st_meta meta[2] = {{"advtrain.arch", "flatten,linear:10"}, {"advtrain.input", "1,2,2"}};
+    CHECK_OK(at_st_write(path, lin, 2, meta, 2));
+    at_net *net = NULL;
+    CHECK(at_model_load(&net, path, NULL) == AT_ERR_FORMAT && strstr(at_error_message(), "int8"));
+    at_net_free(net);
+}
+
 int main(void) {
     if (!mkdtemp(tmpdir)) {
         perror("mkdtemp");
         return 1;
     }
     test_round_trip();
+    test_int_dtypes();
     test_empty_and_large();
     test_pytorch_style();
     test_truncated();

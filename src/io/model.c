@@ -103,6 +103,10 @@ static at_status load_view(const at_st_file *f, const char *path, const at_param
         return at_fail(AT_ERR_SHAPE, "%s: tensor '%s' has shape %s, the model needs %s", path,
                        t->name, got, want);
     }
+    if (!st->data) /* I8 or I32: an int8 model's weights */
+        return at_fail(AT_ERR_FORMAT, "%s: tensor '%s' is %s, not a float tensor (an int8 model: give it to the "
+                                      "commands that read int8 files)",
+                       path, t->name, st->dtype == AT_ST_I8 ? "I8" : "I32");
     memcpy(base + t->offset, st->data, sizeof(float) * t->size);
     /* A diverged run's weights would only give NaN logits: refuse them here, where the tensor
      * can be named, rather than report a meaningless accuracy. */

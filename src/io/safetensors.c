@@ -43,6 +43,7 @@ void at_st_free(at_st_file *f) {
     for (int i = 0; i < f->ntensors; i++) {
         free(f->tensors[i].name);
         free(f->tensors[i].data);
+        free(f->tensors[i].ints);
     }
     for (int i = 0; i < f->nmeta; i++) {
         free(f->meta[i].key);
@@ -96,17 +97,23 @@ static bool known_dtype(const char *s) {
     return false;
 }
 
-/* F32, or I64 (the counters PyTorch keeps as buffers: BatchNorm's num_batches_tracked). */
+/* F32; I64 (the counters PyTorch keeps as buffers: BatchNorm's num_batches_tracked); I8 and I32
+ * (int8 models: weights, biases, multipliers). */
 static at_status parse_dtype(st_reader *r, at_st_tensor *t, const cJSON *dtype) {
     const char *name = t->name;
     if (!cJSON_IsString(dtype))
         return at_fail(AT_ERR_FORMAT, "%s: tensor '%s': \"dtype\" missing or not a string", r->path,
                        name);
     const char *s = dtype->valuestring;
-    t->integer = strcmp(s, "I64") == 0;
-    if (strcmp(s, "F32") == 0 || t->integer) return AT_OK;
+    static const char *const names[] = {"F32", "I64", "I32", "I8"};
+    for (int k = 0; k < 4; k++)
+        if (strcmp(s, names[k]) == 0) {
+            t->dtype = (at_st_dtype)k;
+            t->integer = t->dtype == AT_ST_I64;
+            return AT_OK;
+        }
     if (known_dtype(s))
-        return at_fail(AT_ERR_UNSUPPORTED, "%s: tensor '%s': dtype %s is unsupported (only F32 and I64)",
+        return at_fail(AT_ERR_UNSUPPORTED, "%s: tensor '%s': dtype %s is unsupported (only F32, I64, I32 and I8)",
                        r->path, name, s);
     return at_fail(AT_ERR_FORMAT, "%s: tensor '%s': unknown dtype \"%s\"", r->path, name, s);
 }
@@ -146,6 +153,15 @@ static at_status parse_shape(st_reader *r, at_st_tensor *t, const cJSON *shape) 
     return AT_OK;
 }
 
+static const char *const DTYPE_NAMES[] = {"F32", "I64", "I32", "I8"};
+static const size_t DTYPE_BYTES[] = {4, 8, 4, 1};
+
+/* What an entry to write holds. */
+static at_st_dtype entry_dtype(const at_st_entry *e) {
+    return e->ints ? (e->int8 ? AT_ST_I8 : AT_ST_I32) : e->integer ? AT_ST_I64 : AT_ST_F32;
+}
+
+
 static at_status parse_offsets(st_reader *r, int i, const cJSON *offs) {
     const char *name = r->f->tensors[i].name;
     uint64_t b, e;
@@ -157,12 +173,12 @@ static at_status parse_offsets(st_reader *r, int i, const cJSON *offs) {
     if (b > e)
         return at_fail(AT_ERR_FORMAT, "%s: tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64
                        "] has begin > end", r->path, name, b, e);
-    const bool integer = r->f->tensors[i].integer;
-    uint64_t want = (uint64_t)r->f->tensors[i].count * (integer ? 8 : sizeof(float));
+    const at_st_tensor *t = &r->f->tensors[i];
+    uint64_t want = (uint64_t)t->count * DTYPE_BYTES[t->dtype];
     if (e - b != want)
         return at_fail(AT_ERR_FORMAT, "%s: tensor '%s': data_offsets span %" PRIu64
                        " bytes but the shape needs %" PRIu64 " (%s)", r->path, name, e - b, want,
-                       integer ? "I64" : "F32");
+                       DTYPE_NAMES[t->dtype]);
     r->begin[i] = b;
     r->end[i] = e;
     return AT_OK;
@@ -307,10 +323,29 @@ static at_status read_integers(st_reader *r, at_st_tensor *t) {
     return AT_OK;
 }
 
-/* Copies the data section into one aligned float array per tensor, in file order. */
+/* An I8 or I32 tensor into its int32 array. */
+static at_status read_ints(st_reader *r, at_st_tensor *t) {
+    if (!(t->ints = at_calloc(t->count ? t->count : 1, sizeof(int32_t), "tensor data")))
+        return at_fail(AT_ERR_NOMEM, "%s: out of memory for tensor '%s' (%zu values)", r->path, t->name, t->count);
+    for (size_t i = 0; i < t->count; i++) {
+        int8_t b;
+        int32_t v;
+        at_status s = t->dtype == AT_ST_I8 ? read_exact(r, &b, 1, "tensor data") : read_exact(r, &v, 4, "tensor data");
+        if (s != AT_OK) return s;
+        t->ints[i] = t->dtype == AT_ST_I8 ? b : v;
+    }
+    return AT_OK;
+}
+
+/* Copies the data section into one aligned array per tensor, in file order. */
 static at_status read_data(st_reader *r, const int *order) {
     for (int k = 0; k < r->f->ntensors; k++) {
         at_st_tensor *t = &r->f->tensors[order[k]];
+        if (t->dtype == AT_ST_I8 || t->dtype == AT_ST_I32) {
+            at_status s = read_ints(r, t);
+            if (s != AT_OK) return s;
+            continue;
+        }
         if (!(t->data = at_alloc_floats(t->count, "tensor data")))
             return at_fail(AT_ERR_NOMEM, "%s: out of memory for tensor '%s' (%zu floats)", r->path,
                            t->name, t->count);
@@ -410,7 +445,7 @@ static at_status entry_count(const char *path, const at_st_entry *e, uint64_t *c
     if (zero) c = 0, overflow = false;
     if (overflow || c > (uint64_t)(ST_MAX_INT / sizeof(float)) || c > SIZE_MAX / sizeof(float))
         return at_fail(AT_ERR_ARG, "%s: tensor '%s': too many elements", path, e->name);
-    if (c > 0 && !e->data)
+    if (c > 0 && !e->data && !e->ints)
         return at_fail(AT_ERR_ARG, "%s: tensor '%s': data is NULL", path, e->name);
     *count = c;
     return AT_OK;
@@ -432,7 +467,7 @@ static at_status check_write_args(const char *path, const at_st_entry *t, int nt
         uint64_t c = 0;
         at_status s = entry_count(path, &t[i], &c);
         if (s != AT_OK) return s;
-        total += c * (t[i].integer ? 8 : sizeof(float));
+        total += c * DTYPE_BYTES[entry_dtype(&t[i])];
         if (total > (uint64_t)ST_MAX_INT)
             return at_fail(AT_ERR_ARG, "%s: tensors too large for one file", path);
     }
@@ -476,7 +511,7 @@ static cJSON *tensor_json(const at_st_entry *e, uint64_t begin, uint64_t end) {
     for (int d = 0; d < e->ndim; d++) shape[d] = (uint64_t)e->shape[d];
     cJSON *o = cJSON_CreateObject();
     cJSON *s = json_uint_array(shape, e->ndim), *d = json_uint_array(offs, 2);
-    bool ok = o && s && d && cJSON_AddStringToObject(o, "dtype", e->integer ? "I64" : "F32");
+    bool ok = o && s && d && cJSON_AddStringToObject(o, "dtype", DTYPE_NAMES[entry_dtype(e)]);
     if (ok && cJSON_AddItemToObject(o, "shape", s)) s = NULL;
     else ok = false;
     if (ok && cJSON_AddItemToObject(o, "data_offsets", d)) d = NULL;
@@ -506,7 +541,7 @@ static char *build_header(const char *path, const at_st_entry *t, int nt, const 
     for (int i = 0; ok && i < nt; i++) {
         uint64_t c = 1;
         for (int d = 0; d < t[i].ndim; d++) c *= (uint64_t)t[i].shape[d];
-        const uint64_t bytes = c * (t[i].integer ? 8 : sizeof(float));
+        const uint64_t bytes = c * DTYPE_BYTES[entry_dtype(&t[i])];
         cJSON *e = tensor_json(&t[i], pos, pos + bytes);
         ok = e && cJSON_AddItemToObject(root, t[i].name, e);
         if (!ok) cJSON_Delete(e);
@@ -538,6 +573,22 @@ static at_status write_integers(FILE *fp, const float *v, size_t count, const ch
     return s;
 }
 
+/* int32 values written as I32, or as I8 (each must fit). */
+static at_status write_ints(FILE *fp, const at_st_entry *e, size_t count, const char *path, const char *tmp) {
+    at_status s = AT_OK;
+    for (size_t i = 0; i < count && s == AT_OK; i++) {
+        if (!e->int8) {
+            s = write_all(fp, &e->ints[i], 4, path, tmp);
+            continue;
+        }
+        if (e->ints[i] < -128 || e->ints[i] > 127)
+            return at_fail(AT_ERR_ARG, "%s: tensor '%s' holds %d, not an int8", path, e->name, (int)e->ints[i]);
+        const int8_t b = (int8_t)e->ints[i];
+        s = write_all(fp, &b, 1, path, tmp);
+    }
+    return s;
+}
+
 static at_status write_contents(FILE *fp, const char *path, const char *tmp, const char *header,
                                 const at_st_entry *t, int nt) {
     size_t hlen = strlen(header);
@@ -552,8 +603,9 @@ static at_status write_contents(FILE *fp, const char *path, const char *tmp, con
     for (int i = 0; i < nt && s == AT_OK; i++) {
         size_t c = 1;
         for (int d = 0; d < t[i].ndim; d++) c *= (size_t)t[i].shape[d];
-        s = t[i].integer ? write_integers(fp, t[i].data, c, path, tmp)
-                         : write_all(fp, t[i].data, c * sizeof(float), path, tmp);
+        s = t[i].ints      ? write_ints(fp, &t[i], c, path, tmp)
+            : t[i].integer ? write_integers(fp, t[i].data, c, path, tmp)
+                           : write_all(fp, t[i].data, c * sizeof(float), path, tmp);
     }
     return s;
 }

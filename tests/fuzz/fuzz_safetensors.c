@@ -17,9 +17,14 @@ static void check_tensor(const at_st_file *f, const at_st_tensor *t) {
         count *= (size_t)t->shape[d];
     }
     if (count != t->count) fuzz_fail("count is not the product of the shape", t->name);
-    if (t->count && !t->data) fuzz_fail("no data", t->name);
+    const bool ints = t->dtype == AT_ST_I8 || t->dtype == AT_ST_I32;
+    if (t->count && (ints ? !t->ints || t->data : !t->data || t->ints)) fuzz_fail("no data, or both kinds", t->name);
+    if (t->integer != (t->dtype == AT_ST_I64)) fuzz_fail("integer and dtype disagree", t->name);
     volatile float sum = 0;
-    for (size_t i = 0; i < t->count; i++) sum += t->data[i];
+    for (size_t i = 0; i < t->count; i++) {
+        if (ints && t->dtype == AT_ST_I8 && (t->ints[i] < -128 || t->ints[i] > 127)) fuzz_fail("an I8 value out of range", t->name);
+        sum += ints ? (float)t->ints[i] : t->data[i];
+    }
     (void)sum;
     if (at_st_find(f, t->name) != t) fuzz_fail("at_st_find misses", t->name);
 }
@@ -35,9 +40,10 @@ static void same_file(const at_st_file *a, const at_st_file *b) {
     if (a->ntensors != b->ntensors || a->nmeta != b->nmeta) fuzz_fail("round trip changed the counts", NULL);
     for (int i = 0; i < a->ntensors; i++) {
         const at_st_tensor *x = &a->tensors[i], *y = at_st_find(b, x->name);
-        if (!y || x->ndim != y->ndim || x->count != y->count || x->integer != y->integer ||
+        if (!y || x->ndim != y->ndim || x->count != y->count || x->dtype != y->dtype ||
             memcmp(x->shape, y->shape, sizeof x->shape[0] * (size_t)x->ndim) != 0 ||
-            (x->count && memcmp(x->data, y->data, sizeof(float) * x->count) != 0))
+            (x->count && x->data && memcmp(x->data, y->data, sizeof(float) * x->count) != 0) ||
+            (x->count && x->ints && memcmp(x->ints, y->ints, sizeof(int32_t) * x->count) != 0))
             fuzz_fail("round trip changed tensor", x->name);
     }
     for (int i = 0; i < a->nmeta; i++) {
@@ -57,6 +63,8 @@ static void round_trip(const at_st_file *f, const char *path2) {
         memcpy(e[i].shape, t->shape, sizeof t->shape);
         e[i].data = t->data;
         e[i].integer = t->integer;
+        e[i].ints = t->ints;
+        e[i].int8 = t->dtype == AT_ST_I8;
     }
     at_status s = at_st_write(path2, e, f->ntensors, f->meta, f->nmeta);
     free(e);
