@@ -813,6 +813,15 @@ at_status at_qnet_forward(at_qnet *q, const float *x, int n, const int8_t **logi
 void at_qnet_output_params(const at_qnet *q, float *scale, int32_t *zero_point);
 /* at_qnet_forward's logits dequantized to floats. */
 at_status at_qnet_predict(at_qnet *q, const float *x, int n, const float **logits);
+/* The float network whose graph and shapes q runs (its parameters are not q's). */
+const at_net *at_qnet_net(const at_qnet *q);
+/* int8 model files (docs/quantization.md): safetensors with I8 weights and I32 biases,
+ * multipliers and shifts, and F32/I32 tensor scales and zero points, marked by the metadata
+ * advtrain.format = "int8" (plus the caller's meta). Written atomically. at_qnet_load checks every
+ * value the kernels rely on and names the tensor otherwise; meta (may be NULL) receives the file
+ * for its metadata (at_st_free it). A float model file is refused (AT_ERR_FORMAT). */
+at_status at_qnet_save(const at_qnet *q, const char *path, const at_st_meta *meta, int nmeta);
+at_status at_qnet_load(at_qnet **out, const char *path, at_st_file **meta);
 
 /* ---------------------------------------------------------------- C export */
 

@@ -50,6 +50,10 @@ float *at_adv_workspace_delta(at_adv_workspace *ws, size_t *count);
 at_status at_model_save_with(const at_net *net, const char *path, const at_st_meta *extra, int nextra,
                              const at_st_entry *tensors, int ntensors);
 
+/* The float network (parameters zero) that safetensors file f's advtrain.arch and advtrain.input
+ * metadata describe, bounded by the file's values (model.c). */
+at_status at_model_net_of(const at_st_file *f, const char *path, at_net **out);
+
 /* at_net_create and at_net_from_spec that fail with AT_ERR_FORMAT, before allocating the
  * parameters, when the parameters and buffers would take more than max_floats floats: a model
  * file's network can hold no more values than the file (io/model.c). */

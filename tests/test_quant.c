@@ -1,3 +1,4 @@
+#define _DEFAULT_SOURCE /* mkdtemp */
 /* int8 inference (src/quant): the fixed-point requantization against a double reference over
  * random scales; each int8 kernel against a straightforward reference (the exact integer sum,
  * then the real multiplier in double); whole networks against their float selves (BatchNorm
@@ -8,8 +9,10 @@
 #include "testutil.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static uint64_t lcg = 12345;
 static uint32_t next_u32(void) {
@@ -259,6 +262,73 @@ static void compare_with_float(const char *spec, int c, int side, double min_agr
     at_net_free(net);
 }
 
+/* An int8 file reads back as the same network: the same int8 logits bit for bit. A float model
+ * file, a value the kernels cannot take and a missing tensor are refused, naming the tensor. */
+static void test_file_round_trip(void) {
+    enum { N = 64 };
+    const char *spec = "conv:8:3:1:1:bias=0,bn,a=relu,conv:8:3:1:1:groups=8:bias=0,bn,relu,conv:8:1,bn,add:a,bn,"
+                       "relu,maxpool:2,flatten,linear:10";
+    at_net *net = conv_net(spec, 1, 8, 8);
+    if (!net) return;
+    at_net_init(net, 3);
+    float *b = at_net_buffers(net);
+    for (size_t i = 0; i < at_net_num_buffer_floats(net); i++) b[i] = (float)(0.3 + uniform());
+    float x[N * 64];
+    for (int i = 0; i < N * 64; i++) x[i] = (float)uniform();
+    at_qnet *q = NULL, *r = NULL;
+    CHECK_OK(at_quantize(&q, net, x, N));
+    char dir[] = "/tmp/advtrain-quant-XXXXXX", path[64], fpath[64];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/m.int8.safetensors", dir);
+    snprintf(fpath, sizeof fpath, "%s/float.safetensors", dir);
+    at_st_meta meta[1] = {{"advtrain.data", "fashion-mnist"}};
+    CHECK_OK(at_qnet_save(q, path, meta, 1));
+    at_st_file *f = NULL;
+    CHECK_OK(at_qnet_load(&r, path, &f));
+    if (q && r) {
+        const int8_t *z;
+        int8_t a[N * 10];
+        CHECK_OK(at_qnet_forward(q, x, N, &z));
+        memcpy(a, z, sizeof a);
+        CHECK_OK(at_qnet_forward(r, x, N, &z));
+        CHECK(memcmp(a, z, sizeof a) == 0);
+        CHECK(f && at_st_meta_get(f, "advtrain.data") && strcmp(at_st_meta_get(f, "advtrain.data"), "fashion-mnist") == 0);
+        CHECK(strcmp(at_net_spec(at_qnet_net(r)), at_net_spec(net)) == 0);
+    }
+    at_st_free(f);
+    at_qnet_free(r);
+    /* a float file is not an int8 one, and the other way round */
+    CHECK_OK(at_model_save(net, fpath, NULL, 0));
+    CHECK(at_qnet_load(&r, fpath, NULL) == AT_ERR_FORMAT && strstr(at_error_message(), "not an int8 model"));
+    at_net *g = NULL;
+    CHECK(at_model_load(&g, path, NULL) == AT_ERR_FORMAT && strstr(at_error_message(), "int8 model"));
+    /* a shift out of range, then a missing tensor */
+    at_st_file *w = NULL;
+    CHECK_OK(at_st_read(path, &w));
+    if (w) {
+        at_st_entry e[64];
+        int n = 0;
+        for (int i = 0; i < w->ntensors && n < 64; i++) {
+            at_st_tensor *t = &w->tensors[i];
+            if (strcmp(t->name, "6.shift") == 0 && t->ints) t->ints[0] = 99; /* conv:8:1 */
+            e[n] = (at_st_entry){.name = t->name, .ndim = t->ndim, .data = t->data, .integer = t->integer,
+                                 .ints = t->ints, .int8 = t->dtype == AT_ST_I8};
+            memcpy(e[n].shape, t->shape, sizeof t->shape);
+            n++;
+        }
+        CHECK_OK(at_st_write(path, e, n, w->meta, w->nmeta));
+        CHECK(at_qnet_load(&r, path, NULL) == AT_ERR_FORMAT && strstr(at_error_message(), "'6.shift' holds 99"));
+        CHECK_OK(at_st_write(path, e + 1, n - 1, w->meta, w->nmeta)); /* without quant.input.scale */
+        CHECK(at_qnet_load(&r, path, NULL) == AT_ERR_FORMAT && strstr(at_error_message(), "quant.input.scale"));
+        at_st_free(w);
+    }
+    remove(path);
+    remove(fpath);
+    rmdir(dir);
+    at_qnet_free(q);
+    at_net_free(net);
+}
+
 static void test_bad_input(void) {
     at_net *net = conv_net("flatten,linear:8,tanh,linear:3", 1, 2, 2);
     float x[8] = {0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.6f, 0.7f, 0.8f};
@@ -290,6 +360,7 @@ int main(void) {
                        "relu,avgpool:2,gap,flatten,linear:10",
                        3, 10, 0.9);
     compare_with_float("conv:8:3:2:1,bn,relu,flatten,linear:32,bn,relu,dropout:0.2,linear:10", 1, 12, 0.95);
+    test_file_round_trip();
     test_bad_input();
     return tu_finish("test_quant");
 }

@@ -145,38 +145,46 @@ static bool parse_input_shape(const char *s, int *c, int *h, int *w) {
            parse_dim(s, 65536, '\0', w);
 }
 
+at_status at_model_net_of(const at_st_file *f, const char *path, at_net **out) {
+    *out = NULL;
+    const char *arch = at_st_meta_get(f, "advtrain.arch");
+    const char *input = at_st_meta_get(f, "advtrain.input");
+    int c, h, w;
+    if (!arch || !input)
+        return at_fail(AT_ERR_FORMAT,
+                       "%s: no advtrain.arch/advtrain.input metadata, so the architecture is "
+                       "unknown (a file written by PyTorch needs --model and --data to say it)",
+                       path);
+    if (!parse_input_shape(input, &c, &h, &w))
+        return at_fail(AT_ERR_FORMAT, "%s: advtrain.input metadata '%s' is not 'C,H,W'", path, input);
+    /* Every parameter and buffer must be in the file: a network far larger than the file's
+     * values fails here, before its parameters are allocated (a 100-byte file could ask for
+     * gigabytes). The slack of 2^24 values leaves a network that is merely not this file's
+     * to the tensor-by-tensor check, which names the first tensor that differs. */
+    size_t values = 0;
+    for (int i = 0; i < f->ntensors; i++) values += f->tensors[i].count;
+    at_status s = at_net_from_spec_bounded(out, arch, c, h, w, values + ((size_t)1 << 24));
+    if (s != AT_OK) {
+        char why[512], held[64] = "";
+        snprintf(why, sizeof why, "%s", at_error_message());
+        if (s == AT_ERR_FORMAT) /* the bound */
+            snprintf(held, sizeof held, " (the file holds %zu values)", values);
+        s = at_fail(s, "%s: architecture '%s' in the metadata: %s%s", path, arch, why, held);
+    }
+    return s;
+}
+
 at_status at_model_load(at_net **out, const char *path, at_st_file **meta) {
     *out = NULL;
     if (meta) *meta = NULL;
     at_st_file *f;
     at_status s = at_st_read(path, &f);
     if (s != AT_OK) return s;
-    const char *arch = at_st_meta_get(f, "advtrain.arch");
-    const char *input = at_st_meta_get(f, "advtrain.input");
-    int c, h, w;
-    if (!arch || !input) {
-        s = at_fail(AT_ERR_FORMAT,
-                    "%s: no advtrain.arch/advtrain.input metadata, so the architecture is "
-                    "unknown (a file written by PyTorch needs --model and --data to say it)",
-                    path);
-    } else if (!parse_input_shape(input, &c, &h, &w)) {
-        s = at_fail(AT_ERR_FORMAT, "%s: advtrain.input metadata '%s' is not 'C,H,W'", path, input);
-    } else {
-        /* Every parameter and buffer must be in the file: a network far larger than the file's
-         * values fails here, before its parameters are allocated (a 100-byte file could ask for
-         * gigabytes). The slack of 2^24 values leaves a network that is merely not this file's
-         * to the tensor-by-tensor check below, which names the first tensor that differs. */
-        size_t values = 0;
-        for (int i = 0; i < f->ntensors; i++) values += f->tensors[i].count;
-        s = at_net_from_spec_bounded(out, arch, c, h, w, values + ((size_t)1 << 24));
-        if (s != AT_OK) {
-            char why[512], held[64] = "";
-            snprintf(why, sizeof why, "%s", at_error_message());
-            if (s == AT_ERR_FORMAT) /* the bound */
-                snprintf(held, sizeof held, " (the file holds %zu values)", values);
-            s = at_fail(s, "%s: architecture '%s' in the metadata: %s%s", path, arch, why, held);
-        }
-    }
+    const char *format = at_st_meta_get(f, "advtrain.format");
+    if (format && strcmp(format, "int8") == 0)
+        s = at_fail(AT_ERR_FORMAT, "%s: an int8 model (written by advtrain quantize), not a float one: "
+                                   "use it where int8 models are taken (eval)", path);
+    if (s == AT_OK) s = at_model_net_of(f, path, out);
     if (s == AT_OK) s = at_net_load_weights(*out, f, path);
     if (s != AT_OK) {
         at_net_free(*out);

@@ -16,19 +16,6 @@
 #include <omp.h>
 #endif
 
-struct at_qnet {
-    at_net *net;     /* shapes and graph (its parameters are not read after building) */
-    int nnodes;
-    qnode *nodes;
-    qparams *tq;     /* per tensor + 1 (index 0: the input) */
-    int *alias;      /* per tensor + 1: the tensor whose int8 values it is (Dropout: its input) */
-    int8_t **act;    /* per tensor + 1: n samples' int8 values (the forward's buffers) */
-    int cap;         /* samples the buffers hold */
-    size_t work;     /* scratch bytes per thread */
-    unsigned char *scratch;
-    int threads;
-    float *logits;   /* dequantized output, cap samples */
-};
 
 static bool is_bn(at_layer_kind k) { return k == AT_LAYER_BATCHNORM2D || k == AT_LAYER_BATCHNORM1D; }
 
@@ -59,7 +46,7 @@ static bool folds_into(const at_net *net, int l) {
            net->plan.readers[L->src[0] + 1] == 1;
 }
 
-static bool folded_away(const at_net *net, int l) {
+bool q_folded_away(const at_net *net, int l) {
     for (int b = l + 1; b < net->nlayers; b++)
         if (net->layers[b].src[0] == l && folds_into(net, b)) return true;
     return false;
@@ -152,10 +139,9 @@ static void channel_scales(qnode *q, int o, double s_w, double bias) {
 
 /* Conv2d or Linear P, with BatchNorm B folded in when B is not NULL: per output channel its
  * weights and bias times B's scale, plus B's shift, quantized symmetrically. */
-static bool weighted_node(qnode *q, const at_net *net, const at_layer *P, const at_layer *B) {
-    const int nout = P->d.kind == AT_LAYER_CONV2D ? P->out_c : P->out_size;
+static void weighted_node(qnode *q, const at_net *net, const at_layer *P, const at_layer *B) {
+    const int nout = q->nout;
     const size_t per = P->w_count / (size_t)nout;
-    if (!alloc_channels(q, nout, P->w_count)) return false;
     const float *w = net->params + P->w_off, *b = P->b_count ? net->params + P->b_off : NULL;
     for (int o = 0; o < nout; o++) {
         double scale, shift, amax = 0.0;
@@ -169,20 +155,17 @@ static bool weighted_node(qnode *q, const at_net *net, const at_layer *P, const 
         }
         channel_scales(q, o, s_w, (b ? b[o] : 0.0) * scale + shift);
     }
-    return true;
 }
 
 /* A BatchNorm applied on its own: per channel, its scale as one int8 weight (+-127) and its
  * shift as the bias. */
-static bool affine_node(qnode *q, const at_net *net, const at_layer *B) {
-    if (!alloc_channels(q, B->in_c, (size_t)B->in_c)) return false;
+static void affine_node(qnode *q, const at_net *net, const at_layer *B) {
     for (int c = 0; c < B->in_c; c++) {
         double scale, shift;
         bn_map(net, B, c, &scale, &shift);
         q->w[c] = (int8_t)(scale > 0.0 ? 127 : (scale < 0.0 ? -127 : 0));
         channel_scales(q, c, scale != 0.0 ? fabs(scale) / 127.0 : 1.0, shift);
     }
-    return true;
 }
 
 static void add_node(qnode *q) {
@@ -192,35 +175,49 @@ static void add_node(qnode *q) {
     q_multiplier(twice / ((double)(1 << 20) * q->out.scale), &q->add_mult[2], &q->add_shift[2]);
 }
 
-/* The int8 parameters of every tensor (tq, alias) from the calibrated ranges. */
-static void tensor_params(at_qnet *q, const float *lo, const float *hi) {
-    const at_net *net = q->net;
-    q->tq[0] = lo[0] >= 0.0f && hi[0] <= 1.0f ? (qparams){1.0f / 255.0f, -128} : q_params_for_range(lo[0], hi[0]);
-    q->alias[0] = 0;
-    for (int l = 0; l < net->nlayers; l++) {
-        const at_layer *L = &net->layers[l];
-        const int src = L->src[0] + 1;
-        q->alias[l + 1] = l + 1;
-        switch (L->d.kind) {
-        case AT_LAYER_DROPOUT: case AT_LAYER_DROPOUT2D: case AT_LAYER_FLATTEN:
-            q->alias[l + 1] = q->alias[src]; /* the same int8 values */
-            /* fall through */
-        case AT_LAYER_MAXPOOL2D: case AT_LAYER_AVGPOOL2D: case AT_LAYER_GLOBALAVGPOOL: case AT_LAYER_RELU:
-            q->tq[l + 1] = q->tq[src];
-            break;
-        default:
-            q->tq[l + 1] = q_params_for_range(lo[l + 1], hi[l + 1]);
-        }
-        if (L->fused) q->alias[l + 1] = q->alias[src], q->tq[l + 1] = q->tq[src];
+/* Layer l's output keeps its input's int8 values or parameters: a Dropout, Flatten or fused ReLU
+ * is its input; pooling and a ReLU commute with the affine map q -> (q - zp) * scale. */
+bool q_keeps_input_params(const at_net *net, int l) {
+    switch (net->layers[l].d.kind) {
+    case AT_LAYER_DROPOUT: case AT_LAYER_DROPOUT2D: case AT_LAYER_FLATTEN: case AT_LAYER_MAXPOOL2D:
+    case AT_LAYER_AVGPOOL2D: case AT_LAYER_GLOBALAVGPOOL: case AT_LAYER_RELU: return true;
+    default: return net->layers[l].fused;
     }
 }
 
-/* The kernel call computing layer l's output tensor. */
-static bool make_node(at_qnet *q, int l, qnode *n) {
+static void tensor_aliases(at_qnet *q) {
+    const at_net *net = q->net;
+    q->alias[0] = 0;
+    for (int l = 0; l < net->nlayers; l++) {
+        const at_layer *L = &net->layers[l];
+        const at_layer_kind k = L->d.kind;
+        const bool same = L->fused || k == AT_LAYER_DROPOUT || k == AT_LAYER_DROPOUT2D || k == AT_LAYER_FLATTEN;
+        q->alias[l + 1] = same ? q->alias[L->src[0] + 1] : l + 1; /* the same int8 values */
+    }
+}
+
+/* The parameters of the tensors that keep their input's, in order (the others are set). */
+void q_inherit_params(at_qnet *q) {
+    const at_net *net = q->net;
+    for (int l = 0; l < net->nlayers; l++)
+        if (q_keeps_input_params(net, l)) q->tq[l + 1] = q->tq[net->layers[l].src[0] + 1];
+}
+
+/* The int8 parameters of every tensor from the calibrated ranges. */
+static void tensor_params(at_qnet *q, const float *lo, const float *hi) {
+    const at_net *net = q->net;
+    q->tq[0] = lo[0] >= 0.0f && hi[0] <= 1.0f ? (qparams){1.0f / 255.0f, -128} : q_params_for_range(lo[0], hi[0]);
+    for (int l = 0; l < net->nlayers; l++)
+        if (!q_keeps_input_params(net, l)) q->tq[l + 1] = q_params_for_range(lo[l + 1], hi[l + 1]);
+    q_inherit_params(q);
+}
+
+/* The kernel call computing layer l's output tensor: what it reads, the parameters around it and
+ * its clamp, with its per-channel arrays allocated (Conv2d, Linear, a BatchNorm's affine map). */
+static bool node_shape(at_qnet *q, int l, qnode *n) {
     const at_net *net = q->net;
     const at_layer *L = &net->layers[l];
-    const bool fold = folds_into(net, l);
-    const at_layer *op = fold ? &net->layers[L->src[0]] : L;
+    const at_layer *op = folds_into(net, l) ? &net->layers[L->src[0]] : L;
     memset(n, 0, sizeof *n);
     n->layer = l;
     n->op = op;
@@ -233,11 +230,19 @@ static bool make_node(at_qnet *q, int l, qnode *n) {
     n->lo = L->relu_out && n->out.zp > -128 ? n->out.zp : -128;
     n->hi = 127;
     switch (n->kind) {
-    case AT_LAYER_CONV2D: case AT_LAYER_LINEAR: return weighted_node(n, net, op, fold ? L : NULL);
-    case AT_LAYER_BATCHNORM2D: case AT_LAYER_BATCHNORM1D: return affine_node(n, net, L);
+    case AT_LAYER_CONV2D: return alloc_channels(n, op->out_c, op->w_count);
+    case AT_LAYER_LINEAR: return alloc_channels(n, op->out_size, op->w_count);
+    case AT_LAYER_BATCHNORM2D: case AT_LAYER_BATCHNORM1D: return alloc_channels(n, L->in_c, (size_t)L->in_c);
     case AT_LAYER_ADD: add_node(n); return true;
     default: return true;
     }
+}
+
+/* Post-training quantization of node n's weights (it has its shape). */
+static void quantize_node(const at_net *net, qnode *n) {
+    const at_layer *L = &net->layers[n->layer];
+    if (n->kind == AT_LAYER_CONV2D || n->kind == AT_LAYER_LINEAR) weighted_node(n, net, n->op, n->op != L ? L : NULL);
+    else if (is_bn(n->kind)) affine_node(n, net, L);
 }
 
 static void free_nodes(at_qnet *q) {
@@ -254,6 +259,7 @@ void at_qnet_free(at_qnet *q) {
     if (!q) return;
     free_nodes(q);
     for (int t = 0; q->act && t <= q->net->nlayers; t++) free(q->act[t]);
+    if (q->owns_net) at_net_free(q->net);
     free(q->act);
     free(q->tq);
     free(q->alias);
@@ -266,32 +272,54 @@ void at_qnet_free(at_qnet *q) {
 static bool runs(const at_net *net, int l) {
     const at_layer_kind k = net->layers[l].d.kind;
     return !net->layers[l].fused && k != AT_LAYER_DROPOUT && k != AT_LAYER_DROPOUT2D && k != AT_LAYER_FLATTEN &&
-           !folded_away(net, l);
+           !q_folded_away(net, l);
+}
+
+at_status q_alloc(at_qnet **out, at_net *net) {
+    *out = NULL;
+    at_status s = check_supported(net);
+    if (s != AT_OK) return s;
+    const int T = net->nlayers + 1;
+    at_qnet *q = at_calloc(1, sizeof *q, "quantized network");
+    if (!q) return AT_ERR_NOMEM;
+    q->net = net;
+    q->tq = at_calloc((size_t)T, sizeof *q->tq, "tensor scales");
+    q->alias = at_calloc((size_t)T, sizeof *q->alias, "tensor aliases");
+    q->nodes = at_calloc((size_t)net->nlayers, sizeof *q->nodes, "int8 nodes");
+    q->act = at_calloc((size_t)T, sizeof *q->act, "int8 activations");
+    if (!q->tq || !q->alias || !q->nodes || !q->act) {
+        at_qnet_free(q);
+        return AT_ERR_NOMEM;
+    }
+    for (int t = 0; t < T; t++) q->tq[t] = (qparams){1.0f, 0};
+    tensor_aliases(q);
+    *out = q;
+    return AT_OK;
+}
+
+/* Every node's structure from q->tq, with the scratch it needs. */
+at_status q_shape_nodes(at_qnet *q) {
+    for (int l = 0; l < q->net->nlayers; l++) {
+        if (!runs(q->net, l)) continue;
+        if (!node_shape(q, l, &q->nodes[q->nnodes++])) return AT_ERR_NOMEM;
+        const size_t work = q_work_bytes(&q->nodes[q->nnodes - 1]);
+        if (work > q->work) q->work = work;
+    }
+    return AT_OK;
 }
 
 at_status at_quantize(at_qnet **out, at_net *net, const float *calib, int n) {
     *out = NULL;
     if (n <= 0 || !calib) return at_fail(AT_ERR_ARG, "int8 calibration needs samples (got %d)", n);
-    at_status s = check_supported(net);
+    at_qnet *q;
+    at_status s = q_alloc(&q, net);
     if (s != AT_OK) return s;
     const int T = net->nlayers + 1;
-    at_qnet *q = at_calloc(1, sizeof *q, "quantized network");
     float *lo = at_alloc_floats((size_t)T, "ranges"), *hi = at_alloc_floats((size_t)T, "ranges");
-    if (q) {
-        q->net = net;
-        q->tq = at_calloc((size_t)T, sizeof *q->tq, "tensor scales");
-        q->alias = at_calloc((size_t)T, sizeof *q->alias, "tensor aliases");
-        q->nodes = at_calloc((size_t)net->nlayers, sizeof *q->nodes, "int8 nodes");
-        q->act = at_calloc((size_t)T, sizeof *q->act, "int8 activations");
-    }
-    s = q && lo && hi && q->tq && q->alias && q->nodes && q->act ? AT_OK : AT_ERR_NOMEM;
-    if (s == AT_OK) s = calibrate(net, calib, n, lo, hi);
+    s = lo && hi ? calibrate(net, calib, n, lo, hi) : AT_ERR_NOMEM;
     if (s == AT_OK) tensor_params(q, lo, hi);
-    for (int l = 0; s == AT_OK && l < net->nlayers; l++) {
-        if (!runs(net, l)) continue;
-        if (!make_node(q, l, &q->nodes[q->nnodes++])) s = AT_ERR_NOMEM;
-        else if (q_work_bytes(&q->nodes[q->nnodes - 1]) > q->work) q->work = q_work_bytes(&q->nodes[q->nnodes - 1]);
-    }
+    if (s == AT_OK) s = q_shape_nodes(q);
+    for (int k = 0; s == AT_OK && k < q->nnodes; k++) quantize_node(net, &q->nodes[k]);
     free(lo);
     free(hi);
     if (s != AT_OK) {

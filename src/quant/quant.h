@@ -55,6 +55,32 @@ typedef struct qnode {
     int add_shift[3];
 } qnode;
 
+struct at_qnet {
+    at_net *net;     /* shapes and graph (its parameters are not read after building) */
+    bool owns_net;   /* loaded from a file: the network is the qnet's */
+    int nnodes;
+    qnode *nodes;
+    qparams *tq;     /* per tensor + 1 (index 0: the input) */
+    int *alias;      /* per tensor + 1: the tensor whose int8 values it is (Dropout: its input) */
+    int8_t **act;    /* per tensor + 1: n samples' int8 values (the forward's buffers) */
+    int cap;         /* samples the buffers hold */
+    size_t work;     /* scratch bytes per thread */
+    unsigned char *scratch;
+    int threads;
+    float *logits;   /* dequantized output, cap samples */
+};
+
+/* qnet.c, for qfile.c. An empty qnet over net (arrays allocated, aliases set), for at_quantize
+ * and at_qnet_load. Which tensors keep their input's parameters (q_inherit_params sets them once
+ * the others are), which Conv2d or Linear is folded into the BatchNorm reading it (no tensor of
+ * its own), and the nodes' structure (inputs, parameters around them, clamp, per-channel arrays
+ * allocated but not filled) once q->tq is complete. */
+at_status q_alloc(at_qnet **out, at_net *net);
+bool q_keeps_input_params(const at_net *net, int l);
+bool q_folded_away(const at_net *net, int l);
+void q_inherit_params(at_qnet *q);
+at_status q_shape_nodes(at_qnet *q);
+
 /* Kernels: rows n samples of x (the op's input shape) into y (its output shape); work is
  * per-sample scratch of q_work_bytes(node) bytes. */
 size_t q_work_bytes(const qnode *q);
