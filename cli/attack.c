@@ -375,7 +375,7 @@ int cmd_attack(int argc, char **argv) {
     if (threads > 0) at_set_threads(threads);
     atk_cli_model m;
     int status = EXIT_RUN_FAILED;
-    if (atk_cli_open("attack", &m, positional[0], data_source, model_spec, split))
+    if (atk_cli_open("attack", &m, positional[0], data_source, model_spec, split, false))
         status = attack_model(&o, &m, positional[0]);
     atk_cli_close(&m);
     return status;

@@ -57,15 +57,17 @@ void atk_cli_help_texts(atk_cli_help *h, const char *before);
  * --model SPEC), the data source the model was trained on unless one is given, and the split
  * (test or train). */
 typedef struct atk_cli_model {
-    at_net *net;
+    at_net *net;      /* NULL when the file is an int8 model (then qnet) */
+    at_qnet *qnet;
     at_st_file *file;
     at_data data;
     const char *data_source;
     at_dataset *ds;
 } atk_cli_model;
-/* Prints what failed and returns false; atk_cli_close frees what was loaded either way. */
+/* Prints what failed and returns false; atk_cli_close frees what was loaded either way. An int8
+ * model file (advtrain quantize) loads into qnet when int8_ok, else it is refused by name. */
 bool atk_cli_open(const char *cmd, atk_cli_model *m, const char *path, const char *data_source,
-                  const char *model_spec, const char *split);
+                  const char *model_spec, const char *split, bool int8_ok);
 /* The opening fields of eval's and verify's JSON object: model (the file), arch, data, split,
  * first_sample, samples. */
 struct cJSON *atk_cli_json_head(const char *path, const at_net *net, const char *data_source, const char *split,

@@ -154,7 +154,7 @@ void atk_cli_help_texts(atk_cli_help *h, const char *before) {
 }
 
 bool atk_cli_open(const char *cmd, atk_cli_model *m, const char *path, const char *data_source,
-                  const char *model_spec, const char *split) {
+                  const char *model_spec, const char *split, bool int8_ok) {
     memset(m, 0, sizeof *m);
     at_status s = at_st_read(path, &m->file);
     if (s != AT_OK) {
@@ -165,6 +165,16 @@ bool atk_cli_open(const char *cmd, atk_cli_model *m, const char *path, const cha
     m->data_source = data_source ? data_source : "fashion-mnist";
     if (!cli_load_data(cmd, &m->data, m->data_source)) return false;
     m->ds = strcmp(split, "train") == 0 ? &m->data.train : &m->data.test;
+    const char *format = at_st_meta_get(m->file, "advtrain.format");
+    if (format && strcmp(format, "int8") == 0) {
+        if (!int8_ok) {
+            fprintf(stderr, "advtrain %s: %s is an int8 model (advtrain quantize wrote it): %s takes float models; "
+                            "int8 models go to advtrain eval\n", cmd, path, cmd);
+            return false;
+        }
+        if ((s = at_qnet_load(&m->qnet, path, NULL)) != AT_OK) cli_error(cmd, "cannot load the int8 model", s);
+        return s == AT_OK;
+    }
     if (model_spec) {
         s = at_net_from_spec(&m->net, model_spec, m->ds->c, m->ds->h, m->ds->w);
         if (s == AT_OK) s = at_net_load_weights(m->net, m->file, path);
@@ -180,6 +190,7 @@ bool atk_cli_open(const char *cmd, atk_cli_model *m, const char *path, const cha
 
 void atk_cli_close(atk_cli_model *m) {
     at_net_free(m->net);
+    at_qnet_free(m->qnet);
     at_st_free(m->file);
     at_data_free(&m->data);
     memset(m, 0, sizeof *m);

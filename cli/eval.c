@@ -249,6 +249,45 @@ static int plain_eval(const atk_cli_model *m, const char *path, const eval_optio
     return 0;
 }
 
+/* Clean accuracy of an int8 model (integer inference, at_qnet_predict) on the selected samples. */
+static int int8_eval(const atk_cli_model *m, const char *path, const eval_options *o) {
+    const at_dataset *ds = m->ds;
+    const at_net *net = at_qnet_net(m->qnet);
+    const int D = at_dataset_sample_size(ds), K = at_net_out_size(net);
+    float *x = malloc(sizeof(float) * (size_t)o->batch * D);
+    int32_t *y = malloc(sizeof(int32_t) * (size_t)o->batch), *idx = malloc(sizeof(int32_t) * (size_t)o->batch);
+    at_status s = x && y && idx ? AT_OK : at_fail(AT_ERR_NOMEM, "out of memory");
+    int hits = 0;
+    const double start = cli_now();
+    for (int first = 0; s == AT_OK && first < ds->n; first += o->batch) {
+        const int n = ds->n - first < o->batch ? ds->n - first : o->batch;
+        for (int i = 0; i < n; i++) idx[i] = first + i;
+        at_dataset_batch(ds, idx, n, x, y, NULL);
+        const float *z;
+        if ((s = at_qnet_predict(m->qnet, x, n, &z)) == AT_OK)
+            for (int i = 0; i < n; i++) hits += at_argmax(z + (size_t)i * K, K) == y[i];
+    }
+    free(x);
+    free(y);
+    free(idx);
+    if (s != AT_OK) {
+        cli_error("eval", "int8 inference failed", s);
+        return EXIT_RUN_FAILED;
+    }
+    const double acc = ds->n ? (double)hits / ds->n : 0.0;
+    if (o->json) {
+        cJSON *j = atk_cli_json_head(path, net, m->data_source, o->split, o->offset, ds->n);
+        cJSON_AddStringToObject(j, "format", "int8");
+        cJSON_AddNumberToObject(j, "clean_accuracy", acc);
+        cJSON_AddNumberToObject(j, "seconds", cli_now() - start);
+        cli_print_json(j);
+    } else {
+        printf("%s (int8) on %s %s (%d sample%s): accuracy %.2f%%\n", path, m->data.name, o->split, ds->n,
+               cli_s(ds->n), 100.0 * acc);
+    }
+    return 0;
+}
+
 /* The selected samples (--offset, --samples), then the attacks or the plain evaluation. */
 static int eval_model(atk_cli_model *m, const char *path, const eval_options *o) {
     at_dataset *ds = m->ds;
@@ -265,6 +304,12 @@ static int eval_model(atk_cli_model *m, const char *path, const eval_options *o)
             return EXIT_RUN_FAILED;
         }
     }
+    if (m->qnet && (o->set.attacks || ds->targets)) {
+        fprintf(stderr, "advtrain eval: %s is an int8 model: clean accuracy of classifiers only so far (attacks on "
+                        "int8 models are not built yet: attack the float model it came from)\n", path);
+        return EXIT_USAGE;
+    }
+    if (m->qnet) return int8_eval(m, path, o);
     if (o->set.attacks) {
         if (ds->targets) {
             fprintf(stderr, "advtrain eval: --attack needs a classification model and dataset; %s is regression\n",
@@ -344,7 +389,7 @@ int cmd_eval(int argc, char **argv) {
     if (threads > 0) at_set_threads(threads);
     atk_cli_model m;
     int status = EXIT_RUN_FAILED;
-    if (atk_cli_open("eval", &m, positional[0], data_source, model_spec, split))
+    if (atk_cli_open("eval", &m, positional[0], data_source, model_spec, split, true))
         status = eval_model(&m, positional[0], &o);
     atk_cli_close(&m);
     return status;

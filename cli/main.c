@@ -16,6 +16,7 @@ static const subcommand commands[] = {
     {"attack", cmd_attack, "write adversarial examples (safetensors or IDX) and a PNG grid"},
     {"bench", cmd_bench, "measure training or attack throughput (samples per second)"},
     {"verify", cmd_verify, "verified (certified) accuracy at an eps, by bound propagation"},
+    {"quantize", cmd_quantize, "int8 post-training quantization; float and int8 accuracy side by side"},
     {"export", cmd_export, "write a saved model as standalone C99 source (microcontrollers)"},
     {"report", cmd_report, "plots and an HTML page for a training run or a model"},
 };

@@ -158,7 +158,7 @@ int cmd_verify(int argc, char **argv) {
     if (o.threads > 0) at_set_threads(o.threads);
     atk_cli_model m;
     int status = EXIT_RUN_FAILED;
-    if (atk_cli_open("verify", &m, positional[0], o.data_source, o.model_spec, o.split))
+    if (atk_cli_open("verify", &m, positional[0], o.data_source, o.model_spec, o.split, false))
         status = verify_model(positional[0], &m, &o, eps);
     atk_cli_close(&m);
     return status;

@@ -1,0 +1,158 @@
+/* advtrain quantize: post-training int8 quantization of a saved model (docs/quantization.md).
+ * Calibrates on the first --calib training images, writes the int8 model file, and reports
+ * float and int8 clean accuracy side by side on the test split. */
+#include "attack_cli.h"
+#include "cli.h"
+#include "outpaths.h"
+
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+typedef struct quantize_options {
+    const char *out, *data_source, *model_spec;
+    int calib, samples, batch, threads;
+    bool json;
+} quantize_options;
+
+/* The default output: MODEL's name with ".safetensors" replaced by ".int8.safetensors". */
+static void default_out(const char *path, char *out, size_t cap) {
+    const char *ext = ".safetensors";
+    size_t n = strlen(path), e = strlen(ext);
+    if (n > e && strcmp(path + n - e, ext) == 0) n -= e;
+    snprintf(out, cap, "%.*s.int8%s", (int)n, path, ext);
+}
+
+/* Clean accuracy of the float network and of its int8 version on the first n samples of ds. */
+static at_status accuracies(at_net *net, at_qnet *q, const at_dataset *ds, int n, int batch, int *fhits,
+                            int *qhits) {
+    const int D = at_dataset_sample_size(ds), K = at_net_out_size(net);
+    float *x = malloc(sizeof(float) * (size_t)batch * D);
+    int32_t *y = malloc(sizeof(int32_t) * (size_t)batch), *idx = malloc(sizeof(int32_t) * (size_t)batch);
+    at_status s = x && y && idx ? AT_OK : at_fail(AT_ERR_NOMEM, "out of memory evaluating");
+    *fhits = *qhits = 0;
+    for (int first = 0; s == AT_OK && first < n; first += batch) {
+        const int m = n - first < batch ? n - first : batch;
+        for (int i = 0; i < m; i++) idx[i] = first + i;
+        at_dataset_batch(ds, idx, m, x, y, NULL);
+        const float *z;
+        if ((s = at_net_predict(net, x, m, &z)) != AT_OK) break;
+        for (int i = 0; i < m; i++) *fhits += at_argmax(z + (size_t)i * K, K) == y[i];
+        if ((s = at_qnet_predict(q, x, m, &z)) != AT_OK) break;
+        for (int i = 0; i < m; i++) *qhits += at_argmax(z + (size_t)i * K, K) == y[i];
+    }
+    free(x);
+    free(y);
+    free(idx);
+    return s;
+}
+
+/* The first n training images as one float array, for calibration. */
+static float *calibration_images(const at_dataset *train, int n) {
+    const int D = at_dataset_sample_size(train);
+    float *x = malloc(sizeof(float) * (size_t)n * D);
+    int32_t *idx = malloc(sizeof(int32_t) * (size_t)n);
+    if (x && idx) {
+        for (int i = 0; i < n; i++) idx[i] = i;
+        at_dataset_batch(train, idx, n, x, NULL, NULL);
+    }
+    free(idx);
+    if (!idx) {
+        free(x);
+        return NULL;
+    }
+    return x;
+}
+
+static void report(const char *path, const char *out, const atk_cli_model *m, const quantize_options *o, int n,
+                   int fhits, int qhits) {
+    struct stat st;
+    const long bytes = stat(out, &st) == 0 ? (long)st.st_size : -1;
+    const double fa = 100.0 * fhits / n, qa = 100.0 * qhits / n;
+    if (o->json) {
+        cJSON *j = atk_cli_json_head(path, m->net, m->data_source, "test", 0, n);
+        cJSON_AddStringToObject(j, "int8_model", out);
+        cJSON_AddNumberToObject(j, "int8_bytes", (double)bytes);
+        cJSON_AddNumberToObject(j, "calibration_samples", o->calib);
+        cJSON_AddNumberToObject(j, "float_accuracy", fa / 100.0);
+        cJSON_AddNumberToObject(j, "int8_accuracy", qa / 100.0);
+        cli_print_json(j);
+        return;
+    }
+    printf("%s (%s): int8 by post-training quantization, calibrated on the first %d %s training images (min/max)\n",
+           path, at_net_spec(m->net), o->calib, m->data.name);
+    printf("clean accuracy on %s test, first %d sample%s: float %.2f%%  int8 %.2f%%  (%+.2f points)\n", m->data.name,
+           n, cli_s(n), fa, qa, qa - fa);
+    printf("saved %s (%ld bytes)\n", out, bytes);
+}
+
+static int quantize_model(const char *path, const char *out, atk_cli_model *m, const quantize_options *o) {
+    const at_dataset *train = &m->data.train, *test = &m->data.test;
+    if (o->calib > train->n) {
+        fprintf(stderr, "advtrain quantize: --calib %d: the %s training split has only %d images\n", o->calib,
+                m->data.name, train->n);
+        return EXIT_USAGE;
+    }
+    float *calib = calibration_images(train, o->calib);
+    at_qnet *q = NULL;
+    at_status s = calib ? at_quantize(&q, m->net, calib, o->calib) : at_fail(AT_ERR_NOMEM, "out of memory");
+    free(calib);
+    const int n = o->samples > 0 && o->samples < test->n ? o->samples : test->n;
+    int fhits = 0, qhits = 0;
+    if (s == AT_OK) s = accuracies(m->net, q, test, n, o->batch, &fhits, &qhits);
+    char calib_text[32];
+    snprintf(calib_text, sizeof calib_text, "%d", o->calib);
+    at_st_meta meta[3] = {{"advtrain.data", (char *)m->data_source},
+                          {"advtrain.float_model", (char *)path},
+                          {"advtrain.calibration", calib_text}};
+    if (s == AT_OK) s = at_qnet_save(q, out, meta, 3);
+    at_qnet_free(q);
+    if (s != AT_OK) {
+        cli_error("quantize", path, s);
+        return s == AT_ERR_ARG ? EXIT_USAGE : EXIT_RUN_FAILED;
+    }
+    report(path, out, m, o, n, fhits, qhits);
+    return 0;
+}
+
+int cmd_quantize(int argc, char **argv) {
+    quantize_options o = {.calib = 1000, .batch = 256};
+    cli_option opts[] = {
+        {"out", OPT_STRING, &o.out, "FILE", "the int8 model file (default: MODEL.int8.safetensors)", 1, 0},
+        {"calib", OPT_INT, &o.calib, "N", "calibrate on the first N training images (default 1000)", 1, 10000000},
+        {"data", OPT_STRING, &o.data_source, "SOURCE", "dataset (default: the one the model was trained on)", 1, 0},
+        {"model", OPT_STRING, &o.model_spec, "NAME|SPEC", "architecture, for weight files without advtrain metadata", 1, 0},
+        {"samples", OPT_INT, &o.samples, "N", "compare accuracies on the first N test samples (default all)", 1, 100000000},
+        {"batch", OPT_INT, &o.batch, "N", "evaluation batch size (default 256)", 1, 65536},
+        {"threads", OPT_INT, &o.threads, "N", "compute threads (default: all cores)", 1, 1024},
+        {"json", OPT_FLAG, &o.json, NULL, "print one JSON object on stdout", 1, 0},
+    };
+    const char *positional[1] = {NULL};
+    cli_command cmd = {"quantize", "advtrain quantize MODEL.safetensors [--out FILE] [--calib N] [--data SOURCE]",
+                       "Post-training int8 quantization (the TFLite Micro / CMSIS-NN scheme: per-channel int8\n"
+                       "weights, per-tensor int8 activations, int32 biases, fixed-point requantization,\n"
+                       "BatchNorm folded). Writes the int8 model and compares float and int8 clean accuracy.\n"
+                       "See docs/quantization.md.",
+                       opts, (int)(sizeof opts / sizeof *opts), positional, 1, 0};
+    int early = cli_start(&cmd, argc, argv);
+    if (early >= 0) return early;
+    if (o.threads > 0) at_set_threads(o.threads);
+    const char *path = positional[0];
+    char derived[4096];
+    if (!o.out) {
+        default_out(path, derived, sizeof derived);
+        o.out = derived;
+    }
+    if (strcmp(o.out, path) == 0) {
+        fprintf(stderr, "advtrain quantize: --out %s is the float model itself: name another file\n", o.out);
+        return EXIT_USAGE;
+    }
+    int bad = out_check_file("quantize", "--out", o.out);
+    if (bad) return bad;
+    atk_cli_model m;
+    int rc = EXIT_RUN_FAILED;
+    if (atk_cli_open("quantize", &m, path, o.data_source, o.model_spec, "test", false)) rc = quantize_model(path, o.out, &m, &o);
+    atk_cli_close(&m);
+    return rc;
+}

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# advtrain quantize and int8 model files: post-training quantization of a BatchNorm CNN reports
+# float and int8 accuracy and writes the int8 file (default name beside the model); eval reads it
+# and gives the accuracy quantize reported, bit for bit the same predictions; commands that take
+# float models refuse it by name, and it refuses to stand in for one; bad flags and damaged files
+# get clear errors.
+source "$(dirname "$0")/harness.sh"
+
+model="$tmp/bn.safetensors"
+"$cli" fit --model 'conv:8:3:1:1,bn,relu,maxpool:2,conv:16:3:1:1:groups=2,bn,relu,flatten,linear:10' \
+    --train-subset 3000 --epochs 2 --batch 64 --threads 2 --quiet --out "$model" >/dev/null ||
+    bad "training the model failed"
+
+# --- help and usage errors
+expect 0 "usage: advtrain quantize" -- "$cli" quantize --help
+expect 0 "quantize +int8 post-training" -- "$cli" --help
+expect 2 "which model" -- "$cli" quantize
+expect 2 "--calib 0: out of range" -- "$cli" quantize "$model" --calib 0
+expect 2 "is the float model itself" -- "$cli" quantize "$model" --out "$model"
+expect 2 "--calib 70000: the fashion-mnist training split has only 60000" -- "$cli" quantize "$model" --calib 70000
+
+# --- quantize: the report, the default output name, the file
+expect 0 "float [0-9.]*%  int8 [0-9.]*%" -- "$cli" quantize "$model" --calib 500 --samples 1000
+[ -f "$tmp/bn.int8.safetensors" ] && ok || bad "no $tmp/bn.int8.safetensors"
+reported=$(sed -n 's/.*int8 \([0-9.]*\)%.*/\1/p' "$tmp/out")
+"$cli" quantize "$model" --calib 500 --samples 1000 --json --out "$tmp/q.safetensors" >"$tmp/q.json" ||
+    bad "quantize --json failed"
+grep -q '"int8_accuracy":' "$tmp/q.json" && grep -q '"calibration_samples":500' "$tmp/q.json" && ok ||
+    bad "quantize --json: $(cat "$tmp/q.json")"
+cmp -s "$tmp/q.safetensors" "$tmp/bn.int8.safetensors" && ok || bad "two runs wrote different int8 files"
+# a quarter of the float file's size, about (int8 weights, one scale per channel)
+fsize=$(stat -c %s "$model"); qsize=$(stat -c %s "$tmp/q.safetensors")
+[ $((qsize * 3)) -lt "$fsize" ] && ok || bad "int8 file $qsize bytes, float $fsize"
+
+# --- eval reads it: the accuracy quantize reported
+expect 0 "\\(int8\\) on fashion-mnist test \\(1000 samples\\): accuracy $reported%" -- "$cli" eval "$tmp/q.safetensors" --samples 1000
+expect 0 '"format":"int8"' -- "$cli" eval "$tmp/q.safetensors" --samples 10 --json
+
+# --- where an int8 model does not go, and the other way round
+expect 2 "attacks on int8 models are not built yet" -- "$cli" eval "$tmp/q.safetensors" --attack pgd --eps 0.1
+expect 1 "is an int8 model .*attack takes float models" -- "$cli" attack "$tmp/q.safetensors" --attack pgd --eps 0.1 --out "$tmp/a.safetensors"
+expect 1 "is an int8 model .*verify takes float models" -- "$cli" verify "$tmp/q.safetensors" --eps 0.01
+expect 1 "an int8 model .*not a float one" -- "$cli" export "$tmp/q.safetensors" --c "$tmp/gen"
+expect 1 "is an int8 model .*quantize takes float models" -- "$cli" quantize "$tmp/q.safetensors" --out "$tmp/qq.safetensors"
+
+# --- damaged int8 files name the file
+head -c 2000 "$tmp/q.safetensors" >"$tmp/cut.safetensors"
+expect 1 "$tmp/cut.safetensors" -- "$cli" eval "$tmp/cut.safetensors"
+python3 - "$tmp/q.safetensors" "$tmp/bad.safetensors" <<'PY'
+import json, struct, sys
+raw = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+header = json.loads(raw[8:8 + n])
+data = bytearray(raw[8 + n:])
+begin, end = header["0.shift"]["data_offsets"]
+data[begin:begin + 4] = struct.pack("<i", 77)  # a shift no kernel takes
+open(sys.argv[2], "wb").write(raw[:8 + n] + bytes(data))
+PY
+expect 1 "'0.shift' holds 77 at index 0" -- "$cli" eval "$tmp/bad.safetensors"
+finish cli_quantize
