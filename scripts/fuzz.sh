@@ -3,7 +3,7 @@
 # build-fuzz/ (the library under ASan + UBSan) and runs each for SECONDS (default 30), starting
 # from a scratch copy of its committed seed corpus tests/fuzz/corpus/TARGET/.
 #
-#   bash scripts/fuzz.sh [SECONDS] [TARGET...]   targets: idx cifar10 safetensors model spec
+#   bash scripts/fuzz.sh [SECONDS] [TARGET...]   targets: idx cifar10 safetensors model qmodel spec
 #                                                config checkpoint (default: all)
 #   bash scripts/fuzz.sh --seeds                 rewrites the seeds (tests/fuzz/make_corpus.c)
 #
@@ -13,7 +13,7 @@
 # coverage of libFuzzer's final stats (cov: edges, ft: features).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-all_targets=(idx cifar10 safetensors model spec config checkpoint)
+all_targets=(idx cifar10 safetensors model qmodel spec config checkpoint)
 
 build() {
     CC=clang cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug \

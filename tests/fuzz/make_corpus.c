@@ -170,6 +170,36 @@ static void model_seeds(const char *tmp) {
     put_file("model", "missing-bias", path);
 }
 
+/* ------------------------------------------------------------ int8 model files */
+
+/* A small network quantized after calibration on a few deterministic samples, as a seed. */
+static void qmodel_seed(const char *tmp, const char *name, const char *spec, int c, int h, int w) {
+    at_net *net;
+    if (at_net_from_spec(&net, spec, c, h, w) != AT_OK) fuzz_fail(spec, at_error_message());
+    at_net_init(net, 5);
+    const int n = 4, d = c * h * w;
+    float *x = malloc(sizeof(float) * (size_t)n * d);
+    if (!x) fuzz_fail("out of memory", "calibration");
+    for (int i = 0; i < n * d; i++) x[i] = (float)((i * 37) % 101) / 100.0f;
+    at_qnet *q;
+    if (at_quantize(&q, net, x, n) != AT_OK) fuzz_fail("at_quantize", at_error_message());
+    char path[600];
+    snprintf(path, sizeof path, "%s/model.int8.safetensors", tmp);
+    if (at_qnet_save(q, path, NULL, 0) != AT_OK) fuzz_fail("at_qnet_save", at_error_message());
+    put_file("qmodel", name, path);
+    at_qnet_free(q);
+    at_net_free(net);
+    free(x);
+}
+
+static void qmodel_seeds(const char *tmp) {
+    qmodel_seed(tmp, "linear", "flatten,linear:3", 1, 2, 2);
+    qmodel_seed(tmp, "conv-bn-pool", "conv:2:3:1:1:bias=0,bn,relu,maxpool:2,conv:2:2:1:0:groups=2,avgpool:1:1:0,"
+                "flatten,dropout:0.2,linear:3", 1, 4, 4);
+    qmodel_seed(tmp, "residual", "conv:2:3:1:1:bias=0,bn,a=relu,conv:2:3:1:1,m=bn,add:a,bn,relu,gap,flatten,"
+                "linear:8,bn1d,relu,linear:2", 1, 3, 3);
+}
+
 /* ------------------------------------------------------------ specs */
 
 static void spec_seeds(void) {
@@ -253,6 +283,7 @@ int main(int argc, char **argv) {
     cifar_seeds();
     st_seeds(tmp);
     model_seeds(tmp);
+    qmodel_seeds(tmp);
     spec_seeds();
     config_seeds();
     checkpoint_seeds(tmp);
