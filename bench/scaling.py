@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Data-parallel scaling of advtrain (docs/distributed.md), measured here and modelled on paper.
 
-    python3 bench/scaling.py [--advtrain build/advtrain] [--batches 20]
+    python3 bench/scaling.py [--advtrain build/advtrain] [--batches 20] [--repeats 3]
 
-1. Measured on this machine: `advtrain fit` for one epoch of 10,000 images as 1 process x 2
-   threads and as `mpirun -np 2` x 1 thread (smallcnn, plain; the gradient sum per step is then
-   an MPI_Allreduce between two processes of one machine).
+1. Measured on this machine: `advtrain fit` for one epoch as 1 process x 2 threads and as
+   `mpirun -np 2` x 1 thread (smallcnn: plain on 10,000 images, PGD-7 adversarial training on
+   5,000; the gradient sum per step is then an MPI_Allreduce between two processes of one
+   machine), each the best of --repeats runs, with rank 0's share of the time spent in the sums
+   (fit --json: allreduce_seconds, which includes waiting for the other rank).
 2. Modelled: for N = 8, 16, 64 nodes on 10, 25 and 100 GbE, each node one rank training 128
    images per step (weak scaling: the global batch is 128 N, with the learning rate scaled by N
    after a warm-up, Goyal et al. 2017), a step costs its compute (measured here: `advtrain bench`,
@@ -37,23 +39,30 @@ def bench(exe, model, mode, batches):
     return json.loads(out)
 
 
-def fit_seconds(cmd):
+def fit_run(cmd):
     with tempfile.TemporaryDirectory() as d:
         out = subprocess.run(cmd + ["--out", os.path.join(d, "m.safetensors")], check=True, capture_output=True,
                              text=True, cwd=d).stdout
-    return json.loads(out)["seconds"]
+    return json.loads(out)
 
 
-def measured(exe):
-    common = ["fit", "--model", "smallcnn", "--train-subset", "10000", "--epochs", "1", "--json", "--quiet"]
-    one = fit_seconds([exe] + common + ["--threads", "2"])
+def measured(exe, repeats):
     if not shutil.which("mpirun"):
         print("mpirun not found: the measured comparison is skipped")
         return
-    two = fit_seconds(["mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-np", "2", exe] + common
-                      + ["--threads", "1"])
-    print(f"smallcnn, 1 epoch of 10,000 images: 1 process x 2 threads {one:.2f} s; 2 ranks x 1 thread {two:.2f} s "
-          f"({one / two:.2f}x as fast)")
+    mpi = ["mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-np", "2", exe]
+    print("| smallcnn, 1 epoch | 1 process x 2 threads | 2 ranks x 1 thread | 2 ranks against 1 process | "
+          "allreduce share (rank 0) |")
+    print("|---|---|---|---|---|")
+    for name, extra in [("plain, 10,000 images", ["--train-subset", "10000"]),
+                        ("PGD-7 eps 0.1, 5,000 images", ["--train-subset", "5000", "--adv", "pgd", "--eps", "0.1",
+                                                         "--steps", "7"])]:
+        common = ["fit", "--model", "smallcnn", "--epochs", "1", "--json", "--quiet"] + extra
+        one = min(fit_run([exe] + common + ["--threads", "2"])["seconds"] for _ in range(repeats))
+        runs = [fit_run(mpi + common + ["--threads", "1"]) for _ in range(repeats)]
+        two = min(r["seconds"] for r in runs)
+        share = min(r["allreduce_seconds"] / r["seconds"] for r in runs)
+        print(f"| {name} | {one:.2f} s | {two:.2f} s | {one / two:.2f}x as fast | {100 * share:.1f}% |")
 
 
 def allreduce_seconds(params, nodes, bits_per_s):
@@ -65,8 +74,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--advtrain", default=os.path.join(os.path.dirname(__file__), "..", "build", "advtrain"))
     ap.add_argument("--batches", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
-    measured(a.advtrain)
+    measured(a.advtrain, a.repeats)
     print()
     print("| model | mode | parameters | allreduce MB | step (128 images) ms | " +
           " | ".join(f"{n} nodes {link}" for link in LINKS for n in NODES) + " |")

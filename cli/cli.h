@@ -142,6 +142,9 @@ bool cli_comm_start(int *argc, char ***argv);
 void cli_comm_end(int status);
 const at_comm *cli_comm(void);
 bool cli_is_root(void);
+/* Seconds this rank has spent inside the sums over the ranks, waiting for the others included
+ * (0 for one process): the communication share of a data-parallel run. */
+double cli_comm_seconds(void);
 /* Waits until every rank has come here (true at once for one process). */
 bool cli_comm_barrier(void);
 

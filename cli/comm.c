@@ -28,6 +28,8 @@ static long long now_s(void) {
     return (long long)t.tv_sec;
 }
 
+static double summing_s; /* this rank's time inside the sums (cli_comm_seconds) */
+
 static void *watchdog(void *arg) {
     const int rank = *(const int *)arg;
     for (;;) {
@@ -46,6 +48,7 @@ static void *watchdog(void *arg) {
 /* count values of `type` (`size` bytes each) summed over the ranks, in place, the watchdog on. */
 static at_status mpi_sum(void *buf, size_t count, MPI_Datatype type, size_t size) {
     atomic_store(&waiting_since, now_s());
+    const double start = MPI_Wtime();
     at_status s = AT_OK;
     /* MPI counts are ints: large buffers go in pieces. */
     for (size_t done = 0; done < count && s == AT_OK;) {
@@ -55,6 +58,7 @@ static at_status mpi_sum(void *buf, size_t count, MPI_Datatype type, size_t size
         done += (size_t)piece;
     }
     atomic_store(&waiting_since, 0);
+    summing_s += MPI_Wtime() - start;
     return s;
 }
 
@@ -132,6 +136,14 @@ void cli_comm_end(int status) {
 }
 
 const at_comm *cli_comm(void) { return world.size > 1 ? &world : NULL; }
+
+double cli_comm_seconds(void) {
+#ifdef ADVTRAIN_WITH_MPI
+    return summing_s;
+#else
+    return 0.0;
+#endif
+}
 
 bool cli_is_root(void) { return world.rank == 0; }
 

@@ -1034,6 +1034,7 @@ static int save_results(const fit_state *st, at_net *net, const at_data *data, c
         cJSON_AddStringToObject(o, "data", a->data);
         cJSON_AddStringToObject(o, "out", a->out);
         cJSON_AddNumberToObject(o, "seconds", cli_now() - st->start);
+        if (cli_comm()) cJSON_AddNumberToObject(o, "allreduce_seconds", cli_comm_seconds());
         cJSON_AddItemToObject(o, "settings", *settings);
         *settings = NULL;
         cJSON_AddItemToObject(o, "results", results);
