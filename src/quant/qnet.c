@@ -238,6 +238,20 @@ static bool node_shape(at_qnet *q, int l, qnode *n) {
     }
 }
 
+bool q_sums_fit(const qnode *n, int *channel) {
+    if (n->nout <= 0) return true;
+    const size_t per = n->kind == AT_LAYER_CONV2D || n->kind == AT_LAYER_LINEAR ? n->op->w_count / (size_t)n->nout : 1;
+    for (int o = 0; o < n->nout; o++) {
+        int64_t bound = n->bias[o] < 0 ? -(int64_t)n->bias[o] : n->bias[o];
+        for (size_t i = 0; i < per && bound <= INT32_MAX; i++) bound += 255 * (int64_t)abs(n->w[(size_t)o * per + i]);
+        if (bound > INT32_MAX) {
+            *channel = o;
+            return false;
+        }
+    }
+    return true;
+}
+
 /* Post-training quantization of node n's weights (it has its shape). */
 static void quantize_node(const at_net *net, qnode *n) {
     const at_layer *L = &net->layers[n->layer];
@@ -319,7 +333,13 @@ at_status at_quantize(at_qnet **out, at_net *net, const float *calib, int n) {
     s = lo && hi ? calibrate(net, calib, n, lo, hi) : AT_ERR_NOMEM;
     if (s == AT_OK) tensor_params(q, lo, hi);
     if (s == AT_OK) s = q_shape_nodes(q);
-    for (int k = 0; s == AT_OK && k < q->nnodes; k++) quantize_node(net, &q->nodes[k]);
+    for (int k = 0; s == AT_OK && k < q->nnodes; k++) {
+        quantize_node(net, &q->nodes[k]);
+        int c;
+        if (!q_sums_fit(&q->nodes[k], &c))
+            s = at_fail(AT_ERR_ARG, "int8 quantization: layer %d's int32 sums could overflow at output channel %d "
+                                    "(a bias far beyond its weights' range)", q->nodes[k].layer, c);
+    }
     free(lo);
     free(hi);
     if (s != AT_OK) {

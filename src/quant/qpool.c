@@ -25,10 +25,11 @@ void q_maxpool(const qnode *q, const int8_t *x, int8_t *y) {
     }
 }
 
-/* zp + round(sum / count), half away from zero, clamped. */
-static int8_t mean_of(int32_t sum, int32_t count, int32_t zp) {
-    const int32_t r = sum >= 0 ? (sum + count / 2) / count : -((-sum + count / 2) / count);
-    return q_clamp(zp + r, -128, 127);
+/* zp + round(sum / count), half away from zero, clamped (64-bit: a window of any size). */
+static int8_t mean_of(int64_t sum, int64_t count, int32_t zp) {
+    int64_t r = sum >= 0 ? (sum + count / 2) / count : -((-sum + count / 2) / count);
+    r += zp;
+    return (int8_t)(r < -128 ? -128 : (r > 127 ? 127 : r));
 }
 
 void q_avgpool(const qnode *q, const int8_t *x, int8_t *y) {
@@ -40,15 +41,15 @@ void q_avgpool(const qnode *q, const int8_t *x, int8_t *y) {
         int8_t *out = y + (size_t)c * L->out_h * L->out_w;
         for (int oh = 0; oh < L->out_h; oh++)
             for (int ow = 0; ow < L->out_w; ow++) {
-                int32_t sum = 0;
+                int64_t sum = 0;
                 for (int ki = 0; ki < K; ki++) {
                     const int ih = oh * S - P + ki;
                     for (int kj = 0; ih >= 0 && ih < H && kj < K; kj++) {
                         const int iw = ow * S - P + kj;
-                        if (iw >= 0 && iw < W) sum += plane[ih * W + iw] - zp;
+                        if (iw >= 0 && iw < W) sum += plane[(size_t)ih * W + iw] - zp;
                     }
                 }
-                out[oh * L->out_w + ow] = mean_of(sum, K * K, zp);
+                out[oh * L->out_w + ow] = mean_of(sum, (int64_t)K * K, zp);
             }
     }
 }
@@ -58,7 +59,7 @@ void q_globalavgpool(const qnode *q, const int8_t *x, int8_t *y) {
     const int area = L->in_h * L->in_w;
     const int32_t zp = q->in[0].zp;
     for (int c = 0; c < L->in_c; c++) {
-        int32_t sum = 0;
+        int64_t sum = 0;
         for (int i = 0; i < area; i++) sum += x[(size_t)c * area + i] - zp;
         y[c] = mean_of(sum, area, zp);
     }

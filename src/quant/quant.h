@@ -81,6 +81,11 @@ bool q_folded_away(const at_net *net, int l);
 void q_inherit_params(at_qnet *q);
 at_status q_shape_nodes(at_qnet *q);
 
+/* Whether every int32 sum of node n stays in int32 whatever its int8 inputs: |bias| + 255 * the
+ * sum of |w| per output channel (x - zp is within [-255, 255]). A quantized network's always do
+ * by a wide margin; a damaged file's may not, and is refused. *channel: the first that fails. */
+bool q_sums_fit(const qnode *n, int *channel);
+
 /* Kernels: rows n samples of x (the op's input shape) into y (its output shape); work is
  * per-sample scratch of q_work_bytes(node) bytes. */
 size_t q_work_bytes(const qnode *q);
