@@ -156,6 +156,8 @@ static void check_bad_comm(at_net *net, const float *x, const int32_t *y) {
 static at_data data;
 static const char *TRAIN_SPEC = "conv:8:3:2:1,bn,relu,conv:16:3:2:1,bn,relu,flatten,dropout:0.2,linear:10";
 
+enum { EPOCHS = 2 };
+
 typedef struct train_job {
     at_net *net;
     at_train_config cfg;
@@ -163,11 +165,23 @@ typedef struct train_job {
     rank_user user;
     at_status status;
     at_eval_result test;
+    uint64_t hash[EPOCHS]; /* the weights after each epoch */
 } train_job;
+
+/* FNV-1a of the parameters' bits after each epoch. */
+static bool hash_epoch(void *user, const at_epoch_stats *st) {
+    train_job *j = user;
+    const unsigned char *p = (const unsigned char *)at_net_params(j->net);
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < sizeof(float) * at_net_num_params(j->net); i++) h = (h ^ p[i]) * 1099511628211ull;
+    if (st->epoch >= 1 && st->epoch <= EPOCHS) j->hash[st->epoch - 1] = h;
+    return true;
+}
 
 static void *train_rank(void *arg) {
     train_job *j = arg;
-    j->status = at_train(j->net, &data.train, NULL, &data.test, &j->cfg, NULL);
+    const at_train_callbacks cb = {.user = j, .on_epoch = hash_epoch};
+    j->status = at_train(j->net, &data.train, NULL, &data.test, &j->cfg, &cb);
     if (j->status == AT_OK) j->status = at_evaluate(j->net, &data.test, 256, &j->test);
     return NULL;
 }
@@ -175,7 +189,7 @@ static void *train_rank(void *arg) {
 static at_train_config train_config(at_adv_method adv) {
     const bool adversarial = adv != AT_ADV_NONE;
     at_train_config c = at_train_defaults();
-    c.epochs = 1;
+    c.epochs = EPOCHS;
     c.batch = 64;
     c.seed = 9;
     c.optim.lr = 0.05f;
@@ -246,12 +260,18 @@ static void check_training(at_adv_method adv, int ranks, const char *dir) {
         CHECK_OK(jobs[r].status);
         CHECK_MSG(param_gap(jobs[0].net, jobs[r].net) == 0, "%s, %d ranks: rank %d's weights differ from rank 0's", what,
                   ranks, r);
+        for (int e = 0; e < EPOCHS; e++)
+            CHECK_MSG(jobs[r].hash[e] == jobs[0].hash[e] && jobs[0].hash[e] != 0,
+                      "%s, %d ranks: after epoch %d rank %d's weights hash differently", what, ranks, e + 1, r);
     }
     const double gap = param_gap(alone.net, jobs[0].net);
     const double acc_gap = fabs((double)alone.test.accuracy - jobs[0].test.accuracy);
     /* Within float tolerance: 1e-3 of the weights and 0.1 points, or what the summation order
-     * alone moves one process (4 times its weights' gap, twice its accuracy's) if more. */
-    CHECK_MSG(gap < fmax(1e-3, 4 * own_gap) && acc_gap <= fmax(0.001, 2 * own_acc_gap) + 1e-9,
+     * alone moves one process (4 times its weights' gap, twice its accuracy's) if more; a run
+     * whose own weights move by more than 1% that way is chaotic (TRADES), and its accuracy may
+     * then move by a point, as with another seed. */
+    const double acc_tol = fmax(fmax(0.001, 2 * own_acc_gap), own_gap > 0.01 ? 0.01 : 0.0);
+    CHECK_MSG(gap < fmax(1e-3, 4 * own_gap) && acc_gap <= acc_tol + 1e-9,
               "%s, %d ranks: weights %.3g (relative) and test accuracy %.4f vs %.4f apart (one process at 1 "
               "thread: %.3g, %.4f)",
               what, ranks, gap, (double)jobs[0].test.accuracy, (double)alone.test.accuracy, own_gap, own_acc_gap);
@@ -292,7 +312,7 @@ static void check_data_parallel(void) {
     snprintf(path, sizeof path, "%s/last.safetensors", dir);
     int epoch = 0;
     CHECK_OK(at_checkpoint_epoch(dir, &epoch));
-    CHECK(epoch == 1);
+    CHECK(epoch == EPOCHS);
     remove(path);
     rmdir(dir);
     check_refused();
