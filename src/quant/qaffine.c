@@ -11,7 +11,7 @@ void q_affine(const qnode *q, const int8_t *x, int8_t *y) {
         int8_t *yc = y + (size_t)c * area;
         for (int i = 0; i < area; i++) {
             const int32_t acc = q->bias[c] + (int32_t)q->w[c] * (xc[i] - zp);
-            yc[i] = q_clamp(q->out.zp + q_requant(acc, q->mult[c], q->shift[c]), q->lo, q->hi);
+            yc[i] = q_store(q_requant(acc, q->mult[c], q->shift[c]), q->out.zp, q->lo, q->hi);
         }
     }
 }

@@ -73,7 +73,7 @@ void q_conv(const qnode *q, const int8_t *x, int8_t *y, void *work) {
             }
             int8_t *out = y + (size_t)o * area;
             for (size_t p = 0; p < area; p++)
-                out[p] = q_clamp(q->out.zp + q_requant(acc[p], q->mult[o], q->shift[o]), q->lo, q->hi);
+                out[p] = q_store(q_requant(acc[p], q->mult[o], q->shift[o]), q->out.zp, q->lo, q->hi);
         }
     }
 }

@@ -8,6 +8,6 @@ void q_linear(const qnode *q, const int8_t *x, int8_t *y) {
         const int8_t *w = q->w + (size_t)o * in;
         int32_t acc = q->bias[o];
         for (int i = 0; i < in; i++) acc += (int32_t)w[i] * (x[i] - zp);
-        y[o] = q_clamp(q->out.zp + q_requant(acc, q->mult[o], q->shift[o]), q->lo, q->hi);
+        y[o] = q_store(q_requant(acc, q->mult[o], q->shift[o]), q->out.zp, q->lo, q->hi);
     }
 }

@@ -24,7 +24,10 @@ void q_multiplier(double real, int32_t *mult, int *shift);
 int32_t q_requant(int32_t x, int32_t mult, int shift);
 /* round(x / 2^exponent), half away from zero (exponent 0..31). */
 int32_t q_rounding_shift(int32_t x, int exponent);
-static inline int8_t q_clamp(int32_t v, int32_t lo, int32_t hi) {
+/* zp + a requantized value, clamped to [lo, hi]: added in 64 bits, since a requantization may
+ * saturate at the int32 range (a damaged file's multiplier). */
+static inline int8_t q_store(int32_t r, int32_t zp, int32_t lo, int32_t hi) {
+    const int64_t v = (int64_t)r + zp;
     return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
 }
 
