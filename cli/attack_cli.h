@@ -74,6 +74,16 @@ struct cJSON *atk_cli_json_head(const char *path, const at_net *net, const char 
                                 int first, int samples);
 void atk_cli_close(atk_cli_model *m);
 
+/* eval on an int8 model (cli/eval_int8.c): clean accuracy, and with set->attacks the float
+ * model's adversarial examples judged by the int8 model (transfer). m->ds holds the samples. */
+typedef struct int8_eval_args {
+    const char *path, *split, *float_model; /* float_model: NULL for the file's advtrain.float_model */
+    int first, batch;
+    bool json;
+    const atk_cli_settings *set;
+} int8_eval_args;
+int atk_cli_eval_int8(const atk_cli_model *m, const int8_eval_args *a);
+
 /* The image grid: for each of n samples (C x H x W floats in [0,1]) the clean image, the
  * perturbation (mid-gray = 0, scaled so +-scale_eps is full range; red/blue in colour) and the
  * adversarial image, each with its label / prediction drawn in a small bitmap font. class_names

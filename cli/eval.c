@@ -42,7 +42,7 @@ static bool run_one(at_net *net, const at_dataset *ds, int n, eval_run *r, bool 
 
 /* What `advtrain eval` was asked for. */
 typedef struct eval_options {
-    const char *data_source, *model_spec, *split;
+    const char *data_source, *model_spec, *split, *float_model;
     int batch, threads, samples, offset;
     bool json, strict, no_sanity;
     atk_cli_settings set;
@@ -249,45 +249,6 @@ static int plain_eval(const atk_cli_model *m, const char *path, const eval_optio
     return 0;
 }
 
-/* Clean accuracy of an int8 model (integer inference, at_qnet_predict) on the selected samples. */
-static int int8_eval(const atk_cli_model *m, const char *path, const eval_options *o) {
-    const at_dataset *ds = m->ds;
-    const at_net *net = at_qnet_net(m->qnet);
-    const int D = at_dataset_sample_size(ds), K = at_net_out_size(net);
-    float *x = malloc(sizeof(float) * (size_t)o->batch * D);
-    int32_t *y = malloc(sizeof(int32_t) * (size_t)o->batch), *idx = malloc(sizeof(int32_t) * (size_t)o->batch);
-    at_status s = x && y && idx ? AT_OK : at_fail(AT_ERR_NOMEM, "out of memory");
-    int hits = 0;
-    const double start = cli_now();
-    for (int first = 0; s == AT_OK && first < ds->n; first += o->batch) {
-        const int n = ds->n - first < o->batch ? ds->n - first : o->batch;
-        for (int i = 0; i < n; i++) idx[i] = first + i;
-        at_dataset_batch(ds, idx, n, x, y, NULL);
-        const float *z;
-        if ((s = at_qnet_predict(m->qnet, x, n, &z)) == AT_OK)
-            for (int i = 0; i < n; i++) hits += at_argmax(z + (size_t)i * K, K) == y[i];
-    }
-    free(x);
-    free(y);
-    free(idx);
-    if (s != AT_OK) {
-        cli_error("eval", "int8 inference failed", s);
-        return EXIT_RUN_FAILED;
-    }
-    const double acc = ds->n ? (double)hits / ds->n : 0.0;
-    if (o->json) {
-        cJSON *j = atk_cli_json_head(path, net, m->data_source, o->split, o->offset, ds->n);
-        cJSON_AddStringToObject(j, "format", "int8");
-        cJSON_AddNumberToObject(j, "clean_accuracy", acc);
-        cJSON_AddNumberToObject(j, "seconds", cli_now() - start);
-        cli_print_json(j);
-    } else {
-        printf("%s (int8) on %s %s (%d sample%s): accuracy %.2f%%\n", path, m->data.name, o->split, ds->n,
-               cli_s(ds->n), 100.0 * acc);
-    }
-    return 0;
-}
-
 /* The selected samples (--offset, --samples), then the attacks or the plain evaluation. */
 static int eval_model(atk_cli_model *m, const char *path, const eval_options *o) {
     at_dataset *ds = m->ds;
@@ -304,12 +265,14 @@ static int eval_model(atk_cli_model *m, const char *path, const eval_options *o)
             return EXIT_RUN_FAILED;
         }
     }
-    if (m->qnet && (o->set.attacks || ds->targets)) {
-        fprintf(stderr, "advtrain eval: %s is an int8 model: clean accuracy of classifiers only so far (attacks on "
-                        "int8 models are not built yet: attack the float model it came from)\n", path);
+    if (m->qnet) {
+        const int8_eval_args a = {path, o->split, o->float_model, o->offset, o->batch, o->json, &o->set};
+        return atk_cli_eval_int8(m, &a);
+    }
+    if (o->float_model) {
+        fprintf(stderr, "advtrain eval: --float-model goes with an int8 model file; %s is a float model\n", path);
         return EXIT_USAGE;
     }
-    if (m->qnet) return int8_eval(m, path, o);
     if (o->set.attacks) {
         if (ds->targets) {
             fprintf(stderr, "advtrain eval: --attack needs a classification model and dataset; %s is regression\n",
@@ -353,7 +316,7 @@ static bool usage_ok(const cli_command *cmd, const eval_options *o) {
 }
 
 int cmd_eval(int argc, char **argv) {
-    const char *data_source = NULL, *model_spec = NULL, *split = "test";
+    const char *data_source = NULL, *model_spec = NULL, *split = "test", *float_model = NULL;
     int batch = 256, threads = 0, samples = 0, offset = 0;
     bool json = false, strict = false, no_sanity = false;
     atk_cli_settings set;
@@ -374,6 +337,7 @@ int cmd_eval(int argc, char **argv) {
         ATK_CLI_OPTIONS(set, help),
         {"no-sanity", OPT_FLAG, &no_sanity, NULL, "skip the extra runs of the sanity checks (eps=0, FGSM, unbounded eps)", 1, 0},
         {"strict", OPT_FLAG, &strict, NULL, "exit with status 1 when a sanity check fails", 1, 0},
+        {"float-model", OPT_STRING, &float_model, "FILE", "int8 models: the float model they came from, whose adversarial examples are transferred (default: the file's advtrain.float_model)", 1, 0},
     };
     const char *positional[1] = {NULL};
     cli_command cmd = {"eval", "advtrain eval MODEL.safetensors [--data SOURCE] [--attack LIST --eps LIST] [--json]",
@@ -383,7 +347,7 @@ int cmd_eval(int argc, char **argv) {
     int early = cli_start(&cmd, argc, argv);
     if (early >= 0) return early;
     if (set.attacks && cli_find(&cmd, "batch")->seen) set.batch = batch;
-    const eval_options o = {data_source, model_spec, split, batch, threads, samples,
+    const eval_options o = {data_source, model_spec, split, float_model, batch, threads, samples,
                             offset, json, strict, no_sanity, set};
     if (!usage_ok(&cmd, &o)) return EXIT_USAGE;
     if (threads > 0) at_set_threads(threads);

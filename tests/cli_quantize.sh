@@ -36,8 +36,21 @@ fsize=$(stat -c %s "$model"); qsize=$(stat -c %s "$tmp/q.safetensors")
 expect 0 "\\(int8\\) on fashion-mnist test \\(1000 samples\\): accuracy $reported%" -- "$cli" eval "$tmp/q.safetensors" --samples 1000
 expect 0 '"format":"int8"' -- "$cli" eval "$tmp/q.safetensors" --samples 10 --json
 
+# --- attacks: the float model's examples transferred to the int8 model, side by side; at eps 0
+# nothing changes, so the int8 column is the int8 clean accuracy
+expect 0 "int8 \\(transfer\\)" -- "$cli" eval "$tmp/q.safetensors" --attack pgd --eps 0.1 --steps 3 --samples 200
+"$cli" eval "$tmp/q.safetensors" --attack pgd --eps 0 --steps 1 --samples 200 --json >"$tmp/t.json" 2>"$tmp/err" ||
+    bad "transfer at eps 0: $(cat "$tmp/err")"
+python3 - "$tmp/t.json" <<'PY' && ok || bad "transfer at eps 0: $(cat "$tmp/t.json")"
+import json, sys
+j = json.load(open(sys.argv[1]))
+t = j["transfer_attacks"][0]
+sys.exit(0 if t["int8_transfer_robust_accuracy"] == j["clean_accuracy"] and "float_clean_accuracy" in j else 1)
+PY
+expect 1 "--float-model: $tmp/missing.safetensors: cannot open" -- "$cli" eval "$tmp/q.safetensors" --attack pgd --eps 0.1 --float-model "$tmp/missing.safetensors"
+expect 2 "--float-model goes with an int8 model file" -- "$cli" eval "$model" --float-model "$model"
+
 # --- where an int8 model does not go, and the other way round
-expect 2 "attacks on int8 models are not built yet" -- "$cli" eval "$tmp/q.safetensors" --attack pgd --eps 0.1
 expect 1 "is an int8 model .*attack takes float models" -- "$cli" attack "$tmp/q.safetensors" --attack pgd --eps 0.1 --out "$tmp/a.safetensors"
 expect 1 "is an int8 model .*verify takes float models" -- "$cli" verify "$tmp/q.safetensors" --eps 0.01
 expect 1 "an int8 model .*not a float one" -- "$cli" export "$tmp/q.safetensors" --c "$tmp/gen"

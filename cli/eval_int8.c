@@ -1,0 +1,176 @@
+/* advtrain eval on an int8 model file (docs/quantization.md): clean accuracy by integer
+ * inference and, with --attack, the float model's adversarial examples given to the int8 model
+ * (transfer). A white-box attack on the int8 network itself (gradients through the float shadow)
+ * is not built yet: the transfer numbers are an upper bound on the int8 model's robust accuracy. */
+#include "attack_cli.h"
+
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Whether the int8 model gets each of the n samples x right (labels y): ok[i]. */
+static at_status int8_hits(at_qnet *q, const float *x, const int32_t *y, int n, int batch, bool *ok) {
+    const at_net *net = at_qnet_net(q);
+    const int D = at_net_in_size(net), K = at_net_out_size(net);
+    for (int first = 0; first < n; first += batch) {
+        const int m = n - first < batch ? n - first : batch;
+        const float *z;
+        at_status s = at_qnet_predict(q, x + (size_t)first * D, m, &z);
+        if (s != AT_OK) return s;
+        for (int i = 0; i < m; i++) ok[first + i] = at_argmax(z + (size_t)i * K, K) == y[first + i];
+    }
+    return AT_OK;
+}
+
+static int count_true(const bool *v, int n) {
+    int c = 0;
+    for (int i = 0; i < n; i++) c += v[i];
+    return c;
+}
+
+/* The float model the int8 file came from: --float-model, else its advtrain.float_model. */
+static at_net *load_float_model(const atk_cli_model *m, const int8_eval_args *a) {
+    const char *path = a->float_model ? a->float_model : at_st_meta_get(m->file, "advtrain.float_model");
+    if (!path) {
+        fprintf(stderr, "advtrain eval: %s names no float model: give the one it was quantized from with --float-model\n",
+                a->path);
+        return NULL;
+    }
+    at_net *net = NULL;
+    at_status s = at_model_load(&net, path, NULL);
+    if (s != AT_OK) {
+        cli_error("eval", a->float_model ? "--float-model" : "the float model named by the int8 file (--float-model to give another)", s);
+        return NULL;
+    }
+    if (strcmp(at_net_spec(net), at_net_spec(at_qnet_net(m->qnet))) != 0) {
+        fprintf(stderr, "advtrain eval: the float model %s is a %s, the int8 model a %s\n", path, at_net_spec(net),
+                at_net_spec(at_qnet_net(m->qnet)));
+        at_net_free(net);
+        return NULL;
+    }
+    return net;
+}
+
+typedef struct transfer_row {
+    at_attack_config cfg;
+    at_attack_result res; /* on the float model */
+    int int8_robust;
+} transfer_row;
+
+/* Each attack and eps on the float model, its examples then judged by the int8 model. */
+static at_status run_transfers(at_net *fnet, at_qnet *q, const at_dataset *ds, const float *x, const int32_t *y,
+                               const bool *clean_ok, int batch, transfer_row *rows, int nrows) {
+    const int n = ds->n, D = at_dataset_sample_size(ds);
+    float *adv = malloc(sizeof(float) * (size_t)n * D);
+    bool *ok = malloc(sizeof(bool) * (size_t)n);
+    at_status s = adv && ok ? AT_OK : at_fail(AT_ERR_NOMEM, "out of memory for %d adversarial examples", n);
+    for (int r = 0; s == AT_OK && r < nrows; r++) {
+        s = at_attack_run(fnet, &rows[r].cfg, x, y, n, adv, NULL, &rows[r].res);
+        if (s == AT_OK) s = int8_hits(q, adv, y, n, batch, ok);
+        rows[r].int8_robust = 0;
+        for (int i = 0; s == AT_OK && i < n; i++) rows[r].int8_robust += clean_ok[i] && ok[i];
+    }
+    free(adv);
+    free(ok);
+    return s;
+}
+
+static void report(const atk_cli_model *m, const int8_eval_args *a, int n, int clean_q, int clean_f,
+                   const transfer_row *rows, int nrows, double seconds) {
+    const at_net *net = at_qnet_net(m->qnet);
+    if (a->json) {
+        cJSON *j = atk_cli_json_head(a->path, net, m->data_source, a->split, a->first, n);
+        cJSON_AddStringToObject(j, "format", "int8");
+        cJSON_AddNumberToObject(j, "clean_accuracy", n ? (double)clean_q / n : 0.0);
+        if (clean_f >= 0) cJSON_AddNumberToObject(j, "float_clean_accuracy", n ? (double)clean_f / n : 0.0);
+        cJSON *arr = nrows ? cJSON_AddArrayToObject(j, "transfer_attacks") : NULL;
+        for (int r = 0; r < nrows; r++) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "attack", at_attack_name(&rows[r].cfg));
+            cJSON_AddNumberToObject(o, "eps", rows[r].cfg.eps);
+            cJSON_AddNumberToObject(o, "float_robust_accuracy", (double)rows[r].res.robust / n);
+            cJSON_AddNumberToObject(o, "int8_transfer_robust_accuracy", (double)rows[r].int8_robust / n);
+            cJSON_AddItemToArray(arr, o);
+        }
+        cJSON_AddNumberToObject(j, "seconds", seconds);
+        cli_print_json(j);
+        return;
+    }
+    printf("%s (int8) on %s %s (%d sample%s): accuracy %.2f%%\n", a->path, m->data.name, a->split, n, cli_s(n),
+           n ? 100.0 * clean_q / n : 0.0);
+    if (!nrows) return;
+    printf("float model: clean accuracy %.2f%%; its adversarial examples (white-box on the float model; PGD: the\n"
+           "last iterates) given to the int8 model: transfer, an upper bound on the int8 model's robust accuracy\n\n",
+           100.0 * clean_f / n);
+    printf("%-10s %-8s %-7s %-16s %-16s\n", "attack", "eps", "x255", "float robust", "int8 (transfer)");
+    for (int r = 0; r < nrows; r++)
+        printf("%-10s %-8.4g %-7.3g %14.2f%%  %14.2f%%\n", at_attack_name(&rows[r].cfg), rows[r].cfg.eps,
+               rows[r].cfg.eps * 255.0, 100.0 * rows[r].res.robust / n, 100.0 * rows[r].int8_robust / n);
+}
+
+/* One row per attack and eps of --attack and --eps. */
+static transfer_row *plan_rows(const atk_cli_settings *set, int num_classes, int first, int *nrows) {
+    float eps[ATK_CLI_MAX];
+    int neps, ncfg;
+    at_attack_config cfgs[ATK_CLI_MAX];
+    int32_t target_class;
+    if (!cli_parse_eps("eval", set->eps, eps, ATK_CLI_MAX, &neps) ||
+        !atk_cli_configs("eval", set, num_classes, cfgs, ATK_CLI_MAX, &ncfg, &target_class))
+        return NULL;
+    if (target_class >= 0) {
+        fprintf(stderr, "advtrain eval: --target with an int8 model: not built yet (untargeted attacks only)\n");
+        return NULL;
+    }
+    transfer_row *rows = calloc((size_t)ncfg * neps, sizeof *rows);
+    for (int c = 0; rows && c < ncfg; c++)
+        for (int e = 0; e < neps; e++) {
+            rows[c * neps + e].cfg = cfgs[c];
+            rows[c * neps + e].cfg.eps = eps[e];
+            rows[c * neps + e].cfg.index_base = first;
+            /* An example that just crosses the float model's boundary (PGD's first fooling
+             * iterate) rarely fools another model: transfer the last, most adversarial iterate. */
+            if (cfgs[c].kind == AT_ATTACK_PGD) rows[c * neps + e].cfg.last_iterate = true;
+        }
+    *nrows = ncfg * neps;
+    return rows;
+}
+
+int atk_cli_eval_int8(const atk_cli_model *m, const int8_eval_args *a) {
+    const at_dataset *ds = m->ds;
+    const int n = ds->n, D = at_dataset_sample_size(ds);
+    const double start = cli_now();
+    float *x = malloc(sizeof(float) * (size_t)n * D);
+    int32_t *y = malloc(sizeof(int32_t) * (size_t)n), *idx = malloc(sizeof(int32_t) * (size_t)n);
+    bool *clean_ok = malloc(sizeof(bool) * (size_t)n);
+    at_status s = x && y && idx && clean_ok ? AT_OK : at_fail(AT_ERR_NOMEM, "out of memory for %d samples", n);
+    for (int i = 0; s == AT_OK && i < n; i++) idx[i] = i;
+    if (s == AT_OK) at_dataset_batch(ds, idx, n, x, y, NULL);
+    if (s == AT_OK) s = int8_hits(m->qnet, x, y, n, a->batch, clean_ok);
+    int rc = s == AT_OK ? 0 : EXIT_RUN_FAILED, nrows = 0, clean_f = -1;
+    if (s != AT_OK) cli_error("eval", "int8 inference failed", s);
+    transfer_row *rows = NULL;
+    at_net *fnet = NULL;
+    if (rc == 0 && a->set->attacks) {
+        rows = plan_rows(a->set, at_net_out_size(at_qnet_net(m->qnet)), a->first, &nrows);
+        fnet = rows ? load_float_model(m, a) : NULL;
+        rc = fnet ? 0 : rows ? EXIT_RUN_FAILED : EXIT_USAGE;
+    }
+    if (rc == 0 && fnet) {
+        at_eval_result fr;
+        s = at_evaluate(fnet, ds, a->batch, &fr);
+        clean_f = (int)((double)fr.accuracy * n + 0.5);
+        if (s == AT_OK) s = run_transfers(fnet, m->qnet, ds, x, y, clean_ok, a->batch, rows, nrows);
+        if (s != AT_OK) {
+            cli_error("eval", "the transfer attacks failed", s);
+            rc = EXIT_RUN_FAILED;
+        }
+    }
+    if (rc == 0) report(m, a, n, count_true(clean_ok, n), clean_f, rows, nrows, cli_now() - start);
+    at_net_free(fnet);
+    free(rows);
+    free(x);
+    free(y);
+    free(idx);
+    free(clean_ok);
+    return rc;
+}
