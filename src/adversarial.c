@@ -104,22 +104,25 @@ static void craft_loss(void *user, const float *z, int begin, int end, float *dl
     }
 }
 
-/* Starting point: x itself, or a random start in the eps-ball (atk_random_start), sample i's
- * drawn from (a->seed, a->index_base + i) as an evaluation attack draws it. */
-static void start_point(at_adv_workspace *ws, const at_attack_config *a, const float *x, int n) {
+/* Starting points: x itself, a random start in the eps-ball (atk_random_start), or TRADES's
+ * x + 0.001 N(0,1); sample i's draws come from (a->seed, a->index_base + i), as an evaluation
+ * attack's do. Projected onto the ball and [0,1]. */
+typedef enum { START_AT_X, START_RANDOM, START_NOISE } start_kind;
+
+static void start_point(at_adv_workspace *ws, const at_attack_config *a, const float *x, int n, start_kind kind) {
     const int D = ws->D;
 #pragma omp parallel for num_threads(at_rows_threads(n, (size_t)n * D)) schedule(static)
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * D;
         float *v = ws->x_adv + (size_t)i * D;
-        if (a->random_start) {
-            at_rng r;
-            at_rng_for_sample(&r, a->seed, a->index_base + i);
+        at_rng r;
+        at_rng_for_sample(&r, a->seed, a->index_base + i);
+        if (kind == START_RANDOM) {
             atk_random_start(a->norm, a->eps, &r, xi, v, D);
-        } else {
-            memcpy(v, xi, sizeof(float) * D);
-            atk_project(a->norm, a->eps, xi, v, D);
+            continue;
         }
+        for (int j = 0; j < D; j++) v[j] = kind == START_NOISE ? xi[j] + 0.001f * at_rng_normal(&r) : xi[j];
+        atk_project(a->norm, a->eps, xi, v, D);
     }
 }
 
@@ -139,7 +142,7 @@ at_status at_adv_craft(at_net *net, at_adv_workspace *ws, const at_attack_config
     if (a->kind == AT_ATTACK_PGD && alpha <= 0.0f) alpha = 2.5f * a->eps / (float)(steps > 0 ? steps : 1);
     bool was_training = at_net_is_training(net);
     at_net_set_training(net, false); /* craft against the deployed model: dropout off */
-    start_point(ws, a, x, n);
+    start_point(ws, a, x, n, a->random_start ? START_RANDOM : START_AT_X);
     if (!soft) s = at_check_labels(y, n, K); /* the losses below index the logits by label */
     const craft_rows rows = {a, y, n, K, ws->sample_loss};
     for (int k = 0; k < steps && a->eps > 0.0f && s == AT_OK; k++) {
@@ -232,20 +235,6 @@ static double kl_softmax(const float *zp, const float *zq, int K, float *dzp, fl
     return kl;
 }
 
-/* TRADES's start: x + 0.001 N(0,1) in the eps-ball, sample i's noise drawn from (seed, index). */
-static void trades_start(at_adv_workspace *ws, const at_attack_config *a, const float *x, int n) {
-    const int D = ws->D;
-#pragma omp parallel for num_threads(at_rows_threads(n, (size_t)n * D)) schedule(static)
-    for (int i = 0; i < n; i++) {
-        const float *xi = x + (size_t)i * D;
-        float *v = ws->x_adv + (size_t)i * D;
-        at_rng r;
-        at_rng_for_sample(&r, a->seed, a->index_base + i);
-        for (int j = 0; j < D; j++) v[j] = xi[j] + 0.001f * at_rng_normal(&r);
-        atk_project(AT_NORM_LINF, a->eps, xi, v, D);
-    }
-}
-
 at_status at_trades_loss(at_net *net, at_adv_workspace *ws, const at_attack_config *inner, float beta,
                          const float *x, const int32_t *y, const float *soft, int n, float weight,
                          float *loss, int *correct) {
@@ -263,7 +252,7 @@ at_status at_trades_loss(at_net *net, at_adv_workspace *ws, const at_attack_conf
     at_net_set_training(net, false);
     if ((s = at_net_forward(net, x, n, &z)) != AT_OK) goto out;
     memcpy(ws->z_nat, z, sizeof(float) * nk);
-    trades_start(ws, inner, x, n);
+    start_point(ws, inner, x, n, START_NOISE);
     for (int k = 0; k < steps && eps > 0.0f; k++) {
         if ((s = at_net_forward(net, ws->x_adv, n, &z)) != AT_OK) goto out;
         for (int i = 0; i < n; i++)
