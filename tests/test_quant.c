@@ -143,6 +143,24 @@ static void test_conv_kernel(const char *spec, int relu) {
     at_net_free(net);
 }
 
+/* q_sums_fit: |bias| + 255 * sum |w| per channel within int32, exactly at the edge. */
+static void test_sums_fit(void) {
+    at_net *net = conv_net("flatten,linear:2", 1, 1, 4);
+    if (!net) return;
+    qnode q = {.op = &net->layers[1], .kind = AT_LAYER_LINEAR};
+    int8_t w[8] = {127, -127, 127, -127, 1, 0, 0, 0};
+    int32_t bias[2] = {INT32_MAX - 255 * 508, INT32_MAX - 255 + 1}, mult[2] = {0};
+    int sh[2] = {0};
+    q.nout = 2, q.w = w, q.bias = bias, q.mult = mult, q.shift = sh;
+    int c = -1;
+    CHECK(!q_sums_fit(&q, &c) && c == 1); /* channel 1: 255 * 1 + bias = INT32_MAX + 1 */
+    bias[1]--;
+    CHECK(q_sums_fit(&q, &c));
+    bias[0] = -bias[0] - 1; /* |INT32_MIN + 255 * 508| + 255 * 508 > INT32_MAX */
+    CHECK(!q_sums_fit(&q, &c) && c == 0);
+    at_net_free(net);
+}
+
 static void test_linear_kernel(void) {
     at_net *net = conv_net("flatten,linear:9", 3, 4, 5);
     if (!net) return;
@@ -354,6 +372,7 @@ int main(void) {
     test_conv_kernel("conv:6:3:2:1:groups=2", 1);
     test_conv_kernel("conv:4:3:1:1:groups=4", 0);
     test_linear_kernel();
+    test_sums_fit();
     test_pool_and_add();
     compare_with_float("conv:8:3:1:1,relu,maxpool:2,conv:16:3:1:1,relu,maxpool:2,flatten,linear:10", 1, 12, 0.95);
     compare_with_float("conv:8:3:1:1:bias=0,bn,a=relu,conv:8:3:1:1:groups=8:bias=0,bn,relu,conv:8:1,bn,add:a,bn,"
