@@ -1,7 +1,8 @@
 /* advtrain eval on an int8 model file (docs/quantization.md): clean accuracy by integer
  * inference and, with --attack, the attacks on the deployed int8 network: each attack's float
- * adversarial examples given to it (transfer) and, for L-inf PGD, PGD with the float model's
- * gradient judged by the int8 model at every iterate (BPDA), per-sample worst case of both. */
+ * adversarial examples given to it (transfer), and each attack run on it (every forward pass and
+ * judgement the int8 model's, gradients the float model's: BPDA; Square needs none), with the
+ * per-sample worst case of both. */
 #include "attack_cli.h"
 
 #include <cjson/cJSON.h>
@@ -53,93 +54,44 @@ static at_net *load_float_model(const atk_cli_model *m, const int8_eval_args *a)
 
 typedef struct transfer_row {
     at_attack_config cfg;
-    at_attack_result res; /* on the float model */
-    int int8_robust;      /* transfer */
-    int bpda_robust;      /* PGD (L-inf): the float gradient's steps judged by int8 at every iterate; -1: not run */
-    int worst_robust;     /* int8-robust under both */
+    at_attack_result res;  /* on the float model */
+    int int8_robust;       /* transfer */
+    at_attack_result direct; /* on the int8 model, gradients from the float one */
+    int worst_robust;      /* int8-robust under both */
 } transfer_row;
 
-/* PGD on the int8 model with the float model's gradient in place of its own (the int8 network
- * has none: BPDA, Athalye et al. 2018, with the float shadow as the backward pass): random start,
- * cfg->steps signed steps of cfg->alpha (default 2.5 eps / steps) in the L-inf ball, and a sample
- * is fooled when the int8 model is wrong at any iterate. fooled[i] is set for such samples of
- * batch [first, first + m). */
-static at_status bpda_batch(at_net *fnet, at_qnet *q, const at_attack_config *cfg, const float *x, const int32_t *y,
-                            int first, int m, int batch, float *xa, float *dz, float *dx, bool *ok, bool *fooled) {
-    const int D = at_net_in_size(fnet), K = at_net_out_size(fnet), steps = cfg->steps > 0 ? cfg->steps : 20;
-    const float eps = cfg->eps, alpha = cfg->alpha > 0 ? cfg->alpha : 2.5f * eps / (float)steps;
-    const float *xs = x + (size_t)first * D;
-    for (int i = 0; i < m; i++) {
-        at_rng r;
-        at_rng_for_sample(&r, cfg->seed, cfg->index_base + first + i);
-        for (int j = 0; j < D; j++) {
-            const float v = xs[(size_t)i * D + j] + eps * (2.0f * at_rng_uniform(&r) - 1.0f);
-            xa[(size_t)i * D + j] = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
-        }
-    }
-    at_status s = AT_OK;
-    for (int k = 0; s == AT_OK && k <= steps; k++) {
-        if ((s = int8_hits(q, xa, y + first, m, batch, ok)) != AT_OK) break;
-        for (int i = 0; i < m; i++) fooled[first + i] |= !ok[i];
-        if (k == steps) break;
-        const float *z;
-        float loss;
-        if ((s = at_net_forward(fnet, xa, m, &z)) != AT_OK) break;
-        s = at_cross_entropy(z, y + first, m, K, 0.0f, &loss, dz, NULL);
-        if (s == AT_ERR_NAN) s = AT_OK; /* a non-finite row just takes no useful step */
-        if (s == AT_OK) s = at_net_backward(fnet, dz, AT_GRAD_INPUT, dx);
-        for (size_t j = 0; s == AT_OK && j < (size_t)m * D; j++) {
-            const float g = dx[j], x0 = xs[j];
-            float v = xa[j] + alpha * (float)((g > 0.0f) - (g < 0.0f));
-            v = v < x0 - eps ? x0 - eps : (v > x0 + eps ? x0 + eps : v);
-            xa[j] = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
-        }
-    }
-    return s;
+/* The int8 model as the attacked model of an attack on its float stand-in (at_attack_config.forward). */
+static at_status int8_forward(void *q, const float *x, int n, const float **logits) {
+    return at_qnet_predict(q, x, n, logits);
 }
 
-static at_status run_bpda(at_net *fnet, at_qnet *q, const at_attack_config *cfg, const float *x, const int32_t *y, int n,
-                          int batch, bool *fooled) {
-    const int D = at_net_in_size(fnet), K = at_net_out_size(fnet);
-    float *xa = malloc(sizeof(float) * (size_t)batch * D), *dx = malloc(sizeof(float) * (size_t)batch * D);
-    float *dz = malloc(sizeof(float) * (size_t)batch * K);
-    bool *ok = malloc(sizeof(bool) * (size_t)batch);
-    at_status s = xa && dx && dz && ok ? AT_OK : at_fail(AT_ERR_NOMEM, "out of memory for the int8 attack");
-    memset(fooled, 0, sizeof(bool) * (size_t)n);
-    for (int first = 0; s == AT_OK && first < n; first += batch)
-        s = bpda_batch(fnet, q, cfg, x, y, first, n - first < batch ? n - first : batch, batch, xa, dz, dx, ok, fooled);
-    free(xa);
-    free(dx);
-    free(dz);
-    free(ok);
-    return s;
-}
-
-/* Each attack and eps on the float model, its examples then judged by the int8 model. */
+/* Each attack and eps on the float model, its examples then judged by the int8 model
+ * (transfer); and on the int8 model itself, gradients from the float model (BPDA). */
 static at_status run_transfers(at_net *fnet, at_qnet *q, const at_dataset *ds, const float *x, const int32_t *y,
                                const bool *clean_ok, int batch, transfer_row *rows, int nrows) {
     const int n = ds->n, D = at_dataset_sample_size(ds);
     float *adv = malloc(sizeof(float) * (size_t)n * D);
-    bool *ok = malloc(sizeof(bool) * (size_t)n), *fooled = malloc(sizeof(bool) * (size_t)n);
-    at_status s = adv && ok && fooled ? AT_OK : at_fail(AT_ERR_NOMEM, "out of memory for %d adversarial examples", n);
+    bool *ok = malloc(sizeof(bool) * (size_t)n);
+    int32_t *pred = malloc(sizeof(int32_t) * (size_t)n);
+    at_status s = adv && ok && pred ? AT_OK : at_fail(AT_ERR_NOMEM, "out of memory for %d adversarial examples", n);
     for (int r = 0; s == AT_OK && r < nrows; r++) {
         transfer_row *t = &rows[r];
         s = at_attack_run(fnet, &t->cfg, x, y, n, adv, NULL, &t->res);
         if (s == AT_OK) s = int8_hits(q, adv, y, n, batch, ok);
-        const bool bpda = t->cfg.kind == AT_ATTACK_PGD && t->cfg.norm == AT_NORM_LINF;
-        memset(fooled, 0, sizeof(bool) * (size_t)n);
-        if (s == AT_OK && bpda) s = run_bpda(fnet, q, &t->cfg, x, y, n, batch, fooled);
+        at_attack_config on_int8 = t->cfg;
+        on_int8.last_iterate = false; /* judged at every iterate by the int8 model itself */
+        on_int8.forward = int8_forward;
+        on_int8.forward_user = q;
+        if (s == AT_OK) s = at_attack_run(fnet, &on_int8, x, y, n, NULL, pred, &t->direct);
         t->int8_robust = t->worst_robust = 0;
-        t->bpda_robust = bpda ? 0 : -1;
         for (int i = 0; s == AT_OK && i < n; i++) {
             t->int8_robust += clean_ok[i] && ok[i];
-            if (bpda) t->bpda_robust += clean_ok[i] && !fooled[i];
-            t->worst_robust += clean_ok[i] && ok[i] && !fooled[i];
+            t->worst_robust += clean_ok[i] && ok[i] && pred[i] == y[i];
         }
     }
     free(adv);
     free(ok);
-    free(fooled);
+    free(pred);
     return s;
 }
 
@@ -158,8 +110,7 @@ static void report(const atk_cli_model *m, const int8_eval_args *a, int n, int c
             cJSON_AddNumberToObject(o, "eps", rows[r].cfg.eps);
             cJSON_AddNumberToObject(o, "float_robust_accuracy", (double)rows[r].res.robust / n);
             cJSON_AddNumberToObject(o, "int8_transfer_robust_accuracy", (double)rows[r].int8_robust / n);
-            if (rows[r].bpda_robust >= 0)
-                cJSON_AddNumberToObject(o, "int8_bpda_robust_accuracy", (double)rows[r].bpda_robust / n);
+            cJSON_AddNumberToObject(o, "int8_direct_robust_accuracy", (double)rows[r].direct.robust / n);
             cJSON_AddNumberToObject(o, "int8_robust_accuracy", (double)rows[r].worst_robust / n);
             cJSON_AddItemToArray(arr, o);
         }
@@ -171,17 +122,17 @@ static void report(const atk_cli_model *m, const int8_eval_args *a, int n, int c
            n ? 100.0 * clean_q / n : 0.0);
     if (!nrows) return;
     printf("float model: clean accuracy %.2f%%. int8 columns: transfer = the float model's adversarial examples\n"
-           "(white-box on it; PGD: its last iterates) given to the int8 model; bpda = PGD on the int8 model with the\n"
-           "float model's gradient, every iterate judged by the int8 model; worst = per sample, either fools it\n\n",
+           "(white-box on it; PGD: its last iterates) given to the int8 model; direct = the attack run on the int8\n"
+           "model, every forward pass and judgement its own, gradients the float model's (BPDA); worst = per sample,\n"
+           "either fools it\n\n",
            100.0 * clean_f / n);
     printf("%-10s %-8s %-7s %13s %15s %11s %11s\n", "attack", "eps", "x255", "float robust", "int8 transfer",
-           "int8 bpda", "int8 worst");
+           "int8 direct", "int8 worst");
     for (int r = 0; r < nrows; r++) {
         const transfer_row *t = &rows[r];
-        char bpda[16] = "-";
-        if (t->bpda_robust >= 0) snprintf(bpda, sizeof bpda, "%.2f%%", 100.0 * t->bpda_robust / n);
-        printf("%-10s %-8.4g %-7.3g %12.2f%% %14.2f%% %11s %10.2f%%\n", at_attack_name(&t->cfg), t->cfg.eps,
-               t->cfg.eps * 255.0, 100.0 * t->res.robust / n, 100.0 * t->int8_robust / n, bpda, 100.0 * t->worst_robust / n);
+        printf("%-10s %-8.4g %-7.3g %12.2f%% %14.2f%% %10.2f%% %10.2f%%\n", at_attack_name(&t->cfg), t->cfg.eps,
+               t->cfg.eps * 255.0, 100.0 * t->res.robust / n, 100.0 * t->int8_robust / n, 100.0 * t->direct.robust / n,
+               100.0 * t->worst_robust / n);
     }
 }
 

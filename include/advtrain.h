@@ -648,6 +648,12 @@ typedef struct at_attack_config {
     /* Optional: called after each batch (and each ensemble member) with samples done so far. */
     void (*progress)(void *user, int done, int total);
     void *user;
+    /* Optional (NULL: the network itself): the model under attack when it is not the network,
+     * e.g. an int8 model (at_qnet_predict). Every forward pass goes to it (the clean pass, each
+     * iterate's success check, Square's queries, the final judgement), while gradients come from
+     * the network, which stands in for it (BPDA, Athalye et al. 2018). logits: n x K floats. */
+    at_status (*forward)(void *forward_user, const float *x, int n, const float **logits);
+    void *forward_user;
 } at_attack_config;
 
 /* Defaults per kind. FGSM: L-inf, CE. PGD: L-inf, CE, 20 steps, alpha 2.5*eps/steps, random start,

@@ -36,10 +36,10 @@ fsize=$(stat -c %s "$model"); qsize=$(stat -c %s "$tmp/q.safetensors")
 expect 0 "\\(int8\\) on fashion-mnist test \\(1000 samples\\): accuracy $reported%" -- "$cli" eval "$tmp/q.safetensors" --samples 1000
 expect 0 '"format":"int8"' -- "$cli" eval "$tmp/q.safetensors" --samples 10 --json
 
-# --- attacks on the int8 model (transfer, BPDA, worst case) beside the float model's; at eps 0
+# --- attacks on the int8 model (transfer, direct with BPDA gradients, worst case) beside the float model's; at eps 0
 # nothing changes, so every int8 column is the int8 clean accuracy; at eps 0.1 the worst case is
 # at most each
-expect 0 "int8 transfer +int8 bpda +int8 worst" -- "$cli" eval "$tmp/q.safetensors" --attack pgd --eps 0.1 --steps 3 --samples 200
+expect 0 "int8 transfer +int8 direct +int8 worst" -- "$cli" eval "$tmp/q.safetensors" --attack pgd --eps 0.1 --steps 3 --samples 200
 "$cli" eval "$tmp/q.safetensors" --attack pgd --eps 0.1 --steps 3 --samples 200 --json >"$tmp/w.json" 2>/dev/null
 python3 - "$tmp/w.json" <<'PY' && ok || bad "int8 worst case above transfer or bpda: $(cat "$tmp/w.json")"
 import json, sys
@@ -47,8 +47,8 @@ j = json.load(open(sys.argv[1]))
 t = j["transfer_attacks"][0]
 w = t["int8_robust_accuracy"]
 # a plainly trained model at eps 0.1: the attack on the int8 network fools some samples
-sys.exit(0 if w <= t["int8_transfer_robust_accuracy"] and w <= t["int8_bpda_robust_accuracy"] and
-         t["int8_bpda_robust_accuracy"] < j["clean_accuracy"] else 1)
+sys.exit(0 if w <= t["int8_transfer_robust_accuracy"] and w <= t["int8_direct_robust_accuracy"] and
+         t["int8_direct_robust_accuracy"] < j["clean_accuracy"] else 1)
 PY
 "$cli" eval "$tmp/q.safetensors" --attack pgd --eps 0 --steps 1 --samples 200 --json >"$tmp/t.json" 2>"$tmp/err" ||
     bad "transfer at eps 0: $(cat "$tmp/err")"
@@ -57,7 +57,7 @@ import json, sys
 j = json.load(open(sys.argv[1]))
 t = j["transfer_attacks"][0]
 c = j["clean_accuracy"]
-sys.exit(0 if t["int8_transfer_robust_accuracy"] == c and t["int8_bpda_robust_accuracy"] == c and
+sys.exit(0 if t["int8_transfer_robust_accuracy"] == c and t["int8_direct_robust_accuracy"] == c and
          t["int8_robust_accuracy"] == c and "float_clean_accuracy" in j else 1)
 PY
 expect 1 "--float-model: $tmp/missing.safetensors: cannot open" -- "$cli" eval "$tmp/q.safetensors" --attack pgd --eps 0.1 --float-model "$tmp/missing.safetensors"

@@ -347,6 +347,75 @@ static void test_file_round_trip(void) {
     at_net_free(net);
 }
 
+/* at_attack_config.forward: the attacked model's forward passes replace the network's, for every
+ * judgement; the network only supplies gradients. A stand-in that is always right leaves every
+ * sample robust whatever the attack; one that is always wrong, none; the int8 model at eps 0, its
+ * own clean count. */
+/* A model reading the class off the input: class k's pixels 3k..3k+2 are bright (1) and the
+ * others dark (0), which an eps-0.3 perturbation cannot hide; shift 1 answers the next class. */
+typedef struct oracle {
+    int shift;
+    float z[64 * 10];
+} oracle;
+
+static at_status oracle_forward(void *user, const float *x, int n, const float **logits) {
+    oracle *o = user;
+    for (int i = 0; i < n; i++) {
+        int best = 0;
+        for (int k = 1; k < 10; k++)
+            if (x[i * 36 + 3 * k] + x[i * 36 + 3 * k + 1] + x[i * 36 + 3 * k + 2] >
+                x[i * 36 + 3 * best] + x[i * 36 + 3 * best + 1] + x[i * 36 + 3 * best + 2])
+                best = k;
+        for (int k = 0; k < 10; k++) o->z[i * 10 + k] = k == (best + o->shift) % 10;
+    }
+    *logits = o->z;
+    return AT_OK;
+}
+
+static at_status qforward(void *q, const float *x, int n, const float **logits) { return at_qnet_predict(q, x, n, logits); }
+
+static void test_attack_override(void) {
+    enum { N = 64 };
+    at_net *net = conv_net("conv:4:3:1:1,relu,flatten,linear:10", 1, 6, 6);
+    if (!net) return;
+    at_net_init(net, 9);
+    float x[N * 36];
+    int32_t y[N];
+    for (int i = 0; i < N; i++) {
+        y[i] = i % 10;
+        for (int j = 0; j < 36; j++) x[i * 36 + j] = j / 3 == y[i] ? 1.0f : 0.0f;
+    }
+    at_attack_config cfg = at_attack_defaults(AT_ATTACK_SQUARE);
+    cfg.eps = 0.3f;
+    cfg.steps = 50;
+    at_attack_result r;
+    oracle right = {0, {0}}, wrong = {1, {0}};
+    cfg.forward = oracle_forward;
+    cfg.forward_user = &right;
+    CHECK_OK(at_attack_run(net, &cfg, x, y, N, NULL, NULL, &r));
+    CHECK_MSG(r.robust == N && r.clean_correct == N, "an always-right model: %d robust of %d", r.robust, N);
+    cfg.forward_user = &wrong;
+    CHECK_OK(at_attack_run(net, &cfg, x, y, N, NULL, NULL, &r));
+    CHECK(r.robust == 0 && r.clean_correct == 0);
+    at_qnet *q = NULL;
+    CHECK_OK(at_quantize(&q, net, x, N));
+    if (q) {
+        const float *z;
+        CHECK_OK(at_qnet_predict(q, x, N, &z));
+        int hits = 0;
+        for (int i = 0; i < N; i++) hits += at_argmax(z + i * 10, 10) == y[i];
+        at_attack_config pgd = at_attack_defaults(AT_ATTACK_PGD);
+        pgd.eps = 0.0f;
+        pgd.forward = qforward;
+        pgd.forward_user = q;
+        CHECK_OK(at_attack_run(net, &pgd, x, y, N, NULL, NULL, &r));
+        CHECK_MSG(r.clean_correct == hits && r.robust == hits, "eps 0 on the int8 model: %d clean, %d robust, int8 right on %d",
+                  r.clean_correct, r.robust, hits);
+        at_qnet_free(q);
+    }
+    at_net_free(net);
+}
+
 static void test_bad_input(void) {
     at_net *net = conv_net("flatten,linear:8,tanh,linear:3", 1, 2, 2);
     float x[8] = {0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.6f, 0.7f, 0.8f};
@@ -380,6 +449,7 @@ int main(void) {
                        3, 10, 0.9);
     compare_with_float("conv:8:3:2:1,bn,relu,flatten,linear:32,bn,relu,dropout:0.2,linear:10", 1, 12, 0.95);
     test_file_round_trip();
+    test_attack_override();
     test_bad_input();
     return tu_finish("test_quant");
 }

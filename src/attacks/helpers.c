@@ -106,6 +106,7 @@ float atk_sample_loss(at_attack_loss loss, bool targeted, const float *z, int K,
 
 at_status atk_forward(atk_batch *b, const float *x, int m, const float **logits) {
     b->res->forwards += m;
+    if (b->cfg->forward) return b->cfg->forward(b->cfg->forward_user, x, m, logits);
     return at_net_forward(b->net, x, m, logits);
 }
 
@@ -170,6 +171,11 @@ at_status atk_loss_grad(atk_batch *b, at_attack_loss loss, bool targeted, const 
     }
     b->res->zero_grad += zero_rows;
     b->counted_grad = true;
+    if (pred && b->cfg->forward) { /* success is the attacked model's call, not its stand-in's */
+        const float *z;
+        if ((s = atk_forward(b, b->xa, m, &z)) != AT_OK) return s;
+        for (int j = 0; j < m; j++) pred[j] = at_argmax(z + (size_t)j * b->K, b->K);
+    }
     return AT_OK;
 }
 
