@@ -83,7 +83,9 @@ static at_status batch_loss(const at_dataset *ds, const float *out, const batch_
 
 /* at_evaluate with buffers b for batches of `batch` samples, allocated by the caller (the
  * training loop allocates them once: memory stays flat from epoch to epoch). */
-static at_status evaluate_with(at_net *net, const at_dataset *ds, int batch, batch_buffers *b,
+/* With a communicator of several ranks (data-parallel training's evaluations), each rank
+ * evaluates its share of ds and the sums are added over the ranks: every rank gets the result. */
+static at_status evaluate_with(at_net *net, const at_dataset *ds, int batch, batch_buffers *b, const at_comm *comm,
                                at_eval_result *r) {
     memset(r, 0, sizeof *r);
     at_status s = check_compatible(net, ds, "evaluation");
@@ -93,8 +95,11 @@ static at_status evaluate_with(at_net *net, const at_dataset *ds, int batch, bat
     at_net_set_training(net, false);
     double loss_sum = 0.0;
     long hits = 0;
-    for (int first = 0; first < ds->n && s == AT_OK; first += batch) {
-        int n = AT_MIN(batch, ds->n - first);
+    int lo, hi;
+    at_comm_share(comm, ds->n, &lo, &hi);
+    const uint64_t passes = at_net_forward_count(net); /* every pass moves the dropout key on */
+    for (int first = lo; first < hi && s == AT_OK; first += batch) {
+        int n = AT_MIN(batch, hi - first);
         for (int i = 0; i < n; i++) b->idx[i] = first + i;
         at_dataset_batch(ds, b->idx, n, b->x, b->y, b->t);
         const float *out;
@@ -105,6 +110,17 @@ static at_status evaluate_with(at_net *net, const at_dataset *ds, int batch, bat
         if (s == AT_ERR_NAN) s = AT_OK; /* a result, not a failure: the loss reads NaN or inf */
         loss_sum += (double)loss * n;
         hits += correct;
+    }
+    if (comm && comm->size > 1) { /* every rank takes part, a failed one included */
+        /* the dropout key where one process's evaluation leaves it (one pass a batch), so that
+         * every rank, and one process, trains on with the same masks */
+        at_net_set_forward_count(net, passes + (uint64_t)((ds->n + batch - 1) / batch));
+        double sums[3] = {loss_sum, (double)hits, s != AT_OK};
+        at_status c = comm->allreduce_sum(comm->user, sums, 3);
+        if (s == AT_OK && c != AT_OK) s = c;
+        if (s == AT_OK && sums[2] > 0) s = at_fail(AT_ERR_IO, "evaluation failed on another rank");
+        loss_sum = sums[0];
+        hits = (long)sums[1];
     }
     at_net_set_training(net, was_training);
     r->samples = ds->n;
@@ -123,7 +139,7 @@ at_status at_evaluate(at_net *net, const at_dataset *ds, int batch, at_eval_resu
     batch_buffers b;
     if (s == AT_OK) s = alloc_batch(&b, ds, batch, at_net_out_size(net));
     if (s != AT_OK) return s;
-    s = evaluate_with(net, ds, batch, &b, r);
+    s = evaluate_with(net, ds, batch, &b, NULL, r);
     free_batch(&b);
     return s;
 }
@@ -773,7 +789,7 @@ static at_status train_epoch(trainer *T, int epoch, epoch_sums *p) {
 static at_status evaluate_or_nan(trainer *T, const at_dataset *ds, at_eval_result *r) {
     r->loss = r->accuracy = r->mse = NAN;
     if (!ds) return AT_OK;
-    return evaluate_with(T->net, ds, T->eval_batch, &T->eval, r);
+    return evaluate_with(T->net, ds, T->eval_batch, &T->eval, dp_shared(T->cfg) ? T->cfg->comm : NULL, r);
 }
 
 /* The epoch's statistics from its sums, before evaluation. */
