@@ -6,8 +6,9 @@
 1. Measured on this machine: `advtrain fit` for one epoch as 1 process x 2 threads and as
    `mpirun -np 2` x 1 thread (smallcnn: plain on 10,000 images, PGD-7 adversarial training on
    5,000; the gradient sum per step is then an MPI_Allreduce between two processes of one
-   machine), each the best of --repeats runs, with rank 0's share of the time spent in the sums
-   (fit --json: allreduce_seconds, which includes waiting for the other rank).
+   machine), each the best of --repeats runs of the training loop (metrics.csv's seconds: no data
+   loading, no evaluation), with rank 0's share of it spent in the sums (fit --json:
+   allreduce_seconds, which includes waiting for the other rank), and the whole runs' ratio.
 2. Modelled: for N = 8, 16, 64 nodes on 10, 25 and 100 GbE, each node one rank training 128
    images per step (weak scaling: the global batch is 128 N, with the learning rate scaled by N
    after a warm-up, Goyal et al. 2017), a step costs its compute (measured here: `advtrain bench`,
@@ -20,6 +21,7 @@ Adversarial training departs from the linear-scaling rule: its larger batches ar
 lose robustness faster than clean accuracy, and PGD-AT's step costs 8 passes, so its allreduce
 share is 8 times smaller than clean training's (shown by the pgd7 rows)."""
 import argparse
+import csv
 import json
 import os
 import shutil
@@ -40,10 +42,16 @@ def bench(exe, model, mode, batches):
 
 
 def fit_run(cmd):
+    """fit's JSON, plus train_seconds: the training loop's time (metrics.csv), without data loading and
+    the evaluations before and after."""
     with tempfile.TemporaryDirectory() as d:
-        out = subprocess.run(cmd + ["--out", os.path.join(d, "m.safetensors")], check=True, capture_output=True,
-                             text=True, cwd=d).stdout
-    return json.loads(out)
+        out = subprocess.run(cmd + ["--out", os.path.join(d, "m.safetensors"), "--checkpoint-dir", os.path.join(d, "ck")],
+                             check=True, capture_output=True, text=True, cwd=d).stdout
+        with open(os.path.join(d, "ck", "metrics.csv")) as f:
+            rows = list(csv.DictReader(f))
+    r = json.loads(out)
+    r["train_seconds"] = sum(float(row["seconds"]) for row in rows)
+    return r
 
 
 def measured(exe, repeats):
@@ -52,17 +60,18 @@ def measured(exe, repeats):
         return
     mpi = ["mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-np", "2", exe]
     print("| smallcnn, 1 epoch | 1 process x 2 threads | 2 ranks x 1 thread | 2 ranks against 1 process | "
-          "allreduce share (rank 0) |")
-    print("|---|---|---|---|---|")
+          "allreduce share of the training loop (rank 0) | whole run, 2 ranks against 1 process |")
+    print("|---|---|---|---|---|---|")
     for name, extra in [("plain, 10,000 images", ["--train-subset", "10000"]),
                         ("PGD-7 eps 0.1, 5,000 images", ["--train-subset", "5000", "--adv", "pgd", "--eps", "0.1",
                                                          "--steps", "7"])]:
         common = ["fit", "--model", "smallcnn", "--epochs", "1", "--json", "--quiet"] + extra
-        one = min(fit_run([exe] + common + ["--threads", "2"])["seconds"] for _ in range(repeats))
-        runs = [fit_run(mpi + common + ["--threads", "1"]) for _ in range(repeats)]
-        two = min(r["seconds"] for r in runs)
-        share = min(r["allreduce_seconds"] / r["seconds"] for r in runs)
-        print(f"| {name} | {one:.2f} s | {two:.2f} s | {one / two:.2f}x as fast | {100 * share:.1f}% |")
+        ones = [fit_run([exe] + common + ["--threads", "2"]) for _ in range(repeats)]
+        twos = [fit_run(mpi + common + ["--threads", "1"]) for _ in range(repeats)]
+        one, two = min(r["train_seconds"] for r in ones), min(r["train_seconds"] for r in twos)
+        share = min(r["allreduce_seconds"] / r["train_seconds"] for r in twos)
+        whole = min(r["seconds"] for r in ones) / min(r["seconds"] for r in twos)
+        print(f"| {name} | {one:.2f} s | {two:.2f} s | {one / two:.2f}x as fast | {100 * share:.1f}% | {whole:.2f}x |")
 
 
 def allreduce_seconds(params, nodes, bits_per_s):
