@@ -92,6 +92,7 @@ static void random_channels(qnode *q, int nout, size_t weights) {
 
 static void free_channels(qnode *q) {
     free(q->w);
+    free(q->w16);
     free(q->bias);
     free(q->mult);
     free(q->shift);
@@ -114,6 +115,7 @@ static void test_conv_kernel(const char *spec, int relu) {
     q.lo = relu ? q.out.zp : -128;
     q.hi = 127;
     random_channels(&q, L->out_c, L->w_count);
+    CHECK(q_widen(&q));
     int8_t x[C * H * W], *y = malloc((size_t)L->out_size);
     for (int i = 0; i < C * H * W; i++) x[i] = random_i8();
     void *work = malloc(q_work_bytes(&q));
@@ -171,9 +173,12 @@ static void test_linear_kernel(void) {
     q.lo = -128;
     q.hi = 127;
     random_channels(&q, 9, L->w_count);
+    CHECK(q_widen(&q));
     int8_t x[60], y[9];
     for (int i = 0; i < 60; i++) x[i] = random_i8();
-    q_linear(&q, x, y);
+    int16_t work[64];
+    CHECK(q_work_bytes(&q) <= sizeof work + 64);
+    q_linear(&q, x, y, work);
     for (int o = 0; o < 9; o++) {
         int64_t acc = q.bias[o];
         for (int i = 0; i < 60; i++) acc += (int64_t)q.w[o * 60 + i] * (x[i] - q.in[0].zp);

@@ -2,22 +2,23 @@
  * w * (x - zp_in) over its window plus the int32 bias, requantized by the channel's multiplier.
  * Zero padding is real 0, i.e. x = zp_in, which adds nothing: the sample is first copied into
  * zero-padded int16 planes of x - zp_in (the scratch), then each group's windows are laid out as
- * columns, so that every weight multiplies a contiguous row of inputs (the int32 sums are exact
- * in any order: the same bits as a window-by-window loop). */
+ * contiguous patches, so that every output is one int16 dot product with its channel's weights
+ * (the int32 sums are exact in any order: the same bits as a window-by-window loop). */
 #include "quant/quant.h"
 
 #include <stdint.h>
 #include <string.h>
 
-/* Per sample: the padded int16 planes, one group's columns (cin*K*K rows of out_h*out_w int16)
- * and one output channel's int32 sums. */
+/* Per sample: Conv2d, the padded int16 planes and one group's patches (out_h*out_w of cin*K*K
+ * int16); Linear, the input as int16. */
 size_t q_work_bytes(const qnode *q) {
     const at_layer *L = q->op;
+    if (q->kind == AT_LAYER_LINEAR) return sizeof(int16_t) * (size_t)L->in_size + 64;
     if (q->kind != AT_LAYER_CONV2D) return 0;
     const size_t ph = (size_t)L->in_h + 2 * (size_t)L->d.pad, pw = (size_t)L->in_w + 2 * (size_t)L->d.pad;
     const int groups = L->d.groups > 1 ? L->d.groups : 1, K = L->d.kernel;
     const size_t area = (size_t)L->out_h * L->out_w, rows = (size_t)(L->in_c / groups) * K * K;
-    return sizeof(int16_t) * ((size_t)L->in_c * ph * pw + rows * area) + sizeof(int32_t) * area + 64;
+    return sizeof(int16_t) * ((size_t)L->in_c * ph * pw + rows * area) + 64;
 }
 
 /* x - zp_in into the middle of each zero-filled padded plane. */
@@ -33,21 +34,21 @@ static void pad_input(const qnode *q, const int8_t *x, int16_t *padded) {
         }
 }
 
-/* Group g's columns: row (c, ki, kj) holds, for every output position, the input it meets. */
-static void columns(const at_layer *L, const int16_t *padded, int g, int cin, int16_t *col) {
+/* Group g's patches: for every output position p, the cin*K*K inputs its window meets, in the
+ * weights' order (c, ki, kj), contiguous: patch[p * rows + k]. */
+static void patches(const at_layer *L, const int16_t *padded, int g, int cin, int16_t *patch) {
     const int K = L->d.kernel, S = L->d.stride, PH = L->in_h + 2 * L->d.pad, PW = L->in_w + 2 * L->d.pad;
-    const size_t area = (size_t)L->out_h * L->out_w;
-    for (int c = 0; c < cin; c++)
-        for (int ki = 0; ki < K; ki++)
-            for (int kj = 0; kj < K; kj++) {
-                const int16_t *plane = padded + (size_t)(g * cin + c) * PH * PW;
-                int16_t *row = col + (((size_t)c * K + ki) * K + kj) * area;
-                for (int oh = 0; oh < L->out_h; oh++) {
-                    const int16_t *src = plane + (size_t)(oh * S + ki) * PW + kj;
-                    for (int ow = 0; ow < L->out_w; ow++) row[oh * L->out_w + ow] = src[ow * S];
-                }
+    const size_t rows = (size_t)cin * K * K;
+    for (int oh = 0; oh < L->out_h; oh++)
+        for (int ow = 0; ow < L->out_w; ow++) {
+            int16_t *dst = patch + ((size_t)oh * L->out_w + ow) * rows;
+            for (int c = 0; c < cin; c++) {
+                const int16_t *src = padded + ((size_t)(g * cin + c) * PH + oh * S) * PW + ow * S;
+                for (int ki = 0; ki < K; ki++, dst += K) memcpy(dst, src + (size_t)ki * PW, sizeof(int16_t) * K);
             }
+        }
 }
+
 
 void q_conv(const qnode *q, const int8_t *x, int8_t *y, void *work) {
     const at_layer *L = q->op;
@@ -56,24 +57,17 @@ void q_conv(const qnode *q, const int8_t *x, int8_t *y, void *work) {
     const int groups = L->d.groups > 1 ? L->d.groups : 1;
     const int cin = L->in_c / groups, cout = L->out_c / groups, rows = cin * K * K;
     const size_t area = (size_t)L->out_h * L->out_w;
-    int16_t *padded = work, *col = padded + (size_t)L->in_c * PH * PW;
-    int32_t *acc = (int32_t *)(((uintptr_t)(col + (size_t)rows * area) + 15) & ~(uintptr_t)15);
+    int16_t *padded = work, *patch = padded + (size_t)L->in_c * PH * PW;
     pad_input(q, x, padded);
     for (int g = 0; g < groups; g++) {
-        columns(L, padded, g, cin, col);
+        patches(L, padded, g, cin, patch);
         for (int o = g * cout; o < (g + 1) * cout; o++) {
-            const int8_t *w = q->w + (size_t)o * rows;
-            for (size_t p = 0; p < area; p++) acc[p] = q->bias[o];
-            /* the sums along the rows: int16 products widened into int32, vectorized by the compiler */
-            for (int k = 0; k < rows; k++) {
-                const int32_t wk = w[k];
-                const int16_t *r = col + (size_t)k * area;
-                if (wk)
-                    for (size_t p = 0; p < area; p++) acc[p] += wk * r[p];
-            }
+            const int16_t *w16 = q->w16 + (size_t)o * rows;
             int8_t *out = y + (size_t)o * area;
-            for (size_t p = 0; p < area; p++)
-                out[p] = q_store(q_requant(acc[p], q->mult[o], q->shift[o]), q->out.zp, q->lo, q->hi);
+            for (size_t p = 0; p < area; p++) {
+                const int32_t acc = q->bias[o] + q_dot16(w16, patch + p * rows, rows);
+                out[p] = q_store(q_requant(acc, q->mult[o], q->shift[o]), q->out.zp, q->lo, q->hi);
+            }
         }
     }
 }

@@ -160,6 +160,7 @@ static at_status get_node(const at_st_file *f, const char *path, const at_qnet *
     memcpy(n->mult, m, sizeof(int32_t) * nout);
     for (size_t i = 0; i < nout; i++) n->shift[i] = sh[i];
     int c;
+    if (!q_widen(n)) return AT_ERR_NOMEM;
     if (!q_sums_fit(n, &c))
         return at_fail(AT_ERR_FORMAT, "%s: tensors '%s.weight' and '%s.bias': output channel %d's int32 sums could "
                                       "overflow (|bias| + 255 * sum |w| > 2^31 - 1)",

@@ -252,6 +252,18 @@ bool q_sums_fit(const qnode *n, int *channel) {
     return true;
 }
 
+bool q_widen(qnode *n) {
+    if (n->kind != AT_LAYER_CONV2D && n->kind != AT_LAYER_LINEAR) return true;
+    const size_t count = n->op->w_count;
+    free(n->w16);
+    if (!(n->w16 = malloc(sizeof(int16_t) * (count ? count : 1)))) {
+        at_fail(AT_ERR_NOMEM, "out of memory for int8 weights");
+        return false;
+    }
+    for (size_t i = 0; i < count; i++) n->w16[i] = n->w[i];
+    return true;
+}
+
 /* Post-training quantization of node n's weights (it has its shape). */
 static void quantize_node(const at_net *net, qnode *n) {
     const at_layer *L = &net->layers[n->layer];
@@ -262,6 +274,7 @@ static void quantize_node(const at_net *net, qnode *n) {
 static void free_nodes(at_qnet *q) {
     for (int i = 0; q->nodes && i < q->nnodes; i++) {
         free(q->nodes[i].w);
+        free(q->nodes[i].w16);
         free(q->nodes[i].bias);
         free(q->nodes[i].mult);
         free(q->nodes[i].shift);
@@ -336,7 +349,8 @@ at_status at_quantize(at_qnet **out, at_net *net, const float *calib, int n) {
     for (int k = 0; s == AT_OK && k < q->nnodes; k++) {
         quantize_node(net, &q->nodes[k]);
         int c;
-        if (!q_sums_fit(&q->nodes[k], &c))
+        if (!q_widen(&q->nodes[k])) s = AT_ERR_NOMEM;
+        else if (!q_sums_fit(&q->nodes[k], &c))
             s = at_fail(AT_ERR_ARG, "int8 quantization: layer %d's int32 sums could overflow at output channel %d "
                                     "(a bias far beyond its weights' range)", q->nodes[k].layer, c);
     }
@@ -383,7 +397,7 @@ static void run_sample(const at_qnet *q, const qnode *k, int i, void *work) {
     int8_t *y = q->act[k->layer + 1] + (size_t)i * wy;
     switch (k->kind) {
     case AT_LAYER_CONV2D: q_conv(k, x, y, work); break;
-    case AT_LAYER_LINEAR: q_linear(k, x, y); break;
+    case AT_LAYER_LINEAR: q_linear(k, x, y, work); break;
     case AT_LAYER_BATCHNORM2D: case AT_LAYER_BATCHNORM1D: q_affine(k, x, y); break;
     case AT_LAYER_MAXPOOL2D: q_maxpool(k, x, y); break;
     case AT_LAYER_AVGPOOL2D: q_avgpool(k, x, y); break;

@@ -22,6 +22,13 @@ void q_multiplier(double real, int32_t *mult, int *shift);
 /* round(x * mult * 2^shift / 2^31), rounding half away from zero after a rounding doubling high
  * multiply: TFLite's MultiplyByQuantizedMultiplier. */
 int32_t q_requant(int32_t x, int32_t mult, int shift);
+/* sum a[i] * b[i] in int32: the pattern compilers turn into pmaddwd (16-bit pairs summed into
+ * 32 bits); exact, so any order of the sums gives the same bits. */
+static inline int32_t q_dot16(const int16_t *restrict a, const int16_t *restrict b, int n) {
+    int32_t s = 0;
+    for (int i = 0; i < n; i++) s += (int32_t)a[i] * b[i];
+    return s;
+}
 /* round(x / 2^exponent), half away from zero (exponent 0..31). */
 int32_t q_rounding_shift(int32_t x, int exponent);
 /* zp + a requantized value, clamped to [lo, hi]: added in 64 bits, since a requantization may
@@ -51,6 +58,7 @@ typedef struct qnode {
     /* Conv2d, Linear and the affine map: per output channel */
     int nout;
     int8_t *w;
+    int16_t *w16;        /* the same weights as int16, for the int16 dot products (q_widen) */
     int32_t *bias, *mult;
     int *shift;
     /* Add: each input to 2^20 times a common scale, then the sum to the output's */
@@ -88,12 +96,14 @@ at_status q_shape_nodes(at_qnet *q);
  * sum of |w| per output channel (x - zp is within [-255, 255]). A quantized network's always do
  * by a wide margin; a damaged file's may not, and is refused. *channel: the first that fails. */
 bool q_sums_fit(const qnode *n, int *channel);
+/* Fills n->w16 from n->w once its weights are set (false: out of memory, error set). */
+bool q_widen(qnode *n);
 
 /* Kernels: rows n samples of x (the op's input shape) into y (its output shape); work is
  * per-sample scratch of q_work_bytes(node) bytes. */
 size_t q_work_bytes(const qnode *q);
 void q_conv(const qnode *q, const int8_t *x, int8_t *y, void *work);
-void q_linear(const qnode *q, const int8_t *x, int8_t *y);
+void q_linear(const qnode *q, const int8_t *x, int8_t *y, void *work);
 void q_affine(const qnode *q, const int8_t *x, int8_t *y);
 void q_maxpool(const qnode *q, const int8_t *x, int8_t *y);
 void q_avgpool(const qnode *q, const int8_t *x, int8_t *y);
