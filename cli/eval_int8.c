@@ -95,6 +95,30 @@ static at_status run_transfers(at_net *fnet, at_qnet *q, const at_dataset *ds, c
     return s;
 }
 
+/* The gradient-masking check of the int8 model at row r's eps: whether a gradient-free way in
+ * (Square on the int8 logits, or any transfer from the float model) fools it more often than
+ * the best gradient attack run on it, by more than 1% of the samples (at least 2: a transfer of
+ * the same attack ties with it within a sample or so), the sign that quantization hides the
+ * gradient's way (arXiv 2404.05688). The message goes into msg; false when nothing to flag. */
+static bool masking(const transfer_row *rows, int nrows, int r, int n, char *msg, size_t cap) {
+    int gradient = -1, other = n + 1;
+    const char *other_name = "";
+    for (int k = 0; k < nrows; k++) {
+        const transfer_row *t = &rows[k];
+        if (t->cfg.eps != rows[r].cfg.eps) continue;
+        if (t->cfg.kind == AT_ATTACK_SQUARE && t->direct.robust < other) other = t->direct.robust, other_name = "square";
+        if (t->int8_robust < other) other = t->int8_robust, other_name = at_attack_name(&t->cfg);
+        if (t->cfg.kind != AT_ATTACK_SQUARE && (gradient < 0 || t->direct.robust < gradient)) gradient = t->direct.robust;
+    }
+    const int margin = n / 100 > 2 ? n / 100 : 2;
+    if (gradient < 0 || other > gradient - margin) return false;
+    snprintf(msg, cap, "at eps %g the int8 model is robust on %d samples under %s%s but %d under its best gradient "
+                       "attack: the gradients of its float stand-in miss its way (possible gradient masking)",
+             (double)rows[r].cfg.eps, other, other_name, strcmp(other_name, "square") == 0 ? " (direct)" : " (transfer)",
+             gradient);
+    return true;
+}
+
 static void report(const atk_cli_model *m, const int8_eval_args *a, int n, int clean_q, int clean_f,
                    const transfer_row *rows, int nrows, double seconds) {
     const at_net *net = at_qnet_net(m->qnet);
@@ -113,6 +137,12 @@ static void report(const atk_cli_model *m, const int8_eval_args *a, int n, int c
             cJSON_AddNumberToObject(o, "int8_direct_robust_accuracy", (double)rows[r].direct.robust / n);
             cJSON_AddNumberToObject(o, "int8_robust_accuracy", (double)rows[r].worst_robust / n);
             cJSON_AddItemToArray(arr, o);
+        }
+        cJSON *warn = nrows ? cJSON_AddArrayToObject(j, "warnings") : NULL;
+        for (int r = 0; r < nrows; r++) {
+            char msg[320];
+            if ((r == 0 || rows[r].cfg.eps != rows[r - 1].cfg.eps) && masking(rows, nrows, r, n, msg, sizeof msg))
+                cJSON_AddItemToArray(warn, cJSON_CreateString(msg));
         }
         cJSON_AddNumberToObject(j, "seconds", seconds);
         cli_print_json(j);
@@ -133,6 +163,11 @@ static void report(const atk_cli_model *m, const int8_eval_args *a, int n, int c
         printf("%-10s %-8.4g %-7.3g %12.2f%% %14.2f%% %10.2f%% %10.2f%%\n", at_attack_name(&t->cfg), t->cfg.eps,
                t->cfg.eps * 255.0, 100.0 * t->res.robust / n, 100.0 * t->int8_robust / n, 100.0 * t->direct.robust / n,
                100.0 * t->worst_robust / n);
+    }
+    for (int r = 0; r < nrows; r++) {
+        char msg[320];
+        if (rows[r].cfg.eps == rows[r > 0 ? r - 1 : 0].cfg.eps && r > 0) continue; /* one check per eps */
+        if (masking(rows, nrows, r, n, msg, sizeof msg)) fprintf(stderr, "advtrain eval: warning: %s\n", msg);
     }
 }
 

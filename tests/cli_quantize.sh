@@ -60,6 +60,17 @@ c = j["clean_accuracy"]
 sys.exit(0 if t["int8_transfer_robust_accuracy"] == c and t["int8_direct_robust_accuracy"] == c and
          t["int8_robust_accuracy"] == c and "float_clean_accuracy" in j else 1)
 PY
+# the gradient-masking check: an untrained network of the same architecture as the stand-in gives
+# gradients that miss the int8 model's way, so Square on its logits fools it far more often
+"$cli" fit --model 'conv:8:3:1:1,bn,relu,maxpool:2,conv:16:3:1:1:groups=2,bn,relu,flatten,linear:10' \
+    --train-subset 200 --epochs 1 --batch 64 --lr 0 --seed 7 --threads 2 --quiet --out "$tmp/untrained.safetensors" \
+    >/dev/null 2>&1 || bad "training the untrained stand-in failed"
+expect 0 "" -- "$cli" eval "$tmp/q.safetensors" --float-model "$tmp/untrained.safetensors" --attack pgd,square \
+    --queries 300 --steps 5 --eps 0.1 --samples 200 --threads 2
+grep -q "possible gradient masking" "$tmp/err" && ok || bad "no gradient-masking warning with an untrained stand-in"
+"$cli" eval "$tmp/q.safetensors" --attack pgd,square --queries 300 --steps 5 --eps 0.1 --samples 200 --threads 2 \
+    >/dev/null 2>"$tmp/err2"
+grep -q "possible gradient masking" "$tmp/err2" && bad "a gradient-masking warning with the model's own float stand-in" || ok
 expect 1 "--float-model: $tmp/missing.safetensors: cannot open" -- "$cli" eval "$tmp/q.safetensors" --attack pgd --eps 0.1 --float-model "$tmp/missing.safetensors"
 expect 2 "--float-model goes with an int8 model file" -- "$cli" eval "$model" --float-model "$model"
 
