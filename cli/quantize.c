@@ -13,6 +13,7 @@
 typedef struct quantize_options {
     const char *out, *data_source, *model_spec;
     int calib, samples, batch, threads;
+    float percentile;
     bool json;
 } quantize_options;
 
@@ -80,8 +81,10 @@ static void report(const char *path, const char *out, const atk_cli_model *m, co
         cli_print_json(j);
         return;
     }
-    printf("%s (%s): int8 by post-training quantization, calibrated on the first %d %s training images (min/max)\n",
-           path, at_net_spec(m->net), o->calib, m->data.name);
+    char how[48] = "min/max";
+    if (o->percentile < 100.0f) snprintf(how, sizeof how, "percentile %g", (double)o->percentile);
+    printf("%s (%s): int8 by post-training quantization, calibrated on the first %d %s training images (%s)\n",
+           path, at_net_spec(m->net), o->calib, m->data.name, how);
     printf("clean accuracy on %s test, first %d sample%s: float %.2f%%  int8 %.2f%%  (%+.2f points)\n", m->data.name,
            n, cli_s(n), fa, qa, qa - fa);
     printf("saved %s (%ld bytes)\n", out, bytes);
@@ -96,13 +99,17 @@ static int quantize_model(const char *path, const char *out, atk_cli_model *m, c
     }
     float *calib = calibration_images(train, o->calib);
     at_qnet *q = NULL;
-    at_status s = calib ? at_quantize(&q, m->net, calib, o->calib) : at_fail(AT_ERR_NOMEM, "out of memory");
+    const at_quant_config qc = {o->percentile};
+    at_status s = calib ? at_quantize(&q, m->net, calib, o->calib, &qc) : at_fail(AT_ERR_NOMEM, "out of memory");
     free(calib);
     const int n = o->samples > 0 && o->samples < test->n ? o->samples : test->n;
     int fhits = 0, qhits = 0;
     if (s == AT_OK) s = accuracies(m->net, q, test, n, o->batch, &fhits, &qhits);
-    char calib_text[32];
-    snprintf(calib_text, sizeof calib_text, "%d", o->calib);
+    char calib_text[64];
+    if (o->percentile < 100.0f)
+        snprintf(calib_text, sizeof calib_text, "%d training images, percentile %g", o->calib, (double)o->percentile);
+    else
+        snprintf(calib_text, sizeof calib_text, "%d training images, min/max", o->calib);
     at_st_meta meta[3] = {{"advtrain.data", (char *)m->data_source},
                           {"advtrain.float_model", (char *)path},
                           {"advtrain.calibration", calib_text}};
@@ -117,10 +124,11 @@ static int quantize_model(const char *path, const char *out, atk_cli_model *m, c
 }
 
 int cmd_quantize(int argc, char **argv) {
-    quantize_options o = {.calib = 1000, .batch = 256};
+    quantize_options o = {.calib = 1000, .batch = 256, .percentile = 100.0f};
     cli_option opts[] = {
         {"out", OPT_STRING, &o.out, "FILE", "the int8 model file (default: MODEL.int8.safetensors)", 1, 0},
         {"calib", OPT_INT, &o.calib, "N", "calibrate on the first N training images (default 1000)", 1, 10000000},
+        {"percentile", OPT_FLOAT, &o.percentile, "P", "activation ranges from the P-th percentiles of the calibration values (e.g. 99.99; default 100: min and max)", 50, 100},
         {"data", OPT_STRING, &o.data_source, "SOURCE", "dataset (default: the one the model was trained on)", 1, 0},
         {"model", OPT_STRING, &o.model_spec, "NAME|SPEC", "architecture, for weight files without advtrain metadata", 1, 0},
         {"samples", OPT_INT, &o.samples, "N", "compare accuracies on the first N test samples (default all)", 1, 100000000},

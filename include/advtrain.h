@@ -805,12 +805,19 @@ at_status at_verify_dataset(at_net *net, const at_dataset *ds, int n, float eps,
  * int32 biases, requantization by fixed-point multipliers; BatchNorm folded into the Conv2d or
  * Linear it follows; integer arithmetic only. */
 typedef struct at_qnet at_qnet;
-/* Post-training quantization: each tensor's range is the smallest and largest value the float
- * network (eval mode) produces on the n calibration samples calib; inputs in [0, 1] get scale
- * 1/255 and zero point -128 (every 8-bit pixel exactly). The weights are read now; net provides
- * the shapes and must outlive the result. AT_ERR_ARG for a layer with no int8 kernel (Tanh,
- * Sigmoid, LeakyReLU), AT_ERR_NAN for a non-finite value in the calibration pass. */
-at_status at_quantize(at_qnet **out, at_net *net, const float *calib, int n);
+typedef struct at_quant_config {
+    /* Activation ranges: 100 (or 0, the default) takes each tensor's smallest and largest value
+     * in the calibration pass; below 100 (at least 50), its percentiles: the lowest and highest
+     * (100 - percentile) percent of its values are clipped (e.g. 99.99). */
+    float percentile;
+} at_quant_config;
+/* Post-training quantization: each tensor's range comes from the values the float network (eval
+ * mode) produces on the n calibration samples calib (cfg may be NULL: min and max); inputs in
+ * [0, 1] get scale 1/255 and zero point -128 (every 8-bit pixel exactly). The weights are read
+ * now; net provides the shapes and must outlive the result. AT_ERR_ARG for a layer with no int8
+ * kernel (Tanh, Sigmoid, LeakyReLU) or a percentile out of range, AT_ERR_NAN for a non-finite
+ * value in the calibration pass. */
+at_status at_quantize(at_qnet **out, at_net *net, const float *calib, int n, const at_quant_config *cfg);
 void at_qnet_free(at_qnet *q);
 /* The int8 logits of n samples (n x at_net_out_size; valid until the next call): the inputs are
  * quantized with the input tensor's parameters, then every layer runs in integers. */

@@ -17,6 +17,7 @@ expect 0 "quantize +int8 post-training" -- "$cli" --help
 expect 2 "which model" -- "$cli" quantize
 expect 2 "--calib 0: out of range" -- "$cli" quantize "$model" --calib 0
 expect 2 "is the float model itself" -- "$cli" quantize "$model" --out "$model"
+expect 2 "--percentile 20: out of range" -- "$cli" quantize "$model" --percentile 20
 expect 2 "--calib 70000: the fashion-mnist training split has only 60000" -- "$cli" quantize "$model" --calib 70000
 
 # --- quantize: the report, the default output name, the file
@@ -28,6 +29,8 @@ reported=$(sed -n 's/.*int8 \([0-9.]*\)%.*/\1/p' "$tmp/out")
 grep -q '"int8_accuracy":' "$tmp/q.json" && grep -q '"calibration_samples":500' "$tmp/q.json" && ok ||
     bad "quantize --json: $(cat "$tmp/q.json")"
 cmp -s "$tmp/q.safetensors" "$tmp/bn.int8.safetensors" && ok || bad "two runs wrote different int8 files"
+expect 0 "\\(percentile 99.99\\)" -- "$cli" quantize "$model" --calib 500 --samples 200 --percentile 99.99 --out "$tmp/p.safetensors"
+cmp -s "$tmp/p.safetensors" "$tmp/q.safetensors" && bad "percentile calibration wrote the min/max file" || ok
 # a quarter of the float file's size, about (int8 weights, one scale per channel)
 fsize=$(stat -c %s "$model"); qsize=$(stat -c %s "$tmp/q.safetensors")
 [ $((qsize * 3)) -lt "$fsize" ] && ok || bad "int8 file $qsize bytes, float $fsize"

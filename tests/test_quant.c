@@ -246,7 +246,7 @@ static void compare_with_float(const char *spec, int c, int side, double min_agr
     float *x = malloc(sizeof(float) * N * D);
     for (int i = 0; i < N * D; i++) x[i] = (float)uniform();
     at_qnet *q = NULL;
-    CHECK_OK(at_quantize(&q, net, x, N));
+    CHECK_OK(at_quantize(&q, net, x, N, NULL));
     if (!q) {
         at_net_free(net);
         free(x);
@@ -299,7 +299,7 @@ static void test_file_round_trip(void) {
     float x[N * 64];
     for (int i = 0; i < N * 64; i++) x[i] = (float)uniform();
     at_qnet *q = NULL, *r = NULL;
-    CHECK_OK(at_quantize(&q, net, x, N));
+    CHECK_OK(at_quantize(&q, net, x, N, NULL));
     char dir[] = "/tmp/advtrain-quant-XXXXXX", path[64], fpath[64];
     CHECK(mkdtemp(dir) != NULL);
     snprintf(path, sizeof path, "%s/m.int8.safetensors", dir);
@@ -403,7 +403,7 @@ static void test_attack_override(void) {
     CHECK_OK(at_attack_run(net, &cfg, x, y, N, NULL, NULL, &r));
     CHECK(r.robust == 0 && r.clean_correct == 0);
     at_qnet *q = NULL;
-    CHECK_OK(at_quantize(&q, net, x, N));
+    CHECK_OK(at_quantize(&q, net, x, N, NULL));
     if (q) {
         const float *z;
         CHECK_OK(at_qnet_predict(q, x, N, &z));
@@ -421,18 +421,58 @@ static void test_attack_override(void) {
     at_net_free(net);
 }
 
+/* Percentile calibration clips the tails: every tensor's range is within its min/max range and
+ * some are narrower (the input keeps the pixel scale); the network still agrees with its float
+ * self; a percentile below 50 is refused. */
+static void test_percentile(void) {
+    enum { N = 200 };
+    at_net *net = conv_net("conv:8:3:1:1,relu,maxpool:2,conv:16:3:1:1,relu,maxpool:2,flatten,linear:10", 1, 12, 12);
+    if (!net) return;
+    at_net_init(net, 7);
+    float *x = malloc(sizeof(float) * N * 144);
+    for (int i = 0; i < N * 144; i++) x[i] = (float)uniform();
+    at_qnet *a = NULL, *b = NULL;
+    const at_quant_config pct = {99.0f}, bad = {30.0f};
+    CHECK_OK(at_quantize(&a, net, x, N, NULL));
+    CHECK_OK(at_quantize(&b, net, x, N, &pct));
+    if (a && b) {
+        int narrower = 0;
+        for (int t = 0; t <= at_net_num_layers(net); t++) {
+            CHECK(b->tq[t].scale <= a->tq[t].scale * 1.0001f);
+            narrower += b->tq[t].scale < 0.99f * a->tq[t].scale;
+        }
+        CHECK(b->tq[0].scale == a->tq[0].scale && narrower >= 2);
+        const float *zq;
+        CHECK_OK(at_qnet_predict(b, x, N, &zq));
+        float *zf = malloc(sizeof(float) * N * 10);
+        const float *z;
+        CHECK_OK(at_net_predict(net, x, N, &z));
+        memcpy(zf, z, sizeof(float) * N * 10);
+        int agree = 0;
+        for (int i = 0; i < N; i++) agree += at_argmax(zf + i * 10, 10) == at_argmax(zq + i * 10, 10);
+        CHECK_MSG(agree >= 0.9 * N, "percentile 99: %d of %d agree with float", agree, N);
+        free(zf);
+    }
+    at_qnet *c = NULL;
+    CHECK(at_quantize(&c, net, x, N, &bad) == AT_ERR_ARG && c == NULL);
+    at_qnet_free(a);
+    at_qnet_free(b);
+    free(x);
+    at_net_free(net);
+}
+
 static void test_bad_input(void) {
     at_net *net = conv_net("flatten,linear:8,tanh,linear:3", 1, 2, 2);
     float x[8] = {0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.6f, 0.7f, 0.8f};
     at_qnet *q = (at_qnet *)1;
-    CHECK(at_quantize(&q, net, x, 2) == AT_ERR_ARG && q == NULL && strstr(at_error_message(), "tanh"));
+    CHECK(at_quantize(&q, net, x, 2, NULL) == AT_ERR_ARG && q == NULL && strstr(at_error_message(), "tanh"));
     at_net_free(net);
     net = conv_net("flatten,linear:3", 1, 2, 2);
-    CHECK(at_quantize(&q, net, x, 0) == AT_ERR_ARG);
+    CHECK(at_quantize(&q, net, x, 0, NULL) == AT_ERR_ARG);
     x[5] = NAN;
-    CHECK(at_quantize(&q, net, x, 2) == AT_ERR_NAN);
+    CHECK(at_quantize(&q, net, x, 2, NULL) == AT_ERR_NAN);
     x[5] = 0.6f;
-    CHECK_OK(at_quantize(&q, net, x, 2));
+    CHECK_OK(at_quantize(&q, net, x, 2, NULL));
     const int8_t *z;
     x[1] = INFINITY;
     CHECK(at_qnet_forward(q, x, 2, &z) == AT_ERR_NAN);
@@ -455,6 +495,7 @@ int main(void) {
     compare_with_float("conv:8:3:2:1,bn,relu,flatten,linear:32,bn,relu,dropout:0.2,linear:10", 1, 12, 0.95);
     test_file_round_trip();
     test_attack_override();
+    test_percentile();
     test_bad_input();
     return tu_finish("test_quant");
 }

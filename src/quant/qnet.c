@@ -54,50 +54,120 @@ bool q_folded_away(const at_net *net, int l) {
 
 /* ------------------------------------------------------------ calibration */
 
-/* Each tensor's smallest and largest value over n samples (lo, hi: per tensor + 1), from a float
- * eval-mode pass node by node through the layers' own kernels. */
-static at_status calibrate(at_net *net, const float *x, int n, float *lo, float *hi) {
-    const int T = net->nlayers + 1, batch = n < 256 ? n : 256, D = net_in_size(net);
+/* A float eval-mode pass node by node through the layers' own kernels, batch by batch, keeping
+ * every tensor's values of the batch (val[t + 1]; val[0]: the input rows). */
+typedef struct calib_pass {
+    at_net *net;
+    int T, batch, D;
+    float **val;
+    float *scratch;
+} calib_pass;
+
+static void pass_close(calib_pass *p) {
+    for (int t = 1; p->val && t < p->T; t++) free(p->val[t]);
+    free(p->val);
+    free(p->scratch);
+}
+
+static at_status pass_open(calib_pass *p, at_net *net, int n) {
+    *p = (calib_pass){net, net->nlayers + 1, n < 256 ? n : 256, net_in_size(net), NULL, NULL};
     size_t work = 1;
     for (int l = 0; l < net->nlayers; l++) {
         const at_layer *L = &net->layers[l];
         const at_layer_ops *ops = at_layer_ops_for(L->d.kind);
-        if (ops->workspace && ops->workspace(L, batch) > work) work = ops->workspace(L, batch);
+        if (ops->workspace && ops->workspace(L, p->batch) > work) work = ops->workspace(L, p->batch);
     }
-    float **val = at_calloc((size_t)T, sizeof *val, "calibration");
-    float *scratch = at_alloc_floats(work, "calibration scratch");
-    at_status s = val && scratch ? AT_OK : AT_ERR_NOMEM;
+    p->val = at_calloc((size_t)p->T, sizeof *p->val, "calibration");
+    p->scratch = at_alloc_floats(work, "calibration scratch");
+    at_status s = p->val && p->scratch ? AT_OK : AT_ERR_NOMEM;
     for (int l = 0; s == AT_OK && l < net->nlayers; l++)
-        if (!net->layers[l].fused && !(val[l + 1] = at_alloc_floats((size_t)batch * net->layers[l].out_size, "calibration")))
+        if (!net->layers[l].fused &&
+            !(p->val[l + 1] = at_alloc_floats((size_t)p->batch * net->layers[l].out_size, "calibration")))
             s = AT_ERR_NOMEM;
-    for (int t = 0; t < T; t++) lo[t] = INFINITY, hi[t] = -INFINITY;
-    for (int first = 0; s == AT_OK && first < n; first += batch) {
-        const int m = n - first < batch ? n - first : batch;
-        val[0] = (float *)x + (size_t)first * D;
-        for (int l = 0; l < net->nlayers; l++) {
-            const at_layer *L = &net->layers[l];
-            if (L->fused) continue;
-            at_ctx ctx = {.params = net->params, .work = scratch, .buffers = net->buffers, .state = net->state};
-            if (L->nsrc == 2) ctx.x2 = val[L->src[1] + 1];
-            at_layer_ops_for(L->d.kind)->forward(L, &ctx, val[L->src[0] + 1], val[l + 1], m);
+    if (s != AT_OK) pass_close(p);
+    return s;
+}
+
+/* Runs the m samples x. */
+static void pass_forward(calib_pass *p, const float *x, int m) {
+    at_net *net = p->net;
+    p->val[0] = (float *)x;
+    for (int l = 0; l < net->nlayers; l++) {
+        const at_layer *L = &net->layers[l];
+        if (L->fused) continue;
+        at_ctx ctx = {.params = net->params, .work = p->scratch, .buffers = net->buffers, .state = net->state};
+        if (L->nsrc == 2) ctx.x2 = p->val[L->src[1] + 1];
+        at_layer_ops_for(L->d.kind)->forward(L, &ctx, p->val[L->src[0] + 1], p->val[l + 1], m);
+    }
+}
+
+/* How many values tensor t (index + 1) holds after m samples (0: none of its own). */
+static size_t pass_count(const calib_pass *p, int t, int m) {
+    if (!p->val[t]) return 0;
+    return (size_t)m * (t == 0 ? (size_t)p->D : (size_t)p->net->layers[t - 1].out_size);
+}
+
+enum { BINS = 4096 };
+
+/* Narrows each tensor's [lo, hi] to its pct-th percentiles: the lowest and the highest
+ * (100 - pct) percent of its values are clipped (a second pass bins every value in BINS bins of
+ * the full range; the bounds are bin edges). */
+static at_status narrow_to_percentile(calib_pass *p, const float *x, int n, float pct, float *lo, float *hi) {
+    uint64_t *hist = calloc((size_t)p->T * BINS, sizeof *hist);
+    if (!hist) return at_fail(AT_ERR_NOMEM, "out of memory for calibration histograms");
+    for (int first = 0; first < n; first += p->batch) {
+        const int m = n - first < p->batch ? n - first : p->batch;
+        pass_forward(p, x + (size_t)first * p->D, m);
+        for (int t = 0; t < p->T; t++) {
+            const size_t count = pass_count(p, t, m);
+            const double width = ((double)hi[t] - lo[t]) / BINS;
+            for (size_t i = 0; i < count && width > 0; i++) {
+                int b = (int)(((double)p->val[t][i] - lo[t]) / width);
+                hist[(size_t)t * BINS + (b < 0 ? 0 : (b >= BINS ? BINS - 1 : b))]++;
+            }
         }
-        for (int t = 0; t < T && s == AT_OK; t++) {
-            if (!val[t]) continue;
-            const size_t count = (size_t)m * (t == 0 ? (size_t)D : (size_t)net->layers[t - 1].out_size);
+    }
+    for (int t = 0; t < p->T; t++) {
+        const uint64_t *h = hist + (size_t)t * BINS;
+        uint64_t total = 0;
+        for (int b = 0; b < BINS; b++) total += h[b];
+        const double width = ((double)hi[t] - lo[t]) / BINS, tail = (100.0 - pct) / 100.0 * (double)total;
+        if (total == 0 || width <= 0) continue;
+        int a = 0, z = BINS - 1;
+        for (uint64_t c = h[0]; a < BINS - 1 && (double)c <= tail; c += h[++a]) {}
+        for (uint64_t c = h[BINS - 1]; z > 0 && (double)c <= tail; c += h[--z]) {}
+        const float nlo = (float)(lo[t] + a * width), nhi = (float)(lo[t] + (z + 1) * width);
+        if (nlo < nhi) lo[t] = nlo, hi[t] = nhi;
+    }
+    free(hist);
+    return AT_OK;
+}
+
+/* Each tensor's range over n samples (lo, hi: per tensor + 1): its smallest and largest value,
+ * or with pct < 100 its central values, the pct-th percentile of each side. */
+static at_status calibrate(at_net *net, const float *x, int n, float pct, float *lo, float *hi) {
+    calib_pass p;
+    at_status s = pass_open(&p, net, n);
+    if (s != AT_OK) return s;
+    for (int t = 0; t < p.T; t++) lo[t] = INFINITY, hi[t] = -INFINITY;
+    for (int first = 0; s == AT_OK && first < n; first += p.batch) {
+        const int m = n - first < p.batch ? n - first : p.batch;
+        pass_forward(&p, x + (size_t)first * p.D, m);
+        for (int t = 0; t < p.T && s == AT_OK; t++) {
+            const size_t count = pass_count(&p, t, m);
             for (size_t i = 0; i < count; i++) {
-                if (!isfinite(val[t][i])) {
+                if (!isfinite(p.val[t][i])) {
                     s = at_fail(AT_ERR_NAN, "int8 calibration: %s of sample %d is not finite",
                                 t == 0 ? "the input" : "a layer's output", first);
                     break;
                 }
-                lo[t] = fminf(lo[t], val[t][i]);
-                hi[t] = fmaxf(hi[t], val[t][i]);
+                lo[t] = fminf(lo[t], p.val[t][i]);
+                hi[t] = fmaxf(hi[t], p.val[t][i]);
             }
         }
     }
-    for (int t = 1; val && t < T; t++) free(val[t]);
-    free(val);
-    free(scratch);
+    if (s == AT_OK && pct < 100.0f) s = narrow_to_percentile(&p, x, n, pct, lo, hi);
+    pass_close(&p);
     return s;
 }
 
@@ -335,15 +405,18 @@ at_status q_shape_nodes(at_qnet *q) {
     return AT_OK;
 }
 
-at_status at_quantize(at_qnet **out, at_net *net, const float *calib, int n) {
+at_status at_quantize(at_qnet **out, at_net *net, const float *calib, int n, const at_quant_config *cfg) {
     *out = NULL;
     if (n <= 0 || !calib) return at_fail(AT_ERR_ARG, "int8 calibration needs samples (got %d)", n);
+    const float pct = cfg && cfg->percentile > 0.0f ? cfg->percentile : 100.0f;
+    if (!(pct >= 50.0f && pct <= 100.0f))
+        return at_fail(AT_ERR_ARG, "int8 calibration percentile %g: give one in [50, 100] (100: min and max)", (double)pct);
     at_qnet *q;
     at_status s = q_alloc(&q, net);
     if (s != AT_OK) return s;
     const int T = net->nlayers + 1;
     float *lo = at_alloc_floats((size_t)T, "ranges"), *hi = at_alloc_floats((size_t)T, "ranges");
-    s = lo && hi ? calibrate(net, calib, n, lo, hi) : AT_ERR_NOMEM;
+    s = lo && hi ? calibrate(net, calib, n, pct, lo, hi) : AT_ERR_NOMEM;
     if (s == AT_OK) tensor_params(q, lo, hi);
     if (s == AT_OK) s = q_shape_nodes(q);
     for (int k = 0; s == AT_OK && k < q->nnodes; k++) {

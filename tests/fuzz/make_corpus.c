@@ -182,7 +182,7 @@ static void qmodel_seed(const char *tmp, const char *name, const char *spec, int
     if (!x) fuzz_fail("out of memory", "calibration");
     for (int i = 0; i < n * d; i++) x[i] = (float)((i * 37) % 101) / 100.0f;
     at_qnet *q;
-    if (at_quantize(&q, net, x, n) != AT_OK) fuzz_fail("at_quantize", at_error_message());
+    if (at_quantize(&q, net, x, n, NULL) != AT_OK) fuzz_fail("at_quantize", at_error_message());
     char path[600];
     snprintf(path, sizeof path, "%s/model.int8.safetensors", tmp);
     if (at_qnet_save(q, path, NULL, 0) != AT_OK) fuzz_fail("at_qnet_save", at_error_message());
