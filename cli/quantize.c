@@ -6,6 +6,7 @@
 #include "outpaths.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -23,30 +24,6 @@ static void default_out(const char *path, char *out, size_t cap) {
     size_t n = strlen(path), e = strlen(ext);
     if (n > e && strcmp(path + n - e, ext) == 0) n -= e;
     snprintf(out, cap, "%.*s.int8%s", (int)n, path, ext);
-}
-
-/* Clean accuracy of the float network and of its int8 version on the first n samples of ds. */
-static at_status accuracies(at_net *net, at_qnet *q, const at_dataset *ds, int n, int batch, int *fhits,
-                            int *qhits) {
-    const int D = at_dataset_sample_size(ds), K = at_net_out_size(net);
-    float *x = malloc(sizeof(float) * (size_t)batch * D);
-    int32_t *y = malloc(sizeof(int32_t) * (size_t)batch), *idx = malloc(sizeof(int32_t) * (size_t)batch);
-    at_status s = x && y && idx ? AT_OK : at_fail(AT_ERR_NOMEM, "out of memory evaluating");
-    *fhits = *qhits = 0;
-    for (int first = 0; s == AT_OK && first < n; first += batch) {
-        const int m = n - first < batch ? n - first : batch;
-        for (int i = 0; i < m; i++) idx[i] = first + i;
-        at_dataset_batch(ds, idx, m, x, y, NULL);
-        const float *z;
-        if ((s = at_net_predict(net, x, m, &z)) != AT_OK) break;
-        for (int i = 0; i < m; i++) *fhits += at_argmax(z + (size_t)i * K, K) == y[i];
-        if ((s = at_qnet_predict(q, x, m, &z)) != AT_OK) break;
-        for (int i = 0; i < m; i++) *qhits += at_argmax(z + (size_t)i * K, K) == y[i];
-    }
-    free(x);
-    free(y);
-    free(idx);
-    return s;
 }
 
 /* The first n training images as one float array, for calibration. */
@@ -91,7 +68,7 @@ static void report(const char *path, const char *out, const atk_cli_model *m, co
 }
 
 static int quantize_model(const char *path, const char *out, atk_cli_model *m, const quantize_options *o) {
-    const at_dataset *train = &m->data.train, *test = &m->data.test;
+    const at_dataset *train = &m->data.train, *test = m->ds;
     if (o->calib > train->n) {
         fprintf(stderr, "advtrain quantize: --calib %d: the %s training split has only %d images\n", o->calib,
                 m->data.name, train->n);
@@ -103,8 +80,12 @@ static int quantize_model(const char *path, const char *out, atk_cli_model *m, c
     at_status s = calib ? at_quantize(&q, m->net, calib, o->calib, &qc) : at_fail(AT_ERR_NOMEM, "out of memory");
     free(calib);
     const int n = o->samples > 0 && o->samples < test->n ? o->samples : test->n;
-    int fhits = 0, qhits = 0;
-    if (s == AT_OK) s = accuracies(m->net, q, test, n, o->batch, &fhits, &qhits);
+    if (s == AT_OK && n < test->n) s = at_dataset_truncate(m->ds, n); /* m->ds: the test split */
+    at_eval_result fr, qr;
+    if (s == AT_OK) s = at_evaluate(m->net, m->ds, o->batch, &fr);
+    if (s == AT_OK) s = at_qnet_evaluate(q, m->ds, o->batch, &qr);
+    const int fhits = s == AT_OK ? (int)lround((double)fr.accuracy * n) : 0;
+    const int qhits = s == AT_OK ? (int)lround((double)qr.accuracy * n) : 0;
     char calib_text[64];
     if (o->percentile < 100.0f)
         snprintf(calib_text, sizeof calib_text, "%d training images, percentile %g", o->calib, (double)o->percentile);

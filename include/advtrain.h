@@ -826,6 +826,10 @@ at_status at_qnet_forward(at_qnet *q, const float *x, int n, const int8_t **logi
 void at_qnet_output_params(const at_qnet *q, float *scale, int32_t *zero_point);
 /* at_qnet_forward's logits dequantized to floats. */
 at_status at_qnet_predict(at_qnet *q, const float *x, int n, const float **logits);
+/* Clean accuracy of the int8 model on a classification dataset (batch: samples per call, <= 0:
+ * 256): samples and accuracy in r, the rest 0 (the loss of dequantized logits means little). */
+struct at_eval_result;
+at_status at_qnet_evaluate(at_qnet *q, const at_dataset *ds, int batch, struct at_eval_result *r);
 /* The float network whose graph and shapes q runs (its parameters are not q's). */
 const at_net *at_qnet_net(const at_qnet *q);
 /* int8 model files (docs/quantization.md): safetensors with I8 weights and I32 biases,

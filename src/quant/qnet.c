@@ -513,6 +513,32 @@ void at_qnet_output_params(const at_qnet *q, float *scale, int32_t *zero_point) 
     *zero_point = p.zp;
 }
 
+at_status at_qnet_evaluate(at_qnet *q, const at_dataset *ds, int batch, at_eval_result *r) {
+    memset(r, 0, sizeof *r);
+    if (batch <= 0) batch = 256;
+    if (!ds->labels || ds->num_classes != at_net_out_size(q->net) || at_dataset_sample_size(ds) != net_in_size(q->net))
+        return at_fail(AT_ERR_ARG, "int8 evaluation needs a classification dataset of the model's input and classes");
+    const int D = net_in_size(q->net), K = at_net_out_size(q->net);
+    float *x = at_alloc_floats((size_t)batch * D, "int8 evaluation batch");
+    int32_t *y = at_calloc((size_t)batch, sizeof(int32_t), "labels"), *idx = at_calloc((size_t)batch, sizeof(int32_t), "indices");
+    at_status s = x && y && idx ? AT_OK : AT_ERR_NOMEM;
+    long hits = 0;
+    for (int first = 0; s == AT_OK && first < ds->n; first += batch) {
+        const int n = ds->n - first < batch ? ds->n - first : batch;
+        for (int i = 0; i < n; i++) idx[i] = first + i;
+        at_dataset_batch(ds, idx, n, x, y, NULL);
+        const float *z;
+        if ((s = at_qnet_predict(q, x, n, &z)) == AT_OK)
+            for (int i = 0; i < n; i++) hits += at_argmax(z + (size_t)i * K, K) == y[i];
+    }
+    free(x);
+    free(y);
+    free(idx);
+    r->samples = ds->n;
+    r->accuracy = ds->n ? (float)((double)hits / ds->n) : 0.0f;
+    return s;
+}
+
 at_status at_qnet_predict(at_qnet *q, const float *x, int n, const float **logits) {
     const int8_t *z;
     at_status s = at_qnet_forward(q, x, n, &z);
