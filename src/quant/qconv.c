@@ -50,6 +50,25 @@ static void patches(const at_layer *L, const int16_t *padded, int g, int cin, in
 }
 
 
+/* Four output channels' dot products with one patch, in one pass over it (the patch is read
+ * once for four channels). */
+static void dot16x4(const int16_t *restrict w, int rows, const int16_t *restrict p, int32_t *s) {
+    const int16_t *w0 = w, *w1 = w + rows, *w2 = w + 2 * (size_t)rows, *w3 = w + 3 * (size_t)rows;
+    int32_t a = 0, b = 0, c = 0, d = 0;
+    for (int i = 0; i < rows; i++) {
+        const int32_t v = p[i];
+        a += w0[i] * v;
+        b += w1[i] * v;
+        c += w2[i] * v;
+        d += w3[i] * v;
+    }
+    s[0] = a, s[1] = b, s[2] = c, s[3] = d;
+}
+
+static void store(const qnode *q, int o, int32_t acc, int8_t *out) {
+    *out = q_store(q_requant(acc, q->mult[o], q->shift[o]), q->out.zp, q->lo, q->hi);
+}
+
 void q_conv(const qnode *q, const int8_t *x, int8_t *y, void *work) {
     const at_layer *L = q->op;
     const int K = L->d.kernel;
@@ -61,13 +80,15 @@ void q_conv(const qnode *q, const int8_t *x, int8_t *y, void *work) {
     pad_input(q, x, padded);
     for (int g = 0; g < groups; g++) {
         patches(L, padded, g, cin, patch);
-        for (int o = g * cout; o < (g + 1) * cout; o++) {
-            const int16_t *w16 = q->w16 + (size_t)o * rows;
-            int8_t *out = y + (size_t)o * area;
+        int o = g * cout;
+        for (; o + 4 <= (g + 1) * cout; o += 4)
             for (size_t p = 0; p < area; p++) {
-                const int32_t acc = q->bias[o] + q_dot16(w16, patch + p * rows, rows);
-                out[p] = q_store(q_requant(acc, q->mult[o], q->shift[o]), q->out.zp, q->lo, q->hi);
+                int32_t s[4];
+                dot16x4(q->w16 + (size_t)o * rows, rows, patch + p * rows, s);
+                for (int j = 0; j < 4; j++) store(q, o + j, q->bias[o + j] + s[j], y + (size_t)(o + j) * area + p);
             }
-        }
+        for (; o < (g + 1) * cout; o++)
+            for (size_t p = 0; p < area; p++)
+                store(q, o, q->bias[o] + q_dot16(q->w16 + (size_t)o * rows, patch + p * rows, rows), y + (size_t)o * area + p);
     }
 }
