@@ -101,6 +101,8 @@ static at_status run_transfers(at_net *fnet, at_qnet *q, const at_dataset *ds, c
  * the same attack ties with it within a sample or so), the sign that quantization hides the
  * gradient's way (arXiv 2404.05688). The message goes into msg; false when nothing to flag. */
 static bool masking(const transfer_row *rows, int nrows, int r, int n, char *msg, size_t cap) {
+    for (int k = 0; k < r; k++) /* one check per eps: its first row's (rows go attack by attack) */
+        if (rows[k].cfg.eps == rows[r].cfg.eps) return false;
     int gradient = -1, other = n + 1;
     const char *other_name = "";
     for (int k = 0; k < nrows; k++) {
@@ -141,7 +143,7 @@ static void report(const atk_cli_model *m, const int8_eval_args *a, int n, int c
         cJSON *warn = nrows ? cJSON_AddArrayToObject(j, "warnings") : NULL;
         for (int r = 0; r < nrows; r++) {
             char msg[320];
-            if ((r == 0 || rows[r].cfg.eps != rows[r - 1].cfg.eps) && masking(rows, nrows, r, n, msg, sizeof msg))
+            if (masking(rows, nrows, r, n, msg, sizeof msg))
                 cJSON_AddItemToArray(warn, cJSON_CreateString(msg));
         }
         cJSON_AddNumberToObject(j, "seconds", seconds);
@@ -166,7 +168,6 @@ static void report(const atk_cli_model *m, const int8_eval_args *a, int n, int c
     }
     for (int r = 0; r < nrows; r++) {
         char msg[320];
-        if (rows[r].cfg.eps == rows[r > 0 ? r - 1 : 0].cfg.eps && r > 0) continue; /* one check per eps */
         if (masking(rows, nrows, r, n, msg, sizeof msg)) fprintf(stderr, "advtrain eval: warning: %s\n", msg);
     }
 }
@@ -203,11 +204,10 @@ int atk_cli_eval_int8(const atk_cli_model *m, const int8_eval_args *a) {
     const int n = ds->n, D = at_dataset_sample_size(ds);
     const double start = cli_now();
     float *x = malloc(sizeof(float) * (size_t)n * D);
-    int32_t *y = malloc(sizeof(int32_t) * (size_t)n), *idx = malloc(sizeof(int32_t) * (size_t)n);
+    int32_t *y = malloc(sizeof(int32_t) * (size_t)n);
     bool *clean_ok = malloc(sizeof(bool) * (size_t)n);
-    at_status s = x && y && idx && clean_ok ? AT_OK : at_fail(AT_ERR_NOMEM, "out of memory for %d samples", n);
-    for (int i = 0; s == AT_OK && i < n; i++) idx[i] = i;
-    if (s == AT_OK) at_dataset_batch(ds, idx, n, x, y, NULL);
+    at_status s = x && y && clean_ok ? AT_OK : at_fail(AT_ERR_NOMEM, "out of memory for %d samples", n);
+    if (s == AT_OK) at_dataset_range(ds, 0, n, x, y, NULL);
     if (s == AT_OK) s = int8_hits(m->qnet, x, y, n, a->batch, clean_ok);
     int rc = s == AT_OK ? 0 : EXIT_RUN_FAILED, nrows = 0, clean_f = -1;
     if (s != AT_OK) cli_error("eval", "int8 inference failed", s);
@@ -233,7 +233,6 @@ int atk_cli_eval_int8(const atk_cli_model *m, const int8_eval_args *a) {
     free(rows);
     free(x);
     free(y);
-    free(idx);
     free(clean_ok);
     return rc;
 }

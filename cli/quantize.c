@@ -30,16 +30,7 @@ static void default_out(const char *path, char *out, size_t cap) {
 static float *calibration_images(const at_dataset *train, int n) {
     const int D = at_dataset_sample_size(train);
     float *x = malloc(sizeof(float) * (size_t)n * D);
-    int32_t *idx = malloc(sizeof(int32_t) * (size_t)n);
-    if (x && idx) {
-        for (int i = 0; i < n; i++) idx[i] = i;
-        at_dataset_batch(train, idx, n, x, NULL, NULL);
-    }
-    free(idx);
-    if (!idx) {
-        free(x);
-        return NULL;
-    }
+    if (x) at_dataset_range(train, 0, n, x, NULL, NULL);
     return x;
 }
 

@@ -480,6 +480,8 @@ int at_dataset_sample_size(const at_dataset *ds); /* c*h*w */
  * targets t (regression, n x target_dim). y or t may be NULL when not wanted. */
 void at_dataset_batch(const at_dataset *ds, const int32_t *idx, int n, float *x, int32_t *y,
                       float *t);
+/* The same for the contiguous samples [first, first + n). */
+void at_dataset_range(const at_dataset *ds, int first, int n, float *x, int32_t *y, float *t);
 
 /* ---------------------------------------------------------------- safetensors */
 

@@ -155,13 +155,7 @@ at_status adv_trainer_create(adv_trainer **out, at_net *net, at_optim *opt,
              (t->guard_y = at_calloc((size_t)t->guard_n, sizeof(int32_t), "guard labels")) &&
              (t->good_params = at_alloc_floats(np, "last good weights")) &&
              (t->good_state = at_alloc_floats(state_count, "last good optimizer state"));
-        if (ok) {
-            int32_t *idx = at_calloc((size_t)t->guard_n, sizeof(int32_t), "guard indices");
-            ok = idx != NULL;
-            for (int i = 0; ok && i < t->guard_n; i++) idx[i] = i;
-            if (ok) at_dataset_batch(src, idx, t->guard_n, t->guard_x, t->guard_y, NULL);
-            free(idx);
-        }
+        if (ok) at_dataset_range(src, 0, t->guard_n, t->guard_x, t->guard_y, NULL);
         if (ok) adv_trainer_snapshot_good(t);
         /* the robust validation serves the guard too (adv_trainer_end_epoch) */
         const int val_samples = AT_MIN(c->robust_val_samples, val ? val->n : 0);

@@ -50,9 +50,11 @@ float *at_adv_workspace_delta(at_adv_workspace *ws, size_t *count);
 at_status at_model_save_with(const at_net *net, const char *path, const at_st_meta *extra, int nextra,
                              const at_st_entry *tensors, int ntensors);
 
-/* The float network (parameters zero) that safetensors file f's advtrain.arch and advtrain.input
- * metadata describe, bounded by the file's values (model.c). */
-at_status at_model_net_of(const at_st_file *f, const char *path, at_net **out);
+/* Reads model file path (*f) and builds the float network (parameters zero) its advtrain.arch and
+ * advtrain.input metadata describe, bounded by the file's values: an int8 model file (metadata
+ * advtrain.format = int8) when int8, else a float one; the other kind is refused by name. On
+ * failure nothing is left to free (model.c). */
+at_status at_model_open(const char *path, bool int8, at_st_file **f, at_net **net);
 
 /* at_net_create and at_net_from_spec that fail with AT_ERR_FORMAT, before allocating the
  * parameters, when the parameters and buffers would take more than max_floats floats: a model

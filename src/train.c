@@ -100,8 +100,7 @@ static at_status evaluate_with(at_net *net, const at_dataset *ds, int batch, bat
     const uint64_t passes = at_net_forward_count(net); /* every pass moves the dropout key on */
     for (int first = lo; first < hi && s == AT_OK; first += batch) {
         int n = AT_MIN(batch, hi - first);
-        for (int i = 0; i < n; i++) b->idx[i] = first + i;
-        at_dataset_batch(ds, b->idx, n, b->x, b->y, b->t);
+        at_dataset_range(ds, first, n, b->x, b->y, b->t);
         const float *out;
         if ((s = at_net_predict(net, b->x, n, &out)) != AT_OK) break;
         float loss;

@@ -76,6 +76,7 @@ static at_net *conv_net(const char *spec, int c, int h, int w) {
 
 static void random_channels(qnode *q, int nout, size_t weights) {
     q->nout = nout;
+    q->nweights = weights;
     q->w = malloc(weights);
     q->bias = malloc(sizeof(int32_t) * nout);
     q->mult = malloc(sizeof(int32_t) * nout);
@@ -153,7 +154,7 @@ static void test_sums_fit(void) {
     int8_t w[8] = {127, -127, 127, -127, 1, 0, 0, 0};
     int32_t bias[2] = {INT32_MAX - 255 * 508, INT32_MAX - 255 + 1}, mult[2] = {0};
     int sh[2] = {0};
-    q.nout = 2, q.w = w, q.bias = bias, q.mult = mult, q.shift = sh;
+    q.nout = 2, q.nweights = 8, q.w = w, q.bias = bias, q.mult = mult, q.shift = sh;
     int c = -1;
     CHECK(!q_sums_fit(&q, &c) && c == 1); /* channel 1: 255 * 1 + bias = INT32_MAX + 1 */
     bias[1]--;

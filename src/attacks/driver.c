@@ -155,11 +155,11 @@ bool at_attack_uses_gradients(at_attack_kind kind) {
 
 /* ------------------------------------------------------------ workspaces */
 
-/* What a call holds beside the batch's rows: the dataset's samples of the batch (x, y, idx), the
+/* What a call holds beside the batch's rows: the dataset's samples of the batch (x, y), the
  * examples when the caller keeps none, and the attack's own workspace. */
 typedef struct call_buffers {
     float *x, *adv;
-    int32_t *y, *idx;
+    int32_t *y;
     void *ws;
 } call_buffers;
 
@@ -170,8 +170,7 @@ static void layout(atk_arena *a, atk_batch *b, call_buffers *cb, size_t ws_bytes
     const size_t images = (size_t)cap * b->D, logits = (size_t)cap * b->K;
     memset(cb, 0, sizeof *cb);
     float **image_rows[] = {own_x ? &cb->x : NULL, own_adv ? &cb->adv : NULL, &b->xs, &b->xa, &b->grad};
-    int32_t **int_rows[] = {own_x ? &cb->y : NULL, own_x ? &cb->idx : NULL, &b->ids, &b->row_target, &b->pred,
-                            &b->target};
+    int32_t **int_rows[] = {own_x ? &cb->y : NULL, &b->ids, &b->row_target, &b->pred, &b->target};
     uint8_t **byte_rows[] = {&b->todo, &b->bad, &b->keep};
     for (size_t k = 0; k < sizeof image_rows / sizeof *image_rows; k++)
         if (image_rows[k]) *image_rows[k] = atk_carve(a, sizeof(float) * images);
@@ -322,8 +321,7 @@ static at_status run_batches(atk_batch *b, const call_buffers *cb, const call_so
         b->n = hi - first < cap ? hi - first : cap;
         b->base = first;
         if (src->ds) {
-            for (int i = 0; i < b->n; i++) cb->idx[i] = first + i;
-            at_dataset_batch(src->ds, cb->idx, b->n, cb->x, cb->y, NULL);
+            at_dataset_range(src->ds, first, b->n, cb->x, cb->y, NULL);
             b->x = cb->x;
             b->y = cb->y;
         } else {

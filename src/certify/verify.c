@@ -44,13 +44,12 @@ at_status at_verify_dataset(at_net *net, const at_dataset *ds, int n, float eps,
     if (n <= 0 || n > ds->n) n = ds->n;
     const int D = at_net_in_size(net), K = at_net_out_size(net), B = AT_MIN(VERIFY_BATCH, AT_MAX(n, 1));
     float *x = malloc(sizeof(float) * (size_t)B * D), *margins = malloc(sizeof(float) * (size_t)B * K);
-    int32_t *y = malloc(sizeof(int32_t) * B), *idx = malloc(sizeof(int32_t) * B);
-    at_status s = x && margins && y && idx ? AT_OK : at_fail(AT_ERR_NOMEM, "at_verify_dataset: out of memory");
+    int32_t *y = malloc(sizeof(int32_t) * B);
+    at_status s = x && margins && y ? AT_OK : at_fail(AT_ERR_NOMEM, "at_verify_dataset: out of memory");
     const double start = now();
     for (int first = 0; s == AT_OK && first < n; first += B) {
         const int m = AT_MIN(B, n - first);
-        for (int i = 0; i < m; i++) idx[i] = first + i;
-        at_dataset_batch(ds, idx, m, x, y, NULL);
+        at_dataset_range(ds, first, m, x, y, NULL);
         s = verify_batch(net, x, y, m, eps, method, margins, res);
     }
     res->samples = s == AT_OK ? n : 0;
@@ -58,6 +57,5 @@ at_status at_verify_dataset(at_net *net, const at_dataset *ds, int n, float eps,
     free(x);
     free(margins);
     free(y);
-    free(idx);
     return s;
 }

@@ -124,20 +124,26 @@ at_status at_dataset_keep_range(at_dataset *ds, int first, int n) {
 
 /* ---------------------------------------------------------------- batches */
 
+/* Sample j of ds into row i of x, y and t (each may be NULL). */
+static void gather_sample(const at_dataset *ds, size_t j, int i, float *x, int32_t *y, float *t) {
+    const size_t d = (size_t)at_dataset_sample_size(ds), k = (size_t)ds->target_dim;
+    if (x && ds->images) {
+        /* Division, not multiplication by 1/255: 255 must map to exactly 1.0f. */
+        const uint8_t *src = ds->images + j * d;
+        float *dst = x + (size_t)i * d;
+        for (size_t e = 0; e < d; e++) dst[e] = (float)src[e] / 255.0f;
+    } else if (x && ds->features) {
+        memcpy(x + (size_t)i * d, ds->features + j * d, d * sizeof(float));
+    }
+    if (y && ds->labels) y[i] = ds->labels[j];
+    if (t && ds->targets) memcpy(t + (size_t)i * k, ds->targets + j * k, k * sizeof(float));
+}
+
 void at_dataset_batch(const at_dataset *ds, const int32_t *idx, int n, float *x, int32_t *y,
                       float *t) {
-    size_t d = (size_t)at_dataset_sample_size(ds), k = (size_t)ds->target_dim;
-    for (int i = 0; i < n; i++) {
-        size_t j = (size_t)idx[i];
-        if (x && ds->images) {
-            /* Division, not multiplication by 1/255: 255 must map to exactly 1.0f. */
-            const uint8_t *src = ds->images + j * d;
-            float *dst = x + (size_t)i * d;
-            for (size_t e = 0; e < d; e++) dst[e] = (float)src[e] / 255.0f;
-        } else if (x && ds->features) {
-            memcpy(x + (size_t)i * d, ds->features + j * d, d * sizeof(float));
-        }
-        if (y && ds->labels) y[i] = ds->labels[j];
-        if (t && ds->targets) memcpy(t + (size_t)i * k, ds->targets + j * k, k * sizeof(float));
-    }
+    for (int i = 0; i < n; i++) gather_sample(ds, (size_t)idx[i], i, x, y, t);
+}
+
+void at_dataset_range(const at_dataset *ds, int first, int n, float *x, int32_t *y, float *t) {
+    for (int i = 0; i < n; i++) gather_sample(ds, (size_t)first + (size_t)i, i, x, y, t);
 }

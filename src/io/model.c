@@ -145,7 +145,9 @@ static bool parse_input_shape(const char *s, int *c, int *h, int *w) {
            parse_dim(s, 65536, '\0', w);
 }
 
-at_status at_model_net_of(const at_st_file *f, const char *path, at_net **out) {
+/* The float network (parameters zero) that f's advtrain.arch and advtrain.input describe, bounded
+ * by the file's values. */
+static at_status net_of(const at_st_file *f, const char *path, at_net **out) {
     *out = NULL;
     const char *arch = at_st_meta_get(f, "advtrain.arch");
     const char *input = at_st_meta_get(f, "advtrain.input");
@@ -174,19 +176,32 @@ at_status at_model_net_of(const at_st_file *f, const char *path, at_net **out) {
     return s;
 }
 
-at_status at_model_load(at_net **out, const char *path, at_st_file **meta) {
-    *out = NULL;
-    if (meta) *meta = NULL;
-    at_st_file *f;
-    at_status s = at_st_read(path, &f);
+at_status at_model_open(const char *path, bool int8, at_st_file **f, at_net **net) {
+    *net = NULL;
+    at_status s = at_st_read(path, f);
     if (s != AT_OK) return s;
-    const char *format = at_st_meta_get(f, "advtrain.format");
-    if (format && strcmp(format, "int8") == 0)
+    const char *format = at_st_meta_get(*f, "advtrain.format");
+    const bool is_int8 = format && strcmp(format, "int8") == 0;
+    if (is_int8 && !int8)
         s = at_fail(AT_ERR_FORMAT, "%s: an int8 model (written by advtrain quantize), not a float one: "
                                    "use it where int8 models are taken (eval)", path);
-    if (s == AT_OK) s = at_model_net_of(f, path, out);
-    if (s == AT_OK) s = at_net_load_weights(*out, f, path);
+    else if (!is_int8 && int8)
+        s = at_fail(AT_ERR_FORMAT, "%s: not an int8 model (no advtrain.format = int8: advtrain quantize writes one)",
+                    path);
+    if (s == AT_OK) s = net_of(*f, path, net);
     if (s != AT_OK) {
+        at_st_free(*f);
+        *f = NULL;
+    }
+    return s;
+}
+
+at_status at_model_load(at_net **out, const char *path, at_st_file **meta) {
+    if (meta) *meta = NULL;
+    at_st_file *f;
+    at_status s = at_model_open(path, false, &f, out);
+    if (s != AT_OK) return s;
+    if ((s = at_net_load_weights(*out, f, path)) != AT_OK) {
         at_net_free(*out);
         *out = NULL;
         at_st_free(f);

@@ -54,8 +54,7 @@ static bool weighted(const qnode *n) { return n->nout > 0; }
 /* A weighted node's four tensors; w32 holds its int8 weights widened (the writer takes int32). */
 static void put_node(writer *w, const at_qnet *q, const qnode *n, int32_t *w32) {
     const at_layer *M = module_of(q, n);
-    const size_t count = M == n->op ? n->op->w_count : (size_t)n->nout;
-    for (size_t i = 0; i < count; i++) w32[i] = n->w[i];
+    for (size_t i = 0; i < n->nweights; i++) w32[i] = n->w[i];
     int64_t shape[4] = {n->nout};
     int ndim = 1;
     if (M == n->op) {
@@ -73,7 +72,7 @@ at_status at_qnet_save(const at_qnet *q, const char *path, const at_st_meta *met
     const at_net *net = q->net;
     const int T = net->nlayers + 1, cap = 2 * T + MAX_ENTRIES_PER_NODE * q->nnodes;
     size_t wcount = 0;
-    for (int k = 0; k < q->nnodes; k++) wcount += q->nodes[k].nout ? q->nodes[k].op->w_count + q->nodes[k].nout : 0;
+    for (int k = 0; k < q->nnodes; k++) wcount += q->nodes[k].nweights;
     writer w = {calloc((size_t)cap, sizeof(at_st_entry)), 0, calloc((size_t)cap, sizeof *w.names),
                 calloc((size_t)T, sizeof(int32_t)), calloc((size_t)T, sizeof(float))};
     int32_t *w32 = malloc(sizeof(int32_t) * (wcount + 1)), *at = w32;
@@ -91,7 +90,7 @@ at_status at_qnet_save(const at_qnet *q, const char *path, const at_st_meta *met
         for (int k = 0; k < q->nnodes; k++)
             if (weighted(&q->nodes[k])) {
                 put_node(&w, q, &q->nodes[k], at);
-                at += module_of(q, &q->nodes[k]) == q->nodes[k].op ? q->nodes[k].op->w_count : (size_t)q->nodes[k].nout;
+                at += q->nodes[k].nweights;
             }
         snprintf(input, sizeof input, "%d,%d,%d", net->in_c, net->in_h, net->in_w);
         all[0] = (at_st_meta){"advtrain.format", "int8"};
@@ -143,7 +142,7 @@ static at_status get_params(const at_st_file *f, const char *path, const char *w
 
 static at_status get_node(const at_st_file *f, const char *path, const at_qnet *q, qnode *n) {
     const at_layer *M = module_of(q, n);
-    const size_t count = M == n->op ? n->op->w_count : (size_t)n->nout, nout = (size_t)n->nout;
+    const size_t count = n->nweights, nout = (size_t)n->nout;
     const int32_t *w = NULL, *b = NULL, *m = NULL, *sh = NULL;
     char name[96];
     snprintf(name, sizeof name, "%s.weight", M->d.name);
@@ -190,16 +189,11 @@ at_status at_qnet_load(at_qnet **out, const char *path, at_st_file **meta) {
     *out = NULL;
     if (meta) *meta = NULL;
     at_st_file *f;
-    at_status s = at_st_read(path, &f);
-    if (s != AT_OK) return s;
-    const char *format = at_st_meta_get(f, "advtrain.format");
-    at_net *net = NULL;
+    at_net *net;
     at_qnet *q = NULL;
-    if (!format || strcmp(format, "int8") != 0)
-        s = at_fail(AT_ERR_FORMAT, "%s: not an int8 model (no advtrain.format = int8: advtrain quantize writes one)",
-                    path);
-    if (s == AT_OK) s = at_model_net_of(f, path, &net);
-    if (s == AT_OK && (s = q_alloc(&q, net)) != AT_OK) at_net_free(net);
+    at_status s = at_model_open(path, true, &f, &net);
+    if (s != AT_OK) return s;
+    if ((s = q_alloc(&q, net)) != AT_OK) at_net_free(net);
     if (s == AT_OK) {
         q->owns_net = true;
         s = read_qnet(f, path, q);

@@ -175,6 +175,7 @@ static at_status calibrate(at_net *net, const float *x, int n, float pct, float 
 
 static bool alloc_channels(qnode *q, int nout, size_t weights) {
     q->nout = nout;
+    q->nweights = weights;
     q->w = calloc(weights ? weights : 1, 1);
     q->bias = calloc((size_t)nout, sizeof(int32_t));
     q->mult = calloc((size_t)nout, sizeof(int32_t));
@@ -245,14 +246,18 @@ static void add_node(qnode *q) {
     q_multiplier(twice / ((double)(1 << 20) * q->out.scale), &q->add_mult[2], &q->add_shift[2]);
 }
 
-/* Layer l's output keeps its input's int8 values or parameters: a Dropout, Flatten or fused ReLU
- * is its input; pooling and a ReLU commute with the affine map q -> (q - zp) * scale. */
+/* Layer L's output is its input's int8 values: a Dropout (eval), a Flatten or a fused ReLU. */
+static bool copies_input(const at_layer *L) {
+    const at_layer_kind k = L->d.kind;
+    return L->fused || k == AT_LAYER_DROPOUT || k == AT_LAYER_DROPOUT2D || k == AT_LAYER_FLATTEN;
+}
+
+/* Layer l's output keeps its input's parameters: a copy of it, or pooling and a ReLU, which
+ * commute with the affine map q -> (q - zp) * scale. */
 bool q_keeps_input_params(const at_net *net, int l) {
-    switch (net->layers[l].d.kind) {
-    case AT_LAYER_DROPOUT: case AT_LAYER_DROPOUT2D: case AT_LAYER_FLATTEN: case AT_LAYER_MAXPOOL2D:
-    case AT_LAYER_AVGPOOL2D: case AT_LAYER_GLOBALAVGPOOL: case AT_LAYER_RELU: return true;
-    default: return net->layers[l].fused;
-    }
+    const at_layer_kind k = net->layers[l].d.kind;
+    return copies_input(&net->layers[l]) || k == AT_LAYER_MAXPOOL2D || k == AT_LAYER_AVGPOOL2D ||
+           k == AT_LAYER_GLOBALAVGPOOL || k == AT_LAYER_RELU;
 }
 
 static void tensor_aliases(at_qnet *q) {
@@ -260,9 +265,7 @@ static void tensor_aliases(at_qnet *q) {
     q->alias[0] = 0;
     for (int l = 0; l < net->nlayers; l++) {
         const at_layer *L = &net->layers[l];
-        const at_layer_kind k = L->d.kind;
-        const bool same = L->fused || k == AT_LAYER_DROPOUT || k == AT_LAYER_DROPOUT2D || k == AT_LAYER_FLATTEN;
-        q->alias[l + 1] = same ? q->alias[L->src[0] + 1] : l + 1; /* the same int8 values */
+        q->alias[l + 1] = copies_input(L) ? q->alias[L->src[0] + 1] : l + 1;
     }
 }
 
@@ -310,7 +313,7 @@ static bool node_shape(at_qnet *q, int l, qnode *n) {
 
 bool q_sums_fit(const qnode *n, int *channel) {
     if (n->nout <= 0) return true;
-    const size_t per = n->kind == AT_LAYER_CONV2D || n->kind == AT_LAYER_LINEAR ? n->op->w_count / (size_t)n->nout : 1;
+    const size_t per = n->nweights / (size_t)n->nout;
     for (int o = 0; o < n->nout; o++) {
         int64_t bound = n->bias[o] < 0 ? -(int64_t)n->bias[o] : n->bias[o];
         for (size_t i = 0; i < per && bound <= INT32_MAX; i++) bound += 255 * (int64_t)abs(n->w[(size_t)o * per + i]);
@@ -324,7 +327,7 @@ bool q_sums_fit(const qnode *n, int *channel) {
 
 bool q_widen(qnode *n) {
     if (n->kind != AT_LAYER_CONV2D && n->kind != AT_LAYER_LINEAR) return true;
-    const size_t count = n->op->w_count;
+    const size_t count = n->nweights;
     free(n->w16);
     if (!(n->w16 = malloc(sizeof(int16_t) * (count ? count : 1)))) {
         at_fail(AT_ERR_NOMEM, "out of memory for int8 weights");
@@ -365,12 +368,8 @@ void at_qnet_free(at_qnet *q) {
     free(q);
 }
 
-/* The nodes that compute something: not fused, not a copy, not a Conv2d folded into its BatchNorm. */
-static bool runs(const at_net *net, int l) {
-    const at_layer_kind k = net->layers[l].d.kind;
-    return !net->layers[l].fused && k != AT_LAYER_DROPOUT && k != AT_LAYER_DROPOUT2D && k != AT_LAYER_FLATTEN &&
-           !q_folded_away(net, l);
-}
+/* The nodes that compute something: not a copy, not a Conv2d folded into its BatchNorm. */
+static bool runs(const at_net *net, int l) { return !copies_input(&net->layers[l]) && !q_folded_away(net, l); }
 
 at_status q_alloc(at_qnet **out, at_net *net) {
     *out = NULL;
@@ -520,20 +519,18 @@ at_status at_qnet_evaluate(at_qnet *q, const at_dataset *ds, int batch, at_eval_
         return at_fail(AT_ERR_ARG, "int8 evaluation needs a classification dataset of the model's input and classes");
     const int D = net_in_size(q->net), K = at_net_out_size(q->net);
     float *x = at_alloc_floats((size_t)batch * D, "int8 evaluation batch");
-    int32_t *y = at_calloc((size_t)batch, sizeof(int32_t), "labels"), *idx = at_calloc((size_t)batch, sizeof(int32_t), "indices");
-    at_status s = x && y && idx ? AT_OK : AT_ERR_NOMEM;
+    int32_t *y = at_calloc((size_t)batch, sizeof(int32_t), "labels");
+    at_status s = x && y ? AT_OK : AT_ERR_NOMEM;
     long hits = 0;
     for (int first = 0; s == AT_OK && first < ds->n; first += batch) {
         const int n = ds->n - first < batch ? ds->n - first : batch;
-        for (int i = 0; i < n; i++) idx[i] = first + i;
-        at_dataset_batch(ds, idx, n, x, y, NULL);
+        at_dataset_range(ds, first, n, x, y, NULL);
         const float *z;
         if ((s = at_qnet_predict(q, x, n, &z)) == AT_OK)
             for (int i = 0; i < n; i++) hits += at_argmax(z + (size_t)i * K, K) == y[i];
     }
     free(x);
     free(y);
-    free(idx);
     r->samples = ds->n;
     r->accuracy = ds->n ? (float)((double)hits / ds->n) : 0.0f;
     return s;

@@ -57,6 +57,7 @@ typedef struct qnode {
     int32_t lo, hi;      /* the output clamp (lo = out.zp after a ReLU) */
     /* Conv2d, Linear and the affine map: per output channel */
     int nout;
+    size_t nweights;     /* int8 weights: the layer's (Conv2d, Linear), one per channel (affine) */
     int8_t *w;
     int16_t *w16;        /* the same weights as int16, for the int16 dot products (q_widen) */
     int32_t *bias, *mult;
