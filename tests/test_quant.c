@@ -35,21 +35,20 @@ static int64_t two_roundings(int32_t x, int32_t m, int shift) {
     return v >= 0 ? q : -q;
 }
 
-/* q_multiplier keeps a multiplier to 31 bits; q_requant(x) equals the two roundings above
+/* q_multiplier keeps a multiplier to 31 bits; qk_requant(x) equals the two roundings above
  * exactly, and so lies within one unit of x * real (a single rounding would be within half). */
 static void test_requant(void) {
     int mismatches = 0, far = 0, total = 0;
     for (int k = 0; k < 2000; k++) {
         const double real = exp(log(1e-6) + uniform() * (log(4.0) - log(1e-6)));
-        int32_t m;
-        int shift;
+        int32_t m, shift;
         q_multiplier(real, &m, &shift);
         CHECK(m >= (1 << 30) && m <= INT32_MAX);
         const double kept = (double)m * ldexp(1.0, shift - 31);
         CHECK_MSG(fabs(kept - real) <= real * ldexp(1.0, -30), "multiplier of %g kept as %g", real, kept);
         for (int j = 0; j < 20; j++) {
             const int32_t x = (int32_t)(next_u32() % 2000001) - 1000000;
-            const int32_t got = q_requant(x, m, shift);
+            const int32_t got = qk_requant(x, m, shift);
             total++;
             mismatches += got != two_roundings(x, m, shift);
             far += fabs(got - (double)x * kept) >= 1.0;
@@ -58,13 +57,31 @@ static void test_requant(void) {
     CHECK_MSG(mismatches == 0 && far == 0, "requant: %d of %d differ from the two roundings, %d a unit or more from "
               "x * real", mismatches, total, far);
     /* the boundaries: a zero multiplier, rounding shifts of ties both ways */
-    int32_t m;
-    int shift;
+    int32_t m, shift;
     q_multiplier(0.0, &m, &shift);
-    CHECK(m == 0 && q_requant(12345, m, shift) == 0);
-    CHECK(q_rounding_shift(5, 1) == 3 && q_rounding_shift(-5, 1) == -3 && q_rounding_shift(-4, 1) == -2);
+    CHECK(m == 0 && qk_requant(12345, m, shift) == 0);
+    CHECK(qk_rounding_shift(5, 1) == 3 && qk_rounding_shift(-5, 1) == -3 && qk_rounding_shift(-4, 1) == -2);
     q_multiplier(1.0, &m, &shift);
-    CHECK(q_requant(77, m, shift) == 77 && q_requant(-77, m, shift) == -77);
+    CHECK(qk_requant(77, m, shift) == 77 && qk_requant(-77, m, shift) == -77);
+}
+
+/* qk_quantize (no libm, for the exported C) against round() half away from zero: random values,
+ * exact ties, huge values and NaN. */
+static void test_quantize_rounding(void) {
+    int bad = 0;
+    for (int k = 0; k < 200000; k++) {
+        const float scale = (float)exp(log(1e-4) + uniform() * (log(10.0) - log(1e-4)));
+        const int32_t zp = (int32_t)(next_u32() % 256) - 128;
+        float v = (float)((uniform() - 0.5) * 300.0 * scale);
+        if (k % 4 == 0) v = (float)((double)((int32_t)(next_u32() % 301) - 150) + 0.5) * scale; /* near ties */
+        if (k % 1000 == 0) v = (k % 2000 ? 1e30f : -1e30f);
+        double q = zp + round((double)v / scale);
+        q = q < -128 ? -128 : (q > 127 ? 127 : q);
+        bad += qk_quantize(v, scale, zp) != (int8_t)q;
+    }
+    CHECK_MSG(bad == 0, "qk_quantize: %d of 200000 differ from round()", bad);
+    CHECK(qk_quantize(NAN, 0.1f, -7) == -7 && qk_quantize(0.75f, 0.5f, 0) == 2 && qk_quantize(-0.75f, 0.5f, 4) == 2);
+    CHECK(qk_quantize(2.5f, 1.0f, 0) == 3 && qk_quantize(-2.5f, 1.0f, 0) == -3 && qk_quantize(-0.5f, 1.0f, 0) == -1);
 }
 
 /* A conv node by hand: random int8 weights, biases and per-channel scales. */
@@ -80,7 +97,7 @@ static void random_channels(qnode *q, int nout, size_t weights) {
     q->w = malloc(weights);
     q->bias = malloc(sizeof(int32_t) * nout);
     q->mult = malloc(sizeof(int32_t) * nout);
-    q->shift = malloc(sizeof(int) * nout);
+    q->shift = malloc(sizeof(int32_t) * nout);
     for (size_t i = 0; i < weights; i++) {
         q->w[i] = random_i8();
         if (q->w[i] == -128) q->w[i] = -127;
@@ -102,7 +119,7 @@ static void free_channels(qnode *q) {
 /* The reference output of channel o from its exact integer sum. */
 static int32_t reference_out(const qnode *q, int o, int64_t acc) {
     const double v = q->out.zp + round_away((double)acc * q->mult[o] * ldexp(1.0, q->shift[o] - 31));
-    return (int32_t)(v < q->lo ? q->lo : (v > q->hi ? q->hi : v));
+    return (int32_t)(v < q->k.lo ? q->k.lo : (v > q->k.hi ? q->k.hi : v));
 }
 
 static void test_conv_kernel(const char *spec, int relu) {
@@ -113,14 +130,17 @@ static void test_conv_kernel(const char *spec, int relu) {
     qnode q = {.layer = 0, .op = L, .kind = AT_LAYER_CONV2D, .src = {-1, -1}};
     q.in[0] = (qparams){0.02f, -7};
     q.out = (qparams){0.05f, 3};
-    q.lo = relu ? q.out.zp : -128;
-    q.hi = 127;
     random_channels(&q, L->out_c, L->w_count);
+    q_kernel_view(&q, relu);
     CHECK(q_widen(&q));
-    int8_t x[C * H * W], *y = malloc((size_t)L->out_size);
+    int8_t x[C * H * W], *y = malloc((size_t)L->out_size), *direct = malloc((size_t)L->out_size);
     for (int i = 0; i < C * H * W; i++) x[i] = random_i8();
     void *work = malloc(q_work_bytes(&q));
     q_conv(&q, x, y, work);
+    /* the library's fast kernel and the exported C's plain one (qkernels.h): the same bits */
+    qk_conv(&q.k, x, direct);
+    CHECK_MSG(memcmp(y, direct, (size_t)L->out_size) == 0, "%s: q_conv and qk_conv differ", spec);
+    free(direct);
     const int K = L->d.kernel, S = L->d.stride, P = L->d.pad, groups = L->d.groups > 1 ? L->d.groups : 1;
     const int cin = C / groups, cout = L->out_c / groups;
     int off = 0, worse = 0;
@@ -153,7 +173,7 @@ static void test_sums_fit(void) {
     qnode q = {.op = &net->layers[1], .kind = AT_LAYER_LINEAR};
     int8_t w[8] = {127, -127, 127, -127, 1, 0, 0, 0};
     int32_t bias[2] = {INT32_MAX - 255 * 508, INT32_MAX - 255 + 1}, mult[2] = {0};
-    int sh[2] = {0};
+    int32_t sh[2] = {0};
     q.nout = 2, q.nweights = 8, q.w = w, q.bias = bias, q.mult = mult, q.shift = sh;
     int c = -1;
     CHECK(!q_sums_fit(&q, &c) && c == 1); /* channel 1: 255 * 1 + bias = INT32_MAX + 1 */
@@ -171,15 +191,17 @@ static void test_linear_kernel(void) {
     qnode q = {.layer = 1, .op = L, .kind = AT_LAYER_LINEAR, .src = {-1, -1}};
     q.in[0] = (qparams){0.02f, 11};
     q.out = (qparams){0.1f, -20};
-    q.lo = -128;
-    q.hi = 127;
     random_channels(&q, 9, L->w_count);
+    q_kernel_view(&q, false);
+    CHECK(q.k.in_c == 60 && q.k.out_c == 9);
     CHECK(q_widen(&q));
-    int8_t x[60], y[9];
+    int8_t x[60], y[9], direct[9];
     for (int i = 0; i < 60; i++) x[i] = random_i8();
     int16_t work[64];
     CHECK(q_work_bytes(&q) <= sizeof work + 64);
     q_linear(&q, x, y, work);
+    qk_linear(&q.k, x, direct);
+    CHECK_MSG(memcmp(y, direct, sizeof y) == 0, "q_linear and qk_linear differ");
     for (int o = 0; o < 9; o++) {
         int64_t acc = q.bias[o];
         for (int i = 0; i < 60; i++) acc += (int64_t)q.w[o * 60 + i] * (x[i] - q.in[0].zp);
@@ -198,7 +220,8 @@ static void test_pool_and_add(void) {
     int8_t x[72], y[18], m[8];
     for (int i = 0; i < 72; i++) x[i] = random_i8();
     qnode q = {.op = &net->layers[0], .kind = AT_LAYER_AVGPOOL2D, .in = {{0.1f, 5}}, .out = {0.1f, 5}};
-    q_avgpool(&q, x, y);
+    q_kernel_view(&q, false);
+    qk_avgpool(&q.k, x, y);
     int bad = 0;
     for (int c = 0; c < 2; c++)
         for (int oh = 0; oh < 3; oh++)
@@ -211,18 +234,19 @@ static void test_pool_and_add(void) {
             }
     CHECK_MSG(bad == 0, "avgpool: %d outputs wrong", bad);
     qnode mq = {.op = &net->layers[1], .kind = AT_LAYER_MAXPOOL2D};
-    q_maxpool(&mq, y, m);
+    q_kernel_view(&mq, false);
+    qk_maxpool(&mq.k, y, m);
     CHECK(m[0] == (int8_t)fmax(fmax(y[0], y[1]), fmax(y[3], y[4])));
     at_net_free(net);
 
-    qnode a = {.in = {{0.03f, -10}, {0.07f, 4}}, .out = {0.08f, -3}, .lo = -128, .hi = 127};
+    qk_layer a = {.in_zp = -10, .in_zp2 = 4, .out_zp = -3, .lo = -128, .hi = 127};
     const double twice = 2 * 0.07;
     q_multiplier(0.03 / twice, &a.add_mult[0], &a.add_shift[0]);
     q_multiplier(0.07 / twice, &a.add_mult[1], &a.add_shift[1]);
     q_multiplier(twice / ((1 << 20) * 0.08), &a.add_mult[2], &a.add_shift[2]);
     int8_t p[256], r[256], s[256];
     for (int i = 0; i < 256; i++) p[i] = (int8_t)(i - 128), r[i] = random_i8();
-    q_add(&a, p, r, s, 256);
+    qk_add(&a, p, r, s, 256);
     bad = 0;
     for (int i = 0; i < 256; i++) {
         double v = -3 + round_away(((p[i] + 10) * 0.03 + (r[i] - 4) * 0.07) / 0.08);
@@ -483,6 +507,7 @@ static void test_bad_input(void) {
 
 int main(void) {
     test_requant();
+    test_quantize_rounding();
     test_conv_kernel("conv:6:3:1:1", 0);
     test_conv_kernel("conv:6:3:2:1:groups=2", 1);
     test_conv_kernel("conv:4:3:1:1:groups=4", 0);

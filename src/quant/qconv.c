@@ -1,6 +1,6 @@
-/* int8 Conv2d (grouped and depthwise included) for one sample: each output channel's int32 sum of
- * w * (x - zp_in) over its window plus the int32 bias, requantized by the channel's multiplier.
- * Zero padding is real 0, i.e. x = zp_in, which adds nothing: the sample is first copied into
+/* The library's int8 Conv2d (grouped and depthwise included) for one sample: qk_conv's results
+ * (qkernels.h: each output channel's int32 sum of w * (x - zp_in) over its window plus the int32
+ * bias, requantized by the channel's multiplier), faster on a PC. Zero padding is real 0, i.e. x = zp_in, which adds nothing: the sample is first copied into
  * zero-padded int16 planes of x - zp_in (the scratch), then each group's windows are laid out as
  * contiguous patches, so that every output is one int16 dot product with its channel's weights
  * (the int32 sums are exact in any order: the same bits as a window-by-window loop). */
@@ -66,7 +66,7 @@ static void dot16x4(const int16_t *restrict w, int rows, const int16_t *restrict
 }
 
 static void store(const qnode *q, int o, int32_t acc, int8_t *out) {
-    *out = q_store(q_requant(acc, q->mult[o], q->shift[o]), q->out.zp, q->lo, q->hi);
+    *out = qk_store(qk_requant(acc, q->mult[o], q->shift[o]), q->k.out_zp, q->k.lo, q->k.hi);
 }
 
 void q_conv(const qnode *q, const int8_t *x, int8_t *y, void *work) {

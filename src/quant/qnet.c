@@ -179,7 +179,7 @@ static bool alloc_channels(qnode *q, int nout, size_t weights) {
     q->w = calloc(weights ? weights : 1, 1);
     q->bias = calloc((size_t)nout, sizeof(int32_t));
     q->mult = calloc((size_t)nout, sizeof(int32_t));
-    q->shift = calloc((size_t)nout, sizeof(int));
+    q->shift = calloc((size_t)nout, sizeof(int32_t));
     if (q->w && q->bias && q->mult && q->shift) return true;
     at_fail(AT_ERR_NOMEM, "out of memory quantizing the weights");
     return false;
@@ -241,9 +241,28 @@ static void affine_node(qnode *q, const at_net *net, const at_layer *B) {
 
 static void add_node(qnode *q) {
     const double twice = 2.0 * fmax(q->in[0].scale, q->in[1].scale);
-    q_multiplier(q->in[0].scale / twice, &q->add_mult[0], &q->add_shift[0]);
-    q_multiplier(q->in[1].scale / twice, &q->add_mult[1], &q->add_shift[1]);
-    q_multiplier(twice / ((double)(1 << 20) * q->out.scale), &q->add_mult[2], &q->add_shift[2]);
+    qk_layer *k = &q->k;
+    q_multiplier(q->in[0].scale / twice, &k->add_mult[0], &k->add_shift[0]);
+    q_multiplier(q->in[1].scale / twice, &k->add_mult[1], &k->add_shift[1]);
+    q_multiplier(twice / ((double)(1 << 20) * q->out.scale), &k->add_mult[2], &k->add_shift[2]);
+}
+
+void q_kernel_view(qnode *n, bool relu_out) {
+    const at_layer *op = n->op;
+    qk_layer *k = &n->k;
+    if (n->kind == AT_LAYER_LINEAR) {
+        k->in_c = op->in_size, k->out_c = op->out_size;
+        k->in_h = k->in_w = k->out_h = k->out_w = 1;
+    } else {
+        k->in_c = op->in_c, k->in_h = op->in_h, k->in_w = op->in_w;
+        k->out_c = op->out_c, k->out_h = op->out_h, k->out_w = op->out_w;
+    }
+    k->kernel = op->d.kernel, k->stride = op->d.stride, k->pad = op->d.pad;
+    k->groups = op->d.groups > 1 ? op->d.groups : 1;
+    k->in_zp = n->in[0].zp, k->in_zp2 = n->in[1].zp, k->out_zp = n->out.zp;
+    k->lo = relu_out && n->out.zp > -128 ? n->out.zp : -128;
+    k->hi = 127;
+    k->w = n->w, k->bias = n->bias, k->mult = n->mult, k->shift = n->shift;
 }
 
 /* Layer L's output is its input's int8 values: a Dropout (eval), a Flatten or a fused ReLU. */
@@ -300,15 +319,16 @@ static bool node_shape(at_qnet *q, int l, qnode *n) {
     n->in[0] = q->tq[n->src[0] + 1];
     n->in[1] = op->nsrc == 2 ? q->tq[n->src[1] + 1] : (qparams){1.0f, 0};
     n->out = q->tq[l + 1];
-    n->lo = L->relu_out && n->out.zp > -128 ? n->out.zp : -128;
-    n->hi = 127;
+    bool ok = true;
     switch (n->kind) {
-    case AT_LAYER_CONV2D: return alloc_channels(n, op->out_c, op->w_count);
-    case AT_LAYER_LINEAR: return alloc_channels(n, op->out_size, op->w_count);
-    case AT_LAYER_BATCHNORM2D: case AT_LAYER_BATCHNORM1D: return alloc_channels(n, L->in_c, (size_t)L->in_c);
-    case AT_LAYER_ADD: add_node(n); return true;
-    default: return true;
+    case AT_LAYER_CONV2D: ok = alloc_channels(n, op->out_c, op->w_count); break;
+    case AT_LAYER_LINEAR: ok = alloc_channels(n, op->out_size, op->w_count); break;
+    case AT_LAYER_BATCHNORM2D: case AT_LAYER_BATCHNORM1D: ok = alloc_channels(n, L->in_c, (size_t)L->in_c); break;
+    case AT_LAYER_ADD: add_node(n); break;
+    default: break;
     }
+    q_kernel_view(n, L->relu_out);
+    return ok;
 }
 
 bool q_sums_fit(const qnode *n, int *channel) {
@@ -470,13 +490,13 @@ static void run_sample(const at_qnet *q, const qnode *k, int i, void *work) {
     switch (k->kind) {
     case AT_LAYER_CONV2D: q_conv(k, x, y, work); break;
     case AT_LAYER_LINEAR: q_linear(k, x, y, work); break;
-    case AT_LAYER_BATCHNORM2D: case AT_LAYER_BATCHNORM1D: q_affine(k, x, y); break;
-    case AT_LAYER_MAXPOOL2D: q_maxpool(k, x, y); break;
-    case AT_LAYER_AVGPOOL2D: q_avgpool(k, x, y); break;
-    case AT_LAYER_GLOBALAVGPOOL: q_globalavgpool(k, x, y); break;
-    case AT_LAYER_RELU: q_relu(k, x, y, wy); break;
+    case AT_LAYER_BATCHNORM2D: case AT_LAYER_BATCHNORM1D: qk_affine(&k->k, x, y); break;
+    case AT_LAYER_MAXPOOL2D: qk_maxpool(&k->k, x, y); break;
+    case AT_LAYER_AVGPOOL2D: qk_avgpool(&k->k, x, y); break;
+    case AT_LAYER_GLOBALAVGPOOL: qk_globalavgpool(&k->k, x, y); break;
+    case AT_LAYER_RELU: qk_relu(&k->k, x, y, (size_t)wy); break;
     case AT_LAYER_ADD:
-        q_add(k, x, q->act[q->alias[k->src[1] + 1]] + (size_t)i * per_sample(net, k->src[1]), y, wy);
+        qk_add(&k->k, x, q->act[q->alias[k->src[1] + 1]] + (size_t)i * per_sample(net, k->src[1]), y, (size_t)wy);
         break;
     default: break;
     }

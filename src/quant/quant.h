@@ -8,34 +8,27 @@
  * section 2.3). BatchNorm is folded into the Conv2d or Linear it follows when it is that layer's
  * only reader; a ReLU the float graph fuses into its producer becomes the output clamp.
  *
- * The files: requant.c (the fixed-point arithmetic), qnet.c (calibration, folding, weights and
- * the forward pass), one file per kernel kind (qconv.c, qlinear.c, qpool.c, qadd.c, qaffine.c). */
+ * The files: qkernels.h (every kernel with plain arguments: the one source of the arithmetic,
+ * shared with the exported C), requant.c (the constants: multipliers, tensor parameters),
+ * qnet.c (calibration, folding, weights and the forward pass), qconv.c and qlinear.c (the
+ * library's faster Conv2d and Linear, the same bits as qkernels.h's), qfile.c (int8 files),
+ * qexport.c (`advtrain export --c --int8`). */
 #ifndef ADVTRAIN_QUANT_H
 #define ADVTRAIN_QUANT_H
 #include "graph/net_internal.h"
+#include "quant/qkernels.h"
 
 #include <stdint.h>
 
-/* ---- requant.c */
+/* ---- requant.c: building the constants (double arithmetic, host only) */
 /* real (>= 0) as mult * 2^shift / 2^31 with mult in [2^30, 2^31) (0 for real = 0). */
-void q_multiplier(double real, int32_t *mult, int *shift);
-/* round(x * mult * 2^shift / 2^31), rounding half away from zero after a rounding doubling high
- * multiply: TFLite's MultiplyByQuantizedMultiplier. */
-int32_t q_requant(int32_t x, int32_t mult, int shift);
+void q_multiplier(double real, int32_t *mult, int32_t *shift);
 /* sum a[i] * b[i] in int32: the pattern compilers turn into pmaddwd (16-bit pairs summed into
  * 32 bits); exact, so any order of the sums gives the same bits. */
 static inline int32_t q_dot16(const int16_t *restrict a, const int16_t *restrict b, int n) {
     int32_t s = 0;
     for (int i = 0; i < n; i++) s += (int32_t)a[i] * b[i];
     return s;
-}
-/* round(x / 2^exponent), half away from zero (exponent 0..31). */
-int32_t q_rounding_shift(int32_t x, int exponent);
-/* zp + a requantized value, clamped to [lo, hi]: added in 64 bits, since a requantization may
- * saturate at the int32 range (a damaged file's multiplier). */
-static inline int8_t q_store(int32_t r, int32_t zp, int32_t lo, int32_t hi) {
-    const int64_t v = (int64_t)r + zp;
-    return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
 }
 
 /* A tensor's quantization: real = (q - zp) * scale. */
@@ -45,26 +38,24 @@ typedef struct qparams {
 } qparams;
 /* The asymmetric int8 parameters covering [lo, hi] (widened to hold 0, as zero padding needs). */
 qparams q_params_for_range(float lo, float hi);
-int8_t q_quantize(float v, qparams p);
+static inline int8_t q_quantize(float v, qparams p) { return qk_quantize(v, p.scale, p.zp); }
 
-/* One int8 kernel call: a node of the float graph computed in int8. */
+/* One int8 kernel call: a node of the float graph computed in int8. The library owns the
+ * per-channel arrays; k is what the kernels read (qkernels.h): geometry, zero points, clamp,
+ * the arrays, the Add multipliers. */
 typedef struct qnode {
     int layer;           /* the float node whose output tensor this writes */
     const at_layer *op;  /* the layer whose geometry the kernel runs (a folded BatchNorm's conv) */
     at_layer_kind kind;  /* the kernel: op's kind; AT_LAYER_BATCHNORM2D/1D: a per-channel affine map */
     int src[2];          /* tensors read (-1: the input) */
     qparams in[2], out;
-    int32_t lo, hi;      /* the output clamp (lo = out.zp after a ReLU) */
     /* Conv2d, Linear and the affine map: per output channel */
     int nout;
     size_t nweights;     /* int8 weights: the layer's (Conv2d, Linear), one per channel (affine) */
     int8_t *w;
     int16_t *w16;        /* the same weights as int16, for the int16 dot products (q_widen) */
-    int32_t *bias, *mult;
-    int *shift;
-    /* Add: each input to 2^20 times a common scale, then the sum to the output's */
-    int32_t add_mult[3];
-    int add_shift[3];
+    int32_t *bias, *mult, *shift;
+    qk_layer k;
 } qnode;
 
 struct at_qnet {
@@ -93,6 +84,10 @@ bool q_folded_away(const at_net *net, int l);
 void q_inherit_params(at_qnet *q);
 at_status q_shape_nodes(at_qnet *q);
 
+/* What the kernels read of node n (n->k, qkernels.h) from its op's geometry, its parameters and
+ * its per-channel arrays (their pointers: the values may come later); a Linear is in_c inputs
+ * and out_c outputs of 1x1. relu_out: the float node applies a ReLU (the output clamp). */
+void q_kernel_view(qnode *n, bool relu_out);
 /* Whether every int32 sum of node n stays in int32 whatever its int8 inputs: |bias| + 255 * the
  * sum of |w| per output channel (x - zp is within [-255, 255]). A quantized network's always do
  * by a wide margin; a damaged file's may not, and is refused. *channel: the first that fails. */
@@ -100,15 +95,10 @@ bool q_sums_fit(const qnode *n, int *channel);
 /* Fills n->w16 from n->w once its weights are set (false: out of memory, error set). */
 bool q_widen(qnode *n);
 
-/* Kernels: rows n samples of x (the op's input shape) into y (its output shape); work is
- * per-sample scratch of q_work_bytes(node) bytes. */
+/* The library's Conv2d and Linear (qkernels.h's qk_conv and qk_linear, faster on a PC): one
+ * sample of x (the op's input shape) into y (its output shape); work is per-sample scratch of
+ * q_work_bytes(node) bytes. */
 size_t q_work_bytes(const qnode *q);
 void q_conv(const qnode *q, const int8_t *x, int8_t *y, void *work);
 void q_linear(const qnode *q, const int8_t *x, int8_t *y, void *work);
-void q_affine(const qnode *q, const int8_t *x, int8_t *y);
-void q_maxpool(const qnode *q, const int8_t *x, int8_t *y);
-void q_avgpool(const qnode *q, const int8_t *x, int8_t *y);
-void q_globalavgpool(const qnode *q, const int8_t *x, int8_t *y);
-void q_add(const qnode *q, const int8_t *a, const int8_t *b, int8_t *y, int count);
-void q_relu(const qnode *q, const int8_t *x, int8_t *y, int count);
 #endif
