@@ -852,6 +852,23 @@ at_status at_qnet_load(at_qnet **out, const char *path, at_st_file **meta);
  * naming the path if DIR cannot be written, AT_ERR_NAN if a parameter is not finite. */
 at_status at_export_c(const at_net *net, const char *dir, const char *prefix);
 
+/* The int8 network as standalone C99 with integer arithmetic only (docs/export.md): DIR/PREFIX.c
+ * (the library's own int8 kernels, the constants as const arrays, PREFIX_forward on int8 input
+ * with a caller-provided scratch, PREFIX_quantize_input, PREFIX_predict with static buffers) and
+ * DIR/PREFIX.h; no allocation, no library. With ngolden > 0, also DIR/PREFIX_golden.c: those
+ * samples (golden: ngolden float inputs) as int8 inputs, the library's int8 logits for them and
+ * PREFIX_golden_check(), which counts the samples whose exported logits differ in any bit.
+ * All files written atomically, together; errors as at_export_c. info (may be NULL) receives
+ * the figures below. */
+typedef struct at_int8_export_info {
+    size_t const_bytes;   /* weights, biases, multipliers, shifts and layer tables (32-bit target) */
+    size_t scratch_bytes; /* working memory of one inference (PREFIX_SCRATCH_BYTES) */
+    uint64_t macs;        /* multiply-accumulates per inference (Conv2d, Linear, BatchNorm) */
+    int layers;           /* kernel calls per inference */
+} at_int8_export_info;
+at_status at_qnet_export_c(at_qnet *q, const char *dir, const char *prefix, const float *golden, int ngolden,
+                           at_int8_export_info *info);
+
 /* ---------------------------------------------------------------- adversarial training */
 
 /* Buffers for crafting adversarial examples during training (made once per run, so training

@@ -76,6 +76,17 @@ at_status at_temp_open(const char *path, char **tmp, FILE **fp);
 at_status at_temp_close(const char *path, const char *tmp, FILE *fp);
 void at_sync_parent_dir(const char *path);
 
+/* The files of a C export written together (io/export_files.c): DIR/PREFIX + suffixes[f] for
+ * f < nfiles, each filled by write(fp, f, user) into a temporary file; all renamed only when
+ * every one is complete. DIR is created when missing; PREFIX must be a C identifier of at most
+ * AT_EXPORT_MAX_PREFIX characters (at_export_prefix_ok). */
+#define AT_EXPORT_MAX_PREFIX 64
+#define AT_EXPORT_MAX_FILES 4
+typedef at_status (*at_export_write_fn)(FILE *fp, int file, void *user);
+bool at_export_prefix_ok(const char *prefix);
+at_status at_export_files(const char *dir, const char *prefix, const char *const *suffixes, int nfiles,
+                          at_export_write_fn write, void *user);
+
 #define AT_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define AT_MAX(a, b) ((a) > (b) ? (a) : (b))
 #endif

@@ -80,7 +80,7 @@ expect 2 "--float-model goes with an int8 model file" -- "$cli" eval "$model" --
 # --- where an int8 model does not go, and the other way round
 expect 1 "is an int8 model .*attack takes float models" -- "$cli" attack "$tmp/q.safetensors" --attack pgd --eps 0.1 --out "$tmp/a.safetensors"
 expect 1 "is an int8 model .*verify takes float models" -- "$cli" verify "$tmp/q.safetensors" --eps 0.01
-expect 1 "an int8 model .*not a float one" -- "$cli" export "$tmp/q.safetensors" --c "$tmp/gen"
+expect 0 "int8, integer arithmetic only" -- "$cli" export "$tmp/q.safetensors" --c "$tmp/gen" # integer-only C (cli_export_int8)
 expect 1 "is an int8 model .*quantize takes float models" -- "$cli" quantize "$tmp/q.safetensors" --out "$tmp/qq.safetensors"
 
 # --- damaged int8 files name the file

@@ -19,16 +19,11 @@
 #include "internal.h"
 
 #include <ctype.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#define EXPORT_MAX_PREFIX 64
 
 /* Where a value lives in the generated forward function: the caller's input or logits, or a
  * scratch buffer (k >= 0: bufk). */
@@ -56,7 +51,7 @@ typedef struct layer_plan {
 typedef struct exporter {
     const at_net *net;
     const char *prefix;
-    char upper[EXPORT_MAX_PREFIX + 1];
+    char upper[AT_EXPORT_MAX_PREFIX + 1];
     int nlayers;
     layer_plan *plan;
     int output;          /* the network's output value (-1: the input itself) */
@@ -88,14 +83,6 @@ static bool is_bn(at_layer_kind k) {
  * input when nothing reads it later (an unfolded BatchNorm is a per-channel affine map). */
 static bool may_work_in_place(at_layer_kind k) {
     return is_elementwise(k) || is_bn(k) || k == AT_LAYER_ADD;
-}
-
-static bool valid_prefix(const char *p) {
-    if (!p || !*p || strlen(p) > EXPORT_MAX_PREFIX) return false;
-    if (!(isalpha((unsigned char)p[0]) || p[0] == '_')) return false;
-    for (const char *c = p; *c; c++)
-        if (!(isalnum((unsigned char)*c) || *c == '_') || (unsigned char)*c > 127) return false;
-    return true;
 }
 
 /* A layer or tensor name as it may appear inside a generated comment: anything but letters,
@@ -944,32 +931,21 @@ static at_status write_source(exporter *e) {
 
 /* ------------------------------------------------------------ output files */
 
-static char *join_path(const char *dir, const char *name, const char *ext) {
-    size_t n = strlen(dir) + strlen(name) + strlen(ext) + 2;
-    char *p = at_alloc(n, "file name");
-    if (p) {
-        bool slash = *dir && dir[strlen(dir) - 1] == '/';
-        snprintf(p, n, "%s%s%s%s", dir, slash ? "" : "/", name, ext);
+/* The two files: the header (file 0), then the source. */
+static at_status write_file(FILE *fp, int file, void *user) {
+    exporter *e = user;
+    e->fp = fp;
+    if (file == 0) {
+        write_header(e);
+        return AT_OK;
     }
-    return p;
+    return write_source(e);
 }
 
 at_status at_export_c(const at_net *net, const char *dir, const char *prefix) {
     if (!net) return at_fail(AT_ERR_ARG, "C export: no network");
-    if (!dir || !*dir) return at_fail(AT_ERR_ARG, "C export: no output directory");
-    if (!valid_prefix(prefix))
-        return at_fail(AT_ERR_ARG,
-                       "C export: prefix '%s' is not a C identifier (letters, digits and '_', not "
-                       "starting with a digit, at most %d characters)",
-                       prefix ? prefix : "(null)", EXPORT_MAX_PREFIX);
-    struct stat st;
-    if (stat(dir, &st) != 0) {
-        if (errno != ENOENT || mkdir(dir, 0777) != 0)
-            return at_fail(AT_ERR_IO, "%s: cannot create the directory: %s", dir, strerror(errno));
-    } else if (!S_ISDIR(st.st_mode)) {
-        return at_fail(AT_ERR_IO, "%s: not a directory", dir);
-    }
-
+    if (!at_export_prefix_ok(prefix) || !dir || !*dir) /* the messages: at_export_files */
+        return at_export_files(dir, prefix, NULL, 0, write_file, NULL);
     exporter e;
     memset(&e, 0, sizeof e);
     e.net = net;
@@ -980,50 +956,9 @@ at_status at_export_c(const at_net *net, const char *dir, const char *prefix) {
     e.plan = at_calloc(slots, sizeof *e.plan, "export plan");
     e.buf_size = at_calloc(slots, sizeof *e.buf_size, "export plan");
     e.buf_owner = at_calloc(slots, sizeof *e.buf_owner, "export plan");
-    if (!e.plan || !e.buf_size || !e.buf_owner) {
-        free(e.plan);
-        free(e.buf_size);
-        free(e.buf_owner);
-        return AT_ERR_NOMEM;
-    }
-    at_status s = make_plan(&e);
-
-    char *paths[2] = {NULL, NULL}, *tmps[2] = {NULL, NULL};
-    if (s == AT_OK) {
-        paths[0] = join_path(dir, prefix, ".h");
-        paths[1] = join_path(dir, prefix, ".c");
-        if (!paths[0] || !paths[1]) s = AT_ERR_NOMEM;
-    }
-    /* A target that exists but is not a plain file would fail its rename: refuse before writing
-     * anything, so that the pair is never left half replaced for that reason. */
-    for (int f = 0; f < 2 && s == AT_OK; f++)
-        if (stat(paths[f], &st) == 0 && !S_ISREG(st.st_mode))
-            s = at_fail(AT_ERR_IO, "%s: exists and is not a regular file", paths[f]);
-    /* Both files are written to temporary names first and renamed only when both are complete. */
-    for (int f = 0; f < 2 && s == AT_OK; f++) {
-        s = at_temp_open(paths[f], &tmps[f], &e.fp);
-        if (s != AT_OK) break;
-        if (f == 0)
-            write_header(&e);
-        else
-            s = write_source(&e);
-        at_status fs = at_temp_close(paths[f], tmps[f], e.fp);
-        if (s == AT_OK) s = fs;
-    }
-    for (int f = 0; f < 2 && s == AT_OK; f++)
-        if (rename(tmps[f], paths[f]) != 0)
-            s = at_fail(AT_ERR_IO, "%s: cannot replace it with %s: %s", paths[f], tmps[f],
-                        strerror(errno));
-        else {
-            free(tmps[f]);
-            tmps[f] = NULL;
-        }
-    if (s == AT_OK) at_sync_parent_dir(paths[0]); /* make the renames durable */
-    for (int f = 0; f < 2; f++) {
-        if (tmps[f]) unlink(tmps[f]);
-        free(tmps[f]);
-        free(paths[f]);
-    }
+    at_status s = e.plan && e.buf_size && e.buf_owner ? make_plan(&e) : AT_ERR_NOMEM;
+    const char *const suffixes[2] = {".h", ".c"};
+    if (s == AT_OK) s = at_export_files(dir, prefix, suffixes, 2, write_file, &e);
     free(e.plan);
     free(e.buf_size);
     free(e.buf_owner);
