@@ -80,8 +80,43 @@ static void test_quantize_rounding(void) {
         bad += qk_quantize(v, scale, zp) != (int8_t)q;
     }
     CHECK_MSG(bad == 0, "qk_quantize: %d of 200000 differ from round()", bad);
+    /* the library's vectorized form: the same bits on ties and random values */
+    enum { N = 4099 };
+    float v[N];
+    int8_t a[N];
+    const qparams p = {0.0371f, -17};
+    for (int i = 0; i < N; i++)
+        v[i] = i % 3 ? (float)((uniform() - 0.5) * 20.0) : (float)(((int)(next_u32() % 401) - 200) + 0.5) * p.scale;
+    q_quantize_values(v, N, p, a);
+    bad = 0;
+    for (int i = 0; i < N; i++) bad += a[i] != qk_quantize(v[i], p.scale, p.zp);
+    CHECK_MSG(bad == 0, "q_quantize_values: %d of %d differ from qk_quantize", bad, N);
     CHECK(qk_quantize(NAN, 0.1f, -7) == -7 && qk_quantize(0.75f, 0.5f, 0) == 2 && qk_quantize(-0.75f, 0.5f, 4) == 2);
     CHECK(qk_quantize(2.5f, 1.0f, 0) == 3 && qk_quantize(-2.5f, 1.0f, 0) == -3 && qk_quantize(-0.5f, 1.0f, 0) == -1);
+}
+
+/* q_requant_rows (vectorized) against qk_requant + qk_store over the whole range of shifts, left
+ * shifts that saturate included, per-channel rows (area 9) and one value per channel (area 1). */
+static void test_requant_rows(void) {
+    enum { C = 37, AREA = 9 };
+    int32_t mult[C], shift[C], acc[C * AREA];
+    int8_t y[C * AREA];
+    for (int o = 0; o < C; o++) {
+        mult[o] = o == 5 ? 0 : (int32_t)((1u << 30) + next_u32() % (1u << 30));
+        shift[o] = (int32_t)(next_u32() % 62) - 31;
+    }
+    for (int i = 0; i < C * AREA; i++)
+        acc[i] = i % 7 == 0 ? (i % 2 ? INT32_MAX : INT32_MIN) : (int32_t)next_u32() >> (next_u32() % 31);
+    for (int area = 1; area <= AREA; area += AREA - 1) {
+        qnode q = {.nout = C, .mult = mult, .shift = shift};
+        q.k = (qk_layer){.out_zp = 9, .lo = -20, .hi = 127};
+        q_requant_rows(&q, acc, area, y);
+        int bad = 0;
+        for (int o = 0; o < C; o++)
+            for (int i = 0; i < area; i++)
+                bad += y[o * area + i] != qk_store(qk_requant(acc[o * area + i], mult[o], shift[o]), 9, -20, 127);
+        CHECK_MSG(bad == 0, "q_requant_rows (area %d): %d values differ from qk_requant", area, bad);
+    }
 }
 
 /* A conv node by hand: random int8 weights, biases and per-channel scales. */
@@ -197,9 +232,9 @@ static void test_linear_kernel(void) {
     CHECK(q_widen(&q));
     int8_t x[60], y[9], direct[9];
     for (int i = 0; i < 60; i++) x[i] = random_i8();
-    int16_t work[64];
-    CHECK(q_work_bytes(&q) <= sizeof work + 64);
+    void *work = malloc(q_work_bytes(&q));
     q_linear(&q, x, y, work);
+    free(work);
     qk_linear(&q.k, x, direct);
     CHECK_MSG(memcmp(y, direct, sizeof y) == 0, "q_linear and qk_linear differ");
     for (int o = 0; o < 9; o++) {
@@ -508,6 +543,7 @@ static void test_bad_input(void) {
 int main(void) {
     test_requant();
     test_quantize_rounding();
+    test_requant_rows();
     test_conv_kernel("conv:6:3:1:1", 0);
     test_conv_kernel("conv:6:3:2:1:groups=2", 1);
     test_conv_kernel("conv:4:3:1:1:groups=4", 0);

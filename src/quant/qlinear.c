@@ -4,11 +4,11 @@
 
 void q_linear(const qnode *q, const int8_t *x, int8_t *y, void *work) {
     const at_layer *L = q->op;
-    const int in = L->in_size, zp = q->in[0].zp;
+    const int in = L->in_size, kp = (int)q_kpad((size_t)in), zp = q->k.in_zp;
     int16_t *x16 = work;
+    int32_t *acc = (int32_t *)(((uintptr_t)(x16 + kp) + 15) & ~(uintptr_t)15);
     for (int i = 0; i < in; i++) x16[i] = (int16_t)(x[i] - zp);
-    for (int o = 0; o < L->out_size; o++) {
-        const int32_t acc = q->bias[o] + q_dot16(q->w16 + (size_t)o * in, x16, in);
-        y[o] = qk_store(qk_requant(acc, q->mult[o], q->shift[o]), q->k.out_zp, q->k.lo, q->k.hi);
-    }
+    for (int i = in; i < kp; i++) x16[i] = 0;
+    q_gemm16(q->w16, x16, L->out_size, 1, kp, q->bias, acc);
+    q_requant_rows(q, acc, 1, y);
 }

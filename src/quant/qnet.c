@@ -347,13 +347,14 @@ bool q_sums_fit(const qnode *n, int *channel) {
 
 bool q_widen(qnode *n) {
     if (n->kind != AT_LAYER_CONV2D && n->kind != AT_LAYER_LINEAR) return true;
-    const size_t count = n->nweights;
+    const size_t per = n->nweights / (size_t)n->nout, kp = q_kpad(per);
     free(n->w16);
-    if (!(n->w16 = malloc(sizeof(int16_t) * (count ? count : 1)))) {
+    if (!(n->w16 = calloc((size_t)n->nout * kp + 1, sizeof(int16_t)))) {
         at_fail(AT_ERR_NOMEM, "out of memory for int8 weights");
         return false;
     }
-    for (size_t i = 0; i < count; i++) n->w16[i] = n->w[i];
+    for (int o = 0; o < n->nout; o++)
+        for (size_t i = 0; i < per; i++) n->w16[(size_t)o * kp + i] = n->w[(size_t)o * per + i];
     return true;
 }
 
@@ -507,10 +508,9 @@ at_status at_qnet_forward(at_qnet *q, const float *x, int n, const int8_t **logi
     at_status s = reserve(q, n);
     if (s != AT_OK) return s;
     const size_t count = (size_t)n * net_in_size(q->net);
-    for (size_t i = 0; i < count; i++) {
+    for (size_t i = 0; i < count; i++)
         if (!isfinite(x[i])) return at_fail(AT_ERR_NAN, "int8 forward: input value %zu is not finite", i);
-        q->act[0][i] = q_quantize(x[i], q->tq[0]);
-    }
+    q_quantize_values(x, count, q->tq[0], q->act[0]);
     for (int k = 0; k < q->nnodes; k++) {
         const qnode *node = &q->nodes[k];
 #pragma omp parallel for num_threads(q->threads) schedule(static)

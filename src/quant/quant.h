@@ -23,14 +23,6 @@
 /* ---- requant.c: building the constants (double arithmetic, host only) */
 /* real (>= 0) as mult * 2^shift / 2^31 with mult in [2^30, 2^31) (0 for real = 0). */
 void q_multiplier(double real, int32_t *mult, int32_t *shift);
-/* sum a[i] * b[i] in int32: the pattern compilers turn into pmaddwd (16-bit pairs summed into
- * 32 bits); exact, so any order of the sums gives the same bits. */
-static inline int32_t q_dot16(const int16_t *restrict a, const int16_t *restrict b, int n) {
-    int32_t s = 0;
-    for (int i = 0; i < n; i++) s += (int32_t)a[i] * b[i];
-    return s;
-}
-
 /* A tensor's quantization: real = (q - zp) * scale. */
 typedef struct qparams {
     float scale;
@@ -92,13 +84,22 @@ void q_kernel_view(qnode *n, bool relu_out);
  * sum of |w| per output channel (x - zp is within [-255, 255]). A quantized network's always do
  * by a wide margin; a damaged file's may not, and is refused. *channel: the first that fails. */
 bool q_sums_fit(const qnode *n, int *channel);
-/* Fills n->w16 from n->w once its weights are set (false: out of memory, error set). */
+/* Fills n->w16 from n->w once its weights are set, each channel's row padded with zeros to
+ * q_kpad (false: out of memory, error set). */
 bool q_widen(qnode *n);
 
 /* The library's Conv2d and Linear (qkernels.h's qk_conv and qk_linear, faster on a PC): one
  * sample of x (the op's input shape) into y (its output shape); work is per-sample scratch of
  * q_work_bytes(node) bytes. */
 size_t q_work_bytes(const qnode *q);
+/* qgemm.c: a row length rounded up to 16 int16 (the vector width); acc[o * npos + i] = bias[o] +
+ * the dot product of w's row o with p's row i (rows of kp int16, zero-padded); the int8 outputs
+ * of acc (nout channels of area values) through q's multipliers, shifts and clamp. */
+size_t q_kpad(size_t k);
+void q_gemm16(const int16_t *w, const int16_t *p, int nout, int npos, int kp, const int32_t *bias, int32_t *acc);
+void q_requant_rows(const qnode *q, const int32_t *acc, int area, int8_t *y);
+/* qk_quantize of n finite values (vectorized where the machine allows). */
+void q_quantize_values(const float *x, size_t n, qparams p, int8_t *out);
 void q_conv(const qnode *q, const int8_t *x, int8_t *y, void *work);
 void q_linear(const qnode *q, const int8_t *x, int8_t *y, void *work);
 #endif
