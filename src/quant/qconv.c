@@ -45,8 +45,10 @@ static void patches(const at_layer *L, const int16_t *padded, int g, int cin, in
             int16_t *dst = patch + ((size_t)oh * L->out_w + ow) * rows, *end = dst + rows;
             for (int c = 0; c < cin; c++) {
                 const int16_t *src = padded + ((size_t)(g * cin + c) * PH + oh * S) * PW + ow * S;
-                if (K == 3) /* the common sizes as fixed-size copies, which compile to a few moves */
-                    for (int ki = 0; ki < 3; ki++, dst += 3) memcpy(dst, src + (size_t)ki * PW, 3 * sizeof(int16_t));
+                if (K == 3) /* 4 values moved for 3 (one 8-byte move): the 4th is overwritten next, or
+                               * lands in the zero tail or the next patch, both written after; the
+                               * scratch has room past its end for the last one */
+                    for (int ki = 0; ki < 3; ki++, dst += 3) memcpy(dst, src + (size_t)ki * PW, 4 * sizeof(int16_t));
                 else if (K == 4)
                     for (int ki = 0; ki < 4; ki++, dst += 4) memcpy(dst, src + (size_t)ki * PW, 4 * sizeof(int16_t));
                 else

@@ -85,8 +85,8 @@ void q_gemm16(const int16_t *w, const int16_t *p, int nout, int npos, int kp, co
 }
 
 #ifdef __AVX2__
-/* qk_requant then qk_store on 8 lanes, each with its own multiplier (>= 0) and shift. */
-static __m128i requant8(__m256i x, __m256i mult, __m256i shift, __m256i zp, __m256i lo, __m256i hi) {
+/* qk_requant on 8 lanes, each with its own multiplier (>= 0) and shift. */
+static __m256i requant_core8(__m256i x, __m256i mult, __m256i shift) {
     const __m256i zero = _mm256_setzero_si256();
     /* x * 2^left, saturated where it overflows */
     const __m256i left = _mm256_max_epi32(shift, zero), right = _mm256_max_epi32(_mm256_sub_epi32(zero, shift), zero);
@@ -105,8 +105,13 @@ static __m128i requant8(__m256i x, __m256i mult, __m256i shift, __m256i zp, __m2
     /* the rounding shift: half away from zero */
     const __m256i mask = _mm256_sub_epi32(_mm256_sllv_epi32(_mm256_set1_epi32(1), right), _mm256_set1_epi32(1));
     const __m256i threshold = _mm256_sub_epi32(_mm256_srai_epi32(mask, 1), _mm256_cmpgt_epi32(zero, r));
-    __m256i v = _mm256_srav_epi32(r, right);
-    v = _mm256_sub_epi32(v, _mm256_cmpgt_epi32(_mm256_and_si256(r, mask), threshold));
+    const __m256i v = _mm256_srav_epi32(r, right);
+    return _mm256_sub_epi32(v, _mm256_cmpgt_epi32(_mm256_and_si256(r, mask), threshold));
+}
+
+/* qk_requant then qk_store on 8 lanes, as 8 int8 in the low half. */
+static __m128i requant8(__m256i x, __m256i mult, __m256i shift, __m256i zp, __m256i lo, __m256i hi) {
+    __m256i v = requant_core8(x, mult, shift);
     /* zp + v clamped: v first to +-2^16, so that adding zp cannot wrap (qk_store adds in 64 bits) */
     v = _mm256_min_epi32(_mm256_max_epi32(v, _mm256_set1_epi32(-65536)), _mm256_set1_epi32(65536));
     v = _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(v, zp), lo), hi);
@@ -170,4 +175,27 @@ void q_quantize_values(const float *x, size_t n, qparams p, int8_t *out) {
     }
 #endif
     for (; i < n; i++) out[i] = qk_quantize(x[i], p.scale, p.zp);
+}
+
+void q_add_values(const qk_layer *k, const int8_t *a, const int8_t *b, int8_t *y, size_t count) {
+    size_t i = 0;
+#ifdef __AVX2__
+    /* qk_add on 8 lanes: each input less its zero point times 2^20 to the common scale, the sum
+     * to the output's */
+    const __m256i m0 = _mm256_set1_epi32(k->add_mult[0]), s0 = _mm256_set1_epi32(k->add_shift[0]);
+    const __m256i m1 = _mm256_set1_epi32(k->add_mult[1]), s1 = _mm256_set1_epi32(k->add_shift[1]);
+    const __m256i m2 = _mm256_set1_epi32(k->add_mult[2]), s2 = _mm256_set1_epi32(k->add_shift[2]);
+    const __m256i za = _mm256_set1_epi32(k->in_zp), zb = _mm256_set1_epi32(k->in_zp2);
+    const __m256i zp = _mm256_set1_epi32(k->out_zp), lo = _mm256_set1_epi32(k->lo), hi = _mm256_set1_epi32(k->hi);
+    for (; i + 8 <= count; i += 8) {
+        int64_t va, vb;
+        memcpy(&va, a + i, 8);
+        memcpy(&vb, b + i, 8);
+        const __m256i xa = _mm256_slli_epi32(_mm256_sub_epi32(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(va)), za), 20);
+        const __m256i xb = _mm256_slli_epi32(_mm256_sub_epi32(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(vb)), zb), 20);
+        const __m256i sum = _mm256_add_epi32(requant_core8(xa, m0, s0), requant_core8(xb, m1, s1));
+        put8(y + i, requant8(sum, m2, s2, zp, lo, hi));
+    }
+#endif
+    qk_add(k, a + i, b + i, y + i, count - i);
 }

@@ -497,7 +497,7 @@ static void run_sample(const at_qnet *q, const qnode *k, int i, void *work) {
     case AT_LAYER_GLOBALAVGPOOL: qk_globalavgpool(&k->k, x, y); break;
     case AT_LAYER_RELU: qk_relu(&k->k, x, y, (size_t)wy); break;
     case AT_LAYER_ADD:
-        qk_add(&k->k, x, q->act[q->alias[k->src[1] + 1]] + (size_t)i * per_sample(net, k->src[1]), y, (size_t)wy);
+        q_add_values(&k->k, x, q->act[q->alias[k->src[1] + 1]] + (size_t)i * per_sample(net, k->src[1]), y, (size_t)wy);
         break;
     default: break;
     }

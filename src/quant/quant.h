@@ -98,6 +98,8 @@ size_t q_work_bytes(const qnode *q);
 size_t q_kpad(size_t k);
 void q_gemm16(const int16_t *w, const int16_t *p, int nout, int npos, int kp, const int32_t *bias, int32_t *acc);
 void q_requant_rows(const qnode *q, const int32_t *acc, int area, int8_t *y);
+/* qk_add, vectorized where the machine allows. */
+void q_add_values(const qk_layer *k, const int8_t *a, const int8_t *b, int8_t *y, size_t count);
 /* qk_quantize of n finite values (vectorized where the machine allows). */
 void q_quantize_values(const float *x, size_t n, qparams p, int8_t *out);
 void q_conv(const qnode *q, const int8_t *x, int8_t *y, void *work);
