@@ -39,10 +39,23 @@ static bool prefix_ok(const char *prefix) {
 }
 
 typedef struct export_options {
-    const char *path, *dir, *prefix, *data;
+    const char *path, *dir, *prefix, *data, *onnx;
     bool int8;
     int golden;
 } export_options;
+
+static int export_onnx(const export_options *o, const at_net *net) {
+    at_status s = at_export_onnx(net, o->onnx);
+    if (s != AT_OK) {
+        cli_error("export", "cannot write the ONNX model", s);
+        return s == AT_ERR_ARG ? EXIT_USAGE : EXIT_RUN_FAILED;
+    }
+    int c, h, w;
+    at_net_in_shape(net, &c, &h, &w);
+    printf("wrote %s: ONNX (IR 7, opset 13), input \"input\" [batch, %d, %d, %d] float, output \"logits\" [batch, %d]\n",
+           o->onnx, c, h, w, at_net_out_size(net));
+    return 0;
+}
 
 static int export_float(const export_options *o) {
     at_net *net = NULL;
@@ -50,6 +63,13 @@ static int export_float(const export_options *o) {
     if (s != AT_OK) {
         cli_error("export", "cannot load the model", s);
         return EXIT_RUN_FAILED;
+    }
+    if (o->onnx) {
+        const int rc = export_onnx(o, net);
+        if (rc || !o->dir) {
+            at_net_free(net);
+            return rc;
+        }
     }
     s = at_export_c(net, o->dir, o->prefix);
     if (s != AT_OK) {
@@ -155,23 +175,25 @@ int cmd_export(int argc, char **argv) {
     export_options o = {0};
     cli_option opts[] = {
         {"c", OPT_STRING, &o.dir, "DIR", "write DIR/PREFIX.h and DIR/PREFIX.c: standalone C99 inference (created if missing)", 1, 0},
+        {"onnx", OPT_STRING, &o.onnx, "FILE", "write FILE: the model in ONNX (opset 13), for ONNX Runtime, Netron and the converters", 1, 0},
         {"prefix", OPT_STRING, &o.prefix, "NAME", "C identifier in front of every generated name (default: from the model file's name)", 1, 0},
         {"int8", OPT_FLAG, &o.int8, NULL, "require an int8 model file (advtrain quantize): integer-only C; an int8 file exports so without it", 1, 0},
         {"golden", OPT_INT, &o.golden, "N", "int8: also write DIR/PREFIX_golden.c, the first N test samples and advtrain's int8 logits for them, to check a build on its target", 0, 100000},
         {"data", OPT_STRING, &o.data, "SOURCE", "where --golden's test samples come from (default: the data the model was trained on)", 1, 0},
     };
     const char *positional[1] = {NULL};
-    cli_command cmd = {"export", "advtrain export MODEL.safetensors --c DIR [--prefix NAME] [--golden N]",
+    cli_command cmd = {"export", "advtrain export MODEL.safetensors (--c DIR [--prefix NAME] [--golden N] | --onnx FILE)",
                        "Export a saved model as standalone C99 source for microcontrollers: the weights as\n"
                        "const arrays and one inference function, no allocation, no dependency (Tanh and\n"
                        "Sigmoid need libm). Its logits match advtrain eval's. An int8 model file (advtrain\n"
                        "quantize) exports as integer-only C with the library's own int8 kernels: the same\n"
-                       "bits as advtrain's int8 inference on any target. See docs/export.md.",
+                       "bits as advtrain's int8 inference on any target. --onnx writes an ONNX model.\n"
+                       "See docs/export.md.",
                        opts, (int)(sizeof opts / sizeof *opts), positional, 1, 0};
     int early = cli_start(&cmd, argc, argv);
     if (early >= 0) return early;
-    if (!o.dir) {
-        fprintf(stderr, "advtrain export: say where to write the C files with --c DIR (usage: %s)\n", cmd.usage);
+    if (!o.dir && !o.onnx) {
+        fprintf(stderr, "advtrain export: say what to write: --c DIR (C files) or --onnx FILE (usage: %s)\n", cmd.usage);
         return EXIT_USAGE;
     }
     o.path = positional[0];
@@ -181,10 +203,16 @@ int cmd_export(int argc, char **argv) {
         o.prefix = derived;
     }
     if (!prefix_ok(o.prefix)) return EXIT_USAGE;
-    int bad = out_check_dir("export", "--c", o.dir);
+    int bad = o.dir ? out_check_dir("export", "--c", o.dir) : 0;
+    if (!bad && o.onnx) bad = out_check_file("export", "--onnx", o.onnx);
     if (bad) return bad;
     const int int8 = file_is_int8(o.path);
     if (int8 < 0) return EXIT_RUN_FAILED;
+    if (int8 && o.onnx) {
+        fprintf(stderr, "advtrain export: --onnx: %s is an int8 model; the ONNX export takes float models (the int8 "
+                        "form with QuantizeLinear/DequantizeLinear is not built yet)\n", o.path);
+        return EXIT_USAGE;
+    }
     if (!int8 && (o.int8 || o.golden)) {
         fprintf(stderr, "advtrain export: %s: %s is a float model; quantize it first (advtrain quantize %s), then "
                         "export the int8 file\n", o.int8 ? "--int8" : "--golden", o.path, o.path);

@@ -852,6 +852,12 @@ at_status at_qnet_load(at_qnet **out, const char *path, at_st_file **meta);
  * naming the path if DIR cannot be written, AT_ERR_NAN if a parameter is not finite. */
 at_status at_export_c(const at_net *net, const char *dir, const char *prefix);
 
+/* The float network as an ONNX model file (docs/export.md): IR 7, opset 13, one node per layer
+ * of the spec's graph (Conv, Gemm, BatchNormalization in eval form, pooling, Add, activations),
+ * initializers with PyTorch's names, input "input" (batch x C x H x W), output "logits". Written
+ * atomically. AT_ERR_ARG for a layer with no ONNX form. */
+at_status at_export_onnx(const at_net *net, const char *path);
+
 /* The int8 network as standalone C99 with integer arithmetic only (docs/export.md): DIR/PREFIX.c
  * (the library's own int8 kernels, the constants as const arrays, PREFIX_forward on int8 input
  * with a caller-provided scratch, PREFIX_quantize_input, PREFIX_predict with static buffers) and

@@ -5,12 +5,13 @@ set -euo pipefail
 # clang, its runtimes (libFuzzer, ASan, UBSan) and its OpenMP: the fuzz build (scripts/fuzz.sh).
 # Open MPI: `mpirun -np N advtrain eval|attack` (docs/distributed.md) and its test.
 # The Arm toolchain, newlib and QEMU: the exported int8 C run on an emulated Cortex-M4
-# (tests/cli_export_int8.sh, docs/export.md).
+# (tests/cli_export_int8.sh, docs/export.md). protobuf-c: the ONNX export (src/io/onnx).
 packages=(build-essential cmake pkg-config libopenblas-dev libcjson-dev zlib1g-dev libpng-dev libinih-dev
           libplplot-dev plplot-driver-cairo
           clang libclang-rt-14-dev libomp-dev
           libopenmpi-dev openmpi-bin
           gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+          libprotobuf-c-dev protobuf-c-compiler
           dataset-fashion-mnist)
 missing=()
 for p in "${packages[@]}"; do
