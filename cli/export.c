@@ -146,7 +146,19 @@ static int export_int8(const export_options *o) {
     int rc = EXIT_RUN_FAILED;
     float *golden = NULL;
     const bool opened = open_int8(o, &m);
-    if (opened && (!o->golden || (golden = golden_samples(o, &m, &rc)))) {
+    if (opened && o->onnx) {
+        at_status s = at_qnet_export_onnx(m.qnet, o->onnx);
+        if (s != AT_OK) cli_error("export", "cannot write the ONNX model", s);
+        else printf("wrote %s: ONNX (IR 7, opset 13), int8 as QuantizeLinear/DequantizeLinear, input \"input\" float, "
+                    "output \"logits\" (the dequantized int8 logits)\n", o->onnx);
+        rc = s == AT_OK ? 0 : EXIT_RUN_FAILED;
+        if (s != AT_OK || !o->dir) {
+            atk_cli_close(&m);
+            return rc;
+        }
+        rc = EXIT_RUN_FAILED;
+    }
+    if (opened && o->dir && (!o->golden || (golden = golden_samples(o, &m, &rc)))) {
         at_int8_export_info info;
         at_status s = at_qnet_export_c(m.qnet, o->dir, o->prefix, golden, o->golden, &info);
         if (s == AT_OK) print_int8_summary(o, &info), rc = 0;
@@ -208,11 +220,6 @@ int cmd_export(int argc, char **argv) {
     if (bad) return bad;
     const int int8 = file_is_int8(o.path);
     if (int8 < 0) return EXIT_RUN_FAILED;
-    if (int8 && o.onnx) {
-        fprintf(stderr, "advtrain export: --onnx: %s is an int8 model; the ONNX export takes float models (the int8 "
-                        "form with QuantizeLinear/DequantizeLinear is not built yet)\n", o.path);
-        return EXIT_USAGE;
-    }
     if (!int8 && (o.int8 || o.golden)) {
         fprintf(stderr, "advtrain export: %s: %s is a float model; quantize it first (advtrain quantize %s), then "
                         "export the int8 file\n", o.int8 ? "--int8" : "--golden", o.path, o.path);

@@ -857,6 +857,10 @@ at_status at_export_c(const at_net *net, const char *dir, const char *prefix);
  * initializers with PyTorch's names, input "input" (batch x C x H x W), output "logits". Written
  * atomically. AT_ERR_ARG for a layer with no ONNX form. */
 at_status at_export_onnx(const at_net *net, const char *path);
+/* The int8 network as an ONNX model in QuantizeLinear/DequantizeLinear form (docs/export.md):
+ * int8 weights with per-channel scales, int32 biases, each tensor's scale and zero point around
+ * the float operators; input "input" (float), output "logits" (the dequantized int8 logits). */
+at_status at_qnet_export_onnx(const at_qnet *q, const char *path);
 
 /* The int8 network as standalone C99 with integer arithmetic only (docs/export.md): DIR/PREFIX.c
  * (the library's own int8 kernels, the constants as const arrays, PREFIX_forward on int8 input

@@ -52,12 +52,13 @@ expect 0 "smallcnn_int8.h" -- "$cli" export "$tmp/smallcnn.int8.safetensors" --c
 [ -f "$tmp/default/smallcnn_int8.c" ] && [ ! -e "$tmp/default/smallcnn_int8_golden.c" ] && ok ||
     bad "default prefix: $(ls "$tmp/default")"
 
-# --- ONNX (float models; the structure and ONNX Runtime's logits: tests/test_export_onnx.c)
+# --- ONNX (float and int8; the structure and ONNX Runtime's logits: tests/test_export_onnx.c)
 expect 0 'wrote .*/smallcnn.onnx: ONNX \(IR 7, opset 13\)' -- "$cli" export "$tmp/smallcnn.safetensors" --onnx "$tmp/smallcnn.onnx"
 [ -s "$tmp/smallcnn.onnx" ] && ok || bad "no ONNX file"
 expect 0 "g.onnx: ONNX" -- "$cli" export "$tmp/graph.safetensors" --onnx "$tmp/g.onnx" --c "$tmp/gc" --prefix g
 [ -s "$tmp/g.onnx" ] && [ -f "$tmp/gc/g.c" ] && ok || bad "--onnx with --c: not both written"
-expect 2 "--onnx: .* is an int8 model" -- "$cli" export "$tmp/smallcnn.int8.safetensors" --onnx "$tmp/q.onnx"
+expect 0 "int8 as QuantizeLinear/DequantizeLinear" -- "$cli" export "$tmp/smallcnn.int8.safetensors" --onnx "$tmp/q.onnx"
+[ -s "$tmp/q.onnx" ] && ok || bad "no int8 ONNX file"
 expect 2 "say what to write: --c DIR .* or --onnx FILE" -- "$cli" export "$tmp/smallcnn.safetensors"
 expect 1 "--onnx .*smallcnn.onnx exists and is not a directory" -- "$cli" export "$tmp/smallcnn.safetensors" --onnx "$tmp/smallcnn.onnx/x/y.onnx"
 
