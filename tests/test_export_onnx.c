@@ -98,6 +98,19 @@ static const char *onnx_python(void) {
     return NULL;
 }
 
+/* The inputs and advtrain's logits beside the model, as raw floats: PATH.x and PATH.z. */
+static void write_pair(const char *path, const float *x, size_t nx, const float *z, size_t nz, char xp[300],
+                       char zp[300]) {
+    snprintf(xp, 300, "%s.x", path);
+    snprintf(zp, 300, "%s.z", path);
+    FILE *f = fopen(xp, "wb");
+    CHECK(f && fwrite(x, sizeof(float), nx, f) == nx);
+    if (f) fclose(f);
+    f = fopen(zp, "wb");
+    CHECK(f && fwrite(z, sizeof(float), nz, f) == nz);
+    if (f) fclose(f);
+}
+
 /* ONNX Runtime on the inputs written beside the model, against advtrain's logits. */
 static void check_runtime(const char *py, const char *path, at_net *net, int n) {
     int c, h, w;
@@ -108,14 +121,7 @@ static void check_runtime(const char *py, const char *path, at_net *net, int n) 
     const float *z;
     CHECK_OK(at_net_predict(net, x, n, &z));
     char xp[300], zp[300], cmd[4096];
-    snprintf(xp, sizeof xp, "%s.x", path);
-    snprintf(zp, sizeof zp, "%s.z", path);
-    FILE *f = fopen(xp, "wb");
-    fwrite(x, sizeof(float), n * D, f);
-    fclose(f);
-    f = fopen(zp, "wb");
-    fwrite(z, sizeof(float), n * K, f);
-    fclose(f);
+    write_pair(path, x, n * D, z, n * K, xp, zp);
     snprintf(cmd, sizeof cmd,
              "%s -c 'import sys, numpy as np, onnx, onnxruntime as ort\n"
              "m = onnx.load(sys.argv[1]); onnx.checker.check_model(m, full_check=True)\n"
@@ -163,14 +169,7 @@ static void check_int8(const char *py, at_net *net, const char *path) {
     const float *z;
     CHECK_OK(at_qnet_predict(q, x, N, &z));
     char xp[300], zp[300], cmd[4096];
-    snprintf(xp, sizeof xp, "%s.x", path);
-    snprintf(zp, sizeof zp, "%s.z", path);
-    FILE *f = fopen(xp, "wb");
-    fwrite(x, sizeof(float), N * D, f);
-    fclose(f);
-    f = fopen(zp, "wb");
-    fwrite(z, sizeof(float), N * K, f);
-    fclose(f);
+    write_pair(path, x, N * D, z, N * K, xp, zp);
     snprintf(cmd, sizeof cmd,
              "%s -c 'import sys, numpy as np, onnx, onnxruntime as ort\n"
              "m = onnx.load(sys.argv[1]); onnx.checker.check_model(m, full_check=True)\n"
