@@ -100,7 +100,7 @@ void onnx_floats(onnx_builder *b, const char *name, const float *v, const int64_
     onnx__tensor_proto__init(t);
     t->name = onnx_str(&b->pool, name);
     t->data_type = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
-    memcpy(d, dims, ndims * sizeof *d);
+    if (ndims) memcpy(d, dims, ndims * sizeof *d);
     t->dims = d, t->n_dims = ndims;
     for (size_t i = 0; i < count; i++) { /* little-endian whatever the host */
         uint32_t u;
@@ -126,7 +126,7 @@ void onnx_ints(onnx_builder *b, const char *name, int dtype, const int32_t *v, c
     onnx__tensor_proto__init(t);
     t->name = onnx_str(&b->pool, name);
     t->data_type = dtype;
-    memcpy(d, dims, ndims * sizeof *d);
+    if (ndims) memcpy(d, dims, ndims * sizeof *d);
     t->dims = d, t->n_dims = ndims;
     for (size_t i = 0; i < count; i++)
         for (size_t k = 0; k < width; k++) raw[width * i + k] = (uint8_t)((uint32_t)v[i] >> (8 * k));
