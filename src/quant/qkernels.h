@@ -130,22 +130,28 @@ static inline void qk_affine(const qk_layer *L, const int8_t *x, int8_t *y) {
         }
 }
 
+/* [*lo, *hi): the part of the window of output index o (kernel K, stride S, padding P) that lies
+ * inside an input side of n, the padding left out. */
+static inline void qk_window(int32_t o, int32_t K, int32_t S, int32_t P, int32_t n, int32_t *lo, int32_t *hi) {
+    *lo = o * S - P;
+    *hi = *lo + K;
+    if (*lo < 0) *lo = 0;
+    if (*hi > n) *hi = n;
+}
+
 /* Pooling and ReLU keep their input's scale and zero point (a maximum, a mean and max(x, 0)
  * commute with q -> (q - zp) * scale): no multiplier. Max pooling skips the padding (as -inf). */
 static inline void qk_maxpool(const qk_layer *L, const int8_t *x, int8_t *y) {
-    const int32_t K = L->kernel, S = L->stride, P = L->pad, H = L->in_h, W = L->in_w;
     for (int32_t c = 0; c < L->in_c; c++) {
-        const int8_t *plane = x + (size_t)c * H * W;
+        const int8_t *plane = x + (size_t)c * L->in_h * L->in_w;
         for (int32_t oh = 0; oh < L->out_h; oh++)
             for (int32_t ow = 0; ow < L->out_w; ow++) {
-                int32_t m = -128;
-                for (int32_t ki = 0; ki < K; ki++) {
-                    const int32_t ih = oh * S - P + ki;
-                    for (int32_t kj = 0; ih >= 0 && ih < H && kj < K; kj++) {
-                        const int32_t iw = ow * S - P + kj;
-                        if (iw >= 0 && iw < W && plane[(size_t)ih * W + iw] > m) m = plane[(size_t)ih * W + iw];
-                    }
-                }
+                int32_t i0, i1, j0, j1, m = -128;
+                qk_window(oh, L->kernel, L->stride, L->pad, L->in_h, &i0, &i1);
+                qk_window(ow, L->kernel, L->stride, L->pad, L->in_w, &j0, &j1);
+                for (int32_t i = i0; i < i1; i++)
+                    for (int32_t j = j0; j < j1; j++)
+                        if (plane[(size_t)i * L->in_w + j] > m) m = plane[(size_t)i * L->in_w + j];
                 y[((size_t)c * L->out_h + oh) * L->out_w + ow] = (int8_t)m;
             }
     }
@@ -158,22 +164,20 @@ static inline int8_t qk_mean(int64_t sum, int64_t count, int32_t zp) {
     return (int8_t)(r < -128 ? -128 : (r > 127 ? 127 : r));
 }
 
-/* Average pooling counts the padding as 0 (PyTorch's count_include_pad). */
+/* Average pooling counts the padding as 0 (PyTorch's count_include_pad): the sum over the part
+ * inside, divided by K * K. */
 static inline void qk_avgpool(const qk_layer *L, const int8_t *x, int8_t *y) {
-    const int32_t K = L->kernel, S = L->stride, P = L->pad, H = L->in_h, W = L->in_w;
     for (int32_t c = 0; c < L->in_c; c++) {
-        const int8_t *plane = x + (size_t)c * H * W;
+        const int8_t *plane = x + (size_t)c * L->in_h * L->in_w;
         for (int32_t oh = 0; oh < L->out_h; oh++)
             for (int32_t ow = 0; ow < L->out_w; ow++) {
+                int32_t i0, i1, j0, j1;
                 int64_t sum = 0;
-                for (int32_t ki = 0; ki < K; ki++) {
-                    const int32_t ih = oh * S - P + ki;
-                    for (int32_t kj = 0; ih >= 0 && ih < H && kj < K; kj++) {
-                        const int32_t iw = ow * S - P + kj;
-                        if (iw >= 0 && iw < W) sum += plane[(size_t)ih * W + iw] - L->in_zp;
-                    }
-                }
-                y[((size_t)c * L->out_h + oh) * L->out_w + ow] = qk_mean(sum, (int64_t)K * K, L->in_zp);
+                qk_window(oh, L->kernel, L->stride, L->pad, L->in_h, &i0, &i1);
+                qk_window(ow, L->kernel, L->stride, L->pad, L->in_w, &j0, &j1);
+                for (int32_t i = i0; i < i1; i++)
+                    for (int32_t j = j0; j < j1; j++) sum += plane[(size_t)i * L->in_w + j] - L->in_zp;
+                y[((size_t)c * L->out_h + oh) * L->out_w + ow] = qk_mean(sum, (int64_t)L->kernel * L->kernel, L->in_zp);
             }
     }
 }
