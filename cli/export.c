@@ -64,12 +64,10 @@ static int export_float(const export_options *o) {
         cli_error("export", "cannot load the model", s);
         return EXIT_RUN_FAILED;
     }
-    if (o->onnx) {
-        const int rc = export_onnx(o, net);
-        if (rc || !o->dir) {
-            at_net_free(net);
-            return rc;
-        }
+    const int rc = o->onnx ? export_onnx(o, net) : 0;
+    if (rc || !o->dir) {
+        at_net_free(net);
+        return rc;
     }
     s = at_export_c(net, o->dir, o->prefix);
     if (s != AT_OK) {
@@ -141,30 +139,37 @@ static bool open_int8(const export_options *o, atk_cli_model *m) {
     return s == AT_OK;
 }
 
+static int export_int8_onnx(const export_options *o, const at_qnet *q) {
+    at_status s = at_qnet_export_onnx(q, o->onnx);
+    if (s != AT_OK) {
+        cli_error("export", "cannot write the ONNX model", s);
+        return EXIT_RUN_FAILED;
+    }
+    printf("wrote %s: ONNX (IR 7, opset 13), int8 as QuantizeLinear/DequantizeLinear, input \"input\" float, "
+           "output \"logits\" (the dequantized int8 logits)\n", o->onnx);
+    return 0;
+}
+
+static int export_int8_c(const export_options *o, const atk_cli_model *m) {
+    int rc = 0;
+    float *golden = o->golden ? golden_samples(o, m, &rc) : NULL;
+    if (o->golden && !golden) return rc;
+    at_int8_export_info info;
+    at_status s = at_qnet_export_c(m->qnet, o->dir, o->prefix, golden, o->golden, &info);
+    free(golden);
+    if (s != AT_OK) {
+        cli_error("export", "cannot write the C files", s);
+        return s == AT_ERR_ARG ? EXIT_USAGE : EXIT_RUN_FAILED;
+    }
+    print_int8_summary(o, &info);
+    return 0;
+}
+
 static int export_int8(const export_options *o) {
     atk_cli_model m;
-    int rc = EXIT_RUN_FAILED;
-    float *golden = NULL;
-    const bool opened = open_int8(o, &m);
-    if (opened && o->onnx) {
-        at_status s = at_qnet_export_onnx(m.qnet, o->onnx);
-        if (s != AT_OK) cli_error("export", "cannot write the ONNX model", s);
-        else printf("wrote %s: ONNX (IR 7, opset 13), int8 as QuantizeLinear/DequantizeLinear, input \"input\" float, "
-                    "output \"logits\" (the dequantized int8 logits)\n", o->onnx);
-        rc = s == AT_OK ? 0 : EXIT_RUN_FAILED;
-        if (s != AT_OK || !o->dir) {
-            atk_cli_close(&m);
-            return rc;
-        }
-        rc = EXIT_RUN_FAILED;
-    }
-    if (opened && o->dir && (!o->golden || (golden = golden_samples(o, &m, &rc)))) {
-        at_int8_export_info info;
-        at_status s = at_qnet_export_c(m.qnet, o->dir, o->prefix, golden, o->golden, &info);
-        if (s == AT_OK) print_int8_summary(o, &info), rc = 0;
-        else cli_error("export", "cannot write the C files", s), rc = s == AT_ERR_ARG ? EXIT_USAGE : EXIT_RUN_FAILED;
-    }
-    free(golden);
+    int rc = open_int8(o, &m) ? 0 : EXIT_RUN_FAILED;
+    if (!rc && o->onnx) rc = export_int8_onnx(o, m.qnet);
+    if (!rc && o->dir) rc = export_int8_c(o, &m);
     atk_cli_close(&m);
     return rc;
 }
@@ -206,6 +211,10 @@ int cmd_export(int argc, char **argv) {
     if (early >= 0) return early;
     if (!o.dir && !o.onnx) {
         fprintf(stderr, "advtrain export: say what to write: --c DIR (C files) or --onnx FILE (usage: %s)\n", cmd.usage);
+        return EXIT_USAGE;
+    }
+    if (o.golden && !o.dir) {
+        fprintf(stderr, "advtrain export: --golden %d: golden vectors go with the C files; add --c DIR\n", o.golden);
         return EXIT_USAGE;
     }
     o.path = positional[0];

@@ -84,6 +84,8 @@ void at_sync_parent_dir(const char *path);
 #define AT_EXPORT_MAX_FILES 4
 typedef at_status (*at_export_write_fn)(FILE *fp, int file, void *user);
 bool at_export_prefix_ok(const char *prefix);
+/* AT_ERR_ARG with a message unless dir is given and prefix is a valid one. */
+at_status at_export_check(const char *dir, const char *prefix);
 at_status at_export_files(const char *dir, const char *prefix, const char *const *suffixes, int nfiles,
                           at_export_write_fn write, void *user);
 

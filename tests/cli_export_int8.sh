@@ -59,6 +59,7 @@ expect 0 "g.onnx: ONNX" -- "$cli" export "$tmp/graph.safetensors" --onnx "$tmp/g
 [ -s "$tmp/g.onnx" ] && [ -f "$tmp/gc/g.c" ] && ok || bad "--onnx with --c: not both written"
 expect 0 "int8 as QuantizeLinear/DequantizeLinear" -- "$cli" export "$tmp/smallcnn.int8.safetensors" --onnx "$tmp/q.onnx"
 [ -s "$tmp/q.onnx" ] && ok || bad "no int8 ONNX file"
+expect 2 "--golden 5: golden vectors go with the C files; add --c DIR" -- "$cli" export "$tmp/smallcnn.int8.safetensors" --onnx "$tmp/q2.onnx" --golden 5
 expect 2 "say what to write: --c DIR .* or --onnx FILE" -- "$cli" export "$tmp/smallcnn.safetensors"
 expect 1 "--onnx .*smallcnn.onnx exists and is not a directory" -- "$cli" export "$tmp/smallcnn.safetensors" --onnx "$tmp/smallcnn.onnx/x/y.onnx"
 

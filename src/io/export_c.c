@@ -944,8 +944,8 @@ static at_status write_file(FILE *fp, int file, void *user) {
 
 at_status at_export_c(const at_net *net, const char *dir, const char *prefix) {
     if (!net) return at_fail(AT_ERR_ARG, "C export: no network");
-    if (!at_export_prefix_ok(prefix) || !dir || !*dir) /* the messages: at_export_files */
-        return at_export_files(dir, prefix, NULL, 0, write_file, NULL);
+    at_status bad = at_export_check(dir, prefix);
+    if (bad != AT_OK) return bad;
     exporter e;
     memset(&e, 0, sizeof e);
     e.net = net;

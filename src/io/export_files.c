@@ -20,6 +20,16 @@ bool at_export_prefix_ok(const char *p) {
     return true;
 }
 
+at_status at_export_check(const char *dir, const char *prefix) {
+    if (!dir || !*dir) return at_fail(AT_ERR_ARG, "C export: no output directory");
+    if (!at_export_prefix_ok(prefix))
+        return at_fail(AT_ERR_ARG,
+                       "C export: prefix '%s' is not a C identifier (letters, digits and '_', not "
+                       "starting with a digit, at most %d characters)",
+                       prefix ? prefix : "(null)", AT_EXPORT_MAX_PREFIX);
+    return AT_OK;
+}
+
 static char *join_path(const char *dir, const char *name, const char *ext) {
     size_t n = strlen(dir) + strlen(name) + strlen(ext) + 2;
     char *p = at_alloc(n, "file name");
@@ -62,13 +72,9 @@ static at_status write_all(char **paths, char **tmps, int nfiles, at_export_writ
 
 at_status at_export_files(const char *dir, const char *prefix, const char *const *suffixes, int nfiles,
                           at_export_write_fn write, void *user) {
-    if (!dir || !*dir) return at_fail(AT_ERR_ARG, "C export: no output directory");
-    if (!at_export_prefix_ok(prefix))
-        return at_fail(AT_ERR_ARG,
-                       "C export: prefix '%s' is not a C identifier (letters, digits and '_', not "
-                       "starting with a digit, at most %d characters)",
-                       prefix ? prefix : "(null)", AT_EXPORT_MAX_PREFIX);
-    at_status s = ensure_dir(dir);
+    at_status s = at_export_check(dir, prefix);
+    if (s != AT_OK) return s;
+    s = ensure_dir(dir);
     if (s != AT_OK) return s;
     char *paths[AT_EXPORT_MAX_FILES] = {NULL}, *tmps[AT_EXPORT_MAX_FILES] = {NULL};
     if (nfiles > AT_EXPORT_MAX_FILES) return at_fail(AT_ERR_ARG, "C export: %d files at once", nfiles);

@@ -32,33 +32,32 @@ void onnx_pool_free(onnx_pool *p) {
     free(p->ptrs);
 }
 
-Onnx__AttributeProto *onnx_attr_int(onnx_builder *b, const char *name, int64_t v) {
+/* An attribute of the given type and name, its value still to set (NULL: out of memory). */
+static Onnx__AttributeProto *new_attr(onnx_builder *b, const char *name, Onnx__AttributeProto__AttributeType type) {
     Onnx__AttributeProto *a = onnx_alloc(&b->pool, sizeof *a);
     if (!a) return NULL;
     onnx__attribute_proto__init(a);
     a->name = onnx_str(&b->pool, name);
-    a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT;
-    a->i = v;
+    a->type = type;
+    return a;
+}
+
+Onnx__AttributeProto *onnx_attr_int(onnx_builder *b, const char *name, int64_t v) {
+    Onnx__AttributeProto *a = new_attr(b, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT);
+    if (a) a->i = v;
     return a;
 }
 
 Onnx__AttributeProto *onnx_attr_float(onnx_builder *b, const char *name, float v) {
-    Onnx__AttributeProto *a = onnx_alloc(&b->pool, sizeof *a);
-    if (!a) return NULL;
-    onnx__attribute_proto__init(a);
-    a->name = onnx_str(&b->pool, name);
-    a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT;
-    a->f = v;
+    Onnx__AttributeProto *a = new_attr(b, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT);
+    if (a) a->f = v;
     return a;
 }
 
 Onnx__AttributeProto *onnx_attr_ints(onnx_builder *b, const char *name, const int64_t *v, size_t n) {
-    Onnx__AttributeProto *a = onnx_alloc(&b->pool, sizeof *a);
+    Onnx__AttributeProto *a = new_attr(b, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
     int64_t *copy = onnx_alloc(&b->pool, n * sizeof *copy);
     if (!a || !copy) return NULL;
-    onnx__attribute_proto__init(a);
-    a->name = onnx_str(&b->pool, name);
-    a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS;
     memcpy(copy, v, n * sizeof *copy);
     a->ints = copy, a->n_ints = n;
     return a;
@@ -85,53 +84,44 @@ Onnx__NodeProto *onnx_node(onnx_builder *b, const char *op, const char *name, co
     return b->pool.failed ? NULL : n;
 }
 
-/* An initializer: count floats of v (shape dims) as raw little-endian data. */
-void onnx_floats(onnx_builder *b, const char *name, const float *v, const int64_t *dims, size_t ndims) {
-    if (b->ninits == b->init_cap) {
-        b->pool.failed = true;
-        return;
-    }
+/* An initializer of the given type, shape and element width appended to the graph, its raw
+ * data allocated (*count elements, little-endian) for the caller to fill; NULL when out of room
+ * or memory (the pool is marked failed). */
+static uint8_t *new_tensor(onnx_builder *b, const char *name, int dtype, const int64_t *dims, size_t ndims,
+                           size_t width, size_t *count) {
+    if (b->ninits == b->init_cap) return b->pool.failed = true, NULL;
     Onnx__TensorProto *t = onnx_alloc(&b->pool, sizeof *t);
     int64_t *d = onnx_alloc(&b->pool, ndims * sizeof *d);
-    size_t count = 1;
-    for (size_t i = 0; i < ndims; i++) count *= (size_t)dims[i];
-    uint8_t *raw = onnx_alloc(&b->pool, count * sizeof(float));
-    if (!t || !d || !raw) return;
-    onnx__tensor_proto__init(t);
-    t->name = onnx_str(&b->pool, name);
-    t->data_type = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
-    if (ndims) memcpy(d, dims, ndims * sizeof *d);
-    t->dims = d, t->n_dims = ndims;
-    for (size_t i = 0; i < count; i++) { /* little-endian whatever the host */
-        uint32_t u;
-        memcpy(&u, v + i, 4);
-        for (int k = 0; k < 4; k++) raw[4 * i + k] = (uint8_t)(u >> (8 * k));
-    }
-    t->raw_data.data = raw, t->raw_data.len = count * sizeof(float);
-    b->inits[b->ninits++] = t;
-}
-
-void onnx_ints(onnx_builder *b, const char *name, int dtype, const int32_t *v, const int64_t *dims, size_t ndims) {
-    if (b->ninits == b->init_cap) {
-        b->pool.failed = true;
-        return;
-    }
-    const size_t width = dtype == ONNX__TENSOR_PROTO__DATA_TYPE__INT8 ? 1 : 4;
-    Onnx__TensorProto *t = onnx_alloc(&b->pool, sizeof *t);
-    int64_t *d = onnx_alloc(&b->pool, (ndims ? ndims : 1) * sizeof *d);
-    size_t count = 1;
-    for (size_t i = 0; i < ndims; i++) count *= (size_t)dims[i];
-    uint8_t *raw = onnx_alloc(&b->pool, count * width);
-    if (!t || !d || !raw) return;
+    *count = 1;
+    for (size_t i = 0; i < ndims; i++) *count *= (size_t)dims[i];
+    uint8_t *raw = onnx_alloc(&b->pool, *count * width);
+    if (!t || !d || !raw) return NULL;
     onnx__tensor_proto__init(t);
     t->name = onnx_str(&b->pool, name);
     t->data_type = dtype;
     if (ndims) memcpy(d, dims, ndims * sizeof *d);
     t->dims = d, t->n_dims = ndims;
-    for (size_t i = 0; i < count; i++)
-        for (size_t k = 0; k < width; k++) raw[width * i + k] = (uint8_t)((uint32_t)v[i] >> (8 * k));
-    t->raw_data.data = raw, t->raw_data.len = count * width;
+    t->raw_data.data = raw, t->raw_data.len = *count * width;
     b->inits[b->ninits++] = t;
+    return raw;
+}
+
+void onnx_floats(onnx_builder *b, const char *name, const float *v, const int64_t *dims, size_t ndims) {
+    size_t count;
+    uint8_t *raw = new_tensor(b, name, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, dims, ndims, 4, &count);
+    for (size_t i = 0; raw && i < count; i++) { /* little-endian whatever the host */
+        uint32_t u;
+        memcpy(&u, v + i, 4);
+        for (int k = 0; k < 4; k++) raw[4 * i + k] = (uint8_t)(u >> (8 * k));
+    }
+}
+
+void onnx_ints(onnx_builder *b, const char *name, int dtype, const int32_t *v, const int64_t *dims, size_t ndims) {
+    const size_t width = dtype == ONNX__TENSOR_PROTO__DATA_TYPE__INT8 ? 1 : 4;
+    size_t count;
+    uint8_t *raw = new_tensor(b, name, dtype, dims, ndims, width, &count);
+    for (size_t i = 0; raw && i < count; i++)
+        for (size_t k = 0; k < width; k++) raw[width * i + k] = (uint8_t)((uint32_t)v[i] >> (8 * k));
 }
 
 bool onnx_builder_open(onnx_builder *b, const at_net *net, size_t nodes, size_t inits) {

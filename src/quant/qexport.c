@@ -361,8 +361,8 @@ at_status at_qnet_export_c(at_qnet *q, const char *dir, const char *prefix, cons
                            at_int8_export_info *info) {
     if (!q) return at_fail(AT_ERR_ARG, "int8 C export: no network");
     if (ngolden < 0 || (ngolden > 0 && !golden)) return at_fail(AT_ERR_ARG, "int8 C export: %d golden samples", ngolden);
-    if (!at_export_prefix_ok(prefix) || !dir || !*dir) /* the messages: at_export_files */
-        return at_export_files(dir, prefix, NULL, 0, write_file, NULL);
+    at_status bad = at_export_check(dir, prefix);
+    if (bad != AT_OK) return bad;
     qexporter e = {.q = q, .prefix = prefix, .T = q->net->nlayers + 1, .golden = golden, .ngolden = ngolden};
     for (size_t i = 0; prefix[i]; i++) e.upper[i] = (char)toupper((unsigned char)prefix[i]);
     e.info.layers = q->nnodes;
