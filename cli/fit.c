@@ -36,6 +36,9 @@ typedef struct fit_args {
     float eps, alpha, clean_weight, beta;
     int adv_steps, replays, eps_warmup, robust_val_steps, robust_val_samples;
     bool no_guard, keep_last, force;
+    /* quantization-aware training */
+    bool qat;
+    float qat_momentum;
     /* certified training */
     const char *certify;
     int certify_warmup, certify_ramp;
@@ -458,6 +461,9 @@ static int build_config(const cli_command *cmd, fit_args *a, at_train_config *cf
     if (!bad) bad = regularization_config(a, cfg);
     if (!bad) bad = adversarial_config(cmd, a, cfg);
     if (!bad) bad = certify_config(a, cfg);
+    if (!bad && cli_find(cmd, "qat-momentum")->seen && !a->qat)
+        bad = usage_error("--qat-momentum sets quantization-aware training's range averaging: add --qat");
+    cfg->qat = (at_qat_config){a->qat, a->qat_momentum};
     return bad;
 }
 
@@ -559,6 +565,8 @@ static cJSON *settings_json(const fit_args *a, const at_train_config *cfg) {
         cJSON_AddBoolToObject(o, "keep_best", adv->keep_best);
         if (adv->method == AT_ADV_FGSM_RS) cJSON_AddBoolToObject(o, "guard", adv->guard);
     }
+    cJSON_AddBoolToObject(o, "qat", cfg->qat.enabled);
+    if (cfg->qat.enabled) add_num(o, "qat_momentum", cfg->qat.momentum);
     if (cfg->certify.eps > 0.0f) {
         cJSON_AddStringToObject(o, "certify", "ibp");
         add_num(o, "certify_eps", cfg->certify.eps);
@@ -1113,7 +1121,8 @@ static fit_args fit_defaults(void) {
                   .reg_layers = "all", .augment = "none", .schedule = "constant",
                   .monitor = "loss", .step_size = 0, .gamma = 0.1f, .pct_start = 0.3f,
                   .plateau_patience = 10, .plateau_factor = 0.1f, .adv_norm = "linf",
-                  .on_nonfinite = "stop", .certify_warmup = 1, .certify_ramp = 5, .kappa = 0.5f};
+                  .on_nonfinite = "stop", .certify_warmup = 1, .certify_ramp = 5, .kappa = 0.5f,
+                  .qat_momentum = 0.01f};
 }
 
 enum { FIT_MAX_OPTIONS = 80 };
@@ -1169,6 +1178,8 @@ static int fit_options(fit_args *a, cli_option *out) {
         {"clean-weight", OPT_FLOAT, &a->clean_weight, "W", "fgsm: loss = W*clean + (1-W)*adversarial (default 0.5)", 0, 1},
         {"beta", OPT_FLOAT, &a->beta, "B", "trades: weight of the KL term (default 6)", 0, 1000},
         {"replays", OPT_INT, &a->replays, "M", "free: replays of each batch (default 8; an epoch costs M plain epochs)", 1, 100},
+        {"qat", OPT_FLAG, &a->qat, NULL, "quantization-aware training: every step computes as the int8 model (rounded weights and activations, straight-through gradients); advtrain quantize then uses the trained ranges (docs/quantization.md)", 1, 0},
+        {"qat-momentum", OPT_FLOAT, &a->qat_momentum, "M", "--qat: weight of each batch's extremes in the moving activation ranges (default 0.01)", 1e-6, 1},
         {"certify", OPT_STRING, &a->certify, "ibp", "certified training (docs/certified.md): kappa*CE(clean) + (1-kappa)*IBP worst-case CE at --eps", 1, 0},
         {"certify-warmup", OPT_INT, &a->certify_warmup, "N", "--certify: clean epochs first (default 1)", 0, 100000},
         {"certify-ramp", OPT_INT, &a->certify_ramp, "N", "--certify: epochs over which eps rises and kappa falls (default 5)", 0, 100000},

@@ -44,6 +44,7 @@ static void report(const char *path, const char *out, const atk_cli_model *m, co
         cJSON_AddStringToObject(j, "int8_model", out);
         cJSON_AddNumberToObject(j, "int8_bytes", (double)bytes);
         cJSON_AddNumberToObject(j, "calibration_samples", o->calib);
+        cJSON_AddNumberToObject(j, "qat_ranges", at_net_qat_ranges(m->net));
         cJSON_AddNumberToObject(j, "float_accuracy", fa / 100.0);
         cJSON_AddNumberToObject(j, "int8_accuracy", qa / 100.0);
         cli_print_json(j);
@@ -51,8 +52,14 @@ static void report(const char *path, const char *out, const atk_cli_model *m, co
     }
     char how[48] = "min/max";
     if (o->percentile < 100.0f) snprintf(how, sizeof how, "percentile %g", (double)o->percentile);
-    printf("%s (%s): int8 by post-training quantization, calibrated on the first %d %s training images (%s)\n",
-           path, at_net_spec(m->net), o->calib, m->data.name, how);
+    const int trained = at_net_qat_ranges(m->net);
+    if (trained)
+        printf("%s (%s): int8 with the activation ranges quantization-aware training left in the file (%d tensors); "
+               "the rest calibrated on the first %d %s training images (%s)\n",
+               path, at_net_spec(m->net), trained, o->calib, m->data.name, how);
+    else
+        printf("%s (%s): int8 by post-training quantization, calibrated on the first %d %s training images (%s)\n",
+               path, at_net_spec(m->net), o->calib, m->data.name, how);
     printf("clean accuracy on %s test, first %d sample%s: float %.2f%%  int8 %.2f%%  (%+.2f points)\n", m->data.name,
            n, cli_s(n), fa, qa, qa - fa);
     printf("saved %s (%ld bytes)\n", out, bytes);
@@ -77,8 +84,11 @@ static int quantize_model(const char *path, const char *out, atk_cli_model *m, c
     if (s == AT_OK) s = at_qnet_evaluate(q, m->ds, o->batch, &qr);
     const int fhits = s == AT_OK ? (int)lround((double)fr.accuracy * n) : 0;
     const int qhits = s == AT_OK ? (int)lround((double)qr.accuracy * n) : 0;
-    char calib_text[64];
-    if (o->percentile < 100.0f)
+    char calib_text[96];
+    if (at_net_qat_ranges(m->net))
+        snprintf(calib_text, sizeof calib_text, "QAT ranges for %d tensors, the rest: %d training images, %s",
+                 at_net_qat_ranges(m->net), o->calib, o->percentile < 100.0f ? "percentile" : "min/max");
+    else if (o->percentile < 100.0f)
         snprintf(calib_text, sizeof calib_text, "%d training images, percentile %g", o->calib, (double)o->percentile);
     else
         snprintf(calib_text, sizeof calib_text, "%d training images, min/max", o->calib);

@@ -821,6 +821,10 @@ typedef struct at_quant_config {
  * value in the calibration pass. */
 at_status at_quantize(at_qnet **out, at_net *net, const float *calib, int n, const at_quant_config *cfg);
 void at_qnet_free(at_qnet *q);
+/* The tensors of net with an activation range trained by QAT (at_train_config.qat, or read
+ * from a model file's advtrain.qat metadata): at_quantize takes those ranges instead of
+ * calibrating them. 0 when there are none. */
+int at_net_qat_ranges(const at_net *net);
 /* The int8 logits of n samples (n x at_net_out_size; valid until the next call): the inputs are
  * quantized with the input tensor's parameters, then every layer runs in integers. */
 at_status at_qnet_forward(at_qnet *q, const float *x, int n, const int8_t **logits);
@@ -1035,6 +1039,19 @@ typedef struct at_certify_config {
     float kappa_end;     /* the clean loss's weight at the end of the ramp (default 0.5) */
 } at_certify_config;
 
+/* Quantization-aware training (docs/quantization.md): every step computes as the int8 model
+ * at_quantize will make: Conv2d and Linear weights rounded to their per-channel int8 values, and
+ * each tensor the int8 model holds rounded to its int8 grid, whose range is a moving average of
+ * the tensor's minimum and maximum over the training batches (the first batch only records
+ * them). Gradients pass the rounding unchanged and stop at clamped values (straight-through
+ * estimator); the optimizer, the regularizers and checkpoints see the float weights. The
+ * per-epoch validation and test metrics are the rounded network's. The ranges stay with the
+ * network (model files keep them, at_quantize uses them); training without QAT drops them. */
+typedef struct at_qat_config {
+    bool enabled;
+    float momentum; /* weight of a batch's extremes in the moving ranges (default 0.01) */
+} at_qat_config;
+
 /* Everything after `optim` is regularization and is off in at_train_defaults(). Per step, in
  * this order: batch (+ augmentation, input noise, mixup), forward, loss (+ penalty), backward,
  * penalty gradients, gradient clipping, optimizer step (with weight decay), proximal L1,
@@ -1073,6 +1090,7 @@ typedef struct at_train_config {
      * Adversarial training with random starts is not shared yet (AT_ERR_ARG); FGSM is. */
     const at_comm *comm;
     at_certify_config certify; /* certified training (off in at_train_defaults) */
+    at_qat_config qat;         /* quantization-aware training (off in at_train_defaults) */
 } at_train_config;
 
 at_train_config at_train_defaults(void);

@@ -2,6 +2,7 @@
  * the per-epoch robust validation with best-epoch selection, and the FGSM-RS guard against
  * catastrophic overfitting (Wong et al. 2020; Rice et al. 2020 for robust overfitting). */
 #include "adv_train.h"
+#include "quant/qat.h"
 
 #include <float.h>
 #include <limits.h>
@@ -254,8 +255,10 @@ static at_status pgd_accuracy(adv_trainer *t, const float *x, const int32_t *y, 
     a.alpha = 0.0f;
     a.seed = t->cfg->seed ^ 0x6A09E667F3BCC909ull; /* the same attack every epoch */
     at_attack_result r;
+    qat_begin(t->net); /* QAT: the robustness of the network as it will run in int8 */
     at_status s = ds ? at_attack_dataset(t->net, &a, ds, n, NULL, t->val_pred, &r)
                      : at_attack_run(t->net, &a, x, y, n, NULL, NULL, &r);
+    qat_end(t->net);
     *acc = r.samples > 0 ? (float)r.robust / (float)r.samples : NAN;
     return s;
 }

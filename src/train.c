@@ -7,6 +7,7 @@
 #include "adv_train.h"
 #include "checkpoint.h"
 #include "data_parallel.h"
+#include "quant/qat.h"
 
 #include <float.h>
 #include <limits.h>
@@ -153,6 +154,7 @@ at_train_config at_train_defaults(void) {
     c.schedule = at_schedule_defaults(AT_SCHEDULE_CONSTANT);
     c.monitor = AT_MONITOR_VAL_LOSS;
     c.certify = (at_certify_config){0.0f, 1, 5, 0.5f};
+    c.qat = (at_qat_config){false, 0.01f};
     return c;
 }
 
@@ -729,7 +731,9 @@ static at_status train_batch(trainer *T, int epoch, int bi, epoch_sums *p) {
             certify_schedule(&cfg->certify, T->step, T->nbatches, &p->eps, &kappa);
         }
         const batch_slice sl = {epoch, bi, lo, hi - lo, (float)(hi - lo) / (float)n};
+        qat_begin(T->net); /* QAT: the gradient at the rounded weights, applied to the float ones */
         s = batch_gradients(T, x, soft, &sl, p->eps, &loss, &correct, &adv_correct);
+        qat_end(T->net);
         if (dp_shared(cfg)) s = share_batch(T, s, hi - lo, n, &loss, &correct, &adv_correct);
         if (s == AT_ERR_NAN)
             at_fail(AT_ERR_NAN, "the training loss became %g", (double)loss);
@@ -846,8 +850,10 @@ static at_status end_epoch(trainer *T, int epoch, const epoch_sums *p, bool *fin
     at_epoch_stats st = epoch_stats(T, epoch, p);
     at_status s = T->adv ? adv_trainer_end_epoch(T->adv, epoch, &st) : AT_OK;
     at_eval_result rv, rt;
+    qat_begin(T->net); /* QAT: the metrics of the network as it will run in int8 */
     if (s == AT_OK) s = evaluate_or_nan(T, T->val, &rv);
     if (s == AT_OK) s = evaluate_or_nan(T, T->test, &rt);
+    qat_end(T->net);
     if (s != AT_OK) return s;
     st.val_loss = rv.loss;
     st.val_metric = T->val ? at_eval_metric(T->val, &rv) : NAN;
@@ -865,6 +871,19 @@ static at_status end_epoch(trainer *T, int epoch, const epoch_sums *p, bool *fin
         return s;
     *finish = !go_on || st.stopping;
     return AT_OK;
+}
+
+/* QAT state for the run (a file's trained ranges are kept and go on moving); without QAT any
+ * ranges are dropped, since the weights they were trained with change. */
+static at_status qat_setup(at_net *net, const at_train_config *cfg) {
+    if (!cfg->qat.enabled) {
+        qat_free(net);
+        return AT_OK;
+    }
+    if (dp_shared(cfg))
+        return at_fail(AT_ERR_ARG, "quantization-aware training is not combined with data-parallel training yet "
+                                   "(each rank would move its own activation ranges)");
+    return qat_attach(net, cfg->qat.momentum);
 }
 
 /* Everything sized once before the first step. */
@@ -945,6 +964,7 @@ at_status at_train(at_net *net, const at_dataset *train, const at_dataset *val,
     if (s == AT_OK) s = check_train_config(net, train, val, cfg);
     if (s == AT_OK) s = dp_check(cfg);
     if (s == AT_OK) s = certify_check(cfg, train, net);
+    if (s == AT_OK) s = qat_setup(net, cfg);
     if (s != AT_OK) return s;
     trainer *T = at_calloc(1, sizeof *T, "the training loop");
     if (!T) return AT_ERR_NOMEM;

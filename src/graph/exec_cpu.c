@@ -10,6 +10,7 @@
  * hands out smaller chunks as threads free up (take_chunk): no sample's result depends on its
  * chunk, so the bits are the same as with a fixed split. */
 #include "net_internal.h"
+#include "quant/qat.h"
 
 #include <omp.h>
 #include <string.h>
@@ -133,6 +134,7 @@ static void forward_node(const pass *P, at_ctx *ctx, int l, int begin, int end) 
         sync_point(P, L, true, false);
     }
     ops->forward(L, ctx, in, out, end - begin);
+    if (net->qat) qat_forward(net, l, out, begin, end - begin, omp_get_thread_num());
 }
 
 /* The forward pass of samples [begin, end) through every node. */
@@ -209,6 +211,7 @@ static at_status check_batch(const at_net *net, int n) {
 static at_status cpu_forward(at_net *net, const float *x, int n) {
     at_status s = check_batch(net, n);
     if (s == AT_OK && net->training) s = at_plan_reserve_kept(net, n);
+    if (s == AT_OK) s = qat_pass_begin(net, n, false);
     if (s != AT_OK) return s;
     next_dropout_key(net);
     const int T = thread_count_for(net, n);
@@ -228,6 +231,7 @@ static at_status cpu_forward(at_net *net, const float *x, int n) {
             forward_chunk(&P, make_ctx(net, t, begin, net->training), x, begin, end);
         }
     }
+    qat_pass_end(net);
     net->last_chunk = chunk;
     net->last_n = n;
     net->last_training = net->training;
@@ -275,6 +279,8 @@ static void backward_node(const pass *P, at_ctx *ctx, int l, int begin, int end)
     ctx->x2 = L->nsrc == 2 ? tensor_rows(P, L->src[1], begin) : NULL;
     ctx->dx2 = d_in[1];
     ctx->kept = net->last_training ? kept_part(net, l, begin) : NULL;
+    /* QAT: no gradient through a value its int8 rounding clamped (the logits are never rounded). */
+    if (net->qat && l != net->plan.out_tensor) qat_backward(net, l, (float *)dy, begin, n);
     if (P->sync && ops->backward_stats) {
         double *acc = thread_stats(net, omp_get_thread_num());
         memset(acc, 0, sizeof(double) * L->stats_count);
@@ -360,6 +366,8 @@ static at_status cpu_backward(at_net *net, const float *dlogits, bool params, bo
 
 static at_status cpu_input_gradient(at_net *net, const float *x, int n, at_chunk_loss_fn loss,
                                     void *user, float *dlogits, float *dx) {
+    const at_status s = qat_pass_begin(net, n, false);
+    if (s != AT_OK) return s;
     next_dropout_key(net); /* as at_net_forward, so later training passes draw the same masks */
     const int T = thread_count_for(net, n), chunk = dynamic_chunk(net, n, T);
     const float *z = at_tensor_data(net, net->plan.out_tensor);
@@ -385,6 +393,8 @@ static at_status cpu_input_gradient(at_net *net, const float *x, int n, at_chunk
 /* An eval-mode forward that keeps nothing for backward: shared-out chunks over the prediction
  * slots, the input read in place. Each sample's logits are at_net_forward's bits. */
 static at_status cpu_predict(at_net *net, const float *x, int n) {
+    const at_status s = qat_pass_begin(net, n, true);
+    if (s != AT_OK) return s;
     next_dropout_key(net); /* as at_net_forward, so later training passes draw the same masks */
     const int T = thread_count_for(net, n), chunk = dynamic_chunk(net, n, T);
     const pass P = {net, n, T, false, x, true, false, false, NULL, NULL};

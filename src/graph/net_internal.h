@@ -95,6 +95,7 @@ struct at_net {
      * cache), and which chunks the running backward has claimed. */
     int *chunk_owner, *chunk_claimed;
     int last_chunk; /* chunk size of the last forward; 0: it split the batch in fixed parts */
+    struct at_qat *qat; /* quantization-aware training (quant/qat.h), NULL if none */
 };
 
 /* Floats per input sample. The public at_net_in_size is graph.c's; the planner and the executor,

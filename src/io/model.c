@@ -1,6 +1,7 @@
 /* Model files: the network's parameters under PyTorch's state_dict names in a safetensors file,
  * with the architecture in the metadata so that a model file is all `advtrain eval` needs. */
 #include "internal.h"
+#include "quant/qat.h"
 
 #include <errno.h>
 #include <math.h>
@@ -49,7 +50,7 @@ at_status at_model_save_with(const at_net *net, const char *path, const at_st_me
     at_status s = check_finite(net, path);
     if (s != AT_OK) return s;
     at_st_entry *entries = at_calloc((size_t)(nt + ntensors), sizeof *entries, "tensor list");
-    at_st_meta *meta = at_calloc((size_t)nextra + 4, sizeof *meta, "metadata");
+    at_st_meta *meta = at_calloc((size_t)nextra + 5, sizeof *meta, "metadata");
     if (!entries || !meta) {
         free(entries);
         free(meta);
@@ -68,9 +69,13 @@ at_status at_model_save_with(const at_net *net, const char *path, const at_st_me
     meta[nm++] = (at_st_meta){"advtrain.version", AT_VERSION};
     meta[nm++] = (at_st_meta){"advtrain.arch", (char *)at_net_spec(net)};
     meta[nm++] = (at_st_meta){"advtrain.input", input};
+    /* QAT's activation ranges, for at_quantize (and a resumed run) to find. */
+    char *qat = qat_ranges_text(net);
+    if (qat) meta[nm++] = (at_st_meta){"advtrain.qat", qat};
     for (int i = 0; i < nextra; i++) meta[nm++] = extra[i];
     for (int i = 0; i < ntensors; i++) entries[nt + i] = tensors[i];
     s = at_st_write(path, entries, nt + ntensors, meta, nm);
+    free(qat);
     free(entries);
     free(meta);
     return s;
@@ -125,6 +130,8 @@ at_status at_net_load_weights(at_net *net, const at_st_file *f, const char *path
         s = load_view(f, path, at_net_tensor(net, i), at_net_params(net), np + nb);
     for (int i = 0; s == AT_OK && i < nb; i++)
         s = load_view(f, path, at_net_buffer(net, i), at_net_buffers(net), np + nb);
+    const char *qat = at_st_meta_get(f, "advtrain.qat");
+    if (s == AT_OK && qat) s = qat_ranges_parse(net, qat, path);
     return s;
 }
 

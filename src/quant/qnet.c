@@ -7,6 +7,7 @@
  * exactly); then each node becomes an int8 kernel call (quant.h): weights per output channel,
  * biases and multipliers from the scales around it. Pooling, ReLU and Dropout keep their input's
  * parameters; a Flatten and a ReLU fused into its producer are no node at all. */
+#include "quant/qat.h"
 #include "quant/quant.h"
 
 #include <math.h>
@@ -19,7 +20,7 @@
 
 static bool is_bn(at_layer_kind k) { return k == AT_LAYER_BATCHNORM2D || k == AT_LAYER_BATCHNORM1D; }
 
-static at_status check_supported(const at_net *net) {
+at_status q_check_supported(const at_net *net) {
     for (int l = 0; l < net->nlayers; l++) {
         const at_layer *L = &net->layers[l];
         switch (L->d.kind) {
@@ -266,7 +267,7 @@ void q_kernel_view(qnode *n, bool relu_out) {
 }
 
 /* Layer L's output is its input's int8 values: a Dropout (eval), a Flatten or a fused ReLU. */
-static bool copies_input(const at_layer *L) {
+bool q_copies_input(const at_layer *L) {
     const at_layer_kind k = L->d.kind;
     return L->fused || k == AT_LAYER_DROPOUT || k == AT_LAYER_DROPOUT2D || k == AT_LAYER_FLATTEN;
 }
@@ -275,7 +276,7 @@ static bool copies_input(const at_layer *L) {
  * commute with the affine map q -> (q - zp) * scale. */
 bool q_keeps_input_params(const at_net *net, int l) {
     const at_layer_kind k = net->layers[l].d.kind;
-    return copies_input(&net->layers[l]) || k == AT_LAYER_MAXPOOL2D || k == AT_LAYER_AVGPOOL2D ||
+    return q_copies_input(&net->layers[l]) || k == AT_LAYER_MAXPOOL2D || k == AT_LAYER_AVGPOOL2D ||
            k == AT_LAYER_GLOBALAVGPOOL || k == AT_LAYER_RELU;
 }
 
@@ -284,7 +285,7 @@ static void tensor_aliases(at_qnet *q) {
     q->alias[0] = 0;
     for (int l = 0; l < net->nlayers; l++) {
         const at_layer *L = &net->layers[l];
-        q->alias[l + 1] = copies_input(L) ? q->alias[L->src[0] + 1] : l + 1;
+        q->alias[l + 1] = q_copies_input(L) ? q->alias[L->src[0] + 1] : l + 1;
     }
 }
 
@@ -390,11 +391,11 @@ void at_qnet_free(at_qnet *q) {
 }
 
 /* The nodes that compute something: not a copy, not a Conv2d folded into its BatchNorm. */
-static bool runs(const at_net *net, int l) { return !copies_input(&net->layers[l]) && !q_folded_away(net, l); }
+static bool runs(const at_net *net, int l) { return !q_copies_input(&net->layers[l]) && !q_folded_away(net, l); }
 
 at_status q_alloc(at_qnet **out, at_net *net) {
     *out = NULL;
-    at_status s = check_supported(net);
+    at_status s = q_check_supported(net);
     if (s != AT_OK) return s;
     const int T = net->nlayers + 1;
     at_qnet *q = at_calloc(1, sizeof *q, "quantized network");
@@ -437,6 +438,8 @@ at_status at_quantize(at_qnet **out, at_net *net, const float *calib, int n, con
     const int T = net->nlayers + 1;
     float *lo = at_alloc_floats((size_t)T, "ranges"), *hi = at_alloc_floats((size_t)T, "ranges");
     s = lo && hi ? calibrate(net, calib, n, pct, lo, hi) : AT_ERR_NOMEM;
+    /* A network trained with QAT is quantized with the ranges it was trained with. */
+    for (int t = 1; s == AT_OK && t < T; t++) qat_range(net, t, &lo[t], &hi[t]);
     if (s == AT_OK) tensor_params(q, lo, hi);
     if (s == AT_OK) s = q_shape_nodes(q);
     for (int k = 0; s == AT_OK && k < q->nnodes; k++) {

@@ -72,6 +72,10 @@ struct at_qnet {
  * allocated but not filled) once q->tq is complete. */
 at_status q_alloc(at_qnet **out, at_net *net);
 bool q_keeps_input_params(const at_net *net, int l);
+/* Layer L's output is its input's int8 values (a Dropout, a Flatten, a fused ReLU). */
+bool q_copies_input(const at_layer *L);
+/* AT_ERR_ARG naming the first layer with no int8 kernel. */
+at_status q_check_supported(const at_net *net);
 bool q_folded_away(const at_net *net, int l);
 void q_inherit_params(at_qnet *q);
 at_status q_shape_nodes(at_qnet *q);

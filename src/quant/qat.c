@@ -1,0 +1,288 @@
+/* Quantization-aware training: fake quantization of the weights and of the int8 model's tensors,
+ * with straight-through gradients (qat.h). Which tensors are rounded, and with whose range,
+ * follows at_quantize's plan (qnet.c): a Conv2d, Linear, BatchNorm or Add output has a range of
+ * its own; pooling and a standalone ReLU keep their input's; a Dropout or Flatten is its input;
+ * a Conv2d or Linear folded into the BatchNorm after it has no int8 tensor at all. */
+#include "quant/qat.h"
+#include "quant/quant.h"
+
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Which tensor's range quantizes each tensor, and which are rounded. */
+static void plan_tensors(at_qat *q, const at_net *net) {
+    for (int l = 0; l < net->nlayers; l++) {
+        const at_layer *L = &net->layers[l];
+        const int t = l + 1, src = L->src[0] + 1;
+        if (L->fused || q_folded_away(net, l)) continue; /* no int8 tensor of its own */
+        if (q_copies_input(L)) {
+            q->own[t] = q->own[src];
+        } else if (q_keeps_input_params(net, l)) {
+            q->own[t] = q->own[src];
+            q->apply[t] = q->own[t] != 0;
+        } else {
+            q->own[t] = t;
+            q->apply[t] = true;
+        }
+    }
+    /* The logits: their int8 rounding only decides near-ties of the argmax, and rounding them
+     * here would make the loss a staircase. */
+    q->apply[net->plan.out_tensor + 1] = false;
+}
+
+void qat_free(at_net *net) {
+    at_qat *q = net->qat;
+    if (!q) return;
+    for (int t = 0; q->mask && t < q->T; t++) free(q->mask[t]);
+    free(q->mask);
+    free(q->own);
+    free(q->apply);
+    free(q->masked);
+    free(q->lo);
+    free(q->hi);
+    free(q->seen);
+    free(q->master);
+    free(q->tmin);
+    free(q->tmax);
+    free(q);
+    net->qat = NULL;
+}
+
+at_status qat_attach(at_net *net, float momentum) {
+    if (!(momentum > 0.0f && momentum <= 1.0f))
+        return at_fail(AT_ERR_ARG, "QAT range momentum %g: give one in (0, 1] (default 0.01)", (double)momentum);
+    at_status s = q_check_supported(net);
+    if (s != AT_OK) return s;
+    if (net->qat) {
+        net->qat->momentum = momentum;
+        return AT_OK;
+    }
+    at_qat *q = at_calloc(1, sizeof *q, "QAT state");
+    if (!q) return AT_ERR_NOMEM;
+    net->qat = q;
+    q->momentum = momentum;
+    q->T = net->nlayers + 1;
+    const size_t T = (size_t)q->T;
+    q->own = calloc(T, sizeof *q->own);
+    q->apply = calloc(T, sizeof *q->apply);
+    q->masked = calloc(T, sizeof *q->masked);
+    q->seen = calloc(T, sizeof *q->seen);
+    q->lo = calloc(T, sizeof *q->lo);
+    q->hi = calloc(T, sizeof *q->hi);
+    q->mask = calloc(T, sizeof *q->mask);
+    q->master = malloc(sizeof(float) * (net->nparams ? net->nparams : 1));
+    if (!q->own || !q->apply || !q->masked || !q->seen || !q->lo || !q->hi || !q->mask || !q->master) {
+        qat_free(net);
+        return at_fail(AT_ERR_NOMEM, "out of memory for the QAT state");
+    }
+    plan_tensors(q, net);
+    return AT_OK;
+}
+
+/* ------------------------------------------------------------ weights */
+
+/* The weights of layer L (Conv2d or Linear) as int8 values per output channel times their
+ * scale max|w| / 127: the values at_quantize gives them (a BatchNorm folded into L scales each
+ * channel, which scales its int8 scale and leaves its int8 values as they are). */
+static void fake_quantize_weights(const at_layer *L, float *w) {
+    const int nout = L->d.kind == AT_LAYER_CONV2D ? L->out_c : L->out_size;
+    const size_t per = L->w_count / (size_t)nout;
+    for (int o = 0; o < nout; o++) {
+        float *wo = w + (size_t)o * per;
+        double amax = 0.0;
+        for (size_t i = 0; i < per; i++) amax = fmax(amax, fabs(wo[i]));
+        if (amax == 0.0) continue;
+        const double s = amax / 127.0;
+        for (size_t i = 0; i < per; i++) {
+            double v = round(wo[i] / s);
+            v = v > 127.0 ? 127.0 : (v < -127.0 ? -127.0 : v);
+            wo[i] = (float)(v * s);
+        }
+    }
+}
+
+static bool quantized_weights(const at_layer *L) {
+    return !L->fused && L->w_count > 0 && (L->d.kind == AT_LAYER_CONV2D || L->d.kind == AT_LAYER_LINEAR);
+}
+
+void qat_begin(at_net *net) {
+    at_qat *q = net->qat;
+    if (!q || q->depth++ > 0) return;
+    memcpy(q->master, net->params, sizeof(float) * net->nparams);
+    for (int l = 0; l < net->nlayers; l++)
+        if (quantized_weights(&net->layers[l]))
+            fake_quantize_weights(&net->layers[l], net->params + net->layers[l].w_off);
+}
+
+void qat_end(at_net *net) {
+    at_qat *q = net->qat;
+    if (!q || q->depth == 0 || --q->depth > 0) return;
+    /* Only the quantized weights change; biases and BatchNorm parameters are the params' own. */
+    for (int l = 0; l < net->nlayers; l++) {
+        const at_layer *L = &net->layers[l];
+        if (quantized_weights(L))
+            memcpy(net->params + L->w_off, q->master + L->w_off, sizeof(float) * L->w_count);
+    }
+}
+
+/* ------------------------------------------------------------ the executor's hooks */
+
+static bool rounds(const at_qat *q, int t) { return q->depth > 0 && q->apply[t] && q->seen[q->own[t]]; }
+
+at_status qat_pass_begin(at_net *net, int n, bool infer) {
+    at_qat *q = net->qat;
+    if (!q) return AT_OK;
+    for (int t = 0; t < q->T; t++) q->masked[t] = !infer && rounds(q, t);
+    if (q->depth > 0 && net->training) {
+        const int threads = AT_MAX(net->threads, omp_get_max_threads());
+        if (threads > q->nthreads) {
+            free(q->tmin);
+            free(q->tmax);
+            q->tmin = malloc(sizeof(float) * (size_t)threads * q->T);
+            q->tmax = malloc(sizeof(float) * (size_t)threads * q->T);
+            q->nthreads = q->tmin && q->tmax ? threads : 0;
+            if (!q->nthreads) return at_fail(AT_ERR_NOMEM, "out of memory for the QAT ranges");
+        }
+        for (size_t i = 0; i < (size_t)q->nthreads * q->T; i++) q->tmin[i] = INFINITY, q->tmax[i] = -INFINITY;
+    }
+    if (infer || n <= q->cap) return AT_OK;
+    for (int t = 1; t < q->T; t++) {
+        free(q->mask[t]);
+        q->mask[t] = NULL;
+        if (q->apply[t] && !(q->mask[t] = malloc((size_t)n * net->layers[t - 1].out_size)))
+            return at_fail(AT_ERR_NOMEM, "out of memory for the QAT masks (%d samples)", n);
+    }
+    q->cap = n;
+    return AT_OK;
+}
+
+/* After a training forward: each owner's range moves toward the batch's extremes (the first
+ * batch sets it). */
+void qat_pass_end(at_net *net) {
+    at_qat *q = net->qat;
+    if (!q || q->depth == 0 || !net->training) return;
+    for (int t = 1; t < q->T; t++) {
+        if (!q->apply[t] || q->own[t] != t) continue;
+        float lo = INFINITY, hi = -INFINITY;
+        for (int k = 0; k < q->nthreads; k++) {
+            lo = fminf(lo, q->tmin[(size_t)k * q->T + t]);
+            hi = fmaxf(hi, q->tmax[(size_t)k * q->T + t]);
+        }
+        if (!(lo <= hi) || !isfinite(lo) || !isfinite(hi)) continue;
+        if (!q->seen[t]) {
+            q->lo[t] = lo, q->hi[t] = hi, q->seen[t] = true;
+        } else {
+            q->lo[t] += q->momentum * (lo - q->lo[t]);
+            q->hi[t] += q->momentum * (hi - q->hi[t]);
+        }
+    }
+}
+
+void qat_forward(at_net *net, int l, float *y, int begin, int n, int thread) {
+    at_qat *q = net->qat;
+    const int t = l + 1;
+    if (!q || q->depth == 0 || !q->apply[t]) return;
+    const size_t count = (size_t)n * net->layers[l].out_size;
+    if (net->training && q->own[t] == t && thread < q->nthreads) {
+        float lo = q->tmin[(size_t)thread * q->T + t], hi = q->tmax[(size_t)thread * q->T + t];
+        for (size_t i = 0; i < count; i++) lo = fminf(lo, y[i]), hi = fmaxf(hi, y[i]);
+        q->tmin[(size_t)thread * q->T + t] = lo, q->tmax[(size_t)thread * q->T + t] = hi;
+    }
+    const int o = q->own[t];
+    if (!q->seen[o]) return;
+    const qparams p = q_params_for_range(q->lo[o], q->hi[o]);
+    /* The grid's ends, half a step out: a value beyond them is clamped, its gradient stopped. */
+    const double below = (-128.5 - p.zp) * (double)p.scale, above = (127.5 - p.zp) * (double)p.scale;
+    unsigned char *mask = q->masked[t] ? q->mask[t] + (size_t)begin * net->layers[l].out_size : NULL;
+    for (size_t i = 0; i < count; i++) {
+        const float v = y[i];
+        if (mask) mask[i] = v >= below && v <= above;
+        y[i] = (float)((qk_quantize(v, p.scale, p.zp) - p.zp) * (double)p.scale);
+    }
+}
+
+void qat_backward(const at_net *net, int l, float *dy, int begin, int n) {
+    const at_qat *q = net->qat;
+    if (!q || !q->masked[l + 1]) return;
+    const size_t size = (size_t)net->layers[l].out_size, count = (size_t)n * size;
+    const unsigned char *mask = q->mask[l + 1] + (size_t)begin * size;
+    for (size_t i = 0; i < count; i++)
+        if (!mask[i]) dy[i] = 0.0f;
+}
+
+/* ------------------------------------------------------------ files */
+
+/* "layer lo hi" per trained range, separated by ';' (9 significant digits: the floats exactly). */
+char *qat_ranges_text(const at_net *net) {
+    const at_qat *q = net->qat;
+    int have = 0;
+    for (int t = 1; q && t < q->T; t++) have += q->seen[t];
+    if (!have) return NULL;
+    const size_t cap = (size_t)have * 64 + 1;
+    char *text = malloc(cap);
+    if (!text) return NULL;
+    size_t used = 0;
+    text[0] = '\0';
+    for (int t = 1; t < q->T; t++)
+        if (q->seen[t])
+            used += (size_t)snprintf(text + used, cap - used, "%s%d %.9g %.9g", used ? ";" : "", t - 1,
+                                     (double)q->lo[t], (double)q->hi[t]);
+    return text;
+}
+
+static bool parse_float(const char **s, float *v) {
+    char *end;
+    errno = 0;
+    const double d = strtod(*s, &end);
+    if (end == *s || errno || !isfinite(d) || fabs(d) > 3e38) return false;
+    *v = (float)d;
+    *s = end;
+    return true;
+}
+
+/* One "layer lo hi" entry at *s into q, its layer an owner tensor. */
+static bool parse_entry(at_qat *q, const char **s) {
+    char *end;
+    errno = 0;
+    const long l = strtol(*s, &end, 10);
+    if (end == *s || errno || l < 0 || l >= q->T - 1 || q->own[l + 1] != l + 1) return false;
+    *s = end;
+    float lo, hi;
+    if (!parse_float(s, &lo) || !parse_float(s, &hi) || !(lo <= hi)) return false;
+    q->lo[l + 1] = lo, q->hi[l + 1] = hi, q->seen[l + 1] = true;
+    return true;
+}
+
+at_status qat_ranges_parse(at_net *net, const char *text, const char *path) {
+    at_status s = qat_attach(net, net->qat ? net->qat->momentum : 0.01f);
+    if (s != AT_OK) return at_fail(s, "%s: advtrain.qat metadata on a network that cannot be quantized", path);
+    at_qat *q = net->qat;
+    memset(q->seen, 0, sizeof(bool) * (size_t)q->T);
+    const char *p = text;
+    do {
+        if (!parse_entry(q, &p) || (*p != ';' && *p != '\0')) {
+            memset(q->seen, 0, sizeof(bool) * (size_t)q->T);
+            return at_fail(AT_ERR_FORMAT, "%s: advtrain.qat metadata '%.60s': at character %ld, not 'LAYER LO HI' for a "
+                                          "layer with an int8 range of its own and LO <= HI",
+                           path, text, (long)(p - text));
+        }
+    } while (*p++ == ';');
+    return AT_OK;
+}
+
+bool qat_range(const at_net *net, int t, float *lo, float *hi) {
+    const at_qat *q = net->qat;
+    if (!q || t <= 0 || t >= q->T || !q->seen[t] || q->own[t] != t) return false;
+    *lo = q->lo[t], *hi = q->hi[t];
+    return true;
+}
+
+int at_net_qat_ranges(const at_net *net) {
+    int n = 0;
+    for (int t = 1; net->qat && t < net->qat->T; t++) n += net->qat->seen[t] && net->qat->own[t] == t;
+    return n;
+}

@@ -1,0 +1,57 @@
+/* Quantization-aware training (docs/quantization.md, "Quantization-aware training").
+ *
+ * A network in training simulates the int8 model advtrain quantize will make of it: inside a
+ * QAT scope (qat_begin .. qat_end) the Conv2d and Linear weights in net->params are their
+ * per-output-channel int8 values times their scale (the float weights wait in a master copy, which
+ * the optimizer updates), and every tensor the int8 model holds is rounded to its int8 grid as
+ * the executor writes it (qat_forward). Gradients pass the rounding unchanged and stop where a
+ * value was clamped at the grid's ends (the straight-through estimator, Bengio et al. 2013; Jacob
+ * et al. 2018, arXiv 1712.05877, section 3). Each tensor's range is an exponential moving average
+ * of its minimum and maximum over the training forwards, as PyTorch's MovingAverageMinMaxObserver;
+ * a tensor is first rounded in the forward after the one that first saw it.
+ *
+ * The ranges stay with the network after training: model files keep them (advtrain.qat metadata)
+ * and at_quantize uses them instead of calibrating, so that the int8 model is the one trained. */
+#ifndef ADVTRAIN_QAT_H
+#define ADVTRAIN_QAT_H
+#include "graph/net_internal.h"
+
+typedef struct at_qat {
+    float momentum;      /* EMA weight of a new batch's minimum and maximum */
+    int T;               /* tensors + 1 (index 0: the input) */
+    int *own;            /* per tensor + 1: the tensor (+ 1) whose range quantizes it, 0 if none */
+    bool *apply;         /* per tensor + 1: its values are rounded (the logits are not) */
+    bool *masked;        /* per tensor + 1: the last forward recorded its STE mask */
+    float *lo, *hi;      /* per tensor + 1 (owners): the moving ranges */
+    bool *seen;          /* per tensor + 1 (owners): a range exists */
+    int depth;           /* nested scopes open (qat_begin) */
+    float *master;       /* the float weights while params hold the fake-quantized ones */
+    int nthreads;
+    float *tmin, *tmax;  /* per thread x tensor: this forward's extremes */
+    unsigned char **mask;/* per tensor + 1: 1 where the rounded value was not clamped */
+    int cap;             /* samples the masks hold */
+} at_qat;
+
+/* Attaches QAT state (no ranges yet) to net, or keeps the one it has (a file's ranges);
+ * AT_ERR_ARG naming a layer with no int8 kernel. */
+at_status qat_attach(at_net *net, float momentum);
+void qat_free(at_net *net);
+/* A scope in which the network computes as the int8 model would (weights and tensors rounded).
+ * Scopes nest; the outermost end puts the float weights back. */
+void qat_begin(at_net *net);
+void qat_end(at_net *net);
+
+/* The executor's hooks. Before a pass over n samples (infer: a prediction, which keeps nothing
+ * for backward), after it, after node l wrote rows y of samples [begin, begin + n) on thread
+ * `thread`, and before node l's backward reads its output gradient dy of those samples. */
+at_status qat_pass_begin(at_net *net, int n, bool infer);
+void qat_pass_end(at_net *net);
+void qat_forward(at_net *net, int l, float *y, int begin, int n, int thread);
+void qat_backward(const at_net *net, int l, float *dy, int begin, int n);
+
+/* Model files: the ranges as metadata text (NULL when there are none; free it), and back. */
+char *qat_ranges_text(const at_net *net);
+at_status qat_ranges_parse(at_net *net, const char *text, const char *path);
+/* Tensor t's (index + 1) trained range, false if it has none. */
+bool qat_range(const at_net *net, int t, float *lo, float *hi);
+#endif
