@@ -54,9 +54,9 @@ static void report(const char *path, const char *out, const atk_cli_model *m, co
     if (o->percentile < 100.0f) snprintf(how, sizeof how, "percentile %g", (double)o->percentile);
     const int trained = at_net_qat_ranges(m->net);
     if (trained)
-        printf("%s (%s): int8 with the activation ranges quantization-aware training left in the file (%d tensors); "
+        printf("%s (%s): int8 with the activation ranges quantization-aware training left in the file (%d tensor%s); "
                "the rest calibrated on the first %d %s training images (%s)\n",
-               path, at_net_spec(m->net), trained, o->calib, m->data.name, how);
+               path, at_net_spec(m->net), trained, cli_s(trained), o->calib, m->data.name, how);
     else
         printf("%s (%s): int8 by post-training quantization, calibrated on the first %d %s training images (%s)\n",
                path, at_net_spec(m->net), o->calib, m->data.name, how);

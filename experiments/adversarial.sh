@@ -52,6 +52,7 @@ case "$row" in
     fgsm-rs-noguard) model=smallcnn; args=(--adv fgsm-rs --eps 0.1 --alpha 0.2 --no-guard) ;;
     free) model=smallcnn; recipe=(--epochs 2 --batch 128 --lr 0.05 --momentum 0.9 --seed "$seed")
           args=(--adv free --eps 0.1 --replays 5) ;;
+    pgd-qat) model=smallcnn; args=(--adv pgd --eps 0.1 --steps 7 --qat) ;;  # quantization-aware (then advtrain quantize)
     pgd-eps08) model=smallcnn; args=(--adv pgd --eps 0.08 --steps 7) ;;  # trained at 0.08, evaluated at 0.1
     pgd-eps12) model=smallcnn; args=(--adv pgd --eps 0.12 --steps 7) ;;  # trained at 0.12, evaluated at 0.1
     # FGSM-RS at eps 0.3, step 1.25 eps, eps warm-up over 3 epochs (without it smallcnn does not

@@ -97,4 +97,21 @@ data[begin:begin + 4] = struct.pack("<i", 77)  # a shift no kernel takes
 open(sys.argv[2], "wb").write(raw[:8 + n] + bytes(data))
 PY
 expect 1 "'0.shift' holds 77 at index 0" -- "$cli" eval "$tmp/bad.safetensors"
+
+# --- quantization-aware training: fit --qat leaves its activation ranges in the model file and
+# quantize uses them (the int8 model is the one trained); a damaged range is refused by name
+qat="$tmp/qat.safetensors"
+"$cli" fit --model 'conv:8:3:1:1,bn,relu,maxpool:2,flatten,linear:10' --train-subset 2000 --epochs 1 --batch 64 \
+    --threads 2 --qat --quiet --out "$qat" >/dev/null || bad "fit --qat failed"
+grep -aq '"advtrain.qat":"0 ' "$qat" && bad "the folded conv has a range of its own" || ok
+grep -aq '"advtrain.qat":"1 [-0-9.e]* [0-9.e]*"' "$qat" && ok || bad "no BatchNorm range in advtrain.qat"
+expect 0 "ranges quantization-aware training left in the file \\(1 tensor\\)" -- "$cli" quantize "$qat" --calib 200 --samples 500
+expect 0 '"qat_ranges":1' -- "$cli" quantize "$qat" --calib 200 --samples 50 --json --out "$tmp/qat8.safetensors"
+expect 0 "PTQ|post-training" -- "$cli" quantize "$model" --calib 200 --samples 50 --out "$tmp/ptq.safetensors"
+sed 's/"advtrain.qat":"1 /"advtrain.qat":"7 /' "$qat" >"$tmp/badqat.safetensors"
+expect 1 "$tmp/badqat.safetensors: advtrain.qat metadata" -- "$cli" quantize "$tmp/badqat.safetensors"
+expect 2 "--qat-momentum sets .* add --qat" -- "$cli" fit --model smallcnn --qat-momentum 0.1 --out "$tmp/x.safetensors"
+expect 2 "--qat-momentum 2: out of range" -- "$cli" fit --model smallcnn --qat --qat-momentum 2 --out "$tmp/x.safetensors"
+expect 2 "quantization-aware training: int8 quantization: layer 2 \\(tanh\\) has no int8 kernel" -- "$cli" fit --model 'flatten,linear:32,tanh,linear:10' --qat --train-subset 200 \
+    --epochs 1 --out "$tmp/x.safetensors"
 finish cli_quantize

@@ -281,6 +281,11 @@ int main(void) {
     check_mid_epoch_resume("plain-mid", plain_config(), false);
     check_mid_epoch_resume("adversarial-mid", adversarial_config(), false);
     check_mid_epoch_resume("plain-mid-older", plain_config(), true);
+    /* QAT: the moving activation ranges go through the checkpoint too */
+    at_train_config qat = adversarial_config();
+    qat.qat.enabled = true;
+    check_resume_equivalence("adversarial-qat", qat);
+    check_mid_epoch_resume("adversarial-qat-mid", qat, false);
     check_bad_resumes();
     check_kill_during_save();
     char cmd[300];

@@ -56,7 +56,11 @@ at_status qat_attach(at_net *net, float momentum) {
     if (!(momentum > 0.0f && momentum <= 1.0f))
         return at_fail(AT_ERR_ARG, "QAT range momentum %g: give one in (0, 1] (default 0.01)", (double)momentum);
     at_status s = q_check_supported(net);
-    if (s != AT_OK) return s;
+    if (s != AT_OK) {
+        char why[400]; /* at_fail must not format its own message into itself */
+        snprintf(why, sizeof why, "%s", at_error_message());
+        return at_fail(s, "quantization-aware training: %s", why);
+    }
     if (net->qat) {
         net->qat->momentum = momentum;
         return AT_OK;
