@@ -351,12 +351,11 @@ int cmd_attack(int argc, char **argv) {
         {"grid", OPT_STRING, &grid, "FILE.png", "image grid (default: the output name with .png)", 1, 0},
         {"grid-rows", OPT_INT, &grid_rows, "N", "samples shown in the grid (default 8)", 1, 1000},
         {"samples", OPT_INT, &samples, "N", "attack the first N samples (default 100)", 1, 100000000},
-        {"data", OPT_STRING, &data_source, "SOURCE", "dataset (default: the one the model was trained on)", 1, 0},
-        {"model", OPT_STRING, &model_spec, "NAME|SPEC", "architecture, for weight files without advtrain metadata", 1, 0},
-        {"split", OPT_STRING, &split, "test|train", "which split (default test)", 1, 0},
+        CLI_OPTS_MODEL_FILE(&data_source, &model_spec),
+        CLI_OPT_SPLIT(&split),
         ATK_CLI_OPTIONS(set, help),
         {"batch", OPT_INT, &batch, "N", "samples attacked together (default 1000)", 1, 65536},
-        {"threads", OPT_INT, &threads, "N", "compute threads (default: all cores)", 1, 1024},
+        CLI_OPT_THREADS(&threads),
     };
     const char *positional[1] = {NULL};
     cli_command cmd = {"attack",

@@ -242,7 +242,7 @@ static int bench_parse(int argc, char **argv, bench_args *a) {
         {"batches", OPT_INT, &a->batches, "N", "timed batches of 128 (default 50; pgd20-eval: 512 images each; sgemm: products)", 1, 1000000},
         {"warmup", OPT_INT, &a->warmup, "N", "untimed batches first (default 3)", 0, 1000},
         {"size", OPT_INT, &a->size, "N", "sgemm: N x N x N products (default 1024)", 1, 16384},
-        {"threads", OPT_INT, &a->threads, "N", "compute threads (default: all cores)", 1, 1024},
+        CLI_OPT_THREADS(&a->threads),
         {"data", OPT_STRING, &a->data_source, "SOURCE", "dataset (default fashion-mnist)", 1, 0},
         {"json", OPT_FLAG, &a->json, NULL, "print one JSON object", 1, 0},
     };

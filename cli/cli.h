@@ -24,6 +24,18 @@ typedef struct cli_option {
     const char *note;
 } cli_option;
 
+/* Option rows several commands share (rows of a cli_option table): one definition of each name,
+ * range and help text. */
+#define CLI_OPT_THREADS(p) {"threads", OPT_INT, (p), "N", "compute threads (default: all cores)", 1, 1024}
+#define CLI_OPT_JSON(p) {"json", OPT_FLAG, (p), NULL, "print one JSON object on stdout", 1, 0}
+#define CLI_OPT_SPLIT(p) {"split", OPT_STRING, (p), "test|train", "which split (default test)", 1, 0}
+/* A command reading a saved model: the data to run it on, and the architecture of a weight file
+ * that does not say it. */
+#define CLI_OPTS_MODEL_FILE(data, spec)                                                                  \
+    {"data", OPT_STRING, (data), "SOURCE", "dataset (default: the one the model was trained on)", 1, 0}, \
+    {"model", OPT_STRING, (spec), "NAME|SPEC",                                                          \
+     "architecture, for weight files without advtrain metadata (e.g. written by PyTorch)", 1, 0}
+
 typedef struct cli_command {
     const char *name;    /* "fit" */
     const char *usage;   /* "advtrain fit [options]" */

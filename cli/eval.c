@@ -324,14 +324,13 @@ int cmd_eval(int argc, char **argv) {
     atk_cli_help help;
     atk_cli_help_texts(&help, "robust accuracy under attacks, comma-separated: ");
     cli_option opts[] = {
-        {"data", OPT_STRING, &data_source, "SOURCE", "dataset (default: the one the model was trained on)", 1, 0},
-        {"model", OPT_STRING, &model_spec, "NAME|SPEC", "architecture, for weight files without advtrain metadata (e.g. written by PyTorch)", 1, 0},
-        {"split", OPT_STRING, &split, "test|train", "which split to evaluate (default test)", 1, 0},
+        CLI_OPTS_MODEL_FILE(&data_source, &model_spec),
+        CLI_OPT_SPLIT(&split),
         {"samples", OPT_INT, &samples, "N", "evaluate the first N samples only", 1, 100000000},
         {"offset", OPT_INT, &offset, "N", "skip the first N samples (with --samples: one shard of a split evaluation)", 0, 100000000},
         {"batch", OPT_INT, &batch, "N", "evaluation batch size (default 256; attacks: 1000)", 1, 65536},
-        {"threads", OPT_INT, &threads, "N", "compute threads (default: all cores)", 1, 1024},
-        {"json", OPT_FLAG, &json, NULL, "print one JSON object on stdout", 1, 0},
+        CLI_OPT_THREADS(&threads),
+        CLI_OPT_JSON(&json),
         {"attack", OPT_STRING, &set.attacks, "LIST", help.attack, 1, 0},
         {"eps", OPT_STRING, &set.eps, "LIST", "attack radii on the 0-1 pixel scale, comma-separated (8/255 accepted)", 1, 0},
         ATK_CLI_OPTIONS(set, help),

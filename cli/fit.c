@@ -1142,7 +1142,7 @@ static int fit_options(fit_args *a, cli_option *out) {
         {"init", OPT_STRING, &a->init, "pytorch|kaiming|xavier", "weight initialization (default pytorch)", 1, 0},
         {"weights", OPT_STRING, &a->weights, "FILE", "start from these weights (safetensors from advtrain or PyTorch, state_dict names) instead of a random init: fine-tuning", 1, 0},
         {"seed", OPT_U64, &a->seed, "N", "seed for initialization, shuffling, dropout and augmentation (default 1)", 1, 0},
-        {"threads", OPT_INT, &a->threads, "N", "compute threads (default: all cores)", 1, 1024},
+        CLI_OPT_THREADS(&a->threads),
         {"val-split", OPT_FLOAT, &a->val_split, "F", "hold out this fraction of the training set for validation", 0, 0.9},
         {"train-subset", OPT_INT, &a->train_subset, "N", "train on the first N training images only (default 0: all)", 0, 100000000},
         {"l1", OPT_FLOAT, &a->l1, "X", "L1 penalty X*sum|w| over --reg-layers (default 0)", 0, 100},

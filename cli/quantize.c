@@ -111,12 +111,11 @@ int cmd_quantize(int argc, char **argv) {
         {"out", OPT_STRING, &o.out, "FILE", "the int8 model file (default: MODEL.int8.safetensors)", 1, 0},
         {"calib", OPT_INT, &o.calib, "N", "calibrate on the first N training images (default 1000)", 1, 10000000},
         {"percentile", OPT_FLOAT, &o.percentile, "P", "activation ranges from the P-th percentiles of the calibration values (e.g. 99.99; default 100: min and max)", 50, 100},
-        {"data", OPT_STRING, &o.data_source, "SOURCE", "dataset (default: the one the model was trained on)", 1, 0},
-        {"model", OPT_STRING, &o.model_spec, "NAME|SPEC", "architecture, for weight files without advtrain metadata", 1, 0},
+        CLI_OPTS_MODEL_FILE(&o.data_source, &o.model_spec),
         {"samples", OPT_INT, &o.samples, "N", "compare accuracies on the first N test samples (default all)", 1, 100000000},
         {"batch", OPT_INT, &o.batch, "N", "evaluation batch size (default 256)", 1, 65536},
-        {"threads", OPT_INT, &o.threads, "N", "compute threads (default: all cores)", 1, 1024},
-        {"json", OPT_FLAG, &o.json, NULL, "print one JSON object on stdout", 1, 0},
+        CLI_OPT_THREADS(&o.threads),
+        CLI_OPT_JSON(&o.json),
     };
     const char *positional[1] = {NULL};
     cli_command cmd = {"quantize", "advtrain quantize MODEL.safetensors [--out FILE] [--calib N] [--data SOURCE]",

@@ -1142,7 +1142,7 @@ static int report_args(int argc, char **argv, report *r, at_attack_config *cfgs)
         {"samples", OPT_INT, &samples, "N", "attack the first N test images (default 500)", 1, 100000000},
         {"attack", OPT_STRING, &set.attacks, "LIST", "attacks for the robustness curve (default fgsm,pgd: PGD-20)", 1, 0},
         {"eps", OPT_STRING, &set.eps, "LIST", "attack radii, 0-1 pixel scale (default 0,0.025,0.05,0.1,0.15,0.2)", 1, 0},
-        {"threads", OPT_INT, &threads, "N", "compute threads (default: all cores)", 1, 1024},
+        CLI_OPT_THREADS(&threads),
         {"seed", OPT_U64, &set.seed, "S", "random starts of the attacks (default 0)", 1, 0},
     };
     const char *positional[1] = {NULL};

@@ -137,13 +137,12 @@ int cmd_verify(int argc, char **argv) {
         {"eps", OPT_STRING, &o.eps_text, "E", "L-inf radius on the 0-1 pixel scale (8/255 accepted)", 1, 0},
         {"method", OPT_STRING, &o.method, "ibp|crown-ibp", "bounds: ibp, interval bound propagation (default), or crown-ibp, linear bounds propagated backward (ReLU networks; tighter, slower)", 1, 0},
         {"attack", OPT_STRING, &o.attack, "NAME", "also robust accuracy under this attack (e.g. pgd, auto), to compare", 1, 0},
-        {"data", OPT_STRING, &o.data_source, "SOURCE", "dataset (default: the one the model was trained on)", 1, 0},
-        {"model", OPT_STRING, &o.model_spec, "NAME|SPEC", "architecture, for weight files without advtrain metadata", 1, 0},
-        {"split", OPT_STRING, &o.split, "test|train", "which split (default test)", 1, 0},
+        CLI_OPTS_MODEL_FILE(&o.data_source, &o.model_spec),
+        CLI_OPT_SPLIT(&o.split),
         {"samples", OPT_INT, &o.samples, "N", "verify N samples only", 1, 100000000},
         {"offset", OPT_INT, &o.offset, "N", "skip the first N samples", 0, 100000000},
-        {"threads", OPT_INT, &o.threads, "N", "compute threads (default: all cores)", 1, 1024},
-        {"json", OPT_FLAG, &o.json, NULL, "print one JSON object on stdout", 1, 0},
+        CLI_OPT_THREADS(&o.threads),
+        CLI_OPT_JSON(&o.json),
     };
     const char *positional[1] = {NULL};
     cli_command cmd = {"verify", "advtrain verify MODEL.safetensors --eps E [--method ibp|crown-ibp] [--attack NAME] [--json]",
