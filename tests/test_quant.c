@@ -233,10 +233,20 @@ static void test_linear_kernel(void) {
     int8_t x[60], y[9], direct[9];
     for (int i = 0; i < 60; i++) x[i] = random_i8();
     void *work = malloc(q_work_bytes(&q));
-    q_linear(&q, x, y, work);
-    free(work);
+    q_linear(&q, x, y, 1, work);
     qk_linear(&q.k, x, direct);
     CHECK_MSG(memcmp(y, direct, sizeof y) == 0, "q_linear and qk_linear differ");
+    /* samples taken together: each one's bits as alone, for every group size */
+    int8_t xs[Q_LINEAR_GROUP * 60], ys[Q_LINEAR_GROUP * 9], one[9];
+    for (int i = 0; i < Q_LINEAR_GROUP * 60; i++) xs[i] = random_i8();
+    for (int m = 1; m <= Q_LINEAR_GROUP; m++) {
+        q_linear(&q, xs, ys, m, work);
+        for (int s = 0; s < m; s++) {
+            qk_linear(&q.k, xs + s * 60, one);
+            CHECK_MSG(memcmp(ys + s * 9, one, sizeof one) == 0, "q_linear of %d samples: sample %d differs", m, s);
+        }
+    }
+    free(work);
     for (int o = 0; o < 9; o++) {
         int64_t acc = q.bias[o];
         for (int i = 0; i < 60; i++) acc += (int64_t)q.w[o * 60 + i] * (x[i] - q.in[0].zp);

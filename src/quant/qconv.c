@@ -9,13 +9,14 @@
 #include <stdint.h>
 #include <string.h>
 
-/* Per sample: Conv2d, the padded int16 planes, one group's patches (out_h*out_w rows of cin*K*K
- * int16, padded to q_kpad) and the int32 sums of every output; Linear, the input as int16
- * (padded) and the sums. */
+/* Per call: Conv2d (one sample), the padded int16 planes, one group's patches (out_h*out_w rows
+ * of cin*K*K int16, padded to q_kpad) and the int32 sums of every output; Linear (up to
+ * Q_LINEAR_GROUP samples), the inputs as int16 (padded) and the sums twice (as the GEMM writes
+ * them, then per sample). */
 size_t q_work_bytes(const qnode *q) {
     const at_layer *L = q->op;
     if (q->kind == AT_LAYER_LINEAR)
-        return sizeof(int16_t) * q_kpad((size_t)L->in_size) + sizeof(int32_t) * (size_t)L->out_size + 64;
+        return Q_LINEAR_GROUP * (sizeof(int16_t) * q_kpad((size_t)L->in_size) + 2 * sizeof(int32_t) * (size_t)L->out_size) + 64;
     if (q->kind != AT_LAYER_CONV2D) return 0;
     const size_t ph = (size_t)L->in_h + 2 * (size_t)L->d.pad, pw = (size_t)L->in_w + 2 * (size_t)L->d.pad;
     const int groups = L->d.groups > 1 ? L->d.groups : 1, K = L->d.kernel;

@@ -485,24 +485,31 @@ static at_status reserve(at_qnet *q, int n) {
     return AT_OK;
 }
 
-/* Sample i of node k: its kernel on its inputs' rows. */
-static void run_sample(const at_qnet *q, const qnode *k, int i, void *work) {
+/* Samples [i, i + m) of node k: its kernel on its inputs' rows (a Linear takes them together,
+ * every other kernel one at a time). */
+static void run_samples(const at_qnet *q, const qnode *k, int i, int m, void *work) {
     const at_net *net = q->net;
     const int s0 = k->src[0], w0 = per_sample(net, s0), wy = per_sample(net, k->layer);
-    const int8_t *x = q->act[q->alias[s0 + 1]] + (size_t)i * w0;
-    int8_t *y = q->act[k->layer + 1] + (size_t)i * wy;
-    switch (k->kind) {
-    case AT_LAYER_CONV2D: q_conv(k, x, y, work); break;
-    case AT_LAYER_LINEAR: q_linear(k, x, y, work); break;
-    case AT_LAYER_BATCHNORM2D: case AT_LAYER_BATCHNORM1D: qk_affine(&k->k, x, y); break;
-    case AT_LAYER_MAXPOOL2D: qk_maxpool(&k->k, x, y); break;
-    case AT_LAYER_AVGPOOL2D: qk_avgpool(&k->k, x, y); break;
-    case AT_LAYER_GLOBALAVGPOOL: qk_globalavgpool(&k->k, x, y); break;
-    case AT_LAYER_RELU: qk_relu(&k->k, x, y, (size_t)wy); break;
-    case AT_LAYER_ADD:
-        q_add_values(&k->k, x, q->act[q->alias[k->src[1] + 1]] + (size_t)i * per_sample(net, k->src[1]), y, (size_t)wy);
-        break;
-    default: break;
+    if (k->kind == AT_LAYER_LINEAR) {
+        q_linear(k, q->act[q->alias[s0 + 1]] + (size_t)i * w0, q->act[k->layer + 1] + (size_t)i * wy, m, work);
+        return;
+    }
+    for (int end = i + m; i < end; i++) {
+        const int8_t *x = q->act[q->alias[s0 + 1]] + (size_t)i * w0;
+        int8_t *y = q->act[k->layer + 1] + (size_t)i * wy;
+        switch (k->kind) {
+        case AT_LAYER_CONV2D: q_conv(k, x, y, work); break;
+        case AT_LAYER_BATCHNORM2D: case AT_LAYER_BATCHNORM1D: qk_affine(&k->k, x, y); break;
+        case AT_LAYER_MAXPOOL2D: qk_maxpool(&k->k, x, y); break;
+        case AT_LAYER_AVGPOOL2D: qk_avgpool(&k->k, x, y); break;
+        case AT_LAYER_GLOBALAVGPOOL: qk_globalavgpool(&k->k, x, y); break;
+        case AT_LAYER_RELU: qk_relu(&k->k, x, y, (size_t)wy); break;
+        case AT_LAYER_ADD:
+            q_add_values(&k->k, x, q->act[q->alias[k->src[1] + 1]] + (size_t)i * per_sample(net, k->src[1]), y,
+                         (size_t)wy);
+            break;
+        default: break;
+        }
     }
 }
 
@@ -516,13 +523,14 @@ at_status at_qnet_forward(at_qnet *q, const float *x, int n, const int8_t **logi
     q_quantize_values(x, count, q->tq[0], q->act[0]);
     for (int k = 0; k < q->nnodes; k++) {
         const qnode *node = &q->nodes[k];
+        const int m = node->kind == AT_LAYER_LINEAR ? Q_LINEAR_GROUP : 1, parts = (n + m - 1) / m;
 #pragma omp parallel for num_threads(q->threads) schedule(static)
-        for (int i = 0; i < n; i++) {
+        for (int g = 0; g < parts; g++) {
             int t = 0;
 #ifdef _OPENMP
             t = omp_get_thread_num();
 #endif
-            run_sample(q, node, i, q->scratch + (size_t)t * q->work);
+            run_samples(q, node, g * m, AT_MIN(m, n - g * m), q->scratch + (size_t)t * q->work);
         }
     }
     *logits = q->act[q->alias[q->net->plan.out_tensor + 1]];

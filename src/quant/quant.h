@@ -93,8 +93,8 @@ bool q_sums_fit(const qnode *n, int *channel);
 bool q_widen(qnode *n);
 
 /* The library's Conv2d and Linear (qkernels.h's qk_conv and qk_linear, faster on a PC): one
- * sample of x (the op's input shape) into y (its output shape); work is per-sample scratch of
- * q_work_bytes(node) bytes. */
+ * sample of x (the op's input shape) into y (its output shape), or m samples for q_linear; work
+ * is per-call scratch of q_work_bytes(node) bytes. */
 size_t q_work_bytes(const qnode *q);
 /* qgemm.c: a row length rounded up to 16 int16 (the vector width); acc[o * npos + i] = bias[o] +
  * the dot product of w's row o with p's row i (rows of kp int16, zero-padded); the int8 outputs
@@ -107,5 +107,7 @@ void q_add_values(const qk_layer *k, const int8_t *a, const int8_t *b, int8_t *y
 /* qk_quantize of n finite values (vectorized where the machine allows). */
 void q_quantize_values(const float *x, size_t n, qparams p, int8_t *out);
 void q_conv(const qnode *q, const int8_t *x, int8_t *y, void *work);
-void q_linear(const qnode *q, const int8_t *x, int8_t *y, void *work);
+/* q_linear takes m <= Q_LINEAR_GROUP samples (rows of x and y) at once. */
+enum { Q_LINEAR_GROUP = 8 };
+void q_linear(const qnode *q, const int8_t *x, int8_t *y, int m, void *work);
 #endif
