@@ -84,7 +84,7 @@ static void test_matches_int8(const char *spec, int c, int side) {
         if (pass == 0) qat_begin(net);
         CHECK_OK(at_net_forward(net, x, N, NULL));
         for (int t = 1; t < net->qat->T; t++)
-            if (net->qat->apply[t]) {
+            if (net->qat->t[t].apply) {
                 tensor_gap(net, q, t, N, &off[pass], &most[pass]);
                 if (pass == 0) values += (long)N * at_tensor_size(net, t - 1);
             }
@@ -147,8 +147,8 @@ static void test_ste_gradients(void) {
     CHECK_OK(qat_attach(net, 0.01f));
     record_ranges(net, x, 1);
     at_qat *q = net->qat;
-    q->lo[1] = -0.3f, q->hi[1] = 0.25f; /* narrow: some of h is clamped */
-    const qparams p = q_params_for_range(q->lo[1], q->hi[1]);
+    q->t[1].lo = -0.3f, q->t[1].hi = 0.25f; /* narrow: some of h is clamped */
+    const qparams p = q_params_for_range(q->t[1].lo, q->t[1].hi);
     ste_fn f;
     const float *params = at_net_params(net);
     const at_param_info *w1 = at_net_tensor(net, 0), *b1 = at_net_tensor(net, 1), *w2 = at_net_tensor(net, 2),

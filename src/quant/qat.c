@@ -17,34 +17,29 @@
 static void plan_tensors(at_qat *q, const at_net *net) {
     for (int l = 0; l < net->nlayers; l++) {
         const at_layer *L = &net->layers[l];
-        const int t = l + 1, src = L->src[0] + 1;
+        qat_tensor *t = &q->t[l + 1];
+        const int src_own = q->t[L->src[0] + 1].own;
         if (L->fused || q_folded_away(net, l)) continue; /* no int8 tensor of its own */
         if (q_copies_input(L)) {
-            q->own[t] = q->own[src];
+            t->own = src_own;
         } else if (q_keeps_input_params(net, l)) {
-            q->own[t] = q->own[src];
-            q->apply[t] = q->own[t] != 0;
+            t->own = src_own;
+            t->apply = src_own != 0;
         } else {
-            q->own[t] = t;
-            q->apply[t] = true;
+            t->own = l + 1;
+            t->apply = true;
         }
     }
     /* The logits: their int8 rounding only decides near-ties of the argmax, and rounding them
      * here would make the loss a staircase. */
-    q->apply[net->plan.out_tensor + 1] = false;
+    q->t[net->plan.out_tensor + 1].apply = false;
 }
 
 void qat_free(at_net *net) {
     at_qat *q = net->qat;
     if (!q) return;
-    for (int t = 0; q->mask && t < q->T; t++) free(q->mask[t]);
-    free(q->mask);
-    free(q->own);
-    free(q->apply);
-    free(q->masked);
-    free(q->lo);
-    free(q->hi);
-    free(q->seen);
+    for (int t = 0; q->t && t < q->T; t++) free(q->t[t].mask);
+    free(q->t);
     free(q->master);
     free(q->tmin);
     free(q->tmax);
@@ -70,16 +65,9 @@ at_status qat_attach(at_net *net, float momentum) {
     net->qat = q;
     q->momentum = momentum;
     q->T = net->nlayers + 1;
-    const size_t T = (size_t)q->T;
-    q->own = calloc(T, sizeof *q->own);
-    q->apply = calloc(T, sizeof *q->apply);
-    q->masked = calloc(T, sizeof *q->masked);
-    q->seen = calloc(T, sizeof *q->seen);
-    q->lo = calloc(T, sizeof *q->lo);
-    q->hi = calloc(T, sizeof *q->hi);
-    q->mask = calloc(T, sizeof *q->mask);
+    q->t = calloc((size_t)q->T, sizeof *q->t);
     q->master = malloc(sizeof(float) * (net->nparams ? net->nparams : 1));
-    if (!q->own || !q->apply || !q->masked || !q->seen || !q->lo || !q->hi || !q->mask || !q->master) {
+    if (!q->t || !q->master) {
         qat_free(net);
         return at_fail(AT_ERR_NOMEM, "out of memory for the QAT state");
     }
@@ -135,12 +123,12 @@ void qat_end(at_net *net) {
 
 /* ------------------------------------------------------------ the executor's hooks */
 
-static bool rounds(const at_qat *q, int t) { return q->depth > 0 && q->apply[t] && q->seen[q->own[t]]; }
+static bool rounds(const at_qat *q, int t) { return q->depth > 0 && q->t[t].apply && q->t[q->t[t].own].seen; }
 
 at_status qat_pass_begin(at_net *net, int n, bool infer) {
     at_qat *q = net->qat;
     if (!q) return AT_OK;
-    for (int t = 0; t < q->T; t++) q->masked[t] = !infer && rounds(q, t);
+    for (int t = 0; t < q->T; t++) q->t[t].masked = !infer && rounds(q, t);
     if (q->depth > 0 && net->training) {
         const int threads = AT_MAX(net->threads, omp_get_max_threads());
         if (threads > q->nthreads) {
@@ -155,9 +143,9 @@ at_status qat_pass_begin(at_net *net, int n, bool infer) {
     }
     if (infer || n <= q->cap) return AT_OK;
     for (int t = 1; t < q->T; t++) {
-        free(q->mask[t]);
-        q->mask[t] = NULL;
-        if (q->apply[t] && !(q->mask[t] = malloc((size_t)n * net->layers[t - 1].out_size)))
+        free(q->t[t].mask);
+        q->t[t].mask = NULL;
+        if (q->t[t].apply && !(q->t[t].mask = malloc((size_t)n * net->layers[t - 1].out_size)))
             return at_fail(AT_ERR_NOMEM, "out of memory for the QAT masks (%d samples)", n);
     }
     q->cap = n;
@@ -170,18 +158,19 @@ void qat_pass_end(at_net *net) {
     at_qat *q = net->qat;
     if (!q || q->depth == 0 || !net->training) return;
     for (int t = 1; t < q->T; t++) {
-        if (!q->apply[t] || q->own[t] != t) continue;
+        qat_tensor *r = &q->t[t];
+        if (!r->apply || r->own != t) continue;
         float lo = INFINITY, hi = -INFINITY;
         for (int k = 0; k < q->nthreads; k++) {
             lo = fminf(lo, q->tmin[(size_t)k * q->T + t]);
             hi = fmaxf(hi, q->tmax[(size_t)k * q->T + t]);
         }
         if (!(lo <= hi) || !isfinite(lo) || !isfinite(hi)) continue;
-        if (!q->seen[t]) {
-            q->lo[t] = lo, q->hi[t] = hi, q->seen[t] = true;
+        if (!r->seen) {
+            r->lo = lo, r->hi = hi, r->seen = true;
         } else {
-            q->lo[t] += q->momentum * (lo - q->lo[t]);
-            q->hi[t] += q->momentum * (hi - q->hi[t]);
+            r->lo += q->momentum * (lo - r->lo);
+            r->hi += q->momentum * (hi - r->hi);
         }
     }
 }
@@ -189,19 +178,19 @@ void qat_pass_end(at_net *net) {
 void qat_forward(at_net *net, int l, float *y, int begin, int n, int thread) {
     at_qat *q = net->qat;
     const int t = l + 1;
-    if (!q || q->depth == 0 || !q->apply[t]) return;
+    if (!q || q->depth == 0 || !q->t[t].apply) return;
     const size_t count = (size_t)n * net->layers[l].out_size;
-    if (net->training && q->own[t] == t && thread < q->nthreads) {
+    if (net->training && q->t[t].own == t && thread < q->nthreads) {
         float lo = q->tmin[(size_t)thread * q->T + t], hi = q->tmax[(size_t)thread * q->T + t];
         for (size_t i = 0; i < count; i++) lo = fminf(lo, y[i]), hi = fmaxf(hi, y[i]);
         q->tmin[(size_t)thread * q->T + t] = lo, q->tmax[(size_t)thread * q->T + t] = hi;
     }
-    const int o = q->own[t];
-    if (!q->seen[o]) return;
-    const qparams p = q_params_for_range(q->lo[o], q->hi[o]);
+    const qat_tensor *range = &q->t[q->t[t].own];
+    if (!range->seen) return;
+    const qparams p = q_params_for_range(range->lo, range->hi);
     /* The grid's ends, half a step out: a value beyond them is clamped, its gradient stopped. */
     const double below = (-128.5 - p.zp) * (double)p.scale, above = (127.5 - p.zp) * (double)p.scale;
-    unsigned char *mask = q->masked[t] ? q->mask[t] + (size_t)begin * net->layers[l].out_size : NULL;
+    unsigned char *mask = q->t[t].masked ? q->t[t].mask + (size_t)begin * net->layers[l].out_size : NULL;
     for (size_t i = 0; i < count; i++) {
         const float v = y[i];
         if (mask) mask[i] = v >= below && v <= above;
@@ -211,9 +200,9 @@ void qat_forward(at_net *net, int l, float *y, int begin, int n, int thread) {
 
 void qat_backward(const at_net *net, int l, float *dy, int begin, int n) {
     const at_qat *q = net->qat;
-    if (!q || !q->masked[l + 1]) return;
+    if (!q || !q->t[l + 1].masked) return;
     const size_t size = (size_t)net->layers[l].out_size, count = (size_t)n * size;
-    const unsigned char *mask = q->mask[l + 1] + (size_t)begin * size;
+    const unsigned char *mask = q->t[l + 1].mask + (size_t)begin * size;
     for (size_t i = 0; i < count; i++)
         if (!mask[i]) dy[i] = 0.0f;
 }
@@ -224,7 +213,7 @@ void qat_backward(const at_net *net, int l, float *dy, int begin, int n) {
 char *qat_ranges_text(const at_net *net) {
     const at_qat *q = net->qat;
     int have = 0;
-    for (int t = 1; q && t < q->T; t++) have += q->seen[t];
+    for (int t = 1; q && t < q->T; t++) have += q->t[t].seen;
     if (!have) return NULL;
     const size_t cap = (size_t)have * 64 + 1;
     char *text = malloc(cap);
@@ -232,9 +221,9 @@ char *qat_ranges_text(const at_net *net) {
     size_t used = 0;
     text[0] = '\0';
     for (int t = 1; t < q->T; t++)
-        if (q->seen[t])
+        if (q->t[t].seen)
             used += (size_t)snprintf(text + used, cap - used, "%s%d %.9g %.9g", used ? ";" : "", t - 1,
-                                     (double)q->lo[t], (double)q->hi[t]);
+                                     (double)q->t[t].lo, (double)q->t[t].hi);
     return text;
 }
 
@@ -253,23 +242,27 @@ static bool parse_entry(at_qat *q, const char **s) {
     char *end;
     errno = 0;
     const long l = strtol(*s, &end, 10);
-    if (end == *s || errno || l < 0 || l >= q->T - 1 || q->own[l + 1] != l + 1) return false;
+    if (end == *s || errno || l < 0 || l >= q->T - 1 || q->t[l + 1].own != l + 1) return false;
     *s = end;
     float lo, hi;
     if (!parse_float(s, &lo) || !parse_float(s, &hi) || !(lo <= hi)) return false;
-    q->lo[l + 1] = lo, q->hi[l + 1] = hi, q->seen[l + 1] = true;
+    q->t[l + 1].lo = lo, q->t[l + 1].hi = hi, q->t[l + 1].seen = true;
     return true;
+}
+
+static void forget_ranges(at_qat *q) {
+    for (int t = 0; t < q->T; t++) q->t[t].seen = false;
 }
 
 at_status qat_ranges_parse(at_net *net, const char *text, const char *path) {
     at_status s = qat_attach(net, net->qat ? net->qat->momentum : 0.01f);
     if (s != AT_OK) return at_fail(s, "%s: advtrain.qat metadata on a network that cannot be quantized", path);
     at_qat *q = net->qat;
-    memset(q->seen, 0, sizeof(bool) * (size_t)q->T);
+    forget_ranges(q);
     const char *p = text;
     do {
         if (!parse_entry(q, &p) || (*p != ';' && *p != '\0')) {
-            memset(q->seen, 0, sizeof(bool) * (size_t)q->T);
+            forget_ranges(q);
             return at_fail(AT_ERR_FORMAT, "%s: advtrain.qat metadata '%.60s': at character %ld, not 'LAYER LO HI' for a "
                                           "layer with an int8 range of its own and LO <= HI",
                            path, text, (long)(p - text));
@@ -280,13 +273,13 @@ at_status qat_ranges_parse(at_net *net, const char *text, const char *path) {
 
 bool qat_range(const at_net *net, int t, float *lo, float *hi) {
     const at_qat *q = net->qat;
-    if (!q || t <= 0 || t >= q->T || !q->seen[t] || q->own[t] != t) return false;
-    *lo = q->lo[t], *hi = q->hi[t];
+    if (!q || t <= 0 || t >= q->T || !q->t[t].seen || q->t[t].own != t) return false;
+    *lo = q->t[t].lo, *hi = q->t[t].hi;
     return true;
 }
 
 int at_net_qat_ranges(const at_net *net) {
     int n = 0;
-    for (int t = 1; net->qat && t < net->qat->T; t++) n += net->qat->seen[t] && net->qat->own[t] == t;
+    for (int t = 1; net->qat && t < net->qat->T; t++) n += net->qat->t[t].seen && net->qat->t[t].own == t;
     return n;
 }

@@ -16,19 +16,24 @@
 #define ADVTRAIN_QAT_H
 #include "graph/net_internal.h"
 
+/* One tensor of the network (index + 1; 0: the input). */
+typedef struct qat_tensor {
+    int own;             /* the tensor (+ 1) whose range quantizes it, 0 if none */
+    bool apply;          /* its values are rounded (the logits' are not) */
+    bool masked;         /* the last forward recorded its STE mask */
+    bool seen;           /* (an owner) a range exists */
+    float lo, hi;        /* (an owner) the moving range */
+    unsigned char *mask; /* 1 where the rounded value was not clamped, for `cap` samples */
+} qat_tensor;
+
 typedef struct at_qat {
     float momentum;      /* EMA weight of a new batch's minimum and maximum */
-    int T;               /* tensors + 1 (index 0: the input) */
-    int *own;            /* per tensor + 1: the tensor (+ 1) whose range quantizes it, 0 if none */
-    bool *apply;         /* per tensor + 1: its values are rounded (the logits are not) */
-    bool *masked;        /* per tensor + 1: the last forward recorded its STE mask */
-    float *lo, *hi;      /* per tensor + 1 (owners): the moving ranges */
-    bool *seen;          /* per tensor + 1 (owners): a range exists */
+    int T;               /* tensors + 1 */
+    qat_tensor *t;
     int depth;           /* nested scopes open (qat_begin) */
     float *master;       /* the float weights while params hold the fake-quantized ones */
     int nthreads;
     float *tmin, *tmax;  /* per thread x tensor: this forward's extremes */
-    unsigned char **mask;/* per tensor + 1: 1 where the rounded value was not clamped */
     int cap;             /* samples the masks hold */
 } at_qat;
 
