@@ -880,9 +880,6 @@ static at_status qat_setup(at_net *net, const at_train_config *cfg) {
         qat_free(net);
         return AT_OK;
     }
-    if (dp_shared(cfg))
-        return at_fail(AT_ERR_ARG, "quantization-aware training is not combined with data-parallel training yet "
-                                   "(each rank would move its own activation ranges)");
     return qat_attach(net, cfg->qat.momentum);
 }
 

@@ -7,7 +7,8 @@
  * height). Bad communicators are refused.
  * Data-parallel training (at_train_config.comm, src/data_parallel.c): 2 and 3 ranks train a
  * BatchNorm + dropout CNN with L1, L2, crop and flip augmentation and mixup (and FGSM, PGD and
- * TRADES adversarial training, whose random starts follow each sample's index) on Fashion-MNIST;
+ * TRADES adversarial training, whose random starts follow each sample's index; PGD with QAT, whose
+ * activation ranges follow the whole batch's extremes) on Fashion-MNIST;
  * every rank ends with the same weights bit for bit, equal to one process's within float
  * summation order, with the same test accuracy; only rank 0 writes the checkpoint; what is not
  * shared (Free-AT's per-slot perturbation) is refused. */
@@ -186,6 +187,8 @@ static void *train_rank(void *arg) {
     return NULL;
 }
 
+static bool with_qat; /* quantization-aware training in train_config */
+
 static at_train_config train_config(at_adv_method adv) {
     const bool adversarial = adv != AT_ADV_NONE;
     at_train_config c = at_train_defaults();
@@ -201,6 +204,7 @@ static at_train_config train_config(at_adv_method adv) {
     c.mixup_alpha = adversarial ? 0.0f : 0.3f;
     if (adversarial) c.adv = at_adv_train_defaults(adv, 0.1f);
     c.adv.steps = 3; /* pgd and trades: enough steps to move, few to wait for */
+    c.qat.enabled = with_qat;
     return c;
 }
 
@@ -224,7 +228,8 @@ static double param_gap(at_net *a, at_net *b) {
 
 static void check_training(at_adv_method adv, int ranks, const char *dir) {
     char what[64];
-    snprintf(what, sizeof what, "%s training", adv == AT_ADV_NONE ? "plain" : at_adv_method_name(adv));
+    snprintf(what, sizeof what, "%s training%s", adv == AT_ADV_NONE ? "plain" : at_adv_method_name(adv),
+             with_qat ? " with QAT" : "");
     train_job alone = {.net = train_net(), .cfg = train_config(adv)};
     train_rank(&alone);
     CHECK_OK(alone.status);
@@ -308,6 +313,9 @@ static void check_data_parallel(void) {
     check_training(AT_ADV_FGSM, 2, dir);
     check_training(AT_ADV_PGD, 3, dir);
     check_training(AT_ADV_TRADES, 2, dir);
+    with_qat = true; /* the activation ranges: the whole batch's extremes on every rank */
+    check_training(AT_ADV_PGD, 2, dir);
+    with_qat = false;
     char path[64];
     snprintf(path, sizeof path, "%s/last.safetensors", dir);
     int epoch = 0;

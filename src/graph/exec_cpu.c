@@ -231,11 +231,10 @@ static at_status cpu_forward(at_net *net, const float *x, int n) {
             forward_chunk(&P, make_ctx(net, t, begin, net->training), x, begin, end);
         }
     }
-    qat_pass_end(net);
     net->last_chunk = chunk;
     net->last_n = n;
     net->last_training = net->training;
-    return AT_OK;
+    return qat_pass_end(net);
 }
 
 /* ------------------------------------------------------------ backward */

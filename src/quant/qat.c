@@ -152,27 +152,51 @@ at_status qat_pass_begin(at_net *net, int n, bool infer) {
     return AT_OK;
 }
 
+/* Data-parallel training: every rank's extremes of tensor t in lo[t], hi[t] replaced by the
+ * whole batch's (each rank's values in its own slots of a sum), so that all ranks move the same
+ * ranges, those one process would. */
+static at_status share_extremes(const at_comm *comm, int T, float *lo, float *hi) {
+    const size_t per = 2 * (size_t)T;
+    double *all = calloc(per * (size_t)comm->size, sizeof *all);
+    if (!all) return at_fail(AT_ERR_NOMEM, "out of memory for the QAT ranges' exchange");
+    for (int t = 0; t < T; t++) all[per * comm->rank + 2 * t] = lo[t], all[per * comm->rank + 2 * t + 1] = hi[t];
+    const at_status s = comm->allreduce_sum(comm->user, all, per * (size_t)comm->size);
+    for (int r = 0; s == AT_OK && r < comm->size; r++)
+        for (int t = 0; t < T; t++) {
+            lo[t] = fminf(lo[t], (float)all[per * r + 2 * t]);
+            hi[t] = fmaxf(hi[t], (float)all[per * r + 2 * t + 1]);
+        }
+    free(all);
+    return s;
+}
+
 /* After a training forward: each owner's range moves toward the batch's extremes (the first
  * batch sets it). */
-void qat_pass_end(at_net *net) {
+at_status qat_pass_end(at_net *net) {
     at_qat *q = net->qat;
-    if (!q || q->depth == 0 || !net->training) return;
-    for (int t = 1; t < q->T; t++) {
-        qat_tensor *r = &q->t[t];
-        if (!r->apply || r->own != t) continue;
-        float lo = INFINITY, hi = -INFINITY;
+    if (!q || q->depth == 0 || !net->training) return AT_OK;
+    float *lo = malloc(sizeof(float) * 2 * (size_t)q->T), *hi = lo + q->T;
+    if (!lo) return at_fail(AT_ERR_NOMEM, "out of memory for the QAT ranges");
+    for (int t = 0; t < q->T; t++) {
+        lo[t] = INFINITY, hi[t] = -INFINITY;
         for (int k = 0; k < q->nthreads; k++) {
-            lo = fminf(lo, q->tmin[(size_t)k * q->T + t]);
-            hi = fmaxf(hi, q->tmax[(size_t)k * q->T + t]);
-        }
-        if (!(lo <= hi) || !isfinite(lo) || !isfinite(hi)) continue;
-        if (!r->seen) {
-            r->lo = lo, r->hi = hi, r->seen = true;
-        } else {
-            r->lo += q->momentum * (lo - r->lo);
-            r->hi += q->momentum * (hi - r->hi);
+            lo[t] = fminf(lo[t], q->tmin[(size_t)k * q->T + t]);
+            hi[t] = fmaxf(hi[t], q->tmax[(size_t)k * q->T + t]);
         }
     }
+    at_status s = net->comm && net->comm->size > 1 ? share_extremes(net->comm, q->T, lo, hi) : AT_OK;
+    for (int t = 1; s == AT_OK && t < q->T; t++) {
+        qat_tensor *r = &q->t[t];
+        if (!r->apply || r->own != t || !(lo[t] <= hi[t]) || !isfinite(lo[t]) || !isfinite(hi[t])) continue;
+        if (!r->seen) {
+            r->lo = lo[t], r->hi = hi[t], r->seen = true;
+        } else {
+            r->lo += q->momentum * (lo[t] - r->lo);
+            r->hi += q->momentum * (hi[t] - r->hi);
+        }
+    }
+    free(lo);
+    return s;
 }
 
 void qat_forward(at_net *net, int l, float *y, int begin, int n, int thread) {

@@ -47,10 +47,11 @@ void qat_begin(at_net *net);
 void qat_end(at_net *net);
 
 /* The executor's hooks. Before a pass over n samples (infer: a prediction, which keeps nothing
- * for backward), after it, after node l wrote rows y of samples [begin, begin + n) on thread
+ * for backward), after it (a training forward moves the ranges; under data parallelism, net->comm,
+ * by the extremes of every rank's samples), after node l wrote rows y of samples [begin, begin + n) on thread
  * `thread`, and before node l's backward reads its output gradient dy of those samples. */
 at_status qat_pass_begin(at_net *net, int n, bool infer);
-void qat_pass_end(at_net *net);
+at_status qat_pass_end(at_net *net);
 void qat_forward(at_net *net, int l, float *y, int begin, int n, int thread);
 void qat_backward(const at_net *net, int l, float *dy, int begin, int n);
 
