@@ -971,8 +971,8 @@ static void print_header(FILE *log, const fit_args *a, const at_train_config *cf
                 : cfg->adv.keep_best ? "; robust validation each epoch, best epoch kept"
                                      : "; robust validation each epoch, last epoch kept");
     if (cfg->qat.enabled)
-        fprintf(log, "  quantization-aware training: each step computes as the int8 model (the epochs' test metric is "
-                     "its); advtrain quantize %s then uses the trained ranges\n", a->out);
+        fprintf(log, "  quantization-aware training: each step computes as the int8 model would, and so do the "
+                     "epochs' metrics; advtrain quantize %s then uses the trained ranges\n", a->out);
     fflush(log);
 }
 
