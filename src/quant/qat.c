@@ -141,7 +141,7 @@ at_status qat_pass_begin(at_net *net, int n, bool infer) {
         }
         for (size_t i = 0; i < (size_t)q->nthreads * q->T; i++) q->tmin[i] = INFINITY, q->tmax[i] = -INFINITY;
     }
-    if (infer || n <= q->cap) return AT_OK;
+    if (infer || q->depth == 0 || n <= q->cap) return AT_OK; /* masks only inside a scope */
     for (int t = 1; t < q->T; t++) {
         free(q->t[t].mask);
         q->t[t].mask = NULL;
