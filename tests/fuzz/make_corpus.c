@@ -158,6 +158,19 @@ static void model_seeds(const char *tmp) {
                "leakyrelu:0.1,gap,flatten,bn1d,tanh,linear:2,sigmoid",
                1, 3, 3);
     model_seed(tmp, "dropout2d", "conv:2:1,dropout2d:0.3,flatten,linear:2", 2, 2, 2);
+    /* Activation ranges of quantization-aware training (advtrain.qat metadata: layer lo hi). */
+    {
+        at_net *net;
+        const char *spec = "conv:2:3:1:1,relu,maxpool:2,flatten,linear:4,relu,linear:3";
+        if (at_net_from_spec(&net, spec, 1, 4, 4) != AT_OK) fuzz_fail(spec, at_error_message());
+        at_net_init(net, 3);
+        at_st_meta qat = {"advtrain.qat", "0 0 1.5;4 -0.25 2.25"};
+        char path[600];
+        snprintf(path, sizeof path, "%s/model.safetensors", tmp);
+        if (at_model_save(net, path, &qat, 1) != AT_OK) fuzz_fail("at_model_save", at_error_message());
+        at_net_free(net);
+        put_file("model", "qat-ranges", path);
+    }
     /* A PyTorch-style file without the architecture, and one whose weights miss a tensor. */
     const float w[3] = {1, 2, 3};
     at_st_entry e[1] = {{"0.weight", 2, {1, 3}, w, false}};
