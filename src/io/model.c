@@ -48,12 +48,15 @@ at_status at_model_save_with(const at_net *net, const char *path, const at_st_me
                              const at_st_entry *tensors, int ntensors) {
     const int np = at_net_num_tensors(net), nb = at_net_num_buffers(net), nt = np + nb;
     at_status s = check_finite(net, path);
+    char *qat = NULL; /* QAT's activation ranges, for at_quantize (and a resumed run) to find */
+    if (s == AT_OK) s = qat_ranges_text(net, &qat);
     if (s != AT_OK) return s;
     at_st_entry *entries = at_calloc((size_t)(nt + ntensors), sizeof *entries, "tensor list");
     at_st_meta *meta = at_calloc((size_t)nextra + 5, sizeof *meta, "metadata");
     if (!entries || !meta) {
         free(entries);
         free(meta);
+        free(qat);
         return AT_ERR_NOMEM;
     }
     /* Parameters, then buffers (BatchNorm's running statistics), as a PyTorch state_dict holds. */
@@ -69,8 +72,6 @@ at_status at_model_save_with(const at_net *net, const char *path, const at_st_me
     meta[nm++] = (at_st_meta){"advtrain.version", AT_VERSION};
     meta[nm++] = (at_st_meta){"advtrain.arch", (char *)at_net_spec(net)};
     meta[nm++] = (at_st_meta){"advtrain.input", input};
-    /* QAT's activation ranges, for at_quantize (and a resumed run) to find. */
-    char *qat = qat_ranges_text(net);
     if (qat) meta[nm++] = (at_st_meta){"advtrain.qat", qat};
     for (int i = 0; i < nextra; i++) meta[nm++] = extra[i];
     for (int i = 0; i < ntensors; i++) entries[nt + i] = tensors[i];

@@ -234,21 +234,23 @@ void qat_backward(const at_net *net, int l, float *dy, int begin, int n) {
 /* ------------------------------------------------------------ files */
 
 /* "layer lo hi" per trained range, separated by ';' (9 significant digits: the floats exactly). */
-char *qat_ranges_text(const at_net *net) {
+at_status qat_ranges_text(const at_net *net, char **out) {
     const at_qat *q = net->qat;
+    *out = NULL;
     int have = 0;
     for (int t = 1; q && t < q->T; t++) have += q->t[t].seen;
-    if (!have) return NULL;
+    if (!have) return AT_OK;
     const size_t cap = (size_t)have * 64 + 1;
     char *text = malloc(cap);
-    if (!text) return NULL;
+    if (!text) return at_fail(AT_ERR_NOMEM, "out of memory for the QAT ranges' metadata");
     size_t used = 0;
     text[0] = '\0';
     for (int t = 1; t < q->T; t++)
         if (q->t[t].seen)
             used += (size_t)snprintf(text + used, cap - used, "%s%d %.9g %.9g", used ? ";" : "", t - 1,
                                      (double)q->t[t].lo, (double)q->t[t].hi);
-    return text;
+    *out = text;
+    return AT_OK;
 }
 
 static bool parse_float(const char **s, float *v) {

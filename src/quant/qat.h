@@ -55,8 +55,8 @@ at_status qat_pass_end(at_net *net);
 void qat_forward(at_net *net, int l, float *y, int begin, int n, int thread);
 void qat_backward(const at_net *net, int l, float *dy, int begin, int n);
 
-/* Model files: the ranges as metadata text (NULL when there are none; free it), and back. */
-char *qat_ranges_text(const at_net *net);
+/* Model files: the ranges as metadata text (*out NULL when there are none; free it), and back. */
+at_status qat_ranges_text(const at_net *net, char **out);
 at_status qat_ranges_parse(at_net *net, const char *text, const char *path);
 /* Tensor t's (index + 1) trained range, false if it has none. */
 bool qat_range(const at_net *net, int t, float *lo, float *hi);
