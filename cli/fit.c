@@ -461,8 +461,6 @@ static int build_config(const cli_command *cmd, fit_args *a, at_train_config *cf
     if (!bad) bad = regularization_config(a, cfg);
     if (!bad) bad = adversarial_config(cmd, a, cfg);
     if (!bad) bad = certify_config(a, cfg);
-    if (!bad && cli_find(cmd, "qat-momentum")->seen && !a->qat)
-        bad = usage_error("--qat-momentum sets quantization-aware training's range averaging: add --qat");
     cfg->qat = (at_qat_config){a->qat, a->qat_momentum};
     return bad;
 }

@@ -110,7 +110,6 @@ expect 0 '"qat_ranges":1' -- "$cli" quantize "$qat" --calib 200 --samples 50 --j
 expect 0 "PTQ|post-training" -- "$cli" quantize "$model" --calib 200 --samples 50 --out "$tmp/ptq.safetensors"
 sed 's/"advtrain.qat":"1 /"advtrain.qat":"7 /' "$qat" >"$tmp/badqat.safetensors"
 expect 1 "$tmp/badqat.safetensors: advtrain.qat metadata" -- "$cli" quantize "$tmp/badqat.safetensors"
-expect 2 "--qat-momentum sets .* add --qat" -- "$cli" fit --model smallcnn --qat-momentum 0.1 --out "$tmp/x.safetensors"
 expect 2 "--qat-momentum 2: out of range" -- "$cli" fit --model smallcnn --qat --qat-momentum 2 --out "$tmp/x.safetensors"
 expect 2 "quantization-aware training: int8 quantization: layer 2 \\(tanh\\) has no int8 kernel" -- "$cli" fit --model 'flatten,linear:32,tanh,linear:10' --qat --train-subset 200 \
     --epochs 1 --out "$tmp/x.safetensors"

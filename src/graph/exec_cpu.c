@@ -10,7 +10,6 @@
  * hands out smaller chunks as threads free up (take_chunk): no sample's result depends on its
  * chunk, so the bits are the same as with a fixed split. */
 #include "net_internal.h"
-#include "quant/qat.h"
 
 #include <omp.h>
 #include <string.h>
@@ -134,7 +133,7 @@ static void forward_node(const pass *P, at_ctx *ctx, int l, int begin, int end) 
         sync_point(P, L, true, false);
     }
     ops->forward(L, ctx, in, out, end - begin);
-    if (net->qat) qat_forward(net, l, out, begin, end - begin, omp_get_thread_num());
+    if (net->hooks) net->hooks->forward(net, l, out, begin, end - begin, omp_get_thread_num());
 }
 
 /* The forward pass of samples [begin, end) through every node. */
@@ -211,7 +210,7 @@ static at_status check_batch(const at_net *net, int n) {
 static at_status cpu_forward(at_net *net, const float *x, int n) {
     at_status s = check_batch(net, n);
     if (s == AT_OK && net->training) s = at_plan_reserve_kept(net, n);
-    if (s == AT_OK) s = qat_pass_begin(net, n, false);
+    if (s == AT_OK && net->hooks) s = net->hooks->pass_begin(net, n, false);
     if (s != AT_OK) return s;
     next_dropout_key(net);
     const int T = thread_count_for(net, n);
@@ -234,7 +233,7 @@ static at_status cpu_forward(at_net *net, const float *x, int n) {
     net->last_chunk = chunk;
     net->last_n = n;
     net->last_training = net->training;
-    return qat_pass_end(net);
+    return net->hooks ? net->hooks->pass_end(net) : AT_OK;
 }
 
 /* ------------------------------------------------------------ backward */
@@ -278,8 +277,8 @@ static void backward_node(const pass *P, at_ctx *ctx, int l, int begin, int end)
     ctx->x2 = L->nsrc == 2 ? tensor_rows(P, L->src[1], begin) : NULL;
     ctx->dx2 = d_in[1];
     ctx->kept = net->last_training ? kept_part(net, l, begin) : NULL;
-    /* QAT: no gradient through a value its int8 rounding clamped (the logits are never rounded). */
-    if (net->qat && l != net->plan.out_tensor) qat_backward(net, l, (float *)dy, begin, n);
+    /* dy is the slot's (writable) unless l is the output, whose gradient is the caller's. */
+    if (net->hooks && l != net->plan.out_tensor) net->hooks->backward(net, l, (float *)dy, begin, n);
     if (P->sync && ops->backward_stats) {
         double *acc = thread_stats(net, omp_get_thread_num());
         memset(acc, 0, sizeof(double) * L->stats_count);
@@ -365,7 +364,7 @@ static at_status cpu_backward(at_net *net, const float *dlogits, bool params, bo
 
 static at_status cpu_input_gradient(at_net *net, const float *x, int n, at_chunk_loss_fn loss,
                                     void *user, float *dlogits, float *dx) {
-    const at_status s = qat_pass_begin(net, n, false);
+    const at_status s = net->hooks ? net->hooks->pass_begin(net, n, false) : AT_OK;
     if (s != AT_OK) return s;
     next_dropout_key(net); /* as at_net_forward, so later training passes draw the same masks */
     const int T = thread_count_for(net, n), chunk = dynamic_chunk(net, n, T);
@@ -392,7 +391,7 @@ static at_status cpu_input_gradient(at_net *net, const float *x, int n, at_chunk
 /* An eval-mode forward that keeps nothing for backward: shared-out chunks over the prediction
  * slots, the input read in place. Each sample's logits are at_net_forward's bits. */
 static at_status cpu_predict(at_net *net, const float *x, int n) {
-    const at_status s = qat_pass_begin(net, n, true);
+    const at_status s = net->hooks ? net->hooks->pass_begin(net, n, true) : AT_OK;
     if (s != AT_OK) return s;
     next_dropout_key(net); /* as at_net_forward, so later training passes draw the same masks */
     const int T = thread_count_for(net, n), chunk = dynamic_chunk(net, n, T);

@@ -10,7 +10,6 @@
  * that reader, so the ReLU runs on its own. A Flatten is skipped the same way: its output is
  * its input's floats. */
 #include "net_internal.h"
-#include "quant/qat.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -19,7 +18,7 @@
 
 void at_net_free(at_net *net) {
     if (!net) return;
-    qat_free(net);
+    if (net->hooks) net->hooks->release(net);
     at_net_free_buffers(net);
     at_plan_free(&net->plan);
     free(net->spec);

@@ -24,6 +24,20 @@ typedef struct at_executor {
 
 extern const at_executor at_cpu_executor;
 
+/* What a pass calls around and between the nodes when something is attached to the network:
+ * quantization-aware training's rounding (quant/qat.c installs it). The graph engine does not
+ * know what they do. Before a pass over n samples (infer: a prediction, which keeps nothing for
+ * backward) and after a forward; after node l wrote rows y of samples [begin, begin + n) on
+ * thread `thread`; before node l's backward reads its output gradient dy of those samples; and
+ * when the network is freed. */
+typedef struct at_net_hooks {
+    at_status (*pass_begin)(at_net *net, int n, bool infer);
+    at_status (*pass_end)(at_net *net);
+    void (*forward)(at_net *net, int l, float *y, int begin, int n, int thread);
+    void (*backward)(const at_net *net, int l, float *dy, int begin, int n);
+    void (*release)(at_net *net);
+} at_net_hooks;
+
 /* The fewest samples a pass hands a thread at a time (exec_cpu.c's take_chunk; plan.c sizes the
  * chunk bookkeeping by it). */
 enum { MIN_CHUNK = 16 };
@@ -95,7 +109,8 @@ struct at_net {
      * cache), and which chunks the running backward has claimed. */
     int *chunk_owner, *chunk_claimed;
     int last_chunk; /* chunk size of the last forward; 0: it split the batch in fixed parts */
-    struct at_qat *qat; /* quantization-aware training (quant/qat.h), NULL if none */
+    const at_net_hooks *hooks; /* NULL if none */
+    struct at_qat *qat;        /* quantization-aware training's state (quant/qat.h), NULL if none */
 };
 
 /* Floats per input sample. The public at_net_in_size is graph.c's; the planner and the executor,

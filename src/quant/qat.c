@@ -13,6 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The executor's hooks (net_internal.h's at_net_hooks), below. */
+static at_status qat_pass_begin(at_net *net, int n, bool infer);
+static at_status qat_pass_end(at_net *net);
+static void qat_forward(at_net *net, int l, float *y, int begin, int n, int thread);
+static void qat_backward(const at_net *net, int l, float *dy, int begin, int n);
+static const at_net_hooks QAT_HOOKS = {qat_pass_begin, qat_pass_end, qat_forward, qat_backward, qat_free};
+
 /* Which tensor's range quantizes each tensor, and which are rounded. */
 static void plan_tensors(at_qat *q, const at_net *net) {
     for (int l = 0; l < net->nlayers; l++) {
@@ -45,6 +52,7 @@ void qat_free(at_net *net) {
     free(q->tmax);
     free(q);
     net->qat = NULL;
+    net->hooks = NULL;
 }
 
 at_status qat_attach(at_net *net, float momentum) {
@@ -63,6 +71,7 @@ at_status qat_attach(at_net *net, float momentum) {
     at_qat *q = at_calloc(1, sizeof *q, "QAT state");
     if (!q) return AT_ERR_NOMEM;
     net->qat = q;
+    net->hooks = &QAT_HOOKS;
     q->momentum = momentum;
     q->T = net->nlayers + 1;
     q->t = calloc((size_t)q->T, sizeof *q->t);
@@ -125,7 +134,7 @@ void qat_end(at_net *net) {
 
 static bool rounds(const at_qat *q, int t) { return q->depth > 0 && q->t[t].apply && q->t[q->t[t].own].seen; }
 
-at_status qat_pass_begin(at_net *net, int n, bool infer) {
+static at_status qat_pass_begin(at_net *net, int n, bool infer) {
     at_qat *q = net->qat;
     if (!q) return AT_OK;
     for (int t = 0; t < q->T; t++) q->t[t].masked = !infer && rounds(q, t);
@@ -172,7 +181,7 @@ static at_status share_extremes(const at_comm *comm, int T, float *lo, float *hi
 
 /* After a training forward: each owner's range moves toward the batch's extremes (the first
  * batch sets it). */
-at_status qat_pass_end(at_net *net) {
+static at_status qat_pass_end(at_net *net) {
     at_qat *q = net->qat;
     if (!q || q->depth == 0 || !net->training) return AT_OK;
     float *lo = malloc(sizeof(float) * 2 * (size_t)q->T), *hi = lo + q->T;
@@ -199,7 +208,7 @@ at_status qat_pass_end(at_net *net) {
     return s;
 }
 
-void qat_forward(at_net *net, int l, float *y, int begin, int n, int thread) {
+static void qat_forward(at_net *net, int l, float *y, int begin, int n, int thread) {
     at_qat *q = net->qat;
     const int t = l + 1;
     if (!q || q->depth == 0 || !q->t[t].apply) return;
@@ -222,7 +231,7 @@ void qat_forward(at_net *net, int l, float *y, int begin, int n, int thread) {
     }
 }
 
-void qat_backward(const at_net *net, int l, float *dy, int begin, int n) {
+static void qat_backward(const at_net *net, int l, float *dy, int begin, int n) {
     const at_qat *q = net->qat;
     if (!q || !q->t[l + 1].masked) return;
     const size_t size = (size_t)net->layers[l].out_size, count = (size_t)n * size;

@@ -4,7 +4,7 @@
  * QAT scope (qat_begin .. qat_end) the Conv2d and Linear weights in net->params are their
  * per-output-channel int8 values times their scale (the float weights wait in a master copy, which
  * the optimizer updates), and every tensor the int8 model holds is rounded to its int8 grid as
- * the executor writes it (qat_forward). Gradients pass the rounding unchanged and stop where a
+ * the executor writes it (through the hooks qat_attach installs, net_internal.h). Gradients pass the rounding unchanged and stop where a
  * value was clamped at the grid's ends (the straight-through estimator, Bengio et al. 2013; Jacob
  * et al. 2018, arXiv 1712.05877, section 3). Each tensor's range is an exponential moving average
  * of its minimum and maximum over the training forwards, as PyTorch's MovingAverageMinMaxObserver;
@@ -46,14 +46,6 @@ void qat_free(at_net *net);
 void qat_begin(at_net *net);
 void qat_end(at_net *net);
 
-/* The executor's hooks. Before a pass over n samples (infer: a prediction, which keeps nothing
- * for backward), after it (a training forward moves the ranges; under data parallelism, net->comm,
- * by the extremes of every rank's samples), after node l wrote rows y of samples [begin, begin + n) on thread
- * `thread`, and before node l's backward reads its output gradient dy of those samples. */
-at_status qat_pass_begin(at_net *net, int n, bool infer);
-at_status qat_pass_end(at_net *net);
-void qat_forward(at_net *net, int l, float *y, int begin, int n, int thread);
-void qat_backward(const at_net *net, int l, float *dy, int begin, int n);
 
 /* Model files: the ranges as metadata text (*out NULL when there are none; free it), and back. */
 at_status qat_ranges_text(const at_net *net, char **out);

@@ -18,41 +18,6 @@
 #endif
 
 
-static bool is_bn(at_layer_kind k) { return k == AT_LAYER_BATCHNORM2D || k == AT_LAYER_BATCHNORM1D; }
-
-at_status q_check_supported(const at_net *net) {
-    for (int l = 0; l < net->nlayers; l++) {
-        const at_layer *L = &net->layers[l];
-        switch (L->d.kind) {
-        case AT_LAYER_LINEAR: case AT_LAYER_CONV2D: case AT_LAYER_MAXPOOL2D: case AT_LAYER_AVGPOOL2D:
-        case AT_LAYER_RELU: case AT_LAYER_FLATTEN: case AT_LAYER_DROPOUT: case AT_LAYER_DROPOUT2D:
-        case AT_LAYER_BATCHNORM2D: case AT_LAYER_BATCHNORM1D: case AT_LAYER_ADD: case AT_LAYER_GLOBALAVGPOOL:
-            break;
-        default:
-            return at_fail(AT_ERR_ARG, "int8 quantization: layer %d (%s) has no int8 kernel (supported: linear, conv, "
-                                       "batchnorm, relu, maxpool, avgpool, gap, add, flatten, dropout)",
-                           l, at_layer_ops_for(L->d.kind)->name);
-        }
-    }
-    return AT_OK;
-}
-
-/* A BatchNorm reading a Conv2d or Linear that nothing else reads (and that applies no ReLU of
- * its own) is folded into it. */
-static bool folds_into(const at_net *net, int l) {
-    const at_layer *L = &net->layers[l];
-    if (!is_bn(L->d.kind) || L->fused || L->src[0] < 0) return false;
-    const at_layer *P = &net->layers[L->src[0]];
-    return (P->d.kind == AT_LAYER_CONV2D || P->d.kind == AT_LAYER_LINEAR) && !P->relu_out &&
-           net->plan.readers[L->src[0] + 1] == 1;
-}
-
-bool q_folded_away(const at_net *net, int l) {
-    for (int b = l + 1; b < net->nlayers; b++)
-        if (net->layers[b].src[0] == l && folds_into(net, b)) return true;
-    return false;
-}
-
 /* ------------------------------------------------------------ calibration */
 
 /* A float eval-mode pass node by node through the layers' own kernels, batch by batch, keeping
@@ -266,20 +231,6 @@ void q_kernel_view(qnode *n, bool relu_out) {
     k->w = n->w, k->bias = n->bias, k->mult = n->mult, k->shift = n->shift;
 }
 
-/* Layer L's output is its input's int8 values: a Dropout (eval), a Flatten or a fused ReLU. */
-bool q_copies_input(const at_layer *L) {
-    const at_layer_kind k = L->d.kind;
-    return L->fused || k == AT_LAYER_DROPOUT || k == AT_LAYER_DROPOUT2D || k == AT_LAYER_FLATTEN;
-}
-
-/* Layer l's output keeps its input's parameters: a copy of it, or pooling and a ReLU, which
- * commute with the affine map q -> (q - zp) * scale. */
-bool q_keeps_input_params(const at_net *net, int l) {
-    const at_layer_kind k = net->layers[l].d.kind;
-    return q_copies_input(&net->layers[l]) || k == AT_LAYER_MAXPOOL2D || k == AT_LAYER_AVGPOOL2D ||
-           k == AT_LAYER_GLOBALAVGPOOL || k == AT_LAYER_RELU;
-}
-
 static void tensor_aliases(at_qnet *q) {
     const at_net *net = q->net;
     q->alias[0] = 0;
@@ -310,7 +261,7 @@ static void tensor_params(at_qnet *q, const float *lo, const float *hi) {
 static bool node_shape(at_qnet *q, int l, qnode *n) {
     const at_net *net = q->net;
     const at_layer *L = &net->layers[l];
-    const at_layer *op = folds_into(net, l) ? &net->layers[L->src[0]] : L;
+    const at_layer *op = q_folds_into(net, l) ? &net->layers[L->src[0]] : L;
     memset(n, 0, sizeof *n);
     n->layer = l;
     n->op = op;
@@ -363,7 +314,7 @@ bool q_widen(qnode *n) {
 static void quantize_node(const at_net *net, qnode *n) {
     const at_layer *L = &net->layers[n->layer];
     if (n->kind == AT_LAYER_CONV2D || n->kind == AT_LAYER_LINEAR) weighted_node(n, net, n->op, n->op != L ? L : NULL);
-    else if (is_bn(n->kind)) affine_node(n, net, L);
+    else if (n->kind == AT_LAYER_BATCHNORM2D || n->kind == AT_LAYER_BATCHNORM1D) affine_node(n, net, L);
 }
 
 static void free_nodes(at_qnet *q) {

@@ -9,7 +9,8 @@
  * only reader; a ReLU the float graph fuses into its producer becomes the output clamp.
  *
  * The files: qkernels.h (every kernel with plain arguments: the one source of the arithmetic,
- * shared with the exported C), requant.c (the constants: multipliers, tensor parameters),
+ * shared with the exported C), qplan.c (which tensors the int8 model holds), requant.c (the
+ * constants: multipliers, tensor parameters),
  * qnet.c (calibration, folding, weights and the forward pass), qconv.c and qlinear.c (the
  * library's faster Conv2d and Linear, the same bits as qkernels.h's), qfile.c (int8 files),
  * qexport.c (`advtrain export --c --int8`). */
@@ -65,18 +66,22 @@ struct at_qnet {
     float *logits;   /* dequantized output, cap samples */
 };
 
-/* qnet.c, for qfile.c. An empty qnet over net (arrays allocated, aliases set), for at_quantize
- * and at_qnet_load. Which tensors keep their input's parameters (q_inherit_params sets them once
- * the others are), which Conv2d or Linear is folded into the BatchNorm reading it (no tensor of
- * its own), and the nodes' structure (inputs, parameters around them, clamp, per-channel arrays
- * allocated but not filled) once q->tq is complete. */
-at_status q_alloc(at_qnet **out, at_net *net);
-bool q_keeps_input_params(const at_net *net, int l);
-/* Layer L's output is its input's int8 values (a Dropout, a Flatten, a fused ReLU). */
-bool q_copies_input(const at_layer *L);
-/* AT_ERR_ARG naming the first layer with no int8 kernel. */
+/* qplan.c: the int8 model's tensors. Which layer has no int8 kernel (AT_ERR_ARG naming the first);
+ * whether BatchNorm l is folded into the Conv2d or Linear it reads, and whether layer l is that
+ * Conv2d or Linear (no tensor of its own); whether layer L's output is its input's values (a
+ * Dropout, a Flatten, a fused ReLU), and whether it keeps its input's parameters (those, pooling
+ * and a standalone ReLU). */
 at_status q_check_supported(const at_net *net);
+bool q_folds_into(const at_net *net, int l);
 bool q_folded_away(const at_net *net, int l);
+bool q_copies_input(const at_layer *L);
+bool q_keeps_input_params(const at_net *net, int l);
+
+/* qnet.c, for qfile.c. An empty qnet over net (arrays allocated, aliases set), for at_quantize
+ * and at_qnet_load. The parameters of the tensors that keep their input's (q_inherit_params sets
+ * them once the others are), and the nodes' structure (inputs, parameters around them, clamp,
+ * per-channel arrays allocated but not filled) once q->tq is complete. */
+at_status q_alloc(at_qnet **out, at_net *net);
 void q_inherit_params(at_qnet *q);
 at_status q_shape_nodes(at_qnet *q);
 
