@@ -4,8 +4,9 @@
  * requantization's fixed point and the float sum round a tie apart); straight-through
  * gradients against central differences of the function they are the gradient of (the
  * rounding residual held fixed, the clamp kept); the float weights back after a scope; the
- * ranges through a model file; bad ranges metadata, unsupported layers and data-parallel
- * training refused; at_train with QAT and every adversarial method. */
+ * ranges through a model file; bad ranges metadata, unsupported layers and a momentum out of
+ * range refused; at_train with QAT and every adversarial method (data-parallel QAT:
+ * test_distributed.c; resume: test_checkpoint.c). */
 #include "advtrain.h"
 #include "quant/qat.h"
 #include "quant/quant.h"
@@ -328,7 +329,7 @@ static void test_train(void) {
     cfg.epochs = 1;
     cfg.qat.enabled = true;
     CHECK(at_train(tanh_net, &flat, NULL, NULL, &cfg, NULL) == AT_ERR_ARG && strstr(at_error_message(), "int8"));
-    cfg.qat.momentum = 0.0f;
+    cfg.qat.momentum = 0.0f; /* out of (0, 1] */
     at_net_free(tanh_net);
     tanh_net = make_net("linear:4,relu,linear:4", 64, 1, 1);
     CHECK(at_train(tanh_net, &flat, NULL, NULL, &cfg, NULL) == AT_ERR_ARG && strstr(at_error_message(), "momentum"));
