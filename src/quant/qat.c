@@ -1,6 +1,6 @@
 /* Quantization-aware training: fake quantization of the weights and of the int8 model's tensors,
  * with straight-through gradients (qat.h). Which tensors are rounded, and with whose range,
- * follows at_quantize's plan (qnet.c): a Conv2d, Linear, BatchNorm or Add output has a range of
+ * follows at_quantize's plan (qplan.c): a Conv2d, Linear, BatchNorm or Add output has a range of
  * its own; pooling and a standalone ReLU keep their input's; a Dropout or Flatten is its input;
  * a Conv2d or Linear folded into the BatchNorm after it has no int8 tensor at all. */
 #include "quant/qat.h"
@@ -96,13 +96,8 @@ static void fake_quantize_weights(const at_layer *L, float *w) {
         float *wo = w + (size_t)o * per;
         double amax = 0.0;
         for (size_t i = 0; i < per; i++) amax = fmax(amax, fabs(wo[i]));
-        if (amax == 0.0) continue;
-        const double s = amax / 127.0;
-        for (size_t i = 0; i < per; i++) {
-            double v = round(wo[i] / s);
-            v = v > 127.0 ? 127.0 : (v < -127.0 ? -127.0 : v);
-            wo[i] = (float)(v * s);
-        }
+        const double s = q_weight_scale(amax);
+        for (size_t i = 0; i < per; i++) wo[i] = (float)(q_weight_int8(wo[i], s) * s);
     }
 }
 
@@ -246,8 +241,7 @@ static void qat_backward(const at_net *net, int l, float *dy, int begin, int n) 
 at_status qat_ranges_text(const at_net *net, char **out) {
     const at_qat *q = net->qat;
     *out = NULL;
-    int have = 0;
-    for (int t = 1; q && t < q->T; t++) have += q->t[t].seen;
+    const int have = at_net_qat_ranges(net);
     if (!have) return AT_OK;
     const size_t cap = (size_t)have * 64 + 1;
     char *text = malloc(cap);

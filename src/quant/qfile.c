@@ -46,7 +46,7 @@ static void put_ints(writer *w, const char *module, const char *suffix, const in
 
 /* The module whose parameters a weighted node holds: the BatchNorm's when applied on its own. */
 static const at_layer *module_of(const at_qnet *q, const qnode *n) {
-    return n->kind == AT_LAYER_BATCHNORM2D || n->kind == AT_LAYER_BATCHNORM1D ? &q->net->layers[n->layer] : n->op;
+    return q_is_bn(n->kind) ? &q->net->layers[n->layer] : n->op;
 }
 
 static bool weighted(const qnode *n) { return n->nout > 0; }

@@ -185,11 +185,8 @@ static void weighted_node(qnode *q, const at_net *net, const at_layer *P, const 
         bn_map(net, B, o, &scale, &shift);
         const float *wo = w + (size_t)o * per;
         for (size_t i = 0; i < per; i++) amax = fmax(amax, fabs(wo[i] * scale));
-        const double s_w = amax > 0.0 ? amax / 127.0 : 1.0;
-        for (size_t i = 0; i < per; i++) {
-            const double v = round(wo[i] * scale / s_w);
-            q->w[(size_t)o * per + i] = (int8_t)(v > 127 ? 127 : (v < -127 ? -127 : v));
-        }
+        const double s_w = q_weight_scale(amax);
+        for (size_t i = 0; i < per; i++) q->w[(size_t)o * per + i] = q_weight_int8(wo[i] * scale, s_w);
         channel_scales(q, o, s_w, (b ? b[o] : 0.0) * scale + shift);
     }
 }
@@ -314,7 +311,7 @@ bool q_widen(qnode *n) {
 static void quantize_node(const at_net *net, qnode *n) {
     const at_layer *L = &net->layers[n->layer];
     if (n->kind == AT_LAYER_CONV2D || n->kind == AT_LAYER_LINEAR) weighted_node(n, net, n->op, n->op != L ? L : NULL);
-    else if (n->kind == AT_LAYER_BATCHNORM2D || n->kind == AT_LAYER_BATCHNORM1D) affine_node(n, net, L);
+    else if (q_is_bn(n->kind)) affine_node(n, net, L);
 }
 
 static void free_nodes(at_qnet *q) {

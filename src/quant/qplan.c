@@ -3,8 +3,6 @@
  * float network by (qat.c), in one place so that the two cannot disagree. */
 #include "quant/quant.h"
 
-static bool is_bn(at_layer_kind k) { return k == AT_LAYER_BATCHNORM2D || k == AT_LAYER_BATCHNORM1D; }
-
 at_status q_check_supported(const at_net *net) {
     for (int l = 0; l < net->nlayers; l++) {
         const at_layer *L = &net->layers[l];
@@ -26,7 +24,7 @@ at_status q_check_supported(const at_net *net) {
  * its own) is folded into it. */
 bool q_folds_into(const at_net *net, int l) {
     const at_layer *L = &net->layers[l];
-    if (!is_bn(L->d.kind) || L->fused || L->src[0] < 0) return false;
+    if (!q_is_bn(L->d.kind) || L->fused || L->src[0] < 0) return false;
     const at_layer *P = &net->layers[L->src[0]];
     return (P->d.kind == AT_LAYER_CONV2D || P->d.kind == AT_LAYER_LINEAR) && !P->relu_out &&
            net->plan.readers[L->src[0] + 1] == 1;

@@ -19,6 +19,7 @@
 #include "graph/net_internal.h"
 #include "quant/qkernels.h"
 
+#include <math.h>
 #include <stdint.h>
 
 /* ---- requant.c: building the constants (double arithmetic, host only) */
@@ -65,6 +66,16 @@ struct at_qnet {
     int threads;
     float *logits;   /* dequantized output, cap samples */
 };
+
+/* A weight channel's int8 scale (max|w| / 127; 1 for a channel of zeros) and a weight's int8
+ * value at it: symmetric, rounded half away from zero, in [-127, 127]. at_quantize and
+ * quantization-aware training (qat.c) round weights with these, so that they cannot differ. */
+static inline double q_weight_scale(double amax) { return amax > 0.0 ? amax / 127.0 : 1.0; }
+static inline int8_t q_weight_int8(double w, double scale) {
+    const double v = round(w / scale);
+    return (int8_t)(v > 127 ? 127 : (v < -127 ? -127 : v));
+}
+static inline bool q_is_bn(at_layer_kind k) { return k == AT_LAYER_BATCHNORM2D || k == AT_LAYER_BATCHNORM1D; }
 
 /* qplan.c: the int8 model's tensors. Which layer has no int8 kernel (AT_ERR_ARG naming the first);
  * whether BatchNorm l is folded into the Conv2d or Linear it reads, and whether layer l is that
