@@ -42,7 +42,7 @@ typedef struct fit_args {
     /* certified training */
     const char *certify;
     int certify_warmup, certify_ramp;
-    float kappa;
+    float kappa, beta_start, beta_end;
     /* runs: checkpoints, resume, log, config file */
     const char *checkpoint_dir, *resume, *log, *config;
 } fit_args;
@@ -407,15 +407,22 @@ static int regularization_config(const fit_args *a, at_train_config *cfg) {
 }
 
 /* --adv METHOD and its settings into cfg->adv. */
-/* --certify ibp and its settings into cfg->certify (docs/certified.md). */
+/* --certify ibp|crown-ibp and its settings into cfg->certify (docs/certified.md). */
 static int certify_config(fit_args *a, at_train_config *cfg) {
     if (!a->certify) return 0;
-    if (strcmp(a->certify, "ibp") != 0) return usage_error("--certify %s: the method is ibp", a->certify);
+    at_bound_method method;
+    if (strcmp(a->certify, "ibp") == 0)
+        method = AT_BOUND_IBP;
+    else if (strcmp(a->certify, "crown-ibp") == 0)
+        method = AT_BOUND_CROWN_IBP;
+    else
+        return usage_error("--certify %s: use ibp or crown-ibp", a->certify);
     if (a->adv) return usage_error("--certify and --adv: choose one");
     int neps = 0;
     if (a->eps_text && !cli_parse_eps("fit", a->eps_text, &a->eps, 1, &neps)) return EXIT_USAGE;
-    if (a->eps <= 0.0f) return usage_error("--certify ibp needs --eps E (0-1 pixel scale, e.g. 0.1)");
-    cfg->certify = (at_certify_config){a->eps, a->certify_warmup, a->certify_ramp, a->kappa};
+    if (a->eps <= 0.0f) return usage_error("--certify %s needs --eps E (0-1 pixel scale, e.g. 0.1)", a->certify);
+    cfg->certify = (at_certify_config){a->eps,   a->certify_warmup, a->certify_ramp, a->kappa,
+                                       method, a->beta_start,     a->beta_end};
     return 0;
 }
 
@@ -566,11 +573,14 @@ static cJSON *settings_json(const fit_args *a, const at_train_config *cfg) {
     cJSON_AddBoolToObject(o, "qat", cfg->qat.enabled);
     if (cfg->qat.enabled) add_num(o, "qat_momentum", cfg->qat.momentum);
     if (cfg->certify.eps > 0.0f) {
-        cJSON_AddStringToObject(o, "certify", "ibp");
+        const bool crown = cfg->certify.method == AT_BOUND_CROWN_IBP;
+        cJSON_AddStringToObject(o, "certify", crown ? "crown-ibp" : "ibp");
         add_num(o, "certify_eps", cfg->certify.eps);
         add_num(o, "certify_warmup", cfg->certify.warmup_epochs);
         add_num(o, "certify_ramp", cfg->certify.ramp_epochs);
         add_num(o, "kappa", cfg->certify.kappa_end);
+        if (crown) add_num(o, "beta_start", cfg->certify.beta_start);
+        if (crown) add_num(o, "beta_end", cfg->certify.beta_end);
     }
     return o;
 }
@@ -1122,7 +1132,7 @@ static fit_args fit_defaults(void) {
                   .reg_layers = "all", .augment = "none", .schedule = "constant",
                   .monitor = "loss", .step_size = 0, .gamma = 0.1f, .pct_start = 0.3f,
                   .plateau_patience = 10, .plateau_factor = 0.1f, .adv_norm = "linf",
-                  .on_nonfinite = "stop", .certify_warmup = 1, .certify_ramp = 5, .kappa = 0.5f,
+                  .on_nonfinite = "stop", .certify_warmup = 1, .certify_ramp = 5, .kappa = 0.5f, .beta_start = 1.0f,
                   .qat_momentum = 0.01f};
 }
 
@@ -1181,10 +1191,12 @@ static int fit_options(fit_args *a, cli_option *out) {
         {"replays", OPT_INT, &a->replays, "M", "free: replays of each batch (default 8; an epoch costs M plain epochs)", 1, 100},
         {"qat", OPT_FLAG, &a->qat, NULL, "quantization-aware training: every step computes as the int8 model (rounded weights and activations, straight-through gradients); advtrain quantize then uses the trained ranges (docs/quantization.md)", 1, 0},
         {"qat-momentum", OPT_FLOAT, &a->qat_momentum, "M", "--qat: weight of each batch's extremes in the moving activation ranges (default 0.01)", 1e-6, 1},
-        {"certify", OPT_STRING, &a->certify, "ibp", "certified training (docs/certified.md): kappa*CE(clean) + (1-kappa)*IBP worst-case CE at --eps", 1, 0},
+        {"certify", OPT_STRING, &a->certify, "METHOD", "certified training (docs/certified.md), ibp or crown-ibp: kappa*CE(clean) + (1-kappa)*worst-case CE of the margin bounds at --eps", 1, 0},
         {"certify-warmup", OPT_INT, &a->certify_warmup, "N", "--certify: clean epochs first (default 1)", 0, 100000},
         {"certify-ramp", OPT_INT, &a->certify_ramp, "N", "--certify: epochs over which eps rises and kappa falls (default 5)", 0, 100000},
         {"kappa", OPT_FLOAT, &a->kappa, "K", "--certify: the clean loss's weight after the ramp (default 0.5)", 0, 1},
+        {"beta-start", OPT_FLOAT, &a->beta_start, "B", "--certify crown-ibp: CROWN-IBP's share of the bounds (the rest IBP's) at the ramp's start (default 1)", 0, 1},
+        {"beta-end", OPT_FLOAT, &a->beta_end, "B", "--certify crown-ibp: and after the ramp (default 0)", 0, 1},
         {"eps-warmup", OPT_INT, &a->eps_warmup, "N", "ramp eps linearly from 0 over the first N epochs (default 0)", 0, 100000},
         {"robust-val-steps", OPT_INT, &a->robust_val_steps, "K", "PGD steps of the per-epoch robust validation (default 10; needs --val-split)", 0, 10000},
         {"robust-val-samples", OPT_INT, &a->robust_val_samples, "N", "validation samples it attacks (default 1000)", 0, 100000000},

@@ -7,7 +7,8 @@
 # (`advtrain fit`, 2 threads) or torch (tools/torch_train.py with Debian's /usr/bin/python3,
 # or PYTHON=path for another PyTorch). The recipe is the core one of docs/architectures.md:
 # Fashion-MNIST, 10 epochs, batch 128, SGD lr 0.05 momentum 0.9, no augmentation, seed SEED
-# (default 1). Prints one line: model, side, seed, test accuracy in %, training seconds. Model
+# (default 1); SCHEDULE=cosine decays the learning rate to 0 over the 10 epochs (CosineAnnealingLR
+# stepped per epoch, on both sides; default constant). Prints one line: model, side, seed, test accuracy in %, training seconds. Model
 # files and logs go to OUT_DIR (default ~/.local/share/advtrain/experiments).
 set -euo pipefail
 usage() {
@@ -19,11 +20,13 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 model="$1" side="$2" seed="${3:-1}"
 out="${OUT_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/advtrain/experiments}"
 mkdir -p "$out"
+schedule="${SCHEDULE:-constant}"
 tag="${model//:/-w}-$side-seed$seed"
+[ "$schedule" = constant ] || tag="$tag-$schedule"
 case "$side" in
     advtrain)
         "${ADVTRAIN:-$repo/build/advtrain}" fit --model "$model" --data fashion-mnist --epochs 10 \
-            --batch 128 --lr 0.05 --momentum 0.9 --seed "$seed" --threads 2 --json --force \
+            --batch 128 --lr 0.05 --momentum 0.9 --schedule "$schedule" --seed "$seed" --threads 2 --json --force \
             --out "$out/$tag.safetensors" >"$out/$tag.json" 2>"$out/$tag.log"
         python3 - "$out/$tag.json" "$model" "$seed" <<'PY'
 import json, sys
@@ -34,6 +37,6 @@ PY
         ;;
     torch)
         "${PYTHON:-/usr/bin/python3}" "$repo/tools/torch_train.py" --model "$model" --seed "$seed" \
-            --threads 2 --out "$out/$tag.safetensors" | tee "$out/$tag.log" | tail -1 ;;
+            --schedule "$schedule" --threads 2 --out "$out/$tag.safetensors" | tee "$out/$tag.log" | tail -1 ;;
     *) usage ;;
 esac

@@ -789,6 +789,13 @@ at_status at_net_margin_bounds(at_net *net, const float *x, const int32_t *y, in
  * eval mode. The network must end with a Linear layer and have no BatchNorm (AT_ERR_ARG). */
 at_status at_ibp_loss(at_net *net, const float *x, const int32_t *y, int n, float eps, float weight, float *loss,
                       int *verified);
+/* The CROWN-IBP training loss (Zhang et al. 2020): as at_ibp_loss, with each margin's lower bound
+ * beta * (its CROWN-IBP bound, at_net_margin_bounds' AT_BOUND_CROWN_IBP) + (1 - beta) * (its IBP
+ * bound), beta in [0, 1] (a mix of two lower bounds is one). The gradient goes back through both
+ * bound passes, the CROWN-IBP ReLU relaxations' dependence on the interval bounds included.
+ * beta > 0 also needs a piecewise-linear network (no max pooling, Tanh, Sigmoid, LeakyReLU). */
+at_status at_certified_loss(at_net *net, const float *x, const int32_t *y, int n, float eps, float beta, float weight,
+                            float *loss, int *verified);
 
 /* Verified (certified) accuracy of a classifier at L-inf radius eps over the first n samples of
  * ds (n <= 0: all): a sample counts when it is classified correctly and every margin bound of
@@ -1026,17 +1033,20 @@ at_status at_checkpoint_epoch(const char *dir, int *epoch);
 /* The same, and the batches of the next epoch it holds (0 unless written by a stop request). */
 at_status at_checkpoint_progress(const char *dir, int *epoch, int *batches);
 
-/* Certified training (docs/certified.md), IBP (Gowal et al. 2018): the loss is
- * kappa * CE(clean) + (1 - kappa) * at_ibp_loss at eps_t. After warmup_epochs of clean training
- * (eps_t 0, kappa 1), eps_t rises linearly to eps and kappa to kappa_end over ramp_epochs, then
- * both stay. Off when eps is 0. Needs hard labels (no mixup, label smoothing or regression), a
- * network that ends with a Linear layer and no BatchNorm; not combined with adversarial
- * training. */
+/* Certified training (docs/certified.md), IBP (Gowal et al. 2018) or CROWN-IBP (Zhang et al.
+ * 2020): the loss is kappa * CE(clean) + (1 - kappa) * at_certified_loss at eps_t. After
+ * warmup_epochs of clean training (eps_t 0, kappa 1), eps_t rises linearly to eps and kappa to
+ * kappa_end over ramp_epochs, then both stay; with CROWN-IBP, the CROWN-IBP share of the margin
+ * bounds, beta, moves linearly from beta_start to beta_end over the same ramp (the paper: 1 to 0).
+ * Off when eps is 0. Needs hard labels (no mixup, label smoothing or regression), a network
+ * that ends with a Linear layer and no BatchNorm; not combined with adversarial training. */
 typedef struct at_certify_config {
     float eps;           /* 0-1 pixel scale; 0: off */
     int warmup_epochs;   /* clean epochs first (default 1) */
     int ramp_epochs;     /* epochs over which eps and kappa move (default 5) */
     float kappa_end;     /* the clean loss's weight at the end of the ramp (default 0.5) */
+    at_bound_method method; /* AT_BOUND_IBP (0) or AT_BOUND_CROWN_IBP */
+    float beta_start, beta_end; /* CROWN-IBP: its share of the bounds over the ramp (1, 0) */
 } at_certify_config;
 
 /* Quantization-aware training (docs/quantization.md): every step computes as the int8 model

@@ -21,10 +21,16 @@ float *at_alloc_floats(size_t count, const char *what);
 void at_net_share(at_net *net, const at_comm *comm, int sample_offset);
 /* Certified training (certify/schedule.c): eps and the clean loss's weight kappa at a training
  * step; the configuration's checks. */
-void certify_schedule(const at_certify_config *c, int64_t step, int nbatches, float *eps, float *kappa);
+/* Where certified training stands at a step: the radius, the clean loss's weight, CROWN-IBP's
+ * share of the bounds (0 for IBP). */
+typedef struct certify_point {
+    float eps, kappa, beta;
+} certify_point;
+void certify_schedule(const at_certify_config *c, int64_t step, int nbatches, certify_point *p);
 at_status certify_check(const at_train_config *cfg, const at_dataset *train, const at_net *net);
-/* Whether at_ibp_loss can train this network (certify/ibp_loss.c): AT_ERR_ARG saying why not. */
-at_status ibp_check_network(const at_net *net);
+/* Whether at_certified_loss can train this network (certify/ibp_loss.c), with CROWN-IBP or not:
+ * AT_ERR_ARG saying why not. */
+at_status certified_check_network(const at_net *net, bool crown);
 
 /* Duplicates a string (NULL on failure, with the error set). */
 char *at_strdup(const char *s);

@@ -653,9 +653,9 @@ static at_status batch_gradients(trainer *T, const float *x, const float *soft, 
     if (T->adv)
         return adv_trainer_gradients(T->adv, x, slice.y, soft, n, sl->epoch, (int64_t)sl->bi * T->cfg->batch + first,
                                      eps, scale, loss, correct, adv_correct);
-    float kappa = 1.0f, eps_t = 0.0f; /* certified training: the clean loss's weight, the radius */
-    if (T->cfg->certify.eps > 0.0f) certify_schedule(&T->cfg->certify, T->step, T->nbatches, &eps_t, &kappa);
-    const float share = sl->share; /* 1 in one process */
+    certify_point cp = {0.0f, 1.0f, 0.0f}; /* certified training: radius, clean loss's weight, beta */
+    if (T->cfg->certify.eps > 0.0f) certify_schedule(&T->cfg->certify, T->step, T->nbatches, &cp);
+    const float share = sl->share, kappa = cp.kappa; /* share: 1 in one process */
     scale *= kappa;
     const float *out;
     at_status s = at_net_forward(net, x, n, &out);
@@ -665,9 +665,9 @@ static at_status batch_gradients(trainer *T, const float *x, const float *soft, 
         s = batch_loss(T->train, out, &slice, n, T->k, T->cfg->label_smoothing, loss, correct);
     for (size_t i = 0; s == AT_OK && scale != 1.0f && i < (size_t)n * T->k; i++) slice.dlogits[i] *= scale;
     if (s == AT_OK) s = at_net_backward(net, slice.dlogits, AT_GRAD_PARAMS, NULL);
-    if (s == AT_OK && kappa < 1.0f && eps_t > 0.0f) { /* the IBP part, weighted 1 - kappa */
+    if (s == AT_OK && kappa < 1.0f && cp.eps > 0.0f) { /* the certified part, weighted 1 - kappa */
         float robust;
-        s = at_ibp_loss(net, x, slice.y, n, eps_t, share * (1.0f - kappa), &robust, NULL);
+        s = at_certified_loss(net, x, slice.y, n, cp.eps, cp.beta, share * (1.0f - kappa), &robust, NULL);
         *loss = kappa * *loss + (1.0f - kappa) * robust;
     }
     return s;
@@ -727,8 +727,9 @@ static at_status train_batch(trainer *T, int epoch, int bi, epoch_sums *p) {
         int adv_correct = 0;
         if (T->adv) p->eps = adv_trainer_eps(T->adv, T->step);
         if (cfg->certify.eps > 0.0f) {
-            float kappa;
-            certify_schedule(&cfg->certify, T->step, T->nbatches, &p->eps, &kappa);
+            certify_point cp;
+            certify_schedule(&cfg->certify, T->step, T->nbatches, &cp);
+            p->eps = cp.eps;
         }
         const batch_slice sl = {epoch, bi, lo, hi - lo, (float)(hi - lo) / (float)n};
         qat_begin(T->net); /* QAT: the gradient at the rounded weights, applied to the float ones */

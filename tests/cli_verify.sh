@@ -47,7 +47,19 @@ vp="$("$cli" verify "$plain" --eps 0.05 --samples 300 --json | python3 -c 'impor
 vi="$("$cli" verify "$ibp" --eps 0.05 --samples 300 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["verified_accuracy"])')"
 python3 -c "import sys; sys.exit(0 if float('$vi') > float('$vp') + 0.2 else 1)" && ok ||
     bad "IBP training: verified accuracy $vi at eps 0.05, plain training $vp"
-expect 2 "--certify crown: the method is ibp" -- "$cli" fit --model "$net" --certify crown --eps 0.1 --epochs 1
+# CROWN-IBP training with its bounds throughout (beta 1 to 1): what CROWN-IBP proves of it
+crown="$tmp/crown.safetensors"
+"$cli" fit --model "$net" --train-subset 3000 --epochs 3 --optim adam --lr 0.005 --threads 2 --quiet --out "$crown" \
+    --certify crown-ibp --eps 0.05 --certify-warmup 0 --certify-ramp 1 --beta-end 1 >/dev/null 2>"$tmp/err" ||
+    bad "CROWN-IBP training: $(cat "$tmp/err")"
+vc="$("$cli" verify "$crown" --eps 0.05 --samples 300 --method crown-ibp --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["verified_accuracy"])')"
+vpc="$("$cli" verify "$plain" --eps 0.05 --samples 300 --method crown-ibp --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["verified_accuracy"])')"
+python3 -c "import sys; sys.exit(0 if float('$vc') > float('$vpc') + 0.2 else 1)" && ok ||
+    bad "CROWN-IBP training: verified accuracy (CROWN-IBP) $vc at eps 0.05, plain training $vpc"
+expect 2 "--certify crown: use ibp or crown-ibp" -- "$cli" fit --model "$net" --certify crown --eps 0.1 --epochs 1
+expect 2 "maxpool" -- "$cli" fit --model 'conv:8:3:1:1,relu,maxpool:2,flatten,linear:10' --certify crown-ibp --eps 0.1 \
+    --epochs 1 --train-subset 500
+expect 2 "--beta-end" -- "$cli" fit --model "$net" --certify crown-ibp --eps 0.1 --beta-end 1.5 --epochs 1
 expect 2 "--certify and --adv: choose one" -- "$cli" fit --model "$net" --certify ibp --adv pgd --eps 0.1 --epochs 1
 expect 2 "--certify ibp needs --eps" -- "$cli" fit --model "$net" --certify ibp --epochs 1
 expect 2 "BatchNorm" -- "$cli" fit --model 'conv:8:3:2:1,bn,relu,flatten,linear:10' --certify ibp --eps 0.1 --epochs 1 --train-subset 500

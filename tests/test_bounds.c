@@ -210,51 +210,85 @@ static void check_bad_input(void) {
     at_net_free(net);
 }
 
-/* The IBP loss's parameter gradient against central differences of the loss, on networks of
- * every kind the loss takes (conv, linear, ReLU fused and not, average and max pooling, a
- * residual add, Tanh, a depthwise conv), at an eps that leaves many ReLUs unstable. */
-static void check_ibp_loss_gradient(void) {
+/* The mean worst-case cross-entropy of margins m (n x K, +inf at y), as the loss defines it. */
+static double worst_case_mean(const float *m, const int32_t *y, int n, int K) {
+    double total = 0.0;
+    for (int s = 0; s < n; s++) {
+        double top = 0.0, sum = 0.0;
+        for (int j = 0; j < K; j++)
+            if (j != y[s]) top = fmax(top, -(double)m[s * K + j]);
+        sum = exp(-top);
+        for (int j = 0; j < K; j++)
+            if (j != y[s]) sum += exp(-(double)m[s * K + j] - top);
+        total += top + log(sum);
+    }
+    return total / n;
+}
+
+/* The certified loss's parameter gradient against central differences of the loss, at an eps
+ * that leaves many ReLUs unstable. beta 0 (IBP): networks of every kind the loss takes (conv,
+ * linear, ReLU fused and not, average and max pooling, a residual add, Tanh, a depthwise conv);
+ * beta > 0 (CROWN-IBP, through both bound passes and the relaxations' dependence on the interval
+ * bounds): the piecewise-linear ones, a bias-free conv among them. At beta 1 the loss is that of
+ * at_net_margin_bounds' CROWN-IBP margins. */
+static void check_loss_gradient(float beta) {
     const spec_case nets[] = {
         {"conv:3:3:1:1,relu,avgpool:2,flatten,linear:8,relu,linear:4", 1, 6, 6, true},
         {"flatten,linear:10,tanh,linear:6,relu,linear:3", 1, 4, 4, false},
         {"conv:4:3:1:1,a=relu,conv:4:3:1:1:groups=4,add:a,relu,maxpool:2,flatten,linear:4", 1, 6, 6, false},
+        {"conv:4:3:1:1:bias=0,a=relu,conv:4:3:1:1:groups=2,add:a,relu,avgpool:2,flatten,linear:6,relu,linear:4", 2, 6, 6, true},
+        {"flatten,linear:12,relu,linear:10,relu,linear:5", 1, 3, 3, true},
     };
     for (size_t k = 0; k < sizeof nets / sizeof *nets; k++) {
+        if (beta > 0.0f && !nets[k].piecewise_linear) continue;
         at_net *net = NULL;
         CHECK_OK(at_net_from_spec(&net, nets[k].spec, nets[k].c, nets[k].h, nets[k].w));
         if (!net) continue;
         at_net_init(net, 5 + (uint64_t)k);
         const int n = 3, D = at_net_in_size(net), K = at_net_out_size(net);
         const size_t np = at_net_num_params(net);
-        float x[3 * 64], loss = 0, lp, lm;
+        float x[3 * 72], loss = 0, lp, lm, m[3 * 8];
         int32_t y[3];
         for (int i = 0; i < n * D; i++) x[i] = uniform();
         for (int i = 0; i < n; i++) y[i] = i % K;
         at_net_zero_grad(net);
-        CHECK_OK(at_ibp_loss(net, x, y, n, 0.05f, 1.0f, &loss, NULL));
+        CHECK_OK(at_certified_loss(net, x, y, n, 0.05f, beta, 1.0f, &loss, NULL));
+        if (beta == 1.0f) {
+            CHECK_OK(at_net_margin_bounds(net, x, y, n, 0.05f, AT_BOUND_CROWN_IBP, m));
+            const double want = worst_case_mean(m, y, n, K);
+            CHECK_MSG(fabs(want - loss) <= 1e-5 * fmax(1.0, fabs(want)), "%s: CROWN-IBP loss %.7g, of its margins %.7g",
+                      nets[k].spec, (double)loss, want);
+        }
         float *g = malloc(sizeof(float) * np), *p = at_net_params(net);
         memcpy(g, at_net_grads(net), sizeof(float) * np);
         int bad = 0, checked = 0, kinks = 0;
         for (size_t i = 0; i < np; i += 1 + np / 60, checked++) {
-            const float keep = p[i], h = 1e-2f * fmaxf(fabsf(keep), 0.1f);
-            p[i] = keep + h;
-            CHECK_OK(at_ibp_loss(net, x, y, n, 0.05f, 0.0f, &lp, NULL));
-            p[i] = keep - h;
-            CHECK_OK(at_ibp_loss(net, x, y, n, 0.05f, 0.0f, &lm, NULL));
-            p[i] = keep;
-            const double fd = ((double)lp - lm) / (2.0 * h), up = ((double)lp - loss) / h, down = ((double)loss - lm) / h;
-            /* The loss is piecewise smooth (ReLU gates on the bounds, |w|, max pooling): where
-             * the two one-sided slopes disagree a kink lies within h, and the central
-             * difference says nothing there. */
-            if (fabs(up - down) > 1e-2 + 0.1 * fabs(fd)) {
-                kinks++;
-                continue;
+            /* The loss is piecewise smooth (ReLU gates on the bounds, |w|, max pooling) and, with
+             * CROWN-IBP, has small jumps (a relaxation's slope flips where u = -l): where the two
+             * one-sided slopes disagree a kink lies within h, and the central difference says
+             * nothing there. A gradient is wrong when no step (h, h/10) free of kinks agrees. */
+            bool kink = true, agree = false;
+            double fd = 0.0;
+            for (int tries = 0; tries < 2 && !agree; tries++) {
+                const float keep = p[i], h = (tries ? 1e-3f : 1e-2f) * fmaxf(fabsf(keep), 0.1f);
+                p[i] = keep + h;
+                CHECK_OK(at_certified_loss(net, x, y, n, 0.05f, beta, 0.0f, &lp, NULL));
+                p[i] = keep - h;
+                CHECK_OK(at_certified_loss(net, x, y, n, 0.05f, beta, 0.0f, &lm, NULL));
+                p[i] = keep;
+                const double up = ((double)lp - loss) / h, down = ((double)loss - lm) / h;
+                fd = ((double)lp - lm) / (2.0 * h);
+                if (fabs(up - down) > 1e-2 + 0.1 * fabs(fd)) continue;
+                kink = false;
+                agree = fabs(fd - g[i]) <= 2e-3 + 2e-2 * fabs(fd);
             }
-            if (fabs(fd - g[i]) > 2e-3 + 2e-2 * fabs(fd) && bad++ < 3)
-                printf("  %s: parameter %zu: gradient %.6g, central difference %.6g\n", nets[k].spec, i, (double)g[i], fd);
+            kinks += kink;
+            if (!kink && !agree && bad++ < 3)
+                printf("  %s beta %g: parameter %zu: gradient %.6g, central difference %.6g\n", nets[k].spec, (double)beta,
+                       i, (double)g[i], fd);
         }
-        CHECK_MSG(bad == 0 && kinks * 10 < checked && loss > 0, "%s: %d of %d IBP-loss gradients off, %d at kinks (loss %g)",
-                  nets[k].spec, bad, checked, kinks, (double)loss);
+        CHECK_MSG(bad == 0 && kinks * 10 < checked && loss > 0, "%s beta %g: %d of %d certified-loss gradients off, %d at kinks (loss %g)",
+                  nets[k].spec, (double)beta, bad, checked, kinks, (double)loss);
         free(g);
         at_net_free(net);
     }
@@ -309,6 +343,8 @@ int main(void) {
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_case(&cases[i]);
     check_bad_input();
     check_lirpa();
-    check_ibp_loss_gradient();
+    check_loss_gradient(0.0f);
+    check_loss_gradient(0.5f);
+    check_loss_gradient(1.0f);
     return tu_finish("test_bounds");
 }

@@ -47,6 +47,9 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--momentum", type=float, default=0.9)
+    ap.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
+                    help="cosine: CosineAnnealingLR(T_max=epochs, eta_min=0) stepped after each "
+                         "epoch, as advtrain fit --schedule cosine")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--adv", choices=["none", "pgd"], default="none")
@@ -60,6 +63,8 @@ def main():
     xte, yte = load("test")
     model = build(a.model, 1, 28)
     opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=a.momentum)
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=a.epochs)
+             if a.schedule == "cosine" else None)
     alpha = 2.5 * a.eps / a.steps
     train_time = 0.0
     for epoch in range(1, a.epochs + 1):
@@ -77,6 +82,8 @@ def main():
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+        if sched is not None:
+            sched.step()
         train_time += time.perf_counter() - start
         model.eval()
         with torch.no_grad():

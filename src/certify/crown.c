@@ -42,13 +42,6 @@ size_t crown_scratch(const at_net *net, int chunk) {
     return f + 3 * R * big + work + 2 * R + 2 * big + 64;
 }
 
-typedef struct crown_bufs {
-    float **lam;     /* per tensor + 1: R rows of coefficients; fused nodes alias their source's */
-    float *dx, *dx2, *dummy, *work, *offset, *zeros;
-    double *constant; /* per row */
-    int R, K;
-} crown_bufs;
-
 static void carve(const at_net *net, float *block, int R, float **lam, crown_bufs *C) {
     const size_t big = bounds_max_tensor(net);
     C->lam = lam;
@@ -89,7 +82,8 @@ static void init_rows(const at_net *net, const crown_bufs *C, const int32_t *y, 
 
 /* Replaces the coefficients on a ReLU's output by coefficients on its input (bounds lo, hi per
  * sample) and the constants of the upper lines used. */
-static void relax_relu(const crown_bufs *C, float *lam, const float *lo, const float *hi, int size) {
+static void relax_relu(const crown_bufs *C, float *lam, const float *lo, const float *hi, int size, float *keep) {
+    if (keep) memcpy(keep, lam, sizeof(float) * (size_t)C->R * size);
     for (int r = 0; r < C->R; r++) {
         const size_t s = (size_t)(r / C->K) * size;
         float *row = lam + (size_t)r * size;
@@ -144,9 +138,10 @@ static void back_substitute(const at_net *net, const thread_bufs *T, const crown
         const at_layer *L = &net->layers[l];
         if (L->fused) continue;
         float *lam = C->lam[l + 1];
-        if (L->relu_out) relax_relu(C, lam, T->pre_lo[l], T->pre_hi[l], L->out_size);
+        float *keep = C->keep ? C->keep[l] : NULL;
+        if (L->relu_out) relax_relu(C, lam, T->pre_lo[l], T->pre_hi[l], L->out_size, keep);
         if (L->d.kind == AT_LAYER_RELU) { /* a ReLU of its own: its input is its source */
-            relax_relu(C, lam, T->lo[L->src[0] + 1], T->hi[L->src[0] + 1], L->out_size);
+            relax_relu(C, lam, T->lo[L->src[0] + 1], T->hi[L->src[0] + 1], L->out_size, keep);
             accumulate(C->lam[L->src[0] + 1], lam, (size_t)C->R * L->out_size);
             continue;
         }
@@ -154,27 +149,33 @@ static void back_substitute(const at_net *net, const thread_bufs *T, const crown
     }
 }
 
+void crown_rows(const at_net *net, const thread_bufs *T, float *block, float **lam, crown_bufs *C, const int32_t *y,
+                int n, float *m) {
+    const int K = at_net_out_size(net), D = net_in_size(net);
+    C->R = n * K, C->K = K;
+    carve(net, block, C->R, lam, C);
+    for (int t = 0; t <= net->nlayers; t++)
+        if (t == 0 || !net->layers[t - 1].fused) memset(lam[t], 0, sizeof(float) * (size_t)C->R * (t ? net->layers[t - 1].out_size : D));
+    memset(C->zeros, 0, sizeof(float) * bounds_max_tensor(net));
+    memset(C->dummy, 0, sizeof(float) * (size_t)C->R * bounds_max_tensor(net));
+    memset(C->constant, 0, sizeof(double) * (size_t)C->R);
+    init_rows(net, C, y, n);
+    back_substitute(net, T, C);
+    /* The minimum of a linear function over the input box: centre minus |coefficients| radius. */
+    for (int r = 0; r < C->R; r++) {
+        const int s = r / K, j = r % K;
+        const float *lo = T->lo[0] + (size_t)s * D, *hi = T->hi[0] + (size_t)s * D, *row = lam[0] + (size_t)r * D;
+        double bound = C->constant[r];
+        for (int i = 0; i < D; i++)
+            bound += 0.5 * ((double)row[i] * ((double)lo[i] + hi[i]) - fabs((double)row[i]) * ((double)hi[i] - lo[i]));
+        m[r] = j == y[s] ? INFINITY : (float)bound;
+    }
+}
+
 void crown_margins(const bound_net *B, const thread_bufs *T, void *user, int begin, int n) {
     const margin_job *J = user;
     const at_net *net = B->net;
-    const int K = at_net_out_size(net), D = net_in_size(net);
-    crown_bufs C = {.R = n * K, .K = K};
-    float *lam_ptrs[net->nlayers + 1];
-    carve(net, T->extra, C.R, lam_ptrs, &C);
-    for (int t = 0; t <= net->nlayers; t++)
-        if (t == 0 || !net->layers[t - 1].fused) memset(lam_ptrs[t], 0, sizeof(float) * (size_t)C.R * (t ? net->layers[t - 1].out_size : D));
-    memset(C.zeros, 0, sizeof(float) * bounds_max_tensor(net));
-    memset(C.dummy, 0, sizeof(float) * (size_t)C.R * bounds_max_tensor(net));
-    memset(C.constant, 0, sizeof(double) * (size_t)C.R);
-    init_rows(net, &C, J->y + begin, n);
-    back_substitute(net, T, &C);
-    /* The minimum of a linear function over the input box: centre minus |coefficients| radius. */
-    for (int r = 0; r < C.R; r++) {
-        const int s = r / K, j = r % K;
-        const float *lo = T->lo[0] + (size_t)s * D, *hi = T->hi[0] + (size_t)s * D, *row = C.lam[0] + (size_t)r * D;
-        double bound = C.constant[r];
-        for (int i = 0; i < D; i++)
-            bound += 0.5 * ((double)row[i] * ((double)lo[i] + hi[i]) - fabs((double)row[i]) * ((double)hi[i] - lo[i]));
-        J->margins[(size_t)(begin + s) * K + j] = j == J->y[begin + s] ? INFINITY : (float)bound;
-    }
+    float *lam[net->nlayers + 1];
+    crown_bufs C = {.keep = NULL};
+    crown_rows(net, T, T->extra, lam, &C, J->y + begin, n, J->margins + (size_t)begin * at_net_out_size(net));
 }
