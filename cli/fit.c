@@ -251,7 +251,7 @@ static void print_epoch(const fit_state *st, const at_epoch_stats *s) {
     if (!isnan(s->grad_norm)) fprintf(f, "  |g| %.3g", (double)s->grad_norm);
     fprintf(f, "  %.1fs\n", s->seconds);
     if (!isnan(s->eps)) {
-        fprintf(f, "           %s eps %.4g (0-1 scale)", s->method, (double)s->eps);
+        fprintf(f, "           %s eps %.4g (0-1 scale)", s->method ? s->method : "", (double)s->eps);
         if (!isnan(s->adv_metric)) fprintf(f, ": adversarial-train %.2f%%", 100.0 * s->adv_metric);
         if (!isnan(s->robust_val)) fprintf(f, "  robust val (PGD) %.2f%%", 100.0 * s->robust_val);
         if (!isnan(s->guard_acc)) fprintf(f, "  guard (PGD-10) %.2f%%", 100.0 * s->guard_acc);

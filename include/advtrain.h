@@ -771,8 +771,12 @@ at_status at_net_interval_bounds(at_net *net, const float *lo, const float *hi, 
  * et al. 2018), each ReLU relaxed with the interval bounds of its input (CROWN-IBP, Zhang et
  * al. 2020); at least as tight as IBP's on ReLU networks in most cases, never claimed tighter:
  * take the larger of the two where both hold. CROWN-IBP needs piecewise-linear networks (no max
- * pooling, Tanh, Sigmoid or LeakyReLU: AT_ERR_ARG naming the layer). */
-typedef enum at_bound_method { AT_BOUND_IBP, AT_BOUND_CROWN_IBP } at_bound_method;
+ * pooling, Tanh, Sigmoid or LeakyReLU: AT_ERR_ARG naming the layer). CROWN: the same with
+ * the bounds each ReLU is relaxed with computed by CROWN as well (from that ReLU's input back to
+ * the network's input, in order), as auto_LiRPA's method "CROWN": tighter than CROWN_IBP in
+ * most cases, and one backward pass per neuron of every ReLU's input: far slower (one sample per
+ * chunk). */
+typedef enum at_bound_method { AT_BOUND_IBP, AT_BOUND_CROWN_IBP, AT_BOUND_CROWN } at_bound_method;
 
 /* Lower bounds of the margins z_y - z_j of a classifier over the L-inf ball of radius eps around
  * each of n inputs x, clipped to the pixel box [0,1]: margins is n x K (K = at_net_out_size),
@@ -1128,7 +1132,8 @@ typedef struct at_epoch_stats {
     bool collapsed;     /* the guard found catastrophic overfitting and restored the weights of
                            the last good epoch; alpha is the step used from now on */
     float alpha;        /* the FGSM-RS step size in use (0-1 pixel scale) */
-    const char *method; /* adversarial training method now in use ("fgsm-rs", "pgd") */
+    const char *method; /* adversarial training method now in use ("fgsm-rs", "pgd"), or the
+                           certified one ("ibp", "crown-ibp"); NULL for plain training */
     int skipped;        /* batches skipped for a non-finite loss or gradient (skip_nonfinite) */
 } at_epoch_stats;
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # End-to-end checks of `advtrain verify`: verified accuracy next to clean and robust accuracy, in
-# order (verified <= robust <= clean), the JSON object (clean_accuracy, verified_accuracy, method,
+# order (verified <= robust <= clean), IBP <= CROWN-IBP <= CROWN on a plain network, the JSON object (clean_accuracy, verified_accuracy, method,
 # eps), verified accuracy falling as eps grows and equal to the clean accuracy at eps 0, the
 # network untouched, and bad usage (a clear message, exit 2). Needs Fashion-MNIST; skips without it.
 source "$(dirname "$0")/harness.sh"
@@ -36,6 +36,18 @@ PY
 fi
 [ "$(sha256sum "$model")" = "$sum_before" ] && ok || bad "verify changed the model file"
 
+# The three bound methods on the same samples: CROWN proves at least what CROWN-IBP proves on this
+# plainly trained network (its ReLUs' bounds are tighter), and CROWN-IBP at least what IBP proves
+for m in ibp crown-ibp crown; do
+    expect 0 "\"method\": *\"$m\"" -- "$cli" verify "$model" --eps 0.005 --samples 40 --threads 2 --method "$m" --json
+    cp "$tmp/out" "$tmp/m$m.json"
+done
+python3 - "$tmp" <<'PY' && ok || bad "verify --method: $(cat "$tmp"/m*.json)"
+import json, sys
+v = [json.load(open(f"{sys.argv[1]}/m{m}.json"))["verified_accuracy"] for m in ("ibp", "crown-ibp", "crown")]
+assert v[0] <= v[1] <= v[2] and v[2] > v[0], v
+PY
+
 # Certified training (fit --certify ibp) proves far more at its eps than plain training
 plain="$tmp/plain.safetensors" ibp="$tmp/ibp.safetensors"
 net='conv:8:3:2:1,relu,conv:16:3:2:1,relu,flatten,linear:32,relu,linear:10'
@@ -68,7 +80,7 @@ expect 2 "BatchNorm" -- "$cli" fit --model 'conv:8:3:2:1,bn,relu,flatten,linear:
 expect 2 "--eps is required" -- "$cli" verify "$model"
 expect 2 "eps" -- "$cli" verify "$model" --eps -0.1
 expect 2 "eps" -- "$cli" verify "$model" --eps nan
-expect 2 "--method crown: use ibp .* or crown-ibp" -- "$cli" verify "$model" --eps 0.1 --method crown
+expect 2 "--method crown-lp: use ibp .*, crown-ibp .* or crown" -- "$cli" verify "$model" --eps 0.1 --method crown-lp
 expect 2 "unknown attack" -- "$cli" verify "$model" --eps 0.1 --attack deepfool
 expect 2 "--offset 10000: the test split has only 10000 samples" -- "$cli" verify "$model" --eps 0.1 --offset 10000
 expect 1 "no-such.safetensors" -- "$cli" verify "$tmp/no-such.safetensors" --eps 0.1

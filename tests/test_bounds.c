@@ -6,7 +6,7 @@
  * and the folded last layer gives margins at least as tight as the logit intervals. The network is
  * left as it was (parameters, buffers, mode). Bad input is refused. And on the graph network of
  * tests/fixtures/bounds_lirpa.safetensors (tools/make_bound_fixtures.py) the interval bounds of the
- * logits and the CROWN-IBP bounds of the margins equal auto_LiRPA's within 1e-4. */
+ * logits and the CROWN-IBP and CROWN bounds of the margins equal auto_LiRPA's within 1e-4. */
 #include "advtrain.h"
 #include "testutil.h"
 
@@ -124,7 +124,7 @@ static double check_margins(at_net *net, const char *spec, const float *x0, cons
         }
     }
     CHECK_MSG(below == 0, "%s eps %g, %s: %d sampled margins below their bound", spec, (double)eps,
-              method == AT_BOUND_IBP ? "ibp" : "crown-ibp", below);
+              method == AT_BOUND_IBP ? "ibp" : method == AT_BOUND_CROWN ? "crown" : "crown-ibp", below);
     CHECK_MSG(looser == 0, "%s eps %g: %d folded margins looser than the logit intervals", spec, (double)eps, looser);
     free(m);
     free(x);
@@ -164,6 +164,12 @@ static void check_case(const spec_case *c) {
             CHECK_MSG(crown >= ibp - 1e-4 * fabs(ibp), "%s eps %g: CROWN-IBP margins (sum %.6g) looser than IBP's (%.6g)",
                       c->spec, (double)eps[e], crown, ibp);
             if (e == 3) printf("  %-40.40s eps 0.1: sum of margin bounds IBP %.4g, CROWN-IBP %.4g\n", c->spec, ibp, crown);
+            if (D <= 400) { /* full CROWN: a backward pass per neuron, small networks only */
+                const double full = check_margins(net, c->spec, x, y, n, eps[e], AT_BOUND_CROWN, zlo, zhi);
+                CHECK_MSG(full >= crown - 1e-4 * fabs(crown), "%s eps %g: CROWN margins (sum %.6g) looser than CROWN-IBP's (%.6g)",
+                          c->spec, (double)eps[e], full, crown);
+                if (e == 3) printf("  %-40.40s eps 0.1: sum of margin bounds CROWN %.4g\n", c->spec, full);
+            }
         }
         const float tol = 1e-5f * largest(zlo, zhi, (size_t)n * K);
         bool nested = true, tight = true;
@@ -324,14 +330,19 @@ static void check_lirpa(void) {
     const double worst_ibp = fmax(tu_max_violation(zlo, ilo->data, (size_t)n * K, 1e-4, 0, NULL),
                                   tu_max_violation(zhi, ihi->data, (size_t)n * K, 1e-4, 0, NULL));
     CHECK_MSG(worst_ibp <= 1, "interval bounds differ from auto_LiRPA's by %.3g x 1e-4", worst_ibp);
-    CHECK_OK(at_net_margin_bounds(net, x->data, y, n, eps->data[0], AT_BOUND_CROWN_IBP, m));
-    double worst_crown = 0;
-    for (int i = 0; i < n * K; i++)
-        if (isfinite(cr->data[i])) worst_crown = fmax(worst_crown, fabs((double)m[i] - cr->data[i]) / 1e-4);
-        else CHECK(isinf(m[i]) && m[i] > 0);
-    CHECK_MSG(worst_crown <= 1, "CROWN-IBP margins differ from auto_LiRPA's by %.3g x 1e-4", worst_crown);
-    printf("  auto_LiRPA fixture (%d samples, eps %g): interval bounds within %.2g, CROWN-IBP margins within %.2g\n",
-           n, (double)eps->data[0], worst_ibp * 1e-4, worst_crown * 1e-4);
+    const at_st_tensor *want[2] = {cr, at_st_find(f, "crown")};
+    const at_bound_method methods[2] = {AT_BOUND_CROWN_IBP, AT_BOUND_CROWN};
+    double worst[2] = {0, 0};
+    CHECK(want[1] && want[1]->count == (size_t)n * K);
+    for (int k = 0; k < 2 && want[k]; k++) {
+        CHECK_OK(at_net_margin_bounds(net, x->data, y, n, eps->data[0], methods[k], m));
+        for (int i = 0; i < n * K; i++)
+            if (isfinite(want[k]->data[i])) worst[k] = fmax(worst[k], fabs((double)m[i] - want[k]->data[i]) / 1e-4);
+            else CHECK(isinf(m[i]) && m[i] > 0);
+        CHECK_MSG(worst[k] <= 1, "%s margins differ from auto_LiRPA's by %.3g x 1e-4", k ? "CROWN" : "CROWN-IBP", worst[k]);
+    }
+    printf("  auto_LiRPA fixture (%d samples, eps %g): interval bounds within %.2g, CROWN-IBP margins within %.2g, "
+           "CROWN margins within %.2g\n", n, (double)eps->data[0], worst_ibp * 1e-4, worst[0] * 1e-4, worst[1] * 1e-4);
     free(lo), free(hi), free(zlo), free(zhi), free(m);
 done:
     at_net_free(net);

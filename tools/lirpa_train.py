@@ -11,7 +11,8 @@ every epoch, batches of 128, Adam; the loss kappa * CE(clean) + (1 - kappa) * CE
 lower bounds of the margins z_y - z_j over each image's eps-ball clipped to [0, 1] (the
 worst-case logits of Gowal et al.), computed by auto_LiRPA: IBP with the last Linear folded in
 (C), and for CROWN-IBP beta * CROWN-IBP + (1 - beta) * IBP as auto_LiRPA's own
-examples/vision/simple_training.py mixes them (no CROWN pass once beta is 0). After WARMUP clean
+examples/vision/simple_training.py mixes them (no CROWN pass once beta is 0); CROWN-IBP's
+intermediate bounds are IBP's (method "CROWN-IBP"), as advtrain's. After WARMUP clean
 epochs, eps rises linearly per step over RAMP epochs while kappa falls to KAPPA and beta from 1 to
 0. The model is torch_models' (smallcnn by default) and is saved as safetensors that `advtrain
 verify` reads, so both sides are verified by the same code. Prints the training time."""
@@ -52,7 +53,7 @@ def robust_loss(bounded, x, y, eps, beta, k):
     c = margins_spec(y, k)
     lb, _ = bounded.compute_bounds(x=(box,), IBP=True, C=c, method=None)
     if beta > 1e-5:
-        clb, _ = bounded.compute_bounds(IBP=False, C=c, method="backward", bound_upper=False)
+        clb, _ = bounded.compute_bounds(x=(box,), C=c, method="CROWN-IBP", bound_upper=False)
         lb = clb * beta + lb * (1 - beta)
     padded = torch.cat((torch.zeros(len(y), 1), lb), dim=1)
     return F.cross_entropy(-padded, torch.zeros(len(y), dtype=torch.long))

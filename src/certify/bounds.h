@@ -56,7 +56,8 @@ typedef struct crown_bufs {
     float **lam, **keep;
     float *dx, *dx2, *dummy, *work, *offset, *zeros;
     double *constant; /* per row */
-    int R, K;
+    int R, K;           /* rows; rows per sample (the classes, for margins) */
+    int s0;             /* the chunk's sample of row 0 */
 } crown_bufs;
 
 /* CROWN-IBP for the chunk's n samples with labels y: C's state, and each row's margin bound in
@@ -81,8 +82,14 @@ void crown_adjoint_carve(const at_net *net, float *block, int R, float **adj, fl
 
 /* CROWN-IBP margins of a chunk (crown.c): the bounds of every tensor are in T. */
 void crown_margins(const bound_net *B, const thread_bufs *T, void *user, int begin, int n);
-/* Floats of crown_margins' scratch per thread, for chunks of `chunk` samples; and whether every
- * node has a linear relaxation (the first that has not, or -1). */
+/* Full CROWN margins of a chunk (crown.c): the bounds every ReLU relaxation reads computed by
+ * CROWN too (replacing the interval ones in T), then the margins as crown_margins. Its scratch:
+ * crown_scratch_rows(net, max(chunk * classes, CROWN_ROWS)). */
+void crown_full_margins(const bound_net *B, const thread_bufs *T, void *user, int begin, int n);
+enum { CROWN_ROWS = 256 }; /* rows of one intermediate bound pass */
+/* Floats of crown_margins' scratch per thread, for chunks of `chunk` samples (or `rows` rows);
+ * and whether every node has a linear relaxation (the first that has not, or -1). */
 size_t crown_scratch(const at_net *net, int chunk);
+size_t crown_scratch_rows(const at_net *net, int rows);
 int crown_unsupported(const at_net *net);
 #endif

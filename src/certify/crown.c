@@ -30,8 +30,10 @@ int crown_unsupported(const at_net *net) {
 
 /* The scratch of one thread: coefficients of every tensor, the backward's outputs and a dummy
  * input, its workspace, the constants (doubles) and one node's offset c. */
-size_t crown_scratch(const at_net *net, int chunk) {
-    const size_t R = (size_t)chunk * at_net_out_size(net), big = bounds_max_tensor(net);
+size_t crown_scratch(const at_net *net, int chunk) { return crown_scratch_rows(net, chunk * at_net_out_size(net)); }
+
+size_t crown_scratch_rows(const at_net *net, int rows) {
+    const size_t R = (size_t)rows, big = bounds_max_tensor(net);
     size_t f = R * net_in_size(net), work = 0;
     for (int l = 0; l < net->nlayers; l++) {
         const at_layer *L = &net->layers[l];
@@ -85,7 +87,7 @@ static void init_rows(const at_net *net, const crown_bufs *C, const int32_t *y, 
 static void relax_relu(const crown_bufs *C, float *lam, const float *lo, const float *hi, int size, float *keep) {
     if (keep) memcpy(keep, lam, sizeof(float) * (size_t)C->R * size);
     for (int r = 0; r < C->R; r++) {
-        const size_t s = (size_t)(r / C->K) * size;
+        const size_t s = (size_t)(C->s0 + r / C->K) * size;
         float *row = lam + (size_t)r * size;
         double add = 0.0;
         for (int i = 0; i < size; i++) {
@@ -132,14 +134,15 @@ static void affine_back(const at_net *net, const crown_bufs *C, int l) {
     if (A.nsrc == 2) accumulate(C->lam[A.src[1] + 1], C->dx2, (size_t)C->R * A.in_size);
 }
 
-/* Every node, last to first. */
-static void back_substitute(const at_net *net, const thread_bufs *T, const crown_bufs *C) {
-    for (int l = net->nlayers - 1; l >= 0; l--) {
+/* Nodes top, ..., 0 (the coefficients on top's output set), without relaxing top's own fused
+ * ReLU when relax_top is false (its input's bounds are wanted). */
+static void back_substitute_from(const at_net *net, const thread_bufs *T, const crown_bufs *C, int top, bool relax_top) {
+    for (int l = top; l >= 0; l--) {
         const at_layer *L = &net->layers[l];
         if (L->fused) continue;
         float *lam = C->lam[l + 1];
         float *keep = C->keep ? C->keep[l] : NULL;
-        if (L->relu_out) relax_relu(C, lam, T->pre_lo[l], T->pre_hi[l], L->out_size, keep);
+        if (L->relu_out && (l < top || relax_top)) relax_relu(C, lam, T->pre_lo[l], T->pre_hi[l], L->out_size, keep);
         if (L->d.kind == AT_LAYER_RELU) { /* a ReLU of its own: its input is its source */
             relax_relu(C, lam, T->lo[L->src[0] + 1], T->hi[L->src[0] + 1], L->out_size, keep);
             accumulate(C->lam[L->src[0] + 1], lam, (size_t)C->R * L->out_size);
@@ -149,10 +152,21 @@ static void back_substitute(const at_net *net, const thread_bufs *T, const crown
     }
 }
 
+/* The minimum of row r's linear function over its sample's input box: centre minus
+ * |coefficients| radius, plus the constant. */
+static double row_minimum(const at_net *net, const thread_bufs *T, const crown_bufs *C, int r) {
+    const int D = net_in_size(net), s = C->s0 + r / C->K;
+    const float *lo = T->lo[0] + (size_t)s * D, *hi = T->hi[0] + (size_t)s * D, *row = C->lam[0] + (size_t)r * D;
+    double bound = C->constant[r];
+    for (int i = 0; i < D; i++)
+        bound += 0.5 * ((double)row[i] * ((double)lo[i] + hi[i]) - fabs((double)row[i]) * ((double)hi[i] - lo[i]));
+    return bound;
+}
+
 void crown_rows(const at_net *net, const thread_bufs *T, float *block, float **lam, crown_bufs *C, const int32_t *y,
                 int n, float *m) {
     const int K = at_net_out_size(net), D = net_in_size(net);
-    C->R = n * K, C->K = K;
+    C->R = n * K, C->K = K, C->s0 = 0;
     carve(net, block, C->R, lam, C);
     for (int t = 0; t <= net->nlayers; t++)
         if (t == 0 || !net->layers[t - 1].fused) memset(lam[t], 0, sizeof(float) * (size_t)C->R * (t ? net->layers[t - 1].out_size : D));
@@ -160,22 +174,91 @@ void crown_rows(const at_net *net, const thread_bufs *T, float *block, float **l
     memset(C->dummy, 0, sizeof(float) * (size_t)C->R * bounds_max_tensor(net));
     memset(C->constant, 0, sizeof(double) * (size_t)C->R);
     init_rows(net, C, y, n);
-    back_substitute(net, T, C);
-    /* The minimum of a linear function over the input box: centre minus |coefficients| radius. */
-    for (int r = 0; r < C->R; r++) {
-        const int s = r / K, j = r % K;
-        const float *lo = T->lo[0] + (size_t)s * D, *hi = T->hi[0] + (size_t)s * D, *row = lam[0] + (size_t)r * D;
-        double bound = C->constant[r];
-        for (int i = 0; i < D; i++)
-            bound += 0.5 * ((double)row[i] * ((double)lo[i] + hi[i]) - fabs((double)row[i]) * ((double)hi[i] - lo[i]));
-        m[r] = j == y[s] ? INFINITY : (float)bound;
-    }
+    back_substitute_from(net, T, C, net->nlayers - 1, true);
+    for (int r = 0; r < C->R; r++) m[r] = r % K == y[r / K] ? INFINITY : (float)row_minimum(net, T, C, r);
 }
 
 void crown_margins(const bound_net *B, const thread_bufs *T, void *user, int begin, int n) {
     const margin_job *J = user;
     const at_net *net = B->net;
     float *lam[net->nlayers + 1];
+    crown_bufs C = {.keep = NULL};
+    crown_rows(net, T, T->extra, lam, &C, J->y + begin, n, J->margins + (size_t)begin * at_net_out_size(net));
+}
+
+/* ------------------------------------------------------------ full CROWN */
+
+/* Whether tensor t (a node's output, t >= 1) is the input of a standalone ReLU. */
+static bool read_by_relu(const at_net *net, int t) {
+    for (int l = t; l < net->nlayers; l++)
+        if (!net->layers[l].fused && net->layers[l].d.kind == AT_LAYER_RELU && net->layers[l].src[0] + 1 == t) return true;
+    return false;
+}
+
+/* An affine node reading only the input: its interval bounds are already exact. */
+static bool on_input(const at_net *net, int l) {
+    const at_layer *L = &net->layers[l];
+    return at_layer_ops_for(L->d.kind)->bound_rule == AT_BOUND_AFFINE && L->src[0] == -1 && (L->nsrc < 2 || L->src[1] == -1);
+}
+
+/* The CROWN bounds of node top's output before its fused ReLU, for sample s, into lo, hi (its
+ * rows): rows +e_i (lower bound of z_i) and -e_i (minus its upper bound), CROWN_ROWS at a time. */
+static void node_bounds(const at_net *net, const thread_bufs *T, float *block, float **lam, int top, int s, float *lo,
+                        float *hi) {
+    const int O = net->layers[top].out_size;
+    crown_bufs C = {.keep = NULL};
+    for (int g0 = 0; g0 < 2 * O; g0 += CROWN_ROWS) {
+        const int R = AT_MIN(CROWN_ROWS, 2 * O - g0);
+        C.R = C.K = R, C.s0 = s;
+        carve(net, block, R, lam, &C);
+        for (int t = 0; t <= top + 1; t++)
+            if (t == 0 || !net->layers[t - 1].fused)
+                memset(lam[t], 0, sizeof(float) * (size_t)R * (t ? net->layers[t - 1].out_size : net_in_size(net)));
+        memset(C.constant, 0, sizeof(double) * (size_t)R);
+        memset(C.zeros, 0, sizeof(float) * bounds_max_tensor(net));
+        memset(C.dummy, 0, sizeof(float) * (size_t)R * bounds_max_tensor(net));
+        for (int q = 0; q < R; q++) {
+            const int g = g0 + q;
+            lam[top + 1][(size_t)q * O + g % O] = g < O ? 1.0f : -1.0f;
+        }
+        back_substitute_from(net, T, &C, top, false);
+        for (int q = 0; q < R; q++) {
+            const int g = g0 + q;
+            const double v = row_minimum(net, T, &C, q);
+            if (g < O)
+                lo[g] = (float)v;
+            else
+                hi[g - O] = (float)-v;
+        }
+    }
+}
+
+/* Full CROWN's intermediate bounds: every bound a ReLU relaxation reads, by CROWN from that
+ * node back to the input, node by node in order (each uses the ones before), replacing the
+ * interval bounds in T for the chunk's n samples. A fused ReLU's output takes the ReLU of its
+ * input's bounds. Nodes that read only the input keep their interval bounds, which are exact. */
+static void crown_intermediate(const at_net *net, const thread_bufs *T, float *block, float **lam, int n) {
+    for (int l = 0; l < net->nlayers; l++) {
+        const at_layer *L = &net->layers[l];
+        if (L->fused || on_input(net, l)) continue;
+        const size_t O = (size_t)L->out_size;
+        if (L->relu_out) {
+            for (int s = 0; s < n; s++) node_bounds(net, T, block, lam, l, s, T->pre_lo[l] + s * O, T->pre_hi[l] + s * O);
+            for (size_t i = 0; i < n * O; i++) {
+                T->lo[l + 1][i] = at_relu(T->pre_lo[l][i]);
+                T->hi[l + 1][i] = at_relu(T->pre_hi[l][i]);
+            }
+        } else if (read_by_relu(net, l + 1)) {
+            for (int s = 0; s < n; s++) node_bounds(net, T, block, lam, l, s, T->lo[l + 1] + s * O, T->hi[l + 1] + s * O);
+        }
+    }
+}
+
+void crown_full_margins(const bound_net *B, const thread_bufs *T, void *user, int begin, int n) {
+    const margin_job *J = user;
+    const at_net *net = B->net;
+    float *lam[net->nlayers + 1];
+    crown_intermediate(net, T, T->extra, lam, n);
     crown_bufs C = {.keep = NULL};
     crown_rows(net, T, T->extra, lam, &C, J->y + begin, n, J->margins + (size_t)begin * at_net_out_size(net));
 }

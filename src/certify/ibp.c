@@ -302,19 +302,21 @@ at_status at_net_margin_bounds(at_net *net, const float *x, const int32_t *y, in
         return at_fail(AT_ERR_ARG, "at_net_margin_bounds: NULL argument or negative count");
     if (!(eps >= 0.0f) || !isfinite(eps))
         return at_fail(AT_ERR_ARG, "at_net_margin_bounds: eps %g must be finite and >= 0", (double)eps);
-    if (method != AT_BOUND_IBP && method != AT_BOUND_CROWN_IBP)
+    if (method != AT_BOUND_IBP && method != AT_BOUND_CROWN_IBP && method != AT_BOUND_CROWN)
         return at_fail(AT_ERR_ARG, "at_net_margin_bounds: unknown bound method %d", (int)method);
     const int K = at_net_out_size(net);
     for (int i = 0; i < n; i++)
         if (y[i] < 0 || y[i] >= K)
             return at_fail(AT_ERR_ARG, "at_net_margin_bounds: label %d of sample %d outside 0..%d", y[i], i, K - 1);
-    const bool crown = method == AT_BOUND_CROWN_IBP;
+    const bool crown = method != AT_BOUND_IBP, full = method == AT_BOUND_CROWN;
     margin_job J = {x, y, eps, margins, crown ? -1 : elided_node(net)};
     int l = crown ? crown_unsupported(net) : -1;
     if (l < 0) l = bounds_unsupported(net, net->nlayers);
-    if (l >= 0) return refuse(net, l, crown ? "CROWN-IBP" : "interval");
-    const int chunk = crown ? 2 : IBP_CHUNK;
+    if (l >= 0) return refuse(net, l, full ? "CROWN" : crown ? "CROWN-IBP" : "interval");
+    /* Full CROWN: one sample per chunk, its intermediate bounds CROWN_ROWS rows at a time. */
+    const int chunk = full ? 1 : crown ? 2 : IBP_CHUNK;
     bound_net B = {.net = net, .stop = J.elide >= 0 ? J.elide : net->nlayers, .chunk = chunk,
-                   .extra = crown ? crown_scratch(net, chunk) : 0};
-    return n ? bounds_run(&B, n, bounds_ball_input, crown ? crown_margins : margin_done, &J) : AT_OK;
+                   .extra = full ? crown_scratch_rows(net, AT_MAX(K, CROWN_ROWS)) : crown ? crown_scratch(net, chunk) : 0};
+    chunk_done done = full ? crown_full_margins : crown ? crown_margins : margin_done;
+    return n ? bounds_run(&B, n, bounds_ball_input, done, &J) : AT_OK;
 }

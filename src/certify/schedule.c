@@ -25,7 +25,8 @@ at_status certify_check(const at_train_config *cfg, const at_dataset *train, con
     if (!(c->kappa_end >= 0.0f && c->kappa_end <= 1.0f))
         return at_fail(AT_ERR_ARG, "certified training kappa must be in [0, 1], got %g", (double)c->kappa_end);
     if (c->method != AT_BOUND_IBP && c->method != AT_BOUND_CROWN_IBP)
-        return at_fail(AT_ERR_ARG, "certified training: unknown bound method %d", (int)c->method);
+        return at_fail(AT_ERR_ARG, "certified training takes IBP or CROWN-IBP bounds (method %d: full CROWN is for "
+                                   "verification, one backward pass per neuron)", (int)c->method);
     if (c->method == AT_BOUND_CROWN_IBP && !(c->beta_start >= 0.0f && c->beta_start <= 1.0f && c->beta_end >= 0.0f &&
                                             c->beta_end <= 1.0f))
         return at_fail(AT_ERR_ARG, "certified training beta must be in [0, 1], got %g to %g", (double)c->beta_start,
