@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_train import load  # noqa: E402
+from torch_train import load, test_accuracy  # noqa: E402
 from torch_models import build, save_safetensors  # noqa: E402
 from auto_LiRPA import BoundedModule, BoundedTensor, PerturbationLpNorm  # noqa: E402
 
@@ -101,11 +101,7 @@ def main():
             opt.step()
             step += 1
         train_time += time.perf_counter() - start
-        bounded.eval()
-        with torch.no_grad():
-            xt = xte.float().div(255.0).unsqueeze(1)
-            acc = sum(int((model(xt[j:j + 1000]).argmax(1) == yte[j:j + 1000]).sum())
-                      for j in range(0, len(xt), 1000)) / len(xt)
+        acc = test_accuracy(model, xte, yte)
         print(f"epoch {epoch}/{a.epochs} eps {eps:.4f} test {100 * acc:.2f}% "
               f"({train_time:.1f}s training so far)", flush=True)
     print(f"auto_LiRPA {a.method} {a.model} seed {a.seed}: test {100 * acc:.2f}%, "

@@ -30,6 +30,15 @@ def load(split):
     return x, y
 
 
+def test_accuracy(model, xte, yte):
+    """Accuracy on the test images (uint8, N x 28 x 28), in eval mode, 1000 at a time."""
+    model.eval()
+    with torch.no_grad():
+        xt = xte.float().div(255.0).unsqueeze(1)
+        return sum(int((model(xt[j:j + 1000]).argmax(1) == yte[j:j + 1000]).sum())
+                   for j in range(0, len(xt), 1000)) / len(xt)
+
+
 def pgd(model, x, y, eps, alpha, steps):
     x_adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
     for _ in range(steps):
@@ -85,11 +94,7 @@ def main():
         if sched is not None:
             sched.step()
         train_time += time.perf_counter() - start
-        model.eval()
-        with torch.no_grad():
-            xt = xte.float().div(255.0).unsqueeze(1)
-            acc = sum(int((model(xt[j:j + 1000]).argmax(1) == yte[j:j + 1000]).sum())
-                      for j in range(0, len(xt), 1000)) / len(xt)
+        acc = test_accuracy(model, xte, yte)
         print(f"epoch {epoch}/{a.epochs} test {100 * acc:.2f}% ({train_time:.1f}s training so far)", flush=True)
     print(f"torch {torch.__version__} {a.model} seed {a.seed}: test {100 * acc:.2f}%, "
           f"training {train_time:.1f}s on {a.threads} threads")

@@ -47,8 +47,8 @@ typedef struct margin_job {
 } margin_job;
 void bounds_ball_input(const at_net *net, void *user, int begin, int n, float *lo, float *hi);
 
-/* CROWN's working state for one chunk (crown.c): rows r = s * K + j are the margins z_y - z_j of
- * the chunk's samples s. lam: per tensor + 1, R rows of coefficients on that tensor (fused nodes
+/* CROWN's working state for one chunk (crown.c): for margins, rows r = s * (classes - 1) + q are
+ * the margins z_y - z_j of the chunk's samples s, j the q-th class other than y. lam: per tensor + 1, R rows of coefficients on that tensor (fused nodes
  * alias their source's); after crown_rows each holds what its producer passed on (relaxed where
  * a ReLU was). keep (may be NULL): per node, where a relaxed node's coefficients before the
  * relaxation are copied (the training loss's backward needs them). */
@@ -60,8 +60,8 @@ typedef struct crown_bufs {
     int s0;             /* the chunk's sample of row 0 */
 } crown_bufs;
 
-/* CROWN-IBP for the chunk's n samples with labels y: C's state, and each row's margin bound in
- * m (R floats, +inf at j = y). block: crown_scratch(net, n) floats; lam: nlayers + 1 pointers. */
+/* CROWN-IBP for the chunk's n samples with labels y: C's state, and the margin bounds in m (n x
+ * classes, +inf at j = y). block: crown_scratch(net, n) floats; lam: nlayers + 1 pointers. */
 void crown_rows(const at_net *net, const thread_bufs *T, float *block, float **lam, crown_bufs *C, const int32_t *y,
                 int n, float *m);
 /* Gradients of the interval bounds of a chunk (n rows each): per tensor + 1 (dlo, dhi; fused
@@ -70,15 +70,22 @@ typedef struct crown_bound_grads {
     float **dlo, **dhi, **dpre_lo, **dpre_hi;
 } crown_bound_grads;
 
-/* The reverse of crown_rows (crown_loss.c), C->keep set: for the adjoints dm of the rows' bounds
- * (R floats, 0 at j = y), adds the gradient of sum_r dm_r m_r to grads (the parameters; sg: a
- * zeroed scratch of as many floats, left zeroed) and to G (the interval bounds the ReLUs were
- * relaxed with). adj: nlayers + 1 pointers carved by crown_adjoint_carve; lin_params: the
- * parameters with every bias zeroed. Kinds whose offset is not their bias are not taken. */
-void crown_rows_backward(const at_net *net, const thread_bufs *T, const crown_bufs *C, float **adj, const float *dm,
-                         const float *lin_params, float *grads, float *sg, const crown_bound_grads *G);
+/* The reverse of crown_rows (crown_loss.c), C->keep set: for the adjoints dm of the margin
+ * bounds (n x classes as crown_rows wrote them; the labels y), adds the gradient of
+ * sum dm m to grads (the parameters; sg: a zeroed scratch of as many floats, left zeroed) and to
+ * G (the interval bounds the ReLUs were relaxed with). A: crown_adjoint_carve's tables;
+ * lin_params: the parameters with every bias zeroed. Kinds whose offset is not their bias are
+ * not taken. */
+typedef struct crown_adjoint {
+    float **adj;  /* per tensor + 1: the adjoints of its coefficients; fused nodes alias */
+    float *rowdm; /* per row: its margin's adjoint */
+} crown_adjoint;
+void crown_rows_backward(const at_net *net, const thread_bufs *T, const crown_bufs *C, const crown_adjoint *A,
+                         const float *dm, const int32_t *y, int n, const float *lin_params, float *grads, float *sg,
+                         const crown_bound_grads *G);
 size_t crown_adjoint_floats(const at_net *net, int chunk);
-void crown_adjoint_carve(const at_net *net, float *block, int R, float **adj, float **keep);
+/* Carves block for chunks of n samples: A's tables (adj: nlayers + 1 pointers) and keep (nlayers). */
+void crown_adjoint_carve(const at_net *net, float *block, int n, crown_adjoint *A, float **keep);
 
 /* CROWN-IBP margins of a chunk (crown.c): the bounds of every tensor are in T. */
 void crown_margins(const bound_net *B, const thread_bufs *T, void *user, int begin, int n);

@@ -69,16 +69,16 @@ static void carve(const at_net *net, float *block, int R, float **lam, crown_buf
     C->constant = (double *)(((uintptr_t)(C->zeros + big) + 7) & ~(uintptr_t)7);
 }
 
-/* The margins' coefficients on the last tensor: row (s, j) is e_y - e_j, zero for j = y. */
-static void init_rows(const at_net *net, const crown_bufs *C, const int32_t *y, int n) {
+/* The margins' coefficients on the last tensor: K - 1 rows per sample, e_y - e_j for the classes
+ * j != y in order (the margin z_y - z_y is not bounded). */
+static void init_rows(const at_net *net, const crown_bufs *C, const int32_t *y, int n, int K) {
     float *lam = C->lam[net->plan.out_tensor + 1];
-    memset(lam, 0, sizeof(float) * (size_t)C->R * C->K);
+    memset(lam, 0, sizeof(float) * (size_t)C->R * K);
     for (int s = 0; s < n; s++)
-        for (int j = 0; j < C->K; j++) {
-            if (j == y[s]) continue;
-            float *row = lam + ((size_t)s * C->K + j) * C->K;
+        for (int q = 0; q < K - 1; q++) {
+            float *row = lam + ((size_t)s * (K - 1) + q) * K;
             row[y[s]] = 1.0f;
-            row[j] = -1.0f;
+            row[q < y[s] ? q : q + 1] = -1.0f;
         }
 }
 
@@ -166,16 +166,20 @@ static double row_minimum(const at_net *net, const thread_bufs *T, const crown_b
 void crown_rows(const at_net *net, const thread_bufs *T, float *block, float **lam, crown_bufs *C, const int32_t *y,
                 int n, float *m) {
     const int K = at_net_out_size(net), D = net_in_size(net);
-    C->R = n * K, C->K = K, C->s0 = 0;
+    C->R = n * (K - 1), C->K = K - 1, C->s0 = 0;
     carve(net, block, C->R, lam, C);
     for (int t = 0; t <= net->nlayers; t++)
         if (t == 0 || !net->layers[t - 1].fused) memset(lam[t], 0, sizeof(float) * (size_t)C->R * (t ? net->layers[t - 1].out_size : D));
     memset(C->zeros, 0, sizeof(float) * bounds_max_tensor(net));
     memset(C->dummy, 0, sizeof(float) * (size_t)C->R * bounds_max_tensor(net));
     memset(C->constant, 0, sizeof(double) * (size_t)C->R);
-    init_rows(net, C, y, n);
+    init_rows(net, C, y, n, K);
     back_substitute_from(net, T, C, net->nlayers - 1, true);
-    for (int r = 0; r < C->R; r++) m[r] = r % K == y[r / K] ? INFINITY : (float)row_minimum(net, T, C, r);
+    for (int s = 0; s < n; s++) {
+        m[(size_t)s * K + y[s]] = INFINITY;
+        for (int q = 0; q < K - 1; q++)
+            m[(size_t)s * K + (q < y[s] ? q : q + 1)] = (float)row_minimum(net, T, C, s * (K - 1) + q);
+    }
 }
 
 void crown_margins(const bound_net *B, const thread_bufs *T, void *user, int begin, int n) {

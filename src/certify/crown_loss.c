@@ -1,7 +1,8 @@
 /* The gradient of CROWN-IBP margin bounds (crown.c) with respect to the network's parameters and
  * to the interval bounds the ReLUs were relaxed with: what CROWN-IBP training (Zhang et al. 2020)
  * needs. crown_rows carries each margin's coefficients backward, node by node; this file runs
- * that pass in reverse (first node to last), carrying the adjoint of every coefficient:
+ * that pass in reverse (first node to last), carrying the adjoint of every coefficient (its rows
+ * are crown_rows': per sample, the margins to the classes other than its label):
  *
  * - at the input, a row's bound is  constant + sum_i lam_i mid_i - |lam_i| rad_i, so the adjoint
  *   of lam_i is dm (mid_i - sign(lam_i) rad_i) and that of the constant is dm;
@@ -24,7 +25,7 @@
  * adjoints and the kept coefficients of every relaxed node. */
 size_t crown_adjoint_floats(const at_net *net, int chunk) {
     const size_t R = (size_t)chunk * at_net_out_size(net);
-    size_t f = R * net_in_size(net);
+    size_t f = R * net_in_size(net) + R;
     for (int l = 0; l < net->nlayers; l++) {
         const at_layer *L = &net->layers[l];
         if (L->fused) continue;
@@ -34,7 +35,11 @@ size_t crown_adjoint_floats(const at_net *net, int chunk) {
     return f;
 }
 
-void crown_adjoint_carve(const at_net *net, float *block, int R, float **adj, float **keep) {
+void crown_adjoint_carve(const at_net *net, float *block, int n, crown_adjoint *A, float **keep) {
+    const int R = n * (at_net_out_size(net) - 1);
+    float **adj = A->adj;
+    A->rowdm = block;
+    block += (size_t)n * at_net_out_size(net);
     adj[0] = block;
     block += (size_t)R * net_in_size(net);
     for (int l = 0; l < net->nlayers; l++) {
@@ -136,8 +141,13 @@ static void affine_adjoint(const at_net *net, const crown_bufs *C, float **adj, 
     affine_params(net, C, &A, l, adj[A.src[0] + 1], dm, grads, sg);
 }
 
-void crown_rows_backward(const at_net *net, const thread_bufs *T, const crown_bufs *C, float **adj, const float *dm,
-                         const float *lin_params, float *grads, float *sg, const crown_bound_grads *G) {
+void crown_rows_backward(const at_net *net, const thread_bufs *T, const crown_bufs *C, const crown_adjoint *Adj,
+                         const float *margin_dm, const int32_t *y, int n, const float *lin_params, float *grads, float *sg,
+                         const crown_bound_grads *G) {
+    const int K = at_net_out_size(net);
+    float **adj = Adj->adj, *dm = Adj->rowdm;
+    for (int s = 0; s < n; s++) /* crown_rows' rows: the classes other than y, in order */
+        for (int q = 0; q < K - 1; q++) dm[s * (K - 1) + q] = margin_dm[(size_t)s * K + (q < y[s] ? q : q + 1)];
     input_adjoint(net, T, C, dm, adj[0]);
     for (int l = 0; l < net->nlayers; l++) {
         const at_layer *L = &net->layers[l];

@@ -231,7 +231,8 @@ static void zero_back(const at_net *net, const back_bufs *K) {
 typedef struct chunk_state {
     back_bufs K;
     crown_bufs C;
-    float **lam, **adj;
+    float **lam;
+    crown_adjoint A;
 } chunk_state;
 
 /* The chunk's margins (IBP's with the last Linear folded in, mixed with CROWN-IBP's when
@@ -277,7 +278,7 @@ static void chunk_back(const loss_job *J, const bound_net *B, const thread_bufs 
     if (J->beta > 0.0f) {
         for (int i = 0; i < n * k; i++) K->dm[i] *= J->beta;
         const crown_bound_grads G = {K->dlo, K->dhi, K->dpre_lo, K->dpre_hi};
-        crown_rows_backward(net, T, &S->C, S->adj, K->dm, J->lin_params, g, J->abs_grads[t], &G);
+        crown_rows_backward(net, T, &S->C, &S->A, K->dm, J->m.y + begin, n, J->lin_params, g, J->abs_grads[t], &G);
     }
     for (int l = J->elide - 1; l >= 0; l--) {
         const at_layer *L = &net->layers[l];
@@ -304,10 +305,10 @@ static void chunk_loss(const bound_net *B, const thread_bufs *T, void *user, int
     const int t = omp_get_thread_num();
     float *dlo[net->nlayers + 1], *dhi[net->nlayers + 1], *dpre_lo[net->nlayers], *dpre_hi[net->nlayers];
     float *lam[net->nlayers + 1], *adj[net->nlayers + 1], *keep[net->nlayers];
-    chunk_state S = {.C = {.keep = keep}, .lam = lam, .adj = adj};
+    chunk_state S = {.C = {.keep = keep}, .lam = lam, .A = {.adj = adj}};
     carve_back(net, T->extra, dlo, dhi, dpre_lo, dpre_hi, &S.K);
     zero_back(net, &S.K);
-    if (J->beta > 0.0f) crown_adjoint_carve(net, S.K.adjoint, n * at_net_out_size(net), adj, keep);
+    if (J->beta > 0.0f) crown_adjoint_carve(net, S.K.adjoint, n, &S.A, keep);
     chunk_margins(J, T, &S, begin, n, t);
     chunk_back(J, B, T, &S, begin, n, t);
 }
