@@ -11,6 +11,8 @@
  *   CROWN-IBP) is replaced by a line below it (coefficients >= 0: alpha z, alpha 1 where u > -l,
  *   else 0) or above it (coefficients < 0: u (z - l) / (u - l)); stable ReLUs are exact.
  * - A tensor read by several nodes (a residual) adds the coefficients coming from each.
+ * Full CROWN (the end of this file) bounds each ReLU's input the same way, from that node back
+ * to the input, before the margins, instead of taking its interval bounds.
  * Max pooling and the smooth activations have no relaxation here yet: networks with them get
  * interval bounds only. */
 #include "bounds.h"
