@@ -411,11 +411,7 @@ static int regularization_config(const fit_args *a, at_train_config *cfg) {
 static int certify_config(fit_args *a, at_train_config *cfg) {
     if (!a->certify) return 0;
     at_bound_method method;
-    if (strcmp(a->certify, "ibp") == 0)
-        method = AT_BOUND_IBP;
-    else if (strcmp(a->certify, "crown-ibp") == 0)
-        method = AT_BOUND_CROWN_IBP;
-    else
+    if (at_bound_method_from_name(a->certify, &method) != AT_OK || method == AT_BOUND_CROWN) /* CROWN: verify only */
         return usage_error("--certify %s: use ibp or crown-ibp", a->certify);
     if (a->adv) return usage_error("--certify and --adv: choose one");
     int neps = 0;
@@ -574,7 +570,7 @@ static cJSON *settings_json(const fit_args *a, const at_train_config *cfg) {
     if (cfg->qat.enabled) add_num(o, "qat_momentum", cfg->qat.momentum);
     if (cfg->certify.eps > 0.0f) {
         const bool crown = cfg->certify.method == AT_BOUND_CROWN_IBP;
-        cJSON_AddStringToObject(o, "certify", crown ? "crown-ibp" : "ibp");
+        cJSON_AddStringToObject(o, "certify", at_bound_method_name(cfg->certify.method));
         add_num(o, "certify_eps", cfg->certify.eps);
         add_num(o, "certify_warmup", cfg->certify.warmup_epochs);
         add_num(o, "certify_ramp", cfg->certify.ramp_epochs);

@@ -11,6 +11,7 @@ typedef struct verify_options {
     const char *method, *eps_text, *attack, *data_source, *model_spec, *split;
     int samples, offset, threads;
     bool json;
+    at_bound_method bound; /* --method, resolved by usage_ok */
 } verify_options;
 
 typedef struct verify_outcome {
@@ -90,10 +91,7 @@ static int verify_model(const char *path, atk_cli_model *m, const verify_options
     at_status s = at_dataset_keep_range(ds, o->offset, keep);
     verify_outcome r = {.eps = eps};
     if (s == AT_OK && o->attack && !run_attack(m, o, &r)) return EXIT_RUN_FAILED; /* shared by the ranks */
-    const at_bound_method method = strcmp(o->method, "crown-ibp") == 0 ? AT_BOUND_CROWN_IBP
-                                   : strcmp(o->method, "crown") == 0   ? AT_BOUND_CROWN
-                                                                       : AT_BOUND_IBP;
-    if (s == AT_OK) s = verify_share(m->net, ds, eps, method, &r.v);
+    if (s == AT_OK) s = verify_share(m->net, ds, eps, o->bound, &r.v);
     if (s != AT_OK) {
         cli_error("verify", path, s);
         return EXIT_RUN_FAILED;
@@ -110,9 +108,9 @@ static int verify_model(const char *path, atk_cli_model *m, const verify_options
     return r.ordered ? 0 : EXIT_RUN_FAILED;
 }
 
-/* Usage errors before anything is loaded; the radius in *eps. */
-static bool usage_ok(const verify_options *o, float *eps) {
-    if (strcmp(o->method, "ibp") != 0 && strcmp(o->method, "crown-ibp") != 0 && strcmp(o->method, "crown") != 0) {
+/* Usage errors before anything is loaded; the radius in *eps, the bound method in o->bound. */
+static bool usage_ok(verify_options *o, float *eps) {
+    if (at_bound_method_from_name(o->method, &o->bound) != AT_OK) {
         fprintf(stderr, "advtrain verify: --method %s: use ibp (interval bounds), crown-ibp (linear bounds backward, ReLU "
                         "networks) or crown (linear bounds for every ReLU's input too)\n", o->method);
         return false;

@@ -777,6 +777,9 @@ at_status at_net_interval_bounds(at_net *net, const float *lo, const float *hi, 
  * most cases, and one backward pass per neuron of every ReLU's input: far slower (one sample per
  * chunk). */
 typedef enum at_bound_method { AT_BOUND_IBP, AT_BOUND_CROWN_IBP, AT_BOUND_CROWN } at_bound_method;
+/* "ibp", "crown-ibp", "crown"; AT_ERR_ARG names the valid ones. */
+at_status at_bound_method_from_name(const char *name, at_bound_method *method);
+const char *at_bound_method_name(at_bound_method method);
 
 /* Lower bounds of the margins z_y - z_j of a classifier over the L-inf ball of radius eps around
  * each of n inputs x, clipped to the pixel box [0,1]: margins is n x K (K = at_net_out_size),

@@ -812,7 +812,7 @@ static at_epoch_stats epoch_stats(const trainer *T, int epoch, const epoch_sums 
     st.grad_norm = T->cfg->clip_grad > 0.0f ? (float)(p->norm / T->nbatches) : NAN;
     st.eps = T->adv || T->cfg->certify.eps > 0.0f ? p->eps : NAN;
     if (T->cfg->certify.eps > 0.0f) /* the adversarial trainer names its own method */
-        st.method = T->cfg->certify.method == AT_BOUND_CROWN_IBP ? "crown-ibp" : "ibp";
+        st.method = at_bound_method_name(T->cfg->certify.method);
     st.adv_metric = T->adv && p->adv_hits >= 0 ? (float)((double)p->adv_hits / ((double)n * T->replays)) : NAN;
     st.robust_val = st.guard_acc = NAN;
     return st;

@@ -32,6 +32,15 @@ static inline size_t bounds_max_tensor(const at_net *net) {
     for (int l = 0; l < net->nlayers; l++) m = AT_MAX(m, (size_t)net->layers[l].out_size);
     return m;
 }
+/* The centre and radius of a box. */
+static inline void bounds_centre_radius(const float *lo, const float *hi, size_t count, float *mid, float *rad) {
+    for (size_t i = 0; i < count; i++) {
+        mid[i] = 0.5f * (lo[i] + hi[i]);
+        rad[i] = 0.5f * (hi[i] - lo[i]);
+    }
+}
+/* The class of a sample's q-th margin row (CROWN's rows skip the label y). */
+static inline int margin_class(int q, int y) { return q < y ? q : q + 1; }
 /* The first node before B->stop whose kind has no interval rule, or -1. */
 int bounds_unsupported(const at_net *net, int stop);
 /* Interval bounds of every tensor for chunks of `total` rows over the threads, eval mode. */
@@ -48,10 +57,11 @@ typedef struct margin_job {
 void bounds_ball_input(const at_net *net, void *user, int begin, int n, float *lo, float *hi);
 
 /* CROWN's working state for one chunk (crown.c): for margins, rows r = s * (classes - 1) + q are
- * the margins z_y - z_j of the chunk's samples s, j the q-th class other than y. lam: per tensor + 1, R rows of coefficients on that tensor (fused nodes
- * alias their source's); after crown_rows each holds what its producer passed on (relaxed where
- * a ReLU was). keep (may be NULL): per node, where a relaxed node's coefficients before the
- * relaxation are copied (the training loss's backward needs them). */
+ * the margins z_y - z_j of the chunk's samples s, j = margin_class(q, y). lam: per tensor + 1,
+ * R rows of coefficients on that tensor (fused nodes alias their source's); after crown_rows each
+ * holds what its producer passed on (relaxed where a ReLU was). keep (may be NULL): per node,
+ * where a relaxed node's coefficients before the relaxation are copied (the training loss's
+ * backward needs them). */
 typedef struct crown_bufs {
     float **lam, **keep;
     float *dx, *dx2, *dummy, *work, *offset, *zeros;

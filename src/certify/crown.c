@@ -71,6 +71,20 @@ static void carve(const at_net *net, float *block, int R, float **lam, crown_buf
     C->constant = (double *)(((uintptr_t)(C->zeros + big) + 7) & ~(uintptr_t)7);
 }
 
+/* A pass of R rows (per rows for each sample, the first of them sample s0) back from node top:
+ * C carved out of block, the coefficients of the tensors up to top's output and the constants
+ * zeroed. */
+static void begin_pass(const at_net *net, float *block, int R, int per, int s0, int top, float **lam, crown_bufs *C) {
+    C->R = R, C->K = per, C->s0 = s0;
+    carve(net, block, R, lam, C);
+    for (int t = 0; t <= top + 1; t++)
+        if (t == 0 || !net->layers[t - 1].fused)
+            memset(lam[t], 0, sizeof(float) * (size_t)R * (t ? net->layers[t - 1].out_size : net_in_size(net)));
+    memset(C->zeros, 0, sizeof(float) * bounds_max_tensor(net));
+    memset(C->dummy, 0, sizeof(float) * (size_t)R * bounds_max_tensor(net));
+    memset(C->constant, 0, sizeof(double) * (size_t)R);
+}
+
 /* The margins' coefficients on the last tensor: K - 1 rows per sample, e_y - e_j for the classes
  * j != y in order (the margin z_y - z_y is not bounded). */
 static void init_rows(const at_net *net, const crown_bufs *C, const int32_t *y, int n, int K) {
@@ -80,7 +94,7 @@ static void init_rows(const at_net *net, const crown_bufs *C, const int32_t *y, 
         for (int q = 0; q < K - 1; q++) {
             float *row = lam + ((size_t)s * (K - 1) + q) * K;
             row[y[s]] = 1.0f;
-            row[q < y[s] ? q : q + 1] = -1.0f;
+            row[margin_class(q, y[s])] = -1.0f;
         }
 }
 
@@ -167,20 +181,14 @@ static double row_minimum(const at_net *net, const thread_bufs *T, const crown_b
 
 void crown_rows(const at_net *net, const thread_bufs *T, float *block, float **lam, crown_bufs *C, const int32_t *y,
                 int n, float *m) {
-    const int K = at_net_out_size(net), D = net_in_size(net);
-    C->R = n * (K - 1), C->K = K - 1, C->s0 = 0;
-    carve(net, block, C->R, lam, C);
-    for (int t = 0; t <= net->nlayers; t++)
-        if (t == 0 || !net->layers[t - 1].fused) memset(lam[t], 0, sizeof(float) * (size_t)C->R * (t ? net->layers[t - 1].out_size : D));
-    memset(C->zeros, 0, sizeof(float) * bounds_max_tensor(net));
-    memset(C->dummy, 0, sizeof(float) * (size_t)C->R * bounds_max_tensor(net));
-    memset(C->constant, 0, sizeof(double) * (size_t)C->R);
+    const int K = at_net_out_size(net);
+    begin_pass(net, block, n * (K - 1), K - 1, 0, net->nlayers - 1, lam, C);
     init_rows(net, C, y, n, K);
     back_substitute_from(net, T, C, net->nlayers - 1, true);
     for (int s = 0; s < n; s++) {
         m[(size_t)s * K + y[s]] = INFINITY;
         for (int q = 0; q < K - 1; q++)
-            m[(size_t)s * K + (q < y[s] ? q : q + 1)] = (float)row_minimum(net, T, C, s * (K - 1) + q);
+            m[(size_t)s * K + margin_class(q, y[s])] = (float)row_minimum(net, T, C, s * (K - 1) + q);
     }
 }
 
@@ -215,14 +223,7 @@ static void node_bounds(const at_net *net, const thread_bufs *T, float *block, f
     crown_bufs C = {.keep = NULL};
     for (int g0 = 0; g0 < 2 * O; g0 += CROWN_ROWS) {
         const int R = AT_MIN(CROWN_ROWS, 2 * O - g0);
-        C.R = C.K = R, C.s0 = s;
-        carve(net, block, R, lam, &C);
-        for (int t = 0; t <= top + 1; t++)
-            if (t == 0 || !net->layers[t - 1].fused)
-                memset(lam[t], 0, sizeof(float) * (size_t)R * (t ? net->layers[t - 1].out_size : net_in_size(net)));
-        memset(C.constant, 0, sizeof(double) * (size_t)R);
-        memset(C.zeros, 0, sizeof(float) * bounds_max_tensor(net));
-        memset(C.dummy, 0, sizeof(float) * (size_t)R * bounds_max_tensor(net));
+        begin_pass(net, block, R, R, s, top, lam, &C);
         for (int q = 0; q < R; q++) {
             const int g = g0 + q;
             lam[top + 1][(size_t)q * O + g % O] = g < O ? 1.0f : -1.0f;

@@ -147,7 +147,7 @@ void crown_rows_backward(const at_net *net, const thread_bufs *T, const crown_bu
     const int K = at_net_out_size(net);
     float **adj = Adj->adj, *dm = Adj->rowdm;
     for (int s = 0; s < n; s++) /* crown_rows' rows: the classes other than y, in order */
-        for (int q = 0; q < K - 1; q++) dm[s * (K - 1) + q] = margin_dm[(size_t)s * K + (q < y[s] ? q : q + 1)];
+        for (int q = 0; q < K - 1; q++) dm[s * (K - 1) + q] = margin_dm[(size_t)s * K + margin_class(q, y[s])];
     input_adjoint(net, T, C, dm, adj[0]);
     for (int l = 0; l < net->nlayers; l++) {
         const at_layer *L = &net->layers[l];

@@ -106,13 +106,6 @@ static void carve(const bound_net *B, float *block, float **ptrs, thread_bufs *T
     T->extra = block + max_work(net, B->chunk);
 }
 
-static void centre_radius(const float *lo, const float *hi, size_t count, float *mid, float *rad) {
-    for (size_t i = 0; i < count; i++) {
-        mid[i] = 0.5f * (lo[i] + hi[i]);
-        rad[i] = 0.5f * (hi[i] - lo[i]);
-    }
-}
-
 /* An affine node: centre through the forward, radius through |A|, then the fused ReLU. */
 static void affine_bounds(const bound_net *B, const thread_bufs *T, at_ctx ctx, int l, int n) {
     const at_net *net = B->net;
@@ -121,8 +114,8 @@ static void affine_bounds(const bound_net *B, const thread_bufs *T, at_ctx ctx, 
     const bool relu = A.relu_out;
     A.relu_out = false;
     const size_t in = (size_t)n * A.in_size, out = (size_t)n * A.out_size;
-    centre_radius(T->lo[A.src[0] + 1], T->hi[A.src[0] + 1], in, T->mid, T->rad);
-    if (A.nsrc == 2) centre_radius(T->lo[A.src[1] + 1], T->hi[A.src[1] + 1], in, T->mid2, T->rad2);
+    bounds_centre_radius(T->lo[A.src[0] + 1], T->hi[A.src[0] + 1], in, T->mid, T->rad);
+    if (A.nsrc == 2) bounds_centre_radius(T->lo[A.src[1] + 1], T->hi[A.src[1] + 1], in, T->mid2, T->rad2);
     ctx.x2 = T->mid2;
     ops->forward(&A, &ctx, T->mid, T->ymid, n);
     ctx.params = B->abs_params;
@@ -243,6 +236,21 @@ at_status at_net_interval_bounds(at_net *net, const float *lo, const float *hi, 
 
 /* ------------------------------------------------------------ margin bounds */
 
+static const char *const bound_method_names[] = {"ibp", "crown-ibp", "crown"}; /* at_bound_method order */
+
+const char *at_bound_method_name(at_bound_method m) {
+    return (unsigned)m < sizeof bound_method_names / sizeof *bound_method_names ? bound_method_names[m] : "?";
+}
+
+at_status at_bound_method_from_name(const char *name, at_bound_method *m) {
+    for (size_t i = 0; i < sizeof bound_method_names / sizeof *bound_method_names; i++)
+        if (strcmp(name, bound_method_names[i]) == 0) {
+            *m = (at_bound_method)i;
+            return AT_OK;
+        }
+    return at_fail(AT_ERR_ARG, "unknown bound method '%s' (ibp, crown-ibp, crown)", name);
+}
+
 void bounds_ball_input(const at_net *net, void *user, int begin, int n, float *lo, float *hi) {
     const margin_job *J = user;
     const size_t D = (size_t)net_in_size(net);
@@ -276,7 +284,7 @@ static void margin_done(const bound_net *B, const thread_bufs *T, void *user, in
         if (J->elide >= 0) {
             const at_layer *L = &net->layers[J->elide];
             const int D = L->in_size, src = L->src[0] + 1;
-            centre_radius(T->lo[src] + (size_t)r * D, T->hi[src] + (size_t)r * D, (size_t)D, T->mid, T->rad);
+            bounds_centre_radius(T->lo[src] + (size_t)r * D, T->hi[src] + (size_t)r * D, (size_t)D, T->mid, T->rad);
             for (int j = 0; j < K; j++)
                 m[j] = j == y ? INFINITY
                               : folded_margin(net->params + L->w_off, net->params + L->b_off, D, y, j, T->mid, T->rad);

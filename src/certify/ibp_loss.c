@@ -104,19 +104,12 @@ static double worst_case_ce(const float *m, int K, int y, double scale, float *d
     return top + log(sum); /* -log softmax(z_wc)[y] with z_wc[y] = 0 */
 }
 
-static void centre_radius(const float *lo, const float *hi, int count, float *mid, float *rad) {
-    for (int i = 0; i < count; i++) {
-        mid[i] = 0.5f * (lo[i] + hi[i]);
-        rad[i] = 0.5f * (hi[i] - lo[i]);
-    }
-}
-
 /* The folded last Linear for one sample (its input's bounds lo, hi): the margins m (K floats,
  * +inf at y), leaving the input box's centre and radius in mid, rad. */
 static void fold_margins(const at_layer *L, const float *W, const float *b, const float *lo, const float *hi, int y,
                          float *mid, float *rad, float *m) {
     const int D = L->in_size, K = L->out_size;
-    centre_radius(lo, hi, D, mid, rad);
+    bounds_centre_radius(lo, hi, (size_t)D, mid, rad);
     for (int j = 0; j < K; j++) {
         if (j == y) {
             m[j] = INFINITY;
@@ -172,10 +165,7 @@ static void affine_back(const bound_net *B, const thread_bufs *T, const back_buf
         dhi[i] = b - a; /* now d yr */
     }
     const int s0 = A.src[0] + 1, s1 = A.nsrc == 2 ? A.src[1] + 1 : 0;
-    for (size_t i = 0; i < in; i++) {
-        T->mid[i] = 0.5f * (T->lo[s0][i] + T->hi[s0][i]);
-        T->rad[i] = 0.5f * (T->hi[s0][i] - T->lo[s0][i]);
-    }
+    bounds_centre_radius(T->lo[s0], T->hi[s0], in, T->mid, T->rad);
     at_ctx ctx = {.params = net->params, .grads = grads, .work = T->work, .buffers = net->buffers, .dx2 = K->dmid2};
     ops->backward(&A, &ctx, T->mid, K->dummy, dlo, K->dmid, n, A.w_count > 0);
     ctx = (at_ctx){.params = B->abs_params, .grads = abs_grads, .work = T->work, .buffers = B->abs_buffers,
@@ -271,7 +261,7 @@ static void chunk_back(const loss_job *J, const bound_net *B, const thread_bufs 
     back_bufs *K = &S->K;
     float *g = J->grads[t];
     for (int r = 0; J->beta < 1.0f && r < n; r++) {
-        centre_radius(T->lo[src] + (size_t)r * D, T->hi[src] + (size_t)r * D, D, T->mid, T->rad);
+        bounds_centre_radius(T->lo[src] + (size_t)r * D, T->hi[src] + (size_t)r * D, (size_t)D, T->mid, T->rad);
         fold_back(E, net->params + E->w_off, g + E->w_off, g + E->b_off, T->mid, T->rad, J->m.y[begin + r],
                   K->dm + (size_t)r * k, 1.0f - J->beta, K->dlo[src] + (size_t)r * D, K->dhi[src] + (size_t)r * D);
     }
